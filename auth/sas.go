@@ -1,0 +1,275 @@
+package auth
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// MaxClockSkew is how far past its expiry IoT Hub still accepts a SAS token.
+const MaxClockSkew = 5 * time.Minute
+
+// sasPrefix is the literal first word of every token.
+const sasPrefix = "SharedAccessSignature"
+
+// Errors that [ParseSAS] and the SAS checks wrap. Use errors.Is.
+var (
+	// ErrInvalidSAS: the token is not a well-formed shared access signature.
+	ErrInvalidSAS = errors.New("iothub: malformed SAS token")
+	// ErrSASExpired: the token's expiry plus MaxClockSkew has passed.
+	ErrSASExpired = errors.New("iothub: SAS token expired")
+	// ErrSASSignature: the signature matches none of the keys.
+	ErrSASSignature = errors.New("iothub: SAS token signature does not match")
+	// ErrSASResource: the token's resource does not cover the target.
+	ErrSASResource = errors.New("iothub: SAS token is not valid for this resource")
+)
+
+// DeviceResource returns the resource URI a device token signs:
+// "{host}/devices/{deviceID}".
+func DeviceResource(host, deviceID string) string {
+	return host + "/devices/" + deviceID
+}
+
+// ModuleResource returns the resource URI a module token signs:
+// "{host}/devices/{deviceID}/modules/{moduleID}".
+func ModuleResource(host, deviceID, moduleID string) string {
+	return host + "/devices/" + deviceID + "/modules/" + moduleID
+}
+
+// SignSAS builds a SAS token for resource (e.g. [DeviceResource] or a bare
+// host for hub policies), signed with the base64 key and valid until expiry:
+//
+//	SharedAccessSignature sr={enc(resource)}&sig={enc(sig)}&se={unix}[&skn={keyName}]
+//
+// The string to sign is the encoded resource, "\n" and the expiry in decimal
+// Unix seconds; sig is the base64 HMAC-SHA256 of it under the decoded key.
+// Encoding keeps RFC 3986 unreserved characters and writes everything else
+// as upper-case %XX. keyName is the hub policy name, or "" for a device or
+// module key.
+func SignSAS(resource, keyName, base64Key string, expiry time.Time) (string, error) {
+	key, err := decodeKey(base64Key)
+	if err != nil {
+		return "", err
+	}
+	if resource == "" {
+		return "", errors.New("iothub: SAS resource is empty")
+	}
+	return signSAS(resource, keyName, key, expiry.Unix()), nil
+}
+
+func signSAS(resource, keyName string, key []byte, expiry int64) string {
+	sr := urlEncode(resource)
+	se := strconv.FormatInt(expiry, 10)
+	var b strings.Builder
+	b.WriteString(sasPrefix + " sr=")
+	b.WriteString(sr)
+	b.WriteString("&sig=")
+	b.WriteString(urlEncode(signature(key, sr, se)))
+	b.WriteString("&se=")
+	b.WriteString(se)
+	if keyName != "" {
+		b.WriteString("&skn=")
+		b.WriteString(urlEncode(keyName))
+	}
+	return b.String()
+}
+
+// signature returns base64(HMAC-SHA256(key, sr + "\n" + se)).
+func signature(key []byte, sr, se string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(sr))
+	m.Write([]byte{'\n'})
+	m.Write([]byte(se))
+	return base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// urlEncode escapes everything but RFC 3986 unreserved characters, with
+// upper-case hex, as the Azure IoT SDKs do for sr, sig and skn.
+func urlEncode(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(s) + len(s)/4)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if isAlnum(c) || c == '-' || c == '_' || c == '.' || c == '~' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}
+
+// SAS is a parsed shared access signature token. Its signature is kept
+// unexported; String and %v never show it.
+type SAS struct {
+	// Resource is the URL-decoded "sr": the resource URI the token covers.
+	Resource string
+	// KeyName is the decoded "skn" (hub policy name); "" for device and
+	// module keys.
+	KeyName string
+	// Expiry is "se" as a time.
+	Expiry time.Time
+
+	rawResource string // sr exactly as in the token: it is what was signed
+	rawExpiry   string // se exactly as in the token
+	sig         string // decoded sig (base64 text)
+}
+
+// ParseSAS parses a token as IoT Hub does: the literal word
+// "SharedAccessSignature", one space, then &-separated fields whose names
+// match case-insensitively. sr, sig and se are required, skn is optional,
+// unknown fields are ignored and a repeated field is an error. sr is kept
+// raw for signature checks; the other values are URL-decoded. ParseSAS
+// checks syntax only: see [SAS.Verify].
+func ParseSAS(token string) (*SAS, error) {
+	i := strings.IndexFunc(token, unicode.IsSpace)
+	if i < 0 || token[:i] != sasPrefix {
+		return nil, fmt.Errorf("%w: must start with %q and a space", ErrInvalidSAS, sasPrefix)
+	}
+	body := token[i+1:]
+	if strings.IndexFunc(body, unicode.IsSpace) >= 0 {
+		return nil, fmt.Errorf("%w: want exactly two space-separated parts", ErrInvalidSAS)
+	}
+	var s SAS
+	var haveSR, haveSig, haveSE, haveSKN bool
+	for _, f := range strings.Split(body, "&") {
+		if f == "" {
+			continue
+		}
+		name, val, ok := strings.Cut(f, "=")
+		if !ok {
+			return nil, fmt.Errorf("%w: a field has no '='", ErrInvalidSAS)
+		}
+		name = strings.ToLower(name)
+		var dup bool
+		switch name {
+		case "sr":
+			dup, haveSR = haveSR, true
+			s.rawResource = val
+			r, err := url.QueryUnescape(val)
+			if err != nil {
+				return nil, fmt.Errorf("%w: sr is not URL-encoded correctly", ErrInvalidSAS)
+			}
+			s.Resource = r
+		case "sig":
+			dup, haveSig = haveSig, true
+			v, err := url.QueryUnescape(val)
+			if err != nil {
+				return nil, fmt.Errorf("%w: sig is not URL-encoded correctly", ErrInvalidSAS)
+			}
+			s.sig = v
+		case "se":
+			dup, haveSE = haveSE, true
+			s.rawExpiry = val
+			n, err := strconv.ParseInt(val, 10, 64)
+			if err != nil || n < 0 || strings.HasPrefix(val, "+") {
+				return nil, fmt.Errorf("%w: se must be Unix seconds (a non-negative decimal integer)", ErrInvalidSAS)
+			}
+			s.Expiry = time.Unix(n, 0).UTC()
+		case "skn":
+			dup, haveSKN = haveSKN, true
+			v, err := url.QueryUnescape(val)
+			if err != nil {
+				return nil, fmt.Errorf("%w: skn is not URL-encoded correctly", ErrInvalidSAS)
+			}
+			s.KeyName = v
+		default:
+			continue
+		}
+		if dup {
+			return nil, fmt.Errorf("%w: field %s given more than once", ErrInvalidSAS, name)
+		}
+	}
+	switch {
+	case !haveSR || s.Resource == "":
+		return nil, fmt.Errorf("%w: sr (resource) is missing", ErrInvalidSAS)
+	case !haveSig || s.sig == "":
+		return nil, fmt.Errorf("%w: sig (signature) is missing", ErrInvalidSAS)
+	case !haveSE:
+		return nil, fmt.Errorf("%w: se (expiry) is missing", ErrInvalidSAS)
+	case haveSKN && s.KeyName == "":
+		return nil, fmt.Errorf("%w: skn is empty", ErrInvalidSAS)
+	}
+	return &s, nil
+}
+
+// String returns the token with its signature replaced by "<redacted>".
+func (s *SAS) String() string {
+	v := sasPrefix + " sr=" + s.rawResource + "&sig=<redacted>&se=" + s.rawExpiry
+	if s.KeyName != "" {
+		v += "&skn=" + urlEncode(s.KeyName)
+	}
+	return v
+}
+
+// GoString redacts like String.
+func (s *SAS) GoString() string { return "&auth.SAS(" + strconv.Quote(s.String()) + ")" }
+
+// CheckExpiry returns an error wrapping [ErrSASExpired] when now is later than
+// the expiry plus [MaxClockSkew].
+func (s *SAS) CheckExpiry(now time.Time) error {
+	if now.After(s.Expiry.Add(MaxClockSkew)) {
+		return fmt.Errorf("%w at %s", ErrSASExpired, s.Expiry.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Covers reports whether the token's resource authorizes target, a resource
+// URI without scheme such as "myhub.azure-devices.net/devices/dev1". The
+// match is case-insensitive and by whole path segment: "h/devices" covers
+// "h/devices/dev1" but "h/devices/dev1" does not cover "h/devices/dev10".
+func (s *SAS) Covers(target string) bool {
+	r := strings.ToLower(strings.TrimSuffix(s.Resource, "/"))
+	t := strings.ToLower(strings.TrimSuffix(target, "/"))
+	return t == r || strings.HasPrefix(t, r+"/")
+}
+
+// CheckSignature reports whether the token was signed with one of the base64
+// keys, tried in order (primary, then secondary). Empty keys are skipped.
+// The comparison is constant-time. It returns an error wrapping
+// [ErrSASSignature] when no key matches.
+func (s *SAS) CheckSignature(base64Keys ...string) error {
+	tried := false
+	for _, k := range base64Keys {
+		if k == "" {
+			continue
+		}
+		key, err := decodeKey(k)
+		if err != nil {
+			return err
+		}
+		tried = true
+		want := signature(key, s.rawResource, s.rawExpiry)
+		if subtle.ConstantTimeCompare([]byte(want), []byte(s.sig)) == 1 {
+			return nil
+		}
+	}
+	if !tried {
+		return fmt.Errorf("%w: no key to check it against", ErrSASSignature)
+	}
+	return ErrSASSignature
+}
+
+// Verify runs the hub's checks in the hub's order: the token is not expired
+// at now (allowing [MaxClockSkew]), it covers target, and it was signed with
+// primaryKey or secondaryKey.
+func (s *SAS) Verify(target string, now time.Time, primaryKey, secondaryKey string) error {
+	if err := s.CheckExpiry(now); err != nil {
+		return err
+	}
+	if !s.Covers(target) {
+		return fmt.Errorf("%w: token is for %q, not %q", ErrSASResource, s.Resource, target)
+	}
+	return s.CheckSignature(primaryKey, secondaryKey)
+}

@@ -1,0 +1,3 @@
+module github.com/iothub-go/iothub
+
+go 1.26.0
