@@ -283,7 +283,9 @@ func (c ConnectionString) Address() string {
 func (c ConnectionString) String() string { return c.format(true) }
 
 // GoString redacts like String, so %#v is safe too.
-func (c ConnectionString) GoString() string { return "auth.ConnectionString(" + strconv.Quote(c.format(true)) + ")" }
+func (c ConnectionString) GoString() string {
+	return "auth.ConnectionString(" + strconv.Quote(c.format(true)) + ")"
+}
 
 // Reveal returns the full connection string, secrets included, in canonical
 // key spelling and order. Do not log it.
