@@ -222,13 +222,15 @@ func ParseDeviceConnectionString(s string) (ConnectionString, error) {
 //
 // HostName and SharedAccessKeyName are required, and exactly one of
 // SharedAccessKey or SharedAccessSignature. Device-only keys (DeviceId,
-// ModuleId, GatewayHostName, x509) are refused.
+// ModuleId, x509) are refused. GatewayHostName ("host:port") is accepted as
+// an extension of this SDK: the service client dials it while tokens still
+// name HostName, which is how a local hub on a random port is reached.
 func ParseServiceConnectionString(s string) (ConnectionString, error) {
 	c, seen, err := parseConnectionString(s)
 	if err != nil {
 		return ConnectionString{}, err
 	}
-	for _, k := range []string{"DeviceId", "ModuleId", "GatewayHostName", "x509"} {
+	for _, k := range []string{"DeviceId", "ModuleId", "x509"} {
 		if seen[k] {
 			return ConnectionString{}, connStringError(k, "not allowed in a service connection string (this looks like a device connection string)")
 		}
@@ -327,14 +329,24 @@ func (c ConnectionString) format(redact bool) string {
 // service strings sign the hub. An x509=true string has no token provider.
 func (c ConnectionString) TokenProvider(opts *TokenOptions) (TokenProvider, error) {
 	switch {
+	// Check each constructor's error before converting its pointer to the
+	// interface: a nil *T in a TokenProvider is not a nil TokenProvider.
 	case c.SharedAccessSignature != "":
-		return NewStaticToken(c.SharedAccessSignature)
+		p, err := NewStaticToken(c.SharedAccessSignature)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
 	case c.SharedAccessKey != "":
 		resource := c.HostName
 		if c.DeviceID != "" {
 			resource = c.Identity().Resource()
 		}
-		return NewKeyTokenProvider(resource, c.SharedAccessKeyName, c.SharedAccessKey, opts)
+		p, err := NewKeyTokenProvider(resource, c.SharedAccessKeyName, c.SharedAccessKey, opts)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
 	case c.X509:
 		return nil, errors.New("iothub: x509=true connection string authenticates with a certificate, not a token")
 	default:
@@ -442,6 +454,12 @@ func checkKeyName(v string) error {
 
 // decodeKey decodes a base64 shared access key.
 func decodeKey(k string) ([]byte, error) {
+	// encoding/base64 skips '\r' and '\n'; a key must not contain them (a
+	// connection string's trailing newline is trimmed, so such a key would
+	// not survive Reveal and re-parsing).
+	if strings.ContainsAny(k, "\r\n") {
+		return nil, errors.New("iothub: key is not valid base64")
+	}
 	b, err := base64.StdEncoding.DecodeString(k)
 	if err != nil {
 		return nil, errors.New("iothub: key is not valid base64")

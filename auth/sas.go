@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // MaxClockSkew is how far past its expiry IoT Hub still accepts a SAS token.
@@ -19,6 +20,10 @@ const MaxClockSkew = 5 * time.Minute
 
 // sasPrefix is the literal first word of every token.
 const sasPrefix = "SharedAccessSignature"
+
+// maxExpiry is the latest "se" IoT Hub can represent: 9999-12-31T23:59:59Z
+// (.NET DateTime.MaxValue; a later se fails the hub's parse).
+const maxExpiry = 253402300799
 
 // Errors that [ParseSAS] and the SAS checks wrap. Use errors.Is.
 var (
@@ -61,6 +66,9 @@ func SignSAS(resource, keyName, base64Key string, expiry time.Time) (string, err
 	}
 	if resource == "" {
 		return "", errors.New("iothub: SAS resource is empty")
+	}
+	if se := expiry.Unix(); se < 0 || se > maxExpiry {
+		return "", errors.New("iothub: SAS expiry must be between 1970 and the end of year 9999")
 	}
 	return signSAS(resource, keyName, key, expiry.Unix()), nil
 }
@@ -137,7 +145,8 @@ func ParseSAS(token string) (*SAS, error) {
 	if i < 0 || token[:i] != sasPrefix {
 		return nil, fmt.Errorf("%w: must start with %q and a space", ErrInvalidSAS, sasPrefix)
 	}
-	body := token[i+1:]
+	_, w := utf8.DecodeRuneInString(token[i:]) // the space may be multi-byte (U+00A0 …)
+	body := token[i+w:]
 	if strings.IndexFunc(body, unicode.IsSpace) >= 0 {
 		return nil, fmt.Errorf("%w: want exactly two space-separated parts", ErrInvalidSAS)
 	}
@@ -176,6 +185,9 @@ func ParseSAS(token string) (*SAS, error) {
 			if err != nil || n < 0 || strings.HasPrefix(val, "+") {
 				return nil, fmt.Errorf("%w: se must be Unix seconds (a non-negative decimal integer)", ErrInvalidSAS)
 			}
+			if n > maxExpiry {
+				return nil, fmt.Errorf("%w: se is after the year 9999", ErrInvalidSAS)
+			}
 			s.Expiry = time.Unix(n, 0).UTC()
 		case "skn":
 			dup, haveSKN = haveSKN, true
@@ -205,7 +217,9 @@ func ParseSAS(token string) (*SAS, error) {
 }
 
 // String returns the token with its signature replaced by "<redacted>".
-func (s *SAS) String() string {
+// String and GoString have value receivers so that a SAS value (not only a
+// *SAS) never prints its signature either.
+func (s SAS) String() string {
 	v := sasPrefix + " sr=" + s.rawResource + "&sig=<redacted>&se=" + s.rawExpiry
 	if s.KeyName != "" {
 		v += "&skn=" + urlEncode(s.KeyName)
@@ -214,7 +228,7 @@ func (s *SAS) String() string {
 }
 
 // GoString redacts like String.
-func (s *SAS) GoString() string { return "&auth.SAS(" + strconv.Quote(s.String()) + ")" }
+func (s SAS) GoString() string { return "&auth.SAS(" + strconv.Quote(s.String()) + ")" }
 
 // CheckExpiry returns an error wrapping [ErrSASExpired] when now is later than
 // the expiry plus [MaxClockSkew].

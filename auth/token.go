@@ -164,6 +164,9 @@ func (p *KeyTokenProvider) String() string {
 	return "KeyTokenProvider(" + p.resource + ", skn=" + p.keyName + ")"
 }
 
+// GoString is String, so %#v shows neither the key nor the cached token.
+func (p *KeyTokenProvider) GoString() string { return p.String() }
+
 // StaticToken provides one fixed token, as given by a connection string's
 // SharedAccessSignature. It cannot be renewed: once expired, Token fails.
 type StaticToken struct {
@@ -199,3 +202,6 @@ func (s *StaticToken) Token(ctx context.Context) (Token, error) {
 
 // String describes the token without its signature.
 func (s *StaticToken) String() string { return "StaticToken(" + s.tok.String() + ")" }
+
+// GoString is String, so %#v does not show the token's signature.
+func (s *StaticToken) GoString() string { return s.String() }

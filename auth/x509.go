@@ -147,10 +147,16 @@ func orNone(s string) string {
 // does: chain[0] (the leaf) must verify up to one of roots at now, through
 // the other certificates of chain as intermediates, be usable for client
 // authentication, and have the common name id.String() (the device id, or
-// "deviceID/moduleID" for a module).
+// "deviceID/moduleID" for a module). A nil roots trusts nothing (never the
+// system roots).
 func CheckCASigned(chain []*x509.Certificate, roots *x509.CertPool, id Identity, now time.Time) error {
 	if len(chain) == 0 {
 		return fmt.Errorf("%w: no certificate presented", ErrX509Chain)
+	}
+	if roots == nil {
+		// x509.Verify would fall back to the system roots; the hub trusts
+		// only the CAs registered with it.
+		return fmt.Errorf("%w: no trusted CA configured", ErrX509Chain)
 	}
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
