@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hub"
+	"github.com/iothub-go/iothub/internal/hub/engine"
+)
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// hubConfig is the parsed command line of "iothub hub".
+type hubConfig struct {
+	host       string
+	mqttAddr   string
+	amqpAddr   string
+	httpsAddr  string
+	caFile     string
+	loadCACert string
+	loadCAKey  string
+	ownerKey   string
+	devices    multiFlag
+	quiet      bool
+}
+
+func parseHubFlags(args []string, stderr io.Writer) (*hubConfig, error) {
+	var c hubConfig
+	fs := flag.NewFlagSet("iothub hub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.host, "host", "localhost", "the hub's host name (SAS audience; HostName in connection strings)")
+	fs.StringVar(&c.mqttAddr, "mqtt-addr", "127.0.0.1:8883", "MQTT over TLS listen address")
+	fs.StringVar(&c.amqpAddr, "amqp-addr", "127.0.0.1:5671", "AMQP over TLS listen address (reserved: AMQP is not served yet)")
+	fs.StringVar(&c.httpsAddr, "https-addr", "127.0.0.1:443", "HTTPS service API and WebSocket listen address")
+	fs.StringVar(&c.caFile, "ca-file", "", "write the hub's CA certificate (PEM) to this file, for clients to trust")
+	fs.StringVar(&c.loadCACert, "load-ca-cert", "", "load the hub's CA certificate (PEM) from this file instead of generating one")
+	fs.StringVar(&c.loadCAKey, "load-ca-key", "", "load the hub's CA private key (PEM, ECDSA) from this file")
+	fs.StringVar(&c.ownerKey, "owner-key", "", "base64 primary key of the iothubowner policy (random if empty)")
+	fs.Var(&c.devices, "device", "register a device with this id (repeatable); its connection string is printed")
+	fs.BoolVar(&c.quiet, "quiet", false, "do not log connections and method calls")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("iothub: unexpected argument %q", fs.Arg(0))
+	}
+	if (c.loadCACert == "") != (c.loadCAKey == "") {
+		return nil, errors.New("iothub: --load-ca-cert and --load-ca-key go together")
+	}
+	for _, d := range c.devices {
+		if err := auth.CheckID(d); err != nil {
+			return nil, fmt.Errorf("iothub: --device %q: %w", d, err)
+		}
+	}
+	return &c, nil
+}
+
+func runHub(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseHubFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serveHub(ctx, cfg, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// serveHub runs the hub until ctx ends.
+func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) error {
+	var ca *hub.CA
+	if cfg.loadCACert != "" {
+		certPEM, err := os.ReadFile(cfg.loadCACert)
+		if err != nil {
+			return fmt.Errorf("iothub: %w", err)
+		}
+		keyPEM, err := os.ReadFile(cfg.loadCAKey)
+		if err != nil {
+			return fmt.Errorf("iothub: %w", err)
+		}
+		if ca, err = hub.LoadCA(certPEM, keyPEM); err != nil {
+			return err
+		}
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	if cfg.quiet {
+		logger = nil
+	}
+	h, err := hub.Start(hub.Options{
+		HostName: cfg.host,
+		Addrs:    []string{cfg.mqttAddr, cfg.amqpAddr, cfg.httpsAddr},
+		CA:       ca,
+		OwnerKey: cfg.ownerKey,
+		Logger:   logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if cfg.caFile != "" {
+		if err := os.WriteFile(cfg.caFile, h.CA.CertPEM(), 0o644); err != nil {
+			return fmt.Errorf("iothub: writing --ca-file: %w", err)
+		}
+	}
+	addrs := h.Addrs()
+	owner, _ := h.Engine.Policy("iothubowner")
+	svc := auth.ConnectionString{HostName: cfg.host, SharedAccessKeyName: owner.Name, SharedAccessKey: owner.PrimaryKey,
+		GatewayHostName: gateway(cfg.host, addrs[2], "443")}
+	fmt.Fprintf(stdout, "IOTHUB_SERVICE_CONNECTION_STRING=%s\n", svc.Reveal())
+	for _, id := range cfg.devices {
+		d, herr := h.Engine.PutDevice(id, engine.Device{}, "")
+		if herr != nil {
+			return herr
+		}
+		cs := auth.ConnectionString{HostName: cfg.host, DeviceID: id, SharedAccessKey: *d.Authentication.SymmetricKey.PrimaryKey,
+			GatewayHostName: gateway(cfg.host, addrs[0], "8883")}
+		fmt.Fprintf(stdout, "IOTHUB_DEVICE_CONNECTION_STRING=%s\n", cs.Reveal())
+	}
+	if logger != nil {
+		logger.Info("hub listening", "host", cfg.host, "mqtt", addrs[0].String(), "amqp", addrs[1].String(), "https", addrs[2].String())
+	}
+	<-ctx.Done()
+	if logger != nil {
+		logger.Info("hub shutting down")
+	}
+	return h.Close()
+}
+
+// gateway returns "" when clients reach addr under host's standard port, and
+// "localhost:PORT" otherwise, for GatewayHostName.
+func gateway(host string, addr net.Addr, standardPort string) string {
+	_, port, _ := net.SplitHostPort(addr.String())
+	if port == standardPort {
+		return ""
+	}
+	if host == "localhost" {
+		return "localhost:" + port
+	}
+	return addr.String()
+}

@@ -1,0 +1,42 @@
+// Command iothub is the command-line companion of the iothub SDK.
+//
+//	iothub hub [flags]    run a local, protocol-faithful IoT Hub
+//
+// Run "iothub hub -h" for the flags.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "hub":
+		return runHub(args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "iothub: unknown command %q\n", args[0])
+		usage(stderr)
+		return 2
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: iothub <command> [flags]
+
+commands:
+  hub    run a local IoT Hub (MQTT, MQTT over WebSocket, HTTPS service API)
+`)
+}

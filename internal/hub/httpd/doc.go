@@ -1,0 +1,17 @@
+// Package httpd is the local IoT Hub's HTTPS REST face: the service API
+// that back-end applications call to invoke direct methods
+// (POST /twins/{id}/methods, POST /twins/{id}/modules/{mid}/methods) and
+// to manage the identity registry (/devices/{id} and
+// /devices/{id}/modules/{mid}).
+//
+// It translates IoT Hub's wire format to calls on an [engine.Engine]:
+// paths, api-version checks, SAS and Bearer authorization, request
+// validation, and error answers in the hub's current body shape
+//
+//	{"Message":"{\"errorCode\":404103,\"trackingId\":\"…\",\"message\":\"…\",\"timestampUtc\":\"…\"}","ExceptionMessage":""}
+//
+// with the code's name in the iothub-errorcode response header.
+//
+// Where the documentation and the observed behaviour of a real hub are
+// silent, the choices made here are marked "[inf]" in comments.
+package httpd

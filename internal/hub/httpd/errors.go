@@ -1,0 +1,118 @@
+package httpd
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/iothub-go/iothub/internal/hub/engine"
+)
+
+// contentTypeJSON is what IoT Hub sends on every JSON answer, success or
+// error.
+const contentTypeJSON = "application/json; charset=utf-8"
+
+// headerErrorCode carries the error code's name (e.g. "DeviceNotOnline");
+// the .NET SDK only trusts a body's errorCode when it agrees with it.
+const headerErrorCode = "iothub-errorcode"
+
+// errorPayload is the inner object of an error body, in IoT Hub's field
+// order.
+type errorPayload struct {
+	ErrorCode    int    `json:"errorCode"`
+	TrackingID   string `json:"trackingId"`
+	Message      string `json:"message"`
+	TimestampUTC string `json:"timestampUtc"`
+}
+
+// errorBody is the outer object of an error body. In the hub's current
+// shape ("shape A") Message is a JSON string holding the serialised
+// errorPayload, and ExceptionMessage is empty.
+type errorBody struct {
+	Message          string `json:"Message"`
+	ExceptionMessage string `json:"ExceptionMessage"`
+}
+
+// marshal encodes v without escaping <, > and & (as .NET's serialisers
+// do) and without a trailing newline.
+func marshal(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		// Only the package's own plain types are encoded here.
+		panic("httpd: cannot encode JSON: " + err.Error())
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+// trackingID returns an id in IoT Hub's form:
+// 32 lower-case hex digits, "-G:0-TimeStamp:" and the time as
+// MM/DD/YYYY HH:MM:SS (UTC).
+func trackingID(now time.Time) string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:]) + "-G:0-TimeStamp:" + now.UTC().Format("01/02/2006 15:04:05")
+}
+
+// errorBodyBytes returns the shape A body for herr at now.
+func errorBodyBytes(herr *engine.Error, now time.Time) []byte {
+	inner := marshal(errorPayload{
+		ErrorCode:    herr.Code,
+		TrackingID:   trackingID(now),
+		Message:      herr.Message,
+		TimestampUTC: now.UTC().Format("2006-01-02T15:04:05.0000000Z"),
+	})
+	return marshal(errorBody{Message: string(inner)})
+}
+
+// writeError answers with a hub error: its HTTP status, the
+// iothub-errorcode header (only when the code has a name) and a shape A
+// body. It is the only way this package reports hub errors.
+func writeError(w http.ResponseWriter, herr *engine.Error) {
+	status := herr.Status
+	if status < 400 || status > 599 {
+		// An injected fault with a code outside IoT Hub's scheme must not
+		// make net/http panic on an invalid status.
+		status = http.StatusInternalServerError
+	}
+	h := w.Header()
+	h.Set("Content-Type", contentTypeJSON)
+	if herr.Name != "" {
+		h.Set(headerErrorCode, herr.Name)
+	}
+	body := errorBodyBytes(herr, time.Now())
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// writePlainError answers errors that have no IoT Hub error code (unknown
+// path, wrong HTTP method) with the plain ASP.NET body IoT Hub's front end
+// uses for them: {"Message":"…","ExceptionMessage":""}, without an
+// iothub-errorcode header.
+func writePlainError(w http.ResponseWriter, status int, message string) {
+	body := marshal(errorBody{Message: message})
+	h := w.Header()
+	h.Set("Content-Type", contentTypeJSON)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// writeJSON answers 200 with a JSON body; etag, when not empty, is sent
+// quoted in the ETag header.
+func writeJSON(w http.ResponseWriter, body []byte, etag string) {
+	h := w.Header()
+	h.Set("Content-Type", contentTypeJSON)
+	if etag != "" {
+		h.Set("ETag", `"`+etag+`"`)
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,272 @@
+package httpd
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hub/engine"
+)
+
+// Body size limits. They bound memory per request; anything larger is
+// answered 413001 MessageTooLarge without reading it all.
+const (
+	// maxMethodBody allows a 128 KB payload plus generous room for JSON
+	// whitespace and the other fields; the payload itself is checked
+	// against engine.MaxPayload separately.
+	maxMethodBody = 512 * 1024
+	// maxRegistryBody is far above any real device or module document.
+	maxRegistryBody = 64 * 1024
+)
+
+// minAPIVersion is the oldest api-version accepted by pattern; older
+// versions are accepted only when listed in oldAPIVersions.
+const minAPIVersion = "2018-06-30"
+
+// oldAPIVersions are api-versions older than minAPIVersion that official
+// SDKs used for service calls and that hubs still answered [inf].
+var oldAPIVersions = map[string]bool{
+	"2016-11-14": true,
+	"2017-06-30": true,
+}
+
+// apiVersionPattern is IoT Hub's api-version syntax: a date, optionally
+// followed by "-preview".
+var apiVersionPattern = regexp.MustCompile(`^([0-9]{4}-[0-9]{2}-[0-9]{2})(-preview)?$`)
+
+// NewHandler returns the hub's HTTPS service API on e:
+//
+//	POST   /twins/{id}/methods                 invoke a device method
+//	POST   /twins/{id}/modules/{mid}/methods   invoke a module method
+//	GET    /devices?top=N                      list devices (top 1–1000, default 1000)
+//	PUT    /devices/{id}                       create (no If-Match) or update a device
+//	GET    /devices/{id}                       get a device
+//	DELETE /devices/{id}                       delete a device
+//	GET    /devices/{id}/modules               list a device's modules
+//	PUT    /devices/{id}/modules/{mid}         create or update a module
+//	GET    /devices/{id}/modules/{mid}         get a module
+//	DELETE /devices/{id}/modules/{mid}         delete a module
+//
+// Ids are URL-escaped path segments. Every request needs an api-version
+// query parameter and an Authorization header (a policy SAS token, or a
+// Bearer token registered with [engine.Engine.AddBearerToken]) granting
+// ServiceConnect (methods), RegistryRead (GET) or RegistryWrite (PUT,
+// DELETE). Errors are answered as IoT Hub does: status, iothub-errorcode
+// header and a JSON body whose Message is the JSON text of
+// {errorCode, trackingId, message, timestampUtc}.
+func NewHandler(e *engine.Engine) http.Handler {
+	return &handler{e: e}
+}
+
+type handler struct {
+	e *engine.Engine
+}
+
+// route is a matched request path.
+type route struct {
+	kind     routeKind
+	deviceID string
+	moduleID string
+}
+
+type routeKind int
+
+const (
+	routeNone routeKind = iota
+	routeDeviceMethod
+	routeModuleMethod
+	routeDevices
+	routeDevice
+	routeModules
+	routeModule
+)
+
+// allowed returns the HTTP methods a route serves.
+func (k routeKind) allowed() []string {
+	switch k {
+	case routeDeviceMethod, routeModuleMethod:
+		return []string{http.MethodPost}
+	case routeDevices, routeModules:
+		return []string{http.MethodGet}
+	case routeDevice, routeModule:
+		return []string{http.MethodGet, http.MethodPut, http.MethodDelete}
+	}
+	return nil
+}
+
+// errBadEscape marks a path segment that is not valid URL escaping.
+var errBadEscape = errors.New("iothub: path segment is not valid URL escaping")
+
+// matchRoute splits the escaped path into segments and unescapes each one
+// separately, so ids may contain any character, '/' included, when it is
+// percent-encoded. Literal segments match case-insensitively (as the
+// hub's ASP.NET routing does); one trailing slash is ignored.
+func matchRoute(escapedPath string) (route, error) {
+	p := strings.TrimPrefix(escapedPath, "/")
+	p = strings.TrimSuffix(p, "/")
+	segs := strings.Split(p, "/")
+	ids := make([]string, len(segs))
+	for i, s := range segs {
+		if s == "" {
+			return route{}, nil
+		}
+		v, err := url.PathUnescape(s)
+		if err != nil {
+			return route{}, errBadEscape
+		}
+		ids[i] = v
+	}
+	lit := func(i int, want string) bool { return strings.EqualFold(segs[i], want) }
+	switch {
+	case len(segs) == 3 && lit(0, "twins") && lit(2, "methods"):
+		return route{kind: routeDeviceMethod, deviceID: ids[1]}, nil
+	case len(segs) == 5 && lit(0, "twins") && lit(2, "modules") && lit(4, "methods"):
+		return route{kind: routeModuleMethod, deviceID: ids[1], moduleID: ids[3]}, nil
+	case len(segs) == 1 && lit(0, "devices"):
+		return route{kind: routeDevices}, nil
+	case len(segs) == 2 && lit(0, "devices"):
+		return route{kind: routeDevice, deviceID: ids[1]}, nil
+	case len(segs) == 3 && lit(0, "devices") && lit(2, "modules"):
+		return route{kind: routeModules, deviceID: ids[1]}, nil
+	case len(segs) == 4 && lit(0, "devices") && lit(2, "modules"):
+		return route{kind: routeModule, deviceID: ids[1], moduleID: ids[3]}, nil
+	}
+	return route{}, nil
+}
+
+// queryValue returns the first value of the query parameter name, matched
+// case-insensitively (ASP.NET binds query parameters that way).
+func queryValue(q url.Values, name string) (string, bool) {
+	if v, ok := q[name]; ok && len(v) > 0 {
+		return v[0], true
+	}
+	for k, v := range q {
+		if strings.EqualFold(k, name) && len(v) > 0 {
+			return v[0], true
+		}
+	}
+	return "", false
+}
+
+// checkAPIVersion accepts the api-versions official SDKs send and any
+// later date-shaped version (lenient on new versions, strict on garbage).
+// Missing or unsupported versions are 400001 InvalidProtocolVersion.
+func checkAPIVersion(q url.Values) *engine.Error {
+	v, ok := queryValue(q, "api-version")
+	if !ok || v == "" {
+		return engine.NewError(engine.CodeInvalidProtocolVersion,
+			"The api-version query parameter is required.")
+	}
+	if oldAPIVersions[v] {
+		return nil
+	}
+	m := apiVersionPattern.FindStringSubmatch(v)
+	if m != nil {
+		if _, err := time.Parse("2006-01-02", m[1]); err == nil && m[1] >= minAPIVersion {
+			return nil
+		}
+	}
+	return engine.NewError(engine.CodeInvalidProtocolVersion,
+		"The api-version %q is not supported.", truncate(v, 64))
+}
+
+// rightsFor is the permission a request needs.
+func rightsFor(k routeKind, method string) auth.Rights {
+	switch {
+	case k == routeDeviceMethod || k == routeModuleMethod:
+		return auth.RightsServiceConnect
+	case method == http.MethodGet:
+		return auth.RightsRegistryRead
+	default:
+		return auth.RightsRegistryWrite
+	}
+}
+
+// ServeHTTP checks, in order: the path (404), the HTTP method (405), the
+// api-version (400001), authorization (401002), an injected fault, and
+// then dispatches.
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	escaped := r.URL.EscapedPath()
+	rt, err := matchRoute(escaped)
+	if err != nil {
+		writeError(w, engine.NewError(engine.CodeArgumentInvalid, "The request path is not correctly URL-encoded."))
+		return
+	}
+	if rt.kind == routeNone {
+		writePlainError(w, http.StatusNotFound,
+			"No HTTP resource was found that matches the request URI '"+truncate(escaped, 256)+"'.")
+		return
+	}
+	allowed := rt.kind.allowed()
+	if !contains(allowed, r.Method) {
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		writePlainError(w, http.StatusMethodNotAllowed,
+			"The requested resource does not support http method '"+truncate(r.Method, 32)+"'.")
+		return
+	}
+	if herr := checkAPIVersion(r.URL.Query()); herr != nil {
+		writeError(w, herr)
+		return
+	}
+	// The path is the escaped one, as the client wrote it: a policy token's
+	// resource is matched against host + path by segment prefix.
+	if herr := h.e.AuthorizeService(r.Header.Get("Authorization"), escaped, rightsFor(rt.kind, r.Method)); herr != nil {
+		writeError(w, herr)
+		return
+	}
+	if herr := h.e.TakeServiceFault(); herr != nil {
+		// No Retry-After on 429: no source shows IoT Hub sending one on its
+		// service API, and SDKs back off on their own.
+		writeError(w, herr)
+		return
+	}
+	switch rt.kind {
+	case routeDeviceMethod, routeModuleMethod:
+		h.invoke(w, r, rt)
+	case routeDevices:
+		h.listDevices(w, r)
+	case routeDevice:
+		h.device(w, r, rt)
+	case routeModules:
+		h.listModules(w, rt)
+	case routeModule:
+		h.module(w, r, rt)
+	}
+}
+
+// readBody reads at most limit bytes of the request body. A larger body is
+// 413001 MessageTooLarge; a broken one 400006 IotHubFormatError.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *engine.Error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, engine.NewError(engine.CodeMessageTooLarge,
+				"The request body is larger than %d bytes.", limit)
+		}
+		return nil, engine.NewError(engine.CodeIotHubFormatError, "The request body could not be read.")
+	}
+	return body, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// truncate shortens client-supplied text echoed in messages.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,304 @@
+package httpd
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hub/engine"
+)
+
+// tamper flips one character of a token's signature.
+func tamper(tok string) string {
+	i := strings.Index(tok, "sig=") + len("sig=")
+	c := byte('A')
+	if tok[i] == 'A' {
+		c = 'B'
+	}
+	return tok[:i] + string(c) + tok[i+1:]
+}
+
+func TestAuthorization(t *testing.T) {
+	h := newTestHub(t)
+	h.device("dev1", echo)
+	devKey := func() string {
+		d, _ := h.e.GetDevice("dev1")
+		return *d.Authentication.SymmetricKey.PrimaryKey
+	}()
+	deviceToken, err := auth.SignSAS(auth.DeviceResource(testHost, "dev1"), "", devKey, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, _ := h.e.Policy("iothubowner")
+	secondary, err := auth.SignSAS(testHost, "iothubowner", owner.SecondaryKey, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknownPolicy, err := auth.SignSAS(testHost, "nosuchpolicy", owner.PrimaryKey, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.e.AddBearerToken("good-bearer", time.Now().Add(time.Hour))
+	h.e.AddBearerToken("old-bearer", time.Now().Add(-time.Minute))
+
+	const (
+		invoke = "invoke"
+		get    = "get"
+		put    = "put"
+		del    = "delete"
+	)
+	tests := []struct {
+		name   string
+		op     string
+		header string
+		ok     bool
+	}{
+		{"no header", invoke, "", false},
+		{"garbage", invoke, "garbage", false},
+		{"garbage SAS", invoke, "SharedAccessSignature garbage", false},
+		{"expired beyond skew", invoke, h.tokenAt("service", testHost, time.Now().Add(-10*time.Minute)), false},
+		{"expired within skew", invoke, h.tokenAt("service", testHost, time.Now().Add(-2*time.Minute)), true},
+		{"tampered signature", invoke, tamper(h.token("service")), false},
+		{"secondary key", invoke, secondary, true},
+		{"unknown policy", invoke, unknownPolicy, false},
+		{"registryRead invokes", invoke, h.token("registryRead"), false},
+		{"registryReadWrite invokes", invoke, h.token("registryReadWrite"), false},
+		{"device policy invokes", invoke, h.token("device"), false},
+		{"service invokes", invoke, h.token("service"), true},
+		{"owner invokes", invoke, h.token("iothubowner"), true},
+		{"device key token", invoke, deviceToken, false},
+		{"other hub", invoke, h.tokenAt("service", "other-hub.azure-devices.net", time.Now().Add(time.Hour)), false},
+		{"hub name prefix", invoke, h.tokenAt("service", "test-hub.azure-devices.ne", time.Now().Add(time.Hour)), false},
+		{"scoped to /devices, invoking", invoke, h.tokenAt("iothubowner", testHost+"/devices", time.Now().Add(time.Hour)), false},
+		{"scoped to /devices, reading", get, h.tokenAt("iothubowner", testHost+"/devices", time.Now().Add(time.Hour)), true},
+		{"bearer invokes", invoke, "Bearer good-bearer", true},
+		{"bearer reads", get, "Bearer good-bearer", true},
+		{"bearer unknown", invoke, "Bearer nope", false},
+		{"bearer expired", invoke, "Bearer old-bearer", false},
+		{"bearer empty", get, "Bearer ", false},
+		{"registryRead reads", get, h.token("registryRead"), true},
+		{"service reads", get, h.token("service"), false},
+		{"registryRead writes", put, h.token("registryRead"), false},
+		{"registryRead deletes", del, h.token("registryRead"), false},
+		{"registryReadWrite writes", put, h.token("registryReadWrite"), true},
+		{"registryReadWrite deletes", del, h.token("registryReadWrite"), true},
+		{"service writes", put, h.token("service"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rq request
+			switch tt.op {
+			case invoke:
+				rq = request{method: http.MethodPost, path: "/twins/dev1/methods?" + apiVersion, body: `{"methodName":"m"}`}
+			case get:
+				rq = request{method: http.MethodGet, path: "/devices/dev1?" + apiVersion}
+			case put:
+				rq = request{method: http.MethodPut, path: "/devices/victim?" + apiVersion, body: `{}`}
+			case del:
+				h.createDevice("victim")
+				rq = request{method: http.MethodDelete, path: "/devices/victim?" + apiVersion}
+			}
+			t.Cleanup(func() { _ = h.e.DeleteDevice("victim", "") })
+			rq.auth = tt.header
+			res := h.do(rq)
+			if tt.ok {
+				if res.status >= 300 {
+					t.Fatalf("status %d: %s", res.status, res.body)
+				}
+				return
+			}
+			wantError(t, res, engine.CodeUnauthorized)
+			// The answer never echoes the credential.
+			secret := strings.TrimPrefix(tt.header, "Bearer ")
+			if i := strings.Index(tt.header, "sig="); i >= 0 {
+				secret, _, _ = strings.Cut(tt.header[i+4:], "&")
+			}
+			if len(secret) > 4 && strings.Contains(string(res.body), secret) {
+				t.Errorf("error body echoes the credential: %s", res.body)
+			}
+			if strings.Contains(string(res.body), owner.PrimaryKey) {
+				t.Errorf("error body echoes a key: %s", res.body)
+			}
+		})
+	}
+}
+
+func TestAPIVersion(t *testing.T) {
+	h := newTestHub(t)
+	h.createDevice("dev1")
+	tok := h.token("registryRead")
+	for _, q := range []string{
+		"api-version=2018-06-30", "api-version=2019-03-30", "api-version=2020-03-13",
+		"api-version=2020-05-31-preview", "api-version=2020-09-30", "api-version=2021-04-12",
+		"api-version=2021-11-30", "api-version=2035-01-31", "api-version=2031-07-01-preview",
+		"api-version=2016-11-14", "api-version=2017-06-30",
+		"API-Version=2021-04-12", "foo=bar&api-version=2021-04-12&x=%zz",
+		"api-version=2021-04-12&api-version=garbage",
+	} {
+		t.Run(q, func(t *testing.T) {
+			res := h.do(request{method: http.MethodGet, path: "/devices/dev1?" + q, auth: tok})
+			if res.status != http.StatusOK {
+				t.Fatalf("status %d: %s", res.status, res.body)
+			}
+		})
+	}
+	for _, q := range []string{
+		"", "api-version=", "api-version=garbage", "api-version=2018-06-29", "api-version=2017-01-01",
+		"api-version=2021-02-30", "api-version=2021-04-12x", "api-version=2021-04-12-beta",
+		"api-version=21-04-12", "apiversion=2021-04-12", "api-version=%202021-04-12",
+	} {
+		t.Run("bad "+q, func(t *testing.T) {
+			wantError(t, h.do(request{method: http.MethodGet, path: "/devices/dev1?" + q, auth: tok}), engine.CodeInvalidProtocolVersion)
+		})
+	}
+	// The api-version is checked before authorization.
+	wantError(t, h.do(request{method: http.MethodPost, path: "/twins/dev1/methods", body: `{}`}), engine.CodeInvalidProtocolVersion)
+}
+
+func TestServiceFaults(t *testing.T) {
+	h := newTestHub(t)
+	h.device("dev1", echo)
+
+	h.e.FailServiceRequests(engine.CodeThrottling, 1)
+	res := h.invoke("/twins/dev1/methods", `{"methodName":"m"}`)
+	wantError(t, res, engine.CodeThrottling)
+	if res.header.Get("iothub-errorcode") != "ThrottlingException" {
+		t.Errorf("iothub-errorcode = %q", res.header.Get("iothub-errorcode"))
+	}
+	if ra := res.header.Get("Retry-After"); ra != "" {
+		t.Errorf("Retry-After = %q; IoT Hub is not known to send one", ra)
+	}
+	if res = h.invoke("/twins/dev1/methods", `{"methodName":"m"}`); res.status != http.StatusOK {
+		t.Fatalf("after the fault: %d %s", res.status, res.body)
+	}
+
+	// Faults are taken only by authorized requests, once each, on any route.
+	h.e.FailServiceRequests(engine.CodeServiceUnavailable, 2)
+	wantError(t, h.do(request{method: http.MethodGet, path: "/devices?" + apiVersion}), engine.CodeUnauthorized)
+	wantError(t, h.registry(http.MethodGet, "/devices", "", nil), engine.CodeServiceUnavailable)
+	wantError(t, h.registry(http.MethodPut, "/devices/new", `{}`, nil), engine.CodeServiceUnavailable)
+	if _, herr := h.e.GetDevice("new"); herr == nil {
+		t.Error("a faulted PUT created the device")
+	}
+	wantOK(t, h.registry(http.MethodPut, "/devices/new", `{}`, nil))
+
+	// A code without a name: no iothub-errorcode header, status from the code.
+	h.e.FailServiceRequests(429002, 1)
+	res = h.registry(http.MethodGet, "/devices", "", nil)
+	if res.status != http.StatusTooManyRequests || res.header.Get("iothub-errorcode") != "" {
+		t.Fatalf("got %d %v", res.status, res.header)
+	}
+	if inner := parseShapeA(t, res.body); inner.ErrorCode != 429002 {
+		t.Errorf("errorCode = %d", inner.ErrorCode)
+	}
+
+	// A code outside IoT Hub's scheme still gives a valid HTTP answer.
+	h.e.FailServiceRequests(42, 1)
+	if res = h.registry(http.MethodGet, "/devices", "", nil); res.status != http.StatusInternalServerError {
+		t.Fatalf("status %d", res.status)
+	}
+}
+
+func TestUnknownPathsAndMethods(t *testing.T) {
+	h := newTestHub(t)
+	h.createDevice("dev1")
+	for _, p := range []string{"/", "/foo", "/twins/dev1", "/twins/dev1/methods/x", "/twins//methods",
+		"/devices//modules", "/devices/dev1/modules/m1/x", "/twins/dev1/modules/m1", "/devices/dev1/twin/x/y"} {
+		t.Run("404 "+p, func(t *testing.T) {
+			res := h.do(request{method: http.MethodGet, path: p + "?" + apiVersion, auth: h.token("iothubowner")})
+			if res.status != http.StatusNotFound {
+				t.Fatalf("status %d: %s", res.status, res.body)
+			}
+			if res.header.Get("iothub-errorcode") != "" {
+				t.Errorf("iothub-errorcode = %q", res.header.Get("iothub-errorcode"))
+			}
+			var body map[string]string
+			if err := json.Unmarshal(res.body, &body); err != nil || body["Message"] == "" || len(body) != 2 {
+				t.Fatalf("body %s", res.body)
+			}
+			if _, ok := body["ExceptionMessage"]; !ok {
+				t.Errorf("body %s lacks ExceptionMessage", res.body)
+			}
+		})
+	}
+	for _, c := range []struct{ method, path, allow string }{
+		{http.MethodGet, "/twins/dev1/methods", "POST"},
+		{http.MethodPut, "/twins/dev1/modules/m/methods", "POST"},
+		{http.MethodPost, "/devices/dev1", "GET, PUT, DELETE"},
+		{http.MethodPatch, "/devices", "GET"},
+		{http.MethodDelete, "/devices/dev1/modules", "GET"},
+		{http.MethodHead, "/devices", "GET"},
+	} {
+		t.Run("405 "+c.method+" "+c.path, func(t *testing.T) {
+			res := h.do(request{method: c.method, path: c.path + "?" + apiVersion, auth: h.token("iothubowner")})
+			if res.status != http.StatusMethodNotAllowed || res.header.Get("Allow") != c.allow {
+				t.Fatalf("got %d Allow %q: %s", res.status, res.header.Get("Allow"), res.body)
+			}
+		})
+	}
+	// Literal path segments are case-insensitive; one trailing slash is ignored.
+	wantOK(t, h.registry(http.MethodGet, "/Devices/dev1", "", nil))
+	wantOK(t, h.registry(http.MethodGet, "/devices/", "", nil))
+	wantOK(t, h.registry(http.MethodGet, "/devices/dev1/", "", nil))
+}
+
+func TestErrorBodyShape(t *testing.T) {
+	herr := engine.NewError(engine.CodeDeviceNotOnline, `quote " backslash \ <tag> & done`)
+	now := time.Date(2022, 10, 19, 16, 47, 22, 20325700, time.UTC)
+	body := errorBodyBytes(herr, now)
+	inner := parseShapeA(t, body)
+	if inner.Message != herr.Message || inner.ErrorCode != 404103 {
+		t.Errorf("inner = %+v", inner)
+	}
+	if inner.TimestampUTC != "2022-10-19T16:47:22.0203257Z" {
+		t.Errorf("timestampUtc = %q", inner.TimestampUTC)
+	}
+	if !strings.HasSuffix(inner.TrackingID, "-G:0-TimeStamp:10/19/2022 16:47:22") {
+		t.Errorf("trackingId = %q", inner.TrackingID)
+	}
+	prefix := `{"Message":"{\"errorCode\":404103,\"trackingId\":\"`
+	if !strings.HasPrefix(string(body), prefix) || !strings.HasSuffix(string(body), `Z\"}","ExceptionMessage":""}`) {
+		t.Errorf("body = %s", body)
+	}
+	if strings.Contains(string(body), `\u003c`) {
+		t.Errorf("body escapes HTML: %s", body)
+	}
+}
+
+func TestMatchRoute(t *testing.T) {
+	tests := []struct {
+		path string
+		want route
+		err  bool
+	}{
+		{"/twins/d/methods", route{kind: routeDeviceMethod, deviceID: "d"}, false},
+		{"/TWINS/d%2Fx/Modules/m%20n/METHODS", route{kind: routeModuleMethod, deviceID: "d/x", moduleID: "m n"}, false},
+		{"/devices", route{kind: routeDevices}, false},
+		{"/devices/%2E%2E", route{kind: routeDevice, deviceID: ".."}, false},
+		{"/devices/a+b/modules", route{kind: routeModules, deviceID: "a+b"}, false},
+		{"/devices/a/modules/b/", route{kind: routeModule, deviceID: "a", moduleID: "b"}, false},
+		{"/devices/%zz", route{}, true},
+		{"/devices//", route{}, false},
+		{"", route{}, false},
+		{"/twins/d/methods//", route{}, false},
+	}
+	for _, tt := range tests {
+		got, err := matchRoute(tt.path)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("matchRoute(%q) = %+v, %v; want %+v, error %v", tt.path, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestLongValuesAreTruncatedInMessages(t *testing.T) {
+	h := newTestHub(t)
+	long := strings.Repeat("x", 300)
+	res := h.do(request{method: http.MethodGet, path: "/devices/dev1?api-version=" + long, auth: h.token("iothubowner")})
+	msg := wantError(t, res, engine.CodeInvalidProtocolVersion)
+	if strings.Contains(msg, long) || !strings.Contains(msg, "…") {
+		t.Errorf("message = %q", msg)
+	}
+}

@@ -1,0 +1,341 @@
+// Package hub runs the local IoT Hub: TLS listeners that serve MQTT, AMQP
+// and HTTPS (with WebSocket upgrades on /$iothub/websocket) on every port,
+// telling the protocols apart by their first bytes, all on one engine.
+package hub
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/internal/hub/httpd"
+	"github.com/iothub-go/iothub/internal/hub/mqttd"
+)
+
+// WebSocketPath is where MQTT and AMQP over WebSocket are served.
+const WebSocketPath = "/$iothub/websocket"
+
+// Options configures a Hub.
+type Options struct {
+	// HostName is the hub's host name (the SAS audience). Default "localhost".
+	HostName string
+	// Addrs are the listen addresses; each one serves every protocol.
+	// Default: one random loopback port, "127.0.0.1:0".
+	Addrs []string
+	// CA issues the hub's TLS certificate; nil generates a fresh one.
+	CA *CA
+	// OwnerKey fixes the iothubowner policy's primary key (base64).
+	OwnerKey string
+	// TrustedCAs are the verified CAs of CA-signed device identities.
+	TrustedCAs *x509.CertPool
+	// Logger receives connection and method-call events; nil is silent.
+	Logger *slog.Logger
+}
+
+// Hub is a running local IoT Hub.
+type Hub struct {
+	Engine *engine.Engine
+	CA     *CA
+
+	log       *slog.Logger
+	tlsConf   *tls.Config
+	listeners []net.Listener
+	httpLn    *chanListener
+	httpSrv   *http.Server
+	mqtt      *mqttd.Server
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+
+	mu      sync.Mutex
+	raw     map[net.Conn]struct{} // connections not yet handed to a protocol server
+	closing bool
+}
+
+// Start listens on every address and serves until Close.
+func Start(opts Options) (*Hub, error) {
+	if opts.HostName == "" {
+		opts.HostName = "localhost"
+	}
+	if len(opts.Addrs) == 0 {
+		opts.Addrs = []string{"127.0.0.1:0"}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ca := opts.CA
+	if ca == nil {
+		var err error
+		if ca, err = NewCA("iothub local hub CA"); err != nil {
+			return nil, err
+		}
+	}
+	leaf, err := ca.IssueServer(uniq(opts.HostName, "localhost", "127.0.0.1", "::1")...)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := engine.New(engine.Config{HostName: opts.HostName, OwnerKey: opts.OwnerKey, TrustedCAs: opts.TrustedCAs, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	mq, err := mqttd.New(eng, log)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Hub{
+		Engine: eng,
+		CA:     ca,
+		log:    log,
+		tlsConf: &tls.Config{
+			Certificates: []tls.Certificate{leaf},
+			ClientAuth:   tls.RequestClientCert, // the engine checks thumbprints and chains
+			MinVersion:   tls.VersionTLS12,
+		},
+		mqtt:   mq,
+		ctx:    ctx,
+		cancel: cancel,
+		raw:    map[net.Conn]struct{}{},
+	}
+	h.httpLn = newChanListener()
+	mux := http.NewServeMux()
+	mux.HandleFunc(WebSocketPath, h.serveWebSocket)
+	mux.Handle("/", httpd.NewHandler(eng))
+	h.httpSrv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if pc, ok := c.(*peekConn); ok {
+				return context.WithValue(ctx, peerCertsKey{}, pc.peerCerts)
+			}
+			return ctx
+		},
+	}
+	for _, a := range opts.Addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			h.Close()
+			return nil, fmt.Errorf("iothub: listen on %s: %w", a, err)
+		}
+		h.listeners = append(h.listeners, ln)
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		_ = h.httpSrv.Serve(h.httpLn)
+	}()
+	for _, ln := range h.listeners {
+		h.wg.Add(1)
+		go h.acceptLoop(ln)
+	}
+	return h, nil
+}
+
+func uniq(names ...string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, n := range names {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Addrs returns the listening addresses, in the order of Options.Addrs.
+func (h *Hub) Addrs() []net.Addr {
+	out := make([]net.Addr, len(h.listeners))
+	for i, ln := range h.listeners {
+		out[i] = ln.Addr()
+	}
+	return out
+}
+
+// Close stops listening, drops every connection, fails pending calls and
+// waits for all of the hub's goroutines to end.
+func (h *Hub) Close() error {
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closing = true
+	for c := range h.raw {
+		c.Close()
+	}
+	h.mu.Unlock()
+	h.cancel()
+	for _, ln := range h.listeners {
+		ln.Close()
+	}
+	h.Engine.Close()
+	_ = h.httpSrv.Close()
+	h.httpLn.Close()
+	err := h.mqtt.Close()
+	h.wg.Wait()
+	return err
+}
+
+func (h *Hub) track(c net.Conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
+	h.raw[c] = struct{}{}
+	return true
+}
+
+func (h *Hub) untrack(c net.Conn) {
+	h.mu.Lock()
+	delete(h.raw, c)
+	h.mu.Unlock()
+}
+
+func (h *Hub) acceptLoop(ln net.Listener) {
+	defer h.wg.Done()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return
+		}
+		if !h.track(c) {
+			c.Close()
+			return
+		}
+		h.wg.Add(1)
+		go h.serveConn(c)
+	}
+}
+
+// serveConn completes the TLS handshake, looks at the first byte and hands
+// the connection to the protocol it belongs to.
+func (h *Hub) serveConn(raw net.Conn) {
+	defer h.wg.Done()
+	tc := tls.Server(raw, h.tlsConf)
+	_ = raw.SetDeadline(time.Now().Add(20 * time.Second))
+	if err := tc.HandshakeContext(h.ctx); err != nil {
+		h.untrack(raw)
+		raw.Close()
+		return
+	}
+	br := bufio.NewReader(tc)
+	first, err := br.Peek(1)
+	h.untrack(raw)
+	if err != nil {
+		tc.Close()
+		return
+	}
+	_ = raw.SetDeadline(time.Time{})
+	pc := &peekConn{Conn: tc, r: br, peerCerts: tc.ConnectionState().PeerCertificates}
+	switch {
+	case first[0] == 0x10: // MQTT CONNECT
+		_ = h.mqtt.ServeConn(pc, mqttd.ConnInfo{Protocol: "mqtt", PeerCertificates: pc.peerCerts})
+	case first[0] == 'A': // AMQP protocol header
+		// The AMQP 1.0 endpoint is not implemented yet: refuse the
+		// connection the way a server without AMQP would.
+		h.log.Debug("AMQP connection refused: not supported yet")
+		pc.Close()
+	default:
+		if !h.httpLn.push(pc) {
+			pc.Close()
+		}
+	}
+}
+
+type peerCertsKey struct{}
+
+// serveWebSocket upgrades /$iothub/websocket and serves MQTT over it.
+func (h *Hub) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		http.Error(w, "hub closing", http.StatusServiceUnavailable)
+		return
+	}
+	h.wg.Add(1) // Close waits for WebSocket sessions, which http.Server does not track
+	h.mu.Unlock()
+	defer h.wg.Done()
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"mqtt", "AMQPWSB10"}})
+	if err != nil {
+		return // Accept has written the HTTP error
+	}
+	sub := c.Subprotocol()
+	switch {
+	case strings.EqualFold(sub, "mqtt"):
+		nc := websocket.NetConn(h.ctx, c, websocket.MessageBinary)
+		certs, _ := r.Context().Value(peerCertsKey{}).([]*x509.Certificate)
+		_ = h.mqtt.ServeConn(nc, mqttd.ConnInfo{Protocol: "mqtt-ws", PeerCertificates: certs})
+	case strings.EqualFold(sub, "AMQPWSB10"):
+		c.Close(websocket.StatusPolicyViolation, "AMQP over WebSocket is not supported yet")
+	default:
+		c.Close(websocket.StatusPolicyViolation, "subprotocol must be mqtt or AMQPWSB10")
+	}
+}
+
+// peekConn is a TLS connection whose first bytes were peeked.
+type peekConn struct {
+	net.Conn
+	r         *bufio.Reader
+	peerCerts []*x509.Certificate
+}
+
+func (c *peekConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// chanListener hands connections accepted elsewhere to http.Server.
+type chanListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) push(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }

@@ -1,0 +1,25 @@
+// Package mqttd is the local IoT Hub's MQTT 3.1.1 device endpoint. It
+// embeds a mochi-mqtt broker without listeners of its own: the hub's front
+// end terminates TLS (port 8883) or WebSocket (/$iothub/websocket) and
+// hands each connection to [Server.ServeConn].
+//
+// The endpoint speaks IoT Hub's dialect of MQTT, not general MQTT:
+//
+//   - CONNECT: protocol level 4 only (MQTT 3.1 and 5 get CONNACK 1);
+//     ClientId "{deviceId}" or "{deviceId}/{moduleId}"; username
+//     "{host}/{clientId}/?api-version=…" (or the legacy form without "?")
+//     naming the hub and the ClientId; password = SAS token, or no
+//     password and a TLS client certificate (X.509). Credential failures
+//     get CONNACK 5.
+//   - SUBSCRIBE: only IoT Hub's documented device filters; anything else
+//     closes the connection. QoS 2 is granted as QoS 1.
+//   - PUBLISH from the device: method responses and the identity's own
+//     telemetry topic (telemetry is accepted and dropped for now); QoS 2
+//     or any other topic closes the connection.
+//   - Method requests go to exactly one connection, at QoS 0, on
+//     $iothub/methods/POST/{name}/?$rid={rid}. Messages are never fanned
+//     out between devices.
+//
+// Where IoT Hub's documentation and observed behaviour are silent, the
+// choices made here are marked "[inf]" in comments.
+package mqttd

@@ -1,0 +1,510 @@
+package mqttd
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hub/engine"
+)
+
+const (
+	testHost   = "test-hub.azure-devices.net"
+	apiVersion = "2021-04-12"
+	waitLong   = 15 * time.Second // generous deadline for events that must happen
+)
+
+// fixture is an engine plus the MQTT endpoint behind a TLS listener on
+// 127.0.0.1, with a throw-away CA.
+type fixture struct {
+	tb   testing.TB
+	e    *engine.Engine
+	srv  *Server
+	ln   net.Listener
+	addr string
+	pool *x509.CertPool // trusts the server certificate
+	wg   sync.WaitGroup
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("MQTTD_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return nil
+}
+
+func newFixture(tb testing.TB) *fixture {
+	tb.Helper()
+	e, err := engine.New(engine.Config{HostName: testHost, Logger: testLogger()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv, err := New(e, testLogger())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	serverCert, pool := newServerCert(tb)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f := &fixture{tb: tb, e: e, srv: srv, ln: ln, addr: ln.Addr().String(), pool: pool}
+	conf := &tls.Config{
+		Certificates: []tls.Certificate{serverCert},
+		ClientAuth:   tls.RequestClientCert,
+		MinVersion:   tls.VersionTLS12,
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			f.wg.Add(1)
+			go func() {
+				defer f.wg.Done()
+				tc := tls.Server(c, conf)
+				_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+				if err := tc.Handshake(); err != nil {
+					c.Close()
+					return
+				}
+				_ = tc.SetDeadline(time.Time{})
+				state := tc.ConnectionState()
+				_ = srv.ServeConn(tc, ConnInfo{Protocol: "mqtt", PeerCertificates: state.PeerCertificates})
+			}()
+		}
+	}()
+	tb.Cleanup(func() {
+		ln.Close()
+		e.Close()
+		if err := srv.Close(); err != nil {
+			tb.Error(err)
+		}
+		f.wg.Wait()
+	})
+	return f
+}
+
+// newServerCert returns a leaf for 127.0.0.1 issued by a fresh ECDSA CA,
+// and a pool trusting the CA.
+func newServerCert(tb testing.TB) (tls.Certificate, *x509.CertPool) {
+	tb.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "mqttd test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	leafTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:     []string{"localhost"},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, caCert, &leafKey.PublicKey, caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	return tls.Certificate{Certificate: [][]byte{leafDER, caDER}, PrivateKey: leafKey}, pool
+}
+
+// selfSignedDeviceCert returns a self-signed client certificate with
+// CN = cn.
+func selfSignedDeviceCert(tb testing.TB, cn string) tls.Certificate {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+func (f *fixture) clientTLS() *tls.Config {
+	return &tls.Config{RootCAs: f.pool, MinVersion: tls.VersionTLS12}
+}
+
+// addDevice registers a SAS device and returns its primary key.
+func (f *fixture) addDevice(id string) string {
+	f.tb.Helper()
+	d, herr := f.e.PutDevice(id, engine.Device{}, "")
+	if herr != nil {
+		f.tb.Fatal(herr)
+	}
+	return *d.Authentication.SymmetricKey.PrimaryKey
+}
+
+// addModule registers a SAS module and returns its primary key.
+func (f *fixture) addModule(deviceID, moduleID string) string {
+	f.tb.Helper()
+	m, herr := f.e.PutModule(deviceID, moduleID, engine.Module{}, "")
+	if herr != nil {
+		f.tb.Fatal(herr)
+	}
+	return *m.Authentication.SymmetricKey.PrimaryKey
+}
+
+func ident(clientID string) auth.Identity {
+	dev, mod, _ := strings.Cut(clientID, "/")
+	return auth.Identity{HostName: testHost, DeviceID: dev, ModuleID: mod}
+}
+
+// token signs a SAS token for clientID's resource with key.
+func token(tb testing.TB, clientID, key string, expiry time.Time) string {
+	tb.Helper()
+	tok, err := auth.SignSAS(ident(clientID).Resource(), "", key, expiry)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok
+}
+
+func username(clientID string) string {
+	return testHost + "/" + clientID + "/?api-version=" + apiVersion +
+		"&DeviceClientType=" + url.QueryEscape("iothub-go-test/1.0 (go)")
+}
+
+// msg is a PUBLISH a test device received.
+type msg struct {
+	topic   string
+	payload []byte
+	qos     byte
+	retain  bool
+}
+
+// device is a paho client with its events as channels.
+type device struct {
+	c    paho.Client
+	lost chan error
+	msgs chan msg
+}
+
+type connOpts struct {
+	clientID, user, pass string
+	hasUser, hasPass     bool
+	clean                bool
+	cert                 *tls.Certificate
+	protocolVersion      uint
+	url                  string // default ssl://{addr}
+	tls                  *tls.Config
+}
+
+// sasOpts are the options of a device connecting with a fresh SAS token.
+func (f *fixture) sasOpts(clientID, key string) connOpts {
+	return connOpts{
+		clientID: clientID, user: username(clientID), hasUser: true,
+		pass: token(f.tb, clientID, key, time.Now().Add(time.Hour)), hasPass: true,
+		clean: true,
+	}
+}
+
+// dial connects a paho client; it returns the CONNECT outcome (the client
+// is disconnected again at cleanup).
+func (f *fixture) dial(o connOpts) (*device, byte, error) {
+	f.tb.Helper()
+	d := &device{lost: make(chan error, 1), msgs: make(chan msg, 64)}
+	po := paho.NewClientOptions()
+	if o.url == "" {
+		o.url = "ssl://" + f.addr
+	}
+	po.AddBroker(o.url)
+	po.SetClientID(o.clientID)
+	if o.hasUser {
+		po.SetUsername(o.user)
+	}
+	if o.hasPass {
+		po.SetPassword(o.pass)
+	}
+	tc := o.tls
+	if tc == nil {
+		tc = f.clientTLS()
+	}
+	if o.cert != nil {
+		tc.Certificates = []tls.Certificate{*o.cert}
+	}
+	po.SetTLSConfig(tc)
+	pv := o.protocolVersion
+	if pv == 0 {
+		pv = 4
+	}
+	po.SetProtocolVersion(pv)
+	po.SetCleanSession(o.clean)
+	po.SetAutoReconnect(false)
+	po.SetConnectRetry(false)
+	po.SetOrderMatters(false)
+	po.SetKeepAlive(60 * time.Second)
+	po.SetConnectTimeout(10 * time.Second)
+	po.SetWriteTimeout(10 * time.Second)
+	po.SetConnectionLostHandler(func(_ paho.Client, err error) {
+		select {
+		case d.lost <- err:
+		default:
+		}
+	})
+	po.SetDefaultPublishHandler(d.handler)
+	d.c = paho.NewClient(po)
+	f.tb.Cleanup(func() { d.c.Disconnect(50) })
+	tok := d.c.Connect()
+	if !tok.WaitTimeout(waitLong) {
+		f.tb.Fatal("CONNECT did not complete")
+	}
+	return d, tok.(*paho.ConnectToken).ReturnCode(), tok.Error()
+}
+
+// connect dials and fails the test unless the CONNECT is accepted.
+func (f *fixture) connect(o connOpts) *device {
+	f.tb.Helper()
+	d, code, err := f.dial(o)
+	if err != nil || code != 0 {
+		f.tb.Fatalf("connect %s: code %d, %v", o.clientID, code, err)
+	}
+	return d
+}
+
+func (d *device) handler(_ paho.Client, m paho.Message) {
+	d.msgs <- msg{topic: m.Topic(), payload: append([]byte(nil), m.Payload()...), qos: m.Qos(), retain: m.Retained()}
+}
+
+// subscribe subscribes and returns the granted QoS.
+func (d *device) subscribe(tb testing.TB, filter string, qos byte) byte {
+	tb.Helper()
+	tok := d.c.Subscribe(filter, qos, d.handler)
+	if !tok.WaitTimeout(waitLong) {
+		tb.Fatalf("SUBSCRIBE %s did not complete", filter)
+	}
+	if err := tok.Error(); err != nil {
+		tb.Fatalf("SUBSCRIBE %s: %v", filter, err)
+	}
+	return tok.(*paho.SubscribeToken).Result()[filter]
+}
+
+// publish publishes and waits for the token (PUBACK for QoS 1).
+func (d *device) publish(tb testing.TB, topic string, qos byte, payload []byte) error {
+	tb.Helper()
+	tok := d.c.Publish(topic, qos, false, payload)
+	if !tok.WaitTimeout(waitLong) {
+		return errors.New("publish did not complete")
+	}
+	return tok.Error()
+}
+
+// next returns the next message, failing after waitLong.
+func (d *device) next(tb testing.TB) msg {
+	tb.Helper()
+	select {
+	case m := <-d.msgs:
+		return m
+	case <-time.After(waitLong):
+		tb.Fatal("no message arrived")
+		return msg{}
+	}
+}
+
+// none fails if a message arrives within d.
+func (d *device) none(tb testing.TB, wait time.Duration) {
+	tb.Helper()
+	select {
+	case m := <-d.msgs:
+		tb.Fatalf("unexpected message on %s", m.topic)
+	case <-time.After(wait):
+	}
+}
+
+// waitLost waits for the connection-lost handler.
+func (d *device) waitLost(tb testing.TB) {
+	tb.Helper()
+	select {
+	case <-d.lost:
+	case <-time.After(waitLong):
+		tb.Fatal("the connection was not closed")
+	}
+}
+
+// stillUp fails if the connection was lost.
+func (d *device) stillUp(tb testing.TB) {
+	tb.Helper()
+	select {
+	case err := <-d.lost:
+		tb.Fatalf("connection lost: %v", err)
+	default:
+	}
+	if !d.c.IsConnectionOpen() {
+		tb.Fatal("connection is not open")
+	}
+}
+
+type invokeResult struct {
+	res engine.MethodResult
+	err *engine.Error
+}
+
+// invoke starts a method call and returns its outcome channel.
+func (f *fixture) invoke(clientID, name string, payload []byte, connectTimeout time.Duration) <-chan invokeResult {
+	ch := make(chan invokeResult, 1)
+	go func() {
+		res, herr := f.e.Invoke(context.Background(), ident(clientID), engine.MethodCall{
+			Name: name, Payload: payload, ResponseTimeout: 10 * time.Second, ConnectTimeout: connectTimeout,
+		})
+		ch <- invokeResult{res, herr}
+	}()
+	return ch
+}
+
+func waitInvoke(tb testing.TB, ch <-chan invokeResult) invokeResult {
+	tb.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(waitLong + 10*time.Second):
+		tb.Fatal("the method call did not finish")
+		return invokeResult{}
+	}
+}
+
+// ridOf checks that m is a method request for name and returns its rid.
+func ridOf(tb testing.TB, m msg, name string) string {
+	tb.Helper()
+	rest, ok := strings.CutPrefix(m.topic, "$iothub/methods/POST/"+name+"/?$rid=")
+	if !ok || rest == "" {
+		tb.Fatalf("request topic = %q, want $iothub/methods/POST/%s/?$rid={rid}", m.topic, name)
+	}
+	if m.qos != 0 || m.retain {
+		tb.Fatalf("request qos %d retain %v, want 0 false", m.qos, m.retain)
+	}
+	return rest
+}
+
+// Raw MQTT, for what paho cannot send and for the connection benchmark.
+
+func mqttString(s string) []byte {
+	return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...)
+}
+
+func remainingLength(n int) []byte {
+	var out []byte
+	for {
+		b := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			b |= 0x80
+		}
+		out = append(out, b)
+		if n == 0 {
+			return out
+		}
+	}
+}
+
+// connectPacket encodes a CONNECT with the given protocol level (5 gets
+// an empty properties block).
+func connectPacket(level byte, clientID, user, pass string) []byte {
+	name := "MQTT"
+	if level == 3 {
+		name = "MQIsdp"
+	}
+	body := mqttString(name)
+	flags := byte(0x02) // clean session
+	if user != "" {
+		flags |= 0x80
+	}
+	if pass != "" {
+		flags |= 0x40
+	}
+	body = append(body, level, flags, 0, 60)
+	if level == 5 {
+		body = append(body, 0)
+	}
+	body = append(body, mqttString(clientID)...)
+	if user != "" {
+		body = append(body, mqttString(user)...)
+	}
+	if pass != "" {
+		body = append(body, mqttString(pass)...)
+	}
+	return append(append([]byte{0x10}, remainingLength(len(body))...), body...)
+}
+
+func subscribePacket(id uint16, filter string, qos byte) []byte {
+	body := append([]byte{byte(id >> 8), byte(id)}, mqttString(filter)...)
+	body = append(body, qos)
+	return append(append([]byte{0x82}, remainingLength(len(body))...), body...)
+}
+
+// rawDial opens a TLS connection to the fixture.
+func (f *fixture) rawDial() *tls.Conn {
+	f.tb.Helper()
+	c, err := tls.Dial("tcp", f.addr, f.clientTLS())
+	if err != nil {
+		f.tb.Fatal(err)
+	}
+	return c
+}
+
+// readN reads exactly n bytes with a deadline.
+func readN(c net.Conn, n int) ([]byte, error) {
+	_ = c.SetReadDeadline(time.Now().Add(waitLong))
+	b := make([]byte, n)
+	_, err := io.ReadFull(c, b)
+	return b, err
+}

@@ -1,0 +1,306 @@
+package mqttd
+
+import (
+	"bytes"
+	"strings"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/iothub-go/iothub/auth"
+)
+
+// hook is the single mochi hook that turns the broker into IoT Hub's
+// device endpoint. Mochi calls every method but OnPacketSent on the
+// connection's own read goroutine.
+type hook struct {
+	mqtt.HookBase
+	s *Server
+}
+
+func (h *hook) ID() string { return "iothub" }
+
+func (h *hook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnPacketRead, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck,
+		mqtt.OnSessionEstablish, mqtt.OnSessionEstablished,
+		mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish, mqtt.OnPacketSent:
+		return true
+	}
+	return false
+}
+
+// refuse answers a CONNECT with a 3.1.1 CONNACK return code and makes
+// mochi close the connection. It runs before mochi has parsed the CONNECT
+// into the client, so the client still has protocol version 4 and mochi
+// writes a 3.1.1 CONNACK even to MQTT 3.1 and 5 clients: code maps
+// ErrUnsupportedProtocolVersion to 1, ErrClientIdentifierNotValid to 2 and
+// ErrBadUsernameOrPassword to 5.
+func (h *hook) refuse(l *link, cl *mqtt.Client, pk packets.Packet, code packets.Code, why string) (packets.Packet, error) {
+	h.s.log.Info("mqtt connect refused", "clientId", pk.Connect.ClientIdentifier,
+		"protocol", l.info.Protocol, "code", packets.V5CodesToV3[code].Code, "reason", why)
+	_ = h.s.mq.SendConnack(cl, code, false, nil)
+	return pk, packets.ErrRejectPacket
+}
+
+// violation makes mochi close the connection, as IoT Hub does for
+// anything it does not support.
+func (h *hook) violation(l *link, pk packets.Packet, why string) (packets.Packet, error) {
+	h.s.log.Info("mqtt connection closed: unsupported by IoT Hub", "clientId", l.id.String(),
+		"protocol", l.info.Protocol, "reason", why)
+	return pk, packets.ErrRejectPacket
+}
+
+// OnPacketRead runs on every packet before mochi validates and processes
+// it: the CONNECT rules, and the checks that close the connection.
+func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	l := linkOf(cl)
+	if l == nil {
+		return pk, packets.ErrRejectPacket
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		return h.onConnect(l, cl, pk)
+	case packets.Publish:
+		if pk.FixedHeader.Qos == 2 {
+			return h.violation(l, pk, "PUBLISH with QoS 2")
+		}
+		if classifyTopic(pk.TopicName, l.id) == topicForbidden {
+			return h.violation(l, pk, "PUBLISH to an unsupported topic: "+pk.TopicName)
+		}
+	case packets.Subscribe:
+		for _, f := range pk.Filters {
+			if classifyFilter(f.Filter, l.id) == filterForbidden {
+				// IoT Hub closes the connection rather than answer with a
+				// SUBACK failure code.
+				return h.violation(l, pk, "SUBSCRIBE to an unsupported filter: "+f.Filter)
+			}
+		}
+	}
+	return pk, nil
+}
+
+// onConnect applies IoT Hub's CONNECT rules except the credentials.
+//
+// Return codes: protocol level other than 4 (MQTT 3.1, MQTT 5) → 1;
+// empty or malformed ClientId → 2, as MQTT 3.1.1 §3.1.3 prescribes for a
+// ClientId the server rejects; a missing or malformed username, a
+// username naming another hub or identity than the ClientId, or no
+// api-version → 5 [inf: IoT Hub parses the username while authenticating,
+// and SDK logs show 5 for credential problems; protocol.md §11 lists the
+// code as open]. A will must use the identity's own telemetry topic, or
+// the connection is closed without CONNACK [inf]; an accepted will is
+// dropped, like telemetry.
+func (h *hook) onConnect(l *link, cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if l.connectOK || l.cl.Load() != nil {
+		return h.violation(l, pk, "second CONNECT")
+	}
+	l.cl.Store(cl)
+	if l.closing.Load() {
+		return pk, packets.ErrRejectPacket
+	}
+	if pk.ProtocolVersion != 4 || !bytes.Equal(pk.Connect.ProtocolName, []byte("MQTT")) {
+		return h.refuse(l, cl, pk, packets.ErrUnsupportedProtocolVersion, "IoT Hub speaks MQTT 3.1.1 (protocol level 4) only")
+	}
+	if code := pk.ConnectValidate(); code != packets.CodeSuccess {
+		return h.violation(l, pk, "malformed CONNECT: "+code.Reason)
+	}
+	clientID := pk.Connect.ClientIdentifier
+	id, err := parseClientID(clientID)
+	if err != nil {
+		return h.refuse(l, cl, pk, packets.ErrClientIdentifierNotValid, err.Error())
+	}
+	if !pk.Connect.UsernameFlag {
+		return h.refuse(l, cl, pk, packets.ErrBadUsernameOrPassword, "no username")
+	}
+	u, err := parseUsername(string(pk.Connect.Username), clientID)
+	if err != nil {
+		return h.refuse(l, cl, pk, packets.ErrBadUsernameOrPassword, err.Error())
+	}
+	// [our choice] strict: the SAS audience names the same host.
+	if !strings.EqualFold(u.Host, h.s.e.HostName()) {
+		return h.refuse(l, cl, pk, packets.ErrBadUsernameOrPassword, "username names host "+u.Host+", not "+h.s.e.HostName())
+	}
+	if pk.Connect.WillFlag {
+		if classifyTopic(pk.Connect.WillTopic, id) != topicTelemetry {
+			return h.violation(l, pk, "will topic is not the identity's telemetry topic")
+		}
+		pk.Connect.WillFlag, pk.Connect.WillRetain, pk.Connect.WillQos = false, false, 0
+		pk.Connect.WillTopic, pk.Connect.WillPayload = "", nil
+	}
+	l.id = auth.Identity{HostName: h.s.e.HostName(), DeviceID: id.DeviceID, ModuleID: id.ModuleID}
+	l.connectOK = true
+	return pk, nil
+}
+
+// OnConnectAuthenticate checks the credentials: a password is a SAS token,
+// no password means X.509 with the TLS client certificate. A refusal
+// makes mochi answer CONNACK 5.
+func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	l := linkOf(cl)
+	if l == nil || !l.connectOK {
+		return false
+	}
+	if pk.Connect.PasswordFlag {
+		expiry, herr := h.s.e.AuthenticateSAS(l.id, string(pk.Connect.Password))
+		if herr != nil {
+			h.s.log.Info("mqtt connect refused", "clientId", l.id.String(), "protocol", l.info.Protocol,
+				"code", 5, "reason", herr.Message)
+			return false
+		}
+		l.expiry = expiry
+		return true
+	}
+	if herr := h.s.e.AuthenticateCert(l.id, l.info.PeerCertificates); herr != nil {
+		h.s.log.Info("mqtt connect refused", "clientId", l.id.String(), "protocol", l.info.Protocol,
+			"code", 5, "reason", herr.Message)
+		return false
+	}
+	return true
+}
+
+// OnSessionEstablish runs after authentication, before mochi looks for a
+// previous session of the ClientId and sends the CONNACK. The engine
+// session starts here; the engine kicks the identity's previous
+// connection, and we wait for that connection to wind down so that mochi
+// hands its session (clean=false) to this one instead of racing with its
+// clean-up.
+func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	l := linkOf(cl)
+	if l == nil || !l.connectOK {
+		return
+	}
+	if cl.State.Keepalive == 0 || cl.State.Keepalive > maxKeepalive {
+		cl.State.Keepalive = maxKeepalive
+	}
+	s := h.s
+	key := l.id.String()
+	s.mu.Lock()
+	// Under s.mu so that the engine's order of sessions and ours agree.
+	// Connect calls the previous link's Close, which never takes s.mu.
+	sess := s.e.Connect(l.id, l, l.expiry)
+	l.sess.Store(sess)
+	l.key = key
+	prev := s.live[key]
+	s.live[key] = l
+	s.mu.Unlock()
+	if prev != nil && prev != l {
+		prev.Close(nil)
+		t := time.NewTimer(takeoverWait)
+		defer t.Stop()
+		select {
+		case <-prev.done:
+		case <-t.C:
+		}
+	}
+}
+
+// OnSessionEstablished runs after the CONNACK: a session inherited with
+// clean=false may already hold the methods subscription (the Node SDK
+// reconnects that way at token renewal and does not subscribe again).
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	l := linkOf(cl)
+	if l == nil {
+		return
+	}
+	if _, ok := cl.State.Subscriptions.Get(methodsFilter); ok {
+		if sess := l.sess.Load(); sess != nil {
+			sess.SetSubscribed(true)
+		}
+	}
+}
+
+// OnSubscribed runs just before mochi writes the SUBACK. A granted
+// methods filter marks the engine session subscribed at once (so that a
+// device that has its SUBACK is online for the engine), and closes the
+// link's SUBACK gate: SendMethod holds method requests back until
+// OnPacketSent sees the SUBACK written, so no request overtakes it.
+func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	l := linkOf(cl)
+	if l == nil {
+		return
+	}
+	for i, f := range pk.Filters {
+		if f.Filter == methodsFilter && i < len(reasonCodes) && reasonCodes[i] <= 2 {
+			gate := make(chan struct{})
+			if old := l.subackGate.Swap(&gate); old != nil {
+				close(*old)
+			}
+			if sess := l.sess.Load(); sess != nil {
+				sess.SetSubscribed(true)
+			}
+		}
+	}
+}
+
+// OnPacketSent opens the SUBACK gate once the SUBACK is on the wire. It
+// runs on whichever goroutine wrote the packet.
+func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, b []byte) {
+	if pk.FixedHeader.Type != packets.Suback {
+		return
+	}
+	if l := linkOf(cl); l != nil {
+		l.openGate()
+	}
+}
+
+// OnUnsubscribed runs for UNSUBSCRIBE packets and when mochi drops a
+// session's subscriptions.
+func (h *hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	l := linkOf(cl)
+	if l == nil {
+		return
+	}
+	for _, f := range pk.Filters {
+		if f.Filter == methodsFilter {
+			if sess := l.sess.Load(); sess != nil {
+				sess.SetSubscribed(false)
+			}
+		}
+	}
+}
+
+// OnPublish consumes every device PUBLISH: method responses go to the
+// connection's own engine session (so a device can only answer requests
+// sent to it), telemetry is dropped for now. Returning CodeSuccessIgnore
+// makes mochi PUBACK a QoS 1 message and never fan it out.
+//
+// A method response whose topic is malformed (status not a decimal
+// integer, no "/?", no $rid) is acknowledged and dropped, as is one for an
+// unknown or late $rid; the connection stays up [inf].
+func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	l := linkOf(cl)
+	if l == nil {
+		return pk, packets.ErrRejectPacket
+	}
+	switch classifyTopic(pk.TopicName, l.id) {
+	case topicMethodResponse:
+		status, rid, ok := parseMethodResponseTopic(pk.TopicName)
+		if !ok {
+			h.s.log.Debug("mqtt method response dropped: malformed topic", "clientId", l.id.String(), "topic", pk.TopicName)
+			return pk, packets.CodeSuccessIgnore
+		}
+		if sess := l.sess.Load(); sess == nil || !sess.Respond(rid, status, pk.Payload) {
+			h.s.log.Debug("mqtt method response dropped: no call waits for it", "clientId", l.id.String(), "rid", rid)
+		}
+		return pk, packets.CodeSuccessIgnore
+	case topicTelemetry:
+		return pk, packets.CodeSuccessIgnore
+	}
+	return pk, packets.ErrRejectPacket // not reached: OnPacketRead closed the connection
+}
+
+// OnACLCheck allows what OnPacketRead let through, and refuses every
+// delivery through mochi's fan-out (a topic name is never an allowed
+// filter), so nothing a device publishes reaches another device.
+func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	l := linkOf(cl)
+	if l == nil || !l.connectOK {
+		return false
+	}
+	if write {
+		return classifyTopic(topic, l.id) != topicForbidden
+	}
+	return classifyFilter(topic, l.id) != filterForbidden
+}

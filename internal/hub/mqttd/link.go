@@ -1,0 +1,138 @@
+package mqttd
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hub/engine"
+)
+
+var (
+	errNotConnected = errors.New("iothub: mqtt connection is not established or already closed")
+	errSendTimeout  = errors.New("iothub: mqtt device did not take the method request in time")
+)
+
+// link is one device connection: what the hooks know about it, and the
+// engine.Conn the engine drives it through.
+type link struct {
+	s    *Server
+	raw  net.Conn
+	info ConnInfo
+	done chan struct{} // closed when ServeConn has cleaned up
+
+	closeOnce sync.Once
+	closing   atomic.Bool // Close was called: the end is the hub's doing
+	cl        atomic.Pointer[mqtt.Client]
+	sess      atomic.Pointer[engine.Session]
+	// subackGate is closed and cleared once the SUBACK of a granted
+	// methods subscription has been written; until then SendMethod waits.
+	subackGate atomic.Pointer[chan struct{}]
+
+	// Set while the CONNECT is processed; read only on the connection's
+	// read goroutine (all hooks but OnPacketSent run there) and after.
+	id        auth.Identity
+	key       string // id.String() once the engine session exists
+	expiry    time.Time
+	connectOK bool
+}
+
+// wireConn is the net.Conn handed to mochi; the hooks find the link
+// through it (cl.Net.Conn).
+type wireConn struct {
+	net.Conn
+	l *link
+}
+
+// Close closes the underlying connection once.
+func (w *wireConn) Close() error {
+	w.l.shut()
+	return nil
+}
+
+func linkOf(cl *mqtt.Client) *link {
+	if cl == nil {
+		return nil
+	}
+	if w, ok := cl.Net.Conn.(*wireConn); ok {
+		return w.l
+	}
+	return nil
+}
+
+// shut closes the network connection, once; later calls wait for the
+// first to finish. The read loop then fails and ServeConn cleans up.
+func (l *link) shut() {
+	l.closeOnce.Do(func() { _ = l.raw.Close() })
+}
+
+// openGate releases method requests held back for a SUBACK.
+func (l *link) openGate() {
+	if g := l.subackGate.Swap(nil); g != nil {
+		close(*g)
+	}
+}
+
+// NewRequestID returns a hub-wide unique hexadecimal request id.
+func (l *link) NewRequestID() string { return l.s.e.NextHexRequestID() }
+
+// SendMethod writes $iothub/methods/POST/{name}/?$rid={rid} at QoS 0 to
+// this connection only. A device that does not take the packet within
+// sendTimeout is disconnected.
+func (l *link) SendMethod(rid, name string, payload []byte) error {
+	cl := l.cl.Load()
+	if cl == nil || l.closing.Load() || cl.Closed() {
+		return errNotConnected
+	}
+	if payload == nil {
+		payload = []byte{}
+	}
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		TopicName:   methodRequestTopic(name, rid),
+		Payload:     payload,
+	}
+	t := time.NewTimer(sendTimeout)
+	defer t.Stop()
+	if g := l.subackGate.Load(); g != nil {
+		select {
+		case <-*g:
+		case <-l.done:
+			return errNotConnected
+		case <-t.C:
+			l.Close(engine.NewError(engine.CodeServerError, "The SUBACK was not written within %s", sendTimeout))
+			return errSendTimeout
+		}
+	}
+	res := make(chan error, 1)
+	go func() { res <- cl.WritePacket(pk) }()
+	select {
+	case err := <-res:
+		return err
+	case <-t.C:
+		l.Close(engine.NewError(engine.CodeServerError, "The device did not read a method request within %s", sendTimeout))
+		return errSendTimeout
+	}
+}
+
+// Close drops the connection without blocking: MQTT 3.1.1 has no
+// server-side DISCONNECT, IoT Hub just closes the socket.
+func (l *link) Close(reason *engine.Error) {
+	if !l.closing.CompareAndSwap(false, true) {
+		return
+	}
+	if reason != nil {
+		l.s.log.Debug("mqtt connection closed by the hub", "clientId", l.id.String(),
+			"protocol", l.info.Protocol, "code", reason.Code, "reason", reason.Message)
+	}
+	go l.shut() // a TLS close_notify or WebSocket close may wait for the peer
+}
+
+// Protocol returns "mqtt" or "mqtt-ws".
+func (l *link) Protocol() string { return l.info.Protocol }

@@ -1,0 +1,528 @@
+package mqttd
+
+import (
+	"bytes"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hub/engine"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// roundTrip invokes name on clientID, answers it from d and checks both
+// ends.
+func roundTrip(t *testing.T, f *fixture, d *device, clientID string) {
+	t.Helper()
+	call := f.invoke(clientID, "reboot", []byte(`{"delay":5}`), 5*time.Second)
+	m := d.next(t)
+	rid := ridOf(t, m, "reboot")
+	if string(m.payload) != `{"delay":5}` {
+		t.Fatalf("request payload = %q", m.payload)
+	}
+	if err := d.publish(t, "$iothub/methods/res/200/?$rid="+rid, 0, []byte(`{"rebooted":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	r := waitInvoke(t, call)
+	if r.err != nil {
+		t.Fatalf("invoke: %v", r.err)
+	}
+	if r.res.Status != 200 || string(r.res.Payload) != `{"rebooted":true}` {
+		t.Fatalf("invoke result = %d %q", r.res.Status, r.res.Payload)
+	}
+}
+
+func TestMethodRoundTrip(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("dev1")
+	d := f.connect(f.sasOpts("dev1", key))
+	if got := d.subscribe(t, "$iothub/methods/POST/#", 0); got != 0 {
+		t.Fatalf("granted QoS %d, want 0", got)
+	}
+	roundTrip(t, f, d, "dev1")
+
+	// A null payload reaches the device as an empty body; an empty
+	// response body comes back empty.
+	call := f.invoke("dev1", "ping", nil, 0)
+	m := d.next(t)
+	rid := ridOf(t, m, "ping")
+	if len(m.payload) != 0 {
+		t.Fatalf("payload = %q, want empty", m.payload)
+	}
+	if err := d.publish(t, "$iothub/methods/res/404/?$rid="+rid, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	r := waitInvoke(t, call)
+	if r.err != nil || r.res.Status != 404 || len(r.res.Payload) != 0 {
+		t.Fatalf("invoke = %+v, %v", r.res, r.err)
+	}
+
+	calls := f.e.Calls()
+	if len(calls) != 2 || calls[0].Protocol != "mqtt" {
+		t.Fatalf("calls = %+v", calls)
+	}
+}
+
+func TestConnectRefused(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("dev1")
+	otherKey := f.addDevice("dev2")
+	if _, herr := f.e.PutDevice("off", engine.Device{Status: "disabled"}, ""); herr != nil {
+		t.Fatal(herr)
+	}
+	offKey := func() string {
+		d, _ := f.e.GetDevice("off")
+		return *d.Authentication.SymmetricKey.PrimaryKey
+	}()
+	hour := time.Now().Add(time.Hour)
+	good := token(t, "dev1", key, hour)
+	tampered := strings.Replace(good, "sig=", "sig=A", 1)
+
+	cases := []struct {
+		name string
+		o    connOpts
+		want byte
+	}{
+		{"wrong key", connOpts{clientID: "dev1", user: username("dev1"), hasUser: true,
+			pass: token(t, "dev1", otherKey, hour), hasPass: true}, 5},
+		{"expired token", connOpts{clientID: "dev1", user: username("dev1"), hasUser: true,
+			pass: token(t, "dev1", key, time.Now().Add(-10*time.Minute)), hasPass: true}, 5},
+		{"tampered token", connOpts{clientID: "dev1", user: username("dev1"), hasUser: true,
+			pass: tampered, hasPass: true}, 5},
+		{"not a token", connOpts{clientID: "dev1", user: username("dev1"), hasUser: true,
+			pass: "hunter2", hasPass: true}, 5},
+		{"unknown device", connOpts{clientID: "ghost", user: username("ghost"), hasUser: true,
+			pass: token(t, "ghost", key, hour), hasPass: true}, 5},
+		{"disabled device", connOpts{clientID: "off", user: username("off"), hasUser: true,
+			pass: token(t, "off", offKey, hour), hasPass: true}, 5},
+		{"token for another device", connOpts{clientID: "dev1", user: username("dev1"), hasUser: true,
+			pass: token(t, "dev2", otherKey, hour), hasPass: true}, 5},
+		{"no password and no certificate", connOpts{clientID: "dev1", user: username("dev1"), hasUser: true}, 5},
+		{"no username", connOpts{clientID: "dev1", pass: good, hasPass: true}, 5},
+		{"username for another hub", connOpts{clientID: "dev1", hasUser: true,
+			user: "other-hub.azure-devices.net/dev1/?api-version=" + apiVersion, pass: good, hasPass: true}, 5},
+		{"username for another identity", connOpts{clientID: "dev1", hasUser: true,
+			user: testHost + "/dev2/?api-version=" + apiVersion, pass: good, hasPass: true}, 5},
+		{"username without api-version", connOpts{clientID: "dev1", hasUser: true,
+			user: testHost + "/dev1/?DeviceClientType=x", pass: good, hasPass: true}, 5},
+		{"username with empty api-version", connOpts{clientID: "dev1", hasUser: true,
+			user: testHost + "/dev1/?api-version=&DeviceClientType=x", pass: good, hasPass: true}, 5},
+		{"username without query", connOpts{clientID: "dev1", hasUser: true,
+			user: testHost + "/dev1", pass: good, hasPass: true}, 5},
+		{"username is only the host", connOpts{clientID: "dev1", hasUser: true,
+			user: testHost, pass: good, hasPass: true}, 5},
+		{"malformed client id", connOpts{clientID: "dev 1", user: testHost + "/dev 1/?api-version=" + apiVersion,
+			hasUser: true, pass: good, hasPass: true}, 2},
+		{"client id with three segments", connOpts{clientID: "dev1/m/x", user: testHost + "/dev1/m/x/?api-version=" + apiVersion,
+			hasUser: true, pass: good, hasPass: true}, 2},
+		{"empty client id", connOpts{clientID: "", user: username("dev1"), hasUser: true,
+			pass: good, hasPass: true}, 2},
+		{"MQTT 3.1", connOpts{clientID: "dev1", user: username("dev1"), hasUser: true,
+			pass: good, hasPass: true, protocolVersion: 3}, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.clean = true
+			_, code, err := f.dial(tc.o)
+			if err == nil || code != tc.want {
+				t.Fatalf("CONNACK %d (%v), want %d", code, err, tc.want)
+			}
+		})
+	}
+
+	// The accepted username forms.
+	accepted := []struct{ name, user string }{
+		{"documented minimum", testHost + "/dev1/?api-version=" + apiVersion},
+		{"legacy form without ?", testHost + "/dev1/api-version=2016-11-14&DeviceClientType=c%2Fsdk"},
+		{"host in other case, model id, unknown params", strings.ToUpper(testHost) +
+			"/dev1/?api-version=" + apiVersion + "&model-id=dtmi%3Acom%3Aexample%3AThermostat%3B1&foo=bar"},
+	}
+	for _, tc := range accepted {
+		t.Run(tc.name, func(t *testing.T) {
+			o := f.sasOpts("dev1", key)
+			o.user = tc.user
+			d := f.connect(o)
+			d.c.Disconnect(50)
+		})
+	}
+}
+
+// TestConnectMQTT5Refused: an MQTT 5 CONNECT gets a 3.1.1 CONNACK with
+// return code 1 and the connection is closed.
+func TestConnectMQTT5Refused(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("dev1")
+	c := f.rawDial()
+	defer c.Close()
+	if _, err := c.Write(connectPacket(5, "dev1", username("dev1"), token(t, "dev1", key, time.Now().Add(time.Hour)))); err != nil {
+		t.Fatal(err)
+	}
+	b, err := readN(c, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b, []byte{0x20, 0x02, 0x00, 0x01}) {
+		t.Fatalf("CONNACK = % x, want 20 02 00 01", b)
+	}
+	if _, err := readN(c, 1); err == nil {
+		t.Fatal("connection still open after CONNACK 1")
+	}
+}
+
+func TestQoS2PublishCloses(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("dev1")
+	d := f.connect(f.sasOpts("dev1", key))
+	d.subscribe(t, "$iothub/methods/POST/#", 1)
+	d.c.Publish("devices/dev1/messages/events/", 2, false, []byte("x"))
+	d.waitLost(t)
+	r := waitInvoke(t, f.invoke("dev1", "m", nil, 0))
+	if r.err == nil || r.err.Code != engine.CodeDeviceNotOnline {
+		t.Fatalf("invoke after close = %v, want 404103", r.err)
+	}
+}
+
+func TestForbiddenPublishCloses(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("dev1")
+	f.addDevice("dev2")
+	for _, topic := range []string{
+		"devices/dev2/messages/events/",
+		"devices/dev1/modules/m1/messages/events/",
+		"$iothub/methods/POST/reboot/?$rid=1",
+		"$iothub/twin/GET/?$rid=1",
+		"some/topic",
+	} {
+		t.Run(topic, func(t *testing.T) {
+			d := f.connect(f.sasOpts("dev1", key))
+			d.c.Publish(topic, 0, false, []byte("{}"))
+			d.waitLost(t)
+		})
+	}
+}
+
+func TestForbiddenSubscriptionCloses(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("dev1")
+	f.addDevice("dev2")
+	for _, filter := range []string{
+		"devices/dev2/messages/devicebound/#",
+		"#",
+		"$iothub/methods/#",
+		"$iothub/methods/POST/+",
+		"$iothub/methods/res/#",
+		"devices/dev1/messages/events/#",
+	} {
+		t.Run(filter, func(t *testing.T) {
+			d := f.connect(f.sasOpts("dev1", key))
+			d.c.Subscribe(filter, 0, nil)
+			d.waitLost(t)
+		})
+	}
+}
+
+func TestSubscribeGrants(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("dev1")
+	d := f.connect(f.sasOpts("dev1", key))
+	for _, tc := range []struct {
+		filter    string
+		qos, want byte
+	}{
+		{"$iothub/methods/POST/#", 2, 1},
+		{"$iothub/twin/res/#", 0, 0},
+		{"$iothub/twin/PATCH/properties/desired/#", 1, 1},
+		{"devices/dev1/messages/devicebound/#", 2, 1},
+	} {
+		if got := d.subscribe(t, tc.filter, tc.qos); got != tc.want {
+			t.Errorf("SUBSCRIBE %s QoS %d granted %d, want %d", tc.filter, tc.qos, got, tc.want)
+		}
+	}
+	roundTrip(t, f, d, "dev1")
+	d.stillUp(t)
+}
+
+func TestUnsubscribe(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("dev1")
+	d := f.connect(f.sasOpts("dev1", key))
+	d.subscribe(t, "$iothub/methods/POST/#", 0)
+	tok := d.c.Unsubscribe("$iothub/methods/POST/#")
+	if !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+		t.Fatalf("UNSUBSCRIBE: %v", tok.Error())
+	}
+	r := waitInvoke(t, f.invoke("dev1", "m", nil, 0))
+	if r.err == nil || r.err.Code != engine.CodeDeviceNotOnline {
+		t.Fatalf("invoke after UNSUBSCRIBE = %v, want 404103", r.err)
+	}
+	d.none(t, 100*time.Millisecond)
+	d.stillUp(t)
+}
+
+func TestSecondConnectionKicksFirst(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("dev1")
+	first := f.connect(f.sasOpts("dev1", key))
+	first.subscribe(t, "$iothub/methods/POST/#", 1)
+	second := f.connect(f.sasOpts("dev1", key))
+	first.waitLost(t)
+	second.subscribe(t, "$iothub/methods/POST/#", 1)
+	roundTrip(t, f, second, "dev1")
+	first.none(t, 50*time.Millisecond)
+}
+
+func TestPersistentSession(t *testing.T) {
+	t.Run("clean=false reconnect keeps the subscription", func(t *testing.T) {
+		f := newFixture(t)
+		key := f.addDevice("dev1")
+		o := f.sasOpts("dev1", key)
+		o.clean = false
+		d := f.connect(o)
+		d.subscribe(t, "$iothub/methods/POST/#", 1)
+		d.c.Disconnect(50)
+
+		o.pass = token(t, "dev1", key, time.Now().Add(2*time.Hour)) // a renewed token
+		d2 := f.connect(o)
+		roundTrip(t, f, d2, "dev1") // no SUBSCRIBE on this connection
+	})
+	t.Run("clean=false takeover keeps the subscription", func(t *testing.T) {
+		f := newFixture(t)
+		key := f.addDevice("dev1")
+		o := f.sasOpts("dev1", key)
+		o.clean = false
+		d := f.connect(o)
+		d.subscribe(t, "$iothub/methods/POST/#", 1)
+		d2 := f.connect(o)
+		d.waitLost(t)
+		roundTrip(t, f, d2, "dev1")
+	})
+	t.Run("clean=true reconnect loses it", func(t *testing.T) {
+		f := newFixture(t)
+		key := f.addDevice("dev1")
+		o := f.sasOpts("dev1", key)
+		o.clean = false
+		d := f.connect(o)
+		d.subscribe(t, "$iothub/methods/POST/#", 1)
+		d.c.Disconnect(50)
+
+		o.clean = true
+		d2 := f.connect(o)
+		r := waitInvoke(t, f.invoke("dev1", "m", nil, time.Second))
+		if r.err == nil || r.err.Code != engine.CodeDeviceNotOnline {
+			t.Fatalf("invoke = %v, want 404103", r.err)
+		}
+		d2.none(t, 50*time.Millisecond)
+	})
+}
+
+func TestTokenExpiryDropsConnection(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("dev1")
+	o := f.sasOpts("dev1", key)
+	o.pass = token(t, "dev1", key, time.Now().Add(2*time.Second))
+	d := f.connect(o)
+	d.subscribe(t, "$iothub/methods/POST/#", 0)
+	d.waitLost(t) // the engine closes the connection when the token expires
+	r := waitInvoke(t, f.invoke("dev1", "m", nil, 0))
+	if r.err == nil || r.err.Code != engine.CodeDeviceNotOnline {
+		t.Fatalf("invoke after expiry = %v, want 404103", r.err)
+	}
+}
+
+func TestResponses(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("dev1")
+	d := f.connect(f.sasOpts("dev1", key))
+	d.subscribe(t, "$iothub/methods/POST/#", 1)
+
+	// QoS 1 response: PUBACKed and delivered.
+	call := f.invoke("dev1", "get", []byte(`"x"`), 0)
+	rid := ridOf(t, d.next(t), "get")
+	if err := d.publish(t, "$iothub/methods/res/201/?$rid="+rid, 1, []byte(`[1,2]`)); err != nil {
+		t.Fatalf("QoS 1 response: %v", err)
+	}
+	if r := waitInvoke(t, call); r.err != nil || r.res.Status != 201 || string(r.res.Payload) != `[1,2]` {
+		t.Fatalf("invoke = %+v, %v", r.res, r.err)
+	}
+
+	// Unknown rid and malformed topics: PUBACKed, dropped, connection up.
+	for _, topic := range []string{
+		"$iothub/methods/res/200/?$rid=fffffff",
+		"$iothub/methods/res/abc/?$rid=1",
+		"$iothub/methods/res/200/?rid=1",
+		"$iothub/methods/res/200/",
+		"$iothub/methods/res/200?$rid=1",
+	} {
+		if err := d.publish(t, topic, 1, []byte(`{}`)); err != nil {
+			t.Fatalf("%s: %v", topic, err)
+		}
+	}
+	d.stillUp(t)
+
+	// Telemetry is accepted (and dropped for now).
+	for _, topic := range []string{"devices/dev1/messages/events/", "devices/dev1/messages/events/a=b&%24.ct=application%2Fjson"} {
+		if err := d.publish(t, topic, 1, []byte(`{"t":1}`)); err != nil {
+			t.Fatalf("%s: %v", topic, err)
+		}
+	}
+	d.stillUp(t)
+	roundTrip(t, f, d, "dev1")
+}
+
+func TestPacketTooLarge(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("dev1")
+	d := f.connect(f.sasOpts("dev1", key))
+	if err := d.publish(t, "devices/dev1/messages/events/", 1, make([]byte, 200*1024)); err != nil {
+		t.Fatalf("200 KB telemetry: %v", err)
+	}
+	d.stillUp(t)
+	d.c.Publish("devices/dev1/messages/events/", 1, false, make([]byte, MaxPacketSize))
+	d.waitLost(t)
+}
+
+func TestCannotAnswerAnotherDevicesRequest(t *testing.T) {
+	f := newFixture(t)
+	keyA := f.addDevice("devA")
+	keyB := f.addDevice("devB")
+	a := f.connect(f.sasOpts("devA", keyA))
+	b := f.connect(f.sasOpts("devB", keyB))
+	a.subscribe(t, "$iothub/methods/POST/#", 1)
+	b.subscribe(t, "$iothub/methods/POST/#", 1)
+
+	call := f.invoke("devB", "open", []byte(`{}`), 0)
+	rid := ridOf(t, b.next(t), "open")
+	a.none(t, 50*time.Millisecond) // only devB gets devB's request
+
+	// devA answers devB's rid: acknowledged, but the call stays open.
+	if err := a.publish(t, "$iothub/methods/res/299/?$rid="+rid, 1, []byte(`"stolen"`)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-call:
+		t.Fatalf("devA completed devB's call: %+v %v", r.res, r.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := b.publish(t, "$iothub/methods/res/200/?$rid="+rid, 0, []byte(`"mine"`)); err != nil {
+		t.Fatal(err)
+	}
+	if r := waitInvoke(t, call); r.err != nil || r.res.Status != 200 || string(r.res.Payload) != `"mine"` {
+		t.Fatalf("invoke = %+v, %v", r.res, r.err)
+	}
+	a.stillUp(t)
+}
+
+func TestX509SelfSigned(t *testing.T) {
+	f := newFixture(t)
+	cert := selfSignedDeviceCert(t, "certdev")
+	tp := auth.ComputeThumbprints(cert.Certificate[0]).SHA256
+	_, herr := f.e.PutDevice("certdev", engine.Device{Authentication: engine.Authentication{
+		Type: engine.AuthSelfSigned, X509Thumbprint: engine.X509Thumbprint{PrimaryThumbprint: &tp},
+	}}, "")
+	if herr != nil {
+		t.Fatal(herr)
+	}
+	o := connOpts{clientID: "certdev", user: username("certdev"), hasUser: true, clean: true, cert: &cert}
+	d := f.connect(o)
+	d.subscribe(t, "$iothub/methods/POST/#", 0)
+	roundTrip(t, f, d, "certdev")
+	d.c.Disconnect(50)
+
+	wrong := selfSignedDeviceCert(t, "certdev")
+	o.cert = &wrong
+	if _, code, err := f.dial(o); err == nil || code != 5 {
+		t.Fatalf("wrong certificate: CONNACK %d (%v), want 5", code, err)
+	}
+	o.cert = nil
+	if _, code, err := f.dial(o); err == nil || code != 5 {
+		t.Fatalf("no certificate: CONNACK %d (%v), want 5", code, err)
+	}
+}
+
+func TestModule(t *testing.T) {
+	f := newFixture(t)
+	f.addDevice("edge1")
+	key := f.addModule("edge1", "mod1")
+	d := f.connect(f.sasOpts("edge1/mod1", key))
+	d.subscribe(t, "$iothub/methods/POST/#", 1)
+	roundTrip(t, f, d, "edge1/mod1")
+	if err := d.publish(t, "devices/edge1/modules/mod1/messages/events/", 1, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	d.stillUp(t)
+
+	// The device identity is a different one: not online.
+	r := waitInvoke(t, f.invoke("edge1", "m", nil, 0))
+	if r.err == nil || r.err.Code != engine.CodeDeviceNotOnline {
+		t.Fatalf("invoke on the device = %v, want 404103", r.err)
+	}
+	// A module may not use its device's telemetry topic.
+	d.c.Publish("devices/edge1/messages/events/", 0, false, []byte(`{}`))
+	d.waitLost(t)
+}
+
+func TestWebSocket(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("wsdev")
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/$iothub/websocket" {
+			http.NotFound(w, r)
+			return
+		}
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"mqtt", "MQTT"}})
+		if err != nil {
+			return
+		}
+		c.SetReadLimit(2 * MaxPacketSize)
+		nc := websocket.NetConn(r.Context(), c, websocket.MessageBinary)
+		_ = f.srv.ServeConn(nc, ConnInfo{Protocol: "mqtt-ws", PeerCertificates: r.TLS.PeerCertificates})
+	}))
+	hs.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	hs.StartTLS()
+	t.Cleanup(hs.Close)
+	o := f.sasOpts("wsdev", key)
+	o.url = "wss://" + strings.TrimPrefix(hs.URL, "https://") + "/$iothub/websocket"
+	o.tls = hs.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	d := f.connect(o)
+	d.subscribe(t, "$iothub/methods/POST/#", 0)
+	roundTrip(t, f, d, "wsdev")
+	calls := f.e.Calls()
+	if calls[len(calls)-1].Protocol != "mqtt-ws" {
+		t.Fatalf("protocol = %q, want mqtt-ws", calls[len(calls)-1].Protocol)
+	}
+	d.c.Disconnect(50)
+}
+
+func TestServeConnAfterClose(t *testing.T) {
+	if _, err := New(nil, nil); err == nil {
+		t.Fatal("New(nil engine) did not fail")
+	}
+	e, err := engine.New(engine.Config{HostName: testHost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(e, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	c1, c2 := net.Pipe()
+	defer c2.Close()
+	if err := srv.ServeConn(c1, ConnInfo{}); err != ErrServerClosed {
+		t.Fatalf("ServeConn after Close = %v, want ErrServerClosed", err)
+	}
+}

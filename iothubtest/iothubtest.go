@@ -1,0 +1,305 @@
+// Package iothubtest runs a local, protocol-faithful Azure IoT Hub inside a
+// test, the way net/http/httptest runs an HTTP server.
+//
+// The hub listens on one random loopback port with TLS and serves MQTT,
+// MQTT over WebSocket, and the HTTPS service API (direct methods and the
+// device registry) there. It is as strict as IoT Hub: bad tokens, unknown
+// devices, offline devices, slow devices, QoS 2, foreign topics and
+// out-of-range timeouts get IoT Hub's answers and error codes, so device and
+// service code that passes here behaves the same against Azure.
+//
+// Identities are named "deviceID" or "deviceID/moduleID" in the fault
+// injection methods.
+package iothubtest
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hub"
+	"github.com/iothub-go/iothub/internal/hub/engine"
+)
+
+// EntraScope is the token scope the IoT Hub service API accepts for
+// Microsoft Entra ID (bearer) authentication.
+const EntraScope = "https://iothubs.azure.net/.default"
+
+// TB is the part of testing.TB that the server uses; *testing.T and
+// *testing.B satisfy it.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+}
+
+// Options configures a Server. The zero value is ready to use.
+type Options struct {
+	// HostName is the hub's host name, the audience of every SAS token.
+	// Default "localhost".
+	HostName string
+	// Logger receives the hub's connection and method-call events (never
+	// secrets or payloads); nil is silent.
+	Logger *slog.Logger
+}
+
+// Server is a running local IoT Hub.
+type Server struct {
+	h        *hub.Hub
+	deviceCA *hub.CA
+	addr     string
+}
+
+// NewServer starts a hub on a random loopback port and registers Close with
+// t.Cleanup. opts may be nil. It fails the test if the hub cannot start.
+func NewServer(t TB, opts *Options) *Server {
+	t.Helper()
+	s, err := Start(opts)
+	if err != nil {
+		t.Fatalf("iothubtest: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Start starts a hub outside of a test (for examples and tools). The caller
+// must Close it.
+func Start(opts *Options) (*Server, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	deviceCA, err := hub.NewCA("iothubtest device CA")
+	if err != nil {
+		return nil, err
+	}
+	h, err := hub.Start(hub.Options{HostName: o.HostName, TrustedCAs: deviceCA.Pool(), Logger: o.Logger})
+	if err != nil {
+		return nil, err
+	}
+	return &Server{h: h, deviceCA: deviceCA, addr: h.Addrs()[0].String()}, nil
+}
+
+// Close stops the hub, drops every connection and fails pending method
+// calls. It is safe to call more than once.
+func (s *Server) Close() { _ = s.h.Close() }
+
+// Addr returns the hub's "127.0.0.1:port". Every protocol is served there.
+func (s *Server) Addr() string { return s.addr }
+
+// HostName returns the hub's host name (the SAS audience).
+func (s *Server) HostName() string { return s.h.Engine.HostName() }
+
+// CertPool returns a pool that trusts the hub's TLS certificate.
+func (s *Server) CertPool() *x509.CertPool { return s.h.CA.Pool() }
+
+// CACertPEM returns the CA certificate of the hub's TLS certificate, in PEM
+// form (for NODE_EXTRA_CA_CERTS and similar).
+func (s *Server) CACertPEM() []byte { return s.h.CA.CertPEM() }
+
+// TLSConfig returns a client TLS configuration that trusts the hub.
+func (s *Server) TLSConfig() *tls.Config {
+	return &tls.Config{RootCAs: s.CertPool(), MinVersion: tls.VersionTLS12}
+}
+
+func (s *Server) connectionString(c auth.ConnectionString) string {
+	c.HostName = s.HostName()
+	c.GatewayHostName = s.addr
+	return c.Reveal()
+}
+
+func fatal(t TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("iothubtest: %v", err)
+	}
+}
+
+// AddDevice registers a device with generated SAS keys and returns its
+// connection string:
+//
+//	HostName=localhost;DeviceId=ID;SharedAccessKey=…;GatewayHostName=127.0.0.1:PORT
+func (s *Server) AddDevice(t TB, deviceID string) string {
+	t.Helper()
+	d, herr := s.h.Engine.PutDevice(deviceID, engine.Device{}, "")
+	if herr != nil {
+		fatal(t, herr)
+	}
+	return s.connectionString(auth.ConnectionString{DeviceID: deviceID, SharedAccessKey: *d.Authentication.SymmetricKey.PrimaryKey})
+}
+
+// AddModule registers a module with generated SAS keys on an existing
+// device and returns its connection string.
+func (s *Server) AddModule(t TB, deviceID, moduleID string) string {
+	t.Helper()
+	m, herr := s.h.Engine.PutModule(deviceID, moduleID, engine.Module{}, "")
+	if herr != nil {
+		fatal(t, herr)
+	}
+	return s.connectionString(auth.ConnectionString{DeviceID: deviceID, ModuleID: moduleID, SharedAccessKey: *m.Authentication.SymmetricKey.PrimaryKey})
+}
+
+// AddX509Device registers a device authenticated by the thumbprint of a
+// new self-signed certificate, and returns its connection string
+// (x509=true) and the certificate to present.
+func (s *Server) AddX509Device(t TB, deviceID string) (string, tls.Certificate) {
+	t.Helper()
+	cert, err := hub.SelfSigned(deviceID, 24*time.Hour)
+	fatal(t, err)
+	tp := auth.ComputeThumbprints(cert.Leaf.Raw).SHA256
+	_, herr := s.h.Engine.PutDevice(deviceID, engine.Device{Authentication: engine.Authentication{
+		Type: engine.AuthSelfSigned, X509Thumbprint: engine.X509Thumbprint{PrimaryThumbprint: &tp}}}, "")
+	if herr != nil {
+		fatal(t, herr)
+	}
+	return s.connectionString(auth.ConnectionString{DeviceID: deviceID, X509: true}), cert
+}
+
+// AddCADevice registers a device authenticated by a certificate authority
+// the hub trusts, and returns its connection string (x509=true) and a
+// certificate with CN = deviceID issued by that CA.
+func (s *Server) AddCADevice(t TB, deviceID string) (string, tls.Certificate) {
+	t.Helper()
+	cert, err := s.deviceCA.IssueClient(deviceID, 24*time.Hour)
+	fatal(t, err)
+	_, herr := s.h.Engine.PutDevice(deviceID, engine.Device{Authentication: engine.Authentication{Type: engine.AuthCertificateAuthority}}, "")
+	if herr != nil {
+		fatal(t, herr)
+	}
+	return s.connectionString(auth.ConnectionString{DeviceID: deviceID, X509: true}), cert
+}
+
+// IssueCertificate issues a client certificate with the given common name
+// from the CA the hub trusts for certificateAuthority identities (e.g. to
+// test a wrong CN).
+func (s *Server) IssueCertificate(t TB, commonName string, validFor time.Duration) tls.Certificate {
+	t.Helper()
+	cert, err := s.deviceCA.IssueClient(commonName, validFor)
+	fatal(t, err)
+	return cert
+}
+
+// ServiceConnectionString returns the iothubowner connection string:
+//
+//	HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=…;GatewayHostName=127.0.0.1:PORT
+func (s *Server) ServiceConnectionString() string {
+	return s.PolicyConnectionString("iothubowner")
+}
+
+// PolicyConnectionString returns the connection string of one of the hub's
+// policies: iothubowner, service, device, registryRead or
+// registryReadWrite. It returns "" for an unknown policy.
+func (s *Server) PolicyConnectionString(policy string) string {
+	p, ok := s.h.Engine.Policy(policy)
+	if !ok {
+		return ""
+	}
+	return s.connectionString(auth.ConnectionString{SharedAccessKeyName: p.Name, SharedAccessKey: p.PrimaryKey})
+}
+
+// Credential returns an azcore.TokenCredential standing in for Microsoft
+// Entra ID: tokens it issues for the scope EntraScope are accepted by the
+// hub's service API as "Authorization: Bearer …" for an hour. Tokens for any
+// other scope are refused by the hub, as Azure would.
+func (s *Server) Credential() azcore.TokenCredential { return credential{s} }
+
+type credential struct{ s *Server }
+
+func (c credential) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	if err := ctx.Err(); err != nil {
+		return azcore.AccessToken{}, err
+	}
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	tok := "iothubtest." + base64.RawURLEncoding.EncodeToString(b)
+	exp := time.Now().Add(time.Hour)
+	if len(opts.Scopes) == 1 && opts.Scopes[0] == EntraScope {
+		c.s.h.Engine.AddBearerToken(tok, exp)
+	}
+	return azcore.AccessToken{Token: tok, ExpiresOn: exp}, nil
+}
+
+func parseID(id string) auth.Identity {
+	dev, mod, _ := strings.Cut(id, "/")
+	return auth.Identity{DeviceID: dev, ModuleID: mod}
+}
+
+// WaitOnline blocks until the identity ("deviceID" or "deviceID/moduleID")
+// is connected and subscribed to direct methods, or ctx ends.
+func (s *Server) WaitOnline(ctx context.Context, id string) error {
+	return s.h.Engine.WaitOnline(ctx, parseID(id))
+}
+
+// DropConnection closes the identity's connection, as a network failure
+// would. It reports whether the identity was connected.
+func (s *Server) DropConnection(id string) bool { return s.h.Engine.DropConnection(parseID(id)) }
+
+// DelayResponses holds the identity's method responses for d before the
+// hub accepts them (so a delay beyond the call's response timeout produces
+// a 504101 GatewayTimeout). Zero restores normal delivery.
+func (s *Server) DelayResponses(id string, d time.Duration) {
+	s.h.Engine.SetResponseFault(parseID(id), d, false)
+}
+
+// DropResponses makes the hub discard the identity's method responses
+// (drop true) or accept them again (drop false).
+func (s *Server) DropResponses(id string, drop bool) {
+	s.h.Engine.SetResponseFault(parseID(id), 0, drop)
+}
+
+// FailServiceRequests makes the next n service API requests fail before
+// they are dispatched, with an IoT Hub error code such as 429001
+// (ThrottlingException) or 503001 (ServiceUnavailable).
+func (s *Server) FailServiceRequests(errorCode, n int) error {
+	if engine.CodeName(errorCode) == "" {
+		return fmt.Errorf("iothub: unknown IoT Hub error code %d", errorCode)
+	}
+	s.h.Engine.FailServiceRequests(errorCode, n)
+	return nil
+}
+
+// ExpireTokens makes the identity's current SAS token expire now: its
+// connection is closed and the hub refuses that token (and older ones)
+// from now on, so the client has to present a newly minted one.
+func (s *Server) ExpireTokens(id string) { s.h.Engine.ExpireTokens(parseID(id)) }
+
+// MethodCall is one direct method invocation the hub handled.
+type MethodCall struct {
+	DeviceID string
+	ModuleID string // "" for a device method
+	Method   string
+	Payload  json.RawMessage // the request payload; nil for null
+	// Status is the device's status; 0 when the call failed at the hub.
+	Status int
+	// ErrorCode is the hub's error code (e.g. 404103, 504101); 0 on success.
+	ErrorCode int
+	// Protocol is the device transport that carried it ("mqtt", "mqtt-ws",
+	// …); "" when it never reached a device.
+	Protocol string
+	Latency  time.Duration
+}
+
+// Calls returns the method invocations handled so far, oldest first.
+func (s *Server) Calls() []MethodCall {
+	recs := s.h.Engine.Calls()
+	out := make([]MethodCall, len(recs))
+	for i, r := range recs {
+		out[i] = MethodCall{
+			DeviceID: r.Identity.DeviceID, ModuleID: r.Identity.ModuleID, Method: r.Method,
+			Payload: json.RawMessage(r.Payload), Status: r.Status, ErrorCode: r.ErrorCode,
+			Protocol: r.Protocol, Latency: r.Latency,
+		}
+	}
+	return out
+}
