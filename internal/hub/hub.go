@@ -111,11 +111,17 @@ func Start(opts Options) (*Hub, error) {
 		raw:    map[net.Conn]struct{}{},
 	}
 	h.httpLn = newChanListener()
-	mux := http.NewServeMux()
-	mux.HandleFunc(WebSocketPath, h.serveWebSocket)
-	mux.Handle("/", httpd.NewHandler(eng))
+	rest := httpd.NewHandler(eng)
 	h.httpSrv = &http.Server{
-		Handler:           mux,
+		// Not a ServeMux: it would redirect paths holding the valid ids
+		// "." and "..".
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == WebSocketPath {
+				h.serveWebSocket(w, r)
+				return
+			}
+			rest.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -93,6 +94,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	return e, nil
 }
+
+// Now returns the engine's current time (Config.Now).
+func (e *Engine) Now() time.Time { return e.now() }
 
 // HostName returns the hub's host name.
 func (e *Engine) HostName() string { return e.hostName }
@@ -251,6 +255,11 @@ func (e *Engine) AuthorizeService(header, path string, need auth.Rights) *Error 
 	e.mu.Unlock()
 	if !ok {
 		return unauthorized("Authorization rule '%s' not found", tok.KeyName)
+	}
+	// Tokens name resources unescaped ("{host}/devices/dev#1"), requests
+	// arrive escaped ("/devices/dev%231").
+	if u, err := url.PathUnescape(path); err == nil {
+		path = u
 	}
 	if err := p.Authorize(tok, e.hostName+path, need, e.now()); err != nil {
 		return unauthorized("%s", trimPrefix(err))

@@ -32,6 +32,7 @@ const (
 	CodePreconditionFailed          = 412001
 	CodeMessageTooLarge             = 413001
 	CodeThrottling                  = 429001
+	CodeThrottleBacklogLimit        = 429002
 	CodeServerError                 = 500001
 	CodeServiceUnavailable          = 503001
 	CodeGatewayTimeout              = 504101
@@ -53,6 +54,7 @@ var codeNames = map[int]string{
 	CodePreconditionFailed:          "PreconditionFailed",
 	CodeMessageTooLarge:             "MessageTooLarge",
 	CodeThrottling:                  "ThrottlingException",
+	CodeThrottleBacklogLimit:        "ThrottleBacklogLimitExceeded",
 	CodeServerError:                 "ServerError",
 	CodeServiceUnavailable:          "ServiceUnavailable",
 	CodeGatewayTimeout:              "GatewayTimeout",

@@ -186,12 +186,12 @@ func TestServiceFaults(t *testing.T) {
 	wantOK(t, h.registry(http.MethodPut, "/devices/new", `{}`, nil))
 
 	// A code without a name: no iothub-errorcode header, status from the code.
-	h.e.FailServiceRequests(429002, 1)
+	h.e.FailServiceRequests(429004, 1)
 	res = h.registry(http.MethodGet, "/devices", "", nil)
 	if res.status != http.StatusTooManyRequests || res.header.Get("iothub-errorcode") != "" {
 		t.Fatalf("got %d %v", res.status, res.header)
 	}
-	if inner := parseShapeA(t, res.body); inner.ErrorCode != 429002 {
+	if inner := parseShapeA(t, res.body); inner.ErrorCode != 429004 {
 		t.Errorf("errorCode = %d", inner.ErrorCode)
 	}
 

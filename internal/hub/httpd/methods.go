@@ -203,6 +203,11 @@ func methodResponseBody(res engine.MethodResult) ([]byte, *engine.Error) {
 
 // invoke serves POST /twins/{id}/methods and
 // POST /twins/{id}/modules/{mid}/methods.
+//
+// Content-Type is not checked: SDKs send "application/json;
+// charset=utf-8", the docs plain "application/json", and no source shows
+// the hub refusing a body for its media type, so the emulator is not
+// stricter than the hub [inf]. User-Agent and Request-Id are optional.
 func (h *handler) invoke(w http.ResponseWriter, r *http.Request, rt route) {
 	body, herr := readBody(w, r, maxMethodBody)
 	if herr != nil {

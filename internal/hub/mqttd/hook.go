@@ -188,34 +188,51 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if prev != nil && prev != l {
 		prev.Close(nil)
 		t := time.NewTimer(takeoverWait)
-		defer t.Stop()
 		select {
 		case <-prev.done:
 		case <-t.C:
 		}
+		t.Stop()
+	}
+	// Mochi is about to hand this connection the previous session of the
+	// ClientId if both connections use clean=false. If that session holds
+	// the methods filter, the device is online from the CONNACK on.
+	if !pk.Connect.Clean {
+		if old, ok := s.mq.Clients.Get(cl.ID); ok && old != cl && !old.Properties.Clean {
+			if _, has := old.State.Subscriptions.Get(methodsFilter); has {
+				l.closeGate()
+				sess.SetSubscribed(true)
+			}
+		}
 	}
 }
 
-// OnSessionEstablished runs after the CONNACK: a session inherited with
-// clean=false may already hold the methods subscription (the Node SDK
-// reconnects that way at token renewal and does not subscribe again).
+// OnSessionEstablished runs after the CONNACK, when mochi has settled
+// the session: a session inherited with clean=false may hold the methods
+// subscription (the Node SDK reconnects that way at token renewal and
+// does not subscribe again). This confirms or corrects what
+// OnSessionEstablish predicted.
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	l := linkOf(cl)
 	if l == nil {
 		return
 	}
-	if _, ok := cl.State.Subscriptions.Get(methodsFilter); ok {
-		if sess := l.sess.Load(); sess != nil {
-			sess.SetSubscribed(true)
-		}
+	sess := l.sess.Load()
+	if sess == nil {
+		return
+	}
+	_, has := cl.State.Subscriptions.Get(methodsFilter)
+	sess.SetSubscribed(has)
+	if !has {
+		l.openGate()
 	}
 }
 
 // OnSubscribed runs just before mochi writes the SUBACK. A granted
 // methods filter marks the engine session subscribed at once (so that a
-// device that has its SUBACK is online for the engine), and closes the
-// link's SUBACK gate: SendMethod holds method requests back until
-// OnPacketSent sees the SUBACK written, so no request overtakes it.
+// device holding its SUBACK is online for the engine), behind the link's
+// gate: SendMethod holds requests back until OnPacketSent sees the SUBACK
+// written, so no request overtakes it.
 func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
 	l := linkOf(cl)
 	if l == nil {
@@ -223,10 +240,7 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 	}
 	for i, f := range pk.Filters {
 		if f.Filter == methodsFilter && i < len(reasonCodes) && reasonCodes[i] <= 2 {
-			gate := make(chan struct{})
-			if old := l.subackGate.Swap(&gate); old != nil {
-				close(*old)
-			}
+			l.closeGate()
 			if sess := l.sess.Load(); sess != nil {
 				sess.SetSubscribed(true)
 			}
@@ -234,10 +248,10 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 	}
 }
 
-// OnPacketSent opens the SUBACK gate once the SUBACK is on the wire. It
-// runs on whichever goroutine wrote the packet.
+// OnPacketSent opens the link's gate once a CONNACK or SUBACK is on the
+// wire. It runs on whichever goroutine wrote the packet.
 func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, b []byte) {
-	if pk.FixedHeader.Type != packets.Suback {
+	if pk.FixedHeader.Type != packets.Suback && pk.FixedHeader.Type != packets.Connack {
 		return
 	}
 	if l := linkOf(cl); l != nil {

@@ -31,9 +31,12 @@ type link struct {
 	closing   atomic.Bool // Close was called: the end is the hub's doing
 	cl        atomic.Pointer[mqtt.Client]
 	sess      atomic.Pointer[engine.Session]
-	// subackGate is closed and cleared once the SUBACK of a granted
-	// methods subscription has been written; until then SendMethod waits.
-	subackGate atomic.Pointer[chan struct{}]
+	// ackGate is set when the engine session becomes subscribed, just
+	// before the CONNACK (inherited session) or SUBACK that tells the
+	// device so is written; it is closed and cleared once that packet is
+	// on the wire. Until then SendMethod waits, so that no request
+	// overtakes the acknowledgement.
+	ackGate atomic.Pointer[chan struct{}]
 
 	// Set while the CONNECT is processed; read only on the connection's
 	// read goroutine (all hooks but OnPacketSent run there) and after.
@@ -72,9 +75,17 @@ func (l *link) shut() {
 	l.closeOnce.Do(func() { _ = l.raw.Close() })
 }
 
-// openGate releases method requests held back for a SUBACK.
+// closeGate holds method requests back until openGate.
+func (l *link) closeGate() {
+	gate := make(chan struct{})
+	if old := l.ackGate.Swap(&gate); old != nil {
+		close(*old)
+	}
+}
+
+// openGate releases method requests held back by closeGate.
 func (l *link) openGate() {
-	if g := l.subackGate.Swap(nil); g != nil {
+	if g := l.ackGate.Swap(nil); g != nil {
 		close(*g)
 	}
 }
@@ -100,13 +111,13 @@ func (l *link) SendMethod(rid, name string, payload []byte) error {
 	}
 	t := time.NewTimer(sendTimeout)
 	defer t.Stop()
-	if g := l.subackGate.Load(); g != nil {
+	if g := l.ackGate.Load(); g != nil {
 		select {
 		case <-*g:
 		case <-l.done:
 			return errNotConnected
 		case <-t.C:
-			l.Close(engine.NewError(engine.CodeServerError, "The SUBACK was not written within %s", sendTimeout))
+			l.Close(engine.NewError(engine.CodeServerError, "The CONNACK or SUBACK was not written within %s", sendTimeout))
 			return errSendTimeout
 		}
 	}
