@@ -155,15 +155,7 @@ func (s *Server) AddModule(t TB, deviceID, moduleID string) string {
 // (x509=true) and the certificate to present.
 func (s *Server) AddX509Device(t TB, deviceID string) (string, tls.Certificate) {
 	t.Helper()
-	cert, err := hub.SelfSigned(deviceID, 24*time.Hour)
-	fatal(t, err)
-	tp := auth.ComputeThumbprints(cert.Leaf.Raw).SHA256
-	_, herr := s.h.Engine.PutDevice(deviceID, engine.Device{Authentication: engine.Authentication{
-		Type: engine.AuthSelfSigned, X509Thumbprint: engine.X509Thumbprint{PrimaryThumbprint: &tp}}}, "")
-	if herr != nil {
-		fatal(t, herr)
-	}
-	return s.connectionString(auth.ConnectionString{DeviceID: deviceID, X509: true}), cert
+	return s.addX509(t, auth.Identity{DeviceID: deviceID}, engine.AuthSelfSigned)
 }
 
 // AddCADevice registers a device authenticated by a certificate authority
@@ -171,13 +163,49 @@ func (s *Server) AddX509Device(t TB, deviceID string) (string, tls.Certificate) 
 // certificate with CN = deviceID issued by that CA.
 func (s *Server) AddCADevice(t TB, deviceID string) (string, tls.Certificate) {
 	t.Helper()
-	cert, err := s.deviceCA.IssueClient(deviceID, 24*time.Hour)
-	fatal(t, err)
-	_, herr := s.h.Engine.PutDevice(deviceID, engine.Device{Authentication: engine.Authentication{Type: engine.AuthCertificateAuthority}}, "")
+	return s.addX509(t, auth.Identity{DeviceID: deviceID}, engine.AuthCertificateAuthority)
+}
+
+// AddX509Module registers, on an existing device, a module authenticated by
+// the thumbprint of a new self-signed certificate, and returns its
+// connection string (x509=true) and the certificate to present.
+func (s *Server) AddX509Module(t TB, deviceID, moduleID string) (string, tls.Certificate) {
+	t.Helper()
+	return s.addX509(t, auth.Identity{DeviceID: deviceID, ModuleID: moduleID}, engine.AuthSelfSigned)
+}
+
+// AddCAModule registers, on an existing device, a module authenticated by
+// the CA the hub trusts, and returns its connection string (x509=true) and
+// a certificate with CN = "deviceID/moduleID" issued by that CA.
+func (s *Server) AddCAModule(t TB, deviceID, moduleID string) (string, tls.Certificate) {
+	t.Helper()
+	return s.addX509(t, auth.Identity{DeviceID: deviceID, ModuleID: moduleID}, engine.AuthCertificateAuthority)
+}
+
+func (s *Server) addX509(t TB, id auth.Identity, authType string) (string, tls.Certificate) {
+	t.Helper()
+	a := engine.Authentication{Type: authType}
+	var cert tls.Certificate
+	var err error
+	if authType == engine.AuthSelfSigned {
+		cert, err = hub.SelfSigned(id.String(), 24*time.Hour)
+		fatal(t, err)
+		tp := auth.ComputeThumbprints(cert.Leaf.Raw).SHA256
+		a.X509Thumbprint.PrimaryThumbprint = &tp
+	} else {
+		cert, err = s.deviceCA.IssueClient(id.String(), 24*time.Hour)
+		fatal(t, err)
+	}
+	var herr *engine.Error
+	if id.ModuleID == "" {
+		_, herr = s.h.Engine.PutDevice(id.DeviceID, engine.Device{Authentication: a}, "")
+	} else {
+		_, herr = s.h.Engine.PutModule(id.DeviceID, id.ModuleID, engine.Module{Authentication: a}, "")
+	}
 	if herr != nil {
 		fatal(t, herr)
 	}
-	return s.connectionString(auth.ConnectionString{DeviceID: deviceID, X509: true}), cert
+	return s.connectionString(auth.ConnectionString{DeviceID: id.DeviceID, ModuleID: id.ModuleID, X509: true}), cert
 }
 
 // IssueCertificate issues a client certificate with the given common name

@@ -174,6 +174,12 @@ func TestX509Devices(t *testing.T) {
 	caCS, caCert := s.AddCADevice(t, "ca-signed")
 	mustConnect(t, s, ssCS, &ssCert)
 	mustConnect(t, s, caCS, &caCert)
+	modCS, modCert := s.AddX509Module(t, "self-signed", "m1")
+	mustConnect(t, s, modCS, &modCert)
+	caModCS, caModCert := s.AddCAModule(t, "ca-signed", "m2")
+	mustConnect(t, s, caModCS, &caModCert)
+	echo(t, s, "self-signed/m1")
+	echo(t, s, "ca-signed/m2")
 	echo(t, s, "self-signed")
 	echo(t, s, "ca-signed")
 
