@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
@@ -111,6 +112,12 @@ func (s *Server) CACertPEM() []byte { return s.h.CA.CertPEM() }
 // TLSConfig returns a client TLS configuration that trusts the hub.
 func (s *Server) TLSConfig() *tls.Config {
 	return &tls.Config{RootCAs: s.CertPool(), MinVersion: tls.VersionTLS12}
+}
+
+// HTTPClient returns an HTTP client that trusts the hub, for the service
+// API (e.g. as azcore.ClientOptions.Transport).
+func (s *Server) HTTPClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: s.TLSConfig()}}
 }
 
 func (s *Server) connectionString(c auth.ConnectionString) string {
