@@ -123,13 +123,24 @@ func NewKeyTokenProvider(resource, keyName, base64Key string, opts *TokenOptions
 // Token returns the current token, minting a new one when none has been made
 // yet, the key was rotated, or the last one has reached its renewal time.
 func (p *KeyTokenProvider) Token(ctx context.Context) (Token, error) {
+	return p.token(ctx, false)
+}
+
+// Renew mints a new token even if the current one is not due for renewal,
+// e.g. after the hub refused it. The new token's expiry is later than the
+// old one's whenever at least a second has passed.
+func (p *KeyTokenProvider) Renew(ctx context.Context) (Token, error) {
+	return p.token(ctx, true)
+}
+
+func (p *KeyTokenProvider) token(ctx context.Context, force bool) (Token, error) {
 	if err := ctx.Err(); err != nil {
 		return Token{}, err
 	}
 	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cached.Value != "" && now.Before(p.cached.RenewAt) {
+	if !force && p.cached.Value != "" && now.Before(p.cached.RenewAt) {
 		return p.cached, nil
 	}
 	expiry := now.Add(p.ttl).Truncate(time.Second)

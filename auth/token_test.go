@@ -496,3 +496,27 @@ func TestConnectionStringTokenProvider(t *testing.T) {
 		})
 	}
 }
+
+func TestKeyTokenProviderRenew(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	p, err := auth.NewKeyTokenProvider("h/devices/d", "", primaryKey, &auth.TokenOptions{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := p.Token(context.Background())
+	now = now.Add(2 * time.Second)
+	cached, _ := p.Token(context.Background())
+	if cached != first {
+		t.Fatal("Token did not return the cached token before RenewAt")
+	}
+	renewed, err := p.Renew(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !renewed.ExpiresOn.After(first.ExpiresOn) || renewed.Value == first.Value {
+		t.Fatalf("Renew returned %v, want a later token than %v", renewed, first)
+	}
+	if again, _ := p.Token(context.Background()); again != renewed {
+		t.Fatal("Token after Renew did not return the renewed token")
+	}
+}

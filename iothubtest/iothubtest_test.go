@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -17,58 +15,26 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/testutil/hubcall"
 	"github.com/iothub-go/iothub/internal/testutil/pahodev"
 	"github.com/iothub-go/iothub/iothubtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// service sends a service API request authorized by the hub's iothubowner
-// connection string, exactly as a back-end would.
 func service(t *testing.T, s *iothubtest.Server, method, path, body string) (int, string) {
 	t.Helper()
-	cs, err := auth.ParseServiceConnectionString(s.ServiceConnectionString())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp, err := cs.TokenProvider(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tp.Token(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return do(t, s, method, path, body, tok.Value)
+	return hubcall.Service(t, s, method, path, body)
 }
 
 func do(t *testing.T, s *iothubtest.Server, method, path, body, authorization string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, "https://"+s.Addr()+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", authorization)
-	req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: s.TLSConfig()}}
-	defer hc.CloseIdleConnections()
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return hubcall.Do(t, s, method, path, body, authorization)
 }
 
 func invoke(t *testing.T, s *iothubtest.Server, id, body string) (int, string) {
 	t.Helper()
-	dev, mod, _ := strings.Cut(id, "/")
-	path := "/twins/" + dev + "/methods?api-version=2021-04-12"
-	if mod != "" {
-		path = "/twins/" + dev + "/modules/" + mod + "/methods?api-version=2021-04-12"
-	}
-	return service(t, s, "POST", path, body)
+	return hubcall.Invoke(t, s, id, body)
 }
 
 // connect dials the hub with a connection string it handed out, unchanged:

@@ -51,7 +51,7 @@ func testLogger() *slog.Logger {
 	return nil
 }
 
-func newFixture(tb testing.TB) *fixture {
+func newFixture(tb testing.TB, configure ...func(*Server)) *fixture {
 	tb.Helper()
 	e, err := engine.New(engine.Config{HostName: testHost, Logger: testLogger()})
 	if err != nil {
@@ -60,6 +60,9 @@ func newFixture(tb testing.TB) *fixture {
 	srv, err := New(e, testLogger())
 	if err != nil {
 		tb.Fatal(err)
+	}
+	for _, c := range configure {
+		c(srv)
 	}
 	serverCert, pool := newServerCert(tb)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -245,6 +248,7 @@ type connOpts struct {
 	hasUser, hasPass     bool
 	clean                bool
 	cert                 *tls.Certificate
+	will                 string // will topic; "" for none
 	protocolVersion      uint
 	url                  string // default ssl://{addr}
 	tls                  *tls.Config
@@ -290,6 +294,9 @@ func (f *fixture) dial(o connOpts) (*device, byte, error) {
 	}
 	po.SetProtocolVersion(pv)
 	po.SetCleanSession(o.clean)
+	if o.will != "" {
+		po.SetWill(o.will, "gone", 1, true)
+	}
 	po.SetAutoReconnect(false)
 	po.SetConnectRetry(false)
 	po.SetOrderMatters(false)

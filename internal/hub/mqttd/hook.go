@@ -39,7 +39,7 @@ func (h *hook) Provides(b byte) bool {
 // ErrBadUsernameOrPassword to 5.
 func (h *hook) refuse(l *link, cl *mqtt.Client, pk packets.Packet, code packets.Code, why string) (packets.Packet, error) {
 	h.s.log.Info("mqtt connect refused", "clientId", pk.Connect.ClientIdentifier,
-		"protocol", l.info.Protocol, "code", packets.V5CodesToV3[code].Code, "reason", why)
+		"protocol", l.info.Protocol, "code", packets.V5CodesToV3[code].Code, "reason", strings.TrimPrefix(why, "iothub: "))
 	_ = h.s.mq.SendConnack(cl, code, false, nil)
 	return pk, packets.ErrRejectPacket
 }
@@ -103,7 +103,14 @@ func (h *hook) onConnect(l *link, cl *mqtt.Client, pk packets.Packet) (packets.P
 	if pk.ProtocolVersion != 4 || !bytes.Equal(pk.Connect.ProtocolName, []byte("MQTT")) {
 		return h.refuse(l, cl, pk, packets.ErrUnsupportedProtocolVersion, "IoT Hub speaks MQTT 3.1.1 (protocol level 4) only")
 	}
-	if code := pk.ConnectValidate(); code != packets.CodeSuccess {
+	// Mochi's check refuses a will with an empty message, which MQTT 3.1.1
+	// allows; wills are checked below instead.
+	if pk.Connect.WillQos > 2 || (!pk.Connect.WillFlag && (pk.Connect.WillRetain || pk.Connect.WillQos != 0)) {
+		return h.violation(l, pk, "malformed CONNECT: will flags")
+	}
+	noWill := pk
+	noWill.Connect.WillFlag, noWill.Connect.WillRetain, noWill.Connect.WillQos = false, false, 0
+	if code := noWill.ConnectValidate(); code != packets.CodeSuccess {
 		return h.violation(l, pk, "malformed CONNECT: "+code.Reason)
 	}
 	clientID := pk.Connect.ClientIdentifier

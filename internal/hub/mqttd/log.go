@@ -8,15 +8,26 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// redactHandler passes mochi's log records on without the packets and
+// mochiHandler passes mochi's log records on without the packets and
 // client structures mochi attaches to some of them: those hold CONNECT
 // passwords (SAS tokens) and payloads, which must never reach a log.
-type redactHandler struct{ h slog.Handler }
+// Mochi's INFO records (hook added, server stopping…) are library
+// chatter and become DEBUG.
+type mochiHandler struct{ h slog.Handler }
 
-func (r redactHandler) Enabled(ctx context.Context, l slog.Level) bool { return r.h.Enabled(ctx, l) }
+func demote(l slog.Level) slog.Level {
+	if l < slog.LevelWarn {
+		return slog.LevelDebug
+	}
+	return l
+}
 
-func (r redactHandler) Handle(ctx context.Context, rec slog.Record) error {
-	out := slog.NewRecord(rec.Time, rec.Level, rec.Message, rec.PC)
+func (r mochiHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return r.h.Enabled(ctx, demote(l))
+}
+
+func (r mochiHandler) Handle(ctx context.Context, rec slog.Record) error {
+	out := slog.NewRecord(rec.Time, demote(rec.Level), rec.Message, rec.PC)
 	rec.Attrs(func(a slog.Attr) bool {
 		out.AddAttrs(redactAttr(a))
 		return true
@@ -24,15 +35,15 @@ func (r redactHandler) Handle(ctx context.Context, rec slog.Record) error {
 	return r.h.Handle(ctx, out)
 }
 
-func (r redactHandler) WithAttrs(as []slog.Attr) slog.Handler {
+func (r mochiHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	clean := make([]slog.Attr, len(as))
 	for i, a := range as {
 		clean[i] = redactAttr(a)
 	}
-	return redactHandler{r.h.WithAttrs(clean)}
+	return mochiHandler{r.h.WithAttrs(clean)}
 }
 
-func (r redactHandler) WithGroup(name string) slog.Handler { return redactHandler{r.h.WithGroup(name)} }
+func (r mochiHandler) WithGroup(name string) slog.Handler { return mochiHandler{r.h.WithGroup(name)} }
 
 func redactAttr(a slog.Attr) slog.Attr {
 	if a.Value.Kind() != slog.KindAny {

@@ -3,6 +3,7 @@ package mqttd
 import (
 	"bytes"
 	"crypto/tls"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/auth"
@@ -502,6 +504,48 @@ func TestWebSocket(t *testing.T) {
 		t.Fatalf("protocol = %q, want mqtt-ws", calls[len(calls)-1].Protocol)
 	}
 	d.c.Disconnect(50)
+}
+
+func TestWill(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("dev1")
+	o := f.sasOpts("dev1", key)
+	o.will = "devices/dev1/messages/events/"
+	d := f.connect(o) // accepted (and dropped, like telemetry)
+	d.subscribe(t, "$iothub/methods/POST/#", 0)
+	roundTrip(t, f, d, "dev1")
+	d.c.Disconnect(50)
+
+	o.will = "devices/dev2/messages/events/"
+	if _, _, err := f.dial(o); err == nil {
+		t.Fatal("CONNECT with another identity's will topic was accepted")
+	}
+}
+
+func TestConnectTimeout(t *testing.T) {
+	f := newFixture(t, func(s *Server) { s.connectWait = 200 * time.Millisecond })
+	c := f.rawDial()
+	defer c.Close()
+	if _, err := readN(c, 1); err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("read = %v, want the hub to close a connection that sends no CONNECT", err)
+	}
+}
+
+func TestMochiLogRedaction(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(mochiHandler{slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})})
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}}
+	pk.Connect.Password = []byte("SharedAccessSignature sr=x&sig=secret")
+	pk.Payload = []byte("payload-secret")
+	log.Info("packet", "pk", pk, "packet", &pk, "n", 1)
+	log.With("pk", pk).Warn("again")
+	out := buf.String()
+	if strings.Contains(out, "secret") {
+		t.Fatalf("log leaks a secret: %s", out)
+	}
+	if !strings.Contains(out, "level=DEBUG msg=packet") || !strings.Contains(out, "level=WARN msg=again") {
+		t.Fatalf("log = %s", out)
+	}
 }
 
 func TestServeConnAfterClose(t *testing.T) {

@@ -43,12 +43,13 @@ type usernameInfo struct {
 // parseUsername parses a CONNECT username for the connection of clientID:
 //
 //	{host}/{clientID}/?api-version={v}[&DeviceClientType=…][&model-id=…]…
-//	{host}/{clientID}/api-version={v}[&…]                 (legacy, no "?")
+//	{host}/{clientID}/api-version={v}[&…]     (legacy: no "?", no '/' after)
 //
 // The identity in the username must be exactly clientID (it is matched as
-// a whole because device and module ids may contain '?' and '='). Query
-// parameters are split on '&' only, keys and values are URL-unescaped
-// (kept raw when the escaping is invalid), unknown parameters are kept
+// a whole because device and module ids may contain '?' and '='). As in
+// EdgeHub's parser, parameters may come in any order, are split on '&'
+// only, keys and values are URL-unescaped (kept raw when the escaping is
+// invalid), the first of repeated keys wins, unknown parameters are kept
 // but mean nothing, and api-version must be present and non-empty.
 func parseUsername(username, clientID string) (usernameInfo, error) {
 	host, rest, ok := strings.Cut(username, "/")
@@ -61,8 +62,9 @@ func parseUsername(username, clientID string) (usernameInfo, error) {
 	}
 	if q, ok := strings.CutPrefix(tail, "?"); ok {
 		tail = q
-	} else if !strings.HasPrefix(tail, "api-version=") {
-		return usernameInfo{}, errors.New("iothub: username has no query after {host}/{clientId}/")
+	} else if strings.Contains(tail, "/") {
+		// Legacy form: the properties are the last '/' segment.
+		return usernameInfo{}, errors.New("iothub: username has extra segments after {host}/{clientId}/")
 	}
 	params := map[string]string{}
 	for _, kv := range strings.Split(tail, "&") {

@@ -46,6 +46,7 @@ func TestParseUsername(t *testing.T) {
 			map[string]string{"DeviceClientType": "azure-iot-device/1.0 (node)", "model-id": "dtmi:a;b", "x": ""}},
 		{"h.net/a?b=c/?api-version=1&api-version=2", "a?b=c", "h.net", "1", nil},
 		{"h.net/dev/?api-version=1&bad=%zz", "dev", "h.net", "1", map[string]string{"bad": "%zz"}},
+		{"h.net/dev/DeviceClientType=x&api-version=1", "dev", "h.net", "1", map[string]string{"DeviceClientType": "x"}},
 	} {
 		u, err := parseUsername(tc.user, tc.clientID)
 		if err != nil {
@@ -71,7 +72,8 @@ func TestParseUsername(t *testing.T) {
 		{"h.net/dev/?DeviceClientType=x", "dev"},
 		{"h.net/dev/?api-version=", "dev"},
 		{"h.net/dev/?api-version", "dev"},
-		{"h.net/dev/DeviceClientType=x&api-version=1", "dev"}, // legacy form starts with api-version
+		{"h.net/dev/mod/api-version=1", "dev"},
+		{"h.net/dev/x/?api-version=1", "dev"},
 		{"h.net/dev2/?api-version=1", "dev"},
 		{"h.net/dev/mod/?api-version=1", "dev"},
 		{"h.net/dev/?api-version=1", "dev/mod"},

@@ -30,6 +30,9 @@ const (
 	// sendTimeout bounds how long a method request may wait for a device
 	// that does not read its socket; the connection is then closed [inf].
 	sendTimeout = 10 * time.Second
+	// connectWait is how long a connection may take to send its CONNECT
+	// [inf]; from then on mochi applies the keep-alive.
+	connectWait = 30 * time.Second
 	// takeoverWait bounds how long a new connection waits for the one it
 	// replaces to wind down.
 	takeoverWait = 5 * time.Second
@@ -62,6 +65,8 @@ type Server struct {
 	live   map[string]*link // identity -> the connection that last connected
 	closed bool
 	wg     sync.WaitGroup // one per running ServeConn
+
+	connectWait time.Duration // connectWait; tests shorten it
 }
 
 // New returns an MQTT endpoint for the engine. It starts no goroutines
@@ -89,10 +94,12 @@ func New(e *engine.Engine, logger *slog.Logger) (*Server, error) {
 		log:   logger,
 		links: map[*link]struct{}{},
 		live:  map[string]*link{},
+
+		connectWait: connectWait,
 	}
 	s.mq = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
-		Logger:       slog.New(redactHandler{logger.Handler()}).With("component", "mochi-mqtt"),
+		Logger:       slog.New(mochiHandler{logger.Handler()}).With("component", "mochi-mqtt"),
 		// Serve is never called, so mochi's $SYS ticker loop never runs;
 		// a long interval keeps it idle should that ever change.
 		SysTopicResendInterval: 24 * 3600,
@@ -125,6 +132,7 @@ func (s *Server) ServeConn(c net.Conn, info ConnInfo) error {
 	s.mu.Unlock()
 	defer s.wg.Done()
 
+	_ = c.SetReadDeadline(time.Now().Add(s.connectWait))
 	err := s.mq.EstablishConnection(listenerID, &wireConn{Conn: c, l: l})
 
 	l.shut()

@@ -1,0 +1,475 @@
+package device_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/iothub-go/iothub"
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/device"
+	"github.com/iothub-go/iothub/internal/testutil/hubcall"
+	"github.com/iothub-go/iothub/iothubtest"
+	"github.com/iothub-go/iothub/transport"
+	"github.com/iothub-go/iothub/transport/mqtt"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var transports = []struct {
+	name string
+	tr   transport.Transport
+}{
+	{"mqtt", mqtt.New(nil)},
+	{"mqtt-ws", mqtt.New(&mqtt.Options{WebSocket: true})},
+}
+
+// fastRetry keeps reconnects quick in tests.
+var fastRetry = iothub.RetryOptions{RetryDelay: 20 * time.Millisecond, MaxRetryDelay: 200 * time.Millisecond}
+
+// newClient builds and connects a client for connStr; it is closed at the
+// end of the test.
+func newClient(t *testing.T, hub *iothubtest.Server, connStr string, opts *device.ClientOptions, setup func(*device.Client)) *device.Client {
+	t.Helper()
+	if opts == nil {
+		opts = &device.ClientOptions{}
+	}
+	if opts.TLSConfig == nil {
+		opts.TLSConfig = hub.TLSConfig()
+	}
+	if opts.Retry == (iothub.RetryOptions{}) {
+		opts.Retry = fastRetry
+	}
+	c, err := device.NewClientFromConnectionString(connStr, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx); err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return c
+}
+
+type result struct {
+	HTTP    int
+	Status  int
+	Payload json.RawMessage
+	Raw     string
+}
+
+// call invokes method on id through the hub's REST API.
+func call(t *testing.T, hub *iothubtest.Server, id, method, payload string) result {
+	t.Helper()
+	body := fmt.Sprintf(`{"methodName":%q,"responseTimeoutInSeconds":30`, method)
+	if payload != "" {
+		body += `,"payload":` + payload
+	}
+	st, raw := hubcall.Invoke(t, hub, id, body+"}")
+	r := result{HTTP: st, Raw: raw}
+	if st == 200 {
+		var v struct {
+			Status  int
+			Payload json.RawMessage
+		}
+		if err := json.Unmarshal([]byte(raw), &v); err != nil {
+			t.Fatalf("invoke answer %q: %v", raw, err)
+		}
+		r.Status, r.Payload = v.Status, v.Payload
+	}
+	return r
+}
+
+func echo(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+	return &device.MethodResponse{Status: 200, Payload: req.Payload}, nil
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, tr := range transports {
+		for _, module := range []bool{false, true} {
+			name := tr.name + "/device"
+			if module {
+				name = tr.name + "/module"
+			}
+			t.Run(name, func(t *testing.T) {
+				hub := iothubtest.NewServer(t, nil)
+				id, cs := "dev1", hub.AddDevice(t, "dev1")
+				if module {
+					id, cs = "dev1/mod1", hub.AddModule(t, "dev1", "mod1")
+				}
+				newClient(t, hub, cs, &device.ClientOptions{Transport: tr.tr}, func(c *device.Client) {
+					c.SetMethodHandler("reboot", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+						return device.JSONResponse(200, map[string]string{"result": "Reboot started.", "got": string(req.Payload)})
+					})
+				})
+				r := call(t, hub, id, "reboot", `{"delay":5}`)
+				if r.HTTP != 200 || r.Status != 200 || string(r.Payload) != `{"got":"{\"delay\":5}","result":"Reboot started."}` {
+					t.Fatalf("got %+v", r)
+				}
+				calls := hub.Calls()
+				if len(calls) != 1 || calls[0].Protocol != tr.name {
+					t.Fatalf("hub calls %+v, want one over %s", calls, tr.name)
+				}
+			})
+		}
+	}
+}
+
+func TestHandlerOutcomes(t *testing.T) {
+	hub := iothubtest.NewServer(t, nil)
+	cs := hub.AddDevice(t, "dev1")
+	c := newClient(t, hub, cs, nil, func(c *device.Client) {
+		c.SetMethodHandler("echo", echo)
+		c.SetMethodHandler("fail", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+			return nil, errors.New("disk full")
+		})
+		c.SetMethodHandler("panic", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+			panic("boom")
+		})
+		c.SetMethodHandler("nothing", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+			return nil, nil
+		})
+		c.SetMethodHandler("status", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+			return &device.MethodResponse{Status: 418, Payload: json.RawMessage(`"teapot"`)}, nil
+		})
+		c.SetMethodHandler("badjson", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+			return &device.MethodResponse{Status: 200, Payload: json.RawMessage(`{not json`)}, nil
+		})
+	})
+	for _, tc := range []struct {
+		method, payload string
+		status          int
+		want            string
+	}{
+		{"unknown", "", 501, `{"error":"method \"unknown\" is not implemented on this device"}`},
+		{"fail", "", 500, `{"error":"disk full"}`},
+		{"panic", "", 500, `{"error":"the method handler failed"}`},
+		{"echo", `{"after":"panic"}`, 200, `{"after":"panic"}`}, // the client still answers
+		{"nothing", "", 200, `null`},
+		{"status", "", 418, `"teapot"`},
+		{"badjson", "", 500, `{"error":"the handler's response payload is not valid JSON"}`},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			r := call(t, hub, "dev1", tc.method, tc.payload)
+			if r.HTTP != 200 || r.Status != tc.status || string(r.Payload) != tc.want {
+				t.Fatalf("got %+v, want status %d payload %s", r, tc.status, tc.want)
+			}
+		})
+	}
+
+	// A default handler takes unknown names; removing it restores 501.
+	c.SetDefaultMethodHandler(func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+		return device.JSONResponse(202, req.Name)
+	})
+	if r := call(t, hub, "dev1", "anything", ""); r.Status != 202 || string(r.Payload) != `"anything"` {
+		t.Fatalf("default handler: %+v", r)
+	}
+	c.SetDefaultMethodHandler(nil)
+	c.SetMethodHandler("echo", nil)
+	if r := call(t, hub, "dev1", "echo", ""); r.Status != 501 {
+		t.Fatalf("removed handler: %+v", r)
+	}
+}
+
+func TestPayloadsDeliveredExactly(t *testing.T) {
+	hub := iothubtest.NewServer(t, nil)
+	cs := hub.AddDevice(t, "dev1")
+	var got atomic.Value
+	newClient(t, hub, cs, nil, func(c *device.Client) {
+		c.SetMethodHandler("echo", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+			got.Store(string(req.Payload))
+			return &device.MethodResponse{Status: 200, Payload: req.Payload}, nil
+		})
+	})
+	big := `"` + strings.Repeat("x", device.MaxPayload-2) + `"` // exactly 128 KB of JSON
+	for _, tc := range []struct{ name, payload, device, back string }{
+		{"null", "null", "", "null"},
+		{"absent", "", "", "null"},
+		{"object", `{"a":{"b":[1,2,{"c":null}]},"u":"\u00e9\ud83d\ude00"}`, `{"a":{"b":[1,2,{"c":null}]},"u":"\u00e9\ud83d\ude00"}`, `{"a":{"b":[1,2,{"c":null}]},"u":"\u00e9\ud83d\ude00"}`},
+		{"array", `[1,"two",3.5,true,null]`, `[1,"two",3.5,true,null]`, `[1,"two",3.5,true,null]`},
+		{"string", `"hello"`, `"hello"`, `"hello"`},
+		{"number", `-12.5e3`, `-12.5e3`, `-12.5e3`},
+		{"128KB", big, big, big},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := call(t, hub, "dev1", "echo", tc.payload)
+			if r.HTTP != 200 || r.Status != 200 {
+				t.Fatalf("got %+v", r)
+			}
+			if g := got.Load(); g != tc.device {
+				t.Fatalf("device received %.80q, want %.80q", g, tc.device)
+			}
+			if string(r.Payload) != tc.back {
+				t.Fatalf("caller received %.80q, want %.80q", r.Payload, tc.back)
+			}
+		})
+	}
+}
+
+func TestResponseSizeLimit(t *testing.T) {
+	// JSONResponse refuses 128 KB + 1 with a clear error …
+	if _, err := device.JSONResponse(200, strings.Repeat("x", device.MaxPayload-1)); !errors.Is(err, device.ErrPayloadTooLarge) {
+		t.Fatalf("JSONResponse of 128 KB + 1: %v, want ErrPayloadTooLarge", err)
+	}
+	if r, err := device.JSONResponse(200, strings.Repeat("x", device.MaxPayload-2)); err != nil || len(r.Payload) != device.MaxPayload {
+		t.Fatalf("JSONResponse of 128 KB: %v", err)
+	}
+	// … and a raw oversized answer becomes a 500 for the caller.
+	hub := iothubtest.NewServer(t, nil)
+	cs := hub.AddDevice(t, "dev1")
+	newClient(t, hub, cs, nil, func(c *device.Client) {
+		c.SetMethodHandler("big", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+			return &device.MethodResponse{Status: 200, Payload: json.RawMessage(`"` + strings.Repeat("x", device.MaxPayload-1) + `"`)}, nil
+		})
+	})
+	r := call(t, hub, "dev1", "big", "")
+	if r.Status != 500 || !strings.Contains(string(r.Payload), "131073 bytes; the limit is 128 KB") {
+		t.Fatalf("oversized answer: %+v", r)
+	}
+}
+
+func TestConcurrentCalls(t *testing.T) {
+	hub := iothubtest.NewServer(t, nil)
+	cs := hub.AddDevice(t, "dev1")
+	release := make(chan struct{})
+	newClient(t, hub, cs, &device.ClientOptions{MaxConcurrentHandlers: 8}, func(c *device.Client) {
+		c.SetMethodHandler("echo", echo)
+		c.SetMethodHandler("slow", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return device.JSONResponse(200, "slow done")
+		})
+	})
+	// A slow handler holds a slot while 100 other calls go through.
+	slow := make(chan result, 1)
+	go func() { slow <- call(t, hub, "dev1", "slow", "") }()
+
+	var wg sync.WaitGroup
+	errs := make(chan string, 100)
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := fmt.Sprintf(`{"i":%d}`, i)
+			if r := call(t, hub, "dev1", "echo", p); r.HTTP != 200 || r.Status != 200 || string(r.Payload) != p {
+				errs <- fmt.Sprintf("call %d: %+v", i, r)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	select {
+	case r := <-slow:
+		t.Fatalf("the slow call finished before it was released: %+v", r)
+	default:
+	}
+	close(release)
+	if r := <-slow; r.Status != 200 || string(r.Payload) != `"slow done"` {
+		t.Fatalf("slow call: %+v", r)
+	}
+}
+
+// statusLog records connection statuses.
+type statusLog struct {
+	mu sync.Mutex
+	s  []device.ConnectionStatus
+	ch chan device.ConnectionStatus
+}
+
+func newStatusLog() *statusLog { return &statusLog{ch: make(chan device.ConnectionStatus, 1000)} }
+
+func (l *statusLog) record(s device.ConnectionStatus) {
+	l.mu.Lock()
+	l.s = append(l.s, s)
+	l.mu.Unlock()
+	l.ch <- s
+}
+
+// waitFor waits for a status with state st.
+func (l *statusLog) waitFor(t *testing.T, st device.ConnectionState) device.ConnectionStatus {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case s := <-l.ch:
+			if s.State == st {
+				return s
+			}
+		case <-timeout:
+			t.Fatalf("no %v status within 30 s", st)
+		}
+	}
+}
+
+func TestReconnectAfterDrop(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			hub := iothubtest.NewServer(t, nil)
+			cs := hub.AddDevice(t, "dev1")
+			log := newStatusLog()
+			c := newClient(t, hub, cs, &device.ClientOptions{Transport: tr.tr, OnConnectionStatus: log.record}, func(c *device.Client) {
+				c.SetMethodHandler("echo", echo)
+			})
+			log.waitFor(t, device.ConnectionStateConnected)
+			for i := 0; i < 3; i++ {
+				if !hub.DropConnection("dev1") {
+					t.Fatal("the device was not connected")
+				}
+				if s := log.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
+					t.Fatal("the connecting status after a drop carries no reason")
+				}
+				log.waitFor(t, device.ConnectionStateConnected)
+				if c.ConnectionState() != device.ConnectionStateConnected {
+					t.Fatalf("state %v after reconnect", c.ConnectionState())
+				}
+				// Connected means subscribed: the call must succeed at once.
+				if r := call(t, hub, "dev1", "echo", `[1]`); r.Status != 200 || string(r.Payload) != `[1]` {
+					t.Fatalf("call after reconnect %d: %+v", i, r)
+				}
+			}
+		})
+	}
+}
+
+func TestTokenRenewal(t *testing.T) {
+	hub := iothubtest.NewServer(t, nil)
+	cs := hub.AddDevice(t, "dev1")
+	log := newStatusLog()
+	newClient(t, hub, cs, &device.ClientOptions{SAS: authTTL(3 * time.Second), OnConnectionStatus: log.record}, func(c *device.Client) {
+		c.SetMethodHandler("echo", echo)
+	})
+	log.waitFor(t, device.ConnectionStateConnected)
+	// With 3 s tokens the client renews (by reconnecting) well within a few
+	// seconds; calls keep working across renewals.
+	for i := 0; i < 3; i++ {
+		log.waitFor(t, device.ConnectionStateConnecting)
+		log.waitFor(t, device.ConnectionStateConnected)
+		if r := call(t, hub, "dev1", "echo", `"renewed"`); r.Status != 200 {
+			t.Fatalf("call after renewal %d: %+v", i, r)
+		}
+	}
+}
+
+func TestForcedTokenExpiry(t *testing.T) {
+	hub := iothubtest.NewServer(t, nil)
+	cs := hub.AddDevice(t, "dev1")
+	log := newStatusLog()
+	newClient(t, hub, cs, &device.ClientOptions{OnConnectionStatus: log.record}, func(c *device.Client) {
+		c.SetMethodHandler("echo", echo)
+	})
+	log.waitFor(t, device.ConnectionStateConnected)
+	time.Sleep(1100 * time.Millisecond) // a renewed token then has a later expiry
+	hub.ExpireTokens("dev1")
+	log.waitFor(t, device.ConnectionStateConnecting)
+	log.waitFor(t, device.ConnectionStateConnected)
+	if r := call(t, hub, "dev1", "echo", `"again"`); r.Status != 200 {
+		t.Fatalf("call after forced expiry: %+v", r)
+	}
+}
+
+func TestWrongKey(t *testing.T) {
+	hub := iothubtest.NewServer(t, nil)
+	cs := hub.AddDevice(t, "dev1")
+	i := strings.Index(cs, "SharedAccessKey=") + len("SharedAccessKey=")
+	wrong := cs[:i] + "AAAA" + cs[i+4:]
+	c, err := device.NewClientFromConnectionString(wrong, &device.ClientOptions{TLSConfig: hub.TLSConfig(), Retry: fastRetry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err = c.Connect(ctx)
+	if !errors.Is(err, transport.ErrNotAuthorized) || ctx.Err() != nil {
+		t.Fatalf("Connect with a wrong key: %v (ctx %v), want ErrNotAuthorized before the deadline", err, ctx.Err())
+	}
+	if c.ConnectionState() != device.ConnectionStateDisconnected {
+		t.Fatalf("state %v", c.ConnectionState())
+	}
+	if strings.Contains(err.Error(), "SharedAccessSignature") {
+		t.Fatalf("error leaks the token: %v", err)
+	}
+}
+
+func TestCloseWaitsForHandlers(t *testing.T) {
+	hub := iothubtest.NewServer(t, nil)
+	cs := hub.AddDevice(t, "dev1")
+	started := make(chan struct{})
+	c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{TLSConfig: hub.TLSConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetMethodHandler("work", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+		close(started)
+		time.Sleep(300 * time.Millisecond)
+		return device.JSONResponse(200, "finished")
+	})
+	if err := c.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan result, 1)
+	go func() { res <- call(t, hub, "dev1", "work", "") }()
+	<-started
+	if err := c.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-res; r.Status != 200 || string(r.Payload) != `"finished"` {
+		t.Fatalf("call in flight at Close: %+v", r)
+	}
+	if err := c.Close(context.Background()); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := c.Connect(context.Background()); !errors.Is(err, device.ErrClosed) {
+		t.Fatalf("Connect after Close: %v", err)
+	}
+	if c.ConnectionState() != device.ConnectionStateClosed {
+		t.Fatalf("state %v", c.ConnectionState())
+	}
+}
+
+func TestX509(t *testing.T) {
+	hub := iothubtest.NewServer(t, nil)
+	cs, cert := hub.AddX509Device(t, "dev1")
+	cred, err := authX509(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := device.NewClientFromConnectionString(cs, nil); err == nil {
+		t.Fatal("x509=true without a certificate was accepted")
+	}
+	newClient(t, hub, cs, &device.ClientOptions{X509: cred}, func(c *device.Client) { c.SetMethodHandler("echo", echo) })
+	if r := call(t, hub, "dev1", "echo", `1`); r.Status != 200 || string(r.Payload) != "1" {
+		t.Fatalf("got %+v", r)
+	}
+}
+
+func authTTL(d time.Duration) auth.TokenOptions { return auth.TokenOptions{TTL: d} }
+
+func authX509(cert tls.Certificate) (*auth.X509Credential, error) {
+	return auth.NewX509Credential(cert)
+}

@@ -1,0 +1,70 @@
+package device
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/iothub-go/iothub/transport"
+)
+
+// MaxPayload is the largest method response payload IoT Hub accepts (128 KB).
+const MaxPayload = 128 * 1024
+
+// ErrPayloadTooLarge is wrapped when a response payload exceeds MaxPayload.
+var ErrPayloadTooLarge = errors.New("iothub: method payload exceeds 128 KB")
+
+// MethodRequest is one direct method call: its name, the hub's request id
+// and the caller's raw JSON payload (empty when the caller sent null).
+type MethodRequest = transport.MethodRequest
+
+// MethodResponse is a handler's answer: any integer status (data for the
+// caller, not an HTTP status) and a JSON payload (empty: the caller sees
+// null).
+type MethodResponse = transport.MethodResponse
+
+// MethodHandler answers one direct method call. It runs on its own
+// goroutine, concurrently with other calls (see
+// ClientOptions.MaxConcurrentHandlers). ctx ends when the client is closed.
+//
+// Returning a response sends it as is, after checking that its payload is
+// valid JSON of at most 128 KB (otherwise the caller gets status 500).
+// Returning an error sends status 500 with {"error": err.Error()}: the
+// message reaches the caller, so keep secrets out of it. A panic is
+// recovered and answered with status 500; the connection is unaffected. A
+// nil response with a nil error sends status 200 with no payload.
+type MethodHandler func(ctx context.Context, req *MethodRequest) (*MethodResponse, error)
+
+// JSONResponse encodes v as the payload of a response with status. It fails
+// if v cannot be encoded or the payload exceeds 128 KB.
+func JSONResponse(status int, v any) (*MethodResponse, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("iothub: encoding method response: %w", err)
+	}
+	if len(b) > MaxPayload {
+		return nil, fmt.Errorf("%w: %d bytes", ErrPayloadTooLarge, len(b))
+	}
+	return &MethodResponse{Status: status, Payload: b}, nil
+}
+
+// errorResponse is the JSON answer for requests the client answers itself.
+func errorResponse(status int, msg string) *MethodResponse {
+	b, _ := json.Marshal(map[string]string{"error": msg})
+	return &MethodResponse{Status: status, Payload: b}
+}
+
+// checkResponse validates a handler's answer before it is sent.
+func checkResponse(resp *MethodResponse) *MethodResponse {
+	if resp == nil {
+		return &MethodResponse{Status: 200}
+	}
+	if len(resp.Payload) > MaxPayload {
+		return errorResponse(500, fmt.Sprintf("the handler's response payload is %d bytes; the limit is 128 KB", len(resp.Payload)))
+	}
+	if len(resp.Payload) > 0 && !json.Valid(resp.Payload) {
+		return errorResponse(500, "the handler's response payload is not valid JSON")
+	}
+	return resp
+}

@@ -1,0 +1,276 @@
+// Package mqtt is the MQTT 3.1.1 device transport for Azure IoT Hub, over
+// TLS (port 8883) or WebSocket (port 443, path /$iothub/websocket,
+// subprotocol "mqtt"), built on github.com/eclipse/paho.mqtt.golang.
+//
+// Use it through package device:
+//
+//	device.NewClientFromConnectionString(cs, &device.ClientOptions{Transport: mqtt.New(&mqtt.Options{WebSocket: true})})
+//
+// WebSocket connections honour the HTTPS_PROXY and NO_PROXY environment
+// variables.
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/iothub-go/iothub/transport"
+)
+
+// APIVersion is the IoT Hub API version sent in the MQTT username.
+const APIVersion = "2021-04-12"
+
+const (
+	defaultTLSPort = "8883"
+	defaultWSPort  = "443"
+	// WebSocketPath is the path of IoT Hub's WebSocket endpoint.
+	WebSocketPath = "/$iothub/websocket"
+	methodsFilter = "$iothub/methods/POST/#"
+)
+
+// Options configures the MQTT transport. The zero value is MQTT over TLS.
+type Options struct {
+	// WebSocket selects MQTT over WebSocket (wss, port 443 unless the
+	// address has one) instead of MQTT over TLS (port 8883).
+	WebSocket bool
+	// KeepAlive is the MQTT keep-alive interval. Zero means 120 s. IoT Hub
+	// drops a connection silent for 1.5 × KeepAlive and caps it at 1177 s.
+	KeepAlive time.Duration
+}
+
+// Transport dials IoT Hub over MQTT. It is safe for concurrent use.
+type Transport struct {
+	ws        bool
+	keepAlive time.Duration
+}
+
+// New returns an MQTT transport. opts may be nil.
+func New(opts *Options) *Transport {
+	t := &Transport{keepAlive: 120 * time.Second}
+	if opts != nil {
+		t.ws = opts.WebSocket
+		if opts.KeepAlive > 0 {
+			t.keepAlive = min(opts.KeepAlive, 1177*time.Second)
+		}
+	}
+	return t
+}
+
+// Name returns "mqtt" or "mqtt-ws".
+func (t *Transport) Name() string {
+	if t.ws {
+		return "mqtt-ws"
+	}
+	return "mqtt"
+}
+
+// Username returns IoT Hub's MQTT username for cfg:
+// "{host}/{deviceId}[/{moduleId}]/?api-version=…&DeviceClientType=…".
+func Username(cfg transport.Config) string {
+	return cfg.Identity.HostName + "/" + cfg.Identity.String() + "/?api-version=" + APIVersion +
+		"&DeviceClientType=" + url.QueryEscape(cfg.ProductInfo)
+}
+
+// brokerURL returns the paho broker URL and the TLS server name for cfg.
+func (t *Transport) brokerURL(addr string) (string, string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		host, port = strings.Trim(addr, "[]"), defaultTLSPort
+		if t.ws {
+			port = defaultWSPort
+		}
+	}
+	if host == "" {
+		return "", "", errors.New("iothub: mqtt: empty host address")
+	}
+	hp := net.JoinHostPort(host, port)
+	if t.ws {
+		return "wss://" + hp + WebSocketPath, host, nil
+	}
+	return "tls://" + hp, host, nil
+}
+
+// Dial connects, authenticates and returns the connection. The session is
+// persistent (clean session off, as the official SDKs do); subscriptions
+// are nevertheless made again by SubscribeMethods on every connection.
+func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.Conn, error) {
+	broker, serverName, err := t.brokerURL(cfg.Address)
+	if err != nil {
+		return nil, err
+	}
+	tlsConf := cfg.TLSConfig.Clone()
+	if tlsConf.ServerName == "" {
+		tlsConf.ServerName = serverName
+	}
+	c := &conn{done: make(chan struct{}), log: cfg.Logger}
+	connectTimeout := 30 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		connectTimeout = max(time.Until(dl), time.Millisecond)
+	}
+	o := paho.NewClientOptions().
+		AddBroker(broker).
+		SetClientID(cfg.Identity.String()).
+		SetUsername(Username(cfg)).
+		SetTLSConfig(tlsConf).
+		SetProtocolVersion(4). // MQTT 3.1.1 only: never fall back to 3.1
+		SetCleanSession(false).
+		SetAutoReconnect(false). // package device reconnects, with its policy
+		SetConnectRetry(false).
+		SetKeepAlive(t.keepAlive).
+		SetPingTimeout(30 * time.Second).
+		SetConnectTimeout(connectTimeout).
+		SetWriteTimeout(30 * time.Second).
+		SetOrderMatters(true). // our callbacks only hand requests over
+		SetConnectionLostHandler(func(_ paho.Client, err error) { c.lost(err) })
+	if cfg.Token != "" {
+		o.SetPassword(cfg.Token)
+	}
+	if t.ws {
+		o.SetWebsocketOptions(&paho.WebsocketOptions{Proxy: http.ProxyFromEnvironment})
+	}
+	c.client = paho.NewClient(o)
+	tok := c.client.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		c.client.Disconnect(0)
+		return nil, ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		c.client.Disconnect(0)
+		return nil, classify(err)
+	}
+	return c, nil
+}
+
+// classify marks CONNACK refusals that retrying cannot fix.
+func classify(err error) error {
+	switch {
+	case errors.Is(err, packets.ErrorRefusedNotAuthorised), errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword),
+		errors.Is(err, packets.ErrorRefusedIDRejected):
+		return fmt.Errorf("%w: mqtt: %v", transport.ErrNotAuthorized, err)
+	case errors.Is(err, packets.ErrorRefusedBadProtocolVersion):
+		return fmt.Errorf("iothub: mqtt: the hub refused MQTT 3.1.1: %w", err)
+	}
+	return fmt.Errorf("iothub: mqtt: connect: %w", err)
+}
+
+type conn struct {
+	client paho.Client
+	log    interface{ Debug(string, ...any) }
+	done   chan struct{}
+
+	mu     sync.Mutex
+	err    error
+	closed bool
+}
+
+func (c *conn) lost(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.err = fmt.Errorf("iothub: mqtt: connection lost: %w", err)
+	close(c.done)
+}
+
+func (c *conn) Done() <-chan struct{} { return c.done }
+
+func (c *conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		c.client.Disconnect(0) // idempotent in paho; frees resources after a loss
+		return nil
+	}
+	c.closed = true
+	close(c.done)
+	c.mu.Unlock()
+	c.client.Disconnect(250)
+	return nil
+}
+
+func wait(ctx context.Context, tok paho.Token) error {
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *conn) SubscribeMethods(ctx context.Context, deliver func(*transport.MethodRequest)) error {
+	tok := c.client.Subscribe(methodsFilter, 0, func(_ paho.Client, m paho.Message) {
+		name, rid, ok := ParseMethodTopic(m.Topic())
+		if !ok {
+			c.log.Debug("mqtt: ignoring a malformed method topic")
+			return
+		}
+		var payload []byte
+		if p := m.Payload(); len(p) > 0 {
+			payload = append([]byte(nil), p...)
+		}
+		deliver(&transport.MethodRequest{Name: name, RequestID: rid, Payload: payload})
+	})
+	if err := wait(ctx, tok); err != nil {
+		return fmt.Errorf("iothub: mqtt: subscribing to methods: %w", err)
+	}
+	st, _ := tok.(*paho.SubscribeToken)
+	if st != nil {
+		if q, ok := st.Result()[methodsFilter]; !ok || q == 0x80 {
+			return errors.New("iothub: mqtt: the hub refused the method subscription")
+		}
+	}
+	return nil
+}
+
+func (c *conn) RespondMethod(ctx context.Context, requestID string, resp *transport.MethodResponse) error {
+	topic := "$iothub/methods/res/" + strconv.Itoa(resp.Status) + "/?$rid=" + requestID
+	if err := wait(ctx, c.client.Publish(topic, 0, false, []byte(resp.Payload))); err != nil {
+		return fmt.Errorf("iothub: mqtt: sending method response: %w", err)
+	}
+	return nil
+}
+
+// ParseMethodTopic splits a method request topic,
+// "$iothub/methods/POST/{name}/?$rid={rid}" (the "/" before "?" is
+// optional), into the method name and request id.
+func ParseMethodTopic(topic string) (name, rid string, ok bool) {
+	rest, found := strings.CutPrefix(topic, "$iothub/methods/POST/")
+	if !found {
+		return "", "", false
+	}
+	name, query, found := strings.Cut(rest, "?")
+	if !found {
+		return "", "", false
+	}
+	name = strings.TrimSuffix(name, "/")
+	if name == "" || strings.Contains(name, "/") {
+		return "", "", false
+	}
+	for _, kv := range strings.Split(query, "&") {
+		if v, isRID := strings.CutPrefix(kv, "$rid="); isRID && v != "" {
+			return name, v, true
+		}
+	}
+	return "", "", false
+}

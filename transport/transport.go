@@ -1,0 +1,100 @@
+// Package transport is the contract between the device client and the
+// protocols it speaks: a stateless [Transport] dials one authenticated
+// connection, a [Conn], which carries direct methods until it ends.
+// Reconnecting, token renewal and handler dispatch live once, above every
+// transport, in package device.
+//
+// Implementations: transport/mqtt (MQTT 3.1.1 over TLS or WebSocket).
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"log/slog"
+
+	"github.com/iothub-go/iothub/auth"
+)
+
+// ErrNotAuthorized is wrapped by Dial errors that mean the hub refused the
+// credentials (MQTT CONNACK 4 or 5, AMQP 401). Retrying with the same
+// credentials will not succeed.
+var ErrNotAuthorized = errors.New("iothub: not authorized by the hub")
+
+// ErrUnsupported is wrapped when a transport cannot do what was asked, e.g.
+// receive direct methods over HTTPS.
+var ErrUnsupported = errors.New("iothub: not supported by this transport")
+
+// Config is what a transport needs to open one connection.
+type Config struct {
+	// Identity is the device or module; Identity.HostName is the hub's host
+	// name (the SAS audience and the MQTT username's host).
+	Identity auth.Identity
+	// Address is where to connect: "host" or "host:port". Without a port
+	// the transport uses its standard one (8883, 5671 or 443).
+	Address string
+	// Token is the SAS token to present; "" when TLSConfig carries an X.509
+	// client certificate.
+	Token string
+	// TLSConfig is the client TLS configuration (root CAs, client
+	// certificate). Never nil; transports clone it before use.
+	TLSConfig *tls.Config
+	// ProductInfo names the client software, e.g. "iothub-go/0.1.0".
+	ProductInfo string
+	// Logger receives transport events; never nil.
+	Logger *slog.Logger
+}
+
+// Transport opens device connections. It holds no connection state and is
+// safe for concurrent use.
+type Transport interface {
+	// Dial opens and authenticates one connection. It does not retry.
+	Dial(ctx context.Context, cfg Config) (Conn, error)
+	// Name names the protocol for logs and status, e.g. "mqtt" or "mqtt-ws".
+	Name() string
+}
+
+// Conn is one live connection, owned by one device client.
+type Conn interface {
+	// SubscribeMethods starts the delivery of direct method requests to
+	// deliver and returns once the hub has confirmed the subscription
+	// (MQTT SUBACK, AMQP links attached). deliver is called from the
+	// connection's read loop and must not block.
+	SubscribeMethods(ctx context.Context, deliver func(*MethodRequest)) error
+	// RespondMethod sends the answer to request requestID.
+	RespondMethod(ctx context.Context, requestID string, resp *MethodResponse) error
+	// Done is closed when the connection has ended, by Close or by loss.
+	Done() <-chan struct{}
+	// Err says why the connection ended; nil before it ends and after Close.
+	Err() error
+	// Close ends the connection. It is safe to call more than once.
+	Close() error
+}
+
+// TokenUpdater is implemented by connections that can present a renewed SAS
+// token without reconnecting (AMQP's CBS put-token). Connections without it
+// are renewed by reconnecting.
+type TokenUpdater interface {
+	UpdateToken(ctx context.Context, token string) error
+}
+
+// MethodRequest is one direct method call as the device receives it.
+type MethodRequest struct {
+	// Name is the method name.
+	Name string
+	// RequestID is the hub's id for this call; the answer must carry it.
+	RequestID string
+	// Payload is the caller's JSON payload, byte for byte; empty when the
+	// caller sent null or nothing.
+	Payload json.RawMessage
+}
+
+// MethodResponse is a device's answer to a direct method call.
+type MethodResponse struct {
+	// Status is the status the device reports (any integer; not an HTTP
+	// status of the hub).
+	Status int
+	// Payload is the JSON answer; empty means none (the caller sees null).
+	Payload json.RawMessage
+}
