@@ -28,6 +28,7 @@ import (
 
 // hubProc is a running `iothub hub`.
 type hubProc struct {
+	bin        string // the iothub binary
 	caFile     string
 	serviceCS  string
 	deviceCS   map[string]string
@@ -45,7 +46,7 @@ func startHub(t *testing.T, devices ...string) *hubProc {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/iothub: %v\n%s", err, out)
 	}
-	h := &hubProc{caFile: filepath.Join(dir, "ca.pem"), deviceCS: map[string]string{}, stderrDump: &bytes.Buffer{}}
+	h := &hubProc{bin: bin, caFile: filepath.Join(dir, "ca.pem"), deviceCS: map[string]string{}, stderrDump: &bytes.Buffer{}}
 	args := []string{"hub", "--ca-file", h.caFile}
 	for _, d := range devices {
 		args = append(args, "--device", d)
@@ -161,6 +162,54 @@ func devicePeer(t *testing.T, h *hubProc, deviceID, transport string, env ...str
 	}
 }
 
+// goDevice runs `iothub device` (this SDK's device client) and waits until
+// it is connected.
+func goDevice(t *testing.T, h *hubProc, deviceID, transport string) {
+	t.Helper()
+	cmd := exec.Command(h.bin, "device", "--connection-string", h.deviceCS[deviceID], "--transport", transport, "--ca-file", h.caFile)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &lockedWriter{w: &stderr}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	connected := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		once := sync.Once{}
+		for sc.Scan() {
+			if sc.Text() == "connected" {
+				once.Do(func() { close(connected) })
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("iothub device did not exit cleanly on SIGINT: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("iothub device did not exit within 15 s of SIGINT")
+		}
+		if t.Failed() {
+			t.Logf("iothub device log:\n%s", stderr.String())
+		}
+	})
+	select {
+	case <-connected:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("iothub device never connected; log:\n%s", stderr.String())
+	}
+}
+
 // nodeJSON runs a node script with env and decodes its one JSON line.
 func nodeJSON(t *testing.T, script string, env ...string) (map[string]any, int) {
 	t.Helper()
@@ -198,7 +247,7 @@ func mustJSON(v any) string {
 // TestNodePeers runs every check against one hub, one after another, since
 // only one process can hold the standard ports.
 func TestNodePeers(t *testing.T) {
-	h := startHub(t, "dev-mqtt", "dev-mqttws", "dev-offline", "dev-slow")
+	h := startHub(t, "dev-mqtt", "dev-mqttws", "dev-offline", "dev-slow", "dev-go-mqtt", "dev-go-mqttws")
 
 	for _, tr := range []struct{ device, transport string }{
 		{"dev-mqtt", "mqtt"},
@@ -212,6 +261,24 @@ func TestNodePeers(t *testing.T) {
 				t.Fatalf("invoke exit %d: %v", code, mustJSON(res))
 			}
 			want := fmt.Sprintf(`{"payload":{"payload":%s,"result":"ok"},"status":200}`, mustJSON(decode(t, payload)))
+			if got := mustJSON(res); got != want {
+				t.Fatalf("invoke result\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+
+	// The official service client invokes our Go device (iothub device).
+	for _, tr := range []struct{ device, transport string }{
+		{"dev-go-mqtt", "mqtt"},
+		{"dev-go-mqttws", "mqtt-ws"},
+	} {
+		t.Run("node service to Go device over "+tr.transport, func(t *testing.T) {
+			goDevice(t, h, tr.device, tr.transport)
+			res, code := invoke(t, h, tr.device, `{"delay":5,"list":[1,"a"]}`, "METHOD=reboot")
+			if code != 0 {
+				t.Fatalf("invoke exit %d: %v", code, mustJSON(res))
+			}
+			want := `{"payload":{"method":"reboot","payload":{"delay":5,"list":[1,"a"]}},"status":200}`
 			if got := mustJSON(res); got != want {
 				t.Fatalf("invoke result\n got %s\nwant %s", got, want)
 			}

@@ -1,6 +1,7 @@
 // Command iothub is the command-line companion of the iothub SDK.
 //
 //	iothub hub [flags]    run a local, protocol-faithful IoT Hub
+//	iothub device [flags] run a simulated device answering every method
 //
 // Run "iothub hub -h" for the flags.
 package main
@@ -23,6 +24,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "hub":
 		return runHub(args[1:], stdout, stderr)
+	case "device":
+		return runDevice(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return 0
@@ -38,5 +41,6 @@ func usage(w io.Writer) {
 
 commands:
   hub    run a local IoT Hub (MQTT, MQTT over WebSocket, HTTPS service API)
+  device run a simulated device that answers every direct method
 `)
 }

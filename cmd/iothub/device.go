@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/device"
+	"github.com/iothub-go/iothub/transport"
+	"github.com/iothub-go/iothub/transport/mqtt"
+)
+
+// deviceConfig is the parsed command line of "iothub device".
+type deviceConfig struct {
+	connStr   string
+	transport transport.Transport
+	caFile    string
+	certFile  string
+	keyFile   string
+}
+
+func parseDeviceFlags(args []string, stderr io.Writer) (*deviceConfig, error) {
+	var c deviceConfig
+	var tr string
+	fs := flag.NewFlagSet("iothub device", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.connStr, "connection-string", os.Getenv("IOTHUB_DEVICE_CONNECTION_STRING"),
+		"device or module connection string (default $IOTHUB_DEVICE_CONNECTION_STRING)")
+	fs.StringVar(&tr, "transport", "mqtt", "mqtt, mqtt-ws, amqp or amqp-ws")
+	fs.StringVar(&c.caFile, "ca-file", "", "PEM file of CA certificates to trust (e.g. the local hub's --ca-file)")
+	fs.StringVar(&c.certFile, "cert-file", "", "PEM client certificate, for x509=true connection strings")
+	fs.StringVar(&c.keyFile, "key-file", "", "PEM private key of --cert-file")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("iothub: unexpected argument %q", fs.Arg(0))
+	}
+	if c.connStr == "" {
+		return nil, errors.New("iothub: --connection-string (or IOTHUB_DEVICE_CONNECTION_STRING) is required")
+	}
+	switch tr {
+	case "mqtt":
+		c.transport = mqtt.New(nil)
+	case "mqtt-ws":
+		c.transport = mqtt.New(&mqtt.Options{WebSocket: true})
+	case "amqp", "amqp-ws":
+		return nil, fmt.Errorf("iothub: --transport %s: %w (AMQP is not implemented yet)", tr, transport.ErrUnsupported)
+	default:
+		return nil, fmt.Errorf("iothub: --transport %q: want mqtt, mqtt-ws, amqp or amqp-ws", tr)
+	}
+	if (c.certFile == "") != (c.keyFile == "") {
+		return nil, errors.New("iothub: --cert-file and --key-file go together")
+	}
+	return &c, nil
+}
+
+func runDevice(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseDeviceFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serveDevice(ctx, cfg, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// echo answers every method with 200 and {"method":…,"payload":…}. The
+// client logs each call (name, status, duration).
+func echo(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+	payload := req.Payload
+	if len(payload) == 0 {
+		payload = json.RawMessage("null")
+	}
+	return device.JSONResponse(200, struct {
+		Method  string          `json:"method"`
+		Payload json.RawMessage `json:"payload"`
+	}{req.Name, payload})
+}
+
+// serveDevice runs a simulated device until ctx ends.
+func serveDevice(ctx context.Context, cfg *deviceConfig, stdout, stderr io.Writer) error {
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	opts := &device.ClientOptions{
+		Transport: cfg.transport,
+		Logger:    log,
+		OnConnectionStatus: func(s device.ConnectionStatus) {
+			if s.Err != nil {
+				fmt.Fprintf(stdout, "%s: %v\n", s.State, s.Err)
+				return
+			}
+			fmt.Fprintln(stdout, s.State)
+		},
+	}
+	if cfg.caFile != "" {
+		pem, err := os.ReadFile(cfg.caFile)
+		if err != nil {
+			return fmt.Errorf("iothub: --ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return errors.New("iothub: --ca-file holds no PEM certificate")
+		}
+		opts.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	if cfg.certFile != "" {
+		cred, err := auth.LoadX509Credential(cfg.certFile, cfg.keyFile)
+		if err != nil {
+			return err
+		}
+		opts.X509 = cred
+	}
+	c, err := device.NewClientFromConnectionString(cfg.connStr, opts)
+	if err != nil {
+		return err
+	}
+	c.SetDefaultMethodHandler(echo)
+	if err := c.Connect(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // interrupted while connecting
+		}
+		c.Close(context.Background())
+		return err
+	}
+	<-ctx.Done()
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return c.Close(cctx)
+}
