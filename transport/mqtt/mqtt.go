@@ -24,6 +24,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
+	"golang.org/x/net/http/httpproxy"
 
 	"github.com/iothub-go/iothub/transport"
 )
@@ -137,7 +138,10 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		o.SetPassword(cfg.Token)
 	}
 	if t.ws {
-		o.SetWebsocketOptions(&paho.WebsocketOptions{Proxy: http.ProxyFromEnvironment})
+		// Read the proxy settings on every dial (http.ProxyFromEnvironment
+		// caches them for the life of the process).
+		proxy := httpproxy.FromEnvironment().ProxyFunc()
+		o.SetWebsocketOptions(&paho.WebsocketOptions{Proxy: func(r *http.Request) (*url.URL, error) { return proxy(r.URL) }})
 	}
 	c.client = paho.NewClient(o)
 	tok := c.client.Connect()
