@@ -34,11 +34,21 @@ type hubProc struct {
 	deviceCS   map[string]string
 	cmd        *exec.Cmd
 	stderrDump *bytes.Buffer
+	// lines receives the hub's stdout lines after the connection strings
+	// (e.g. EVENT lines with --print-events); lines nobody takes are
+	// dropped once 1024 are buffered.
+	lines chan string
 }
 
 // startHub builds cmd/iothub and runs `iothub hub` on the standard ports
 // with the given devices pre-registered.
 func startHub(t *testing.T, devices ...string) *hubProc {
+	t.Helper()
+	return startHubWith(t, nil, devices...)
+}
+
+// startHubWith is startHub with extra `iothub hub` flags.
+func startHubWith(t *testing.T, extraArgs []string, devices ...string) *hubProc {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "iothub")
@@ -46,8 +56,9 @@ func startHub(t *testing.T, devices ...string) *hubProc {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/iothub: %v\n%s", err, out)
 	}
-	h := &hubProc{bin: bin, caFile: filepath.Join(dir, "ca.pem"), deviceCS: map[string]string{}, stderrDump: &bytes.Buffer{}}
-	args := []string{"hub", "--ca-file", h.caFile}
+	h := &hubProc{bin: bin, caFile: filepath.Join(dir, "ca.pem"), deviceCS: map[string]string{}, stderrDump: &bytes.Buffer{},
+		lines: make(chan string, 1024)}
+	args := append([]string{"hub", "--ca-file", h.caFile}, extraArgs...)
 	for _, d := range devices {
 		args = append(args, "--device", d)
 	}
@@ -90,7 +101,15 @@ func startHub(t *testing.T, devices ...string) *hubProc {
 			t.Fatalf("unexpected hub output line %q", sc.Text())
 		}
 	}
-	go io.Copy(io.Discard, stdout)
+	go func() {
+		for sc.Scan() {
+			select {
+			case h.lines <- sc.Text():
+			default:
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout) // a line too long for the scanner
+	}()
 	if h.serviceCS == "" || len(h.deviceCS) != len(devices) {
 		t.Fatalf("hub printed %d connection strings, want %d; log:\n%s", len(h.deviceCS)+1, want, h.stderrDump.String())
 	}

@@ -104,6 +104,7 @@ type Client struct {
 
 	mu       sync.Mutex
 	state    ConnectionState
+	changed  chan struct{} // closed and replaced on every state change
 	conn     transport.Conn
 	running  bool          // the connection loop runs
 	stop     chan struct{} // closed by Close: stop the loop
@@ -215,29 +216,48 @@ func newClient(id auth.Identity, addr string, tokens auth.TokenProvider, o Clien
 		handlerCtx:     hctx,
 		cancelHandlers: cancel,
 		handlers:       map[string]MethodHandler{},
+		changed:        make(chan struct{}),
 	}, nil
 }
 
 // SetMethodHandler registers h for the method name, replacing any handler
 // it had; a nil h removes it. It may be called before or after Connect, at
-// any time: the client is always subscribed to methods, and calls for names
-// without a handler go to the default handler.
-func (c *Client) SetMethodHandler(name string, h MethodHandler) {
+// any time: on transports that carry methods the client is always
+// subscribed, and calls for names without a handler go to the default
+// handler. On a transport that cannot receive methods (HTTPS) it returns an
+// error wrapping transport.ErrUnsupported and registers nothing.
+func (c *Client) SetMethodHandler(name string, h MethodHandler) error {
+	if name == "" {
+		return errors.New("iothub: empty method name")
+	}
+	if h != nil {
+		if err := c.tr.MethodSupport(); err != nil {
+			return err
+		}
+	}
 	c.hmu.Lock()
 	defer c.hmu.Unlock()
 	if h == nil {
 		delete(c.handlers, name)
-		return
+		return nil
 	}
 	c.handlers[name] = h
+	return nil
 }
 
 // SetDefaultMethodHandler registers h for methods that have no handler of
 // their own. nil restores the built-in default, which answers status 501.
-func (c *Client) SetDefaultMethodHandler(h MethodHandler) {
+// Like SetMethodHandler it fails on a transport without methods.
+func (c *Client) SetDefaultMethodHandler(h MethodHandler) error {
+	if h != nil {
+		if err := c.tr.MethodSupport(); err != nil {
+			return err
+		}
+	}
 	c.hmu.Lock()
 	defer c.hmu.Unlock()
 	c.defaultHandler = h
+	return nil
 }
 
 // ConnectionState returns the current state of the connection.
@@ -250,6 +270,10 @@ func (c *Client) ConnectionState() ConnectionState {
 func (c *Client) setState(s ConnectionState, err error) {
 	c.mu.Lock()
 	changed := c.state != s || err != nil
+	if c.state != s {
+		close(c.changed)
+		c.changed = make(chan struct{})
+	}
 	c.state = s
 	c.mu.Unlock()
 	if changed {
@@ -415,9 +439,11 @@ func (c *Client) dialOnce(ctx context.Context, freshToken bool) (transport.Conn,
 	if err != nil {
 		return nil, tok, err
 	}
-	if err := conn.SubscribeMethods(dctx, func(req *MethodRequest) { c.dispatch(conn, req) }); err != nil {
-		conn.Close()
-		return nil, tok, err
+	if c.tr.MethodSupport() == nil {
+		if err := conn.SubscribeMethods(dctx, func(req *MethodRequest) { c.dispatch(conn, req) }); err != nil {
+			conn.Close()
+			return nil, tok, err
+		}
 	}
 	return conn, tok, nil
 }

@@ -338,3 +338,56 @@ func (s *Server) Calls() []MethodCall {
 	}
 	return out
 }
+
+// Event is one device-to-cloud message (telemetry) the hub accepted.
+type Event struct {
+	DeviceID string
+	ModuleID string // "" for a device's own message
+	// Protocol is the device transport that carried it: "mqtt",
+	// "mqtt-ws", "amqp", "amqp-ws" or "http".
+	Protocol string
+	// Body is the message body.
+	Body []byte
+	// Properties are the application properties; nil when there are none.
+	// Over HTTPS they travel as headers, whose names are case-insensitive:
+	// their names arrive lower-case.
+	Properties map[string]string
+	// MessageID, CorrelationID, ContentType and ContentEncoding are the
+	// system properties the device set; "" when absent.
+	MessageID       string
+	CorrelationID   string
+	ContentType     string
+	ContentEncoding string
+	// EnqueuedTime is when the hub accepted the message.
+	EnqueuedTime time.Time
+}
+
+func toEvents(evs []engine.Event) []Event {
+	out := make([]Event, len(evs))
+	for i, ev := range evs {
+		out[i] = Event{
+			DeviceID: ev.Identity.DeviceID, ModuleID: ev.Identity.ModuleID, Protocol: ev.Protocol,
+			Body: ev.Body, Properties: ev.Properties,
+			MessageID: ev.MessageID, CorrelationID: ev.CorrelationID,
+			ContentType: ev.ContentType, ContentEncoding: ev.ContentEncoding,
+			EnqueuedTime: ev.EnqueuedTime,
+		}
+	}
+	return out
+}
+
+// Events returns the device-to-cloud messages the hub has accepted, oldest
+// first. The hub keeps the newest 10,000. Each call returns fresh copies.
+//
+// A message is accepted, and listed here, before the device learns so
+// (MQTT PUBACK, HTTPS 204), so once a device's send has returned its
+// message is in the list.
+func (s *Server) Events() []Event { return toEvents(s.h.Engine.Events()) }
+
+// WaitEvents blocks until the hub has accepted at least n device-to-cloud
+// messages in total, then returns them as Events does. If ctx ends first
+// it returns the messages accepted so far and ctx's error.
+func (s *Server) WaitEvents(ctx context.Context, n int) ([]Event, error) {
+	evs, err := s.h.Engine.WaitEvents(ctx, n)
+	return toEvents(evs), err
+}

@@ -53,6 +53,9 @@ type Transport interface {
 	Dial(ctx context.Context, cfg Config) (Conn, error)
 	// Name names the protocol for logs and status, e.g. "mqtt" or "mqtt-ws".
 	Name() string
+	// MethodSupport returns nil if the protocol can receive direct
+	// methods, or an error wrapping ErrUnsupported that says why not.
+	MethodSupport() error
 }
 
 // Conn is one live connection, owned by one device client.
@@ -64,6 +67,9 @@ type Conn interface {
 	SubscribeMethods(ctx context.Context, deliver func(*MethodRequest)) error
 	// RespondMethod sends the answer to request requestID.
 	RespondMethod(ctx context.Context, requestID string, resp *MethodResponse) error
+	// SendEvent sends one device-to-cloud message and returns once the hub
+	// has accepted it (MQTT PUBACK, AMQP accepted disposition, HTTP 204).
+	SendEvent(ctx context.Context, msg *Message) error
 	// Done is closed when the connection has ended, by Close or by loss.
 	Done() <-chan struct{}
 	// Err says why the connection ended; nil before it ends and after Close.
@@ -97,4 +103,34 @@ type MethodResponse struct {
 	Status int
 	// Payload is the JSON answer; empty means none (the caller sees null).
 	Payload json.RawMessage
+}
+
+// MaxMessageSize is the largest device-to-cloud message IoT Hub accepts:
+// 256 KB of body, property names and property values together.
+const MaxMessageSize = 256 * 1024
+
+// Message is a device-to-cloud message (telemetry).
+type Message struct {
+	// Body is the payload, any bytes.
+	Body []byte
+	// MessageID and CorrelationID are the message's system properties
+	// message-id and correlation-id; "" omits them.
+	MessageID     string
+	CorrelationID string
+	// ContentType and ContentEncoding describe the body (e.g.
+	// "application/json" and "utf-8"); IoT Hub routing reads them.
+	ContentType     string
+	ContentEncoding string
+	// Properties are application properties.
+	Properties map[string]string
+}
+
+// Size returns the message's size as IoT Hub counts it against
+// MaxMessageSize: the body plus every property name and value.
+func (m *Message) Size() int {
+	n := len(m.Body) + len(m.MessageID) + len(m.CorrelationID) + len(m.ContentType) + len(m.ContentEncoding)
+	for k, v := range m.Properties {
+		n += len(k) + len(v)
+	}
+	return n
 }

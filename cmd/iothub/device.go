@@ -133,7 +133,9 @@ func serveDevice(ctx context.Context, cfg *deviceConfig, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	c.SetDefaultMethodHandler(echo)
+	if err := c.SetDefaultMethodHandler(echo); err != nil {
+		return err
+	}
 	if err := c.Connect(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil // interrupted while connecting

@@ -35,6 +35,8 @@ type hubConfig struct {
 	ownerKey   string
 	devices    multiFlag
 	quiet      bool
+	// printEvents prints one line per device-to-cloud message (hub_events.go).
+	printEvents bool
 }
 
 func parseHubFlags(args []string, stderr io.Writer) (*hubConfig, error) {
@@ -51,6 +53,7 @@ func parseHubFlags(args []string, stderr io.Writer) (*hubConfig, error) {
 	fs.StringVar(&c.ownerKey, "owner-key", "", "base64 primary key of the iothubowner policy (random if empty)")
 	fs.Var(&c.devices, "device", "register a device with this id (repeatable); its connection string is printed")
 	fs.BoolVar(&c.quiet, "quiet", false, "do not log connections and method calls")
+	fs.BoolVar(&c.printEvents, "print-events", false, "print one line per device-to-cloud message to stdout:\nEVENT {deviceId[/moduleId]} {protocol} {properties as JSON} {body as a Go-quoted string, cut at 200 bytes}")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -135,6 +138,10 @@ func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) err
 		cs := auth.ConnectionString{HostName: cfg.host, DeviceID: id, SharedAccessKey: *d.Authentication.SymmetricKey.PrimaryKey,
 			GatewayHostName: gateway(cfg.host, addrs[0], "8883")}
 		fmt.Fprintf(stdout, "IOTHUB_DEVICE_CONNECTION_STRING=%s\n", cs.Reveal())
+	}
+	if cfg.printEvents {
+		stopPrinting := startEventPrinter(ctx, h.Engine, stdout)
+		defer stopPrinting()
 	}
 	if logger != nil {
 		logger.Info("hub listening", "host", cfg.host, "mqtt", addrs[0].String(), "amqp", addrs[1].String(), "https", addrs[2].String())

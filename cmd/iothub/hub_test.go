@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hub/engine"
 	"github.com/iothub-go/iothub/internal/testutil/pahodev"
 )
 
@@ -160,5 +162,116 @@ func TestHubFlags(t *testing.T) {
 	}
 	if code := run([]string{"nope"}, io.Discard, io.Discard); code != 2 {
 		t.Errorf("unknown command exit %d, want 2", code)
+	}
+}
+
+// --print-events prints one line per device-to-cloud message on stdout.
+func TestHubPrintEvents(t *testing.T) {
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	cfg, err := parseHubFlags([]string{"--mqtt-addr", "127.0.0.1:0", "--amqp-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0",
+		"--quiet", "--print-events", "--device", "dev1", "--ca-file", caFile}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outR, outW := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serveHub(ctx, cfg, outW, io.Discard)
+		outW.Close()
+	}()
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(outR)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func() string {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("the hub's output ended")
+			}
+			return l
+		case <-time.After(15 * time.Second):
+			t.Fatal("no output line")
+			return ""
+		}
+	}
+	if l := next(); !strings.HasPrefix(l, "IOTHUB_SERVICE_CONNECTION_STRING=") {
+		t.Fatalf("first line %q", l)
+	}
+	devCS, ok := strings.CutPrefix(next(), "IOTHUB_DEVICE_CONNECTION_STRING=")
+	if !ok {
+		t.Fatal("no device connection string")
+	}
+	dev, err := auth.ParseDeviceConnectionString(devCS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp, _ := dev.TokenProvider(nil)
+	tok, _ := tp.Token(context.Background())
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	conf := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	c, err := pahodev.Dial(t, pahodev.Options{URL: "tls://" + dev.Address(), TLS: conf, Identity: dev.Identity(), Password: tok.Value})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("é", 150) // 300 bytes: cut at 200
+	for _, m := range []struct{ topic, body string }{
+		{"devices/dev1/messages/events/%24.mid=m-1&%24.ct=application%2Fjson&site=b%2012", `{"temp":21.5}`},
+		{"devices/dev1/messages/events/", long},
+	} {
+		if tk := c.Publish(m.topic, 1, false, m.body); !tk.WaitTimeout(15*time.Second) || tk.Error() != nil {
+			t.Fatalf("publish: %v", tk.Error())
+		}
+	}
+	for _, want := range []string{
+		`EVENT dev1 mqtt {"messageId":"m-1","contentType":"application/json","properties":{"site":"b 12"}} "{\"temp\":21.5}"`,
+		`EVENT dev1 mqtt {} ` + strconv.Quote(long[:200]) + `… (300 bytes)`,
+	} {
+		if got := next(); got != want {
+			t.Errorf("event line\n got %s\nwant %s", got, want)
+		}
+	}
+	c.Disconnect(50)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("hub did not stop")
+	}
+	for range lines {
+	}
+}
+
+func TestFormatEventLine(t *testing.T) {
+	for _, tc := range []struct {
+		ev   engine.Event
+		want string
+	}{
+		{engine.Event{Identity: auth.Identity{HostName: "localhost", DeviceID: "dev1", ModuleID: "mod1"}, Protocol: "http",
+			Body: []byte("a\"b\n\x00"), CorrelationID: "c&<>", ContentEncoding: "utf-8", Properties: map[string]string{"z": "1", "a": "2"}},
+			`EVENT dev1/mod1 http {"correlationId":"c&<>","contentEncoding":"utf-8","properties":{"a":"2","z":"1"}} "a\"b\n\x00"`},
+		{engine.Event{Identity: auth.Identity{DeviceID: "d"}, Protocol: "mqtt-ws", Body: bytes.Repeat([]byte("x"), 200)},
+			`EVENT d mqtt-ws {} "` + strings.Repeat("x", 200) + `"`},
+		{engine.Event{Identity: auth.Identity{DeviceID: "d"}, Protocol: "mqtt", Body: bytes.Repeat([]byte("x"), 201)},
+			`EVENT d mqtt {} "` + strings.Repeat("x", 200) + `"… (201 bytes)`},
+		{engine.Event{Identity: auth.Identity{DeviceID: "d"}, Protocol: "mqtt"}, `EVENT d mqtt {} ""`},
+	} {
+		if got := formatEventLine(tc.ev); got != tc.want {
+			t.Errorf("formatEventLine\n got %s\nwant %s", got, tc.want)
+		}
 	}
 }

@@ -59,10 +59,13 @@ func run(cs, caFile string, ws bool) error {
 	if err != nil {
 		return err
 	}
-	client.SetMethodHandler("reboot", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+	err = client.SetMethodHandler("reboot", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
 		fmt.Printf("reboot requested (payload %s); pretending to reboot\n", orNull(req.Payload))
 		return device.JSONResponse(200, map[string]string{"result": "Reboot started."})
 	})
+	if err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -126,7 +126,7 @@ func Start(opts Options) (*Hub, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*peekConn); ok {
-				return context.WithValue(ctx, peerCertsKey{}, pc.peerCerts)
+				return engine.WithPeerCertificates(ctx, pc.peerCerts)
 			}
 			return ctx
 		},
@@ -271,8 +271,6 @@ func (h *Hub) serveConn(raw net.Conn) {
 	}
 }
 
-type peerCertsKey struct{}
-
 // serveWebSocket upgrades /$iothub/websocket and serves MQTT over it.
 func (h *Hub) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
@@ -292,7 +290,7 @@ func (h *Hub) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.EqualFold(sub, "mqtt"):
 		nc := websocket.NetConn(h.ctx, c, websocket.MessageBinary)
-		certs, _ := r.Context().Value(peerCertsKey{}).([]*x509.Certificate)
+		certs := engine.PeerCertificates(r.Context())
 		_ = h.mqtt.ServeConn(nc, mqttd.ConnInfo{Protocol: "mqtt-ws", PeerCertificates: certs})
 	case strings.EqualFold(sub, "AMQPWSB10"):
 		c.Close(websocket.StatusPolicyViolation, "AMQP over WebSocket is not supported yet")

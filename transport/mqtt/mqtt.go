@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 	"golang.org/x/net/http/httpproxy"
 
+	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/transport"
 )
 
@@ -76,6 +78,9 @@ func (t *Transport) Name() string {
 	return "mqtt"
 }
 
+// MethodSupport returns nil: MQTT carries direct methods.
+func (t *Transport) MethodSupport() error { return nil }
+
 // Username returns IoT Hub's MQTT username for cfg:
 // "{host}/{deviceId}[/{moduleId}]/?api-version=…&DeviceClientType=…".
 func Username(cfg transport.Config) string {
@@ -114,7 +119,7 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 	if tlsConf.ServerName == "" {
 		tlsConf.ServerName = serverName
 	}
-	c := &conn{done: make(chan struct{}), log: cfg.Logger}
+	c := &conn{id: cfg.Identity, done: make(chan struct{}), log: cfg.Logger}
 	connectTimeout := 30 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		connectTimeout = max(time.Until(dl), time.Millisecond)
@@ -171,6 +176,7 @@ func classify(err error) error {
 }
 
 type conn struct {
+	id     auth.Identity
 	client paho.Client
 	log    interface{ Debug(string, ...any) }
 	done   chan struct{}
@@ -253,6 +259,59 @@ func (c *conn) RespondMethod(ctx context.Context, requestID string, resp *transp
 		return fmt.Errorf("iothub: mqtt: sending method response: %w", err)
 	}
 	return nil
+}
+
+// SendEvent publishes msg at QoS 1 on the identity's events topic, with
+// its properties URL-encoded in the topic, and waits for the PUBACK.
+func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
+	if err := wait(ctx, c.client.Publish(EventTopic(c.id, msg), 1, false, msg.Body)); err != nil {
+		return fmt.Errorf("iothub: mqtt: sending event: %w", err)
+	}
+	return nil
+}
+
+// EventTopic returns the MQTT topic for a device-to-cloud message:
+// "devices/{id}[/modules/{mid}]/messages/events/" and the property bag,
+// system properties ($.mid, $.cid, $.ct, $.ce) first, then application
+// properties in name order, each URL-encoded.
+func EventTopic(id auth.Identity, msg *transport.Message) string {
+	var b strings.Builder
+	b.WriteString("devices/" + id.DeviceID)
+	if id.ModuleID != "" {
+		b.WriteString("/modules/" + id.ModuleID)
+	}
+	b.WriteString("/messages/events/")
+	first := true
+	add := func(k, v string) {
+		if !first {
+			b.WriteByte('&')
+		}
+		first = false
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(escape(v))
+	}
+	// System property names are written as the docs show them ("$.ct").
+	for _, p := range [][2]string{{"$.mid", msg.MessageID}, {"$.cid", msg.CorrelationID}, {"$.ct", msg.ContentType}, {"$.ce", msg.ContentEncoding}} {
+		if p[1] != "" {
+			add(p[0], p[1])
+		}
+	}
+	names := make([]string, 0, len(msg.Properties))
+	for k := range msg.Properties {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		add(escape(k), msg.Properties[k])
+	}
+	return b.String()
+}
+
+// escape percent-encodes everything but RFC 3986 unreserved characters;
+// spaces become %20, never "+".
+func escape(s string) string {
+	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
 }
 
 // ParseMethodTopic splits a method request topic,

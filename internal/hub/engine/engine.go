@@ -50,6 +50,7 @@ type Engine struct {
 	revoked  map[string]time.Time
 	faults   faults
 	calls    []CallRecord
+	evlog    eventLog // device-to-cloud messages (events.go)
 	etagSeq  uint64
 	genSeq   int64
 	reqSeq   uint64

@@ -2,7 +2,9 @@
 // that back-end applications call to invoke direct methods
 // (POST /twins/{id}/methods, POST /twins/{id}/modules/{mid}/methods) and
 // to manage the identity registry (/devices/{id} and
-// /devices/{id}/modules/{mid}).
+// /devices/{id}/modules/{mid}), and the device-facing telemetry endpoint
+// that devices post device-to-cloud messages to
+// (POST /devices/{id}[/modules/{mid}]/messages/events, see events.go).
 //
 // It translates IoT Hub's wire format to calls on an [engine.Engine]:
 // paths, api-version checks, SAS and Bearer authorization, request

@@ -52,6 +52,12 @@ var apiVersionPattern = regexp.MustCompile(`^([0-9]{4}-[0-9]{2}-[0-9]{2})(-previ
 //	GET    /devices/{id}/modules/{mid}         get a module
 //	DELETE /devices/{id}/modules/{mid}         delete a module
 //
+// and the device-facing telemetry endpoint (events.go), which devices
+// authorize with their own SAS token or client certificate:
+//
+//	POST   /devices/{id}/messages/events              device-to-cloud message
+//	POST   /devices/{id}/modules/{mid}/messages/events
+//
 // Ids are URL-escaped path segments. Every request needs an api-version
 // query parameter and an Authorization header (a policy SAS token, or a
 // Bearer token registered with [engine.Engine.AddBearerToken]) granting
@@ -192,6 +198,9 @@ func rightsFor(k routeKind, method string) auth.Rights {
 // then dispatches.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	escaped := r.URL.EscapedPath()
+	if h.serveDeviceAPI(w, r, escaped) { // device telemetry (events.go)
+		return
+	}
 	rt, err := matchRoute(escaped)
 	if err != nil {
 		writeError(w, engine.NewError(engine.CodeArgumentInvalid, "The request path is not correctly URL-encoded."))

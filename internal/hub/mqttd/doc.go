@@ -14,8 +14,11 @@
 //   - SUBSCRIBE: only IoT Hub's documented device filters; anything else
 //     closes the connection. QoS 2 is granted as QoS 1.
 //   - PUBLISH from the device: method responses and the identity's own
-//     telemetry topic (telemetry is accepted and dropped for now); QoS 2
-//     or any other topic closes the connection.
+//     telemetry topic, whose property bag becomes the message's system
+//     and application properties ([engine.Engine.ReceiveEvent]; a QoS 1
+//     message is acknowledged only once the engine accepted it). QoS 2,
+//     any other topic, a malformed property bag or a message over 256 KB
+//     closes the connection.
 //   - Method requests go to exactly one connection, at QoS 0, on
 //     $iothub/methods/POST/{name}/?$rid={rid}. Messages are never fanned
 //     out between devices.

@@ -69,6 +69,9 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		if classifyTopic(pk.TopicName, l.id) == topicForbidden {
 			return h.violation(l, pk, "PUBLISH to an unsupported topic: "+pk.TopicName)
 		}
+		if why := checkEventPacket(pk, l.id); why != "" {
+			return h.violation(l, pk, why)
+		}
 	case packets.Subscribe:
 		for _, f := range pk.Filters {
 			if classifyFilter(f.Filter, l.id) == filterForbidden {
@@ -91,7 +94,8 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 // and SDK logs show 5 for credential problems; protocol.md §11 lists the
 // code as open]. A will must use the identity's own telemetry topic, or
 // the connection is closed without CONNACK [inf]; an accepted will is
-// dropped, like telemetry.
+// dropped (IoT Hub would send it as telemetry on an unexpected disconnect;
+// not implemented).
 func (h *hook) onConnect(l *link, cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if l.connectOK || l.cl.Load() != nil {
 		return h.violation(l, pk, "second CONNECT")
@@ -284,8 +288,10 @@ func (h *hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 
 // OnPublish consumes every device PUBLISH: method responses go to the
 // connection's own engine session (so a device can only answer requests
-// sent to it), telemetry is dropped for now. Returning CodeSuccessIgnore
-// makes mochi PUBACK a QoS 1 message and never fan it out.
+// sent to it), telemetry goes to the engine as the connection's identity.
+// Returning CodeSuccessIgnore makes mochi PUBACK a QoS 1 message and never
+// fan it out; telemetry the engine refuses is not acknowledged, and the
+// connection is closed.
 //
 // A method response whose topic is malformed (status not a decimal
 // integer, no "/?", no $rid) is acknowledged and dropped, as is one for an
@@ -307,6 +313,12 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 		return pk, packets.CodeSuccessIgnore
 	case topicTelemetry:
+		if herr := l.receiveEvent(pk); herr != nil {
+			h.s.log.Info("mqtt connection closed: device-to-cloud message refused", "clientId", l.id.String(),
+				"protocol", l.info.Protocol, "code", herr.Code, "reason", herr.Message)
+			l.Close(herr)
+			return pk, packets.ErrRejectPacket
+		}
 		return pk, packets.CodeSuccessIgnore
 	}
 	return pk, packets.ErrRejectPacket // not reached: OnPacketRead closed the connection

@@ -1,0 +1,224 @@
+// Package http is the HTTPS device transport for Azure IoT Hub: it sends
+// device-to-cloud messages with POST /devices/{id}/messages/events, with a
+// SAS token or an X.509 client certificate.
+//
+// IoT Hub never delivers direct methods over HTTPS. A device client on this
+// transport refuses method handlers at once with an error wrapping
+// transport.ErrUnsupported; use transport/mqtt or transport/amqp to receive
+// methods.
+package http
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	nethttp "net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/transport"
+)
+
+// APIVersion is the IoT Hub API version of the requests.
+const APIVersion = "2021-04-12"
+
+// Options configures the HTTPS transport. The zero value is ready to use.
+type Options struct {
+	// Timeout bounds one request. Zero means 60 s.
+	Timeout time.Duration
+}
+
+// Transport sends device messages over HTTPS. It is safe for concurrent
+// use.
+type Transport struct {
+	timeout time.Duration
+}
+
+// New returns an HTTPS transport. opts may be nil.
+func New(opts *Options) *Transport {
+	t := &Transport{timeout: 60 * time.Second}
+	if opts != nil && opts.Timeout > 0 {
+		t.timeout = opts.Timeout
+	}
+	return t
+}
+
+// Name returns "http".
+func (t *Transport) Name() string { return "http" }
+
+// ErrNoMethods is the error for direct methods over HTTPS.
+var ErrNoMethods = fmt.Errorf("%w: IoT Hub does not deliver direct methods over HTTPS; use MQTT or AMQP (transport/mqtt, transport/amqp)", transport.ErrUnsupported)
+
+// MethodSupport returns ErrNoMethods.
+func (t *Transport) MethodSupport() error { return ErrNoMethods }
+
+// Dial prepares a client for the identity. HTTPS has no standing
+// connection, so Dial does no I/O: bad credentials show up in SendEvent.
+func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.Conn, error) {
+	host := cfg.Address
+	if _, _, err := net.SplitHostPort(host); err != nil {
+		host = net.JoinHostPort(host, "443")
+	}
+	tlsConf := cfg.TLSConfig.Clone() // carries the client certificate of X.509 identities
+	c := &conn{
+		id:    cfg.Identity,
+		base:  "https://" + host,
+		token: cfg.Token,
+		ua:    cfg.ProductInfo,
+		done:  make(chan struct{}),
+		client: &nethttp.Client{
+			Timeout:   t.timeout,
+			Transport: &nethttp.Transport{TLSClientConfig: tlsConf, Proxy: nethttp.ProxyFromEnvironment, IdleConnTimeout: 90 * time.Second},
+		},
+	}
+	return c, nil
+}
+
+type conn struct {
+	id     auth.Identity
+	base   string
+	ua     string
+	client *nethttp.Client
+	done   chan struct{}
+
+	mu     sync.Mutex
+	token  string
+	closed bool
+}
+
+func (c *conn) SubscribeMethods(context.Context, func(*transport.MethodRequest)) error {
+	return ErrNoMethods
+}
+
+func (c *conn) RespondMethod(context.Context, string, *transport.MethodResponse) error {
+	return ErrNoMethods
+}
+
+// UpdateToken replaces the SAS token used for later requests.
+func (c *conn) UpdateToken(_ context.Context, token string) error {
+	c.mu.Lock()
+	c.token = token
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *conn) Done() <-chan struct{} { return c.done }
+func (c *conn) Err() error            { return nil }
+
+func (c *conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.closed = true
+		close(c.done)
+		c.client.CloseIdleConnections()
+	}
+	return nil
+}
+
+// CheckProperty reports whether name and value may be sent over HTTPS:
+// IoT Hub allows only ASCII letters, digits and ! # $ % & ' * + - . ^ _ ` | ~
+// in property names and values there.
+func CheckProperty(name, value string) error {
+	if name == "" {
+		return errors.New("iothub: http: empty property name")
+	}
+	for _, s := range []string{name, value} {
+		for i := 0; i < len(s); i++ {
+			if !isTokenChar(s[i]) {
+				return fmt.Errorf("iothub: http: property %q: character %q is not allowed over HTTPS (only ASCII letters, digits and !#$%%&'*+-.^_`|~)", name, string(rune(s[i])))
+			}
+		}
+	}
+	return nil
+}
+
+func isTokenChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+		return true
+	}
+	return false
+}
+
+// SendEvent posts msg and returns once the hub answered 204.
+func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
+	for k, v := range msg.Properties {
+		if err := CheckProperty(k, v); err != nil {
+			return err
+		}
+	}
+	path := "/devices/" + url.PathEscape(c.id.DeviceID)
+	if c.id.ModuleID != "" {
+		path += "/modules/" + url.PathEscape(c.id.ModuleID)
+	}
+	path += "/messages/events"
+	req, err := nethttp.NewRequestWithContext(ctx, nethttp.MethodPost, c.base+path+"?api-version="+APIVersion, bytes.NewReader(msg.Body))
+	if err != nil {
+		return fmt.Errorf("iothub: http: %w", err)
+	}
+	h := req.Header
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return errors.New("iothub: http: connection closed")
+	}
+	if c.token != "" {
+		h.Set("Authorization", c.token)
+	}
+	c.mu.Unlock()
+	h.Set("iothub-to", path)
+	if c.ua != "" {
+		h.Set("User-Agent", c.ua)
+	}
+	set := func(k, v string) {
+		if v != "" {
+			h.Set(k, v)
+		}
+	}
+	set("IoTHub-MessageId", msg.MessageID)
+	set("IoTHub-CorrelationId", msg.CorrelationID)
+	set("iothub-contenttype", msg.ContentType)
+	set("iothub-contentencoding", msg.ContentEncoding)
+	for k, v := range msg.Properties {
+		h.Set("iothub-app-"+k, v)
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("iothub: http: sending event: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	switch {
+	case resp.StatusCode == nethttp.StatusNoContent || resp.StatusCode == nethttp.StatusOK:
+		return nil
+	case resp.StatusCode == nethttp.StatusUnauthorized:
+		return fmt.Errorf("%w: http: %s", transport.ErrNotAuthorized, resp.Status)
+	}
+	return &StatusError{StatusCode: resp.StatusCode, ErrorCode: resp.Header.Get("iothub-errorcode"), Body: string(body)}
+}
+
+// StatusError is a non-success answer of the hub to a device request.
+type StatusError struct {
+	StatusCode int    // HTTP status
+	ErrorCode  string // iothub-errorcode header, e.g. "MessageTooLarge"
+	Body       string // the start of the error body
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("iothub: http: the hub answered %d %s: %s", e.StatusCode, e.ErrorCode, e.Body)
+}
+
+var _ transport.TokenUpdater = (*conn)(nil)
