@@ -2,6 +2,7 @@
 //
 //	iothub hub [flags]    run a local, protocol-faithful IoT Hub
 //	iothub device [flags] run a simulated device answering every method
+//	iothub invoke [flags] invoke a direct method and print the answer
 //
 // Run "iothub hub -h" for the flags.
 package main
@@ -26,6 +27,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runHub(args[1:], stdout, stderr)
 	case "device":
 		return runDevice(args[1:], stdout, stderr)
+	case "invoke":
+		return runInvoke(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return 0
@@ -42,5 +45,6 @@ func usage(w io.Writer) {
 commands:
   hub    run a local IoT Hub (MQTT, MQTT over WebSocket, HTTPS service API)
   device run a simulated device that answers every direct method
+  invoke invoke a direct method on a device or module and print its answer
 `)
 }

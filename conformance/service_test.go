@@ -1,0 +1,102 @@
+//go:build conformance
+
+package conformance
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/iothub-go/iothub/service"
+)
+
+// serviceClient is our service client for the hub process, with the
+// connection string it printed and a transport trusting its --ca-file.
+func serviceClient(t *testing.T, h *hubProc) *service.Client {
+	t.Helper()
+	pem, err := os.ReadFile(h.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		t.Fatal("the hub's --ca-file holds no certificate")
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}
+	t.Cleanup(tr.CloseIdleConnections)
+	opts := &service.ClientOptions{}
+	opts.Transport = &http.Client{Transport: tr}
+	c, err := service.NewClientFromConnectionString(h.serviceCS, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestServiceClient drives the official Node device SDK with this SDK's
+// service client, through `iothub hub` on the standard ports.
+func TestServiceClient(t *testing.T) {
+	h := startHub(t, "svc-mqtt", "svc-offline")
+	c := serviceClient(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// checkEcho invokes "reboot" and checks device.js's answer:
+	// 200 {"result":"ok","payload":<the request payload>}.
+	checkEcho := func(t *testing.T, deviceID string) {
+		t.Helper()
+		payload := `{"who":"go service","n":[1,2.5,"x",null,{"deep":true}]}`
+		res, err := c.InvokeDeviceMethod(ctx, deviceID, service.CloudToDeviceMethod{
+			MethodName: "reboot", Payload: json.RawMessage(payload), ResponseTimeout: 30 * time.Second})
+		if err != nil {
+			t.Fatalf("InvokeDeviceMethod: %v", err)
+		}
+		if res.Status != 200 {
+			t.Fatalf("status %d, payload %s", res.Status, res.Payload)
+		}
+		want := mustJSON(map[string]any{"result": "ok", "payload": decode(t, payload)})
+		if got := mustJSON(decode(t, string(res.Payload))); got != want {
+			t.Fatalf("payload\n got %s\nwant %s", got, want)
+		}
+	}
+
+	t.Run("invoke a Node device over mqtt", func(t *testing.T) {
+		devicePeer(t, h, "svc-mqtt", "mqtt")
+		checkEcho(t, "svc-mqtt")
+	})
+
+	t.Run("offline device", func(t *testing.T) {
+		_, err := c.InvokeDeviceMethod(ctx, "svc-offline", service.CloudToDeviceMethod{MethodName: "reboot"})
+		var re *service.ResponseError
+		if !errors.Is(err, service.ErrDeviceNotOnline) || !errors.As(err, &re) || re.Code != 404103 {
+			t.Fatalf("invoke of an offline device: %v, want 404103 DeviceNotOnline", err)
+		}
+	})
+
+	t.Run("device created by the service client", func(t *testing.T) {
+		for _, transport := range []string{"mqtt", "mqttws"} {
+			id := "svc-created-" + transport
+			d, err := c.CreateDevice(ctx, &service.Device{DeviceID: id})
+			if err != nil {
+				t.Fatalf("CreateDevice: %v", err)
+			}
+			cs, err := c.DeviceConnectionString(d, service.KeyKindSecondary)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.deviceCS[id] = cs // what devicePeer hands to device.js
+			devicePeer(t, h, id, transport)
+			checkEcho(t, id)
+			got, err := c.GetDevice(ctx, id)
+			if err != nil || got.ConnectionState != service.ConnectionStateConnected {
+				t.Fatalf("GetDevice after connecting: %+v %v", got, err)
+			}
+		}
+	})
+}

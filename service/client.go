@@ -1,0 +1,316 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+
+	"github.com/iothub-go/iothub/auth"
+)
+
+// DefaultAPIVersion is the IoT Hub service API version the client sends
+// unless ClientOptions.APIVersion says otherwise. The .NET and Node service
+// SDKs use it too.
+const DefaultAPIVersion = "2021-04-12"
+
+// EntraScope is the token scope NewClient asks its credential for:
+// Microsoft Entra ID tokens for the IoT Hub service API.
+const EntraScope = "https://iothubs.azure.net/.default"
+
+// Module name and version for azcore's telemetry (User-Agent).
+const (
+	moduleName    = "iothub-service"
+	moduleVersion = "v0.1.0"
+)
+
+// ClientOptions configures a Client. A nil *ClientOptions, like the zero
+// value, gives the defaults.
+type ClientOptions struct {
+	// ClientOptions are azcore's pipeline options: Transport (e.g. an
+	// *http.Client that trusts a local hub), Retry, Logging, Telemetry,
+	// PerCallPolicies and PerRetryPolicies. Logging never shows the
+	// Authorization header; Logging.IncludeBody would log method payloads
+	// and registry keys, so leave it off outside debugging.
+	//
+	// APIVersion ("" means DefaultAPIVersion) selects the service API
+	// version.
+	//
+	// Retry applies as azcore documents it to registry reads. Method
+	// invocations are not idempotent, and a retried registry write whose
+	// first attempt succeeded would fail (409, 412, 404), so for those the
+	// client retries only failures that prove the request was not
+	// dispatched: dial errors (connection refused, DNS), 429 and 503 — and
+	// of these statuses only those also in Retry.StatusCodes when that is
+	// not nil. A 504, a 500, a timeout or a connection lost after the
+	// request was written is never retried for them. Retry.ShouldRetry,
+	// when set, replaces this classification everywhere: it is then the
+	// caller's job not to retry a call that may have reached the device.
+	// Retry.TryTimeout does not apply to invocations, whose deadline comes
+	// from the method's timeouts (see CloudToDeviceMethod). Cancellation is
+	// never retried.
+	azcore.ClientOptions
+
+	// Endpoint is the base URL requests are sent to, e.g.
+	// "https://127.0.0.1:8443" for a local hub. "" means
+	// "https://{GatewayHostName}" when the connection string has a
+	// GatewayHostName, else "https://{HostName}". It changes where the
+	// client connects, never the identity: SAS tokens still name the
+	// connection string's HostName. Plain "http" is refused unless
+	// InsecureAllowCredentialWithHTTP is set.
+	Endpoint string
+}
+
+// Client invokes direct methods on devices and modules and manages the
+// device registry of one IoT hub. It is safe for concurrent use and holds
+// no connection of its own: requests go through azcore's pipeline and the
+// configured transport.
+//
+// String and %v show the hub and the kind of credential, never a key or a
+// token.
+type Client struct {
+	hostName string // the hub's HostName: SAS audience, connection strings
+	gateway  string // the service connection string's GatewayHostName, or ""
+	endpoint string // scheme://host[:port], no trailing slash
+	cred     string // "policy NAME", "fixed SAS token NAME", "Microsoft Entra ID"
+	pl       runtime.Pipeline
+	// invokeRetry and writeRetry are the retry options of method
+	// invocations and registry writes, derived from the caller's (see
+	// dispatchSafeRetry). Invocations have no per-try timeout: their
+	// deadline comes from the method's timeouts.
+	invokeRetry policy.RetryOptions
+	writeRetry  policy.RetryOptions
+}
+
+// NewClientFromConnectionString returns a client authenticated by a hub
+// shared access policy:
+//
+//	HostName=myhub.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=<base64>
+//	HostName=myhub.azure-devices.net;SharedAccessKeyName=service;SharedAccessSignature=SharedAccessSignature sr=…
+//
+// With a SharedAccessKey every request carries a token for HostName signed
+// with the key; tokens live one hour and are renewed before they expire.
+// A SharedAccessSignature is used as is until it expires; requests then
+// fail with an error wrapping auth.ErrSASExpired (it is refused here if it
+// has already expired). GatewayHostName ("host:port", an extension of this
+// SDK) makes the client connect there, as for a local hub.
+//
+// Invoking methods needs the ServiceConnect permission; the registry
+// needs RegistryRead or RegistryReadWrite ("iothubowner" has all three).
+// opts may be nil. No network I/O happens here. Errors match
+// ErrArgumentInvalid and, for a bad connection string,
+// auth.ErrInvalidConnectionString.
+func NewClientFromConnectionString(connStr string, opts *ClientOptions) (*Client, error) {
+	cs, err := auth.ParseServiceConnectionString(connStr)
+	if err != nil {
+		return nil, &argumentError{msg: err.Error(), cause: err}
+	}
+	tokens, err := cs.TokenProvider(nil)
+	if err != nil {
+		return nil, &argumentError{msg: err.Error(), cause: err}
+	}
+	cred := "policy " + cs.SharedAccessKeyName
+	if st, ok := tokens.(*auth.StaticToken); ok {
+		cred = "fixed SAS token of policy " + cs.SharedAccessKeyName
+		if exp := st.ExpiresOn(); !time.Now().Before(exp) {
+			return nil, &argumentError{
+				msg:   fmt.Sprintf("iothub: the connection string's SharedAccessSignature expired at %s; a fixed token cannot be renewed: use a connection string with a SharedAccessKey", exp.UTC().Format(time.RFC3339)),
+				cause: auth.ErrSASExpired,
+			}
+		}
+	}
+	o := options(opts)
+	endpoint, err := endpointURL(o.Endpoint, "https://"+cs.Address(), o.InsecureAllowCredentialWithHTTP)
+	if err != nil {
+		return nil, err
+	}
+	p := &sasPolicy{tokens: tokens, allowHTTP: o.InsecureAllowCredentialWithHTTP}
+	return newClient(cs.HostName, cs.GatewayHostName, endpoint, cred, p, o), nil
+}
+
+// hostNamePattern is the .NET SDK's HostName rule.
+var hostNamePattern = regexp.MustCompile(`^[a-zA-Z0-9_\-\.]+$`)
+
+// NewClient returns a client authenticated with Microsoft Entra ID:
+// cred (e.g. from azidentity) is asked for tokens of scope EntraScope,
+// which are sent as "Authorization: Bearer …" and renewed by azcore's
+// bearer token policy. hostName is the hub's host name, e.g.
+// "myhub.azure-devices.net"; to connect elsewhere (a local hub) set
+// ClientOptions.Endpoint. The identity needs an IoT Hub data role (e.g.
+// "IoT Hub Data Contributor"). opts may be nil. No network I/O happens
+// here.
+func NewClient(hostName string, cred azcore.TokenCredential, opts *ClientOptions) (*Client, error) {
+	if !hostNamePattern.MatchString(hostName) {
+		return nil, argErr(fmt.Sprintf("invalid host name %q: want the hub's host name such as myhub.azure-devices.net (set ClientOptions.Endpoint to connect to another address)", clipID(hostName)))
+	}
+	if cred == nil {
+		return nil, argErr("NewClient needs a credential")
+	}
+	o := options(opts)
+	endpoint, err := endpointURL(o.Endpoint, "https://"+hostName, o.InsecureAllowCredentialWithHTTP)
+	if err != nil {
+		return nil, err
+	}
+	p := runtime.NewBearerTokenPolicy(cred, []string{EntraScope}, &policy.BearerTokenOptions{
+		InsecureAllowCredentialWithHTTP: o.InsecureAllowCredentialWithHTTP,
+	})
+	return newClient(hostName, "", endpoint, "Microsoft Entra ID", p, o), nil
+}
+
+func options(opts *ClientOptions) ClientOptions {
+	if opts == nil {
+		return ClientOptions{}
+	}
+	return *opts
+}
+
+// endpointURL checks ClientOptions.Endpoint (or def when it is empty) and
+// returns it as scheme://host[:port].
+func endpointURL(s, def string, allowHTTP bool) (string, error) {
+	if s == "" {
+		s = def
+	}
+	u, err := url.Parse(s)
+	bad := func(why string) error {
+		return argErr(fmt.Sprintf("invalid endpoint %q: %s", clipID(s), why))
+	}
+	switch {
+	case err != nil:
+		return "", bad("not a URL")
+	case u.Scheme != "https" && u.Scheme != "http":
+		return "", bad(`want "https://host[:port]"`)
+	case u.Scheme == "http" && !allowHTTP:
+		return "", bad("plain http would expose credentials (set InsecureAllowCredentialWithHTTP to allow it)")
+	case u.Host == "" || u.Hostname() == "":
+		return "", bad("no host")
+	case u.User != nil:
+		return "", bad("user information is not allowed")
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "", u.Opaque != "":
+		return "", bad("only scheme, host and port are allowed")
+	}
+	return u.Scheme + "://" + u.Host, nil
+}
+
+func newClient(hostName, gateway, endpoint, cred string, authPolicy policy.Policy, o ClientOptions) *Client {
+	pl := runtime.NewPipeline(moduleName, moduleVersion, runtime.PipelineOptions{
+		AllowedHeaders:         []string{"iothub-errorcode"},
+		AllowedQueryParameters: []string{"api-version", "top"},
+		APIVersion:             runtime.APIVersionOptions{Name: "api-version", Location: runtime.APIVersionLocationQueryParam},
+		PerRetry:               []policy.Policy{authPolicy},
+		Tracing:                runtime.TracingOptions{Namespace: "Microsoft.Devices"},
+	}, &o.ClientOptions)
+	c := &Client{hostName: hostName, gateway: gateway, endpoint: endpoint, cred: cred, pl: pl}
+	c.writeRetry = dispatchSafeRetry(o.Retry)
+	c.invokeRetry = c.writeRetry
+	c.invokeRetry.TryTimeout = 0
+	return c
+}
+
+// HostName returns the hub's host name (the identity the client's tokens
+// name), e.g. "myhub.azure-devices.net".
+func (c *Client) HostName() string { return c.hostName }
+
+// String describes the client without secrets, e.g.
+// "service.Client{hub localhost at https://127.0.0.1:8443, policy iothubowner}".
+func (c *Client) String() string {
+	if c == nil {
+		return "service.Client(nil)"
+	}
+	return "service.Client{hub " + c.hostName + " at " + c.endpoint + ", " + c.cred + "}"
+}
+
+// GoString is String, so %#v shows no secret either.
+func (c *Client) GoString() string { return c.String() }
+
+// sasPolicy authorizes each request with a SAS token from a provider: a
+// KeyTokenProvider caches its token and mints a new one at renewal time; a
+// StaticToken gives the same token until it expires.
+type sasPolicy struct {
+	tokens    auth.TokenProvider
+	allowHTTP bool
+}
+
+func (p *sasPolicy) Do(req *policy.Request) (*http.Response, error) {
+	if req.Raw().URL.Scheme != "https" && !p.allowHTTP {
+		return nil, &nonRetriableError{errors.New("iothub: refusing to send a SAS token over plain HTTP")}
+	}
+	tok, err := p.tokens.Token(req.Raw().Context())
+	if err != nil {
+		if errors.Is(err, auth.ErrSASExpired) {
+			err = fmt.Errorf("iothub: the connection string's SharedAccessSignature has expired and cannot be renewed; use a connection string with a SharedAccessKey: %w", err)
+		}
+		return nil, &nonRetriableError{err}
+	}
+	req.Raw().Header.Set("Authorization", tok.Value)
+	return req.Next()
+}
+
+// nonRetriableError stops azcore's retry policy (it looks for a
+// NonRetriable method).
+type nonRetriableError struct{ err error }
+
+func (e *nonRetriableError) Error() string { return e.err.Error() }
+func (e *nonRetriableError) Unwrap() error { return e.err }
+func (e *nonRetriableError) NonRetriable() {}
+
+// clipID shortens user input echoed in error messages.
+func clipID(s string) string {
+	if len(s) > 140 {
+		return s[:140] + "…"
+	}
+	return s
+}
+
+// pathSegment escapes one path segment (an id).
+func pathSegment(s string) string { return url.PathEscape(s) }
+
+// newRequest builds a request for path (already escaped) with the default
+// api-version; azcore's API version policy replaces it when
+// ClientOptions.APIVersion is set.
+func (c *Client) newRequest(ctx context.Context, method, path, query string) (*policy.Request, error) {
+	u := c.endpoint + path + "?api-version=" + DefaultAPIVersion
+	if query != "" {
+		u += "&" + query
+	}
+	req, err := runtime.NewRequest(ctx, method, u)
+	if err != nil {
+		return nil, fmt.Errorf("iothub: building request: %w", err)
+	}
+	req.Raw().Header.Set("Accept", "application/json")
+	return req, nil
+}
+
+// do sends req and returns the response when its status is one of ok;
+// other answers become a *ResponseError. ctx.Err() is returned as is.
+func (c *Client) do(ctx context.Context, req *policy.Request, ok ...int) (*http.Response, error) {
+	resp, err := c.pl.Do(req)
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		return nil, err
+	}
+	if !runtime.HasStatusCode(resp, ok...) {
+		return nil, newResponseError(resp)
+	}
+	return resp, nil
+}
+
+// checkID validates a device or module id before it is sent.
+func checkID(kind, id string) error {
+	if id == "" {
+		return argErr(kind + " id is empty")
+	}
+	if err := auth.CheckID(id); err != nil {
+		return &argumentError{msg: fmt.Sprintf("iothub: invalid %s id %q: %s", kind, clipID(id), strings.TrimPrefix(err.Error(), "iothub: ")), cause: err}
+	}
+	return nil
+}

@@ -1,0 +1,55 @@
+// Package service is the back-end half of the SDK: it invokes direct
+// methods on IoT Hub devices and modules and manages the hub's identity
+// registry, over IoT Hub's HTTPS service API.
+//
+// A Client is built on azcore's HTTP pipeline (retries, logging,
+// telemetry, pluggable Transport) and authenticates with a hub shared
+// access policy or with Microsoft Entra ID:
+//
+//	c, err := service.NewClientFromConnectionString(os.Getenv("IOTHUB_SERVICE_CONNECTION_STRING"), nil)
+//	c, err := service.NewClient("myhub.azure-devices.net", cred, nil) // cred: an azcore.TokenCredential
+//
+//	res, err := c.InvokeDeviceMethod(ctx, "myDeviceId", service.CloudToDeviceMethod{
+//		MethodName: "reboot", ResponseTimeout: 30 * time.Second})
+//	if errors.Is(err, service.ErrDeviceNotOnline) { … }
+//	fmt.Println(res.Status, string(res.Payload))
+//
+// # Results and errors
+//
+// The device's answer is a MethodResult: its status (a 4xx or 5xx from the
+// device is data, not an error) and its raw JSON payload. Errors are
+// reserved for the hub and the network: a *ResponseError carries the HTTP
+// status, IoT Hub's error code (404103 DeviceNotOnline, 504101
+// GatewayTimeout, …), message and tracking id, and matches the ErrXxx
+// sentinels with errors.Is. Arguments are checked before anything is sent
+// (method name, timeouts, payload size), and errors for them match
+// ErrArgumentInvalid. When the caller's context ends, ctx.Err() is
+// returned as is. Every message starts with "iothub: " and its text is
+// not part of the API.
+//
+// # Retries
+//
+// A direct method is not idempotent: the client retries an invocation only
+// when the hub provably did not dispatch it (connection refused, 429
+// throttling, 503), never after a 504 or once the request may have reached
+// the device. Registry writes are retried the same way (a retried create
+// whose first attempt succeeded would fail with 409); registry reads use
+// azcore's retry policy as configured in ClientOptions.Retry. Cancellation is
+// never retried.
+//
+// # Local hub
+//
+// The connection strings of [github.com/iothub-go/iothub/iothubtest] carry
+// GatewayHostName=127.0.0.1:PORT, which the client dials (tokens still name
+// HostName); pass the hub's HTTPClient as ClientOptions.Transport so that
+// its TLS certificate is trusted. ClientOptions.Endpoint does the same for
+// NewClient.
+//
+// # Secrets
+//
+// Keys, tokens and connection strings never appear in errors, in String
+// or %v of the Client, or in azcore's logs (the Authorization header is
+// redacted; bodies are not logged unless ClientOptions.Logging.IncludeBody is
+// set, which logs payloads and registry keys). DeviceConnectionString returns
+// a secret by design.
+package service

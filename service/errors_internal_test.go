@@ -1,0 +1,331 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+
+	"github.com/iothub-go/iothub/auth"
+)
+
+// Bodies in the shapes of protocol.md §5.3 and what they say.
+var errorBodies = []struct {
+	name string
+	body string
+	want errorInfo
+}{
+	{"shape A", `{"Message":"{\"errorCode\":404103,\"trackingId\":\"0123abcd-G:0-TimeStamp:10/19/2022 16:47:22\",\"message\":\"The operation failed because the requested device isn't online.\",\"timestampUtc\":\"2022-10-19T16:47:22.0203257Z\"}","ExceptionMessage":""}`,
+		errorInfo{code: 404103, message: "The operation failed because the requested device isn't online.", trackingID: "0123abcd-G:0-TimeStamp:10/19/2022 16:47:22"}},
+	{"shape A, code as string", `{"Message":"{\"errorCode\":\"504101\",\"trackingId\":\"t\",\"message\":\"Timed out\"}","ExceptionMessage":""}`,
+		errorInfo{code: 504101, message: "Timed out", trackingID: "t"}},
+	{"shape B", `{"Message":"ErrorCode:IotHubUnauthorizedAccess;Unauthorized","ExceptionMessage":"Tracking ID:9f3c-G:4-TimeStamp:09/23/2019 16:17:08"}`,
+		errorInfo{name: "IotHubUnauthorizedAccess", message: "Unauthorized", trackingID: "9f3c-G:4-TimeStamp:09/23/2019 16:17:08"}},
+	{"shape B, not a code name", `{"Message":"ErrorCode:!;x"}`, errorInfo{message: "ErrorCode:!;x"}},
+	{"shape B, no text", `{"Message":"ErrorCode:DeviceNotFound","ExceptionMessage":""}`,
+		errorInfo{name: "DeviceNotFound"}},
+	{"shape C", `{"Message":{"errorCode":"404103","trackingId":"abc","message":"offline","timestampUtc":"2022-10-19T16:47:22Z"},"ExceptionMessage":""}`,
+		errorInfo{code: 404103, message: "offline", trackingID: "abc"}},
+	{"shape C, numeric code", `{"Message":{"errorCode":409001,"message":"exists"}}`,
+		errorInfo{code: 409001, message: "exists"}},
+	{"inner object alone", `{"errorCode":412001,"trackingId":"x","message":"etag"}`,
+		errorInfo{code: 412001, message: "etag", trackingID: "x"}},
+	{"name as errorCode", `{"Message":"{\"errorCode\":\"GatewayTimeout\",\"message\":\"slow\"}"}`,
+		errorInfo{name: "GatewayTimeout", message: "slow"}},
+	{"plain ASP.NET", `{"Message":"No HTTP resource was found that matches the request URI 'https://h/x'.","ExceptionMessage":""}`,
+		errorInfo{message: "No HTTP resource was found that matches the request URI 'https://h/x'."}},
+	{"lower-case keys", `{"message":"{\"errorcode\":429001,\"message\":\"slow down\"}"}`,
+		errorInfo{code: 429001, message: "slow down"}},
+	{"BOM and spaces", "\xef\xbb\xbf  {\"Message\":\"ErrorCode:ServerError;boom\"} ",
+		errorInfo{name: "ServerError", message: "boom"}},
+	{"empty", ``, errorInfo{}},
+	{"not JSON", `<html>Bad Gateway</html>`, errorInfo{message: "<html>Bad Gateway</html>"}},
+	{"truncated JSON", `{"Message":"{\"errorCode\":404`, errorInfo{message: `{"Message":"{\"errorCode\":404`}},
+	{"Message inner is broken JSON", `{"Message":"{\"errorCode\":404"}`, errorInfo{message: `{"errorCode":404`}},
+	{"unknown object", `{"error":{"code":"X"}}`, errorInfo{message: `{"error":{"code":"X"}}`}},
+	{"array", `[1,2]`, errorInfo{message: `[1,2]`}},
+	{"code out of range", `{"errorCode":42,"message":"m"}`, errorInfo{message: "m"}},
+	{"code is garbage", `{"errorCode":"not a name!","message":"m"}`, errorInfo{message: "m"}},
+	{"null everything", `{"Message":null,"ExceptionMessage":null,"errorCode":null}`, errorInfo{message: `{"Message":null,"ExceptionMessage":null,"errorCode":null}`}},
+}
+
+func TestParseErrorBody(t *testing.T) {
+	for _, tc := range errorBodies {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := parseErrorBody([]byte(tc.body)); got != tc.want {
+				t.Fatalf("parseErrorBody(%s)\n got %+v\nwant %+v", tc.body, got, tc.want)
+			}
+		})
+	}
+	long := parseErrorBody([]byte(`{"Message":"` + strings.Repeat("é", 5000) + `"}`))
+	if len(long.message) > maxMessageLen+len("…") || !utf8.ValidString(long.message) {
+		t.Fatalf("a 10000-byte message became %d bytes (valid UTF-8: %v)", len(long.message), utf8.ValidString(long.message))
+	}
+}
+
+func FuzzParseErrorBody(f *testing.F) {
+	for _, tc := range errorBodies {
+		f.Add([]byte(tc.body), "")
+	}
+	f.Add([]byte(`{"Message":"{\"errorCode\":404103}"}`), "DeviceNotFound")
+	f.Add([]byte(`{"Message":{"errorCode":{"x":1}}}`), "bad header!")
+	f.Fuzz(func(t *testing.T, body []byte, header string) {
+		info := parseErrorBody(body)
+		if len(info.message) > maxMessageLen+len("…") || len(info.trackingID) > maxMessageLen+len("…") {
+			t.Fatalf("unbounded fields: %d, %d bytes", len(info.message), len(info.trackingID))
+		}
+		if info.code != 0 && (info.code < 100000 || info.code > 999999) {
+			t.Fatalf("code %d", info.code)
+		}
+		if info.name != "" && !validName(string(info.name)) {
+			t.Fatalf("name %q", info.name)
+		}
+		resp := &http.Response{StatusCode: 404, Header: http.Header{"Iothub-Errorcode": {header}}, Body: io.NopCloser(bytes.NewReader(body))}
+		err := newResponseError(resp)
+		var re *ResponseError
+		if !errors.As(err, &re) || re.StatusCode != 404 || !strings.HasPrefix(re.Error(), "iothub: ") {
+			t.Fatalf("newResponseError: %v", err)
+		}
+		if re.Code != 0 && codeNames[re.Code] != "" && re.ErrorCode != codeNames[re.Code] {
+			t.Fatalf("code %d and name %q disagree", re.Code, re.ErrorCode)
+		}
+		_ = errors.Is(err, ErrDeviceNotFound)
+	})
+}
+
+func response(status int, header string, body string) *http.Response {
+	h := http.Header{}
+	if header != "" {
+		h.Set("iothub-errorcode", header)
+	}
+	u, _ := url.Parse("https://localhost/twins/d/methods?api-version=2021-04-12")
+	return &http.Response{StatusCode: status, Status: fmt.Sprint(status), Header: h, Body: io.NopCloser(strings.NewReader(body)),
+		Request: &http.Request{Method: "POST", URL: u, Header: http.Header{"Authorization": {"SharedAccessSignature sr=x&sig=SECRET&se=1"}}}}
+}
+
+// The header names the code first; the body's number is kept only when it
+// agrees.
+func TestNewResponseError(t *testing.T) {
+	shapeA := func(code int) string {
+		return fmt.Sprintf(`{"Message":"{\"errorCode\":%d,\"trackingId\":\"tid\",\"message\":\"msg\"}","ExceptionMessage":""}`, code)
+	}
+	for _, tc := range []struct {
+		name     string
+		status   int
+		header   string
+		body     string
+		wantCode int
+		wantName ErrorCode
+		wantText string
+		is       error
+	}{
+		{"agree", 404, "DeviceNotOnline", shapeA(404103), 404103, ErrorCodeDeviceNotOnline, "iothub: 404103 DeviceNotOnline: msg", ErrDeviceNotOnline},
+		{"header only", 404, "DeviceNotFound", `garbage`, 404001, ErrorCodeDeviceNotFound, "iothub: 404001 DeviceNotFound: garbage", ErrDeviceNotFound},
+		{"body only", 404, "", shapeA(404010), 404010, ErrorCodeModuleNotFound, "iothub: 404010 ModuleNotFound: msg", ErrModuleNotFound},
+		{"disagree: header wins", 404, "DeviceNotFound", shapeA(404103), 404001, ErrorCodeDeviceNotFound, "iothub: 404001 DeviceNotFound: msg", ErrDeviceNotFound},
+		{"unknown name, unknown number", 403, "DeviceMaximumInflightMethodExceeded", shapeA(403800), 403800, "DeviceMaximumInflightMethodExceeded", "iothub: 403800 DeviceMaximumInflightMethodExceeded: msg", nil},
+		{"unknown name, known number", 429, "SomethingNew", shapeA(429001), 0, "SomethingNew", "iothub: SomethingNew: msg", ErrThrottled},
+		{"unknown throttling code", 429, "", shapeA(429005), 429005, "", "iothub: 429005: msg", ErrThrottled},
+		{"shape B name", 401, "", `{"Message":"ErrorCode:IotHubUnauthorizedAccess;Unauthorized","ExceptionMessage":"Tracking ID:t1"}`, 401002, ErrorCodeIotHubUnauthorizedAccess, "iothub: 401002 IotHubUnauthorizedAccess: Unauthorized", ErrUnauthorized},
+		{"bad header ignored", 404, "Device Not;Online", shapeA(404103), 404103, ErrorCodeDeviceNotOnline, "iothub: 404103 DeviceNotOnline: msg", ErrDeviceNotOnline},
+		{"no code, 504", 504, "", ``, 0, "", "iothub: HTTP 504 Gateway Timeout", ErrGatewayTimeout},
+		{"no code, 400", 400, "", `{"Message":"bad"}`, 0, "", "iothub: HTTP 400 Bad Request: bad", ErrArgumentInvalid},
+		{"400006 is an invalid argument", 400, "IotHubFormatError", shapeA(400006), 400006, ErrorCodeIotHubFormatError, "iothub: 400006 IotHubFormatError: msg", ErrArgumentInvalid},
+		{"400005 too", 400, "", shapeA(400005), 400005, ErrorCodeArgumentNull, "iothub: 400005 ArgumentNull: msg", ErrArgumentInvalid},
+		{"no code, 413", 413, "", ``, 0, "", "iothub: HTTP 413 Request Entity Too Large", ErrMessageTooLarge},
+		{"no code, 412", 412, "", ``, 0, "", "iothub: HTTP 412 Precondition Failed", ErrPreconditionFailed},
+		{"no code, 401", 401, "", ``, 0, "", "iothub: HTTP 401 Unauthorized", ErrUnauthorized},
+		{"no code, 503", 503, "", ``, 0, "", "iothub: HTTP 503 Service Unavailable", ErrServiceUnavailable},
+		{"unknown status", 599, "", ``, 0, "", "iothub: HTTP 599", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := newResponseError(response(tc.status, tc.header, tc.body))
+			re := err.(*ResponseError)
+			if re.Code != tc.wantCode || re.ErrorCode != tc.wantName || re.Error() != tc.wantText {
+				t.Fatalf("got %d %q %q, want %d %q %q", re.Code, re.ErrorCode, re.Error(), tc.wantCode, tc.wantName, tc.wantText)
+			}
+			all := []error{ErrDeviceNotOnline, ErrDeviceNotFound, ErrModuleNotFound, ErrGatewayTimeout, ErrThrottled, ErrUnauthorized,
+				ErrArgumentInvalid, ErrMessageTooLarge, ErrPreconditionFailed, ErrDeviceAlreadyExists, ErrModuleAlreadyExists, ErrServiceUnavailable}
+			for _, s := range all {
+				if errors.Is(err, s) != (s == tc.is) {
+					t.Errorf("errors.Is(%v, %v) = %v", err, s, !(s == tc.is))
+				}
+			}
+			var az *azcore.ResponseError
+			if !errors.As(err, &az) || az.StatusCode != tc.status || az.ErrorCode != string(tc.wantName) {
+				t.Fatalf("azcore error %+v", az)
+			}
+			if strings.Contains(err.Error(), "SECRET") || strings.Contains(fmt.Sprint(az), "SECRET") {
+				t.Fatal("the error shows the request's Authorization header")
+			}
+		})
+	}
+	// A sentinel is not matched by unrelated errors, and its text is clear.
+	if errors.Is(errors.New("x"), ErrThrottled) || ErrThrottled.Error() != "iothub: throttled" {
+		t.Fatal("sentinel basics")
+	}
+}
+
+// A fixed token that has expired stops requests with a clear error and no
+// retries.
+func TestSASPolicyExpiredStaticToken(t *testing.T) {
+	key := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	tok, err := auth.SignSAS("localhost", "iothubowner", key, time.Now().Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := auth.NewStaticToken(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent int
+	transport := transportFunc(func(*http.Request) (*http.Response, error) { sent++; return nil, errors.New("unreachable") })
+	o := ClientOptions{}
+	o.Transport = transport
+	o.Retry.MaxRetries = 3
+	c := newClient("localhost", "", "https://localhost", "test", &sasPolicy{tokens: st}, o)
+	_, err = c.GetDevice(context.Background(), "dev1")
+	if !errors.Is(err, auth.ErrSASExpired) || !strings.Contains(err.Error(), "SharedAccessSignature has expired and cannot be renewed") {
+		t.Fatalf("got %v", err)
+	}
+	if strings.Contains(err.Error(), "sig=") {
+		t.Fatalf("the error shows the token: %v", err)
+	}
+	if sent != 0 {
+		t.Fatalf("%d requests sent with an expired token", sent)
+	}
+	// And plain HTTP is refused before a token is put on the wire.
+	c = newClient("localhost", "", "http://localhost", "test", &sasPolicy{tokens: st}, o)
+	if _, err := c.GetDevice(context.Background(), "dev1"); err == nil || !strings.Contains(err.Error(), "plain HTTP") || sent != 0 {
+		t.Fatalf("plain HTTP: %v, %d sent", err, sent)
+	}
+}
+
+type transportFunc func(*http.Request) (*http.Response, error)
+
+func (f transportFunc) Do(r *http.Request) (*http.Response, error) { return f(r) }
+
+// When the hub does not answer within the method's timeouts plus the
+// margin, the call ends with an error wrapping context.DeadlineExceeded
+// (here with a short deadline standing in for the derived one).
+func TestInvokeClientDeadline(t *testing.T) {
+	done := make(chan struct{})
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case <-r.Context().Done():
+		case <-done:
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(done) })
+	hc := srv.Client()
+	t.Cleanup(hc.CloseIdleConnections)
+	o := ClientOptions{}
+	o.Transport = hc
+	key := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	tp, err := auth.NewKeyTokenProvider("localhost", "iothubowner", key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient("localhost", "", srv.URL, "test", &sasPolicy{tokens: tp}, o)
+	body, timeout, err := CloudToDeviceMethod{MethodName: "m"}.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if timeout != 45*time.Second {
+		t.Fatalf("deadline for the defaults = %v, want 30s + 0s + 15s", timeout)
+	}
+	ctx := context.Background()
+	_, err = c.send(ctx, "/twins/d/methods", body, 200*time.Millisecond)
+	if !errors.Is(err, context.DeadlineExceeded) || err == context.DeadlineExceeded || !strings.HasPrefix(err.Error(), "iothub: no answer from the hub within 200ms") {
+		t.Fatalf("got %v, want the client's own deadline error", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the caller's context ended")
+	}
+}
+
+func TestMethodDeadline(t *testing.T) {
+	for _, tc := range []struct {
+		m    CloudToDeviceMethod
+		want time.Duration
+	}{
+		{CloudToDeviceMethod{MethodName: "m"}, 45 * time.Second},
+		{CloudToDeviceMethod{MethodName: "m", ResponseTimeout: 5 * time.Second}, 20 * time.Second},
+		{CloudToDeviceMethod{MethodName: "m", ResponseTimeout: 300 * time.Second, ConnectTimeout: 300 * time.Second}, 615 * time.Second},
+		{CloudToDeviceMethod{MethodName: "m", ConnectTimeout: 60 * time.Second}, 105 * time.Second},
+	} {
+		body, got, err := tc.m.encode()
+		if err != nil || got != tc.want {
+			t.Fatalf("%+v: deadline %v (%v), want %v", tc.m, got, err, tc.want)
+		}
+		want := fmt.Sprintf(`{"methodName":"m","responseTimeoutInSeconds":%d,"connectTimeoutInSeconds":%d,"payload":null}`,
+			(tc.want-tc.m.ConnectTimeout-deadlineMargin)/time.Second, tc.m.ConnectTimeout/time.Second)
+		if string(body) != want {
+			t.Fatalf("body %s, want %s", body, want)
+		}
+	}
+}
+
+func TestRetryClassification(t *testing.T) {
+	o := dispatchSafeRetry(policy.RetryOptions{})
+	dial := &url.Error{Op: "Post", URL: "https://h", Err: &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}
+	read := &url.Error{Op: "Post", URL: "https://h", Err: &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}}
+	for _, tc := range []struct {
+		name   string
+		status int
+		err    error
+		want   bool
+	}{
+		{"dial error", 0, dial, true},
+		{"reset after writing", 0, read, false},
+		{"EOF", 0, io.ErrUnexpectedEOF, false},
+		{"deadline", 0, context.DeadlineExceeded, false},
+		{"429", 429, nil, true},
+		{"503", 503, nil, true},
+		{"504", 504, nil, false},
+		{"500", 500, nil, false},
+		{"502", 502, nil, false},
+		{"408", 408, nil, false},
+		{"404", 404, nil, false},
+		{"200", 200, nil, false},
+	} {
+		var resp *http.Response
+		if tc.err == nil {
+			resp = &http.Response{StatusCode: tc.status}
+		}
+		if got := o.ShouldRetry(resp, tc.err); got != tc.want {
+			t.Errorf("%s: ShouldRetry = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// The caller's status codes restrict; an empty list allows none.
+	none := dispatchSafeRetry(policy.RetryOptions{StatusCodes: []int{}})
+	if none.ShouldRetry(&http.Response{StatusCode: 429}, nil) || !none.ShouldRetry(nil, dial) {
+		t.Error("StatusCodes [] must stop status retries, not dial retries")
+	}
+	// The caller's ShouldRetry is kept.
+	mine := func(*http.Response, error) bool { return true }
+	if got := dispatchSafeRetry(policy.RetryOptions{ShouldRetry: mine}); !got.ShouldRetry(&http.Response{StatusCode: 504}, nil) {
+		t.Error("the caller's ShouldRetry was replaced")
+	}
+	if !runtime.HasStatusCode(&http.Response{StatusCode: 504}, 504) {
+		t.Fatal("sanity")
+	}
+}

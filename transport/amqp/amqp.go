@@ -1,0 +1,471 @@
+// Package amqp is the AMQP 1.0 device transport for Azure IoT Hub, over TLS
+// (port 5671) or WebSocket (port 443, path /$iothub/websocket, subprotocol
+// AMQPWSB10), built on github.com/Azure/go-amqp.
+//
+// SAS identities authenticate with a CBS put-token on the $cbs node and
+// renew their token the same way, on the live connection. X.509 identities
+// present their certificate in TLS and skip CBS. Direct methods use the two
+// links on /devices/{id}/methods/devicebound; telemetry uses
+// /devices/{id}/messages/events.
+package amqp
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	amqp "github.com/Azure/go-amqp"
+	"github.com/coder/websocket"
+	"golang.org/x/net/http/httpproxy"
+
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/transport"
+)
+
+// APIVersion is the IoT Hub API version sent in link properties.
+const APIVersion = "2021-04-12"
+
+// WebSocketPath is the path of IoT Hub's WebSocket endpoint.
+const WebSocketPath = "/$iothub/websocket"
+
+// Options configures the AMQP transport. The zero value is AMQP over TLS.
+type Options struct {
+	// WebSocket selects AMQP over WebSocket (wss, port 443 unless the
+	// address has one) instead of AMQP over TLS (port 5671).
+	WebSocket bool
+	// IdleTimeout is the AMQP idle time-out the client announces. Zero
+	// means 120 s.
+	IdleTimeout time.Duration
+}
+
+// Transport dials IoT Hub over AMQP. It is safe for concurrent use.
+type Transport struct {
+	ws   bool
+	idle time.Duration
+}
+
+// New returns an AMQP transport. opts may be nil.
+func New(opts *Options) *Transport {
+	t := &Transport{idle: 120 * time.Second}
+	if opts != nil {
+		t.ws = opts.WebSocket
+		if opts.IdleTimeout > 0 {
+			t.idle = opts.IdleTimeout
+		}
+	}
+	return t
+}
+
+// Name returns "amqp" or "amqp-ws".
+func (t *Transport) Name() string {
+	if t.ws {
+		return "amqp-ws"
+	}
+	return "amqp"
+}
+
+// MethodSupport returns nil: AMQP carries direct methods.
+func (t *Transport) MethodSupport() error { return nil }
+
+func newUUID() amqp.UUID {
+	var u amqp.UUID
+	_, _ = rand.Read(u[:])
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return u
+}
+
+// dialNet opens the TLS or WebSocket byte stream.
+func (t *Transport) dialNet(ctx context.Context, cfg transport.Config) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(cfg.Address)
+	if err != nil {
+		host, port = strings.Trim(cfg.Address, "[]"), "5671"
+		if t.ws {
+			port = "443"
+		}
+	}
+	if host == "" {
+		return nil, errors.New("iothub: amqp: empty host address")
+	}
+	tlsConf := cfg.TLSConfig.Clone()
+	if tlsConf.ServerName == "" {
+		tlsConf.ServerName = host
+	}
+	hp := net.JoinHostPort(host, port)
+	if !t.ws {
+		d := &tls.Dialer{Config: tlsConf}
+		c, err := d.DialContext(ctx, "tcp", hp)
+		if err != nil {
+			return nil, fmt.Errorf("iothub: amqp: %w", err)
+		}
+		return c, nil
+	}
+	proxy := httpproxy.FromEnvironment().ProxyFunc()
+	hc := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: tlsConf,
+		Proxy:           func(r *http.Request) (*url.URL, error) { return proxy(r.URL) },
+	}}
+	wc, _, err := websocket.Dial(ctx, "wss://"+hp+WebSocketPath, &websocket.DialOptions{
+		HTTPClient:   hc,
+		Subprotocols: []string{"AMQPWSB10"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("iothub: amqp: websocket: %w", err)
+	}
+	if wc.Subprotocol() != "AMQPWSB10" {
+		wc.Close(websocket.StatusProtocolError, "AMQPWSB10 expected")
+		return nil, errors.New("iothub: amqp: the hub did not accept the AMQPWSB10 subprotocol")
+	}
+	wc.SetReadLimit(-1)
+	return websocket.NetConn(context.Background(), wc, websocket.MessageBinary), nil
+}
+
+// Dial connects, opens a session and, for SAS identities, authenticates
+// with a CBS put-token. It uses no SASL layer, as the .NET and Node SDKs
+// do.
+func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.Conn, error) {
+	nc, err := t.dialNet(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	ac, err := amqp.NewConn(ctx, nc, &amqp.ConnOptions{
+		ContainerID: newUUID().String(),
+		HostName:    cfg.Identity.HostName,
+		IdleTimeout: t.idle,
+	})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("iothub: amqp: open: %w", err)
+	}
+	c := &conn{
+		id:   cfg.Identity,
+		ac:   ac,
+		info: cfg.ProductInfo,
+		done: make(chan struct{}),
+		rids: map[string]any{},
+	}
+	go func() {
+		select {
+		case <-ac.Done():
+			c.fail(ac.Err())
+		case <-c.done:
+		}
+	}()
+	if c.session, err = ac.NewSession(ctx, nil); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("iothub: amqp: begin: %w", err)
+	}
+	if cfg.Token != "" {
+		if err := c.putToken(ctx, cfg.Token); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+type conn struct {
+	id      auth.Identity
+	ac      *amqp.Conn
+	session *amqp.Session
+	info    string
+	done    chan struct{}
+
+	cbsMu  sync.Mutex // one put-token at a time
+	cbsOut *amqp.Sender
+	cbsIn  *amqp.Receiver
+
+	mu       sync.Mutex
+	err      error
+	ended    bool
+	methodsS *amqp.Sender // device → hub method responses
+	methodsR *amqp.Receiver
+	events   *amqp.Sender
+	rids     map[string]any // request id → correlation-id as received
+}
+
+func (c *conn) fail(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended {
+		return
+	}
+	c.ended = true
+	if err == nil {
+		err = errors.New("connection closed by the hub")
+	}
+	c.err = fmt.Errorf("iothub: amqp: connection lost: %w", err)
+	close(c.done)
+}
+
+func (c *conn) Done() <-chan struct{} { return c.done }
+
+func (c *conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *conn) Close() error {
+	c.mu.Lock()
+	if !c.ended {
+		c.ended = true
+		close(c.done)
+	}
+	c.mu.Unlock()
+	return c.ac.Close()
+}
+
+func (c *conn) resource() string { return c.id.Resource() }
+
+func (c *conn) address(suffix string) string {
+	a := "/devices/" + url.PathEscape(c.id.DeviceID)
+	if c.id.ModuleID != "" {
+		a += "/modules/" + url.PathEscape(c.id.ModuleID)
+	}
+	return a + suffix
+}
+
+// isUnauthorized reports an AMQP error meaning refused credentials.
+func isUnauthorized(err error) bool {
+	var ae *amqp.Error
+	return errors.As(err, &ae) && ae.Condition == amqp.ErrCondUnauthorizedAccess
+}
+
+func wrap(what string, err error) error {
+	if isUnauthorized(err) {
+		return fmt.Errorf("%w: amqp: %s: %v", transport.ErrNotAuthorized, what, err)
+	}
+	return fmt.Errorf("iothub: amqp: %s: %w", what, err)
+}
+
+// putToken presents a SAS token on the $cbs node and waits for status 200.
+func (c *conn) putToken(ctx context.Context, token string) error {
+	c.cbsMu.Lock()
+	defer c.cbsMu.Unlock()
+	if c.cbsOut == nil {
+		s, err := c.session.NewSender(ctx, "$cbs", nil)
+		if err != nil {
+			return wrap("attaching $cbs", err)
+		}
+		r, err := c.session.NewReceiver(ctx, "$cbs", &amqp.ReceiverOptions{Credit: 10})
+		if err != nil {
+			s.Close(ctx)
+			return wrap("attaching $cbs", err)
+		}
+		c.cbsOut, c.cbsIn = s, r
+	}
+	id := newUUID().String()
+	op, typ, audience, reply := "put-token", "servicebus.windows.net:sastoken", c.resource(), "cbs"
+	to := "$cbs"
+	req := &amqp.Message{
+		Properties:            &amqp.MessageProperties{MessageID: id, To: &to, ReplyTo: &reply},
+		ApplicationProperties: map[string]any{"operation": op, "type": typ, "name": audience},
+		Value:                 token,
+	}
+	if err := c.cbsOut.Send(ctx, req, nil); err != nil {
+		return wrap("put-token", err)
+	}
+	for {
+		resp, err := c.cbsIn.Receive(ctx, nil)
+		if err != nil {
+			return wrap("put-token reply", err)
+		}
+		_ = c.cbsIn.AcceptMessage(ctx, resp)
+		if resp.Properties == nil || fmt.Sprint(resp.Properties.CorrelationID) != id {
+			continue // a reply to an earlier request
+		}
+		code, _ := toInt(resp.ApplicationProperties["status-code"])
+		desc, _ := resp.ApplicationProperties["status-description"].(string)
+		switch {
+		case code == 200 || code == 202:
+			return nil
+		case code == 401 || code == 403:
+			return fmt.Errorf("%w: amqp: put-token: %d %s", transport.ErrNotAuthorized, code, desc)
+		default:
+			return fmt.Errorf("iothub: amqp: put-token: %d %s", code, desc)
+		}
+	}
+}
+
+// UpdateToken renews the connection's SAS token with another put-token.
+func (c *conn) UpdateToken(ctx context.Context, token string) error { return c.putToken(ctx, token) }
+
+func toInt(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int32:
+		return int64(n), true
+	case int64:
+		return n, true
+	case int:
+		return int64(n), true
+	case int16:
+		return int64(n), true
+	case int8:
+		return int64(n), true
+	case uint32:
+		return int64(n), true
+	case uint16:
+		return int64(n), true
+	case uint8:
+		return int64(n), true
+	case uint64:
+		if n <= 1<<62 {
+			return int64(n), true
+		}
+	}
+	return 0, false
+}
+
+func (c *conn) linkProperties() map[string]any {
+	return map[string]any{
+		"com.microsoft:api-version":            APIVersion,
+		"com.microsoft:channel-correlation-id": "methods:" + newUUID().String(),
+		"com.microsoft:client-version":         c.info,
+	}
+}
+
+// SubscribeMethods attaches the method links; the hub counts the device as
+// subscribed once both are attached.
+func (c *conn) SubscribeMethods(ctx context.Context, deliver func(*transport.MethodRequest)) error {
+	addr := c.address("/methods/devicebound")
+	props := c.linkProperties()
+	first := amqp.ReceiverSettleModeFirst
+	s, err := c.session.NewSender(ctx, addr, &amqp.SenderOptions{Name: "methods-sender-" + newUUID().String(), Properties: props, RequestedReceiverSettleMode: &first})
+	if err != nil {
+		return wrap("attaching the method response link", err)
+	}
+	r, err := c.session.NewReceiver(ctx, addr, &amqp.ReceiverOptions{Name: "methods-receiver-" + newUUID().String(), Properties: props, Credit: 50, SettlementMode: &first})
+	if err != nil {
+		s.Close(ctx)
+		return wrap("attaching the method request link", err)
+	}
+	c.mu.Lock()
+	c.methodsS, c.methodsR = s, r
+	c.mu.Unlock()
+	go c.receiveMethods(r, deliver)
+	return nil
+}
+
+func (c *conn) receiveMethods(r *amqp.Receiver, deliver func(*transport.MethodRequest)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-c.done
+		cancel()
+	}()
+	for {
+		msg, err := r.Receive(ctx, nil)
+		if err != nil {
+			// A detached link (e.g. an expired token) ends the connection
+			// for the client, which then reconnects.
+			c.fail(fmt.Errorf("method link: %w", err))
+			return
+		}
+		_ = r.AcceptMessage(ctx, msg)
+		var corr any
+		if msg.Properties != nil {
+			corr = msg.Properties.CorrelationID
+		}
+		rid := ""
+		switch v := corr.(type) {
+		case amqp.UUID:
+			rid = v.String()
+		case string:
+			rid = v
+		}
+		name, _ := msg.ApplicationProperties["IoThub-methodname"].(string)
+		if rid == "" || name == "" {
+			continue // not a method request IoT Hub would send
+		}
+		var payload []byte
+		for _, d := range msg.Data {
+			payload = append(payload, d...)
+		}
+		c.mu.Lock()
+		c.rids[rid] = corr
+		c.mu.Unlock()
+		deliver(&transport.MethodRequest{Name: name, RequestID: rid, Payload: payload})
+	}
+}
+
+// RespondMethod sends the answer with the request's correlation-id and
+// waits for the hub to accept it.
+func (c *conn) RespondMethod(ctx context.Context, requestID string, resp *transport.MethodResponse) error {
+	c.mu.Lock()
+	corr, ok := c.rids[requestID]
+	delete(c.rids, requestID)
+	s := c.methodsS
+	c.mu.Unlock()
+	if !ok || s == nil {
+		return fmt.Errorf("iothub: amqp: no pending method request %q", requestID)
+	}
+	msg := &amqp.Message{
+		Properties:            &amqp.MessageProperties{CorrelationID: corr},
+		ApplicationProperties: map[string]any{"IoThub-status": int32(resp.Status)},
+		Data:                  [][]byte{resp.Payload},
+	}
+	if err := s.Send(ctx, msg, nil); err != nil {
+		return wrap("sending method response", err)
+	}
+	return nil
+}
+
+// SendEvent sends msg on the telemetry link and waits for the hub to
+// accept it.
+func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
+	c.mu.Lock()
+	s := c.events
+	c.mu.Unlock()
+	if s == nil {
+		var err error
+		s, err = c.session.NewSender(ctx, c.address("/messages/events"), nil)
+		if err != nil {
+			return wrap("attaching the telemetry link", err)
+		}
+		c.mu.Lock()
+		if c.events != nil {
+			old := s
+			s = c.events
+			c.mu.Unlock()
+			old.Close(ctx)
+		} else {
+			c.events = s
+			c.mu.Unlock()
+		}
+	}
+	props := &amqp.MessageProperties{}
+	if msg.MessageID != "" {
+		props.MessageID = msg.MessageID
+	}
+	if msg.CorrelationID != "" {
+		props.CorrelationID = msg.CorrelationID
+	}
+	if msg.ContentType != "" {
+		props.ContentType = &msg.ContentType
+	}
+	if msg.ContentEncoding != "" {
+		props.ContentEncoding = &msg.ContentEncoding
+	}
+	am := &amqp.Message{Properties: props, Data: [][]byte{msg.Body}}
+	if len(msg.Properties) > 0 {
+		am.ApplicationProperties = make(map[string]any, len(msg.Properties))
+		for k, v := range msg.Properties {
+			am.ApplicationProperties[k] = v
+		}
+	}
+	if err := s.Send(ctx, am, nil); err != nil {
+		return wrap("sending event", err)
+	}
+	return nil
+}
+
+var _ transport.TokenUpdater = (*conn)(nil)
