@@ -473,3 +473,22 @@ func authTTL(d time.Duration) auth.TokenOptions { return auth.TokenOptions{TTL: 
 func authX509(cert tls.Certificate) (*auth.X509Credential, error) {
 	return auth.NewX509Credential(cert)
 }
+
+// Handlers may be registered after Connect: the subscription is already in
+// place, and the new handler takes the next call.
+func TestRegisterAfterConnect(t *testing.T) {
+	hub := iothubtest.NewServer(t, nil)
+	c := newClient(t, hub, hub.AddDevice(t, "dev1"), nil, nil)
+	if r := call(t, hub, "dev1", "late", `1`); r.HTTP != 200 || r.Status != 501 {
+		t.Fatalf("before registration: %+v", r)
+	}
+	if err := c.SetMethodHandler("late", echo); err != nil {
+		t.Fatal(err)
+	}
+	if r := call(t, hub, "dev1", "late", `2`); r.Status != 200 || string(r.Payload) != "2" {
+		t.Fatalf("after registration: %+v", r)
+	}
+	if err := c.SetMethodHandler("", echo); err == nil {
+		t.Fatal("empty method name accepted")
+	}
+}
