@@ -478,6 +478,10 @@ func (c *Client) loop(conn transport.Conn, tok auth.Token, stop chan struct{}) {
 				timer.Stop()
 			}
 			err := conn.Err()
+			// Release what the lost connection still holds: a transport may
+			// end a connection for the client (e.g. AMQP, when the hub
+			// detaches the method links) while its socket stays open.
+			conn.Close()
 			c.log.Info("connection lost", "error", err)
 			c.setState(ConnectionStateConnecting, err)
 		case <-renew:

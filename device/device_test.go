@@ -20,6 +20,7 @@ import (
 	"github.com/iothub-go/iothub/internal/testutil/hubcall"
 	"github.com/iothub-go/iothub/iothubtest"
 	"github.com/iothub-go/iothub/transport"
+	"github.com/iothub-go/iothub/transport/amqp"
 	"github.com/iothub-go/iothub/transport/mqtt"
 )
 
@@ -31,6 +32,20 @@ var transports = []struct {
 }{
 	{"mqtt", mqtt.New(nil)},
 	{"mqtt-ws", mqtt.New(&mqtt.Options{WebSocket: true})},
+	{"amqp", amqp.New(nil)},
+	{"amqp-ws", amqp.New(&amqp.Options{WebSocket: true})},
+}
+
+// eachTransport runs f once per method transport, as parallel subtests: one
+// suite, every transport.
+func eachTransport(t *testing.T, f func(t *testing.T, tr transport.Transport)) {
+	t.Helper()
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			f(t, tr.tr)
+		})
+	}
 }
 
 // fastRetry keeps reconnects quick in tests.
@@ -136,94 +151,98 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestHandlerOutcomes(t *testing.T) {
-	hub := iothubtest.NewServer(t, nil)
-	cs := hub.AddDevice(t, "dev1")
-	c := newClient(t, hub, cs, nil, func(c *device.Client) {
-		c.SetMethodHandler("echo", echo)
-		c.SetMethodHandler("fail", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
-			return nil, errors.New("disk full")
+	eachTransport(t, func(t *testing.T, tr transport.Transport) {
+		hub := iothubtest.NewServer(t, nil)
+		cs := hub.AddDevice(t, "dev1")
+		c := newClient(t, hub, cs, &device.ClientOptions{Transport: tr}, func(c *device.Client) {
+			c.SetMethodHandler("echo", echo)
+			c.SetMethodHandler("fail", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+				return nil, errors.New("disk full")
+			})
+			c.SetMethodHandler("panic", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+				panic("boom")
+			})
+			c.SetMethodHandler("nothing", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+				return nil, nil
+			})
+			c.SetMethodHandler("status", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+				return &device.MethodResponse{Status: 418, Payload: json.RawMessage(`"teapot"`)}, nil
+			})
+			c.SetMethodHandler("badjson", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+				return &device.MethodResponse{Status: 200, Payload: json.RawMessage(`{not json`)}, nil
+			})
 		})
-		c.SetMethodHandler("panic", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
-			panic("boom")
-		})
-		c.SetMethodHandler("nothing", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
-			return nil, nil
-		})
-		c.SetMethodHandler("status", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
-			return &device.MethodResponse{Status: 418, Payload: json.RawMessage(`"teapot"`)}, nil
-		})
-		c.SetMethodHandler("badjson", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
-			return &device.MethodResponse{Status: 200, Payload: json.RawMessage(`{not json`)}, nil
-		})
-	})
-	for _, tc := range []struct {
-		method, payload string
-		status          int
-		want            string
-	}{
-		{"unknown", "", 501, `{"error":"method \"unknown\" is not implemented on this device"}`},
-		{"fail", "", 500, `{"error":"disk full"}`},
-		{"panic", "", 500, `{"error":"the method handler failed"}`},
-		{"echo", `{"after":"panic"}`, 200, `{"after":"panic"}`}, // the client still answers
-		{"nothing", "", 200, `null`},
-		{"status", "", 418, `"teapot"`},
-		{"badjson", "", 500, `{"error":"the handler's response payload is not valid JSON"}`},
-	} {
-		t.Run(tc.method, func(t *testing.T) {
-			r := call(t, hub, "dev1", tc.method, tc.payload)
-			if r.HTTP != 200 || r.Status != tc.status || string(r.Payload) != tc.want {
-				t.Fatalf("got %+v, want status %d payload %s", r, tc.status, tc.want)
-			}
-		})
-	}
+		for _, tc := range []struct {
+			method, payload string
+			status          int
+			want            string
+		}{
+			{"unknown", "", 501, `{"error":"method \"unknown\" is not implemented on this device"}`},
+			{"fail", "", 500, `{"error":"disk full"}`},
+			{"panic", "", 500, `{"error":"the method handler failed"}`},
+			{"echo", `{"after":"panic"}`, 200, `{"after":"panic"}`}, // the client still answers
+			{"nothing", "", 200, `null`},
+			{"status", "", 418, `"teapot"`},
+			{"badjson", "", 500, `{"error":"the handler's response payload is not valid JSON"}`},
+		} {
+			t.Run(tc.method, func(t *testing.T) {
+				r := call(t, hub, "dev1", tc.method, tc.payload)
+				if r.HTTP != 200 || r.Status != tc.status || string(r.Payload) != tc.want {
+					t.Fatalf("got %+v, want status %d payload %s", r, tc.status, tc.want)
+				}
+			})
+		}
 
-	// A default handler takes unknown names; removing it restores 501.
-	c.SetDefaultMethodHandler(func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
-		return device.JSONResponse(202, req.Name)
+		// A default handler takes unknown names; removing it restores 501.
+		c.SetDefaultMethodHandler(func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+			return device.JSONResponse(202, req.Name)
+		})
+		if r := call(t, hub, "dev1", "anything", ""); r.Status != 202 || string(r.Payload) != `"anything"` {
+			t.Fatalf("default handler: %+v", r)
+		}
+		c.SetDefaultMethodHandler(nil)
+		c.SetMethodHandler("echo", nil)
+		if r := call(t, hub, "dev1", "echo", ""); r.Status != 501 {
+			t.Fatalf("removed handler: %+v", r)
+		}
 	})
-	if r := call(t, hub, "dev1", "anything", ""); r.Status != 202 || string(r.Payload) != `"anything"` {
-		t.Fatalf("default handler: %+v", r)
-	}
-	c.SetDefaultMethodHandler(nil)
-	c.SetMethodHandler("echo", nil)
-	if r := call(t, hub, "dev1", "echo", ""); r.Status != 501 {
-		t.Fatalf("removed handler: %+v", r)
-	}
 }
 
 func TestPayloadsDeliveredExactly(t *testing.T) {
-	hub := iothubtest.NewServer(t, nil)
-	cs := hub.AddDevice(t, "dev1")
-	var got atomic.Value
-	newClient(t, hub, cs, nil, func(c *device.Client) {
-		c.SetMethodHandler("echo", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
-			got.Store(string(req.Payload))
-			return &device.MethodResponse{Status: 200, Payload: req.Payload}, nil
+	eachTransport(t, func(t *testing.T, tr transport.Transport) {
+		hub := iothubtest.NewServer(t, nil)
+		cs := hub.AddDevice(t, "dev1")
+		var got atomic.Value
+		newClient(t, hub, cs, &device.ClientOptions{Transport: tr}, func(c *device.Client) {
+			c.SetMethodHandler("echo", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+				got.Store(string(req.Payload))
+				return &device.MethodResponse{Status: 200, Payload: req.Payload}, nil
+			})
 		})
+		big := `"` + strings.Repeat("x", device.MaxPayload-2) + `"` // exactly 128 KB of JSON
+		for _, tc := range []struct{ name, payload, device, back string }{
+			{"null", "null", "", "null"},
+			{"absent", "", "", "null"},
+			{"object", `{"a":{"b":[1,2,{"c":null}]},"u":"\u00e9\ud83d\ude00"}`, `{"a":{"b":[1,2,{"c":null}]},"u":"\u00e9\ud83d\ude00"}`, `{"a":{"b":[1,2,{"c":null}]},"u":"\u00e9\ud83d\ude00"}`},
+			{"array", `[1,"two",3.5,true,null]`, `[1,"two",3.5,true,null]`, `[1,"two",3.5,true,null]`},
+			{"string", `"hello"`, `"hello"`, `"hello"`},
+			{"number", `-12.5e3`, `-12.5e3`, `-12.5e3`},
+			{"128KB", big, big, big},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				r := call(t, hub, "dev1", "echo", tc.payload)
+				if r.HTTP != 200 || r.Status != 200 {
+					t.Fatalf("got %+v", r)
+				}
+				if g := got.Load(); g != tc.device {
+					t.Fatalf("device received %.80q, want %.80q", g, tc.device)
+				}
+				if string(r.Payload) != tc.back {
+					t.Fatalf("caller received %.80q, want %.80q", r.Payload, tc.back)
+				}
+			})
+		}
 	})
-	big := `"` + strings.Repeat("x", device.MaxPayload-2) + `"` // exactly 128 KB of JSON
-	for _, tc := range []struct{ name, payload, device, back string }{
-		{"null", "null", "", "null"},
-		{"absent", "", "", "null"},
-		{"object", `{"a":{"b":[1,2,{"c":null}]},"u":"\u00e9\ud83d\ude00"}`, `{"a":{"b":[1,2,{"c":null}]},"u":"\u00e9\ud83d\ude00"}`, `{"a":{"b":[1,2,{"c":null}]},"u":"\u00e9\ud83d\ude00"}`},
-		{"array", `[1,"two",3.5,true,null]`, `[1,"two",3.5,true,null]`, `[1,"two",3.5,true,null]`},
-		{"string", `"hello"`, `"hello"`, `"hello"`},
-		{"number", `-12.5e3`, `-12.5e3`, `-12.5e3`},
-		{"128KB", big, big, big},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := call(t, hub, "dev1", "echo", tc.payload)
-			if r.HTTP != 200 || r.Status != 200 {
-				t.Fatalf("got %+v", r)
-			}
-			if g := got.Load(); g != tc.device {
-				t.Fatalf("device received %.80q, want %.80q", g, tc.device)
-			}
-			if string(r.Payload) != tc.back {
-				t.Fatalf("caller received %.80q, want %.80q", r.Payload, tc.back)
-			}
-		})
-	}
 }
 
 func TestResponseSizeLimit(t *testing.T) {
@@ -235,63 +254,67 @@ func TestResponseSizeLimit(t *testing.T) {
 		t.Fatalf("JSONResponse of 128 KB: %v", err)
 	}
 	// … and a raw oversized answer becomes a 500 for the caller.
-	hub := iothubtest.NewServer(t, nil)
-	cs := hub.AddDevice(t, "dev1")
-	newClient(t, hub, cs, nil, func(c *device.Client) {
-		c.SetMethodHandler("big", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
-			return &device.MethodResponse{Status: 200, Payload: json.RawMessage(`"` + strings.Repeat("x", device.MaxPayload-1) + `"`)}, nil
+	eachTransport(t, func(t *testing.T, tr transport.Transport) {
+		hub := iothubtest.NewServer(t, nil)
+		cs := hub.AddDevice(t, "dev1")
+		newClient(t, hub, cs, &device.ClientOptions{Transport: tr}, func(c *device.Client) {
+			c.SetMethodHandler("big", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+				return &device.MethodResponse{Status: 200, Payload: json.RawMessage(`"` + strings.Repeat("x", device.MaxPayload-1) + `"`)}, nil
+			})
 		})
+		r := call(t, hub, "dev1", "big", "")
+		if r.Status != 500 || !strings.Contains(string(r.Payload), "131073 bytes; the limit is 128 KB") {
+			t.Fatalf("oversized answer: %+v", r)
+		}
 	})
-	r := call(t, hub, "dev1", "big", "")
-	if r.Status != 500 || !strings.Contains(string(r.Payload), "131073 bytes; the limit is 128 KB") {
-		t.Fatalf("oversized answer: %+v", r)
-	}
 }
 
 func TestConcurrentCalls(t *testing.T) {
-	hub := iothubtest.NewServer(t, nil)
-	cs := hub.AddDevice(t, "dev1")
-	release := make(chan struct{})
-	newClient(t, hub, cs, &device.ClientOptions{MaxConcurrentHandlers: 8}, func(c *device.Client) {
-		c.SetMethodHandler("echo", echo)
-		c.SetMethodHandler("slow", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
-			select {
-			case <-release:
-			case <-ctx.Done():
-			}
-			return device.JSONResponse(200, "slow done")
+	eachTransport(t, func(t *testing.T, tr transport.Transport) {
+		hub := iothubtest.NewServer(t, nil)
+		cs := hub.AddDevice(t, "dev1")
+		release := make(chan struct{})
+		newClient(t, hub, cs, &device.ClientOptions{Transport: tr, MaxConcurrentHandlers: 8}, func(c *device.Client) {
+			c.SetMethodHandler("echo", echo)
+			c.SetMethodHandler("slow", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return device.JSONResponse(200, "slow done")
+			})
 		})
-	})
-	// A slow handler holds a slot while 100 other calls go through.
-	slow := make(chan result, 1)
-	go func() { slow <- call(t, hub, "dev1", "slow", "") }()
+		// A slow handler holds a slot while 100 other calls go through.
+		slow := make(chan result, 1)
+		go func() { slow <- call(t, hub, "dev1", "slow", "") }()
 
-	var wg sync.WaitGroup
-	errs := make(chan string, 100)
-	for i := 0; i < 100; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p := fmt.Sprintf(`{"i":%d}`, i)
-			if r := call(t, hub, "dev1", "echo", p); r.HTTP != 200 || r.Status != 200 || string(r.Payload) != p {
-				errs <- fmt.Sprintf("call %d: %+v", i, r)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Error(e)
-	}
-	select {
-	case r := <-slow:
-		t.Fatalf("the slow call finished before it was released: %+v", r)
-	default:
-	}
-	close(release)
-	if r := <-slow; r.Status != 200 || string(r.Payload) != `"slow done"` {
-		t.Fatalf("slow call: %+v", r)
-	}
+		var wg sync.WaitGroup
+		errs := make(chan string, 100)
+		for i := 0; i < 100; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p := fmt.Sprintf(`{"i":%d}`, i)
+				if r := call(t, hub, "dev1", "echo", p); r.HTTP != 200 || r.Status != 200 || string(r.Payload) != p {
+					errs <- fmt.Sprintf("call %d: %+v", i, r)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Error(e)
+		}
+		select {
+		case r := <-slow:
+			t.Fatalf("the slow call finished before it was released: %+v", r)
+		default:
+		}
+		close(release)
+		if r := <-slow; r.Status != 200 || string(r.Payload) != `"slow done"` {
+			t.Fatalf("slow call: %+v", r)
+		}
+	})
 }
 
 // statusLog records connection statuses.
@@ -356,116 +379,145 @@ func TestReconnectAfterDrop(t *testing.T) {
 	}
 }
 
+// With 2 s tokens the client renews several times while calls keep
+// working past every expiry: by reconnecting on MQTT, by a CBS put-token on
+// the live connection on AMQP (no reconnect at all).
 func TestTokenRenewal(t *testing.T) {
-	hub := iothubtest.NewServer(t, nil)
-	cs := hub.AddDevice(t, "dev1")
-	log := newStatusLog()
-	newClient(t, hub, cs, &device.ClientOptions{SAS: authTTL(3 * time.Second), OnConnectionStatus: log.record}, func(c *device.Client) {
-		c.SetMethodHandler("echo", echo)
-	})
-	log.waitFor(t, device.ConnectionStateConnected)
-	// With 3 s tokens the client renews (by reconnecting) well within a few
-	// seconds; calls keep working across renewals.
-	for i := 0; i < 3; i++ {
-		log.waitFor(t, device.ConnectionStateConnecting)
+	eachTransport(t, func(t *testing.T, tr transport.Transport) {
+		hub := iothubtest.NewServer(t, nil)
+		cs := hub.AddDevice(t, "dev1")
+		log := newStatusLog()
+		newClient(t, hub, cs, &device.ClientOptions{Transport: tr, SAS: authTTL(2 * time.Second), OnConnectionStatus: log.record}, func(c *device.Client) {
+			c.SetMethodHandler("echo", echo)
+		})
 		log.waitFor(t, device.ConnectionStateConnected)
-		if r := call(t, hub, "dev1", "echo", `"renewed"`); r.Status != 200 {
-			t.Fatalf("call after renewal %d: %+v", i, r)
+		for i := 0; i < 3; i++ {
+			time.Sleep(1500 * time.Millisecond) // past the renewal point of the current token
+			if r := call(t, hub, "dev1", "echo", `"renewed"`); r.Status != 200 {
+				t.Fatalf("call %d (after %d token lifetimes): %+v", i, i+1, r)
+			}
 		}
-	}
+		log.mu.Lock()
+		reconnects, connected := 0, false
+		for _, s := range log.s { // count reconnects after the first connection
+			connected = connected || s.State == device.ConnectionStateConnected
+			if connected && s.State == device.ConnectionStateConnecting {
+				reconnects++
+			}
+		}
+		log.mu.Unlock()
+		switch tr.Name() {
+		case "mqtt", "mqtt-ws":
+			if reconnects < 2 {
+				t.Fatalf("%d reconnects over 4.5 s of 2 s tokens: the token was not renewed by reconnecting", reconnects)
+			}
+		default:
+			if reconnects != 0 {
+				t.Fatalf("%d reconnects: AMQP must renew with put-token on the live connection", reconnects)
+			}
+		}
+	})
 }
 
 func TestForcedTokenExpiry(t *testing.T) {
-	hub := iothubtest.NewServer(t, nil)
-	cs := hub.AddDevice(t, "dev1")
-	log := newStatusLog()
-	newClient(t, hub, cs, &device.ClientOptions{OnConnectionStatus: log.record}, func(c *device.Client) {
-		c.SetMethodHandler("echo", echo)
+	eachTransport(t, func(t *testing.T, tr transport.Transport) {
+		hub := iothubtest.NewServer(t, nil)
+		cs := hub.AddDevice(t, "dev1")
+		log := newStatusLog()
+		newClient(t, hub, cs, &device.ClientOptions{Transport: tr, OnConnectionStatus: log.record}, func(c *device.Client) {
+			c.SetMethodHandler("echo", echo)
+		})
+		log.waitFor(t, device.ConnectionStateConnected)
+		time.Sleep(1100 * time.Millisecond) // a renewed token then has a later expiry
+		hub.ExpireTokens("dev1")
+		log.waitFor(t, device.ConnectionStateConnecting)
+		log.waitFor(t, device.ConnectionStateConnected)
+		if r := call(t, hub, "dev1", "echo", `"again"`); r.Status != 200 {
+			t.Fatalf("call after forced expiry: %+v", r)
+		}
 	})
-	log.waitFor(t, device.ConnectionStateConnected)
-	time.Sleep(1100 * time.Millisecond) // a renewed token then has a later expiry
-	hub.ExpireTokens("dev1")
-	log.waitFor(t, device.ConnectionStateConnecting)
-	log.waitFor(t, device.ConnectionStateConnected)
-	if r := call(t, hub, "dev1", "echo", `"again"`); r.Status != 200 {
-		t.Fatalf("call after forced expiry: %+v", r)
-	}
 }
 
 func TestWrongKey(t *testing.T) {
-	hub := iothubtest.NewServer(t, nil)
-	cs := hub.AddDevice(t, "dev1")
-	i := strings.Index(cs, "SharedAccessKey=") + len("SharedAccessKey=")
-	wrong := cs[:i] + "AAAA" + cs[i+4:]
-	c, err := device.NewClientFromConnectionString(wrong, &device.ClientOptions{TLSConfig: hub.TLSConfig(), Retry: fastRetry})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	err = c.Connect(ctx)
-	if !errors.Is(err, transport.ErrNotAuthorized) || ctx.Err() != nil {
-		t.Fatalf("Connect with a wrong key: %v (ctx %v), want ErrNotAuthorized before the deadline", err, ctx.Err())
-	}
-	if c.ConnectionState() != device.ConnectionStateDisconnected {
-		t.Fatalf("state %v", c.ConnectionState())
-	}
-	if strings.Contains(err.Error(), "SharedAccessSignature") {
-		t.Fatalf("error leaks the token: %v", err)
-	}
+	eachTransport(t, func(t *testing.T, tr transport.Transport) {
+		hub := iothubtest.NewServer(t, nil)
+		cs := hub.AddDevice(t, "dev1")
+		i := strings.Index(cs, "SharedAccessKey=") + len("SharedAccessKey=")
+		wrong := cs[:i] + "AAAA" + cs[i+4:]
+		c, err := device.NewClientFromConnectionString(wrong, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), Retry: fastRetry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		err = c.Connect(ctx)
+		if !errors.Is(err, transport.ErrNotAuthorized) || ctx.Err() != nil {
+			t.Fatalf("Connect with a wrong key: %v (ctx %v), want ErrNotAuthorized before the deadline", err, ctx.Err())
+		}
+		if c.ConnectionState() != device.ConnectionStateDisconnected {
+			t.Fatalf("state %v", c.ConnectionState())
+		}
+		if strings.Contains(err.Error(), "SharedAccessSignature") {
+			t.Fatalf("error leaks the token: %v", err)
+		}
+	})
 }
 
 func TestCloseWaitsForHandlers(t *testing.T) {
-	hub := iothubtest.NewServer(t, nil)
-	cs := hub.AddDevice(t, "dev1")
-	started := make(chan struct{})
-	c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{TLSConfig: hub.TLSConfig()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetMethodHandler("work", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
-		close(started)
-		time.Sleep(300 * time.Millisecond)
-		return device.JSONResponse(200, "finished")
+	eachTransport(t, func(t *testing.T, tr transport.Transport) {
+		hub := iothubtest.NewServer(t, nil)
+		cs := hub.AddDevice(t, "dev1")
+		started := make(chan struct{})
+		c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetMethodHandler("work", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+			close(started)
+			time.Sleep(300 * time.Millisecond)
+			return device.JSONResponse(200, "finished")
+		})
+		if err := c.Connect(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		res := make(chan result, 1)
+		go func() { res <- call(t, hub, "dev1", "work", "") }()
+		<-started
+		if err := c.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-res; r.Status != 200 || string(r.Payload) != `"finished"` {
+			t.Fatalf("call in flight at Close: %+v", r)
+		}
+		if err := c.Close(context.Background()); err != nil {
+			t.Fatalf("second Close: %v", err)
+		}
+		if err := c.Connect(context.Background()); !errors.Is(err, device.ErrClosed) {
+			t.Fatalf("Connect after Close: %v", err)
+		}
+		if c.ConnectionState() != device.ConnectionStateClosed {
+			t.Fatalf("state %v", c.ConnectionState())
+		}
 	})
-	if err := c.Connect(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	res := make(chan result, 1)
-	go func() { res <- call(t, hub, "dev1", "work", "") }()
-	<-started
-	if err := c.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if r := <-res; r.Status != 200 || string(r.Payload) != `"finished"` {
-		t.Fatalf("call in flight at Close: %+v", r)
-	}
-	if err := c.Close(context.Background()); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
-	if err := c.Connect(context.Background()); !errors.Is(err, device.ErrClosed) {
-		t.Fatalf("Connect after Close: %v", err)
-	}
-	if c.ConnectionState() != device.ConnectionStateClosed {
-		t.Fatalf("state %v", c.ConnectionState())
-	}
 }
 
 func TestX509(t *testing.T) {
-	hub := iothubtest.NewServer(t, nil)
-	cs, cert := hub.AddX509Device(t, "dev1")
-	cred, err := authX509(cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := device.NewClientFromConnectionString(cs, nil); err == nil {
-		t.Fatal("x509=true without a certificate was accepted")
-	}
-	newClient(t, hub, cs, &device.ClientOptions{X509: cred}, func(c *device.Client) { c.SetMethodHandler("echo", echo) })
-	if r := call(t, hub, "dev1", "echo", `1`); r.Status != 200 || string(r.Payload) != "1" {
-		t.Fatalf("got %+v", r)
-	}
+	eachTransport(t, func(t *testing.T, tr transport.Transport) {
+		hub := iothubtest.NewServer(t, nil)
+		cs, cert := hub.AddX509Device(t, "dev1")
+		cred, err := authX509(cert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := device.NewClientFromConnectionString(cs, nil); err == nil {
+			t.Fatal("x509=true without a certificate was accepted")
+		}
+		newClient(t, hub, cs, &device.ClientOptions{Transport: tr, X509: cred}, func(c *device.Client) { c.SetMethodHandler("echo", echo) })
+		if r := call(t, hub, "dev1", "echo", `1`); r.Status != 200 || string(r.Payload) != "1" {
+			t.Fatalf("got %+v", r)
+		}
+	})
 }
 
 func authTTL(d time.Duration) auth.TokenOptions { return auth.TokenOptions{TTL: d} }
@@ -477,18 +529,20 @@ func authX509(cert tls.Certificate) (*auth.X509Credential, error) {
 // Handlers may be registered after Connect: the subscription is already in
 // place, and the new handler takes the next call.
 func TestRegisterAfterConnect(t *testing.T) {
-	hub := iothubtest.NewServer(t, nil)
-	c := newClient(t, hub, hub.AddDevice(t, "dev1"), nil, nil)
-	if r := call(t, hub, "dev1", "late", `1`); r.HTTP != 200 || r.Status != 501 {
-		t.Fatalf("before registration: %+v", r)
-	}
-	if err := c.SetMethodHandler("late", echo); err != nil {
-		t.Fatal(err)
-	}
-	if r := call(t, hub, "dev1", "late", `2`); r.Status != 200 || string(r.Payload) != "2" {
-		t.Fatalf("after registration: %+v", r)
-	}
-	if err := c.SetMethodHandler("", echo); err == nil {
-		t.Fatal("empty method name accepted")
-	}
+	eachTransport(t, func(t *testing.T, tr transport.Transport) {
+		hub := iothubtest.NewServer(t, nil)
+		c := newClient(t, hub, hub.AddDevice(t, "dev1"), &device.ClientOptions{Transport: tr}, nil)
+		if r := call(t, hub, "dev1", "late", `1`); r.HTTP != 200 || r.Status != 501 {
+			t.Fatalf("before registration: %+v", r)
+		}
+		if err := c.SetMethodHandler("late", echo); err != nil {
+			t.Fatal(err)
+		}
+		if r := call(t, hub, "dev1", "late", `2`); r.Status != 200 || string(r.Payload) != "2" {
+			t.Fatalf("after registration: %+v", r)
+		}
+		if err := c.SetMethodHandler("", echo); err == nil {
+			t.Fatal("empty method name accepted")
+		}
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/iothub-go/iothub/device"
 	"github.com/iothub-go/iothub/iothubtest"
 	"github.com/iothub-go/iothub/transport"
+	"github.com/iothub-go/iothub/transport/amqp"
 	"github.com/iothub-go/iothub/transport/http"
 	"github.com/iothub-go/iothub/transport/mqtt"
 )
@@ -21,6 +22,8 @@ var eventTransports = []struct {
 }{
 	{"mqtt", mqtt.New(nil)},
 	{"mqtt-ws", mqtt.New(&mqtt.Options{WebSocket: true})},
+	{"amqp", amqp.New(nil)},
+	{"amqp-ws", amqp.New(&amqp.Options{WebSocket: true})},
 	{"http", http.New(nil)},
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/device"
 	"github.com/iothub-go/iothub/transport"
+	"github.com/iothub-go/iothub/transport/amqp"
 	"github.com/iothub-go/iothub/transport/mqtt"
 )
 
@@ -55,8 +56,10 @@ func parseDeviceFlags(args []string, stderr io.Writer) (*deviceConfig, error) {
 		c.transport = mqtt.New(nil)
 	case "mqtt-ws":
 		c.transport = mqtt.New(&mqtt.Options{WebSocket: true})
-	case "amqp", "amqp-ws":
-		return nil, fmt.Errorf("iothub: --transport %s: %w (AMQP is not implemented yet)", tr, transport.ErrUnsupported)
+	case "amqp":
+		c.transport = amqp.New(nil)
+	case "amqp-ws":
+		c.transport = amqp.New(&amqp.Options{WebSocket: true})
 	default:
 		return nil, fmt.Errorf("iothub: --transport %q: want mqtt, mqtt-ws, amqp or amqp-ws", tr)
 	}

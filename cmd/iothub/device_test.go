@@ -15,7 +15,7 @@ import (
 )
 
 func TestDeviceCommand(t *testing.T) {
-	for _, tr := range []string{"mqtt", "mqtt-ws"} {
+	for _, tr := range []string{"mqtt", "mqtt-ws", "amqp", "amqp-ws"} {
 		t.Run(tr, func(t *testing.T) {
 			hub := iothubtest.NewServer(t, nil)
 			caFile := filepath.Join(t.TempDir(), "ca.pem")
@@ -69,7 +69,6 @@ func TestDeviceFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{},
 		{"--connection-string", "x", "--transport", "carrier-pigeon"},
-		{"--connection-string", "x", "--transport", "amqp"},
 		{"--connection-string", "x", "--cert-file", "c.pem"},
 	} {
 		if _, err := parseDeviceFlags(args, io.Discard); err == nil {

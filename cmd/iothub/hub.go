@@ -45,7 +45,7 @@ func parseHubFlags(args []string, stderr io.Writer) (*hubConfig, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.host, "host", "localhost", "the hub's host name (SAS audience; HostName in connection strings)")
 	fs.StringVar(&c.mqttAddr, "mqtt-addr", "127.0.0.1:8883", "MQTT over TLS listen address")
-	fs.StringVar(&c.amqpAddr, "amqp-addr", "127.0.0.1:5671", "AMQP over TLS listen address (reserved: AMQP is not served yet)")
+	fs.StringVar(&c.amqpAddr, "amqp-addr", "127.0.0.1:5671", "AMQP over TLS listen address")
 	fs.StringVar(&c.httpsAddr, "https-addr", "127.0.0.1:443", "HTTPS service API and WebSocket listen address")
 	fs.StringVar(&c.caFile, "ca-file", "", "write the hub's CA certificate (PEM) to this file, for clients to trust")
 	fs.StringVar(&c.loadCACert, "load-ca-cert", "", "load the hub's CA certificate (PEM) from this file instead of generating one")

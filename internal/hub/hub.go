@@ -19,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/iothub-go/iothub/internal/hub/amqpd"
 	"github.com/iothub-go/iothub/internal/hub/engine"
 	"github.com/iothub-go/iothub/internal/hub/httpd"
 	"github.com/iothub-go/iothub/internal/hub/mqttd"
@@ -55,6 +56,7 @@ type Hub struct {
 	httpLn    *chanListener
 	httpSrv   *http.Server
 	mqtt      *mqttd.Server
+	amqp      *amqpd.Server
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -95,6 +97,10 @@ func Start(opts Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	aq, err := amqpd.New(eng, log)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
 		Engine: eng,
@@ -106,6 +112,7 @@ func Start(opts Options) (*Hub, error) {
 			MinVersion:   tls.VersionTLS12,
 		},
 		mqtt:   mq,
+		amqp:   aq,
 		ctx:    ctx,
 		cancel: cancel,
 		raw:    map[net.Conn]struct{}{},
@@ -193,6 +200,9 @@ func (h *Hub) Close() error {
 	_ = h.httpSrv.Close()
 	h.httpLn.Close()
 	err := h.mqtt.Close()
+	if aerr := h.amqp.Close(); err == nil {
+		err = aerr
+	}
 	h.wg.Wait()
 	return err
 }
@@ -260,10 +270,7 @@ func (h *Hub) serveConn(raw net.Conn) {
 	case first[0] == 0x10: // MQTT CONNECT
 		_ = h.mqtt.ServeConn(pc, mqttd.ConnInfo{Protocol: "mqtt", PeerCertificates: pc.peerCerts})
 	case first[0] == 'A': // AMQP protocol header
-		// The AMQP 1.0 endpoint is not implemented yet: refuse the
-		// connection the way a server without AMQP would.
-		h.log.Debug("AMQP connection refused: not supported yet")
-		pc.Close()
+		_ = h.amqp.ServeConn(pc, amqpd.ConnInfo{Protocol: "amqp", PeerCertificates: pc.peerCerts})
 	default:
 		if !h.httpLn.push(pc) {
 			pc.Close()
@@ -271,7 +278,8 @@ func (h *Hub) serveConn(raw net.Conn) {
 	}
 }
 
-// serveWebSocket upgrades /$iothub/websocket and serves MQTT over it.
+// serveWebSocket upgrades /$iothub/websocket and serves MQTT or AMQP over
+// it, chosen by the subprotocol.
 func (h *Hub) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	if h.closing {
@@ -293,7 +301,9 @@ func (h *Hub) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		certs := engine.PeerCertificates(r.Context())
 		_ = h.mqtt.ServeConn(nc, mqttd.ConnInfo{Protocol: "mqtt-ws", PeerCertificates: certs})
 	case strings.EqualFold(sub, "AMQPWSB10"):
-		c.Close(websocket.StatusPolicyViolation, "AMQP over WebSocket is not supported yet")
+		nc := websocket.NetConn(h.ctx, c, websocket.MessageBinary)
+		certs := engine.PeerCertificates(r.Context())
+		_ = h.amqp.ServeConn(nc, amqpd.ConnInfo{Protocol: "amqp-ws", PeerCertificates: certs})
 	default:
 		c.Close(websocket.StatusPolicyViolation, "subprotocol must be mqtt or AMQPWSB10")
 	}

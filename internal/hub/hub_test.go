@@ -1,16 +1,19 @@
 package hub
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	amqp "github.com/Azure/go-amqp"
+	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/auth"
@@ -112,20 +115,109 @@ func TestOnePortServesEveryProtocol(t *testing.T) {
 	}
 }
 
-// An AMQP client is refused (not served yet) without disturbing the hub.
-func TestAMQPHeaderRefused(t *testing.T) {
+// An AMQP 1.0 client (go-amqp) is served on the same port, over TLS and
+// over WebSocket: no SASL, CBS put-token, method links, a call through
+// the HTTPS service API.
+func TestAMQPOnOnePort(t *testing.T) {
 	h := startHub(t)
-	c, err := tls.Dial("tcp", h.Addrs()[0].String(), clientTLS(h))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte("AMQP\x00\x01\x00\x00")); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Read(make([]byte, 8)); !errors.Is(err, io.EOF) {
-		t.Fatalf("read after AMQP header: %v, want EOF", err)
+	addr := h.Addrs()[0].String()
+	for _, tc := range []struct{ device, protocol string }{
+		{"dev-amqp", "amqp"},
+		{"dev-amqp-ws", "amqp-ws"},
+	} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			key := addDevice(t, h, tc.device)
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			var nc net.Conn
+			if tc.protocol == "amqp" {
+				c, err := tls.Dial("tcp", addr, clientTLS(h))
+				if err != nil {
+					t.Fatal(err)
+				}
+				nc = c
+			} else {
+				hc := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(h)}}
+				defer hc.CloseIdleConnections()
+				ws, _, err := websocket.Dial(ctx, "wss://"+addr+WebSocketPath,
+					&websocket.DialOptions{Subprotocols: []string{"AMQPWSB10"}, HTTPClient: hc})
+				if err != nil {
+					t.Fatal(err)
+				}
+				nc = websocket.NetConn(context.Background(), ws, websocket.MessageBinary)
+			}
+			conn, err := amqp.NewConn(ctx, nc, &amqp.ConnOptions{HostName: "localhost"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			s, err := conn.NewSession(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cbsSnd, err := s.NewSender(ctx, "$cbs", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cbsRcv, err := s.NewReceiver(ctx, "$cbs", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := auth.Identity{HostName: "localhost", DeviceID: tc.device}
+			tok, err := auth.SignSAS(id.Resource(), "", key, time.Now().Add(time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cbsSnd.Send(ctx, &amqp.Message{
+				Properties: &amqp.MessageProperties{MessageID: "put-1"},
+				ApplicationProperties: map[string]any{"operation": "put-token",
+					"type": "servicebus.windows.net:sastoken", "name": id.Resource()},
+				Value: tok,
+			}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reply, err := cbsRcv.Receive(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = cbsRcv.AcceptMessage(ctx, reply)
+			if reply.ApplicationProperties["status-code"] != int32(200) || reply.Properties.CorrelationID != "put-1" {
+				t.Fatalf("put-token reply %v %v", reply.ApplicationProperties, reply.Properties.CorrelationID)
+			}
+			addrPath := "/devices/" + tc.device + "/methods/devicebound"
+			resp, err := s.NewSender(ctx, addrPath, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, err := s.NewReceiver(ctx, addrPath, &amqp.ReceiverOptions{Credit: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := h.Engine.WaitOnline(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				m, err := req.Receive(ctx, nil)
+				if err != nil {
+					return
+				}
+				_ = req.AcceptMessage(ctx, m)
+				_ = resp.Send(ctx, &amqp.Message{
+					Properties:            &amqp.MessageProperties{CorrelationID: m.Properties.CorrelationID},
+					ApplicationProperties: map[string]any{"IoThub-status": int32(200)},
+					Data:                  m.Data,
+				}, nil)
+			}()
+			status, body := invoke(t, h, tc.device, `{"methodName":"echo","payload":{"a":[1,"two"]},"responseTimeoutInSeconds":10}`)
+			if status != 200 || body != `{"status":200,"payload":{"a":[1,"two"]}}` {
+				t.Fatalf("invoke: %d %s", status, body)
+			}
+			calls := h.Engine.Calls()
+			if last := calls[len(calls)-1]; last.Protocol != tc.protocol {
+				t.Fatalf("call carried by %q, want %q", last.Protocol, tc.protocol)
+			}
+		})
 	}
 }
 

@@ -219,12 +219,47 @@ func (c *conn) Close() error {
 	return nil
 }
 
-func wait(ctx context.Context, tok paho.Token) error {
+// wait waits for tok, for ctx, or for the connection to end: paho never
+// completes the token of a packet it stored while the connection was going
+// down, so without the last case a response or event racing a connection
+// loss would hang until ctx ends (and hold up Client.Close).
+func (c *conn) wait(ctx context.Context, tok paho.Token) error {
 	select {
 	case <-tok.Done():
 		return tok.Error()
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-c.done:
+		select {
+		case <-tok.Done():
+			return tok.Error()
+		default:
+		}
+		return c.endedErr()
+	}
+}
+
+func (c *conn) endedErr() error {
+	if err := c.Err(); err != nil {
+		return err
+	}
+	return errors.New("iothub: mqtt: connection closed")
+}
+
+// publish hands a PUBLISH to paho and waits for it like wait. paho's
+// Publish itself blocks, up to the 30 s write timeout, when the connection
+// is lost between its status check and the hand-over to its writer, so it
+// runs on a goroutine of its own, which ends by that timeout at the latest.
+func (c *conn) publish(ctx context.Context, topic string, qos byte, payload []byte) error {
+	ch := make(chan paho.Token, 1)
+	go func() { ch <- c.client.Publish(topic, qos, false, payload) }()
+	select {
+	case tok := <-ch:
+		return c.wait(ctx, tok)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return c.endedErr()
 	}
 }
 
@@ -241,7 +276,7 @@ func (c *conn) SubscribeMethods(ctx context.Context, deliver func(*transport.Met
 		}
 		deliver(&transport.MethodRequest{Name: name, RequestID: rid, Payload: payload})
 	})
-	if err := wait(ctx, tok); err != nil {
+	if err := c.wait(ctx, tok); err != nil {
 		return fmt.Errorf("iothub: mqtt: subscribing to methods: %w", err)
 	}
 	st, _ := tok.(*paho.SubscribeToken)
@@ -255,7 +290,7 @@ func (c *conn) SubscribeMethods(ctx context.Context, deliver func(*transport.Met
 
 func (c *conn) RespondMethod(ctx context.Context, requestID string, resp *transport.MethodResponse) error {
 	topic := "$iothub/methods/res/" + strconv.Itoa(resp.Status) + "/?$rid=" + requestID
-	if err := wait(ctx, c.client.Publish(topic, 0, false, []byte(resp.Payload))); err != nil {
+	if err := c.publish(ctx, topic, 0, []byte(resp.Payload)); err != nil {
 		return fmt.Errorf("iothub: mqtt: sending method response: %w", err)
 	}
 	return nil
@@ -264,7 +299,7 @@ func (c *conn) RespondMethod(ctx context.Context, requestID string, resp *transp
 // SendEvent publishes msg at QoS 1 on the identity's events topic, with
 // its properties URL-encoded in the topic, and waits for the PUBACK.
 func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
-	if err := wait(ctx, c.client.Publish(EventTopic(c.id, msg), 1, false, msg.Body)); err != nil {
+	if err := c.publish(ctx, EventTopic(c.id, msg), 1, msg.Body); err != nil {
 		return fmt.Errorf("iothub: mqtt: sending event: %w", err)
 	}
 	return nil

@@ -1,0 +1,180 @@
+package amqpd
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/iothub-go/iothub/auth"
+)
+
+// onAttach accepts or refuses a link the device attaches.
+func (s *session) onAttach(a *attach) {
+	c := s.c
+	if _, dup := s.links[a.handle]; dup {
+		s.end(condHandleInUse, fmt.Sprintf("handle %d is already attached", a.handle))
+		return
+	}
+	if a.handle > handleMax {
+		s.end(condResourceLimit, fmt.Sprintf("handle %d exceeds handle-max %d", a.handle, handleMax))
+		return
+	}
+	out, ok := uint32(0), false
+	for h := uint32(0); h <= min(s.handleMax, handleMax); h++ {
+		if s.outHandles[h] == nil {
+			out, ok = h, true
+			break
+		}
+	}
+	if !ok {
+		s.end(condResourceLimit, "no free handle for another link")
+		return
+	}
+	l := &link{
+		s:           s,
+		name:        a.name,
+		in:          a.handle,
+		out:         out,
+		hubSends:    a.receiver,
+		peerMaxMsg:  a.maxMessageSize,
+		settledSend: a.sndSettleMode != nil && *a.sndSettleMode == 1,
+		rcvSecond:   a.rcvSettleMode != nil && *a.rcvSettleMode == 1,
+	}
+	s.links[a.handle] = l
+	s.outHandles[out] = l
+	term := a.target
+	if a.receiver {
+		term = a.source
+	}
+	if term != nil {
+		l.address = term.address
+	}
+
+	var refuse *amqpError
+	var u *unit
+	switch id, node := parseIdentityAddress(l.address); {
+	case isCBSAddress(l.address):
+		l.kind = linkCBSIn
+		if l.hubSends {
+			l.kind = linkCBSOut
+		}
+	case node == nodeEvents && l.hubSends:
+		refuse = &amqpError{condition: condNotAllowed,
+			description: fmt.Sprintf("The link address %q only receives device-to-cloud messages", l.address)}
+	case node != nodeNone:
+		switch {
+		case node == nodeEvents:
+			l.kind = linkEvents
+		case l.hubSends:
+			l.kind = linkMethodsReq
+		default:
+			l.kind = linkMethodsResp
+		}
+		expiry, via, herr := c.authorize(id)
+		if herr != nil {
+			refuse = hubError(condUnauthorized, herr)
+			break
+		}
+		u = c.methodUnit(id, expiry, via)
+	default:
+		refuse = &amqpError{condition: condNotFound,
+			description: fmt.Sprintf("The link address %q is not served by this hub's device endpoint", l.address)}
+	}
+
+	var src, tgt, idc, mms any
+	if l.hubSends {
+		idc = uint32(0)
+	} else {
+		mms = uint64(MaxMessageSize)
+	}
+	if refuse == nil {
+		// Echo the termini: a client takes a missing one as a refusal.
+		if a.source != nil {
+			src = a.source.raw
+		}
+		if a.target != nil {
+			tgt = a.target.raw
+		}
+	}
+	s.send(performative(descAttach, a.name, out, !a.receiver, optMode(a.sndSettleMode), optMode(a.rcvSettleMode),
+		src, tgt, nil, nil, idc, mms), nil)
+	if refuse != nil {
+		l.kind = linkRefused
+		c.detachLink(l, refuse)
+		return
+	}
+	if !l.hubSends {
+		l.rcvCredit = linkCredit
+		s.send(s.flowFrame(l, false), nil)
+	}
+	if u != nil {
+		u.addLink(l)
+	}
+	c.log.Debug("amqp link attached", "link", l.name, "address", l.address, "hubSends", l.hubSends)
+}
+
+// pathOf strips "scheme://host[:port]" from an address.
+func pathOf(addr string) string {
+	if i := strings.Index(addr, "://"); i >= 0 {
+		rest := addr[i+3:]
+		j := strings.IndexByte(rest, '/')
+		if j < 0 {
+			return "/"
+		}
+		return rest[j:]
+	}
+	return addr
+}
+
+// isCBSAddress reports whether addr names the $cbs node.
+func isCBSAddress(addr string) bool {
+	return equalFold(strings.TrimPrefix(pathOf(addr), "/"), "$cbs")
+}
+
+// The identity nodes a device may attach to.
+const (
+	nodeNone    = iota
+	nodeMethods // .../methods/devicebound
+	nodeEvents  // .../messages/events
+)
+
+// parseIdentityAddress parses a method or telemetry link address, in any
+// of the spellings SDKs use: "/devices/{id}/methods/devicebound" (Node),
+// "amqps://{host}/devices/{id}/methods/devicebound" (C),
+// "amqps://{host}:5671/devices/{id}/methods/deviceBound" (.NET), the
+// module forms with "/modules/{mid}", and the same for
+// ".../messages/events". The path is compared case-insensitively; ids are
+// URL-decoded and keep their case.
+func parseIdentityAddress(addr string) (auth.Identity, int) {
+	p := strings.TrimPrefix(pathOf(addr), "/")
+	segs := strings.Split(p, "/")
+	var dev, mod string
+	var rest []string
+	switch {
+	case len(segs) == 4 && equalFold(segs[0], "devices"):
+		dev, rest = segs[1], segs[2:]
+	case len(segs) == 6 && equalFold(segs[0], "devices") && equalFold(segs[2], "modules"):
+		dev, mod, rest = segs[1], segs[3], segs[4:]
+	default:
+		return auth.Identity{}, nodeNone
+	}
+	node := nodeNone
+	switch {
+	case equalFold(rest[0], "methods") && equalFold(rest[1], "devicebound"):
+		node = nodeMethods
+	case equalFold(rest[0], "messages") && equalFold(rest[1], "events"):
+		node = nodeEvents
+	default:
+		return auth.Identity{}, nodeNone
+	}
+	var err error
+	if dev, err = url.PathUnescape(dev); err != nil || dev == "" {
+		return auth.Identity{}, nodeNone
+	}
+	if len(segs) == 6 {
+		if mod, err = url.PathUnescape(mod); err != nil || mod == "" {
+			return auth.Identity{}, nodeNone
+		}
+	}
+	return auth.Identity{DeviceID: dev, ModuleID: mod}, node
+}

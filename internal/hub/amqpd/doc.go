@@ -1,0 +1,51 @@
+// Package amqpd is the local IoT Hub's AMQP 1.0 device endpoint. It is a
+// small AMQP 1.0 server written for the hub (no pure-Go AMQP server
+// library exists): the subset of the type system that IoT Hub clients
+// use, frames and performatives, connection/session/link state with
+// flow control, and the security layers the Azure IoT SDKs use. The
+// hub's front end terminates TLS (port 5671 or the shared port) or
+// WebSocket (/$iothub/websocket, subprotocol AMQPWSB10) and hands each
+// connection to [Server.ServeConn].
+//
+// What the endpoint accepts:
+//
+//   - Security: the plain AMQP header (no SASL, as the Node and .NET
+//     device SDKs send it), or SASL with MSSBCBS, ANONYMOUS (both then
+//     authenticate with CBS) or PLAIN ("{id}@sas.{hub}" with a device or
+//     module token, "{policy}@sas.root.{hub}" with a hub policy token
+//     that has DeviceConnect; one token per connection, the connection is
+//     closed when it expires).
+//   - CBS on the $cbs node: put-token with either token type
+//     (servicebus.windows.net:sastoken, azure-devices.net:sastoken), the
+//     audience naming the token's own identity or the hub, answered with
+//     status-code and status-description and correlation-id = the
+//     request's message-id. A put-token on a live connection re-arms the
+//     identity's expiry; when a token expires without a refresh, the
+//     identity's links are detached with amqp:unauthorized-access.
+//   - X.509: a TLS client certificate authenticates method links without
+//     CBS.
+//   - Method links on /devices/{id}/methods/devicebound and
+//     /devices/{id}/modules/{mid}/methods/devicebound (any case, with or
+//     without amqps://host[:port]): requests carry a uuid correlation-id,
+//     IoThub-methodname and a data section; responses carry the
+//     correlation-id and IoThub-status. Several identities may share one
+//     connection, each with its own token.
+//   - Telemetry links on /devices/{id}[/modules/{mid}]/messages/events,
+//     authenticated like the method links: each message goes to the
+//     engine (engine.ReceiveEvent); one it refuses is rejected.
+//
+// Failures are AMQP errors: a refused link gets an attach without a
+// terminus and a detach carrying amqp:unauthorized-access or
+// amqp:not-found, with a description in IoT Hub's JSON style; a malformed
+// frame ends that connection with a close carrying amqp:decode-error or
+// amqp:connection:framing-error. Closes the engine asks for map to
+// conditions too: a newer connection of the identity detaches the old
+// links with amqp:link:stolen, a deleted identity with amqp:not-found, a
+// hub shutdown closes with amqp:connection:forced. Only an injected
+// network fault (engine.DropConnection) drops the socket bare. Connections
+// never share state beyond the engine, so one connection's faults do not
+// affect others.
+//
+// Where IoT Hub's documentation and observed behaviour are silent, the
+// choices made here are marked "[inf]" in comments.
+package amqpd
