@@ -217,6 +217,7 @@ type StatusError struct {
 	Body       string // the start of the error body
 }
 
+// Error describes the hub's answer.
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("iothub: http: the hub answered %d %s: %s", e.StatusCode, e.ErrorCode, e.Body)
 }
