@@ -1,15 +1,3 @@
-// Package iothubtest runs a local, protocol-faithful Azure IoT Hub inside a
-// test, the way net/http/httptest runs an HTTP server.
-//
-// The hub listens on one random loopback port with TLS and serves MQTT,
-// MQTT over WebSocket, and the HTTPS service API (direct methods and the
-// device registry) there. It is as strict as IoT Hub: bad tokens, unknown
-// devices, offline devices, slow devices, QoS 2, foreign topics and
-// out-of-range timeouts get IoT Hub's answers and error codes, so device and
-// service code that passes here behaves the same against Azure.
-//
-// Identities are named "deviceID" or "deviceID/moduleID" in the fault
-// injection methods.
 package iothubtest
 
 import (

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -25,56 +26,71 @@ import (
 	"github.com/iothub-go/iothub/transport/mqtt"
 )
 
+// config is what the command line and the environment say.
+type config struct {
+	// ConnectionString is the device's (or a module's) connection string.
+	ConnectionString string
+	// CAFile is a PEM file of CA certificates to trust instead of the
+	// system roots (a local hub's --ca-file).
+	CAFile string
+	// WebSocket selects MQTT over WebSocket.
+	WebSocket bool
+}
+
 func main() {
-	cs := flag.String("cs", os.Getenv("IOTHUB_DEVICE_CONNECTION_STRING"), "device connection string")
-	caFile := flag.String("ca-file", "", "PEM CA certificates to trust (for the local hub)")
-	ws := flag.Bool("websocket", false, "use MQTT over WebSocket (port 443) instead of MQTT over TLS (8883)")
+	var cfg config
+	flag.StringVar(&cfg.ConnectionString, "cs", os.Getenv("IOTHUB_DEVICE_CONNECTION_STRING"), "device connection string")
+	flag.StringVar(&cfg.CAFile, "ca-file", "", "PEM CA certificates to trust (for the local hub)")
+	flag.BoolVar(&cfg.WebSocket, "websocket", false, "use MQTT over WebSocket (port 443) instead of MQTT over TLS (8883)")
 	flag.Parse()
-	if err := run(*cs, *caFile, *ws); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
 
-func run(cs, caFile string, ws bool) error {
-	if cs == "" {
+// run answers "reboot" until ctx ends.
+func run(ctx context.Context, cfg config, out io.Writer) error {
+	if cfg.ConnectionString == "" {
 		return errors.New("set -cs or IOTHUB_DEVICE_CONNECTION_STRING")
 	}
 	opts := &device.ClientOptions{
-		Transport: mqtt.New(&mqtt.Options{WebSocket: ws}),
+		Transport: mqtt.New(&mqtt.Options{WebSocket: cfg.WebSocket}),
 		OnConnectionStatus: func(s device.ConnectionStatus) {
-			fmt.Println("connection:", s.State)
+			fmt.Fprintln(out, "connection:", s.State)
 		},
 	}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
 			return err
 		}
 		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(pem)
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("%s holds no PEM certificate", cfg.CAFile)
+		}
 		opts.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	client, err := device.NewClientFromConnectionString(cs, opts)
+	client, err := device.NewClientFromConnectionString(cfg.ConnectionString, opts)
 	if err != nil {
 		return err
 	}
 	err = client.SetMethodHandler("reboot", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
-		fmt.Printf("reboot requested (payload %s); pretending to reboot\n", orNull(req.Payload))
+		fmt.Fprintf(out, "reboot requested (payload %s); pretending to reboot\n", orNull(req.Payload))
 		return device.JSONResponse(200, map[string]string{"result": "Reboot started."})
 	})
 	if err != nil {
 		return err
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := client.Connect(ctx); err != nil {
 		return err
 	}
-	fmt.Println("waiting for direct method calls; Ctrl-C to stop")
+	fmt.Fprintln(out, "waiting for direct method calls; Ctrl-C to stop")
 	<-ctx.Done()
-	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	return client.Close(cctx)
 }

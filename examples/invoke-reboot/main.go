@@ -21,6 +21,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/signal"
@@ -29,55 +30,68 @@ import (
 	"github.com/iothub-go/iothub/service"
 )
 
+// config is what the command line and the environment say.
+type config struct {
+	// ConnectionString is a hub policy connection string with ServiceConnect.
+	ConnectionString string
+	// DeviceID is the device to reboot.
+	DeviceID string
+	// CAFile is a PEM file of CA certificates to trust instead of the
+	// system roots (a local hub's --ca-file).
+	CAFile string
+}
+
 func main() {
-	cs := flag.String("connection-string", os.Getenv("IOTHUB_SERVICE_CONNECTION_STRING"),
+	var cfg config
+	flag.StringVar(&cfg.ConnectionString, "connection-string", os.Getenv("IOTHUB_SERVICE_CONNECTION_STRING"),
 		"service connection string (default $IOTHUB_SERVICE_CONNECTION_STRING)")
-	deviceID := flag.String("device", os.Getenv("IOTHUB_DEVICE_ID"), "device to reboot (default $IOTHUB_DEVICE_ID)")
-	caFile := flag.String("ca-file", "", "PEM CA certificates to trust instead of the system roots (a local hub's --ca-file)")
+	flag.StringVar(&cfg.DeviceID, "device", os.Getenv("IOTHUB_DEVICE_ID"), "device to reboot (default $IOTHUB_DEVICE_ID)")
+	flag.StringVar(&cfg.CAFile, "ca-file", "", "PEM CA certificates to trust instead of the system roots (a local hub's --ca-file)")
 	flag.Parse()
-	if *cs == "" || *deviceID == "" {
+	if cfg.ConnectionString == "" || cfg.DeviceID == "" {
 		fmt.Fprintln(os.Stderr, "usage: invoke-reboot -device ID [-connection-string CS] [-ca-file ca.pem]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *cs, *deviceID, *caFile); err != nil {
+	if err := run(ctx, cfg, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, connStr, deviceID, caFile string) error {
+// run invokes "reboot" on cfg.DeviceID and prints the device's answer.
+func run(ctx context.Context, cfg config, out io.Writer) error {
 	opts := &service.ClientOptions{}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
 			return err
 		}
 		roots := x509.NewCertPool()
 		if !roots.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("%s holds no PEM certificate", caFile)
+			return fmt.Errorf("%s holds no PEM certificate", cfg.CAFile)
 		}
 		opts.Transport = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
 	}
-	client, err := service.NewClientFromConnectionString(connStr, opts)
+	client, err := service.NewClientFromConnectionString(cfg.ConnectionString, opts)
 	if err != nil {
 		return err // never shows the key
 	}
 
-	res, err := client.InvokeDeviceMethod(ctx, deviceID, service.CloudToDeviceMethod{
+	res, err := client.InvokeDeviceMethod(ctx, cfg.DeviceID, service.CloudToDeviceMethod{
 		MethodName:      "reboot",
 		ResponseTimeout: 30 * time.Second,
 	})
 	switch {
 	case errors.Is(err, service.ErrDeviceNotOnline):
-		return fmt.Errorf("%s is not connected (or has no method handler): %w", deviceID, err)
+		return fmt.Errorf("%s is not connected (or has no method handler): %w", cfg.DeviceID, err)
 	case errors.Is(err, service.ErrGatewayTimeout):
-		return fmt.Errorf("%s did not answer within 30 s: %w", deviceID, err)
+		return fmt.Errorf("%s did not answer within 30 s: %w", cfg.DeviceID, err)
 	case err != nil:
 		return err
 	}
-	fmt.Println("status: ", res.Status)
-	fmt.Println("payload:", string(res.Payload))
+	fmt.Fprintln(out, "status: ", res.Status)
+	fmt.Fprintln(out, "payload:", string(res.Payload))
 	return nil
 }

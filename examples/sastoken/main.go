@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -24,13 +25,13 @@ func main() {
 	cs := flag.String("cs", os.Getenv("IOTHUB_DEVICE_CONNECTION_STRING"),
 		"device connection string (default: $IOTHUB_DEVICE_CONNECTION_STRING, else a demo device)")
 	flag.Parse()
-	if err := run(*cs); err != nil {
+	if err := run(*cs, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
 
-func run(cs string) error {
+func run(cs string, out io.Writer) error {
 	if cs == "" {
 		key := make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
@@ -43,10 +44,10 @@ func run(cs string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Println("connection string:", conn)
-	fmt.Println("identity:         ", conn.Identity(), "on", conn.HostName)
+	fmt.Fprintln(out, "connection string:", conn)
+	fmt.Fprintln(out, "identity:         ", conn.Identity(), "on", conn.HostName)
 	if conn.X509 {
-		fmt.Println("x509=true: this identity authenticates with a client certificate, not a token")
+		fmt.Fprintln(out, "x509=true: this identity authenticates with a client certificate, not a token")
 		return nil
 	}
 
@@ -58,9 +59,9 @@ func run(cs string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Println("token:            ", tok)
+	fmt.Fprintln(out, "token:            ", tok)
 	if !tok.RenewAt.IsZero() {
-		fmt.Println("renew at:         ", tok.RenewAt.UTC().Format(time.RFC3339))
+		fmt.Fprintln(out, "renew at:         ", tok.RenewAt.UTC().Format(time.RFC3339))
 	}
 
 	// The hub's side of the same exchange.
@@ -68,15 +69,15 @@ func run(cs string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Println("hub sees:         ", sas)
+	fmt.Fprintln(out, "hub sees:         ", sas)
 	if conn.SharedAccessKey == "" {
-		fmt.Println("(a fixed SharedAccessSignature can only be verified by a hub that knows the key)")
+		fmt.Fprintln(out, "(a fixed SharedAccessSignature can only be verified by a hub that knows the key)")
 		return nil
 	}
 	err = sas.Verify(conn.Identity().Resource(), time.Now(), conn.SharedAccessKey, "")
-	fmt.Println("hub verification: ", verdict(err))
+	fmt.Fprintln(out, "hub verification: ", verdict(err))
 	err = sas.Verify(auth.DeviceResource(conn.HostName, "some-other-device"), time.Now(), conn.SharedAccessKey, "")
-	fmt.Println("as another device:", verdict(err))
+	fmt.Fprintln(out, "as another device:", verdict(err))
 	return nil
 }
 

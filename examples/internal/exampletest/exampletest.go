@@ -1,0 +1,69 @@
+// Package exampletest holds helpers for the examples' tests: a buffer that
+// handler goroutines may write to, an in-order output check, and a local
+// hub's CA certificate written to a file as `iothub hub --ca-file` would.
+package exampletest
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iothub-go/iothub/iothubtest"
+)
+
+// Buffer is a bytes.Buffer that is safe for concurrent writes, for the
+// output of an example whose handlers print from their own goroutines.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Context returns a context that ends with the test or after a minute.
+func Context(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// WantInOrder fails the test unless out contains each of want, in order.
+func WantInOrder(t *testing.T, out string, want ...string) {
+	t.Helper()
+	rest := out
+	for _, w := range want {
+		i := strings.Index(rest, w)
+		if i < 0 {
+			t.Fatalf("output lacks %q (in this order); got:\n%s", w, out)
+		}
+		rest = rest[i+len(w):]
+	}
+}
+
+// CAFile writes the hub's CA certificate to a PEM file in a temporary
+// directory and returns its path.
+func CAFile(t *testing.T, hub *iothubtest.Server) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(file, hub.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
