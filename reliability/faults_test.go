@@ -1,0 +1,598 @@
+package reliability_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"github.com/iothub-go/iothub/device"
+	"github.com/iothub-go/iothub/internal/faultproxy"
+	"github.com/iothub-go/iothub/service"
+)
+
+// forEachTransport runs fn as a parallel subtest per method transport; the
+// test itself runs in parallel with the other scenarios.
+func forEachTransport(t *testing.T, fn func(t *testing.T, tp tport)) {
+	t.Parallel()
+	for _, tp := range transports {
+		t.Run(tp.name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, tp)
+		})
+	}
+}
+
+// holder is a method handler that blocks until released, and says when it
+// has started.
+type holder struct {
+	started chan string
+	release chan struct{}
+	once    sync.Once
+}
+
+func newHolder() *holder {
+	return &holder{started: make(chan string, 16), release: make(chan struct{})}
+}
+
+func (h *holder) handler(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+	h.started <- string(req.Payload)
+	select {
+	case <-h.release:
+	case <-ctx.Done():
+	}
+	return device.JSONResponse(200, "late")
+}
+
+func (h *holder) wait(t testing.TB) string {
+	t.Helper()
+	select {
+	case p := <-h.started:
+		return p
+	case <-time.After(60 * time.Second):
+		t.Fatal("the handler did not start")
+		return ""
+	}
+}
+
+func (h *holder) free() { h.once.Do(func() { close(h.release) }) }
+
+type callResult struct {
+	res *service.MethodResult
+	err error
+}
+
+func (f *fixture) invokeAsync(id, method string, payload any, rt, ct time.Duration) <-chan callResult {
+	ch := make(chan callResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		r, err := f.invoke(ctx, id, method, payload, rt, ct)
+		ch <- callResult{r, err}
+	}()
+	return ch
+}
+
+func waitCall(t testing.TB, ch <-chan callResult) callResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(5 * time.Minute):
+		t.Fatal("the call never returned")
+		return callResult{}
+	}
+}
+
+// recovered checks that d is connected, answering, and holds exactly one
+// connection through the proxy.
+func (f *fixture) recovered(t testing.TB, d *dev, tag string) {
+	t.Helper()
+	if st := d.c.ConnectionState(); st != device.ConnectionStateConnected {
+		t.Fatalf("state %v after recovery", st)
+	}
+	f.mustEcho(t, d, tag)
+	waitFor(t, "exactly one proxied connection", func() bool { return f.proxy.Active() == 1 })
+}
+
+// lastCall returns the hub's record of the newest call of method.
+func (f *fixture) lastCall(method string) (code int, protocol string) {
+	calls := f.engine().Calls()
+	for i := len(calls) - 1; i >= 0; i-- {
+		if calls[i].Method == method {
+			return calls[i].ErrorCode, calls[i].Protocol
+		}
+	}
+	return -1, ""
+}
+
+// A connection reset while a handler runs: the caller gets 404103 at once
+// (not a 30 s timeout), the late answer goes nowhere, the device reconnects
+// and answers the next call.
+func TestConnectionCutMidCall(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tp tport) {
+		f := newFixture(t, nil)
+		f.addDevice("dev1")
+		h := newHolder()
+		defer h.free()
+		d := f.connect(t, "dev1", tp, &devOptions{setup: func(c *device.Client) { c.SetMethodHandler("hold", h.handler) }})
+		d.status.waitFor(t, device.ConnectionStateConnected)
+
+		call := f.invokeAsync("dev1", "hold", nil, 60*time.Second, 0)
+		h.wait(t)
+		if n := f.proxy.Cut(); n != 1 {
+			t.Fatalf("cut %d connections", n)
+		}
+		r := waitCall(t, call)
+		if !errors.Is(r.err, service.ErrDeviceNotOnline) {
+			t.Fatalf("call cut mid-way: %+v, %v; want 404103", r.res, r.err)
+		}
+		if s := d.status.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
+			t.Fatal("the status after the cut gives no reason")
+		}
+		d.status.waitFor(t, device.ConnectionStateConnected)
+		h.free() // its answer belongs to a dead connection
+		f.recovered(t, d, "after cut")
+		if code, proto := f.lastCall("hold"); code != 404103 || proto != tp.name {
+			t.Fatalf("hub recorded the cut call as %d over %q", code, proto)
+		}
+	})
+}
+
+// The hub process goes away and comes back on the same address with the
+// same registry: callers meanwhile get an error, the device reconnects by
+// itself with backoff, and calls work again.
+func TestHubRestart(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tp tport) {
+		f := newFixture(t, &fixtureOptions{svcRetry: &policy.RetryOptions{MaxRetries: -1}})
+		f.addDevice("dev1")
+		h := newHolder()
+		defer h.free()
+		d := f.connect(t, "dev1", tp, &devOptions{direct: true, setup: func(c *device.Client) { c.SetMethodHandler("hold", h.handler) }})
+		d.status.waitFor(t, device.ConnectionStateConnected)
+
+		pending := f.invokeAsync("dev1", "hold", nil, 60*time.Second, 0)
+		h.wait(t)
+		f.stop()
+		// The call in flight ends with the hub's error or, when the hub
+		// went before it could answer, a network error: never a result and
+		// never a hang.
+		if r := waitCall(t, pending); r.err == nil {
+			t.Fatalf("a call in flight at the restart returned %+v", r.res)
+		} else if code := hubErrorCode(r.err); code != 0 && code != 404103 && code != 503001 {
+			t.Fatalf("call in flight at the restart: %v", r.err)
+		}
+		if s := d.status.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
+			t.Fatal("the status after the hub went gives no reason")
+		}
+		// While the hub is down a call fails promptly.
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		_, err := f.invoke(ctx, "dev1", "echo", nil, 5*time.Second, 0)
+		cancel()
+		if err == nil {
+			t.Fatal("a call succeeded while the hub was down")
+		}
+		// Let the client fail a few reconnects before the hub is back.
+		waitFor(t, "failed reconnect attempts", func() bool { return countLosses(d.status.snapshot()) >= 3 })
+		f.start()
+		d.status.waitFor(t, device.ConnectionStateConnected)
+		h.free()
+		if st := d.c.ConnectionState(); st != device.ConnectionStateConnected {
+			t.Fatalf("state %v", st)
+		}
+		f.mustEcho(t, d, "after restart")
+	})
+}
+
+// The link goes silent (no FIN, no RST) for longer than the keep-alive:
+// the client must notice by itself and reconnect; a call sent into the dead
+// link ends with the hub's 504101 or 404103.
+func TestStallLongerThanKeepAlive(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tp tport) {
+		f := newFixture(t, nil)
+		f.addDevice("dev1")
+		d := f.connect(t, "dev1", tp, &devOptions{keepAlive: 2 * time.Second})
+		d.status.waitFor(t, device.ConnectionStateConnected)
+		time.Sleep(500 * time.Millisecond) // let the link settle (AMQP flow, MQTT acks)
+		if n := f.proxy.Stall(); n != 1 {
+			t.Fatalf("stalled %d connections", n)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		_, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(`"into the void"`), 5*time.Second, 0)
+		cancel()
+		if !errors.Is(err, service.ErrGatewayTimeout) && !errors.Is(err, service.ErrDeviceNotOnline) {
+			t.Fatalf("call into a stalled link: %v; want 504101 or 404103", err)
+		}
+		if d.executions(`"into the void"`) != 0 {
+			t.Fatal("a request crossed the stalled link")
+		}
+		if s := d.status.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
+			t.Fatal("the status after the stall gives no reason")
+		}
+		d.status.waitFor(t, device.ConnectionStateConnected)
+		f.recovered(t, d, "after stall")
+	})
+}
+
+// The hub expires the device's token while a handler runs: the hub closes
+// the connection, the caller gets 404103, the client reconnects with a new
+// token and answers again.
+func TestTokenExpiryDuringCall(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tp tport) {
+		f := newFixture(t, nil)
+		f.addDevice("dev1")
+		h := newHolder()
+		defer h.free()
+		d := f.connect(t, "dev1", tp, &devOptions{setup: func(c *device.Client) { c.SetMethodHandler("hold", h.handler) }})
+		d.status.waitFor(t, device.ConnectionStateConnected)
+		time.Sleep(1100 * time.Millisecond) // a new token then expires a second later
+
+		call := f.invokeAsync("dev1", "hold", nil, 60*time.Second, 0)
+		h.wait(t)
+		f.engine().ExpireTokens(identity("dev1"))
+		if r := waitCall(t, call); !errors.Is(r.err, service.ErrDeviceNotOnline) {
+			t.Fatalf("call during token expiry: %+v, %v; want 404103", r.res, r.err)
+		}
+		if s := d.status.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
+			t.Fatal("the status after the expiry gives no reason")
+		}
+		d.status.waitFor(t, device.ConnectionStateConnected)
+		h.free()
+		f.recovered(t, d, "after expiry")
+	})
+}
+
+// A handler slower than the call's response timeout: the caller gets
+// 504101 after the timeout, the late answer is dropped, and the device is
+// not disturbed. The hub's response-delay fault gives the same.
+func TestHandlerSlowerThanResponseTimeout(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tp tport) {
+		f := newFixture(t, nil)
+		f.addDevice("dev1")
+		h := newHolder()
+		defer h.free()
+		d := f.connect(t, "dev1", tp, &devOptions{setup: func(c *device.Client) { c.SetMethodHandler("hold", h.handler) }})
+		d.status.waitFor(t, device.ConnectionStateConnected)
+
+		call := f.invokeAsync("dev1", "hold", nil, 5*time.Second, 0)
+		h.wait(t)
+		if r := waitCall(t, call); !errors.Is(r.err, service.ErrGatewayTimeout) || hubErrorCode(r.err) != 504101 {
+			t.Fatalf("slow handler: %+v, %v; want 504101", r.res, r.err)
+		}
+		h.free() // the late answer must be dropped quietly
+		f.mustEcho(t, d, "after late answer")
+
+		f.engine().SetResponseFault(identity("dev1"), 6*time.Second, false)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		_, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(`"delayed"`), 5*time.Second, 0)
+		cancel()
+		if hubErrorCode(err) != 504101 {
+			t.Fatalf("delayed response: %v; want 504101", err)
+		}
+		f.engine().SetResponseFault(identity("dev1"), 0, false)
+		f.recovered(t, d, "after delays")
+		if losses := countLosses(d.status.snapshot()); losses != 0 {
+			t.Fatalf("the device lost its connection %d times over slow answers", losses)
+		}
+	})
+}
+
+// 429 storms: throttled calls fail with ErrThrottled after the client's
+// retries, or succeed when a retry gets through; a throttled call never
+// reaches the device, a retried one runs there exactly once.
+func TestThrottlingStorm(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tp tport) {
+		f := newFixture(t, &fixtureOptions{svcRetry: &policy.RetryOptions{MaxRetries: 2, RetryDelay: 5 * time.Millisecond, MaxRetryDelay: 20 * time.Millisecond}})
+		f.addDevice("dev1")
+		d := f.connect(t, "dev1", tp, nil)
+		d.status.waitFor(t, device.ConnectionStateConnected)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+
+		// More 429s than retries: the caller gets the hub's 429001.
+		f.engine().FailServiceRequests(429001, 3)
+		if _, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(`"t1"`), 10*time.Second, 0); !errors.Is(err, service.ErrThrottled) || hubErrorCode(err) != 429001 {
+			t.Fatalf("storm beyond the retries: %v; want 429001", err)
+		}
+		if d.executions(`"t1"`) != 0 {
+			t.Fatal("a throttled call reached the device")
+		}
+		// Fewer 429s than retries: the call goes through, once.
+		f.engine().FailServiceRequests(429001, 2)
+		if r, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(`"t2"`), 10*time.Second, 0); err != nil || string(r.Payload) != `"t2"` {
+			t.Fatalf("retried call: %v", err)
+		}
+		if n := d.executions(`"t2"`); n != 1 {
+			t.Fatalf("a retried call ran %d times", n)
+		}
+		// 503s are handled the same way.
+		f.engine().FailServiceRequests(503001, 3)
+		if _, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(`"t3"`), 10*time.Second, 0); !errors.Is(err, service.ErrServiceUnavailable) {
+			t.Fatalf("503 storm: %v", err)
+		}
+
+		// A storm across concurrent callers without retries: each call is
+		// throttled or answered, and the device runs exactly the answered ones.
+		noRetry := f.serviceClient(t, f.serviceConnString("iothubowner", f.ownerKey), policy.RetryOptions{MaxRetries: -1})
+		f.engine().FailServiceRequests(429001, 60)
+		var wg sync.WaitGroup
+		var answered, throttled atomic.Int32
+		errs := make(chan error, 100)
+		for i := range 100 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p := fmt.Sprintf(`{"storm":%d}`, i)
+				r, err := invokeWith(ctx, noRetry, "dev1", "echo", json.RawMessage(p), 30*time.Second, 0)
+				switch {
+				case err == nil && string(r.Payload) == p:
+					answered.Add(1)
+					if n := d.executions(p); n != 1 {
+						errs <- fmt.Errorf("call %d answered but ran %d times", i, n)
+					}
+				case errors.Is(err, service.ErrThrottled):
+					throttled.Add(1)
+					if n := d.executions(p); n != 0 {
+						errs <- fmt.Errorf("call %d throttled but ran %d times", i, n)
+					}
+				default:
+					errs <- fmt.Errorf("call %d: %v", i, err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		if answered.Load() != 40 || throttled.Load() != 60 {
+			t.Fatalf("answered %d, throttled %d; want 40 and 60", answered.Load(), throttled.Load())
+		}
+		f.recovered(t, d, "after storm")
+	})
+}
+
+// A device whose link keeps dropping (proxy resets and hub-side drops,
+// alternately) while callers keep calling with a connect timeout: every
+// call is answered or fails with a documented error, none runs twice, and
+// once the flapping stops the device is connected and answering.
+func TestDeviceFlapping(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tp tport) {
+		f := newFixture(t, nil)
+		f.addDevice("dev1")
+		d := f.connect(t, "dev1", tp, nil)
+		d.status.waitFor(t, device.ConnectionStateConnected)
+
+		stop := make(chan struct{})
+		var flaps atomic.Int32
+		var fwg sync.WaitGroup
+		fwg.Add(1)
+		go func() {
+			defer fwg.Done()
+			rng := rand.New(rand.NewPCG(1, 2))
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Duration(100+rng.IntN(300)) * time.Millisecond):
+				}
+				var cut bool
+				if i%2 == 0 {
+					cut = f.proxy.Cut() > 0
+				} else {
+					cut = f.engine().DropConnection(identity("dev1"))
+				}
+				if cut {
+					flaps.Add(1)
+				}
+			}
+		}()
+
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		outcomes := map[string]int{}
+		var seq atomic.Int32
+		deadline := time.Now().Add(4 * time.Second)
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(deadline) {
+					p := fmt.Sprintf(`{"w":%d,"n":%d}`, w, seq.Add(1))
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+					r, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(p), 5*time.Second, 5*time.Second)
+					cancel()
+					runs := d.executions(p)
+					var o string
+					switch {
+					case err == nil && r.Status == 200 && string(r.Payload) == p && runs == 1:
+						o = "answered"
+					case err == nil:
+						o = fmt.Sprintf("BAD answer %d %s (ran %d times)", r.Status, r.Payload, runs)
+					case errors.Is(err, service.ErrDeviceNotOnline) && runs <= 1:
+						o = "404103"
+					case errors.Is(err, service.ErrGatewayTimeout) && runs <= 1:
+						o = "504101"
+					default:
+						o = fmt.Sprintf("BAD %v (ran %d times)", err, runs)
+					}
+					mu.Lock()
+					outcomes[o]++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		close(stop)
+		fwg.Wait()
+		for o, n := range outcomes {
+			if strings.HasPrefix(o, "BAD") {
+				t.Errorf("%d× %s", n, o)
+			}
+		}
+		t.Logf("%d flaps; outcomes %v", flaps.Load(), outcomes)
+		if flaps.Load() < 3 || outcomes["answered"] == 0 {
+			t.Fatalf("the scenario did not exercise anything: %d flaps, outcomes %v", flaps.Load(), outcomes)
+		}
+		d.status.skip()
+		f.waitOnline(t, "dev1")
+		waitFor(t, "the client to report connected", func() bool { return d.c.ConnectionState() == device.ConnectionStateConnected })
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("statuses: %v", d.status.snapshot())
+				calls := f.engine().Calls()
+				t.Logf("last hub calls: %+v", calls[max(len(calls)-3, 0):])
+			}
+		})
+		f.recovered(t, d, "after flapping")
+		if countLosses(d.status.snapshot()) == 0 {
+			t.Fatal("the connection-status callback never reported a loss")
+		}
+	})
+}
+
+// A slow, throttled network (150 ms each way, 64 kB/s) still carries a
+// 100 kB call and its answer.
+func TestSlowNetwork(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tp tport) {
+		f := newFixture(t, nil)
+		f.addDevice("dev1")
+		d := f.connect(t, "dev1", tp, nil)
+		d.status.waitFor(t, device.ConnectionStateConnected)
+		f.proxy.SetDelay(150 * time.Millisecond)
+		f.proxy.SetRate(64 * 1024)
+		p := `"` + strings.Repeat("s", 100*1024) + `"`
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		r, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(p), 60*time.Second, 0)
+		if err != nil || r.Status != 200 || string(r.Payload) != p {
+			t.Fatalf("100 kB over a slow link: %v", err)
+		}
+		if n := d.executions(p); n != 1 {
+			t.Fatalf("ran %d times", n)
+		}
+		f.proxy.SetDelay(0)
+		f.proxy.SetRate(0)
+		f.recovered(t, d, "after slow network")
+		if losses := countLosses(d.status.snapshot()); losses != 0 {
+			t.Fatalf("the slow link cost %d reconnects", losses)
+		}
+	})
+}
+
+// Half-open connections: when the hub's side of the stream ends (the
+// client reads EOF) or the client's side does (the hub reads EOF), the
+// client notices, reconnects and answers.
+func TestHalfClosedConnection(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tp tport) {
+		for _, dir := range []faultproxy.Direction{faultproxy.ToClient, faultproxy.ToUpstream} {
+			t.Run(dir.String(), func(t *testing.T) {
+				f := newFixture(t, nil)
+				f.addDevice("dev1")
+				d := f.connect(t, "dev1", tp, nil)
+				d.status.waitFor(t, device.ConnectionStateConnected)
+				if n := f.proxy.HalfClose(dir); n != 1 {
+					t.Fatalf("half-closed %d connections", n)
+				}
+				if s := d.status.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
+					t.Fatal("the status after the half-close gives no reason")
+				}
+				d.status.waitFor(t, device.ConnectionStateConnected)
+				f.recovered(t, d, "after half-close")
+			})
+		}
+	})
+}
+
+// While new connections are refused (the hub's port resets them) the
+// client keeps trying with backoff and callers with a connect timeout get
+// 404103; once connections are accepted again the device is back.
+func TestReconnectRefused(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tp tport) {
+		f := newFixture(t, nil)
+		f.addDevice("dev1")
+		d := f.connect(t, "dev1", tp, nil)
+		d.status.waitFor(t, device.ConnectionStateConnected)
+		f.proxy.SetRefuse(true)
+		f.proxy.Cut()
+		waitFor(t, "refused reconnect attempts", func() bool { return countLosses(d.status.snapshot()) >= 4 })
+		if st := d.c.ConnectionState(); st != device.ConnectionStateConnecting {
+			t.Fatalf("state %v while the hub refuses connections", st)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_, err := f.invoke(ctx, "dev1", "echo", nil, 5*time.Second, 1*time.Second)
+		cancel()
+		if !errors.Is(err, service.ErrDeviceNotOnline) {
+			t.Fatalf("call while the device cannot connect: %v; want 404103", err)
+		}
+		f.proxy.SetRefuse(false)
+		d.status.waitFor(t, device.ConnectionStateConnected)
+		f.recovered(t, d, "after refusals")
+	})
+}
+
+// Answers racing the loss of their connection: handlers finish just as the
+// link is reset. Each answer is sent or given up promptly (the caller has
+// its 404103 already), so Close, which waits for running handlers, returns
+// long before the transports' 30 s write timeouts.
+func TestAnswersRacingConnectionLoss(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tp tport) {
+		f := newFixture(t, nil)
+		f.addDevice("dev1")
+		var mu sync.Mutex
+		release := make(chan struct{})
+		started := make(chan struct{}, 64)
+		d := f.connect(t, "dev1", tp, &devOptions{setup: func(c *device.Client) {
+			c.SetMethodHandler("race", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+				mu.Lock()
+				rel := release
+				mu.Unlock()
+				started <- struct{}{}
+				<-rel
+				return device.JSONResponse(200, "raced")
+			})
+		}})
+		for round := range 10 {
+			d.status.waitFor(t, device.ConnectionStateConnected)
+			f.waitOnline(t, "dev1")
+			var calls []<-chan callResult
+			for range 8 {
+				calls = append(calls, f.invokeAsync("dev1", "race", nil, 30*time.Second, 0))
+			}
+			for range 8 {
+				select {
+				case <-started:
+				case <-time.After(time.Minute):
+					t.Fatalf("round %d: handlers did not start", round)
+				}
+			}
+			mu.Lock()
+			close(release)
+			release = make(chan struct{})
+			mu.Unlock()
+			if round%2 == 0 {
+				f.proxy.Cut()
+			} else {
+				f.engine().DropConnection(identity("dev1"))
+			}
+			for _, ch := range calls {
+				if r := waitCall(t, ch); r.err != nil && !errors.Is(r.err, service.ErrDeviceNotOnline) {
+					t.Fatalf("round %d: %v", round, r.err)
+				}
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := d.c.Close(ctx); err != nil {
+			t.Fatalf("Close while answers raced lost connections: %v", err)
+		}
+	})
+}

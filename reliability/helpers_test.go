@@ -1,0 +1,533 @@
+// Package reliability_test proves, black-box, that the device SDK, the
+// service client and the local hub keep working under network faults, hub
+// faults and hostile input. See RELIABILITY.md at the repository root.
+package reliability_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"go.uber.org/goleak"
+
+	"github.com/iothub-go/iothub"
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/device"
+	"github.com/iothub-go/iothub/internal/faultproxy"
+	"github.com/iothub-go/iothub/internal/hub"
+	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/service"
+	"github.com/iothub-go/iothub/transport"
+	"github.com/iothub-go/iothub/transport/amqp"
+	"github.com/iothub-go/iothub/transport/mqtt"
+)
+
+// Every goroutine of the SDK, the hub and the fault proxy must be gone once
+// the tests have closed what they opened. goleak waits up to about 40 s for
+// stragglers: a paho Publish caught by a connection loss blocks for paho's
+// 30 s write timeout before it ends (see transport/mqtt's publish); a real
+// leak lives forever and is still reported.
+//
+// The scenarios mostly wait (for keep-alives, time-outs, backoff), so unless
+// -parallel is given they run 8 at a time rather than GOMAXPROCS at a time.
+// The soak test and the log scan are not parallel and run alone first.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	parallelSet := false
+	flag.Visit(func(fl *flag.Flag) { parallelSet = parallelSet || fl.Name == "test.parallel" })
+	if !parallelSet {
+		_ = flag.Set("test.parallel", "8")
+	}
+	code := m.Run()
+	if code == 0 {
+		deadline := time.Now().Add(40 * time.Second)
+		for {
+			err := goleak.Find()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				fmt.Fprintf(os.Stderr, "goleak: goroutines left after the tests: %v\n", err)
+				code = 1
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	os.Exit(code)
+}
+
+// tport is one device transport that carries direct methods. newT returns
+// it with the given keep-alive (MQTT keep-alive, AMQP idle time-out); zero
+// means the transport's default.
+type tport struct {
+	name string
+	newT func(keepAlive time.Duration) transport.Transport
+}
+
+// transports are the four method transports. Every scenario runs over each.
+var transports = []tport{
+	{"mqtt", func(ka time.Duration) transport.Transport { return mqtt.New(&mqtt.Options{KeepAlive: ka}) }},
+	{"mqtt-ws", func(ka time.Duration) transport.Transport {
+		return mqtt.New(&mqtt.Options{WebSocket: true, KeepAlive: ka})
+	}},
+	{"amqp", func(ka time.Duration) transport.Transport { return amqp.New(&amqp.Options{IdleTimeout: ka}) }},
+	{"amqp-ws", func(ka time.Duration) transport.Transport {
+		return amqp.New(&amqp.Options{WebSocket: true, IdleTimeout: ka})
+	}},
+}
+
+// fastRetry keeps reconnects quick.
+var fastRetry = iothub.RetryOptions{RetryDelay: 20 * time.Millisecond, MaxRetryDelay: 250 * time.Millisecond}
+
+const hostName = "localhost"
+
+// fixture is a hub that can be restarted on the same address with the same
+// CA, policies and registry, a fault proxy in front of it for devices, and
+// a service client.
+type fixture struct {
+	t        testing.TB
+	ca       *hub.CA
+	ownerKey string
+	addr     string
+	logger   *slog.Logger
+	proxy    *faultproxy.Proxy
+	svc      *service.Client
+
+	mu   sync.Mutex
+	h    *hub.Hub
+	keys map[string][2]string // identity → primary, secondary key
+}
+
+type fixtureOptions struct {
+	logger *slog.Logger
+	// svcRetry overrides the service client's retry options.
+	svcRetry *policy.RetryOptions
+}
+
+func newFixture(t testing.TB, o *fixtureOptions) *fixture {
+	t.Helper()
+	if o == nil {
+		o = &fixtureOptions{}
+	}
+	ca, err := hub.NewCA("reliability hub CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, ca: ca, ownerKey: engine.NewKey(), addr: freeAddr(t), logger: o.logger, keys: map[string][2]string{}}
+	f.start()
+	t.Cleanup(func() {
+		f.mu.Lock()
+		h := f.h
+		f.mu.Unlock()
+		if h != nil {
+			h.Close()
+		}
+	})
+	p, err := faultproxy.New(f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.proxy = p
+	t.Cleanup(func() { p.Close() })
+	retry := policy.RetryOptions{MaxRetries: 3, RetryDelay: 20 * time.Millisecond, MaxRetryDelay: 100 * time.Millisecond}
+	if o.svcRetry != nil {
+		retry = *o.svcRetry
+	}
+	f.svc = f.serviceClient(t, f.serviceConnString("iothubowner", f.ownerKey), retry)
+	return f
+}
+
+// freeAddr picks a loopback port from a listener it closes again.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func (f *fixture) start() {
+	f.t.Helper()
+	var h *hub.Hub
+	var err error
+	for i := 0; i < 100; i++ { // the port may linger for a moment
+		h, err = hub.Start(hub.Options{HostName: hostName, Addrs: []string{f.addr}, CA: f.ca, OwnerKey: f.ownerKey, Logger: f.logger})
+		if err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		f.t.Fatalf("starting the hub: %v", err)
+	}
+	f.mu.Lock()
+	f.h = h
+	keys := make(map[string][2]string, len(f.keys))
+	for id, k := range f.keys {
+		keys[id] = k
+	}
+	f.mu.Unlock()
+	for id, k := range keys {
+		f.register(h, id, k)
+	}
+}
+
+// stop closes the hub (every connection drops, pending calls fail).
+func (f *fixture) stop() {
+	f.mu.Lock()
+	h := f.h
+	f.h = nil
+	f.mu.Unlock()
+	if h != nil {
+		h.Close()
+	}
+}
+
+func (f *fixture) hub() *hub.Hub {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.h
+}
+
+func (f *fixture) engine() *engine.Engine { return f.hub().Engine }
+
+func (f *fixture) register(h *hub.Hub, id string, k [2]string) {
+	f.t.Helper()
+	p, s := k[0], k[1]
+	a := engine.Authentication{Type: engine.AuthSAS, SymmetricKey: engine.SymmetricKey{PrimaryKey: &p, SecondaryKey: &s}}
+	dev, mod, isMod := cutID(id)
+	if !isMod {
+		if _, herr := h.Engine.PutDevice(dev, engine.Device{Authentication: a}, ""); herr != nil {
+			f.t.Fatalf("registering %s: %v", id, herr)
+		}
+		return
+	}
+	if _, herr := h.Engine.PutModule(dev, mod, engine.Module{Authentication: a}, ""); herr != nil {
+		f.t.Fatalf("registering %s: %v", id, herr)
+	}
+}
+
+func cutID(id string) (dev, mod string, isMod bool) {
+	for i := 0; i < len(id); i++ {
+		if id[i] == '/' {
+			return id[:i], id[i+1:], true
+		}
+	}
+	return id, "", false
+}
+
+func identity(id string) auth.Identity {
+	dev, mod, _ := cutID(id)
+	return auth.Identity{HostName: hostName, DeviceID: dev, ModuleID: mod}
+}
+
+// addDevice registers a device ("dev") or module ("dev/mod", whose device
+// must exist) with fresh keys, and returns its primary key.
+func (f *fixture) addDevice(id string) string {
+	f.t.Helper()
+	k := [2]string{engine.NewKey(), engine.NewKey()}
+	f.mu.Lock()
+	f.keys[id] = k
+	h := f.h
+	f.mu.Unlock()
+	f.register(h, id, k)
+	return k[0]
+}
+
+func (f *fixture) key(id string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.keys[id][0]
+}
+
+// connString is the identity's connection string, dialling the proxy
+// (viaProxy) or the hub directly.
+func (f *fixture) connString(id string, viaProxy bool) string {
+	dev, mod, _ := cutID(id)
+	gw := f.addr
+	if viaProxy {
+		gw = f.proxy.Addr()
+	}
+	return auth.ConnectionString{HostName: hostName, GatewayHostName: gw, DeviceID: dev, ModuleID: mod, SharedAccessKey: f.key(id)}.Reveal()
+}
+
+func (f *fixture) serviceConnString(policyName, key string) string {
+	return auth.ConnectionString{HostName: hostName, GatewayHostName: f.addr, SharedAccessKeyName: policyName, SharedAccessKey: key}.Reveal()
+}
+
+func (f *fixture) policyKey(name string) string {
+	p, ok := f.engine().Policy(name)
+	if !ok {
+		f.t.Fatalf("no policy %s", name)
+	}
+	return p.PrimaryKey
+}
+
+func (f *fixture) httpClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: f.tlsConfig()}}
+}
+
+func (f *fixture) serviceClient(t testing.TB, cs string, retry policy.RetryOptions) *service.Client {
+	t.Helper()
+	hc := f.httpClient()
+	t.Cleanup(hc.CloseIdleConnections)
+	c, err := service.NewClientFromConnectionString(cs, &service.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: hc, Retry: retry}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// tlsConfig trusts the hub's CA (every hub of the fixture shares it).
+func (f *fixture) tlsConfig() *tls.Config {
+	return &tls.Config{RootCAs: f.ca.Pool(), MinVersion: tls.VersionTLS12}
+}
+
+// invoke calls method on id ("dev" or "dev/mod") with the service client.
+func (f *fixture) invoke(ctx context.Context, id, method string, payload any, responseTimeout, connectTimeout time.Duration) (*service.MethodResult, error) {
+	return invokeWith(ctx, f.svc, id, method, payload, responseTimeout, connectTimeout)
+}
+
+func invokeWith(ctx context.Context, svc *service.Client, id, method string, payload any, responseTimeout, connectTimeout time.Duration) (*service.MethodResult, error) {
+	m := service.CloudToDeviceMethod{MethodName: method, Payload: payload, ResponseTimeout: responseTimeout, ConnectTimeout: connectTimeout}
+	dev, mod, isMod := cutID(id)
+	if isMod {
+		return svc.InvokeModuleMethod(ctx, dev, mod, m)
+	}
+	return svc.InvokeDeviceMethod(ctx, dev, m)
+}
+
+// waitOnline waits until the hub counts id connected and subscribed.
+func (f *fixture) waitOnline(t testing.TB, id string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := f.engine().WaitOnline(ctx, identity(id)); err != nil {
+		t.Fatalf("%s did not come online: %v", id, err)
+	}
+}
+
+// dev is a connected device client with an echo handler that counts how
+// often each request payload was executed.
+type dev struct {
+	id     string
+	c      *device.Client
+	status *statusLog
+
+	mu   sync.Mutex
+	runs map[string]int // request payload → executions
+}
+
+type devOptions struct {
+	keepAlive time.Duration
+	direct    bool // dial the hub, not the proxy
+	setup     func(*device.Client)
+	opts      func(*device.ClientOptions)
+}
+
+// connect builds and connects a device client; it is closed at the end of
+// the test, after which the proxy must hold no connection of it.
+func (f *fixture) connect(t testing.TB, id string, tp tport, o *devOptions) *dev {
+	t.Helper()
+	if o == nil {
+		o = &devOptions{}
+	}
+	d := &dev{id: id, status: newStatusLog(), runs: map[string]int{}}
+	opts := &device.ClientOptions{
+		Transport:          tp.newT(o.keepAlive),
+		TLSConfig:          f.tlsConfig(),
+		Retry:              fastRetry,
+		OnConnectionStatus: d.status.record,
+	}
+	if o.opts != nil {
+		o.opts(opts)
+	}
+	c, err := device.NewClientFromConnectionString(f.connString(id, !o.direct), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.c = c
+	c.SetMethodHandler("echo", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+		d.mu.Lock()
+		d.runs[string(req.Payload)]++
+		d.mu.Unlock()
+		return &device.MethodResponse{Status: 200, Payload: req.Payload}, nil
+	})
+	if o.setup != nil {
+		o.setup(c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx); err != nil {
+		t.Fatalf("%s over %s: Connect: %v", id, tp.name, err)
+	}
+	t.Cleanup(func() { d.close(t) })
+	return d
+}
+
+func (d *dev) close(t testing.TB) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := d.c.Close(ctx); err != nil {
+		t.Errorf("%s: Close: %v", d.id, err)
+	}
+	d.status.checkSequence(t, d.id)
+}
+
+// executions returns how often the echo handler ran with payload p.
+func (d *dev) executions(p string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.runs[p]
+}
+
+// statusLog records a client's connection statuses.
+type statusLog struct {
+	mu   sync.Mutex
+	all  []device.ConnectionStatus
+	read int // statuses consumed by waitFor
+	wake chan struct{}
+}
+
+func newStatusLog() *statusLog { return &statusLog{wake: make(chan struct{}, 1)} }
+
+func (l *statusLog) record(s device.ConnectionStatus) {
+	l.mu.Lock()
+	l.all = append(l.all, s)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (l *statusLog) snapshot() []device.ConnectionStatus {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]device.ConnectionStatus(nil), l.all...)
+}
+
+// waitFor consumes statuses until one in state st arrives and returns it.
+func (l *statusLog) waitFor(t testing.TB, st device.ConnectionState) device.ConnectionStatus {
+	t.Helper()
+	timeout := time.NewTimer(90 * time.Second)
+	defer timeout.Stop()
+	for {
+		l.mu.Lock()
+		for l.read < len(l.all) {
+			s := l.all[l.read]
+			l.read++
+			if s.State == st {
+				l.mu.Unlock()
+				return s
+			}
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.wake:
+		case <-timeout.C:
+			t.Fatalf("no %v status within 90 s; statuses so far: %v", st, l.snapshot())
+		}
+	}
+}
+
+// skip marks every status so far as consumed.
+func (l *statusLog) skip() {
+	l.mu.Lock()
+	l.read = len(l.all)
+	l.mu.Unlock()
+}
+
+// checkSequence checks that the statuses told a consistent story: the
+// client started connecting, never reported connected twice without a
+// loss in between, said why it lost a connection, and ended closed.
+func (l *statusLog) checkSequence(t testing.TB, who string) {
+	t.Helper()
+	all := l.snapshot()
+	if len(all) == 0 {
+		t.Errorf("%s: no status reported", who)
+		return
+	}
+	if all[0].State != device.ConnectionStateConnecting {
+		t.Errorf("%s: first status %v, want connecting", who, all[0].State)
+	}
+	if last := all[len(all)-1]; last.State != device.ConnectionStateClosed {
+		t.Errorf("%s: last status %v, want closed", who, last.State)
+	}
+	for i := 1; i < len(all); i++ {
+		prev, cur := all[i-1], all[i]
+		if prev.State == device.ConnectionStateConnected && cur.State == device.ConnectionStateConnected {
+			t.Errorf("%s: connected reported twice in a row (status %d)", who, i)
+		}
+		if prev.State == device.ConnectionStateClosed {
+			t.Errorf("%s: status %v after closed", who, cur.State)
+		}
+	}
+}
+
+// countLosses returns the statuses that report a lost or failed connection.
+func countLosses(all []device.ConnectionStatus) int {
+	n := 0
+	for _, s := range all {
+		if s.State == device.ConnectionStateConnecting && s.Err != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// waitFor polls cond until it holds, with a generous deadline.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// mustEcho invokes echo on id with a unique payload and requires the
+// device's answer at once (the device claims to be connected).
+func (f *fixture) mustEcho(t testing.TB, d *dev, tag string) {
+	t.Helper()
+	p := fmt.Sprintf(`{"tag":%q,"at":%d}`, tag, time.Now().UnixNano())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r, err := f.invoke(ctx, d.id, "echo", json.RawMessage(p), 30*time.Second, 0)
+	if err != nil {
+		t.Fatalf("%s: echo %s: %v", d.id, tag, err)
+	}
+	if r.Status != 200 || string(r.Payload) != p {
+		t.Fatalf("%s: echo %s: %d %s", d.id, tag, r.Status, r.Payload)
+	}
+	if n := d.executions(p); n != 1 {
+		t.Fatalf("%s: echo %s ran %d times on the device", d.id, tag, n)
+	}
+}
+
+// hubErrorCode returns the IoT Hub error code of a service error, or 0.
+func hubErrorCode(err error) int {
+	var re *service.ResponseError
+	if errors.As(err, &re) {
+		return re.Code
+	}
+	return 0
+}

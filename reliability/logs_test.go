@@ -1,0 +1,174 @@
+package reliability_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	azlog "github.com/Azure/azure-sdk-for-go/sdk/azcore/log"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/device"
+	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/service"
+	"github.com/iothub-go/iothub/transport"
+)
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The hub, the device client on every transport and the service client log
+// at debug level through connects, refused credentials, token renewal,
+// dropped connections, method calls and telemetry: no key, no signature, no token and no
+// payload may appear in what they wrote.
+func TestNoSecretsInLogs(t *testing.T) {
+	var out syncBuffer
+	logger := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	// azcore's listener is process-wide: this test is not parallel.
+	azlog.SetListener(func(ev azlog.Event, msg string) { fmt.Fprintf(&out, "azcore %s: %s\n", ev, msg) })
+	defer azlog.SetListener(nil)
+
+	f := newFixture(t, &fixtureOptions{logger: logger})
+	f.svc = f.serviceClient(t, f.serviceConnString("iothubowner", f.ownerKey), policy.RetryOptions{MaxRetries: 1, RetryDelay: time.Millisecond})
+	const canary = "payload-canary-7f3a"
+	secrets := map[string]string{"iothubowner key": f.ownerKey}
+	for _, p := range []string{"service", "device", "registryRead", "registryReadWrite"} {
+		secrets[p+" key"] = f.policyKey(p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	for _, tp := range transports {
+		id := "dev-" + tp.name
+		f.addDevice(id)
+		f.mu.Lock()
+		secrets[id+" primary key"], secrets[id+" secondary key"] = f.keys[id][0], f.keys[id][1]
+		f.mu.Unlock()
+
+		// A client with 2 s tokens renews them while it works.
+		d := f.connect(t, id, tp, &devOptions{opts: func(o *device.ClientOptions) {
+			o.Logger = logger
+			o.SAS = auth.TokenOptions{TTL: 2 * time.Second}
+		}})
+		d.status.waitFor(t, device.ConnectionStateConnected)
+		p := fmt.Sprintf(`{"secret":%q}`, canary)
+		if r, err := f.invoke(ctx, id, "echo", json.RawMessage(p), 10*time.Second, 5*time.Second); err != nil || string(r.Payload) != p {
+			t.Fatalf("%s: echo: %v", id, err)
+		}
+		if err := d.c.SendEvent(ctx, &device.Message{Body: []byte(canary), Properties: map[string]string{"k": canary}}); err != nil {
+			t.Fatalf("%s: SendEvent: %v", id, err)
+		}
+		time.Sleep(2 * time.Second) // at least one renewal
+		f.engine().DropConnection(identity(id))
+		// With 2 s tokens MQTT renews by reconnecting every 1.7 s: a call
+		// caught by a renewal ends in 404103, a documented outcome.
+		for i := 0; ; i++ {
+			_, err := f.invoke(ctx, id, "echo", json.RawMessage(p), 10*time.Second, 10*time.Second)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, service.ErrDeviceNotOnline) || i == 10 {
+				t.Fatalf("%s: echo after a drop: %v", id, err)
+			}
+		}
+
+		// A client with a wrong key is refused.
+		wrongKey := engine.NewKey()
+		secrets["wrong key"] = wrongKey
+		cs := auth.ConnectionString{HostName: hostName, GatewayHostName: f.addr, DeviceID: id, SharedAccessKey: wrongKey}.Reveal()
+		c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{Transport: tp.newT(0), TLSConfig: f.tlsConfig(), Retry: fastRetry, Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Connect(ctx); !errors.Is(err, transport.ErrNotAuthorized) {
+			t.Fatalf("%s: wrong key: %v", id, err)
+		}
+		c.Close(ctx)
+		// A forged token presented directly.
+		forged, _ := auth.SignSAS(identity(id).Resource(), "", engine.NewKey(), time.Now().Add(time.Hour))
+		secrets["forged token"] = forged
+		if err := f.dialWith(tp, identity(id), forged); !errors.Is(err, transport.ErrNotAuthorized) {
+			t.Fatalf("%s: forged token: %v", id, err)
+		}
+	}
+	// The service client with a wrong key, and with a fixed token.
+	wrongSvc := engine.NewKey()
+	secrets["wrong service key"] = wrongSvc
+	bad := f.serviceClient(t, f.serviceConnString("iothubowner", wrongSvc), policy.RetryOptions{MaxRetries: -1})
+	if _, err := invokeWith(ctx, bad, "dev-mqtt", "echo", nil, 5*time.Second, 0); !errors.Is(err, service.ErrUnauthorized) {
+		t.Fatalf("wrong service key: %v", err)
+	}
+	fixed, _ := auth.SignSAS(hostName, "iothubowner", f.ownerKey, time.Now().Add(time.Hour))
+	secrets["fixed service token"] = fixed
+	fixedCS := auth.ConnectionString{HostName: hostName, GatewayHostName: f.addr, SharedAccessKeyName: "iothubowner", SharedAccessSignature: fixed}.Reveal()
+	fixedSvc := f.serviceClient(t, fixedCS, policy.RetryOptions{MaxRetries: -1})
+	if _, err := invokeWith(ctx, fixedSvc, "dev-mqtt", "echo", json.RawMessage(`"`+canary+`"`), 5*time.Second, 0); err != nil {
+		t.Fatalf("fixed service token: %v", err)
+	}
+	f.stop() // the hub logs its shutdown too
+
+	logs := out.String()
+	if !strings.Contains(logs, "level=DEBUG") && !strings.Contains(logs, "level=INFO") {
+		t.Fatalf("nothing was logged: the scan would prove nothing")
+	}
+	for name, s := range secrets {
+		for _, form := range secretForms(s) {
+			if strings.Contains(logs, form) {
+				t.Errorf("the logs contain the %s (%q)", name, form)
+			}
+		}
+	}
+	for _, re := range []*regexp.Regexp{
+		regexp.MustCompile(`(?i)sig=`),
+		regexp.MustCompile(`(?i)SharedAccessSignature`),
+		regexp.MustCompile(`(?i)SharedAccessKey=`),
+		regexp.MustCompile(canary),
+	} {
+		if loc := re.FindStringIndex(logs); loc != nil {
+			t.Errorf("the logs contain %s: …%s…", re, logs[max(loc[0]-120, 0):min(loc[1]+60, len(logs))])
+		}
+	}
+	t.Logf("scanned %d bytes of logs (%d lines)", len(logs), strings.Count(logs, "\n"))
+}
+
+// secretForms returns s and the forms it takes when encoded: the signature
+// part of a token (raw and URL-decoded), and URL encodings.
+func secretForms(s string) []string {
+	forms := []string{s, url.QueryEscape(s), url.PathEscape(s)}
+	if i := strings.Index(s, "sig="); i >= 0 {
+		sig := s[i+4:]
+		if j := strings.IndexByte(sig, '&'); j >= 0 {
+			sig = sig[:j]
+		}
+		forms = append(forms, sig)
+		if u, err := url.QueryUnescape(sig); err == nil {
+			forms = append(forms, u)
+		}
+	}
+	return forms
+}
