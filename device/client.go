@@ -112,6 +112,9 @@ type Client struct {
 	closed   bool
 	inflight int
 	idle     chan struct{} // closed when inflight drops to zero
+
+	// cancelLoop cancels the loop's context; Close calls it with stop.
+	cancelLoop context.CancelFunc
 }
 
 // NewClientFromConnectionString returns a client for a device or module
@@ -344,6 +347,9 @@ func (c *Client) Close(ctx context.Context) error {
 	if c.running && stop != nil {
 		close(stop)
 	}
+	if c.cancelLoop != nil {
+		c.cancelLoop()
+	}
 	c.mu.Unlock()
 	if loopDone != nil {
 		<-loopDone
@@ -451,15 +457,16 @@ func (c *Client) dialOnce(ctx context.Context, freshToken bool) (transport.Conn,
 // loop keeps the client connected until stop is closed.
 func (c *Client) loop(conn transport.Conn, tok auth.Token, stop chan struct{}) {
 	defer close(c.loopDone)
+	// ctx ends when Close closes stop: Close cancels it (no goroutine
+	// per client waits for stop).
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() {
-		select {
-		case <-stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	c.mu.Lock()
+	c.cancelLoop = cancel
+	if c.closed {
+		cancel()
+	}
+	c.mu.Unlock()
 	for {
 		var renew <-chan time.Time
 		var timer *time.Timer
@@ -551,7 +558,9 @@ func (c *Client) dispatch(conn transport.Conn, req *MethodRequest) {
 			c.log.Warn("method response not sent", "method", req.Name, "error", err)
 			return
 		}
-		c.log.Info("method", "method", req.Name, "status", resp.Status, "duration", time.Since(start))
+		if c.log.Enabled(ctx, slog.LevelInfo) { // no attributes for a logger that drops them
+			c.log.Info("method", "method", req.Name, "status", resp.Status, "duration", time.Since(start))
+		}
 	}()
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -233,14 +234,21 @@ func (e *Engine) Invoke(ctx context.Context, id auth.Identity, call MethodCall) 
 	res, protocol, herr := e.invoke(ctx, rec.Identity, call)
 	rec.Protocol = protocol
 	rec.Latency = e.now().Sub(start)
+	// The attributes cost allocations even when the logger discards
+	// them: build them only for a logger that wants them.
+	logging := e.log.Enabled(ctx, slog.LevelInfo)
 	if herr != nil {
 		rec.ErrorCode = herr.Code
-		e.log.Info("method call", "identity", rec.Identity.String(), "method", call.Name,
-			"error", herr.Code, "errorName", herr.Name, "latency", rec.Latency)
+		if logging {
+			e.log.Info("method call", "identity", rec.Identity.String(), "method", call.Name,
+				"error", herr.Code, "errorName", herr.Name, "latency", rec.Latency)
+		}
 	} else {
 		rec.Status = res.Status
-		e.log.Info("method call", "identity", rec.Identity.String(), "method", call.Name,
-			"status", res.Status, "protocol", protocol, "latency", rec.Latency)
+		if logging {
+			e.log.Info("method call", "identity", rec.Identity.String(), "method", call.Name,
+				"status", res.Status, "protocol", protocol, "latency", rec.Latency)
+		}
 	}
 	e.mu.Lock()
 	e.calls = append(e.calls, rec)
@@ -264,40 +272,69 @@ func (e *Engine) invoke(ctx context.Context, id auth.Identity, call MethodCall) 
 	notOnline := func() *Error {
 		return NewError(CodeDeviceNotOnline, "The operation failed because the requested device isn't online or hasn't registered the direct method callback. To learn more, see https://aka.ms/iothub404103")
 	}
-	connectTimer := time.NewTimer(call.ConnectTimeout)
-	defer connectTimer.Stop()
-	var s *Session
-	for {
-		var changed <-chan struct{}
-		s, changed = e.online(id.String())
-		if s != nil {
-			break
+	// The connect timer starts when the identity is first seen offline:
+	// most calls find it online and need none.
+	var connectTimer *time.Timer
+	defer func() {
+		if connectTimer != nil {
+			connectTimer.Stop()
 		}
+	}()
+	// waitChange waits for the identity's next on- or offline change within
+	// the connect timeout; it reports whether to look again.
+	waitChange := func(changed <-chan struct{}) *Error {
 		if call.ConnectTimeout <= 0 {
-			return MethodResult{}, "", notOnline()
+			return notOnline()
+		}
+		if connectTimer == nil {
+			connectTimer = time.NewTimer(call.ConnectTimeout)
 		}
 		select {
 		case <-changed:
+			return nil
 		case <-connectTimer.C:
-			return MethodResult{}, "", notOnline()
+			return notOnline()
 		case <-ctx.Done():
-			return MethodResult{}, "", NewError(CodeServerError, "The request was cancelled")
+			return NewError(CodeServerError, "The request was cancelled")
 		}
 	}
-
-	rid := s.conn.NewRequestID()
-	ch := make(chan MethodResult, 1)
-	s.mu.Lock()
-	if s.ended {
+	var (
+		s        *Session
+		rid      string
+		ch       chan MethodResult
+		protocol string
+	)
+	for {
+		var changed <-chan struct{}
+		s, changed = e.online(id.String())
+		if s == nil {
+			if herr := waitChange(changed); herr != nil {
+				return MethodResult{}, "", herr
+			}
+			continue
+		}
+		rid = s.conn.NewRequestID()
+		ch = make(chan MethodResult, 1)
+		s.mu.Lock()
+		ended := s.ended
+		if !ended {
+			s.pending[rid] = ch
+		}
 		s.mu.Unlock()
-		return MethodResult{}, "", notOnline()
-	}
-	s.pending[rid] = ch
-	s.mu.Unlock()
-	protocol := s.conn.Protocol()
-	if err := s.conn.SendMethod(rid, call.Name, call.Payload); err != nil {
-		s.forget(rid)
-		return MethodResult{}, protocol, notOnline()
+		protocol = s.conn.Protocol()
+		if !ended {
+			if err := s.conn.SendMethod(rid, call.Name, call.Payload); err == nil {
+				break
+			}
+			s.forget(rid)
+		}
+		// The session's connection could not take the request: it is
+		// going away (e.g. a stale connect attempt that replaced a newer
+		// connection). The device counts as offline: wait within the
+		// connect timeout for the next change, as for any offline device.
+		if herr := waitChange(changed); herr != nil {
+			return MethodResult{}, protocol, herr
+		}
 	}
 	timer := time.NewTimer(call.ResponseTimeout)
 	defer timer.Stop()
