@@ -1,9 +1,11 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -204,7 +206,7 @@ func newClient(hostName, gateway, endpoint, cred string, authPolicy policy.Polic
 		AllowedHeaders:         []string{"iothub-errorcode"},
 		AllowedQueryParameters: []string{"api-version", "top"},
 		APIVersion:             runtime.APIVersionOptions{Name: "api-version", Location: runtime.APIVersionLocationQueryParam},
-		PerRetry:               []policy.Policy{authPolicy},
+		PerRetry:               []policy.Policy{authPolicy, memBodyPolicy{}},
 		Tracing:                runtime.TracingOptions{Namespace: "Microsoft.Devices"},
 	}, &o.ClientOptions)
 	c := &Client{hostName: hostName, gateway: gateway, endpoint: endpoint, cred: cred, pl: pl}
@@ -250,6 +252,26 @@ func (p *sasPolicy) Do(req *policy.Request) (*http.Response, error) {
 		return nil, &nonRetriableError{err}
 	}
 	req.Raw().Header.Set("Authorization", tok.Value)
+	return req.Next()
+}
+
+// memBody is a request body held in memory (a method invocation).
+type memBody struct{ *bytes.Reader }
+
+func (memBody) Close() error { return nil }
+
+// memBodyPolicy hands net/http a memBody as io.NopCloser(*bytes.Reader),
+// a body it knows to be in memory: it then writes the headers and the body
+// in one TLS record and one write, instead of flushing the headers first
+// (two records, two writes, and two reads at the hub). It replaces the
+// retry policy's wrapper, which net/http does not know; azcore has rewound
+// the body before each try, and neither wrapper closes it.
+type memBodyPolicy struct{}
+
+func (memBodyPolicy) Do(req *policy.Request) (*http.Response, error) {
+	if b, ok := req.Body().(memBody); ok && req.Raw().Body != nil {
+		req.Raw().Body = io.NopCloser(b.Reader)
+	}
 	return req.Next()
 }
 

@@ -14,7 +14,6 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 )
 
 // MaxPayloadSize is the largest method payload IoT Hub accepts: 128 KB of
@@ -118,7 +117,7 @@ func (c *Client) send(ctx context.Context, path string, body []byte, timeout tim
 	if err != nil {
 		return nil, err
 	}
-	if err := req.SetBody(streaming.NopCloser(bytes.NewReader(body)), "application/json; charset=utf-8"); err != nil {
+	if err := req.SetBody(memBody{bytes.NewReader(body)}, "application/json; charset=utf-8"); err != nil {
 		return nil, fmt.Errorf("iothub: building request: %w", err)
 	}
 	resp, err := c.pl.Do(req)

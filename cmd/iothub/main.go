@@ -1,10 +1,20 @@
-// Command iothub is the command-line companion of the iothub SDK.
+// Command iothub is the command-line companion of the iothub SDK: a local
+// IoT Hub, a simulated device, a method invoker and a benchmark.
 //
 //	iothub hub [flags]    run a local, protocol-faithful IoT Hub
 //	iothub device [flags] run a simulated device answering every method
 //	iothub invoke [flags] invoke a direct method and print the answer
+//	iothub bench [flags]  measure latency, throughput and scale (see BENCHMARKS.md)
 //
-// Run "iothub hub -h" for the flags.
+// From a clone of the repository, a hub, a device and a call in three
+// terminals:
+//
+//	go run ./cmd/iothub hub --ca-file ca.pem --device dev1   # prints IOTHUB_…_CONNECTION_STRING=… lines
+//	IOTHUB_DEVICE_CONNECTION_STRING='…' go run ./cmd/iothub device --ca-file ca.pem
+//	IOTHUB_SERVICE_CONNECTION_STRING='…' go run ./cmd/iothub invoke --ca-file ca.pem --device dev1 --method reboot
+//
+// Run "iothub help" for more examples and "iothub COMMAND -h" for a
+// command's flags.
 package main
 
 import (
@@ -29,6 +39,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runDevice(args[1:], stdout, stderr)
 	case "invoke":
 		return runInvoke(args[1:], stdout, stderr)
+	case "bench":
+		return runBench(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return 0
@@ -42,9 +54,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: iothub <command> [flags]
 
+The command-line companion of the iothub SDK (Azure IoT Hub direct methods).
+
 commands:
-  hub    run a local IoT Hub (MQTT, MQTT over WebSocket, HTTPS service API)
-  device run a simulated device that answers every direct method
-  invoke invoke a direct method on a device or module and print its answer
+  hub     run a local, protocol-faithful IoT Hub on 127.0.0.1 (MQTT 8883,
+          HTTPS and WebSocket 443, AMQP 5671) and print connection strings
+  device  run a simulated device that answers every direct method
+  invoke  invoke a direct method on a device or module and print its answer
+  bench   measure latency, throughput and scale (see BENCHMARKS.md)
+
+Run "iothub <command> -h" for a command's flags.
+
+examples:
+  # a local hub with one device; it prints both connection strings
+  # (binding 443 needs root: add --https-addr 127.0.0.1:8443 otherwise)
+  iothub hub --ca-file ca.pem --device dev1
+
+  # a device answering every method, over MQTT (or --transport mqtt-ws)
+  export IOTHUB_DEVICE_CONNECTION_STRING='HostName=localhost;DeviceId=dev1;SharedAccessKey=…'
+  iothub device --ca-file ca.pem
+
+  # invoke "reboot" on it; prints {"status":200,"payload":…}
+  export IOTHUB_SERVICE_CONNECTION_STRING='HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=…'
+  iothub invoke --ca-file ca.pem --device dev1 --method reboot --payload '{"delaySeconds":5}'
+
+  # against Azure IoT Hub: the hub's connection strings, no --ca-file
+  iothub invoke --device myDevice --method reboot
+
+  # benchmarks of every transport, with a table on stdout
+  iothub bench
 `)
 }

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/iothub-go/iothub/internal/bench"
+)
+
+// benchConfig is the parsed command line of "iothub bench".
+type benchConfig struct {
+	bench.Config
+	out        string // "table" or "json"
+	jsonFile   string
+	cpuProfile string
+	fleet      bool // serve the fleet protocol on stdin/stdout (internal)
+	quiet      bool
+}
+
+type listFlag struct{ p *[]string }
+
+func (l listFlag) String() string {
+	if l.p == nil {
+		return ""
+	}
+	return strings.Join(*l.p, ",")
+}
+
+func (l listFlag) Set(v string) error {
+	*l.p = nil
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l.p = append(*l.p, s)
+		}
+	}
+	return nil
+}
+
+type intsFlag struct{ p *[]int }
+
+func (f intsFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	s := make([]string, len(*f.p))
+	for i, n := range *f.p {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+func (f intsFlag) Set(v string) error {
+	*f.p = []int{}
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			return errors.New("want a comma-separated list of positive numbers")
+		}
+		*f.p = append(*f.p, n)
+	}
+	return nil
+}
+
+func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
+	c := benchConfig{Config: bench.Defaults()}
+	fs := flag.NewFlagSet("iothub bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: iothub bench [flags]
+
+Runs a local hub in this process and measures direct method calls through
+it, per device transport: round-trip latency (p50/p90/p99, one call at a
+time), throughput with many devices and calls in flight, CPU time per
+call, and the connect time and memory per device of growing fleets.
+Baselines run in the same hub, with the same invoker: a minimal raw paho
+responder (the floor), and with --node the official Node device SDK and
+the official Node service client. Each device fleet runs in a child
+process. Prints a table (or JSON with --out json).
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
+	fs.Var(listFlag{&c.Transports}, "transports", "this SDK's device `transports` to measure (comma-separated): mqtt, mqtt-ws, amqp, amqp-ws")
+	fs.BoolVar(&c.Floor, "floor", c.Floor, "measure the raw paho responder (the floor) on the MQTT transports")
+	fs.BoolVar(&c.Node, "node", false, "measure the official Node SDKs too (needs node, npm ci in --node-dir, and 127.0.0.1:443 free for the service client)")
+	fs.Var(listFlag{&c.NodeTransports}, "node-transports", "`transports` of the Node device baseline")
+	fs.StringVar(&c.NodeDir, "node-dir", "", "folder with bench_device.js, bench_invoke.js and node_modules (default: ./conformance, or the one next to the module)")
+	fs.StringVar(&c.NodeBin, "node-bin", c.NodeBin, "the node executable")
+	fs.IntVar(&c.Devices, "devices", c.Devices, "devices in the throughput fleet")
+	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "method calls in flight in the throughput phase")
+	fs.IntVar(&c.PayloadSize, "payload", c.PayloadSize, "request payload size in `bytes` (a JSON object; devices echo it)")
+	fs.DurationVar(&c.Duration, "duration", c.Duration, "length of each throughput phase")
+	fs.DurationVar(&c.LatencyDuration, "latency-duration", c.LatencyDuration, "length of each one-call-at-a-time phase")
+	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "warm-up before every measured phase")
+	fs.Var(intsFlag{&c.Scale}, "scale", "fleet `sizes` connected at once, for the Go rows (empty: no scale series)")
+	fs.Var(intsFlag{&c.NodeScale}, "node-scale", "fleet `sizes` for the Node rows")
+	fs.Var(listFlag{&c.ScaleImpls}, "scale-rows", "limit the scale series to these `rows` or implementations (e.g. go-sdk/mqtt,paho-raw); default all measured rows")
+	fs.IntVar(&c.ConnectConcurrency, "connect-concurrency", c.ConnectConcurrency, "devices of a fleet connecting at once")
+	fs.IntVar(&c.Rounds, "rounds", c.Rounds, "repeat the latency and throughput rows this many times, interleaved, and report medians")
+	fs.BoolVar(&c.InProcess, "inproc", false, "run the Go device fleets in this process (memory and CPU then include the hub)")
+	fs.StringVar(&c.out, "out", "table", "what to print on stdout: table or json")
+	fs.StringVar(&c.jsonFile, "json", "", "also write the JSON result to this `file`")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (hub and invoker) to `file`")
+	fs.StringVar(&c.DeviceCPUProfile, "device-cpuprofile", "", "Go device fleets write CPU profiles to `prefix`.<row>.pprof")
+	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
+	fs.BoolVar(&c.fleet, "fleet", false, "internal: serve a device fleet on stdin/stdout")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("iothub: unexpected argument %q", fs.Arg(0))
+	}
+	if c.out != "table" && c.out != "json" {
+		return nil, fmt.Errorf("iothub: --out %q: want table or json", c.out)
+	}
+	if c.fleet {
+		return &c, nil
+	}
+	if c.Node && c.NodeDir == "" {
+		c.NodeDir = findNodeDir()
+	}
+	v := c.Config
+	v.InProcess = true // the fleet command is found later
+	if err := v.Validate(); err != nil {
+		return nil, fmt.Errorf("iothub: %w", err)
+	}
+	return &c, nil
+}
+
+// findNodeDir looks for the repository's conformance folder.
+func findNodeDir() string {
+	cands := []string{"conformance"}
+	if exe, err := os.Executable(); err == nil {
+		cands = append(cands, filepath.Join(filepath.Dir(exe), "conformance"))
+	}
+	if wd, err := os.Getwd(); err == nil {
+		for d := wd; ; d = filepath.Dir(d) {
+			cands = append(cands, filepath.Join(d, "conformance"))
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	for _, d := range cands {
+		if _, err := os.Stat(filepath.Join(d, "bench_device.js")); err == nil {
+			if abs, err := filepath.Abs(d); err == nil {
+				return abs
+			}
+			return d
+		}
+	}
+	return ""
+}
+
+// raiseFileLimit lifts RLIMIT_NOFILE so that tens of thousands of sockets
+// fit (the hub and a fleet of 10,000 devices in one process hold 20,000).
+func raiseFileLimit(want uint64) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	if lim.Max < want {
+		lim.Max = want // allowed for root; otherwise the next line fails
+	}
+	lim.Cur = max(lim.Cur, min(want, lim.Max))
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		if err2 := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err2 == nil {
+			lim.Cur = lim.Max
+			_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+		}
+		return err
+	}
+	return nil
+}
+
+func runBench(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseBenchFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	need := uint64(4096)
+	for _, n := range append(append([]int{cfg.Devices}, cfg.Scale...), cfg.NodeScale...) {
+		need = max(need, uint64(n)*3+4096)
+	}
+	if err := raiseFileLimit(need); err != nil && !cfg.quiet && !cfg.fleet {
+		var lim syscall.Rlimit
+		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+		fmt.Fprintf(stderr, "iothub bench: the open-file limit stays at %d (raising it to %d: %v); a process holds one socket per device, and with --inproc two\n", lim.Cur, need, err)
+	}
+	if cfg.fleet {
+		if err := bench.RunFleet(os.Stdin, stdout); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
+	}
+	if !cfg.InProcess {
+		exe, err := os.Executable()
+		if err != nil {
+			fmt.Fprintf(stderr, "iothub bench: cannot find this executable for the fleet processes (use --inproc): %v\n", err)
+			return 1
+		}
+		cfg.FleetCommand = []string{exe, "bench", "--fleet"}
+	}
+	if !cfg.quiet {
+		cfg.Progress = stderr
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "iothub bench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "iothub bench: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res, err := bench.Run(ctx, cfg.Config)
+	if res == nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	js, jerr := res.MarshalIndent()
+	if jerr != nil {
+		fmt.Fprintln(stderr, jerr)
+		return 1
+	}
+	if cfg.jsonFile != "" {
+		if werr := os.WriteFile(cfg.jsonFile, append(js, '\n'), 0o644); werr != nil {
+			fmt.Fprintf(stderr, "iothub bench: %v\n", werr)
+			return 1
+		}
+	}
+	if cfg.out == "json" {
+		fmt.Fprintf(stdout, "%s\n", js)
+	} else {
+		res.WriteTable(stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "iothub bench: interrupted: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,152 @@
+package device_test
+
+import (
+	"context"
+	"crypto/tls"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/device"
+	"github.com/iothub-go/iothub/internal/hub"
+	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/transport"
+	"github.com/iothub-go/iothub/transport/amqp"
+	"github.com/iothub-go/iothub/transport/mqtt"
+)
+
+// BenchmarkMethodRoundTrip measures one direct method round trip from the
+// hub's engine to a device and back: the hub's protocol endpoint, TLS over
+// loopback, the device client (transport, dispatch, handler, answer).
+// There is no HTTP and no service client here (iothub bench measures the
+// whole path). "paho-raw" is the floor: a responder written directly on
+// paho, answering from paho's callback. Allocations are the hub's and the
+// device's together; "parallel" keeps GOMAXPROCS calls in flight over 8
+// devices.
+//
+//	go test -run '^$' -bench MethodRoundTrip -benchmem ./device
+func BenchmarkMethodRoundTrip(b *testing.B) {
+	h, err := hub.Start(hub.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	tlsConf := &tls.Config{RootCAs: h.CA.Pool(), MinVersion: tls.VersionTLS12}
+	addr := h.Addrs()[0].String()
+	payload := []byte(`{"data":"` + strings.Repeat("x", 89) + `"}`) // 100 bytes, as iothub bench
+	for _, bc := range []struct {
+		name string
+		tr   transport.Transport // nil: paho-raw
+	}{
+		{"sdk/mqtt", mqtt.New(nil)},
+		{"paho-raw/mqtt", nil},
+		{"sdk/mqtt-ws", mqtt.New(&mqtt.Options{WebSocket: true})},
+		{"sdk/amqp", amqp.New(nil)},
+		{"sdk/amqp-ws", amqp.New(&amqp.Options{WebSocket: true})},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			ids := make([]auth.Identity, 8)
+			for i := range ids {
+				id := strings.ReplaceAll(bc.name, "/", "-") + "-" + string(rune('a'+i))
+				d, herr := h.Engine.PutDevice(id, engine.Device{}, "")
+				if herr != nil {
+					b.Fatal(herr)
+				}
+				ids[i] = auth.Identity{DeviceID: id}
+				cs := auth.ConnectionString{HostName: h.Engine.HostName(), DeviceID: id,
+					SharedAccessKey: *d.Authentication.SymmetricKey.PrimaryKey, GatewayHostName: addr}.Reveal()
+				if bc.tr == nil {
+					rawEchoDevice(b, cs, tlsConf)
+				} else {
+					sdkEchoDevice(b, cs, tlsConf, bc.tr)
+				}
+			}
+			call := engine.MethodCall{Name: "bench", Payload: payload, ResponseTimeout: 30 * time.Second}
+			ctx := context.Background()
+			b.Run("serial", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					res, herr := h.Engine.Invoke(ctx, ids[0], call)
+					if herr != nil || res.Status != 200 {
+						b.Fatalf("invoke: %+v %v", res, herr)
+					}
+				}
+			})
+			b.Run("parallel", func(b *testing.B) {
+				b.ReportAllocs()
+				next := make(chan int, len(ids))
+				for i := range ids {
+					next <- i
+				}
+				b.RunParallel(func(pb *testing.PB) {
+					i := <-next
+					defer func() { next <- i }()
+					for pb.Next() {
+						res, herr := h.Engine.Invoke(ctx, ids[i], call)
+						if herr != nil || res.Status != 200 {
+							b.Errorf("invoke: %+v %v", res, herr)
+							return
+						}
+					}
+				})
+			})
+		})
+	}
+}
+
+func sdkEchoDevice(b *testing.B, cs string, tlsConf *tls.Config, tr transport.Transport) {
+	b.Helper()
+	c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{Transport: tr, TLSConfig: tlsConf})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.SetMethodHandler("bench", echo); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Close(context.Background()) })
+}
+
+// rawEchoDevice is the floor: paho, one SUBSCRIBE, and a PUBLISH of the
+// request payload from paho's callback.
+func rawEchoDevice(b *testing.B, connStr string, tlsConf *tls.Config) {
+	b.Helper()
+	cs, err := auth.ParseDeviceConnectionString(connStr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tp, err := cs.TokenProvider(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok, err := tp.Token(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := cs.Identity()
+	conf := tlsConf.Clone()
+	conf.ServerName = "127.0.0.1"
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tls://" + cs.Address()).SetClientID(id.String()).
+		SetUsername(id.HostName + "/" + id.String() + "/?api-version=2021-04-12").SetPassword(tok.Value).
+		SetTLSConfig(conf).SetProtocolVersion(4).SetAutoReconnect(false).SetCleanSession(false))
+	if t := c.Connect(); !t.WaitTimeout(30*time.Second) || t.Error() != nil {
+		b.Fatalf("paho connect: %v", t.Error())
+	}
+	b.Cleanup(func() { c.Disconnect(50) })
+	t := c.Subscribe("$iothub/methods/POST/#", 0, func(c paho.Client, m paho.Message) {
+		topic := m.Topic()
+		if i := strings.Index(topic, "?$rid="); i >= 0 {
+			c.Publish("$iothub/methods/res/200/?$rid="+topic[i+6:], 0, false, m.Payload())
+		}
+	})
+	if !t.WaitTimeout(30*time.Second) || t.Error() != nil {
+		b.Fatalf("paho subscribe: %v", t.Error())
+	}
+}

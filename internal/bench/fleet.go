@@ -1,0 +1,311 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/iothub-go/iothub"
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/device"
+	"github.com/iothub-go/iothub/transport"
+	"github.com/iothub-go/iothub/transport/amqp"
+	"github.com/iothub-go/iothub/transport/mqtt"
+)
+
+// Device implementations a fleet can run.
+const (
+	ImplGoSDK   = "go-sdk"   // this SDK's device.Client
+	ImplPahoRaw = "paho-raw" // a minimal responder written directly on paho: the floor
+	ImplNodeSDK = "node-sdk" // the official azure-iot-device (conformance/bench_device.js)
+)
+
+// FleetSpec describes a population of device clients that answer the
+// method Method with status 200 and the request payload. It is the first
+// line a fleet process reads on stdin (JSON).
+type FleetSpec struct {
+	Impl        string   `json:"impl"`
+	Transport   string   `json:"transport"`
+	CAPEM       string   `json:"ca_pem"`
+	ConnStrings []string `json:"conn_strings"`
+	Method      string   `json:"method"`
+	// ConnectConcurrency bounds how many devices connect at once.
+	ConnectConcurrency int `json:"connect_concurrency"`
+	// ConnectTimeoutMs bounds each device's connect.
+	ConnectTimeoutMs int `json:"connect_timeout_ms"`
+	// CPUProfile, if set, is where a Go fleet process writes its CPU
+	// profile (from connected to closed).
+	CPUProfile string `json:"cpu_profile,omitempty"`
+}
+
+// Mem is a memory sample of one process.
+type Mem struct {
+	// RSS is VmRSS (Go) or process.memoryUsage().rss (Node).
+	RSS int64 `json:"rss_bytes"`
+	// Heap is the live heap after a GC: HeapAlloc (Go) or heapUsed +
+	// external (Node).
+	Heap int64 `json:"heap_bytes"`
+	// Stack is the goroutine stacks in use (Go only).
+	Stack      int64 `json:"stack_bytes"`
+	Goroutines int   `json:"goroutines,omitempty"`
+}
+
+// fleetMsg is a line a fleet process writes on stdout (JSON).
+type fleetMsg struct {
+	Type           string  `json:"type"` // "connected", "stats", "closed"
+	Connected      int     `json:"connected"`
+	Failed         int     `json:"failed"`
+	FirstError     string  `json:"first_error,omitempty"`
+	ConnectSeconds float64 `json:"connect_seconds"`
+	ConnectP50Ms   float64 `json:"connect_p50_ms"`
+	ConnectP99Ms   float64 `json:"connect_p99_ms"`
+	Before         *Mem    `json:"before,omitempty"`
+	After          *Mem    `json:"after,omitempty"`
+	CPUSeconds     float64 `json:"cpu_seconds"`
+	Mem            *Mem    `json:"mem,omitempty"`
+}
+
+// goFleet is a population of Go device clients in this process.
+type goFleet struct {
+	sdk  []*device.Client
+	paho []paho.Client
+}
+
+func clientTLS(caPEM string) (*tls.Config, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+		return nil, errors.New("bench: the fleet spec holds no CA certificate")
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// sdkTransport returns this SDK's transport for a transport name.
+func sdkTransport(name string) (transport.Transport, error) {
+	switch name {
+	case "mqtt":
+		return mqtt.New(nil), nil
+	case "mqtt-ws":
+		return mqtt.New(&mqtt.Options{WebSocket: true}), nil
+	case "amqp":
+		return amqp.New(nil), nil
+	case "amqp-ws":
+		return amqp.New(&amqp.Options{WebSocket: true}), nil
+	}
+	return nil, fmt.Errorf("bench: unknown transport %q", name)
+}
+
+// echoHandler answers with status 200 and the request payload, verbatim.
+func echoHandler(_ context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+	return &device.MethodResponse{Status: 200, Payload: req.Payload}, nil
+}
+
+// startGoFleet connects every device of spec and returns the fleet (with
+// the devices that connected) and the "connected" report. Memory samples
+// are of the whole process.
+func startGoFleet(ctx context.Context, spec FleetSpec) (*goFleet, fleetMsg) {
+	msg := fleetMsg{Type: "connected"}
+	fail := func(err error) (*goFleet, fleetMsg) {
+		msg.Failed = len(spec.ConnStrings)
+		msg.FirstError = err.Error()
+		return &goFleet{}, msg
+	}
+	tlsConf, err := clientTLS(spec.CAPEM)
+	if err != nil {
+		return fail(err)
+	}
+	var connect func(ctx context.Context, cs string) (func(*goFleet), error)
+	switch spec.Impl {
+	case ImplGoSDK:
+		tr, err := sdkTransport(spec.Transport)
+		if err != nil {
+			return fail(err)
+		}
+		connect = func(ctx context.Context, cs string) (func(*goFleet), error) {
+			c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{
+				Transport: tr,
+				TLSConfig: tlsConf,
+				Retry:     iothub.RetryOptions{RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 2 * time.Second},
+			})
+			if err != nil {
+				return nil, err
+			}
+			if err := c.SetMethodHandler(spec.Method, echoHandler); err != nil {
+				return nil, err
+			}
+			if err := c.Connect(ctx); err != nil {
+				c.Close(context.Background())
+				return nil, err
+			}
+			return func(f *goFleet) { f.sdk = append(f.sdk, c) }, nil
+		}
+	case ImplPahoRaw:
+		if spec.Transport != "mqtt" && spec.Transport != "mqtt-ws" {
+			return fail(fmt.Errorf("bench: %s speaks mqtt and mqtt-ws only", ImplPahoRaw))
+		}
+		connect = func(ctx context.Context, cs string) (func(*goFleet), error) {
+			c, err := dialRawPaho(ctx, cs, spec.Transport == "mqtt-ws", tlsConf)
+			if err != nil {
+				return nil, err
+			}
+			return func(f *goFleet) { f.paho = append(f.paho, c) }, nil
+		}
+	default:
+		return fail(fmt.Errorf("bench: impl %q does not run in a Go process", spec.Impl))
+	}
+
+	before := sampleMem()
+	msg.Before = &before
+	conc := max(spec.ConnectConcurrency, 1)
+	timeout := time.Duration(spec.ConnectTimeoutMs) * time.Millisecond
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	f := &goFleet{}
+	var mu sync.Mutex
+	durs := make([]time.Duration, 0, len(spec.ConnStrings))
+	next := make(chan string)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range conc {
+		wg.Go(func() {
+			for cs := range next {
+				cctx, cancel := context.WithTimeout(ctx, timeout)
+				t0 := time.Now()
+				add, err := connect(cctx, cs)
+				d := time.Since(t0)
+				cancel()
+				mu.Lock()
+				if err != nil {
+					msg.Failed++
+					if msg.FirstError == "" {
+						msg.FirstError = err.Error()
+					}
+				} else {
+					add(f)
+					msg.Connected++
+					durs = append(durs, d)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for _, cs := range spec.ConnStrings {
+		next <- cs
+	}
+	close(next)
+	wg.Wait()
+	msg.ConnectSeconds = time.Since(start).Seconds()
+	sort.Slice(durs, func(i, j int) bool { return durs[i] < durs[j] })
+	msg.ConnectP50Ms = ms(percentile(durs, 0.50))
+	msg.ConnectP99Ms = ms(percentile(durs, 0.99))
+	after := sampleMem()
+	msg.After = &after
+	return f, msg
+}
+
+// close disconnects every device, a few at a time.
+func (f *goFleet) close() {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, c := range f.sdk {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = c.Close(ctx)
+		})
+	}
+	for _, c := range f.paho {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c.Disconnect(50)
+		})
+	}
+	wg.Wait()
+	f.sdk, f.paho = nil, nil
+}
+
+// dialRawPaho connects the floor: a paho client that subscribes to
+// methods and answers each request from paho's callback with one PUBLISH
+// of the request payload, status 200. Nothing else: no handler dispatch,
+// no validation, no reconnects.
+func dialRawPaho(ctx context.Context, connStr string, ws bool, tlsConf *tls.Config) (paho.Client, error) {
+	cs, err := auth.ParseDeviceConnectionString(connStr)
+	if err != nil {
+		return nil, err
+	}
+	tp, err := cs.TokenProvider(nil)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tp.Token(ctx)
+	if err != nil {
+		return nil, err
+	}
+	host, port, err := net.SplitHostPort(cs.Address())
+	if err != nil {
+		return nil, fmt.Errorf("bench: %s needs GatewayHostName=host:port: %w", ImplPahoRaw, err)
+	}
+	conf := tlsConf.Clone()
+	conf.ServerName = host
+	broker := "tls://" + net.JoinHostPort(host, port)
+	if ws {
+		broker = "wss://" + net.JoinHostPort(host, port) + "/$iothub/websocket"
+	}
+	id := cs.Identity()
+	o := paho.NewClientOptions().AddBroker(broker).SetClientID(id.String()).
+		SetUsername(id.HostName + "/" + id.String() + "/?api-version=2021-04-12").SetPassword(tok.Value).
+		SetTLSConfig(conf).SetProtocolVersion(4).SetCleanSession(false).
+		SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(120 * time.Second).
+		SetConnectTimeout(30 * time.Second)
+	c := paho.NewClient(o)
+	if err := waitToken(ctx, c.Connect()); err != nil {
+		c.Disconnect(0)
+		return nil, err
+	}
+	st := c.Subscribe("$iothub/methods/POST/#", 0, func(c paho.Client, m paho.Message) {
+		topic := m.Topic()
+		i := strings.Index(topic, "?$rid=")
+		if i < 0 {
+			return
+		}
+		c.Publish("$iothub/methods/res/200/?$rid="+topic[i+6:], 0, false, m.Payload())
+	})
+	if err := waitToken(ctx, st); err != nil {
+		c.Disconnect(0)
+		return nil, err
+	}
+	return c, nil
+}
+
+func waitToken(ctx context.Context, t paho.Token) error {
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// sampleMem returns this process's memory after two GCs.
+func sampleMem() Mem {
+	runtime.GC()
+	runtime.GC()
+	debug.FreeOSMemory()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return Mem{RSS: rss(), Heap: int64(m.HeapAlloc), Stack: int64(m.StackInuse), Goroutines: runtime.NumGoroutine()}
+}

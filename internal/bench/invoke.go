@@ -1,0 +1,248 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"github.com/iothub-go/iothub/service"
+)
+
+// goInvoker invokes methods with this SDK's service client.
+type goInvoker struct {
+	hc *http.Client
+	c  *service.Client
+	m  service.CloudToDeviceMethod
+}
+
+func newGoInvoker(serviceCS string, tlsConf *tls.Config, method string, payload []byte, conc int) (*goInvoker, error) {
+	hc := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     tlsConf,
+		MaxIdleConns:        conc + 16,
+		MaxIdleConnsPerHost: conc + 16,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+	c, err := service.NewClientFromConnectionString(serviceCS, &service.ClientOptions{ClientOptions: azcore.ClientOptions{
+		Transport: hc,
+		Retry:     policy.RetryOptions{MaxRetries: -1}, // a failure is a result, not something to hide
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return &goInvoker{hc: hc, c: c, m: service.CloudToDeviceMethod{
+		MethodName: method, Payload: json.RawMessage(payload), ResponseTimeout: 30 * time.Second,
+	}}, nil
+}
+
+func (g *goInvoker) call(ctx context.Context, deviceID string) error {
+	res, err := g.c.InvokeDeviceMethod(ctx, deviceID, g.m)
+	if err != nil {
+		return err
+	}
+	if res.Status != 200 {
+		return fmt.Errorf("device answered status %d", res.Status)
+	}
+	return nil
+}
+
+func (g *goInvoker) close() { g.hc.CloseIdleConnections() }
+
+// window is what a measured phase observed between its start and end.
+type window struct {
+	seconds   float64
+	latencies []time.Duration
+	errors    int
+	firstErr  string
+	// cpu is this process's CPU seconds in the window; fleetCPU the
+	// fleet process's (0 in process), invokerCPU a separate invoker
+	// process's.
+	cpu, fleetCPU, invokerCPU float64
+}
+
+// cpuMeter snapshots CPU time at the edges of a window.
+type cpuMeter struct {
+	f        fleet
+	self0    float64
+	fleet0   float64
+	fleetErr error
+}
+
+func (m *cpuMeter) start() {
+	m.self0 = cpuSeconds()
+	if m.f != nil && m.f.pid() != 0 {
+		m.fleet0, m.fleetErr = fleetCPU(m.f)
+	}
+}
+
+func (m *cpuMeter) stop(w *window) {
+	w.cpu = cpuSeconds() - m.self0
+	if m.f != nil && m.f.pid() != 0 && m.fleetErr == nil {
+		if c, err := fleetCPU(m.f); err == nil {
+			w.fleetCPU = c - m.fleet0
+		}
+	}
+}
+
+// fleetCPU reads a fleet process's CPU time from /proc, so that the
+// fleet spends nothing on answering.
+func fleetCPU(f fleet) (float64, error) {
+	return procCPUSeconds(f.pid())
+}
+
+// runGoPhase runs conc workers that call devices round-robin, one call at
+// a time each, for warmup + dur. Calls that end inside the measured
+// window [warmup, warmup+dur] are counted.
+func runGoPhase(ctx context.Context, inv *goInvoker, devices []string, conc int, warmup, dur time.Duration, f fleet) window {
+	var next atomic.Uint64
+	start := time.Now()
+	ws, we := start.Add(warmup), start.Add(warmup+dur)
+	type acc struct {
+		lat      []time.Duration
+		errs     int
+		firstErr string
+	}
+	accs := make([]acc, conc)
+	var wg sync.WaitGroup
+	for w := range conc {
+		wg.Go(func() {
+			a := &accs[w]
+			for {
+				t0 := time.Now()
+				if t0.After(we) || ctx.Err() != nil {
+					return
+				}
+				id := devices[next.Add(1)%uint64(len(devices))]
+				err := inv.call(ctx, id)
+				t1 := time.Now()
+				if t1.Before(ws) || t1.After(we) {
+					continue
+				}
+				if err != nil {
+					a.errs++
+					if a.firstErr == "" {
+						a.firstErr = err.Error()
+					}
+					continue
+				}
+				a.lat = append(a.lat, t1.Sub(t0))
+			}
+		})
+	}
+	m := cpuMeter{f: f}
+	var w window
+	sleepUntil(ctx, ws)
+	m.start()
+	sleepUntil(ctx, we)
+	m.stop(&w)
+	wg.Wait()
+	w.seconds = dur.Seconds()
+	for _, a := range accs {
+		w.latencies = append(w.latencies, a.lat...)
+		w.errors += a.errs
+		if w.firstErr == "" {
+			w.firstErr = a.firstErr
+		}
+	}
+	return w
+}
+
+func sleepUntil(ctx context.Context, t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+}
+
+// nodeInvokeSpec is the stdin of conformance/bench_invoke.js.
+type nodeInvokeSpec struct {
+	Devices     []string        `json:"devices"`
+	Method      string          `json:"method"`
+	Payload     json.RawMessage `json:"payload"`
+	Concurrency int             `json:"concurrency"`
+	WarmupMs    int64           `json:"warmup_ms"`
+	DurationMs  int64           `json:"duration_ms"`
+}
+
+type nodeInvokeMsg struct {
+	Type       string    `json:"type"` // "window_start", "result"
+	Errors     int       `json:"errors"`
+	FirstError string    `json:"first_error"`
+	Seconds    float64   `json:"seconds"`
+	Latencies  []float64 `json:"latencies_us"`
+	CPUSeconds float64   `json:"cpu_seconds"`
+}
+
+// runNodePhase runs conformance/bench_invoke.js (the official azure-iothub
+// service client) for one phase; the script measures its own window and
+// tells us when it starts.
+func runNodePhase(ctx context.Context, node, script string, env []string, spec nodeInvokeSpec, f fleet) (window, error) {
+	cmd := exec.CommandContext(ctx, node, script)
+	cmd.Env = append(os.Environ(), env...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return window{}, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return window{}, err
+	}
+	stderr := &tailBuffer{max: 8 << 10}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		return window{}, err
+	}
+	defer func() { _ = cmd.Wait() }()
+	b, _ := json.Marshal(spec)
+	_, _ = stdin.Write(append(b, '\n'))
+	stdin.Close()
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	m := cpuMeter{f: f}
+	var w window
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(line) == 0 || line[0] != '{' {
+			continue
+		}
+		var msg nodeInvokeMsg
+		if err := json.Unmarshal(line, &msg); err != nil {
+			return window{}, fmt.Errorf("bench: bench_invoke.js said %q: %w", line, err)
+		}
+		switch msg.Type {
+		case "window_start":
+			m.start()
+		case "result":
+			m.stop(&w)
+			w.seconds = msg.Seconds
+			w.errors = msg.Errors
+			w.firstErr = msg.FirstError
+			w.invokerCPU = msg.CPUSeconds
+			w.latencies = make([]time.Duration, len(msg.Latencies))
+			for i, l := range msg.Latencies {
+				w.latencies[i] = time.Duration(l * 1e3)
+			}
+			_, _ = io.Copy(io.Discard, stdout)
+			return w, nil
+		}
+	}
+	return window{}, errors.New("bench: bench_invoke.js ended without a result: " + stderr.String())
+}
