@@ -79,6 +79,10 @@ func checkResult(t *testing.T, res *bench.Result, inproc bool) {
 	if len(res.Invokers) != 1 || res.Invokers[0].Name != "go-service" || res.Invokers[0].Status != "ok" {
 		t.Errorf("invokers: %+v", res.Invokers)
 	}
+	if len(res.Pairs) != 1 || res.Pairs[0].A != "go-sdk/mqtt" || res.Pairs[0].B != "paho-raw/mqtt" ||
+		res.Pairs[0].Status != "ok" || res.Pairs[0].LatA == nil || res.Pairs[0].LatB == nil {
+		t.Errorf("pairs: %+v", res.Pairs)
+	}
 	if len(res.Scale) != 2 {
 		t.Fatalf("scale rows: %+v", res.Scale)
 	}

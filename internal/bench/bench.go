@@ -75,7 +75,10 @@ type Config struct {
 	ConnectConcurrency int
 	// Rounds repeats the latency and throughput rows (interleaved) and
 	// reports the median of each number, which steadies a shared machine.
+	// The paired latency comparisons last Rounds × LatencyDuration.
 	Rounds int
+	// NoPairs skips the paired latency comparisons (see Pair).
+	NoPairs bool
 	// InProcess runs Go fleets in this process instead of child processes
 	// (memory and CPU then include the hub's).
 	InProcess bool
@@ -121,6 +124,7 @@ type Result struct {
 	Settings Settings     `json:"settings"`
 	Rows     []Row        `json:"rows"`
 	Invokers []InvokerRow `json:"invokers"`
+	Pairs    []Pair       `json:"pairs"`
 	Scale    []ScaleRow   `json:"scale"`
 	Targets  []Target     `json:"targets"`
 	// Comparisons are further ratios between rows of this run (no goal).
@@ -375,6 +379,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	r.res.Invokers = medianInvokers(r.res.Invokers)
+	if !cfg.NoPairs {
+		r.runPairs()
+	}
 	r.runScale()
 	r.res.Targets = targets(r.res)
 	r.res.Comparisons = comparisons(r.res)

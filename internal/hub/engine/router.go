@@ -252,6 +252,12 @@ func (e *Engine) Invoke(ctx context.Context, id auth.Identity, call MethodCall) 
 	}
 	e.mu.Lock()
 	e.calls = append(e.calls, rec)
+	if len(e.calls) > MaxStoredCalls {
+		// As for events: re-slicing keeps memory bounded, append copies
+		// only the live window when it grows the array.
+		e.calls[0] = CallRecord{}
+		e.calls = e.calls[len(e.calls)-MaxStoredCalls:]
+	}
 	e.mu.Unlock()
 	return res, herr
 }
@@ -368,7 +374,13 @@ func (e *Engine) NextHexRequestID() string {
 	return strconv.FormatUint(e.reqSeq, 16)
 }
 
-// Calls returns the invocations finished so far, oldest first.
+// MaxStoredCalls is how many finished invocations the engine keeps for
+// Calls: the newest ones. It bounds a long-running hub's memory (a
+// benchmark makes millions of calls; each record holds its payload).
+const MaxStoredCalls = 10000
+
+// Calls returns the invocations finished so far (the newest
+// MaxStoredCalls), oldest first.
 func (e *Engine) Calls() []CallRecord {
 	e.mu.Lock()
 	defer e.mu.Unlock()
