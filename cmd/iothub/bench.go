@@ -24,6 +24,7 @@ type benchConfig struct {
 	jsonFile   string
 	cpuProfile string
 	fleet      bool // serve the fleet protocol on stdin/stdout (internal)
+	invoker    bool // serve one invoker phase on stdin/stdout (internal)
 	quiet      bool
 }
 
@@ -87,8 +88,10 @@ time), throughput with many devices and calls in flight, CPU time per
 call, and the connect time and memory per device of growing fleets.
 Baselines run in the same hub, with the same invoker: a minimal raw paho
 responder (the floor), and with --node the official Node device SDK and
-the official Node service client. Each device fleet runs in a child
-process. Prints a table (or JSON with --out json).
+the official Node service client. Each device fleet (and, for the
+service-client comparison, each invoker) runs in a child process; latency
+ratios come from paired runs, calls alternating between one device of each
+kind. Prints a table (or JSON with --out json). See BENCHMARKS.md.
 
 flags:
 `)
@@ -119,6 +122,7 @@ flags:
 	fs.StringVar(&c.DeviceCPUProfile, "device-cpuprofile", "", "Go device fleets write CPU profiles to `prefix`.<row>.pprof")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
 	fs.BoolVar(&c.fleet, "fleet", false, "internal: serve a device fleet on stdin/stdout")
+	fs.BoolVar(&c.invoker, "invoker", false, "internal: run one invoker phase from stdin, result on stdout")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -128,7 +132,7 @@ flags:
 	if c.out != "table" && c.out != "json" {
 		return nil, fmt.Errorf("iothub: --out %q: want table or json", c.out)
 	}
-	if c.fleet {
+	if c.fleet || c.invoker {
 		return &c, nil
 	}
 	if c.Node && c.NodeDir == "" {
@@ -201,13 +205,17 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	for _, n := range append(append([]int{cfg.Devices}, cfg.Scale...), cfg.NodeScale...) {
 		need = max(need, uint64(n)*3+4096)
 	}
-	if err := raiseFileLimit(need); err != nil && !cfg.quiet && !cfg.fleet {
+	if err := raiseFileLimit(need); err != nil && !cfg.quiet && !cfg.fleet && !cfg.invoker {
 		var lim syscall.Rlimit
 		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
 		fmt.Fprintf(stderr, "iothub bench: the open-file limit stays at %d (raising it to %d: %v); a process holds one socket per device, and with --inproc two\n", lim.Cur, need, err)
 	}
-	if cfg.fleet {
-		if err := bench.RunFleet(os.Stdin, stdout); err != nil {
+	if cfg.fleet || cfg.invoker {
+		run := bench.RunFleet
+		if cfg.invoker {
+			run = bench.RunInvoker
+		}
+		if err := run(os.Stdin, stdout); err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
@@ -220,6 +228,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		cfg.FleetCommand = []string{exe, "bench", "--fleet"}
+		cfg.InvokerCommand = []string{exe, "bench", "--invoker"}
 	}
 	if !cfg.quiet {
 		cfg.Progress = stderr

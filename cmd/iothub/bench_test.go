@@ -142,15 +142,22 @@ func TestBenchFlags(t *testing.T) {
 	}
 }
 
-// fleetHelperEnv makes the test binary serve as a Go fleet process (the
-// role "iothub bench --fleet" has outside tests).
-const fleetHelperEnv = "IOTHUB_BENCH_FLEET_HELPER"
+// benchHelperEnv makes the test binary serve as a Go fleet or invoker
+// process (the roles "iothub bench --fleet" and "--invoker" have outside
+// tests).
+const benchHelperEnv = "IOTHUB_BENCH_HELPER"
 
-func TestBenchFleetHelper(t *testing.T) {
-	if os.Getenv(fleetHelperEnv) != "1" {
-		t.Skip("the fleet process of TestBenchFleetProcesses")
+func TestBenchHelperProcess(t *testing.T) {
+	var err error
+	switch os.Getenv(benchHelperEnv) {
+	case "fleet":
+		err = bench.RunFleet(os.Stdin, os.Stdout)
+	case "invoker":
+		err = bench.RunInvoker(os.Stdin, os.Stdout)
+	default:
+		t.Skip("a child process of TestBenchFleetProcesses")
 	}
-	if err := bench.RunFleet(os.Stdin, os.Stdout); err != nil {
+	if err != nil {
 		t.Fatal(err)
 	}
 }
@@ -158,13 +165,15 @@ func TestBenchFleetHelper(t *testing.T) {
 // TestBenchFleetProcesses runs the devices in child processes, as
 // "iothub bench" does by default.
 func TestBenchFleetProcesses(t *testing.T) {
-	t.Setenv(fleetHelperEnv, "1")
 	cfg := bench.Defaults()
 	cfg.Transports = []string{"mqtt"}
 	cfg.Devices, cfg.Concurrency, cfg.ConnectConcurrency = 2, 2, 2
 	cfg.Warmup, cfg.LatencyDuration, cfg.Duration = 50*time.Millisecond, 250*time.Millisecond, 250*time.Millisecond
 	cfg.Scale = []int{3}
-	cfg.FleetCommand = []string{os.Args[0], "-test.run=^TestBenchFleetHelper$"}
+	helper := func(role string) []string {
+		return []string{"env", benchHelperEnv + "=" + role, os.Args[0], "-test.run=^TestBenchHelperProcess$"}
+	}
+	cfg.FleetCommand, cfg.InvokerCommand = helper("fleet"), helper("invoker")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	res, err := bench.Run(ctx, cfg)
@@ -172,6 +181,10 @@ func TestBenchFleetProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkResult(t, res, false)
+	// The invoker ran in a process of its own.
+	if g := res.Invokers[0]; g.Throughput == nil || g.Latency == nil || g.Throughput.Devices != 2 {
+		t.Errorf("go-service invoker process: %+v", g)
+	}
 	for _, s := range res.Scale {
 		// The fleet process reports its own goroutines (the hub's are not
 		// in the numbers).

@@ -85,6 +85,10 @@ type Config struct {
 	// FleetCommand starts a Go fleet process (e.g. {"/path/iothub",
 	// "bench", "--fleet"}); required unless InProcess.
 	FleetCommand []string
+	// InvokerCommand starts a process that invokes with this SDK's service
+	// client (e.g. {"/path/iothub", "bench", "--invoker"}), to compare it
+	// with the Node one, each in its own process. Optional.
+	InvokerCommand []string
 	// DeviceCPUProfile, if set, makes every Go fleet process write a CPU
 	// profile to DeviceCPUProfile + "." + row + ".pprof".
 	DeviceCPUProfile string
@@ -574,7 +578,7 @@ func (r *runner) runRow(rs rowSpec) Row {
 	row.Throughput = throughput(w, len(ids), r.cfg.Concurrency)
 	r.logf("%s: p50 %.0f µs, %.0f calls/s", row.Name, row.Latency.P50, row.Throughput.CallsPerSec)
 	if rs.impl == ImplGoSDK && rs.transport == "mqtt" {
-		r.runInvokers(row, ids, f, inv)
+		r.runInvokers(row, ids, f)
 	}
 	return row
 }
@@ -596,18 +600,25 @@ func throughput(w window, devices, conc int) *Throughput {
 	return t
 }
 
-// runInvokers compares the service clients on the go-sdk/mqtt fleet: ours
-// (already measured in the row) and the official Node one.
-func (r *runner) runInvokers(row Row, ids []string, f fleet, inv *goInvoker) {
-	r.res.Invokers = append(r.res.Invokers, InvokerRow{Name: "go-service", Device: row.Name, Status: "ok",
-		Latency: row.Latency, Throughput: row.Throughput})
+// runInvokers compares the service clients on the go-sdk/mqtt fleet, each
+// in a process of its own so that its CPU is measured alone: ours
+// ("iothub bench --invoker") and, with Node, the official one. Without an
+// InvokerCommand ours is the row's in-process invoker.
+func (r *runner) runInvokers(row Row, ids []string, f fleet) {
+	goRow := InvokerRow{Name: "go-service", Device: row.Name, Status: "ok"}
+	if len(r.cfg.InvokerCommand) == 0 {
+		goRow.Latency, goRow.Throughput = row.Latency, row.Throughput
+		r.res.Invokers = append(r.res.Invokers, goRow)
+	} else {
+		r.res.Invokers = append(r.res.Invokers, r.invokerRow(goRow, r.cfg.InvokerCommand, nil, ids, f))
+	}
 	if !r.cfg.Node {
 		return
 	}
 	ir := InvokerRow{Name: "node-service", Device: row.Name, Status: "ok"}
-	defer func() { r.res.Invokers = append(r.res.Invokers, ir) }()
 	if !r.has443 {
 		ir.Status, ir.Reason = "skipped", "the Node service client calls https://<HostName>:443 only, and 127.0.0.1:443 is not the hub's"
+		r.res.Invokers = append(r.res.Invokers, ir)
 		return
 	}
 	owner, _ := r.h.Engine.Policy("iothubowner")
@@ -615,23 +626,31 @@ func (r *runner) runInvokers(row Row, ids []string, f fleet, inv *goInvoker) {
 		"NODE_EXTRA_CA_CERTS=" + r.caFile,
 		"SERVICE_CS=" + auth.ConnectionString{HostName: r.h.Engine.HostName(), SharedAccessKeyName: owner.Name, SharedAccessKey: owner.PrimaryKey}.Reveal(),
 	}
-	spec := nodeInvokeSpec{Devices: ids[:1], Method: Method, Payload: r.payload, Concurrency: 1,
-		WarmupMs: r.cfg.Warmup.Milliseconds(), DurationMs: r.cfg.LatencyDuration.Milliseconds()}
-	r.logf("node-service: latency on %s", row.Name)
-	w, err := runNodePhase(r.ctx, r.cfg.NodeBin, r.nodeScript("bench_invoke.js"), env, spec, nil)
+	r.res.Invokers = append(r.res.Invokers, r.invokerRow(ir, []string{r.cfg.NodeBin, r.nodeScript("bench_invoke.js")}, env, ids, f))
+}
+
+// invokerRow measures one invoker process: one call at a time on the first
+// device, then Concurrency calls in flight over all of them.
+func (r *runner) invokerRow(ir InvokerRow, argv, env []string, ids []string, f fleet) InvokerRow {
+	spec := InvokeSpec{Devices: ids[:1], Method: Method, Payload: r.payload, Concurrency: 1,
+		WarmupMs: r.cfg.Warmup.Milliseconds(), DurationMs: r.cfg.LatencyDuration.Milliseconds(),
+		ServiceCS: r.serviceCS, CAPEM: r.caPEM}
+	r.logf("%s: latency on %s", ir.Name, ir.Device)
+	w, err := runInvokerPhase(r.ctx, argv, env, spec, nil)
 	if err != nil {
 		ir.Status, ir.Reason = "failed", err.Error()
-		return
+		return ir
 	}
 	ir.Latency = summarize(w.latencies, w.errors, w.firstErr)
 	spec.Devices, spec.Concurrency, spec.DurationMs = ids, r.cfg.Concurrency, r.cfg.Duration.Milliseconds()
-	r.logf("node-service: throughput on %s", row.Name)
-	w, err = runNodePhase(r.ctx, r.cfg.NodeBin, r.nodeScript("bench_invoke.js"), env, spec, f)
+	r.logf("%s: throughput on %s", ir.Name, ir.Device)
+	w, err = runInvokerPhase(r.ctx, argv, env, spec, f)
 	if err != nil {
 		ir.Status, ir.Reason = "failed", err.Error()
-		return
+		return ir
 	}
 	ir.Throughput = throughput(w, len(ids), r.cfg.Concurrency)
+	return ir
 }
 
 // runScale connects growing fleets and measures memory and connect time.

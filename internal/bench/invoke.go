@@ -106,6 +106,12 @@ func fleetCPU(f fleet) (float64, error) {
 // a time each, for warmup + dur. Calls that end inside the measured
 // window [warmup, warmup+dur] are counted.
 func runGoPhase(ctx context.Context, inv *goInvoker, devices []string, conc int, warmup, dur time.Duration, f fleet) window {
+	return runGoPhaseHook(ctx, inv, devices, conc, warmup, dur, f, nil)
+}
+
+// runGoPhaseHook is runGoPhase that also calls opened, if not nil, when
+// the measured window opens.
+func runGoPhaseHook(ctx context.Context, inv *goInvoker, devices []string, conc int, warmup, dur time.Duration, f fleet, opened func()) window {
 	var next atomic.Uint64
 	start := time.Now()
 	ws, we := start.Add(warmup), start.Add(warmup+dur)
@@ -144,6 +150,9 @@ func runGoPhase(ctx context.Context, inv *goInvoker, devices []string, conc int,
 	m := cpuMeter{f: f}
 	var w window
 	sleepUntil(ctx, ws)
+	if opened != nil {
+		opened()
+	}
 	m.start()
 	sleepUntil(ctx, we)
 	m.stop(&w)
@@ -172,17 +181,62 @@ func sleepUntil(ctx context.Context, t time.Time) {
 	}
 }
 
-// nodeInvokeSpec is the stdin of conformance/bench_invoke.js.
-type nodeInvokeSpec struct {
+// InvokeSpec is the stdin of an invoker process (conformance/bench_invoke.js
+// or "iothub bench --invoker"): one JSON line.
+type InvokeSpec struct {
 	Devices     []string        `json:"devices"`
 	Method      string          `json:"method"`
 	Payload     json.RawMessage `json:"payload"`
 	Concurrency int             `json:"concurrency"`
 	WarmupMs    int64           `json:"warmup_ms"`
 	DurationMs  int64           `json:"duration_ms"`
+	// ServiceCS and CAPEM configure the Go invoker; the Node one reads
+	// SERVICE_CS and NODE_EXTRA_CA_CERTS.
+	ServiceCS string `json:"service_cs,omitempty"`
+	CAPEM     string `json:"ca_pem,omitempty"`
 }
 
-type nodeInvokeMsg struct {
+// RunInvoker serves one phase as an invoker process with this SDK's
+// service client: the body of "iothub bench --invoker". It prints
+// {"type":"window_start"} when the measured window opens and then the
+// result, as conformance/bench_invoke.js does.
+func RunInvoker(in io.Reader, out io.Writer) error {
+	line, err := bufio.NewReaderSize(in, 1<<20).ReadBytes('\n')
+	if err != nil && len(line) == 0 {
+		return fmt.Errorf("bench: reading the invoke spec: %w", err)
+	}
+	var spec InvokeSpec
+	if err := json.Unmarshal(line, &spec); err != nil {
+		return fmt.Errorf("bench: invoke spec: %w", err)
+	}
+	tlsConf, err := clientTLS(spec.CAPEM)
+	if err != nil {
+		return err
+	}
+	conc := max(spec.Concurrency, 1)
+	inv, err := newGoInvoker(spec.ServiceCS, tlsConf, spec.Method, spec.Payload, conc)
+	if err != nil {
+		return err
+	}
+	defer inv.close()
+	enc := json.NewEncoder(out)
+	var cpu0 float64
+	w := runGoPhaseHook(context.Background(), inv, spec.Devices, conc,
+		time.Duration(spec.WarmupMs)*time.Millisecond, time.Duration(spec.DurationMs)*time.Millisecond, nil,
+		func() {
+			cpu0 = cpuSeconds()
+			_ = enc.Encode(invokeMsg{Type: "window_start"})
+		})
+	cpu := cpuSeconds() - cpu0
+	res := invokeMsg{Type: "result", Errors: w.errors, FirstError: w.firstErr, Seconds: w.seconds, CPUSeconds: cpu,
+		Latencies: make([]float64, len(w.latencies))}
+	for i, l := range w.latencies {
+		res.Latencies[i] = us(l)
+	}
+	return enc.Encode(res)
+}
+
+type invokeMsg struct {
 	Type       string    `json:"type"` // "window_start", "result"
 	Errors     int       `json:"errors"`
 	FirstError string    `json:"first_error"`
@@ -191,11 +245,13 @@ type nodeInvokeMsg struct {
 	CPUSeconds float64   `json:"cpu_seconds"`
 }
 
-// runNodePhase runs conformance/bench_invoke.js (the official azure-iothub
-// service client) for one phase; the script measures its own window and
-// tells us when it starts.
-func runNodePhase(ctx context.Context, node, script string, env []string, spec nodeInvokeSpec, f fleet) (window, error) {
-	cmd := exec.CommandContext(ctx, node, script)
+// runInvokerPhase runs one phase in an invoker process (argv): the
+// official azure-iothub service client (conformance/bench_invoke.js) or
+// ours ("iothub bench --invoker"). The process measures its own window
+// and says when it starts; its CPU is its own, the hub's is this
+// process's and the fleet's is the fleet's.
+func runInvokerPhase(ctx context.Context, argv []string, env []string, spec InvokeSpec, f fleet) (window, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -223,9 +279,9 @@ func runNodePhase(ctx context.Context, node, script string, env []string, spec n
 		if len(line) == 0 || line[0] != '{' {
 			continue
 		}
-		var msg nodeInvokeMsg
+		var msg invokeMsg
 		if err := json.Unmarshal(line, &msg); err != nil {
-			return window{}, fmt.Errorf("bench: bench_invoke.js said %q: %w", line, err)
+			return window{}, fmt.Errorf("bench: the invoker said %q: %w", line, err)
 		}
 		switch msg.Type {
 		case "window_start":
@@ -244,5 +300,5 @@ func runNodePhase(ctx context.Context, node, script string, env []string, spec n
 			return w, nil
 		}
 	}
-	return window{}, errors.New("bench: bench_invoke.js ended without a result: " + stderr.String())
+	return window{}, errors.New("bench: the invoker ended without a result: " + stderr.String())
 }
