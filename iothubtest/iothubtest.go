@@ -19,6 +19,7 @@ import (
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub"
 	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/internal/pki"
 )
 
 // EntraScope is the token scope the IoT Hub service API accepts for
@@ -46,7 +47,7 @@ type Options struct {
 // Server is a running local IoT Hub.
 type Server struct {
 	h        *hub.Hub
-	deviceCA *hub.CA
+	deviceCA *pki.CA
 	addr     string
 }
 
@@ -69,7 +70,7 @@ func Start(opts *Options) (*Server, error) {
 	if opts != nil {
 		o = *opts
 	}
-	deviceCA, err := hub.NewCA("iothubtest device CA")
+	deviceCA, err := pki.NewCA("iothubtest device CA")
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +184,7 @@ func (s *Server) addX509(t TB, id auth.Identity, authType string) (string, tls.C
 	var cert tls.Certificate
 	var err error
 	if authType == engine.AuthSelfSigned {
-		cert, err = hub.SelfSigned(id.String(), 24*time.Hour)
+		cert, err = pki.SelfSigned(id.String(), 24*time.Hour)
 		fatal(t, err)
 		tp := auth.ComputeThumbprints(cert.Leaf.Raw).SHA256
 		a.X509Thumbprint.PrimaryThumbprint = &tp
@@ -313,7 +314,8 @@ type MethodCall struct {
 	Latency  time.Duration
 }
 
-// Calls returns the method invocations handled so far, oldest first.
+// Calls returns the method invocations handled so far (the newest 10,000),
+// oldest first.
 func (s *Server) Calls() []MethodCall {
 	recs := s.h.Engine.Calls()
 	out := make([]MethodCall, len(recs))

@@ -28,6 +28,7 @@ import (
 	"github.com/iothub-go/iothub/internal/faultproxy"
 	"github.com/iothub-go/iothub/internal/hub"
 	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/internal/pki"
 	"github.com/iothub-go/iothub/service"
 	"github.com/iothub-go/iothub/transport"
 	"github.com/iothub-go/iothub/transport/amqp"
@@ -99,7 +100,7 @@ const hostName = "localhost"
 // a service client.
 type fixture struct {
 	t        testing.TB
-	ca       *hub.CA
+	ca       *pki.CA
 	ownerKey string
 	addr     string
 	logger   *slog.Logger
@@ -122,7 +123,7 @@ func newFixture(t testing.TB, o *fixtureOptions) *fixture {
 	if o == nil {
 		o = &fixtureOptions{}
 	}
-	ca, err := hub.NewCA("reliability hub CA")
+	ca, err := pki.NewCA("reliability hub CA")
 	if err != nil {
 		t.Fatal(err)
 	}

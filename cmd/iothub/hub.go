@@ -16,6 +16,7 @@ import (
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub"
 	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/internal/pki"
 )
 
 type multiFlag []string
@@ -91,7 +92,7 @@ func runHub(args []string, stdout, stderr io.Writer) int {
 
 // serveHub runs the hub until ctx ends.
 func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) error {
-	var ca *hub.CA
+	var ca *pki.CA
 	if cfg.loadCACert != "" {
 		certPEM, err := os.ReadFile(cfg.loadCACert)
 		if err != nil {
@@ -101,7 +102,7 @@ func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) err
 		if err != nil {
 			return fmt.Errorf("iothub: %w", err)
 		}
-		if ca, err = hub.LoadCA(certPEM, keyPEM); err != nil {
+		if ca, err = pki.LoadCA(certPEM, keyPEM); err != nil {
 			return err
 		}
 	}

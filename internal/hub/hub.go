@@ -23,6 +23,7 @@ import (
 	"github.com/iothub-go/iothub/internal/hub/engine"
 	"github.com/iothub-go/iothub/internal/hub/httpd"
 	"github.com/iothub-go/iothub/internal/hub/mqttd"
+	"github.com/iothub-go/iothub/internal/pki"
 )
 
 // WebSocketPath is where MQTT and AMQP over WebSocket are served.
@@ -36,7 +37,7 @@ type Options struct {
 	// Default: one random loopback port, "127.0.0.1:0".
 	Addrs []string
 	// CA issues the hub's TLS certificate; nil generates a fresh one.
-	CA *CA
+	CA *pki.CA
 	// OwnerKey fixes the iothubowner policy's primary key (base64).
 	OwnerKey string
 	// TrustedCAs are the verified CAs of CA-signed device identities.
@@ -48,7 +49,7 @@ type Options struct {
 // Hub is a running local IoT Hub.
 type Hub struct {
 	Engine *engine.Engine
-	CA     *CA
+	CA     *pki.CA
 
 	log       *slog.Logger
 	tlsConf   *tls.Config
@@ -81,7 +82,7 @@ func Start(opts Options) (*Hub, error) {
 	ca := opts.CA
 	if ca == nil {
 		var err error
-		if ca, err = NewCA("iothub local hub CA"); err != nil {
+		if ca, err = pki.NewCA("iothub local hub CA"); err != nil {
 			return nil, err
 		}
 	}

@@ -1,4 +1,7 @@
-package hub
+// Package pki issues the certificates of the local hub and of test devices:
+// an ECDSA CA, TLS server leaves, client certificates and self-signed
+// device certificates.
+package pki
 
 import (
 	"crypto/ecdsa"
