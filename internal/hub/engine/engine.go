@@ -48,6 +48,7 @@ type Engine struct {
 	sessions map[string]*Session // live connection per identity key
 	changed  chan struct{}       // closed and replaced whenever an identity goes on- or offline
 	revoked  map[string]time.Time
+	verified map[verifiedKey]*auth.SAS // service tokens that passed AuthorizeService
 	faults   faults
 	calls    []CallRecord
 	evlog    eventLog // device-to-cloud messages (events.go)
@@ -80,6 +81,7 @@ func New(cfg Config) (*Engine, error) {
 		sessions: map[string]*Session{},
 		changed:  make(chan struct{}),
 		revoked:  map[string]time.Time{},
+		verified: map[verifiedKey]*auth.SAS{},
 		etagSeq:  318751955,
 	}
 	for name, rights := range auth.DefaultPolicyRights() {
@@ -244,6 +246,21 @@ func (e *Engine) AuthorizeService(header, path string, need auth.Rights) *Error 
 		}
 		return nil
 	}
+	// A service client sends the same token with every request until it
+	// renews it, so a token that passed once for a path and rights is
+	// remembered and only its expiry is checked again. Policies do not
+	// change after New, so a remembered signature stays valid.
+	key := verifiedKey{header: header, path: path, need: need}
+	now := e.now()
+	e.mu.Lock()
+	tok := e.verified[key]
+	e.mu.Unlock()
+	if tok != nil {
+		if err := tok.CheckExpiry(now); err != nil {
+			return unauthorized("%s", trimPrefix(err))
+		}
+		return nil
+	}
 	tok, err := auth.ParseSAS(header)
 	if err != nil {
 		return unauthorized("%s", trimPrefix(err))
@@ -259,14 +276,32 @@ func (e *Engine) AuthorizeService(header, path string, need auth.Rights) *Error 
 	}
 	// Tokens name resources unescaped ("{host}/devices/dev#1"), requests
 	// arrive escaped ("/devices/dev%231").
+	target := path
 	if u, err := url.PathUnescape(path); err == nil {
-		path = u
+		target = u
 	}
-	if err := p.Authorize(tok, e.hostName+path, need, e.now()); err != nil {
+	if err := p.Authorize(tok, e.hostName+target, need, now); err != nil {
 		return unauthorized("%s", trimPrefix(err))
 	}
+	e.mu.Lock()
+	if len(e.verified) >= maxVerified {
+		clear(e.verified)
+	}
+	e.verified[key] = tok
+	e.mu.Unlock()
 	return nil
 }
+
+// verifiedKey identifies a service request's authorization: the whole
+// Authorization header, the escaped request path and the rights it needs.
+type verifiedKey struct {
+	header, path string
+	need         auth.Rights
+}
+
+// maxVerified bounds the remembered service tokens; when full, the memory
+// is cleared and tokens are verified afresh.
+const maxVerified = 4096
 
 func (e *Engine) hubName() string {
 	name, _, _ := strings.Cut(e.hostName, ".")

@@ -5,7 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,9 +35,34 @@ var oldAPIVersions = map[string]bool{
 	"2017-06-30": true,
 }
 
-// apiVersionPattern is IoT Hub's api-version syntax: a date, optionally
-// followed by "-preview".
-var apiVersionPattern = regexp.MustCompile(`^([0-9]{4}-[0-9]{2}-[0-9]{2})(-preview)?$`)
+// apiVersionDate checks IoT Hub's api-version syntax, a calendar date
+// (YYYY-MM-DD) optionally followed by "-preview", and returns the date.
+func apiVersionDate(v string) (string, bool) {
+	date, rest := v, ""
+	if len(v) > 10 {
+		date, rest = v[:10], v[10:]
+	}
+	if len(date) != 10 || (rest != "" && rest != "-preview") {
+		return "", false
+	}
+	for i := range len(date) {
+		if i == 4 || i == 7 {
+			if date[i] != '-' {
+				return "", false
+			}
+		} else if date[i] < '0' || date[i] > '9' {
+			return "", false
+		}
+	}
+	y, _ := strconv.Atoi(date[:4])
+	m, _ := strconv.Atoi(date[5:7])
+	d, _ := strconv.Atoi(date[8:])
+	t := time.Date(y, time.Month(m), d, 0, 0, 0, 0, time.UTC)
+	if t.Year() != y || int(t.Month()) != m || t.Day() != d {
+		return "", false // 2021-02-30 and the like
+	}
+	return date, true
+}
 
 // NewHandler returns the hub's HTTPS service API on e:
 //
@@ -171,11 +196,8 @@ func checkAPIVersion(q url.Values) *engine.Error {
 	if oldAPIVersions[v] {
 		return nil
 	}
-	m := apiVersionPattern.FindStringSubmatch(v)
-	if m != nil {
-		if _, err := time.Parse("2006-01-02", m[1]); err == nil && m[1] >= minAPIVersion {
-			return nil
-		}
+	if date, ok := apiVersionDate(v); ok && date >= minAPIVersion {
+		return nil
 	}
 	return engine.NewError(engine.CodeInvalidProtocolVersion,
 		"The api-version %q is not supported.", truncate(v, 64))

@@ -149,6 +149,7 @@ func TestAPIVersion(t *testing.T) {
 		"", "api-version=", "api-version=garbage", "api-version=2018-06-29", "api-version=2017-01-01",
 		"api-version=2021-02-30", "api-version=2021-04-12x", "api-version=2021-04-12-beta",
 		"api-version=21-04-12", "apiversion=2021-04-12", "api-version=%202021-04-12",
+		"api-version=2021-13-01", "api-version=2021-04-1a", "api-version=2021/04/12", "api-version=-preview",
 	} {
 		t.Run("bad "+q, func(t *testing.T) {
 			wantError(t, h.do(request{method: http.MethodGet, path: "/devices/dev1?" + q, auth: tok}), engine.CodeInvalidProtocolVersion)
