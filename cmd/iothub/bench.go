@@ -115,6 +115,7 @@ flags:
 	fs.IntVar(&c.ConnectConcurrency, "connect-concurrency", c.ConnectConcurrency, "devices of a fleet connecting at once")
 	fs.IntVar(&c.Rounds, "rounds", c.Rounds, "repeat the latency and throughput rows this many times, interleaved, and report medians")
 	fs.BoolVar(&c.NoPairs, "no-pairs", false, "skip the paired latency comparisons (one device of each kind, calls alternating)")
+	fs.BoolVar(&c.NoFloors, "no-floors", false, "skip the invoker floor (the invoker against an HTTPS server that answers at once)")
 	fs.BoolVar(&c.InProcess, "inproc", false, "run the Go device fleets in this process (memory and CPU then include the hub)")
 	fs.StringVar(&c.out, "out", "table", "what to print on stdout: table or json")
 	fs.StringVar(&c.jsonFile, "json", "", "also write the JSON result to this `file`")

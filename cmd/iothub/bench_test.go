@@ -83,6 +83,15 @@ func checkResult(t *testing.T, res *bench.Result, inproc bool) {
 		res.Pairs[0].Status != "ok" || res.Pairs[0].LatA == nil || res.Pairs[0].LatB == nil {
 		t.Errorf("pairs: %+v", res.Pairs)
 	}
+	// The invoker floor: both invokers against the answering server.
+	if len(res.Floors) != 2 || res.Floors[0].Name != "go-service" || res.Floors[1].Name != "net-http" {
+		t.Errorf("floors: %+v", res.Floors)
+	}
+	for _, f := range res.Floors {
+		if f.Status != "ok" || f.Latency == nil || f.Latency.Errors != 0 || f.LoadLatency == nil {
+			t.Errorf("floor %s: %+v", f.Name, f)
+		}
+	}
 	if len(res.Scale) != 2 {
 		t.Fatalf("scale rows: %+v", res.Scale)
 	}
@@ -184,6 +193,13 @@ func TestBenchFleetProcesses(t *testing.T) {
 	// The invoker ran in a process of its own.
 	if g := res.Invokers[0]; g.Throughput == nil || g.Latency == nil || g.Throughput.Devices != 2 {
 		t.Errorf("go-service invoker process: %+v", g)
+	}
+	// The invoker floor's answering server ran in a child process, whose
+	// CPU is measured.
+	for _, f := range res.Floors {
+		if f.CallsPerSec > 0 && f.ServerCPUPerCall <= 0 {
+			t.Errorf("floor %s: no server CPU: %+v", f.Name, f)
+		}
 	}
 	for _, s := range res.Scale {
 		// The fleet process reports its own goroutines (the hub's are not

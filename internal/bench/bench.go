@@ -79,6 +79,8 @@ type Config struct {
 	Rounds int
 	// NoPairs skips the paired latency comparisons (see Pair).
 	NoPairs bool
+	// NoFloors skips the invoker floor (see FloorRow).
+	NoFloors bool
 	// InProcess runs Go fleets in this process instead of child processes
 	// (memory and CPU then include the hub's).
 	InProcess bool
@@ -128,6 +130,7 @@ type Result struct {
 	Settings Settings     `json:"settings"`
 	Rows     []Row        `json:"rows"`
 	Invokers []InvokerRow `json:"invokers"`
+	Floors   []FloorRow   `json:"floors"`
 	Pairs    []Pair       `json:"pairs"`
 	Scale    []ScaleRow   `json:"scale"`
 	Targets  []Target     `json:"targets"`
@@ -258,6 +261,14 @@ type Target struct {
 	Value  float64 `json:"value"`
 	Status string  `json:"status"` // met, missed, n/a
 	Detail string  `json:"detail"`
+	// Bound, when set, is the best value this run's floors leave
+	// reachable: what the target would read if the hub and the SDK cost
+	// nothing beyond the invoker floor (FloorRow) and, for device costs,
+	// the raw paho floor. BoundDetail says how it was computed; a Bound
+	// that misses the goal means no hub or device SDK could meet the
+	// target with these dependencies on this machine.
+	Bound       float64 `json:"bound,omitempty"`
+	BoundDetail string  `json:"bound_detail,omitempty"`
 }
 
 func (c *Config) fill() {
@@ -376,7 +387,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			}
 			rounds[i] = append(rounds[i], r.runRow(rs))
 		}
+		if ctx.Err() == nil {
+			r.runFloors()
+		}
 	}
+	r.res.Floors = medianFloors(r.res.Floors)
 	for _, rr := range rounds {
 		if len(rr) > 0 {
 			r.res.Rows = append(r.res.Rows, medianRow(rr))

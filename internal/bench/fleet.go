@@ -47,6 +47,10 @@ type FleetSpec struct {
 	// CPUProfile, if set, is where a Go fleet process writes its CPU
 	// profile (from connected to closed).
 	CPUProfile string `json:"cpu_profile,omitempty"`
+	// ServerCertPEM and ServerKeyPEM are the answering server's
+	// certificate chain and key (ImplAnswer only).
+	ServerCertPEM string `json:"server_cert_pem,omitempty"`
+	ServerKeyPEM  string `json:"server_key_pem,omitempty"`
 }
 
 // Mem is a memory sample of one process.
@@ -74,12 +78,15 @@ type fleetMsg struct {
 	After          *Mem    `json:"after,omitempty"`
 	CPUSeconds     float64 `json:"cpu_seconds"`
 	Mem            *Mem    `json:"mem,omitempty"`
+	// Addr is the answering server's address (ImplAnswer only).
+	Addr string `json:"addr,omitempty"`
 }
 
 // goFleet is a population of Go device clients in this process.
 type goFleet struct {
-	sdk  []*device.Client
-	paho []paho.Client
+	sdk     []*device.Client
+	paho    []paho.Client
+	closers []func()
 }
 
 func clientTLS(caPEM string) (*tls.Config, error) {
@@ -114,6 +121,9 @@ func echoHandler(_ context.Context, req *device.MethodRequest) (*device.MethodRe
 // the devices that connected) and the "connected" report. Memory samples
 // are of the whole process.
 func startGoFleet(ctx context.Context, spec FleetSpec) (*goFleet, fleetMsg) {
+	if spec.Impl == ImplAnswer {
+		return startAnswer(spec)
+	}
 	msg := fleetMsg{Type: "connected"}
 	fail := func(err error) (*goFleet, fleetMsg) {
 		msg.Failed = len(spec.ConnStrings)
@@ -235,7 +245,10 @@ func (f *goFleet) close() {
 		})
 	}
 	wg.Wait()
-	f.sdk, f.paho = nil, nil
+	for _, c := range f.closers {
+		c()
+	}
+	f.sdk, f.paho, f.closers = nil, nil, nil
 }
 
 // dialRawPaho connects the floor: a paho client that subscribes to

@@ -105,13 +105,13 @@ func fleetCPU(f fleet) (float64, error) {
 // runGoPhase runs conc workers that call devices round-robin, one call at
 // a time each, for warmup + dur. Calls that end inside the measured
 // window [warmup, warmup+dur] are counted.
-func runGoPhase(ctx context.Context, inv *goInvoker, devices []string, conc int, warmup, dur time.Duration, f fleet) window {
+func runGoPhase(ctx context.Context, inv caller, devices []string, conc int, warmup, dur time.Duration, f fleet) window {
 	return runGoPhaseHook(ctx, inv, devices, conc, warmup, dur, f, nil)
 }
 
 // runGoPhaseHook is runGoPhase that also calls opened, if not nil, when
 // the measured window opens.
-func runGoPhaseHook(ctx context.Context, inv *goInvoker, devices []string, conc int, warmup, dur time.Duration, f fleet, opened func()) window {
+func runGoPhaseHook(ctx context.Context, inv caller, devices []string, conc int, warmup, dur time.Duration, f fleet, opened func()) window {
 	var next atomic.Uint64
 	start := time.Now()
 	ws, we := start.Add(warmup), start.Add(warmup+dur)

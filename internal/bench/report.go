@@ -70,6 +70,49 @@ func rowRatio(a, b *Row) string {
 	return fmt.Sprintf("%.0f ÷ %.0f µs = %s", a.Latency.P50, b.Latency.P50, trimFloat(round(a.Latency.P50/b.Latency.P50, 3)))
 }
 
+func (res *Result) floor(name string) *FloorRow {
+	for i := range res.Floors {
+		if res.Floors[i].Name == name && res.Floors[i].Status == "ok" {
+			return &res.Floors[i]
+		}
+	}
+	return nil
+}
+
+// latencyBound sets t's bound for a p50 ratio against a denominator of
+// den µs: the invoker floor's own p50 over den.
+func (res *Result) latencyBound(t *Target, den float64) {
+	fl, raw := res.floor(FloorGoService), res.floor(FloorNetHTTP)
+	if fl == nil || den <= 0 {
+		return
+	}
+	t.Bound = round(fl.Latency.P50/den, 3)
+	t.BoundDetail = fmt.Sprintf("the invoker's own HTTPS round trip to a server that answers at once is %.0f µs p50", fl.Latency.P50)
+	if raw != nil {
+		t.BoundDetail += fmt.Sprintf(" (bare net/http client: %.0f µs)", raw.Latency.P50)
+	}
+	t.BoundDetail += fmt.Sprintf(", %s of %.0f µs, with no hub or device work at all", trimFloat(t.Bound), den)
+}
+
+// throughputBound is the most calls/s the CPUs allow when a call costs
+// the invoker floor (both HTTPS ends) plus devCPU µs on the device.
+func (res *Result) throughputBound(devCPU float64, devWhat string) (float64, string) {
+	fl := res.floor(FloorGoService)
+	if fl == nil || res.Machine.CPUs <= 0 {
+		return 0, ""
+	}
+	per := fl.InvokerCPUPerCall + fl.ServerCPUPerCall + devCPU
+	if per <= 0 {
+		return 0, ""
+	}
+	b := round(float64(res.Machine.CPUs)*1e6/per, 0)
+	d := fmt.Sprintf("%d CPUs ÷ (invoker %.0f + an HTTPS server that answers at once %.0f", res.Machine.CPUs, fl.InvokerCPUPerCall, fl.ServerCPUPerCall)
+	if devCPU > 0 {
+		d += fmt.Sprintf(" + %s %.0f", devWhat, devCPU)
+	}
+	return b, d + " µs of CPU per call), with no hub work at all"
+}
+
 func status(ok bool) string {
 	if ok {
 		return "met"
@@ -87,12 +130,12 @@ func targets(res *Result) []Target {
 	{
 		name, goal := "device SDK overhead (MQTT p50 vs raw paho floor)", "go-sdk/mqtt p50 ÷ paho-raw/mqtt p50 ≤ 1.2"
 		if p := res.pair("go-sdk/mqtt", "paho-raw/mqtt"); p != nil {
-			out = append(out, Target{name, goal, p.P50Ratio, status(p.P50Ratio <= 1.2),
-				fmt.Sprintf("paired, alternating calls: %.0f µs vs %.0f µs (rows: %s)", p.LatA.P50, p.LatB.P50, rowRatio(sdk, floor))})
+			out = append(out, Target{Name: name, Goal: goal, Value: p.P50Ratio, Status: status(p.P50Ratio <= 1.2),
+				Detail: fmt.Sprintf("paired, alternating calls: %.0f µs vs %.0f µs (rows: %s)", p.LatA.P50, p.LatB.P50, rowRatio(sdk, floor))})
 		} else if sdk != nil && floor != nil && floor.Latency.P50 > 0 {
 			v := round(sdk.Latency.P50/floor.Latency.P50, 3)
-			out = append(out, Target{name, goal, v, status(v <= 1.2),
-				fmt.Sprintf("%.0f µs vs %.0f µs", sdk.Latency.P50, floor.Latency.P50)})
+			out = append(out, Target{Name: name, Goal: goal, Value: v, Status: status(v <= 1.2),
+				Detail: fmt.Sprintf("%.0f µs vs %.0f µs", sdk.Latency.P50, floor.Latency.P50)})
 		} else {
 			na(name, goal, "needs the go-sdk/mqtt and paho-raw/mqtt rows")
 		}
@@ -101,28 +144,46 @@ func targets(res *Result) []Target {
 		ours, node := res.row("go-sdk/"+t), res.row("node-sdk/"+t)
 		name, goal := "latency vs Node device SDK ("+t+")", "go-sdk/"+t+" p50 ÷ node-sdk/"+t+" p50 ≤ 0.333"
 		if p := res.pair("go-sdk/"+t, "node-sdk/"+t); p != nil {
-			out = append(out, Target{name, goal, p.P50Ratio, status(p.P50Ratio <= 1.0/3),
-				fmt.Sprintf("paired, alternating calls: %.0f µs vs %.0f µs (rows: %s)", p.LatA.P50, p.LatB.P50, rowRatio(ours, node))})
+			tg := Target{Name: name, Goal: goal, Value: p.P50Ratio, Status: status(p.P50Ratio <= 1.0/3),
+				Detail: fmt.Sprintf("paired, alternating calls: %.0f µs vs %.0f µs (rows: %s)", p.LatA.P50, p.LatB.P50, rowRatio(ours, node))}
+			res.latencyBound(&tg, p.LatB.P50)
+			out = append(out, tg)
 		} else if ours != nil && node != nil && node.Latency.P50 > 0 {
 			v := round(ours.Latency.P50/node.Latency.P50, 3)
-			out = append(out, Target{name, goal, v, status(v <= 1.0/3),
-				fmt.Sprintf("%.0f µs vs %.0f µs", ours.Latency.P50, node.Latency.P50)})
+			tg := Target{Name: name, Goal: goal, Value: v, Status: status(v <= 1.0/3),
+				Detail: fmt.Sprintf("%.0f µs vs %.0f µs", ours.Latency.P50, node.Latency.P50)}
+			res.latencyBound(&tg, node.Latency.P50)
+			out = append(out, tg)
 		} else {
 			na(name, goal, "needs the go-sdk/"+t+" and node-sdk/"+t+" rows (--node)")
 		}
 		name, goal = "throughput vs Node device SDK ("+t+")", "go-sdk/"+t+" calls/s ÷ node-sdk/"+t+" calls/s ≥ 3"
 		if ours != nil && node != nil && node.Throughput.CallsPerSec > 0 {
 			v := round(ours.Throughput.CallsPerSec/node.Throughput.CallsPerSec, 3)
-			out = append(out, Target{name, goal, v, status(v >= 3),
-				fmt.Sprintf("%.0f vs %.0f calls/s", ours.Throughput.CallsPerSec, node.Throughput.CallsPerSec)})
+			tg := Target{Name: name, Goal: goal, Value: v, Status: status(v >= 3),
+				Detail: fmt.Sprintf("%.0f vs %.0f calls/s", ours.Throughput.CallsPerSec, node.Throughput.CallsPerSec)}
+			devCPU, devWhat := 0.0, ""
+			if fr := res.row("paho-raw/" + t); fr != nil {
+				devCPU, devWhat = fr.Throughput.DeviceCPUPerCall, "the raw paho device"
+			}
+			if b, d := res.throughputBound(devCPU, devWhat); b > 0 {
+				tg.Bound = round(b/node.Throughput.CallsPerSec, 3)
+				tg.BoundDetail = fmt.Sprintf("at most %.0f calls/s = %s; ÷ %.0f", b, d, node.Throughput.CallsPerSec)
+			}
+			out = append(out, tg)
 		} else {
 			na(name, goal, "needs the go-sdk/"+t+" and node-sdk/"+t+" rows (--node)")
 		}
 		name, goal = "memory per connected device vs Node ("+t+")", "go-sdk/"+t+" RSS/device ÷ node-sdk/"+t+" RSS/device ≤ 0.2"
 		if a, b := res.commonScale("go-sdk/"+t, "node-sdk/"+t); a != nil && b.DeviceRSSPerDevice > 0 && !a.InProcess {
 			v := round(a.DeviceRSSPerDevice/b.DeviceRSSPerDevice, 3)
-			out = append(out, Target{name, goal, v, status(v <= 0.2),
-				fmt.Sprintf("at %d devices: %.1f KB vs %.1f KB RSS per device", a.Devices, a.DeviceRSSPerDevice/1024, b.DeviceRSSPerDevice/1024)})
+			tg := Target{Name: name, Goal: goal, Value: v, Status: status(v <= 0.2),
+				Detail: fmt.Sprintf("at %d devices: %.1f KB vs %.1f KB RSS per device", a.Devices, a.DeviceRSSPerDevice/1024, b.DeviceRSSPerDevice/1024)}
+			if fl := res.scaleAt("paho-raw/"+t, a.Devices); fl != nil && !fl.InProcess {
+				tg.Bound = round(fl.DeviceRSSPerDevice/b.DeviceRSSPerDevice, 3)
+				tg.BoundDetail = fmt.Sprintf("the raw paho client alone holds %.1f KB RSS per device at %d devices", fl.DeviceRSSPerDevice/1024, a.Devices)
+			}
+			out = append(out, tg)
 		} else {
 			na(name, goal, "needs go-sdk/"+t+" and node-sdk/"+t+" fleets of a common size in child processes")
 		}
@@ -131,8 +192,16 @@ func targets(res *Result) []Target {
 		name, goal := "end-to-end throughput (MQTT over TLS)", "go-sdk/mqtt ≥ 10000 calls/s"
 		if sdk != nil {
 			v := sdk.Throughput.CallsPerSec
-			out = append(out, Target{name, goal, v, status(v >= 10000),
-				fmt.Sprintf("%d devices, %d in flight, %d errors; hub, invoker and devices on this machine", sdk.Throughput.Devices, sdk.Throughput.Concurrency, sdk.Throughput.Errors)})
+			tg := Target{Name: name, Goal: goal, Value: v, Status: status(v >= 10000),
+				Detail: fmt.Sprintf("%d devices, %d in flight, %d errors; hub, invoker and devices on this machine", sdk.Throughput.Devices, sdk.Throughput.Concurrency, sdk.Throughput.Errors)}
+			devCPU, devWhat := 0.0, ""
+			if floor != nil {
+				devCPU, devWhat = floor.Throughput.DeviceCPUPerCall, "the raw paho device"
+			}
+			if b, d := res.throughputBound(devCPU, devWhat); b > 0 {
+				tg.Bound, tg.BoundDetail = b, d
+			}
+			out = append(out, tg)
 		} else {
 			na(name, goal, "needs the go-sdk/mqtt row")
 		}
@@ -140,16 +209,16 @@ func targets(res *Result) []Target {
 	{
 		name, goal := "devices connected at once in one process", "≥ 10000 go-sdk/mqtt devices"
 		if s := res.largestScale("go-sdk/mqtt"); s != nil {
-			out = append(out, Target{name, goal, float64(s.Connected), status(s.Connected >= 10000),
-				fmt.Sprintf("%d connected in %.1f s", s.Connected, s.ConnectSeconds)})
+			out = append(out, Target{Name: name, Goal: goal, Value: float64(s.Connected), Status: status(s.Connected >= 10000),
+				Detail: fmt.Sprintf("%d connected in %.1f s", s.Connected, s.ConnectSeconds)})
 		} else {
 			na(name, goal, "needs a go-sdk/mqtt scale series")
 		}
 		name, goal = "memory per device client", "go-sdk/mqtt RSS/device ≤ 64 KB at the largest fleet"
 		if s := res.largestScale("go-sdk/mqtt"); s != nil && !s.InProcess {
 			v := round(s.DeviceRSSPerDevice/1024, 1)
-			out = append(out, Target{name, goal, v, status(v <= 64),
-				fmt.Sprintf("KB RSS per device at %d devices; Go heap + stacks %.1f KB", s.Devices, s.DeviceHeapPerDevice/1024)})
+			out = append(out, Target{Name: name, Goal: goal, Value: v, Status: status(v <= 64),
+				Detail: fmt.Sprintf("KB RSS per device at %d devices; Go heap + stacks %.1f KB", s.Devices, s.DeviceHeapPerDevice/1024)})
 		} else {
 			na(name, goal, "needs a go-sdk/mqtt scale series in a child process (not --inproc)")
 		}
@@ -251,6 +320,26 @@ func (res *Result) WriteTable(w io.Writer) {
 		}
 	}
 
+	if len(res.Floors) > 0 {
+		fmt.Fprintf(w, "\nInvoker floor: the same invoker against an HTTPS server that answers at once (no hub, no device)\n")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "invoker\tp50 µs\tp90 µs\tp99 µs\t|\tcalls/s\tp50 µs\tp99 µs\tinvoker CPU µs/call\tserver CPU µs/call\t")
+		for _, f := range res.Floors {
+			if f.Status != "ok" {
+				fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\t\t\n", f.Name, f.Status)
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t|\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t\n", f.Name, f.Latency.P50, f.Latency.P90, f.Latency.P99,
+				f.CallsPerSec, f.LoadLatency.P50, f.LoadLatency.P99, f.InvokerCPUPerCall, dash(f.ServerCPUPerCall, s.InProcess))
+		}
+		tw.Flush()
+		for _, f := range res.Floors {
+			if f.Status != "ok" {
+				fmt.Fprintf(w, "  %s %s: %s\n", f.Name, f.Status, f.Reason)
+			}
+		}
+	}
+
 	if len(res.Pairs) > 0 {
 		fmt.Fprintf(w, "\nPaired latency: one device each, calls alternating A B B A (µs)\n")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -305,6 +394,11 @@ func (res *Result) WriteTable(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Status, t.Name, v, t.Goal, t.Detail)
 	}
 	tw.Flush()
+	for _, t := range res.Targets {
+		if t.BoundDetail != "" {
+			fmt.Fprintf(w, "  floor of %q: %s at best: %s\n", t.Name, trimFloat(t.Bound), t.BoundDetail)
+		}
+	}
 	if len(res.Comparisons) > 0 {
 		fmt.Fprintf(w, "\nComparisons\n")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -100,20 +100,20 @@ func parseTimeout(raw json.RawMessage, def, min, max int, msg string) (int, *eng
 	if isNull(raw) {
 		return def, nil
 	}
-	bad := engine.NewError(engine.CodeArgumentInvalid, "%s", msg)
+	bad := func() (int, *engine.Error) { return 0, engine.NewError(engine.CodeArgumentInvalid, "%s", msg) }
 	if c := raw[0]; c != '-' && (c < '0' || c > '9') {
-		return 0, bad
+		return bad()
 	}
 	s := string(raw)
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		if n < int64(min) || n > int64(max) {
-			return 0, bad
+			return bad()
 		}
 		return int(n), nil
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || math.IsInf(f, 0) || f != math.Trunc(f) || f < float64(min) || f > float64(max) {
-		return 0, bad
+		return bad()
 	}
 	return int(f), nil
 }
