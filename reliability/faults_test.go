@@ -608,3 +608,39 @@ func TestAnswersRacingConnectionLoss(t *testing.T) {
 		}
 	})
 }
+
+// X.509 devices, self-signed and CA-signed, survive the same faults as SAS
+// ones: after a cut and after a hub restart the client presents its
+// certificate again on every reconnect, and calls work again.
+func TestX509UnderFaults(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tp tport) {
+		for _, caSigned := range []bool{false, true} {
+			kind := "self-signed"
+			if caSigned {
+				kind = "ca-signed"
+			}
+			t.Run(kind, func(t *testing.T) {
+				f := newFixture(t, nil)
+				cert := f.addX509Device("x509dev", caSigned)
+				d := f.connect(t, "x509dev", tp, &devOptions{cert: cert})
+				d.status.waitFor(t, device.ConnectionStateConnected)
+				f.mustEcho(t, d, "before the cut")
+				if n := f.proxy.Cut(); n != 1 {
+					t.Fatalf("cut %d connections", n)
+				}
+				if s := d.status.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
+					t.Fatal("the status after the cut gives no reason")
+				}
+				d.status.waitFor(t, device.ConnectionStateConnected)
+				f.recovered(t, d, "after the cut")
+				// The hub restarts; the registry (thumbprint or trusted CA)
+				// comes back with it, and the client reconnects by itself.
+				f.stop()
+				d.status.waitFor(t, device.ConnectionStateConnecting)
+				f.start()
+				d.status.waitFor(t, device.ConnectionStateConnected)
+				f.recovered(t, d, "after the hub restart")
+			})
+		}
+	})
+}

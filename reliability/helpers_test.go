@@ -110,6 +110,7 @@ type fixture struct {
 	mu   sync.Mutex
 	h    *hub.Hub
 	keys map[string][2]string // identity → primary, secondary key
+	x509 map[string]string    // identity → SHA-256 thumbprint; "" for CA-signed
 }
 
 type fixtureOptions struct {
@@ -127,7 +128,7 @@ func newFixture(t testing.TB, o *fixtureOptions) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, ca: ca, ownerKey: engine.NewKey(), addr: freeAddr(t), logger: o.logger, keys: map[string][2]string{}}
+	f := &fixture{t: t, ca: ca, ownerKey: engine.NewKey(), addr: freeAddr(t), logger: o.logger, keys: map[string][2]string{}, x509: map[string]string{}}
 	f.start()
 	t.Cleanup(func() {
 		f.mu.Lock()
@@ -168,7 +169,8 @@ func (f *fixture) start() {
 	var h *hub.Hub
 	var err error
 	for i := 0; i < 100; i++ { // the port may linger for a moment
-		h, err = hub.Start(hub.Options{HostName: hostName, Addrs: []string{f.addr}, CA: f.ca, OwnerKey: f.ownerKey, Logger: f.logger})
+		h, err = hub.Start(hub.Options{HostName: hostName, Addrs: []string{f.addr}, CA: f.ca, OwnerKey: f.ownerKey, Logger: f.logger,
+			TrustedCAs: f.ca.Pool()}) // devices may present certificates from the fixture's CA
 		if err == nil {
 			break
 		}
@@ -183,10 +185,61 @@ func (f *fixture) start() {
 	for id, k := range f.keys {
 		keys[id] = k
 	}
+	certs := make(map[string]string, len(f.x509))
+	for id, tp := range f.x509 {
+		certs[id] = tp
+	}
 	f.mu.Unlock()
 	for id, k := range keys {
 		f.register(h, id, k)
 	}
+	for id, tp := range certs {
+		f.registerX509(h, id, tp)
+	}
+}
+
+// registerX509 registers a device authenticated by a self-signed
+// certificate with SHA-256 thumbprint tp, or by a certificate from a
+// trusted CA when tp is "".
+func (f *fixture) registerX509(h *hub.Hub, id, tp string) {
+	f.t.Helper()
+	a := engine.Authentication{Type: engine.AuthCertificateAuthority}
+	if tp != "" {
+		a = engine.Authentication{Type: engine.AuthSelfSigned, X509Thumbprint: engine.X509Thumbprint{PrimaryThumbprint: &tp}}
+	}
+	if _, herr := h.Engine.PutDevice(id, engine.Device{Authentication: a}, ""); herr != nil {
+		f.t.Fatalf("registering %s: %v", id, herr)
+	}
+}
+
+// addX509Device registers device id with a new certificate, self-signed or
+// issued by the fixture's CA (a trusted CA of the hub), and returns it.
+func (f *fixture) addX509Device(id string, caSigned bool) *auth.X509Credential {
+	f.t.Helper()
+	var cert tls.Certificate
+	var err error
+	if caSigned {
+		cert, err = f.ca.IssueClient(id, time.Hour)
+	} else {
+		cert, err = pki.SelfSigned(id, time.Hour)
+	}
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cred, err := auth.NewX509Credential(cert)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	tp := ""
+	if !caSigned {
+		tp = cred.Thumbprints().SHA256
+	}
+	f.mu.Lock()
+	f.x509[id] = tp
+	h := f.h
+	f.mu.Unlock()
+	f.registerX509(h, id, tp)
+	return cred
 }
 
 // stop closes the hub (every connection drops, pending calls fail).
@@ -340,6 +393,9 @@ type devOptions struct {
 	direct    bool // dial the hub, not the proxy
 	setup     func(*device.Client)
 	opts      func(*device.ClientOptions)
+	// cert makes the device authenticate with this certificate instead
+	// of its key.
+	cert *auth.X509Credential
 }
 
 // connect builds and connects a device client; it is closed at the end of
@@ -359,7 +415,18 @@ func (f *fixture) connect(t testing.TB, id string, tp tport, o *devOptions) *dev
 	if o.opts != nil {
 		o.opts(opts)
 	}
-	c, err := device.NewClientFromConnectionString(f.connString(id, !o.direct), opts)
+	var c *device.Client
+	var err error
+	if o.cert != nil {
+		gw := f.addr
+		if !o.direct {
+			gw = f.proxy.Addr()
+		}
+		opts.GatewayHostName = gw
+		c, err = device.NewClientWithX509(identity(id), o.cert, opts)
+	} else {
+		c, err = device.NewClientFromConnectionString(f.connString(id, !o.direct), opts)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
