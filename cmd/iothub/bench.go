@@ -98,7 +98,7 @@ flags:
 		fs.PrintDefaults()
 	}
 	fs.Var(listFlag{&c.Transports}, "transports", "this SDK's device `transports` to measure (comma-separated): mqtt, mqtt-ws, amqp, amqp-ws")
-	fs.BoolVar(&c.Floor, "floor", c.Floor, "measure the raw paho responder (the floor) on the MQTT transports")
+	fs.BoolVar(&c.Floor, "floor", c.Floor, "measure the raw responders (the floors): paho on mqtt and mqtt-ws, go-amqp on amqp")
 	fs.BoolVar(&c.Node, "node", false, "measure the official Node SDKs too (needs node, npm ci in --node-dir, and 127.0.0.1:443 free for the service client)")
 	fs.Var(listFlag{&c.NodeTransports}, "node-transports", "`transports` of the Node device baseline")
 	fs.StringVar(&c.NodeDir, "node-dir", "", "folder with bench_device.js, bench_invoke.js and node_modules (default: ./conformance, or the one next to the module)")

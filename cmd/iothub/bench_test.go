@@ -209,3 +209,31 @@ func TestBenchFleetProcesses(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchAMQPFloor measures the raw go-amqp responder next to the SDK
+// over AMQP, and pairs them.
+func TestBenchAMQPFloor(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	args := append([]string{"bench", "--inproc", "--out", "json"}, tinyBench...)
+	args = append(args, "--transports", "amqp", "--scale", "", "--no-floors")
+	if code := run(args, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\nstderr: %s", code, stderr.String())
+	}
+	var res bench.Result
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range res.Rows {
+		names = append(names, r.Name)
+		if r.Status != "ok" || r.Throughput == nil || r.Throughput.Errors != 0 {
+			t.Errorf("%s: %s %s %+v", r.Name, r.Status, r.Reason, r.Throughput)
+		}
+	}
+	if strings.Join(names, ",") != "go-sdk/amqp,amqp-raw/amqp" {
+		t.Errorf("rows %v", names)
+	}
+	if len(res.Pairs) != 1 || res.Pairs[0].B != "amqp-raw/amqp" || res.Pairs[0].Status != "ok" {
+		t.Errorf("pairs: %+v", res.Pairs)
+	}
+}

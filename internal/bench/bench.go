@@ -42,8 +42,9 @@ type Config struct {
 	// Transports are this SDK's device transports to measure: mqtt,
 	// mqtt-ws, amqp, amqp-ws.
 	Transports []string
-	// Floor adds the raw paho responder (ImplPahoRaw) for the MQTT
-	// transports among Transports.
+	// Floor adds the raw responders for the transports among Transports
+	// that have one: paho (ImplPahoRaw) for mqtt and mqtt-ws, go-amqp
+	// (ImplAMQPRaw) for amqp.
 	Floor bool
 	// Node adds the official Node SDK baselines: devices over
 	// NodeTransports, and the azure-iothub service client as invoker
@@ -417,8 +418,8 @@ func (r *runner) rowPlan() []rowSpec {
 	var plan []rowSpec
 	for _, t := range r.cfg.Transports {
 		plan = append(plan, rowSpec{ImplGoSDK, t})
-		if r.cfg.Floor && strings.HasPrefix(t, "mqtt") {
-			plan = append(plan, rowSpec{ImplPahoRaw, t})
+		if raw := rawImpl(t); r.cfg.Floor && raw != "" {
+			plan = append(plan, rowSpec{raw, t})
 		}
 		if r.cfg.Node && slices.Contains(r.cfg.NodeTransports, t) {
 			plan = append(plan, rowSpec{ImplNodeSDK, t})

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	goamqp "github.com/Azure/go-amqp"
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/iothub-go/iothub"
@@ -24,10 +25,23 @@ import (
 	"github.com/iothub-go/iothub/transport/mqtt"
 )
 
+// rawImpl is the floor implementation for a transport: the raw paho
+// responder for MQTT, the raw go-amqp one for AMQP over TLS, "" otherwise.
+func rawImpl(transport string) string {
+	switch transport {
+	case "mqtt", "mqtt-ws":
+		return ImplPahoRaw
+	case "amqp":
+		return ImplAMQPRaw
+	}
+	return ""
+}
+
 // Device implementations a fleet can run.
 const (
 	ImplGoSDK   = "go-sdk"   // this SDK's device.Client
 	ImplPahoRaw = "paho-raw" // a minimal responder written directly on paho: the floor
+	ImplAMQPRaw = "amqp-raw" // a minimal responder written directly on go-amqp: the AMQP floor
 	ImplNodeSDK = "node-sdk" // the official azure-iot-device (conformance/bench_device.js)
 )
 
@@ -169,6 +183,17 @@ func startGoFleet(ctx context.Context, spec FleetSpec) (*goFleet, fleetMsg) {
 				return nil, err
 			}
 			return func(f *goFleet) { f.paho = append(f.paho, c) }, nil
+		}
+	case ImplAMQPRaw:
+		if spec.Transport != "amqp" {
+			return fail(fmt.Errorf("bench: %s speaks amqp only", ImplAMQPRaw))
+		}
+		connect = func(ctx context.Context, cs string) (func(*goFleet), error) {
+			closeFn, err := dialRawAMQP(ctx, cs, tlsConf)
+			if err != nil {
+				return nil, err
+			}
+			return func(f *goFleet) { f.closers = append(f.closers, closeFn) }, nil
 		}
 	default:
 		return fail(fmt.Errorf("bench: impl %q does not run in a Go process", spec.Impl))
@@ -321,4 +346,111 @@ func sampleMem() Mem {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return Mem{RSS: rss(), Heap: int64(m.HeapAlloc), Stack: int64(m.StackInuse), Goroutines: runtime.NumGoroutine()}
+}
+
+// dialRawAMQP connects the AMQP floor: go-amqp used directly, as IoT Hub
+// expects it (TLS, no SASL, a CBS put-token, the two method links), with
+// one goroutine that accepts each request and sends back its payload with
+// status 200. Nothing else: no handler dispatch, no validation, no
+// reconnects, no token renewal. It returns the function that closes it.
+func dialRawAMQP(ctx context.Context, connStr string, tlsConf *tls.Config) (func(), error) {
+	cs, err := auth.ParseDeviceConnectionString(connStr)
+	if err != nil {
+		return nil, err
+	}
+	tp, err := cs.TokenProvider(nil)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tp.Token(ctx)
+	if err != nil {
+		return nil, err
+	}
+	host, _, err := net.SplitHostPort(cs.Address())
+	if err != nil {
+		return nil, fmt.Errorf("bench: %s needs GatewayHostName=host:port: %w", ImplAMQPRaw, err)
+	}
+	conf := tlsConf.Clone()
+	conf.ServerName = host
+	nc, err := (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", cs.Address())
+	if err != nil {
+		return nil, err
+	}
+	id := cs.Identity()
+	ac, err := goamqp.NewConn(ctx, nc, &goamqp.ConnOptions{HostName: id.HostName})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	fail := func(err error) (func(), error) {
+		ac.Close()
+		return nil, err
+	}
+	s, err := ac.NewSession(ctx, nil)
+	if err != nil {
+		return fail(err)
+	}
+	cbsOut, err := s.NewSender(ctx, "$cbs", nil)
+	if err != nil {
+		return fail(err)
+	}
+	cbsIn, err := s.NewReceiver(ctx, "$cbs", &goamqp.ReceiverOptions{Credit: 1})
+	if err != nil {
+		return fail(err)
+	}
+	to, reply := "$cbs", "cbs"
+	put := &goamqp.Message{
+		Properties: &goamqp.MessageProperties{MessageID: "put-1", To: &to, ReplyTo: &reply},
+		ApplicationProperties: map[string]any{"operation": "put-token", "type": "servicebus.windows.net:sastoken",
+			"name": id.HostName + "/devices/" + id.DeviceID},
+		Value: tok.Value,
+	}
+	if err := cbsOut.Send(ctx, put, nil); err != nil {
+		return fail(err)
+	}
+	res, err := cbsIn.Receive(ctx, nil)
+	if err != nil {
+		return fail(err)
+	}
+	if code := fmt.Sprint(res.ApplicationProperties["status-code"]); code != "200" && code != "202" {
+		return fail(fmt.Errorf("bench: put-token: status %s", code))
+	}
+	addr := "amqps://" + id.HostName + "/devices/" + id.DeviceID + "/methods/devicebound"
+	props := map[string]any{"com.microsoft:api-version": "2021-04-12", "com.microsoft:channel-correlation-id": "methods:" + id.DeviceID}
+	first := goamqp.ReceiverSettleModeFirst
+	out, err := s.NewSender(ctx, addr, &goamqp.SenderOptions{Name: "res-" + id.DeviceID, Properties: props, RequestedReceiverSettleMode: &first})
+	if err != nil {
+		return fail(err)
+	}
+	in, err := s.NewReceiver(ctx, addr, &goamqp.ReceiverOptions{Name: "req-" + id.DeviceID, Properties: props, Credit: 50, SettlementMode: &first})
+	if err != nil {
+		return fail(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rctx := context.Background()
+		for {
+			m, err := in.Receive(rctx, nil)
+			if err != nil {
+				return
+			}
+			_ = in.AcceptMessage(rctx, m)
+			if m.Properties == nil {
+				continue
+			}
+			resp := &goamqp.Message{
+				Properties:            &goamqp.MessageProperties{CorrelationID: m.Properties.CorrelationID},
+				ApplicationProperties: map[string]any{"IoThub-status": int32(200)},
+				Data:                  m.Data,
+			}
+			if err := out.Send(rctx, resp, nil); err != nil {
+				return
+			}
+		}
+	}()
+	return func() {
+		ac.Close()
+		<-done
+	}, nil
 }

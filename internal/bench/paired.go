@@ -32,7 +32,7 @@ func (r *runner) pairPlan() [][2]rowSpec {
 		if !ok(ImplGoSDK + "/" + t) {
 			continue
 		}
-		for _, base := range []string{ImplPahoRaw, ImplNodeSDK} {
+		for _, base := range []string{rawImpl(t), ImplNodeSDK} {
 			if ok(base + "/" + t) {
 				plan = append(plan, [2]rowSpec{{ImplGoSDK, t}, {base, t}})
 			}

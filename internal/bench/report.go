@@ -163,8 +163,8 @@ func targets(res *Result) []Target {
 			tg := Target{Name: name, Goal: goal, Value: v, Status: status(v >= 3),
 				Detail: fmt.Sprintf("%.0f vs %.0f calls/s", ours.Throughput.CallsPerSec, node.Throughput.CallsPerSec)}
 			devCPU, devWhat := 0.0, ""
-			if fr := res.row("paho-raw/" + t); fr != nil {
-				devCPU, devWhat = fr.Throughput.DeviceCPUPerCall, "the raw paho device"
+			if fr := res.row(rawImpl(t) + "/" + t); fr != nil {
+				devCPU, devWhat = fr.Throughput.DeviceCPUPerCall, "the "+fr.Impl+" device"
 			}
 			if b, d := res.throughputBound(devCPU, devWhat); b > 0 {
 				tg.Bound = round(b/node.Throughput.CallsPerSec, 3)
@@ -179,9 +179,9 @@ func targets(res *Result) []Target {
 			v := round(a.DeviceRSSPerDevice/b.DeviceRSSPerDevice, 3)
 			tg := Target{Name: name, Goal: goal, Value: v, Status: status(v <= 0.2),
 				Detail: fmt.Sprintf("at %d devices: %.1f KB vs %.1f KB RSS per device", a.Devices, a.DeviceRSSPerDevice/1024, b.DeviceRSSPerDevice/1024)}
-			if fl := res.scaleAt("paho-raw/"+t, a.Devices); fl != nil && !fl.InProcess {
+			if fl := res.scaleAt(rawImpl(t)+"/"+t, a.Devices); fl != nil && !fl.InProcess {
 				tg.Bound = round(fl.DeviceRSSPerDevice/b.DeviceRSSPerDevice, 3)
-				tg.BoundDetail = fmt.Sprintf("the raw paho client alone holds %.1f KB RSS per device at %d devices", fl.DeviceRSSPerDevice/1024, a.Devices)
+				tg.BoundDetail = fmt.Sprintf("the raw %s client alone holds %.1f KB RSS per device at %d devices", fl.Impl, fl.DeviceRSSPerDevice/1024, a.Devices)
 			}
 			out = append(out, tg)
 		} else {
@@ -196,7 +196,7 @@ func targets(res *Result) []Target {
 				Detail: fmt.Sprintf("%d devices, %d in flight, %d errors; hub, invoker and devices on this machine", sdk.Throughput.Devices, sdk.Throughput.Concurrency, sdk.Throughput.Errors)}
 			devCPU, devWhat := 0.0, ""
 			if floor != nil {
-				devCPU, devWhat = floor.Throughput.DeviceCPUPerCall, "the raw paho device"
+				devCPU, devWhat = floor.Throughput.DeviceCPUPerCall, "the paho-raw device"
 			}
 			if b, d := res.throughputBound(devCPU, devWhat); b > 0 {
 				tg.Bound, tg.BoundDetail = b, d
@@ -235,7 +235,7 @@ func comparisons(res *Result) []Comparison {
 			out = append(out, Comparison{Name: name, Value: round(a/b, 3), Detail: detail})
 		}
 	}
-	for _, base := range []string{"paho-raw", "node-sdk"} {
+	for _, base := range []string{ImplPahoRaw, ImplAMQPRaw, ImplNodeSDK} {
 		for _, t := range []string{"mqtt", "mqtt-ws", "amqp", "amqp-ws"} {
 			ours, other := res.row("go-sdk/"+t), res.row(base+"/"+t)
 			if ours == nil || other == nil {
