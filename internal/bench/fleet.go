@@ -276,11 +276,15 @@ func (f *goFleet) close() {
 	f.sdk, f.paho, f.closers = nil, nil, nil
 }
 
-// dialRawPaho connects the floor: a paho client that subscribes to
-// methods and answers each request from paho's callback with one PUBLISH
-// of the request payload, status 200. Nothing else: no handler dispatch,
-// no validation, no reconnects.
-func dialRawPaho(ctx context.Context, connStr string, ws bool, tlsConf *tls.Config) (paho.Client, error) {
+// rawConn is what a raw responder needs to connect: its connection
+// string, a SAS token, and a TLS configuration for the hub's host.
+type rawConn struct {
+	cs    auth.ConnectionString
+	token auth.Token
+	tls   *tls.Config
+}
+
+func rawConnect(ctx context.Context, connStr, impl string, tlsConf *tls.Config) (*rawConn, error) {
 	cs, err := auth.ParseDeviceConnectionString(connStr)
 	if err != nil {
 		return nil, err
@@ -293,12 +297,26 @@ func dialRawPaho(ctx context.Context, connStr string, ws bool, tlsConf *tls.Conf
 	if err != nil {
 		return nil, err
 	}
-	host, port, err := net.SplitHostPort(cs.Address())
+	host, _, err := net.SplitHostPort(cs.Address())
 	if err != nil {
-		return nil, fmt.Errorf("bench: %s needs GatewayHostName=host:port: %w", ImplPahoRaw, err)
+		return nil, fmt.Errorf("bench: %s needs GatewayHostName=host:port: %w", impl, err)
 	}
 	conf := tlsConf.Clone()
 	conf.ServerName = host
+	return &rawConn{cs: cs, token: tok, tls: conf}, nil
+}
+
+// dialRawPaho connects the floor: a paho client that subscribes to
+// methods and answers each request from paho's callback with one PUBLISH
+// of the request payload, status 200. Nothing else: no handler dispatch,
+// no validation, no reconnects.
+func dialRawPaho(ctx context.Context, connStr string, ws bool, tlsConf *tls.Config) (paho.Client, error) {
+	rc, err := rawConnect(ctx, connStr, ImplPahoRaw, tlsConf)
+	if err != nil {
+		return nil, err
+	}
+	cs, tok, conf := rc.cs, rc.token, rc.tls
+	host, port, _ := net.SplitHostPort(cs.Address())
 	broker := "tls://" + net.JoinHostPort(host, port)
 	if ws {
 		broker = "wss://" + net.JoinHostPort(host, port) + "/$iothub/websocket"
@@ -354,24 +372,11 @@ func sampleMem() Mem {
 // status 200. Nothing else: no handler dispatch, no validation, no
 // reconnects, no token renewal. It returns the function that closes it.
 func dialRawAMQP(ctx context.Context, connStr string, tlsConf *tls.Config) (func(), error) {
-	cs, err := auth.ParseDeviceConnectionString(connStr)
+	rc, err := rawConnect(ctx, connStr, ImplAMQPRaw, tlsConf)
 	if err != nil {
 		return nil, err
 	}
-	tp, err := cs.TokenProvider(nil)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := tp.Token(ctx)
-	if err != nil {
-		return nil, err
-	}
-	host, _, err := net.SplitHostPort(cs.Address())
-	if err != nil {
-		return nil, fmt.Errorf("bench: %s needs GatewayHostName=host:port: %w", ImplAMQPRaw, err)
-	}
-	conf := tlsConf.Clone()
-	conf.ServerName = host
+	cs, tok, conf := rc.cs, rc.token, rc.tls
 	nc, err := (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", cs.Address())
 	if err != nil {
 		return nil, err
