@@ -324,6 +324,13 @@ func TestNodePeers(t *testing.T) {
 		if dup["name"] != "DeviceAlreadyExistsError" || dup["statusCode"] != float64(409) {
 			t.Fatalf("second create gave %s, want DeviceAlreadyExistsError 409", mustJSON(res["duplicate"]))
 		}
+		// The hub's registry statistics count this device among the others
+		// registered so far, all enabled.
+		st, _ := res["stats"].(map[string]any)
+		total, _ := st["totalDeviceCount"].(float64)
+		if total < 1 || st["enabledDeviceCount"] != total || st["disabledDeviceCount"] != float64(0) {
+			t.Fatalf("registry statistics %s", mustJSON(res["stats"]))
+		}
 	})
 
 	t.Run("offline device", func(t *testing.T) {

@@ -1,12 +1,14 @@
 'use strict';
-// Registry peer: the OFFICIAL azure-iothub Registry creating and reading a device.
+// Registry peer: the OFFICIAL azure-iothub Registry creating and reading a device, and
+// reading the registry statistics.
 //
 //   SERVICE_CS   service connection string (required)
 //   DEVICE_ID    id of the device to create (required)
 //   CA_FILE      optional PEM file trusted for the server certificate (re-executes
 //                with NODE_EXTRA_CA_CERTS, the only way to pass a CA to azure-iothub)
 //
-// Prints one JSON line {"created":<device>,"got":<device>} (exit 0), or {"error":…} (exit 1).
+// Prints one JSON line {"created":<device>,"got":<device>,"duplicate":<error>,"stats":<registry statistics>}
+// (exit 0), or {"error":…} (exit 1).
 
 const { spawnSync } = require('child_process');
 
@@ -49,7 +51,8 @@ async function main() {
   } catch (err) {
     duplicate = { name: err.name, statusCode: err.response ? err.response.statusCode : undefined };
   }
-  console.log(JSON.stringify({ created: created.responseBody, got: got.responseBody, duplicate: duplicate }));
+  const stats = await registry.getRegistryStatistics();
+  console.log(JSON.stringify({ created: created.responseBody, got: got.responseBody, duplicate: duplicate, stats: stats.responseBody }));
 }
 
 main().catch(fail);

@@ -486,3 +486,37 @@ func (e *Engine) setConnectionStateLocked(id auth.Identity, connected bool) {
 	rec.device.ConnectionStateUpdatedTime = now
 	rec.device.LastActivityTime = now
 }
+
+// RegistryStatistics is the body of GET /statistics/devices: device
+// identities (modules are not counted) by status.
+type RegistryStatistics struct {
+	TotalDeviceCount    int64 `json:"totalDeviceCount"`
+	EnabledDeviceCount  int64 `json:"enabledDeviceCount"`
+	DisabledDeviceCount int64 `json:"disabledDeviceCount"`
+}
+
+// ServiceStatistics is the body of GET /statistics/service: the devices
+// connected now (a device counts once, whatever its modules do).
+type ServiceStatistics struct {
+	ConnectedDeviceCount int64 `json:"connectedDeviceCount"`
+}
+
+// Statistics counts the registry's devices and the connected ones.
+func (e *Engine) Statistics() (RegistryStatistics, ServiceStatistics) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var rs RegistryStatistics
+	var ss ServiceStatistics
+	for _, rec := range e.devices {
+		rs.TotalDeviceCount++
+		if rec.device.Status == "disabled" {
+			rs.DisabledDeviceCount++
+		} else {
+			rs.EnabledDeviceCount++
+		}
+		if rec.device.ConnectionState == "Connected" {
+			ss.ConnectedDeviceCount++
+		}
+	}
+	return rs, ss
+}

@@ -76,6 +76,8 @@ func apiVersionDate(v string) (string, bool) {
 //	PUT    /devices/{id}/modules/{mid}         create or update a module
 //	GET    /devices/{id}/modules/{mid}         get a module
 //	DELETE /devices/{id}/modules/{mid}         delete a module
+//	GET    /statistics/devices                 total, enabled and disabled devices
+//	GET    /statistics/service                 devices connected now
 //
 // and the device-facing telemetry endpoint (events.go), which devices
 // authorize with their own SAS token or client certificate:
@@ -115,6 +117,8 @@ const (
 	routeDevice
 	routeModules
 	routeModule
+	routeRegistryStats
+	routeServiceStats
 )
 
 // allowed returns the HTTP methods a route serves.
@@ -122,7 +126,7 @@ func (k routeKind) allowed() []string {
 	switch k {
 	case routeDeviceMethod, routeModuleMethod:
 		return []string{http.MethodPost}
-	case routeDevices, routeModules:
+	case routeDevices, routeModules, routeRegistryStats, routeServiceStats:
 		return []string{http.MethodGet}
 	case routeDevice, routeModule:
 		return []string{http.MethodGet, http.MethodPut, http.MethodDelete}
@@ -160,6 +164,10 @@ func matchRoute(escapedPath string) (route, error) {
 		return route{kind: routeModuleMethod, deviceID: ids[1], moduleID: ids[3]}, nil
 	case len(segs) == 1 && lit(0, "devices"):
 		return route{kind: routeDevices}, nil
+	case len(segs) == 2 && lit(0, "statistics") && lit(1, "devices"):
+		return route{kind: routeRegistryStats}, nil
+	case len(segs) == 2 && lit(0, "statistics") && lit(1, "service"):
+		return route{kind: routeServiceStats}, nil
 	case len(segs) == 2 && lit(0, "devices"):
 		return route{kind: routeDevice, deviceID: ids[1]}, nil
 	case len(segs) == 3 && lit(0, "devices") && lit(2, "modules"):
@@ -206,7 +214,7 @@ func checkAPIVersion(q url.Values) *engine.Error {
 // rightsFor is the permission a request needs.
 func rightsFor(k routeKind, method string) auth.Rights {
 	switch {
-	case k == routeDeviceMethod || k == routeModuleMethod:
+	case k == routeDeviceMethod || k == routeModuleMethod || k == routeServiceStats:
 		return auth.RightsServiceConnect
 	case method == http.MethodGet:
 		return auth.RightsRegistryRead
@@ -267,6 +275,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.listModules(w, rt)
 	case routeModule:
 		h.module(w, r, rt)
+	case routeRegistryStats:
+		rs, _ := h.e.Statistics()
+		writeJSON(w, marshal(rs), "")
+	case routeServiceStats:
+		_, ss := h.e.Statistics()
+		writeJSON(w, marshal(ss), "")
 	}
 }
 
