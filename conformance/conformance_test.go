@@ -324,11 +324,19 @@ func TestNodePeers(t *testing.T) {
 		if dup["name"] != "DeviceAlreadyExistsError" || dup["statusCode"] != float64(409) {
 			t.Fatalf("second create gave %s, want DeviceAlreadyExistsError 409", mustJSON(res["duplicate"]))
 		}
-		// The hub's registry statistics count this device among the others
-		// registered so far, all enabled.
+		// addDevices: one bulk request created both devices.
+		bulk, _ := res["bulk"].(map[string]any)
+		if bulk["isSuccessful"] != true {
+			t.Fatalf("addDevices result %s", mustJSON(res["bulk"]))
+		}
+		if d, _ := res["bulkGot"].(map[string]any); d["deviceId"] != "dev-registry-bulk2" || d["status"] != "disabled" {
+			t.Fatalf("bulk-created device %s", mustJSON(res["bulkGot"]))
+		}
+		// The hub's registry statistics count these devices among the
+		// others registered so far; one is disabled.
 		st, _ := res["stats"].(map[string]any)
 		total, _ := st["totalDeviceCount"].(float64)
-		if total < 1 || st["enabledDeviceCount"] != total || st["disabledDeviceCount"] != float64(0) {
+		if total < 3 || st["disabledDeviceCount"] != float64(1) || st["enabledDeviceCount"] != total-1 {
 			t.Fatalf("registry statistics %s", mustJSON(res["stats"]))
 		}
 	})

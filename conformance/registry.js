@@ -1,13 +1,14 @@
 'use strict';
-// Registry peer: the OFFICIAL azure-iothub Registry creating and reading a device, and
-// reading the registry statistics.
+// Registry peer: the OFFICIAL azure-iothub Registry creating and reading a device,
+// creating two more in one bulk request, and reading the registry statistics.
 //
 //   SERVICE_CS   service connection string (required)
 //   DEVICE_ID    id of the device to create (required)
 //   CA_FILE      optional PEM file trusted for the server certificate (re-executes
 //                with NODE_EXTRA_CA_CERTS, the only way to pass a CA to azure-iothub)
 //
-// Prints one JSON line {"created":<device>,"got":<device>,"duplicate":<error>,"stats":<registry statistics>}
+// Prints one JSON line {"created":<device>,"got":<device>,"duplicate":<error>,"bulk":<bulk result>,
+// "bulkGot":<device>,"stats":<registry statistics>}
 // (exit 0), or {"error":…} (exit 1).
 
 const { spawnSync } = require('child_process');
@@ -51,8 +52,11 @@ async function main() {
   } catch (err) {
     duplicate = { name: err.name, statusCode: err.response ? err.response.statusCode : undefined };
   }
+  const bulk = await registry.addDevices([{ deviceId: deviceId + '-bulk1' }, { deviceId: deviceId + '-bulk2', status: 'disabled' }]);
+  const bulkGot = await registry.get(deviceId + '-bulk2');
   const stats = await registry.getRegistryStatistics();
-  console.log(JSON.stringify({ created: created.responseBody, got: got.responseBody, duplicate: duplicate, stats: stats.responseBody }));
+  console.log(JSON.stringify({ created: created.responseBody, got: got.responseBody, duplicate: duplicate,
+    bulk: bulk.responseBody, bulkGot: bulkGot.responseBody, stats: stats.responseBody }));
 }
 
 main().catch(fail);

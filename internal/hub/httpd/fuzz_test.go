@@ -1,11 +1,15 @@
 package httpd
 
 import (
+	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
 )
 
@@ -102,6 +106,59 @@ func FuzzRegistryDeviceBody(f *testing.F) {
 		again, herr := decodeDevice(marshal(out))
 		if herr != nil || again.ETag != out.ETag || again.DeviceID != "fuzz" {
 			t.Fatalf("stored device does not round-trip: %v %+v", herr, again)
+		}
+	})
+}
+
+func FuzzBulkRegistryBody(f *testing.F) {
+	for _, s := range []string{
+		``, `[]`, `{}`, `null`, `[null]`, `[{}]`, `[{"id":"a","importMode":"create"}]`,
+		`[{"id":"a","importMode":"create"},{"id":"a","importMode":"delete"}]`,
+		`[{"id":"b","importMode":"createOrUpdate","status":"disabled","statusReason":"x"}]`,
+		`[{"id":"c","importMode":"updateIfMatchETag","eTag":"\"x\""}]`, `[{"id":"d","importMode":"deleteIfMatchETag"}]`,
+		`[{"id":"e","importMode":"create","authentication":{"type":"selfSigned","x509Thumbprint":{"primaryThumbprint":"zz"}}}]`,
+		`[{"id":"bad id/","importMode":"create"}]`, `[{"id":5,"importMode":"create"}]`, `[{"id":"f","importMode":"Update"}]`,
+		`[{"id":"g","importMode":"create"}]]`, "\xef\xbb\xbf[]",
+	} {
+		f.Add([]byte(s))
+	}
+	e, err := engine.New(engine.Config{HostName: testHost})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(e.Close)
+	p, _ := e.Policy("registryReadWrite")
+	tok, err := auth.SignSAS(testHost, p.Name, p.PrimaryKey, time.Now().Add(24*time.Hour))
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := NewHandler(e)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req := httptest.NewRequest(http.MethodPost, "https://"+testHost+"/devices?api-version=2021-04-12", bytes.NewReader(body))
+		req.Header.Set("Authorization", tok)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		defer func() {
+			for _, d := range e.ListDevices(0) {
+				_ = e.DeleteDevice(d.DeviceID, "*")
+			}
+		}()
+		// Every answer is 200 or 400 with JSON: a bulk result, or a hub
+		// error for a request refused as a whole.
+		if rec.Code != http.StatusOK && rec.Code != http.StatusBadRequest {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+		if !json.Valid(rec.Body.Bytes()) {
+			t.Fatalf("body %q is not JSON", rec.Body)
+		}
+		var r bulkResult
+		if rec.Header().Get("iothub-errorcode") == "" {
+			if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil || r.IsSuccessful != (rec.Code == http.StatusOK) || r.Errors == nil {
+				t.Fatalf("bulk result %s: %v", rec.Body, err)
+			}
+			if len(e.ListDevices(0)) > maxBulkDevices {
+				t.Fatal("more devices than one request may carry")
+			}
 		}
 	})
 }

@@ -69,6 +69,7 @@ func apiVersionDate(v string) (string, bool) {
 //	POST   /twins/{id}/methods                 invoke a device method
 //	POST   /twins/{id}/modules/{mid}/methods   invoke a module method
 //	GET    /devices?top=N                      list devices (top 1–1000, default 1000)
+//	POST   /devices                            bulk create, update or delete (1–100 devices)
 //	PUT    /devices/{id}                       create (no If-Match) or update a device
 //	GET    /devices/{id}                       get a device
 //	DELETE /devices/{id}                       delete a device
@@ -126,7 +127,9 @@ func (k routeKind) allowed() []string {
 	switch k {
 	case routeDeviceMethod, routeModuleMethod:
 		return []string{http.MethodPost}
-	case routeDevices, routeModules, routeRegistryStats, routeServiceStats:
+	case routeDevices:
+		return []string{http.MethodGet, http.MethodPost}
+	case routeModules, routeRegistryStats, routeServiceStats:
 		return []string{http.MethodGet}
 	case routeDevice, routeModule:
 		return []string{http.MethodGet, http.MethodPut, http.MethodDelete}
@@ -268,6 +271,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case routeDeviceMethod, routeModuleMethod:
 		h.invoke(w, r, rt)
 	case routeDevices:
+		if r.Method == http.MethodPost {
+			h.bulk(w, r)
+			return
+		}
 		h.listDevices(w, r)
 	case routeDevice:
 		h.device(w, r, rt)

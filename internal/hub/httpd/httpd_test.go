@@ -229,9 +229,10 @@ func TestUnknownPathsAndMethods(t *testing.T) {
 		{http.MethodGet, "/twins/dev1/methods", "POST"},
 		{http.MethodPut, "/twins/dev1/modules/m/methods", "POST"},
 		{http.MethodPost, "/devices/dev1", "GET, PUT, DELETE"},
-		{http.MethodPatch, "/devices", "GET"},
+		{http.MethodPatch, "/devices", "GET, POST"},
 		{http.MethodDelete, "/devices/dev1/modules", "GET"},
-		{http.MethodHead, "/devices", "GET"},
+		{http.MethodHead, "/devices", "GET, POST"},
+		{http.MethodPost, "/statistics/service", "GET"},
 	} {
 		t.Run("405 "+c.method+" "+c.path, func(t *testing.T) {
 			res := h.do(request{method: c.method, path: c.path + "?" + apiVersion, auth: h.token("iothubowner")})

@@ -1,0 +1,152 @@
+package httpd
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/iothub-go/iothub/internal/hub/engine"
+)
+
+// maxBulkDevices is how many identities one bulk registry request may
+// carry (documented).
+const maxBulkDevices = 100
+
+// bulkDevice is one element of a bulk registry request (IoT Hub's
+// ExportImportDevice): the device id is "id", the operation "importMode".
+type bulkDevice struct {
+	ID             string                `json:"id"`
+	ETag           string                `json:"eTag"`
+	ImportMode     string                `json:"importMode"`
+	Status         string                `json:"status"`
+	StatusReason   *string               `json:"statusReason"`
+	Authentication engine.Authentication `json:"authentication"`
+	Capabilities   engine.Capabilities   `json:"capabilities"`
+}
+
+// bulkError is one failed identity in a BulkRegistryOperationResult.
+type bulkError struct {
+	DeviceID    string `json:"deviceId"`
+	ErrorCode   string `json:"errorCode"`
+	ErrorStatus string `json:"errorStatus"`
+}
+
+// bulkResult is IoT Hub's BulkRegistryOperationResult.
+type bulkResult struct {
+	IsSuccessful bool        `json:"isSuccessful"`
+	Errors       []bulkError `json:"errors"`
+	Warnings     []bulkError `json:"warnings"`
+}
+
+// bulk serves POST /devices: create, update or delete up to 100 devices,
+// each with its own import mode (create, createOrUpdate, update,
+// updateIfMatchETag, delete, deleteIfMatchETag; case-insensitive).
+//
+// [inf] The operations are applied one by one, not as a transaction; the
+// answer is 200 with isSuccessful true when every one succeeded, else 400
+// with isSuccessful false and one error per failed identity (its error
+// code name and message), which is the result shape the service API
+// declares for both statuses. A request that is not such a list (not an
+// array, empty, over 100 entries, an entry without id or with an unknown
+// mode, an id twice) is refused as a whole with 400004 ArgumentInvalid.
+func (h *handler) bulk(w http.ResponseWriter, r *http.Request) {
+	body, herr := readBody(w, r, maxRegistryBody*maxBulkDevices)
+	if herr != nil {
+		writeError(w, herr)
+		return
+	}
+	body = trimBody(body)
+	if len(body) == 0 || body[0] != '[' {
+		writeError(w, formatError("The request body must be a JSON array of devices."))
+		return
+	}
+	var list []bulkDevice
+	if err := json.Unmarshal(body, &list); err != nil {
+		writeError(w, formatError("The request body is not a valid JSON array of devices."))
+		return
+	}
+	if len(list) == 0 || len(list) > maxBulkDevices {
+		writeError(w, engine.NewError(engine.CodeArgumentInvalid,
+			"A bulk registry operation takes 1 to %d devices; this one has %d.", maxBulkDevices, len(list)))
+		return
+	}
+	seen := make(map[string]bool, len(list))
+	for i, d := range list {
+		if d.ID == "" {
+			writeError(w, engine.NewError(engine.CodeArgumentInvalid, "Device %d of the list has no id.", i+1))
+			return
+		}
+		if seen[d.ID] {
+			writeError(w, engine.NewError(engine.CodeArgumentInvalid,
+				"Device %s appears more than once; a device identity can be specified only once.", truncate(d.ID, 128)))
+			return
+		}
+		seen[d.ID] = true
+		if bulkMode(d.ImportMode) == "" {
+			writeError(w, engine.NewError(engine.CodeArgumentInvalid,
+				"Device %s has importMode %q; want create, createOrUpdate, update, updateIfMatchETag, delete or deleteIfMatchETag.",
+				truncate(d.ID, 128), truncate(d.ImportMode, 32)))
+			return
+		}
+	}
+	res := bulkResult{IsSuccessful: true, Errors: []bulkError{}, Warnings: []bulkError{}}
+	for _, d := range list {
+		if herr := h.applyBulk(d); herr != nil {
+			res.IsSuccessful = false
+			res.Errors = append(res.Errors, bulkError{DeviceID: d.ID, ErrorCode: engine.CodeName(herr.Code), ErrorStatus: herr.Message})
+		}
+	}
+	status := http.StatusOK
+	if !res.IsSuccessful {
+		status = http.StatusBadRequest
+	}
+	b := marshal(res)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// bulkMode returns the canonical import mode, or "" for an unknown one.
+func bulkMode(m string) string {
+	for _, k := range []string{"create", "createOrUpdate", "update", "updateIfMatchETag", "delete", "deleteIfMatchETag"} {
+		if strings.EqualFold(m, k) {
+			return k
+		}
+	}
+	return ""
+}
+
+// applyBulk runs one entry through the same engine calls as the single
+// device API, with the If-Match its import mode implies.
+func (h *handler) applyBulk(d bulkDevice) *engine.Error {
+	dev := engine.Device{DeviceID: d.ID, Status: d.Status, StatusReason: d.StatusReason,
+		Authentication: d.Authentication, Capabilities: d.Capabilities}
+	switch bulkMode(d.ImportMode) {
+	case "create":
+		_, herr := h.e.PutDevice(d.ID, dev, "")
+		return herr
+	case "createOrUpdate":
+		ifMatch := "*"
+		if _, herr := h.e.GetDevice(d.ID); herr != nil {
+			ifMatch = ""
+		}
+		_, herr := h.e.PutDevice(d.ID, dev, ifMatch)
+		return herr
+	case "update":
+		_, herr := h.e.PutDevice(d.ID, dev, "*")
+		return herr
+	case "updateIfMatchETag":
+		if d.ETag == "" {
+			return engine.NewError(engine.CodeArgumentInvalid, "updateIfMatchETag needs the device's eTag.")
+		}
+		_, herr := h.e.PutDevice(d.ID, dev, d.ETag)
+		return herr
+	case "delete":
+		return h.e.DeleteDevice(d.ID, "*")
+	default: // deleteIfMatchETag
+		if d.ETag == "" {
+			return engine.NewError(engine.CodeArgumentInvalid, "deleteIfMatchETag needs the device's eTag.")
+		}
+		return h.e.DeleteDevice(d.ID, d.ETag)
+	}
+}
