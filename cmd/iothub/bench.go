@@ -86,12 +86,15 @@ Runs a local hub in this process and measures direct method calls through
 it, per device transport: round-trip latency (p50/p90/p99, one call at a
 time), throughput with many devices and calls in flight, CPU time per
 call, and the connect time and memory per device of growing fleets.
-Baselines run in the same hub, with the same invoker: a minimal raw paho
-responder (the floor), and with --node the official Node device SDK and
-the official Node service client. Each device fleet (and, for the
-service-client comparison, each invoker) runs in a child process; latency
-ratios come from paired runs, calls alternating between one device of each
-kind. Prints a table (or JSON with --out json). See BENCHMARKS.md.
+Baselines run in the same hub, with the same invoker: minimal raw paho
+and go-amqp responders (the device floors), and with --node the official
+Node device SDK and the official Node service client. The invoker floor
+measures the invoker against an HTTPS server that answers at once; every
+target is reported with the best value the floors leave reachable. Each
+device fleet (and, for the service-client comparison, each invoker) runs
+in a child process; latency ratios come from paired runs, calls
+alternating between one device of each kind. Prints a table (or JSON with
+--out json). See BENCHMARKS.md.
 
 flags:
 `)

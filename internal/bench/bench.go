@@ -2,7 +2,8 @@
 // hub: round-trip latency, throughput and CPU per call, and the memory and
 // connect time of many connected devices, for this SDK's device client on
 // every transport and, in the same run, for the baselines it is compared
-// with (a minimal responder written directly on paho, the official Node
+// with (minimal responders written directly on paho and on go-amqp, the
+// invoker against an HTTPS server that answers at once, the official Node
 // device SDK, the official Node service client). It is the engine of
 // "iothub bench".
 //
