@@ -70,7 +70,13 @@ func rowRatio(a, b *Row) string {
 	return fmt.Sprintf("%.0f ÷ %.0f µs = %s", a.Latency.P50, b.Latency.P50, trimFloat(round(a.Latency.P50/b.Latency.P50, 3)))
 }
 
+// floor returns the invoker floor row name. In process (--inproc) there is
+// none to bound with: the invoker's and the server's CPU are then the same
+// process's.
 func (res *Result) floor(name string) *FloorRow {
+	if res.Settings.InProcess {
+		return nil
+	}
 	for i := range res.Floors {
 		if res.Floors[i].Name == name && res.Floors[i].Status == "ok" {
 			return &res.Floors[i]

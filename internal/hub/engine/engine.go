@@ -7,6 +7,7 @@ package engine
 import (
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -48,7 +49,7 @@ type Engine struct {
 	sessions map[string]*Session // live connection per identity key
 	changed  chan struct{}       // closed and replaced whenever an identity goes on- or offline
 	revoked  map[string]time.Time
-	verified map[verifiedKey]*auth.SAS // service tokens that passed AuthorizeService
+	verified map[string]verifiedToken // Authorization header → verified service token (AuthorizeService)
 	faults   faults
 	calls    []CallRecord
 	evlog    eventLog // device-to-cloud messages (events.go)
@@ -81,7 +82,7 @@ func New(cfg Config) (*Engine, error) {
 		sessions: map[string]*Session{},
 		changed:  make(chan struct{}),
 		revoked:  map[string]time.Time{},
-		verified: map[verifiedKey]*auth.SAS{},
+		verified: map[string]verifiedToken{},
 		etagSeq:  318751955,
 	}
 	for name, rights := range auth.DefaultPolicyRights() {
@@ -247,17 +248,31 @@ func (e *Engine) AuthorizeService(header, path string, need auth.Rights) *Error 
 		return nil
 	}
 	// A service client sends the same token with every request until it
-	// renews it, so a token that passed once for a path and rights is
-	// remembered and only its expiry is checked again. Policies do not
-	// change after New, so a remembered signature stays valid.
-	key := verifiedKey{header: header, path: path, need: need}
+	// renews it, so the hub remembers, per Authorization header, the parsed
+	// token whose signature it verified and the policy that signed it.
+	// Policies do not change after New, so the signature stays verified;
+	// everything else (expiry, resource, rights) is checked on every
+	// request, in Policy.Authorize's order and with its messages.
 	now := e.now()
 	e.mu.Lock()
-	tok := e.verified[key]
+	v, ok := e.verified[header]
 	e.mu.Unlock()
-	if tok != nil {
-		if err := tok.CheckExpiry(now); err != nil {
+	// Tokens name resources unescaped ("{host}/devices/dev#1"), requests
+	// arrive escaped ("/devices/dev%231").
+	target := path
+	if u, err := url.PathUnescape(path); err == nil {
+		target = u
+	}
+	target = e.hostName + target
+	if ok {
+		if err := v.tok.CheckExpiry(now); err != nil {
 			return unauthorized("%s", trimPrefix(err))
+		}
+		if !v.tok.Covers(target) {
+			return unauthorized("%s", trimPrefix(fmt.Errorf("%w: token is for %q, not %q", auth.ErrSASResource, v.tok.Resource, target)))
+		}
+		if !v.policy.Rights.Has(need) {
+			return unauthorized("%s", trimPrefix(fmt.Errorf("%w: policy %q has %s, the operation needs %s", auth.ErrPermission, v.policy.Name, v.policy.Rights, need)))
 		}
 		return nil
 	}
@@ -274,34 +289,39 @@ func (e *Engine) AuthorizeService(header, path string, need auth.Rights) *Error 
 	if !ok {
 		return unauthorized("Authorization rule '%s' not found", tok.KeyName)
 	}
-	// Tokens name resources unescaped ("{host}/devices/dev#1"), requests
-	// arrive escaped ("/devices/dev%231").
-	target := path
-	if u, err := url.PathUnescape(path); err == nil {
-		target = u
-	}
-	if err := p.Authorize(tok, e.hostName+target, need, now); err != nil {
+	if err := p.Authorize(tok, target, need, now); err != nil {
 		return unauthorized("%s", trimPrefix(err))
+	}
+	e.remember(header, tok, p)
+	return nil
+}
+
+// verifiedToken is a service token whose signature the hub verified, and
+// the policy that signed it.
+type verifiedToken struct {
+	tok    *auth.SAS
+	policy auth.Policy
+}
+
+// Bounds of the remembered service tokens: headers longer than
+// maxVerifiedHeader are verified afresh every time, and when
+// maxVerified are remembered the memory is cleared.
+const (
+	maxVerified       = 4096
+	maxVerifiedHeader = 1024
+)
+
+func (e *Engine) remember(header string, tok *auth.SAS, p auth.Policy) {
+	if len(header) > maxVerifiedHeader {
+		return
 	}
 	e.mu.Lock()
 	if len(e.verified) >= maxVerified {
 		clear(e.verified)
 	}
-	e.verified[key] = tok
+	e.verified[header] = verifiedToken{tok: tok, policy: p}
 	e.mu.Unlock()
-	return nil
 }
-
-// verifiedKey identifies a service request's authorization: the whole
-// Authorization header, the escaped request path and the rights it needs.
-type verifiedKey struct {
-	header, path string
-	need         auth.Rights
-}
-
-// maxVerified bounds the remembered service tokens; when full, the memory
-// is cleared and tokens are verified afresh.
-const maxVerified = 4096
 
 func (e *Engine) hubName() string {
 	name, _, _ := strings.Cut(e.hostName, ".")

@@ -16,6 +16,7 @@ const maxBulkDevices = 100
 // ExportImportDevice): the device id is "id", the operation "importMode".
 type bulkDevice struct {
 	ID             string                `json:"id"`
+	ModuleID       string                `json:"moduleId"`
 	ETag           string                `json:"eTag"`
 	ImportMode     string                `json:"importMode"`
 	Status         string                `json:"status"`
@@ -39,8 +40,10 @@ type bulkResult struct {
 }
 
 // bulk serves POST /devices: create, update or delete up to 100 devices,
-// each with its own import mode (create, createOrUpdate, update,
-// updateIfMatchETag, delete, deleteIfMatchETag; case-insensitive).
+// each with its own import mode (create, createOrUpdate — also when the
+// mode is absent, as the .NET SDK leaves its default out —,
+// createOrUpdateIfMatchETag, update, updateIfMatchETag, delete,
+// deleteIfMatchETag; case-insensitive).
 //
 // [inf] The operations are applied one by one, not as a transaction; the
 // answer is 200 with isSuccessful true when every one succeeded, else 400
@@ -49,6 +52,9 @@ type bulkResult struct {
 // declares for both statuses. A request that is not such a list (not an
 // array, empty, over 100 entries, an entry without id or with an unknown
 // mode, an id twice) is refused as a whole with 400004 ArgumentInvalid.
+// [inf] An entry for a module (with a moduleId) fails with
+// ArgumentInvalid: this hub takes no module operations in bulk, and must
+// not apply them to the device.
 func (h *handler) bulk(w http.ResponseWriter, r *http.Request) {
 	body, herr := readBody(w, r, maxRegistryBody*maxBulkDevices)
 	if herr != nil {
@@ -76,15 +82,16 @@ func (h *handler) bulk(w http.ResponseWriter, r *http.Request) {
 			writeError(w, engine.NewError(engine.CodeArgumentInvalid, "Device %d of the list has no id.", i+1))
 			return
 		}
-		if seen[d.ID] {
+		key := d.ID + "\x00" + d.ModuleID // a device and its modules are distinct identities
+		if seen[key] {
 			writeError(w, engine.NewError(engine.CodeArgumentInvalid,
 				"Device %s appears more than once; a device identity can be specified only once.", truncate(d.ID, 128)))
 			return
 		}
-		seen[d.ID] = true
+		seen[key] = true
 		if bulkMode(d.ImportMode) == "" {
 			writeError(w, engine.NewError(engine.CodeArgumentInvalid,
-				"Device %s has importMode %q; want create, createOrUpdate, update, updateIfMatchETag, delete or deleteIfMatchETag.",
+				"Device %s has importMode %q; want create, createOrUpdate, createOrUpdateIfMatchETag, update, updateIfMatchETag, delete or deleteIfMatchETag.",
 				truncate(d.ID, 128), truncate(d.ImportMode, 32)))
 			return
 		}
@@ -107,8 +114,12 @@ func (h *handler) bulk(w http.ResponseWriter, r *http.Request) {
 }
 
 // bulkMode returns the canonical import mode, or "" for an unknown one.
+// An absent mode is createOrUpdate, the default of IoT Hub's ImportMode.
 func bulkMode(m string) string {
-	for _, k := range []string{"create", "createOrUpdate", "update", "updateIfMatchETag", "delete", "deleteIfMatchETag"} {
+	if m == "" {
+		return "createOrUpdate"
+	}
+	for _, k := range []string{"create", "createOrUpdate", "createOrUpdateIfMatchETag", "update", "updateIfMatchETag", "delete", "deleteIfMatchETag"} {
 		if strings.EqualFold(m, k) {
 			return k
 		}
@@ -117,36 +128,55 @@ func bulkMode(m string) string {
 }
 
 // applyBulk runs one entry through the same engine calls as the single
-// device API, with the If-Match its import mode implies.
+// device API, with the If-Match its import mode implies. In the
+// IfMatchETag modes the eTag is compared as written: "*" is not a
+// wildcard there.
 func (h *handler) applyBulk(d bulkDevice) *engine.Error {
+	if d.ModuleID != "" {
+		return engine.NewError(engine.CodeArgumentInvalid, "Module %s: this hub does not take module operations in bulk.", truncate(d.ModuleID, 128))
+	}
 	dev := engine.Device{DeviceID: d.ID, Status: d.Status, StatusReason: d.StatusReason,
 		Authentication: d.Authentication, Capabilities: d.Capabilities}
-	switch bulkMode(d.ImportMode) {
+	mode := bulkMode(d.ImportMode)
+	etag := d.ETag
+	if strings.HasSuffix(mode, "IfMatchETag") {
+		if etag == "" {
+			return engine.NewError(engine.CodeArgumentInvalid, "%s needs the device's eTag.", mode)
+		}
+		if strings.Trim(strings.TrimPrefix(strings.TrimSpace(etag), "W/"), `"`) == "*" {
+			return engine.NewError(engine.CodePreconditionFailed, "Precondition failed: the eTag %q matches no device.", truncate(etag, 64))
+		}
+	}
+	switch mode {
 	case "create":
 		_, herr := h.e.PutDevice(d.ID, dev, "")
 		return herr
-	case "createOrUpdate":
+	case "createOrUpdate", "createOrUpdateIfMatchETag":
 		ifMatch := "*"
-		if _, herr := h.e.GetDevice(d.ID); herr != nil {
-			ifMatch = ""
+		if mode == "createOrUpdateIfMatchETag" {
+			ifMatch = etag
 		}
-		_, herr := h.e.PutDevice(d.ID, dev, ifMatch)
+		// Create, or update what exists; retried once if the device came or
+		// went in between.
+		var herr *engine.Error
+		for range 2 {
+			if _, herr = h.e.PutDevice(d.ID, dev, ""); herr == nil || herr.Code != engine.CodeDeviceAlreadyExists {
+				return herr
+			}
+			if _, herr = h.e.PutDevice(d.ID, dev, ifMatch); herr == nil || herr.Code != engine.CodeDeviceNotFound {
+				return herr
+			}
+		}
 		return herr
 	case "update":
 		_, herr := h.e.PutDevice(d.ID, dev, "*")
 		return herr
 	case "updateIfMatchETag":
-		if d.ETag == "" {
-			return engine.NewError(engine.CodeArgumentInvalid, "updateIfMatchETag needs the device's eTag.")
-		}
-		_, herr := h.e.PutDevice(d.ID, dev, d.ETag)
+		_, herr := h.e.PutDevice(d.ID, dev, etag)
 		return herr
 	case "delete":
 		return h.e.DeleteDevice(d.ID, "*")
 	default: // deleteIfMatchETag
-		if d.ETag == "" {
-			return engine.NewError(engine.CodeArgumentInvalid, "deleteIfMatchETag needs the device's eTag.")
-		}
-		return h.e.DeleteDevice(d.ID, d.ETag)
+		return h.e.DeleteDevice(d.ID, etag)
 	}
 }

@@ -81,7 +81,6 @@ func TestBulkRegistry(t *testing.T) {
 		{`[{"importMode":"create"}]`, engine.CodeArgumentInvalid},
 		{`[{"id":"x","importMode":"create"},{"id":"x","importMode":"delete"}]`, engine.CodeArgumentInvalid},
 		{`[{"id":"x","importMode":"upsert"}]`, engine.CodeArgumentInvalid},
-		{`[{"id":"x"}]`, engine.CodeArgumentInvalid},
 		{bulkOf(101), engine.CodeArgumentInvalid},
 	} {
 		res := h.do(request{method: http.MethodPost, path: "/devices?" + apiVersion, body: bad.body, auth: h.token("registryReadWrite")})
@@ -89,6 +88,36 @@ func TestBulkRegistry(t *testing.T) {
 	}
 	if _, herr := h.e.GetDevice("x"); herr == nil {
 		t.Error("a refused request created a device")
+	}
+
+	// No importMode is createOrUpdate (the .NET SDK omits its default);
+	// createOrUpdateIfMatchETag creates, then needs the etag; "*" is no
+	// wildcard in the IfMatchETag modes; module entries never touch the
+	// device.
+	st, r, body = post(`[{"id":"c1"},{"id":"c2","importMode":"createOrUpdateIfMatchETag","eTag":"any"}]`)
+	if st != http.StatusOK || !r.IsSuccessful {
+		t.Fatalf("createOrUpdate: %d %s", st, body)
+	}
+	c2, _ := h.e.GetDevice("c2")
+	st, r, body = post(`[{"id":"c1","status":"disabled"},{"id":"c2","importMode":"createOrUpdateIfMatchETag","eTag":"stale"},
+		{"id":"c1x","importMode":"updateIfMatchETag","eTag":"*"},{"id":"c2","moduleId":"m","importMode":"delete"}]`)
+	if st != http.StatusBadRequest || len(r.Errors) != 3 {
+		t.Fatalf("createOrUpdate, second pass: %d %s", st, body)
+	}
+	for i, want := range []string{"PreconditionFailed", "PreconditionFailed", "ArgumentInvalid"} {
+		if r.Errors[i].ErrorCode != want {
+			t.Errorf("error %d: %+v, want %s", i, r.Errors[i], want)
+		}
+	}
+	if d, _ := h.e.GetDevice("c1"); d.Status != "disabled" {
+		t.Errorf("c1 was not updated: %+v", d)
+	}
+	if d, herr := h.e.GetDevice("c2"); herr != nil || d.ETag != c2.ETag {
+		t.Errorf("c2 changed: %+v %v", d, herr)
+	}
+	st, r, body = post(`[{"id":"c2","importMode":"createOrUpdateIfMatchETag","eTag":"` + c2.ETag + `","status":"disabled"}]`)
+	if st != http.StatusOK {
+		t.Fatalf("createOrUpdateIfMatchETag with the etag: %d %s", st, body)
 	}
 	if st, r, body := post(bulkOf(100)); st != http.StatusOK || !r.IsSuccessful {
 		t.Fatalf("100 devices: %d %s", st, body)
