@@ -22,6 +22,7 @@ import (
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/internal/testutil/pkitest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -496,7 +497,7 @@ func TestKickedByNewConnection(t *testing.T) {
 
 func TestX509(t *testing.T) {
 	f := newFixture(t)
-	cert := selfSignedDeviceCert(t, "certdev")
+	cert := pkitest.SelfSigned(t, "certdev")
 	tp := auth.ComputeThumbprints(cert.Certificate[0]).SHA256
 	if _, herr := f.e.PutDevice("certdev", engine.Device{Authentication: engine.Authentication{
 		Type: engine.AuthSelfSigned, X509Thumbprint: engine.X509Thumbprint{PrimaryThumbprint: &tp},
@@ -506,7 +507,7 @@ func TestX509(t *testing.T) {
 	c := f.mustConnect(nil, &cert)
 	roundTrip(t, f, mustAttachMethods(t, newSession(t, c), "certdev"), `{"x509":true}`)
 
-	wrong := selfSignedDeviceCert(t, "certdev")
+	wrong := pkitest.SelfSigned(t, "certdev")
 	c2 := f.mustConnect(nil, &wrong)
 	_, err := attachMethods(t, newSession(t, c2), "certdev", 1)
 	if e := remoteErr(err); e == nil || e.Condition != amqp.ErrCondUnauthorizedAccess || !strings.Contains(e.Description, "humbprint") {

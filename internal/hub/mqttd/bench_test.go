@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/iothub-go/iothub/internal/testutil/pkitest"
 )
 
 // BenchmarkConnections connects 1000 devices over TLS (a hand-written
@@ -140,7 +142,7 @@ func waitIdle(tb testing.TB, f *fixture) {
 // bareTLSPairHeap returns the heap per idle TLS connection pair, both ends
 // in this process, the server end blocked in Read.
 func bareTLSPairHeap(tb testing.TB, n int) float64 {
-	cert, pool := newServerCert(tb)
+	cert, pool := pkitest.ServerCert(tb)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)

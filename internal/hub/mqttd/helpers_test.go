@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"github.com/iothub-go/iothub/internal/pki"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/iothub-go/iothub/internal/testutil/pkitest"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
@@ -60,7 +61,7 @@ func newFixture(tb testing.TB, configure ...func(*Server)) *fixture {
 	for _, c := range configure {
 		c(srv)
 	}
-	serverCert, pool := newServerCert(tb)
+	serverCert, pool := pkitest.ServerCert(tb)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -103,32 +104,6 @@ func newFixture(tb testing.TB, configure ...func(*Server)) *fixture {
 		f.wg.Wait()
 	})
 	return f
-}
-
-// newServerCert returns a leaf for 127.0.0.1 issued by a fresh ECDSA CA,
-// and a pool trusting the CA.
-func newServerCert(tb testing.TB) (tls.Certificate, *x509.CertPool) {
-	tb.Helper()
-	ca, err := pki.NewCA("test CA")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	leaf, err := ca.IssueServer("127.0.0.1", "localhost")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return leaf, ca.Pool()
-}
-
-// selfSignedDeviceCert returns a self-signed client certificate with
-// CN = cn.
-func selfSignedDeviceCert(tb testing.TB, cn string) tls.Certificate {
-	tb.Helper()
-	cert, err := pki.SelfSigned(cn, 24*time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return cert
 }
 
 func (f *fixture) clientTLS() *tls.Config {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/internal/testutil/pkitest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -427,7 +428,7 @@ func TestCannotAnswerAnotherDevicesRequest(t *testing.T) {
 
 func TestX509SelfSigned(t *testing.T) {
 	f := newFixture(t)
-	cert := selfSignedDeviceCert(t, "certdev")
+	cert := pkitest.SelfSigned(t, "certdev")
 	tp := auth.ComputeThumbprints(cert.Certificate[0]).SHA256
 	_, herr := f.e.PutDevice("certdev", engine.Device{Authentication: engine.Authentication{
 		Type: engine.AuthSelfSigned, X509Thumbprint: engine.X509Thumbprint{PrimaryThumbprint: &tp},
@@ -441,7 +442,7 @@ func TestX509SelfSigned(t *testing.T) {
 	roundTrip(t, f, d, "certdev")
 	d.c.Disconnect(50)
 
-	wrong := selfSignedDeviceCert(t, "certdev")
+	wrong := pkitest.SelfSigned(t, "certdev")
 	o.cert = &wrong
 	if _, code, err := f.dial(o); err == nil || code != 5 {
 		t.Fatalf("wrong certificate: CONNACK %d (%v), want 5", code, err)
