@@ -135,10 +135,7 @@ func TestConnectionCutMidCall(t *testing.T) {
 		if !errors.Is(r.err, service.ErrDeviceNotOnline) {
 			t.Fatalf("call cut mid-way: %+v, %v; want 404103", r.res, r.err)
 		}
-		if s := d.status.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
-			t.Fatal("the status after the cut gives no reason")
-		}
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.reconnected(t, "the cut")
 		h.free() // its answer belongs to a dead connection
 		f.recovered(t, d, "after cut")
 		if code, proto := f.lastCall("hold"); code != 404103 || proto != tp.name {
@@ -214,10 +211,7 @@ func TestStallLongerThanKeepAlive(t *testing.T) {
 		if d.executions(`"into the void"`) != 0 {
 			t.Fatal("a request crossed the stalled link")
 		}
-		if s := d.status.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
-			t.Fatal("the status after the stall gives no reason")
-		}
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.reconnected(t, "the stall")
 		f.recovered(t, d, "after stall")
 	})
 }
@@ -241,10 +235,7 @@ func TestTokenExpiryDuringCall(t *testing.T) {
 		if r := waitCall(t, call); !errors.Is(r.err, service.ErrDeviceNotOnline) {
 			t.Fatalf("call during token expiry: %+v, %v; want 404103", r.res, r.err)
 		}
-		if s := d.status.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
-			t.Fatal("the status after the expiry gives no reason")
-		}
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.reconnected(t, "the expiry")
 		h.free()
 		f.recovered(t, d, "after expiry")
 	})
@@ -514,10 +505,7 @@ func TestHalfClosedConnection(t *testing.T) {
 				if n := f.proxy.HalfClose(dir); n != 1 {
 					t.Fatalf("half-closed %d connections", n)
 				}
-				if s := d.status.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
-					t.Fatal("the status after the half-close gives no reason")
-				}
-				d.status.waitFor(t, device.ConnectionStateConnected)
+				d.status.reconnected(t, "the half-close")
 				f.recovered(t, d, "after half-close")
 			})
 		}
@@ -628,10 +616,7 @@ func TestX509UnderFaults(t *testing.T) {
 				if n := f.proxy.Cut(); n != 1 {
 					t.Fatalf("cut %d connections", n)
 				}
-				if s := d.status.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
-					t.Fatal("the status after the cut gives no reason")
-				}
-				d.status.waitFor(t, device.ConnectionStateConnected)
+				d.status.reconnected(t, "the cut")
 				f.recovered(t, d, "after the cut")
 				// The hub restarts; the registry (thumbprint or trusted CA)
 				// comes back with it, and the client reconnects by itself.

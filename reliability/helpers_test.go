@@ -516,6 +516,16 @@ func (l *statusLog) waitFor(t testing.TB, st device.ConnectionState) device.Conn
 }
 
 // skip marks every status so far as consumed.
+// reconnected waits for the client to report that it lost the connection
+// (with a reason) after what, and then that it is connected again.
+func (l *statusLog) reconnected(t testing.TB, what string) {
+	t.Helper()
+	if s := l.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
+		t.Fatalf("the status after %s gives no reason", what)
+	}
+	l.waitFor(t, device.ConnectionStateConnected)
+}
+
 func (l *statusLog) skip() {
 	l.mu.Lock()
 	l.read = len(l.all)
