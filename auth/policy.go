@@ -99,6 +99,12 @@ func (p Policy) Authorize(tok *SAS, target string, need Rights, now time.Time) e
 	if err := tok.Verify(target, now, p.PrimaryKey, p.SecondaryKey); err != nil {
 		return err
 	}
+	return p.CheckRights(need)
+}
+
+// CheckRights returns an error wrapping [ErrPermission] unless the policy
+// grants need.
+func (p Policy) CheckRights(need Rights) error {
 	if !p.Rights.Has(need) {
 		return fmt.Errorf("%w: policy %q has %s, the operation needs %s", ErrPermission, p.Name, p.Rights, need)
 	}

@@ -282,8 +282,16 @@ func (s *SAS) Verify(target string, now time.Time, primaryKey, secondaryKey stri
 	if err := s.CheckExpiry(now); err != nil {
 		return err
 	}
+	if err := s.CheckResource(target); err != nil {
+		return err
+	}
+	return s.CheckSignature(primaryKey, secondaryKey)
+}
+
+// CheckResource is [SAS.Covers] as an error wrapping [ErrSASResource].
+func (s *SAS) CheckResource(target string) error {
 	if !s.Covers(target) {
 		return fmt.Errorf("%w: token is for %q, not %q", ErrSASResource, s.Resource, target)
 	}
-	return s.CheckSignature(primaryKey, secondaryKey)
+	return nil
 }

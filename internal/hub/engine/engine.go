@@ -7,7 +7,6 @@ package engine
 import (
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -265,14 +264,15 @@ func (e *Engine) AuthorizeService(header, path string, need auth.Rights) *Error 
 	}
 	target = e.hostName + target
 	if ok {
-		if err := v.tok.CheckExpiry(now); err != nil {
+		err := v.tok.CheckExpiry(now)
+		if err == nil {
+			err = v.tok.CheckResource(target)
+		}
+		if err == nil {
+			err = v.policy.CheckRights(need)
+		}
+		if err != nil {
 			return unauthorized("%s", trimPrefix(err))
-		}
-		if !v.tok.Covers(target) {
-			return unauthorized("%s", trimPrefix(fmt.Errorf("%w: token is for %q, not %q", auth.ErrSASResource, v.tok.Resource, target)))
-		}
-		if !v.policy.Rights.Has(need) {
-			return unauthorized("%s", trimPrefix(fmt.Errorf("%w: policy %q has %s, the operation needs %s", auth.ErrPermission, v.policy.Name, v.policy.Rights, need)))
 		}
 		return nil
 	}
