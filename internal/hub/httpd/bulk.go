@@ -89,12 +89,14 @@ func (h *handler) bulk(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		seen[key] = true
-		if bulkMode(d.ImportMode) == "" {
+		mode := bulkMode(d.ImportMode)
+		if mode == "" {
 			writeError(w, engine.NewError(engine.CodeArgumentInvalid,
 				"Device %s has importMode %q; want create, createOrUpdate, createOrUpdateIfMatchETag, update, updateIfMatchETag, delete or deleteIfMatchETag.",
 				truncate(d.ID, 128), truncate(d.ImportMode, 32)))
 			return
 		}
+		list[i].ImportMode = mode // canonical from here on
 	}
 	res := bulkResult{IsSuccessful: true, Errors: []bulkError{}, Warnings: []bulkError{}}
 	for _, d := range list {
@@ -107,10 +109,7 @@ func (h *handler) bulk(w http.ResponseWriter, r *http.Request) {
 	if !res.IsSuccessful {
 		status = http.StatusBadRequest
 	}
-	b := marshal(res)
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	writeJSONStatus(w, status, marshal(res), "")
 }
 
 // bulkMode returns the canonical import mode, or "" for an unknown one.
@@ -137,7 +136,7 @@ func (h *handler) applyBulk(d bulkDevice) *engine.Error {
 	}
 	dev := engine.Device{DeviceID: d.ID, Status: d.Status, StatusReason: d.StatusReason,
 		Authentication: d.Authentication, Capabilities: d.Capabilities}
-	mode := bulkMode(d.ImportMode)
+	mode := d.ImportMode // canonical: bulk checked it
 	etag := d.ETag
 	if strings.HasSuffix(mode, "IfMatchETag") {
 		if etag == "" {

@@ -96,23 +96,24 @@ func writeError(w http.ResponseWriter, herr *engine.Error) {
 // uses for them: {"Message":"…","ExceptionMessage":""}, without an
 // iothub-errorcode header.
 func writePlainError(w http.ResponseWriter, status int, message string) {
-	body := marshal(errorBody{Message: message})
-	h := w.Header()
-	h.Set("Content-Type", contentTypeJSON)
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	writeJSONStatus(w, status, marshal(errorBody{Message: message}), "")
 }
 
 // writeJSON answers 200 with a JSON body; etag, when not empty, is sent
 // quoted in the ETag header.
 func writeJSON(w http.ResponseWriter, body []byte, etag string) {
+	writeJSONStatus(w, http.StatusOK, body, etag)
+}
+
+// writeJSONStatus answers status with a JSON body and, when etag is not
+// empty, an ETag header.
+func writeJSONStatus(w http.ResponseWriter, status int, body []byte, etag string) {
 	h := w.Header()
 	h.Set("Content-Type", contentTypeJSON)
 	if etag != "" {
 		h.Set("ETag", `"`+etag+`"`)
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(http.StatusOK)
+	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
