@@ -22,11 +22,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func service(t *testing.T, s *iothubtest.Server, method, path, body string) (int, string) {
-	t.Helper()
-	return hubcall.Service(t, s, method, path, body)
-}
-
 func do(t *testing.T, s *iothubtest.Server, method, path, body, authorization string) (int, string) {
 	t.Helper()
 	return hubcall.Do(t, s, method, path, body, authorization)

@@ -773,16 +773,6 @@ func errorValue(e *amqpError) any {
 	return performative(descError, e.condition, desc, info)
 }
 
-// u32 and friends turn optional fields into encodable values.
-func u32(v uint32) any { return v }
-
-func optU32(p *uint32) any {
-	if p == nil {
-		return nil
-	}
-	return *p
-}
-
 func optMode(p *uint8) any {
 	if p == nil {
 		return nil

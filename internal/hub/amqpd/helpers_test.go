@@ -381,36 +381,6 @@ func (d *device) respond(tb testing.TB, corr any, status any, body []byte) error
 	}, nil)
 }
 
-// echo answers every request with 200 and the request payload until the
-// link closes.
-func (d *device) echo(tb testing.TB) {
-	tb.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			m, err := d.req.Receive(context.Background(), nil)
-			if err != nil {
-				return
-			}
-			_ = d.req.AcceptMessage(context.Background(), m)
-			corr := m.Properties.CorrelationID
-			_ = d.resp.Send(context.Background(), &amqp.Message{
-				Properties:            &amqp.MessageProperties{CorrelationID: corr},
-				ApplicationProperties: map[string]any{"IoThub-status": int32(200)},
-				Data:                  [][]byte{m.Data[0]},
-			}, nil)
-		}
-	}()
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = d.req.Close(ctx)
-		_ = d.resp.Close(ctx)
-		<-done
-	})
-}
-
 type invokeResult struct {
 	res engine.MethodResult
 	err *engine.Error
