@@ -1,7 +1,6 @@
 package reliability_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,9 +9,10 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/iothub-go/iothub/internal/testutil/syncbuf"
 
 	azlog "github.com/Azure/azure-sdk-for-go/sdk/azcore/log"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -24,30 +24,12 @@ import (
 	"github.com/iothub-go/iothub/transport"
 )
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The hub, the device client on every transport and the service client log
 // at debug level through connects, refused credentials, token renewal,
 // dropped connections, method calls and telemetry: no key, no signature, no token and no
 // payload may appear in what they wrote.
 func TestNoSecretsInLogs(t *testing.T) {
-	var out syncBuffer
+	var out syncbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// azcore's listener is process-wide: this test is not parallel.
 	azlog.SetListener(func(ev azlog.Event, msg string) { fmt.Fprintf(&out, "azcore %s: %s\n", ev, msg) })

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iothub-go/iothub/internal/testutil/syncbuf"
+
 	"github.com/iothub-go/iothub/internal/testutil/hubcall"
 	"github.com/iothub-go/iothub/iothubtest"
 )
@@ -27,7 +29,7 @@ func TestDeviceCommand(t *testing.T) {
 				t.Fatal(err)
 			}
 			outR, outW := io.Pipe()
-			var logs syncBuffer
+			var logs syncbuf.Buffer
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan error, 1)

@@ -4,38 +4,21 @@
 package exampletest
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/iothub-go/iothub/internal/testutil/syncbuf"
 
 	"github.com/iothub-go/iothub/iothubtest"
 )
 
 // Buffer is a bytes.Buffer that is safe for concurrent writes, for the
 // output of an example whose handlers print from their own goroutines.
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-// Write appends p.
-func (s *Buffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String returns everything written so far.
-func (s *Buffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type Buffer = syncbuf.Buffer
 
 // Context returns a context that ends with the test or after a minute.
 func Context(t *testing.T) context.Context {

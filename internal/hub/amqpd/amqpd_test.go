@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iothub-go/iothub/internal/testutil/syncbuf"
+
 	amqp "github.com/Azure/go-amqp"
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
@@ -789,7 +791,7 @@ func TestServerClose(t *testing.T) {
 
 // Logs never carry tokens or payloads.
 func TestLogRedaction(t *testing.T) {
-	var buf lockedBuffer
+	var buf syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f := newFixtureLog(t, log)
 	key := f.addDevice("dev1")
@@ -815,23 +817,6 @@ func TestLogRedaction(t *testing.T) {
 	if !strings.Contains(out, "amqp cbs put-token") {
 		t.Fatalf("log has no put-token events:\n%s", out)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // The hub holds transfers back while the client's session window is
