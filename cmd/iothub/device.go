@@ -17,9 +17,8 @@ import (
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/device"
+	"github.com/iothub-go/iothub/internal/transports"
 	"github.com/iothub-go/iothub/transport"
-	"github.com/iothub-go/iothub/transport/amqp"
-	"github.com/iothub-go/iothub/transport/mqtt"
 )
 
 // deviceConfig is the parsed command line of "iothub device".
@@ -51,18 +50,11 @@ func parseDeviceFlags(args []string, stderr io.Writer) (*deviceConfig, error) {
 	if c.connStr == "" {
 		return nil, errors.New("iothub: --connection-string (or IOTHUB_DEVICE_CONNECTION_STRING) is required")
 	}
-	switch tr {
-	case "mqtt":
-		c.transport = mqtt.New(nil)
-	case "mqtt-ws":
-		c.transport = mqtt.New(&mqtt.Options{WebSocket: true})
-	case "amqp":
-		c.transport = amqp.New(nil)
-	case "amqp-ws":
-		c.transport = amqp.New(&amqp.Options{WebSocket: true})
-	default:
-		return nil, fmt.Errorf("iothub: --transport %q: want mqtt, mqtt-ws, amqp or amqp-ws", tr)
+	t, err := transports.ByName(tr)
+	if err != nil {
+		return nil, fmt.Errorf("iothub: --transport: %w", err)
 	}
+	c.transport = t
 	if (c.certFile == "") != (c.keyFile == "") {
 		return nil, errors.New("iothub: --cert-file and --key-file go together")
 	}

@@ -20,9 +20,8 @@ import (
 	"github.com/iothub-go/iothub"
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/device"
+	"github.com/iothub-go/iothub/internal/transports"
 	"github.com/iothub-go/iothub/transport"
-	"github.com/iothub-go/iothub/transport/amqp"
-	"github.com/iothub-go/iothub/transport/mqtt"
 )
 
 // rawImpl is the floor implementation for a transport: the raw paho
@@ -113,17 +112,11 @@ func clientTLS(caPEM string) (*tls.Config, error) {
 
 // sdkTransport returns this SDK's transport for a transport name.
 func sdkTransport(name string) (transport.Transport, error) {
-	switch name {
-	case "mqtt":
-		return mqtt.New(nil), nil
-	case "mqtt-ws":
-		return mqtt.New(&mqtt.Options{WebSocket: true}), nil
-	case "amqp":
-		return amqp.New(nil), nil
-	case "amqp-ws":
-		return amqp.New(&amqp.Options{WebSocket: true}), nil
+	tr, err := transports.ByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
 	}
-	return nil, fmt.Errorf("bench: unknown transport %q", name)
+	return tr, nil
 }
 
 // echoHandler answers with status 200 and the request payload, verbatim.
