@@ -526,13 +526,15 @@ func authX509(cert tls.Certificate) (*auth.X509Credential, error) {
 	return auth.NewX509Credential(cert)
 }
 
-// Handlers may be registered after Connect: the subscription is already in
-// place, and the new handler takes the next call.
+// Handlers may be registered after Connect. A client without handlers is
+// not subscribed (the hub answers 404103, as for .NET's DeviceClient
+// before SetMethodHandlerAsync); registering the first one subscribes, and
+// a name without a handler then gets 501.
 func TestRegisterAfterConnect(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport.Transport) {
 		hub := iothubtest.NewServer(t, nil)
 		c := newClient(t, hub, hub.AddDevice(t, "dev1"), &device.ClientOptions{Transport: tr}, nil)
-		if r := call(t, hub, "dev1", "late", `1`); r.HTTP != 200 || r.Status != 501 {
+		if r := call(t, hub, "dev1", "late", `1`); r.HTTP != 404 || !strings.Contains(r.Raw, "404103") {
 			t.Fatalf("before registration: %+v", r)
 		}
 		if err := c.SetMethodHandler("late", echo); err != nil {
@@ -540,6 +542,9 @@ func TestRegisterAfterConnect(t *testing.T) {
 		}
 		if r := call(t, hub, "dev1", "late", `2`); r.Status != 200 || string(r.Payload) != "2" {
 			t.Fatalf("after registration: %+v", r)
+		}
+		if r := call(t, hub, "dev1", "other", `3`); r.HTTP != 200 || r.Status != 501 {
+			t.Fatalf("unregistered name: %+v", r)
 		}
 		if err := c.SetMethodHandler("", echo); err == nil {
 			t.Fatal("empty method name accepted")

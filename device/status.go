@@ -1,6 +1,9 @@
 package device
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // ConnectionState is the state of a client's connection to the hub.
 type ConnectionState int
@@ -12,8 +15,8 @@ const (
 	ConnectionStateDisconnected ConnectionState = iota
 	// ConnectionStateConnecting: connecting or reconnecting.
 	ConnectionStateConnecting
-	// ConnectionStateConnected: connected, and the method subscription is
-	// confirmed by the hub.
+	// ConnectionStateConnected: connected, and, while a method handler is
+	// registered, the method subscription confirmed by the hub.
 	ConnectionStateConnected
 	// ConnectionStateClosed: Close was called; the client is done.
 	ConnectionStateClosed
@@ -42,25 +45,18 @@ type ConnectionStatus struct {
 	Err error
 }
 
-// statusQueue delivers statuses to a callback, in order, on one goroutine,
-// without ever blocking the client.
+// statusQueue delivers statuses to a callback, in order, one at a time,
+// without ever blocking the client. A delivery goroutine runs only while
+// statuses are queued: the first push (made by Connect, or by Close on a
+// client never connected) starts it, and it ends when the queue is empty.
 type statusQueue struct {
-	fn   func(ConnectionStatus)
-	mu   sync.Mutex
-	q    []ConnectionStatus
-	wake chan struct{}
-	done chan struct{}
-	shut bool
-}
+	fn func(ConnectionStatus)
 
-func newStatusQueue(fn func(ConnectionStatus)) *statusQueue {
-	s := &statusQueue{fn: fn, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	if fn == nil {
-		close(s.done)
-		return s
-	}
-	go s.run()
-	return s
+	mu      sync.Mutex
+	q       []ConnectionStatus
+	running bool
+	runner  uint64        // the delivery goroutine's id
+	idle    chan struct{} // closed when the delivery goroutine ends
 }
 
 func (s *statusQueue) push(st ConnectionStatus) {
@@ -68,44 +64,49 @@ func (s *statusQueue) push(st ConnectionStatus) {
 		return
 	}
 	s.mu.Lock()
-	if !s.shut {
-		s.q = append(s.q, st)
-	}
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	defer s.mu.Unlock()
+	s.q = append(s.q, st)
+	if !s.running {
+		s.running = true
+		s.idle = make(chan struct{})
+		go s.run()
 	}
 }
 
 func (s *statusQueue) run() {
-	defer close(s.done)
-	for {
-		s.mu.Lock()
-		q, shut := s.q, s.shut
+	g := goid()
+	s.mu.Lock()
+	s.runner = g
+	for len(s.q) > 0 {
+		q := s.q
 		s.q = nil
 		s.mu.Unlock()
 		for _, st := range q {
 			s.fn(st)
 		}
-		if shut && len(q) == 0 {
-			return
-		}
-		if len(q) == 0 {
-			<-s.wake
-		}
+		s.mu.Lock()
 	}
+	s.running, s.runner = false, 0
+	close(s.idle)
+	s.mu.Unlock()
 }
 
-// close stops accepting statuses and waits until the queued ones are
-// delivered.
-func (s *statusQueue) close() {
-	s.mu.Lock()
-	s.shut = true
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
+// drain waits until the queued statuses have been delivered, or ctx ends.
+// Called from the callback itself it returns at once: the rest is
+// delivered once the callback returns.
+func (s *statusQueue) drain(ctx context.Context) {
+	if s.fn == nil {
+		return
 	}
-	<-s.done
+	g := goid()
+	s.mu.Lock()
+	running, idle, self := s.running, s.idle, s.runner == g
+	s.mu.Unlock()
+	if !running || self {
+		return
+	}
+	select {
+	case <-idle:
+	case <-ctx.Done():
+	}
 }

@@ -269,6 +269,23 @@ func (s *Server) WaitOnline(ctx context.Context, id string) error {
 // would. It reports whether the identity was connected.
 func (s *Server) DropConnection(id string) bool { return s.h.Engine.DropConnection(parseID(id)) }
 
+// DetachMethodLink detaches one method link of the identity's AMQP
+// connection, which (the link the hub sends requests on) is "request" or
+// "response", with the error condition amqp:link:detach-forced, while the
+// connection and its session stay up. The hub then counts the identity as
+// not subscribed: calls get 404103 until the device attaches both links
+// again. It reports false if the identity has no AMQP connection with that
+// link attached.
+func (s *Server) DetachMethodLink(id, which string) bool {
+	return s.h.Engine.DetachMethodLink(parseID(id), which)
+}
+
+// EndSession ends the AMQP session that holds the identity's method links,
+// with the error condition amqp:link:detach-forced, while the connection
+// stays up. It reports false if the identity has no AMQP connection with
+// method links.
+func (s *Server) EndSession(id string) bool { return s.h.Engine.EndSession(parseID(id)) }
+
 // DelayResponses holds the identity's method responses for d before the
 // hub accepts them (so a delay beyond the call's response timeout produces
 // a 504101 GatewayTimeout). Zero restores normal delivery.

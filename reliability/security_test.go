@@ -282,13 +282,13 @@ func (f *fixture) dialWith(tp tport, id auth.Identity, token string) error {
 	defer cancel()
 	c, err := tp.newT(0).Dial(ctx, transport.Config{
 		Identity: id, Address: f.addr, Token: token, TLSConfig: f.tlsConfig(),
-		ProductInfo: "reliability", Logger: slog.New(slog.DiscardHandler),
+		ProductInfo: "reliability", Logger: slog.New(slog.DiscardHandler), Methods: func(*transport.MethodRequest) {},
 	})
 	if err != nil {
 		return err
 	}
 	// A connection is only useful once it carries methods.
-	err = c.SubscribeMethods(ctx, func(*transport.MethodRequest) {})
+	err = c.SubscribeMethods(ctx)
 	c.Close()
 	return err
 }

@@ -4,7 +4,9 @@
 // Reconnecting, token renewal and handler dispatch live once, above every
 // transport, in package device.
 //
-// Implementations: transport/mqtt (MQTT 3.1.1 over TLS or WebSocket).
+// Implementations: transport/mqtt (MQTT 3.1.1 over TLS or WebSocket),
+// transport/amqp (AMQP 1.0 over TLS or WebSocket) and transport/http (HTTPS,
+// telemetry only).
 package transport
 
 import (
@@ -44,6 +46,12 @@ type Config struct {
 	ProductInfo string
 	// Logger receives transport events; never nil.
 	Logger *slog.Logger
+	// Methods receives the direct method requests the connection carries.
+	// It must be in place from the moment the connection opens: with a
+	// persistent MQTT session the hub may deliver a request between
+	// CONNACK and the SUBACK of SubscribeMethods. It is called from the
+	// connection's read loop and must not block. nil drops requests.
+	Methods func(*MethodRequest)
 }
 
 // Transport opens device connections. It holds no connection state and is
@@ -60,11 +68,15 @@ type Transport interface {
 
 // Conn is one live connection, owned by one device client.
 type Conn interface {
-	// SubscribeMethods starts the delivery of direct method requests to
-	// deliver and returns once the hub has confirmed the subscription
-	// (MQTT SUBACK, AMQP links attached). deliver is called from the
-	// connection's read loop and must not block.
-	SubscribeMethods(ctx context.Context, deliver func(*MethodRequest)) error
+	// SubscribeMethods subscribes to direct methods, which then go to
+	// Config.Methods, and returns once the hub has confirmed the
+	// subscription (MQTT SUBACK, AMQP method links attached).
+	SubscribeMethods(ctx context.Context) error
+	// UnsubscribeMethods ends the subscription and returns once the hub has
+	// confirmed (MQTT UNSUBACK, AMQP method links detached); the hub then
+	// answers calls with 404103, device not online. It is a no-op on a
+	// connection that is not subscribed.
+	UnsubscribeMethods(ctx context.Context) error
 	// RespondMethod sends the answer to request requestID.
 	RespondMethod(ctx context.Context, requestID string, resp *MethodResponse) error
 	// SendEvent sends one device-to-cloud message and returns once the hub

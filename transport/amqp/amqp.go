@@ -12,22 +12,19 @@ package amqp
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"time"
 
 	amqp "github.com/Azure/go-amqp"
-	"github.com/coder/websocket"
-	"golang.org/x/net/http/httpproxy"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/transport"
+	"github.com/iothub-go/iothub/transport/internal/netdial"
 )
 
 // APIVersion is the IoT Hub API version sent in link properties.
@@ -85,47 +82,29 @@ func newUUID() amqp.UUID {
 
 // dialNet opens the TLS or WebSocket byte stream.
 func (t *Transport) dialNet(ctx context.Context, cfg transport.Config) (net.Conn, error) {
-	host, port, err := net.SplitHostPort(cfg.Address)
-	if err != nil {
-		host, port = strings.Trim(cfg.Address, "[]"), "5671"
-		if t.ws {
-			port = "443"
-		}
+	port := "5671"
+	if t.ws {
+		port = "443"
 	}
-	if host == "" {
-		return nil, errors.New("iothub: amqp: empty host address")
+	host, port, err := netdial.SplitAddress(cfg.Address, port)
+	if err != nil {
+		return nil, fmt.Errorf("iothub: amqp: %w", err)
 	}
 	tlsConf := cfg.TLSConfig.Clone()
 	if tlsConf.ServerName == "" {
 		tlsConf.ServerName = host
 	}
 	hp := net.JoinHostPort(host, port)
-	if !t.ws {
-		d := &tls.Dialer{Config: tlsConf}
-		c, err := d.DialContext(ctx, "tcp", hp)
-		if err != nil {
-			return nil, fmt.Errorf("iothub: amqp: %w", err)
-		}
-		return c, nil
+	var nc net.Conn
+	if t.ws {
+		nc, err = netdial.WebSocket(ctx, hp, WebSocketPath, "AMQPWSB10", tlsConf, -1)
+	} else {
+		nc, err = netdial.TLS(ctx, hp, tlsConf)
 	}
-	proxy := httpproxy.FromEnvironment().ProxyFunc()
-	hc := &http.Client{Transport: &http.Transport{
-		TLSClientConfig: tlsConf,
-		Proxy:           func(r *http.Request) (*url.URL, error) { return proxy(r.URL) },
-	}}
-	wc, _, err := websocket.Dial(ctx, "wss://"+hp+WebSocketPath, &websocket.DialOptions{
-		HTTPClient:   hc,
-		Subprotocols: []string{"AMQPWSB10"},
-	})
 	if err != nil {
-		return nil, fmt.Errorf("iothub: amqp: websocket: %w", err)
+		return nil, fmt.Errorf("iothub: amqp: %w", err)
 	}
-	if wc.Subprotocol() != "AMQPWSB10" {
-		wc.Close(websocket.StatusProtocolError, "AMQPWSB10 expected")
-		return nil, errors.New("iothub: amqp: the hub did not accept the AMQPWSB10 subprotocol")
-	}
-	wc.SetReadLimit(-1)
-	return websocket.NetConn(context.Background(), wc, websocket.MessageBinary), nil
+	return nc, nil
 }
 
 // Dial connects, opens a session and, for SAS identities, authenticates
@@ -136,22 +115,30 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 	if err != nil {
 		return nil, err
 	}
-	ac, err := amqp.NewConn(ctx, nc, &amqp.ConnOptions{
+	c := &conn{
+		id:      cfg.Identity,
+		info:    cfg.ProductInfo,
+		done:    make(chan struct{}),
+		rids:    map[string]any{},
+		methods: cfg.Methods,
+		links:   map[string]linkKind{},
+	}
+	w := &frameWatch{Conn: nc}
+	w.sc.onDetach = c.hubDetached
+	w.sc.onEnd = c.hubEnded
+	ac, err := amqp.NewConn(ctx, w, &amqp.ConnOptions{
 		ContainerID: newUUID().String(),
 		HostName:    cfg.Identity.HostName,
 		IdleTimeout: t.idle,
 	})
 	if err != nil {
 		nc.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, fmt.Errorf("iothub: amqp: open: %w", err)
 	}
-	c := &conn{
-		id:   cfg.Identity,
-		ac:   ac,
-		info: cfg.ProductInfo,
-		done: make(chan struct{}),
-		rids: map[string]any{},
-	}
+	c.ac = ac
 	go func() {
 		select {
 		case <-ac.Done():
@@ -172,12 +159,24 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 	return c, nil
 }
 
+// linkKind says what a link of the connection is for.
+type linkKind int
+
+const (
+	linkCBS linkKind = iota
+	linkMethods
+	linkEvents
+)
+
 type conn struct {
 	id      auth.Identity
 	ac      *amqp.Conn
 	session *amqp.Session
 	info    string
 	done    chan struct{}
+	methods func(*transport.MethodRequest)
+
+	subMu sync.Mutex // one method (un)subscription at a time
 
 	cbsMu  sync.Mutex // one put-token at a time
 	cbsOut *amqp.Sender
@@ -188,8 +187,81 @@ type conn struct {
 	ended    bool
 	methodsS *amqp.Sender // device → hub method responses
 	methodsR *amqp.Receiver
+	stopRecv context.CancelFunc // ends the method receive loop
+	recvDone chan struct{}
 	events   *amqp.Sender
 	rids     map[string]any // request id → correlation-id as received
+	// links are the names of the connection's links that are attached or
+	// attaching, and what they are for; closing names those this side is
+	// detaching, whose detach by the hub is only the answer.
+	links   map[string]linkKind
+	closing map[string]bool
+}
+
+// newLinkName returns a unique link name and records what the link is for.
+func (c *conn) newLinkName(prefix string, kind linkKind) string {
+	name := prefix + "-" + newUUID().String()
+	c.mu.Lock()
+	c.links[name] = kind
+	c.mu.Unlock()
+	return name
+}
+
+// closingLinks marks links this side is about to detach.
+func (c *conn) closingLinks(names ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing == nil {
+		c.closing = map[string]bool{}
+	}
+	for _, n := range names {
+		c.closing[n] = true
+	}
+}
+
+// hubDetached runs when the hub detaches a link. The method and $cbs links
+// are the connection's reason to be: without them it can take no call, or
+// renew no token, so it ends, and the device client reconnects. A detached
+// telemetry link is attached again by the next SendEvent.
+func (c *conn) hubDetached(name, cond, desc string) {
+	c.mu.Lock()
+	kind, known := c.links[name]
+	delete(c.links, name)
+	expected := c.closing[name]
+	delete(c.closing, name)
+	if known && kind == linkEvents && c.events != nil && c.events.LinkName() == name {
+		c.events = nil
+	}
+	c.mu.Unlock()
+	if !known || expected || kind == linkEvents {
+		return
+	}
+	what := "the $cbs link"
+	if kind == linkMethods {
+		what = "a method link (" + strings.SplitN(name, "-", 3)[1] + ")"
+	}
+	c.fail(fmt.Errorf("the hub detached %s%s", what, describe(cond, desc)))
+}
+
+// hubEnded runs when the hub ends the session that holds every link.
+func (c *conn) hubEnded(names []string, cond, desc string) {
+	c.mu.Lock()
+	for _, n := range names {
+		delete(c.links, n)
+		delete(c.closing, n)
+	}
+	c.mu.Unlock()
+	c.fail(fmt.Errorf("the hub ended the session%s", describe(cond, desc)))
+}
+
+func describe(cond, desc string) string {
+	switch {
+	case cond != "" && desc != "":
+		return ": " + cond + ": " + desc
+	case cond != "":
+		return ": " + cond
+	}
+	return ""
 }
 
 func (c *conn) fail(err error) {
@@ -252,11 +324,11 @@ func (c *conn) putToken(ctx context.Context, token string) error {
 	c.cbsMu.Lock()
 	defer c.cbsMu.Unlock()
 	if c.cbsOut == nil {
-		s, err := c.session.NewSender(ctx, "$cbs", nil)
+		s, err := c.session.NewSender(ctx, "$cbs", &amqp.SenderOptions{Name: c.newLinkName("cbs-sender", linkCBS)})
 		if err != nil {
 			return wrap("attaching $cbs", err)
 		}
-		r, err := c.session.NewReceiver(ctx, "$cbs", &amqp.ReceiverOptions{Credit: 10})
+		r, err := c.session.NewReceiver(ctx, "$cbs", &amqp.ReceiverOptions{Name: c.newLinkName("cbs-receiver", linkCBS), Credit: 10})
 		if err != nil {
 			s.Close(ctx)
 			return wrap("attaching $cbs", err)
@@ -334,37 +406,80 @@ func (c *conn) linkProperties() map[string]any {
 }
 
 // SubscribeMethods attaches the method links; the hub counts the device as
-// subscribed once both are attached.
-func (c *conn) SubscribeMethods(ctx context.Context, deliver func(*transport.MethodRequest)) error {
+// subscribed once both are attached. Requests go to Config.Methods.
+func (c *conn) SubscribeMethods(ctx context.Context) error {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	c.mu.Lock()
+	subscribed := c.methodsR != nil
+	c.mu.Unlock()
+	if subscribed {
+		return nil
+	}
 	addr := c.address("/methods/devicebound")
 	props := c.linkProperties()
 	first := amqp.ReceiverSettleModeFirst
-	s, err := c.session.NewSender(ctx, addr, &amqp.SenderOptions{Name: "methods-sender-" + newUUID().String(), Properties: props, RequestedReceiverSettleMode: &first})
+	sname, rname := c.newLinkName("methods-sender", linkMethods), c.newLinkName("methods-receiver", linkMethods)
+	s, err := c.session.NewSender(ctx, addr, &amqp.SenderOptions{Name: sname, Properties: props, RequestedReceiverSettleMode: &first})
 	if err != nil {
 		return wrap("attaching the method response link", err)
 	}
-	r, err := c.session.NewReceiver(ctx, addr, &amqp.ReceiverOptions{Name: "methods-receiver-" + newUUID().String(), Properties: props, Credit: 50, SettlementMode: &first})
+	r, err := c.session.NewReceiver(ctx, addr, &amqp.ReceiverOptions{Name: rname, Properties: props, Credit: 50, SettlementMode: &first})
 	if err != nil {
+		c.closingLinks(sname)
 		s.Close(ctx)
 		return wrap("attaching the method request link", err)
 	}
+	rctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
 	c.mu.Lock()
-	c.methodsS, c.methodsR = s, r
+	c.methodsS, c.methodsR, c.stopRecv, c.recvDone = s, r, stop, done
 	c.mu.Unlock()
-	go c.receiveMethods(r, deliver)
+	go c.receiveMethods(rctx, stop, r, done)
 	return nil
 }
 
-func (c *conn) receiveMethods(r *amqp.Receiver, deliver func(*transport.MethodRequest)) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+// UnsubscribeMethods detaches the method links and returns once the hub
+// has answered both detaches.
+func (c *conn) UnsubscribeMethods(ctx context.Context) error {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	c.mu.Lock()
+	s, r, stop, done := c.methodsS, c.methodsR, c.stopRecv, c.recvDone
+	c.methodsS, c.methodsR, c.stopRecv, c.recvDone = nil, nil, nil, nil
+	clear(c.rids)
+	c.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	stop()
+	<-done
+	c.closingLinks(s.LinkName(), r.LinkName())
+	err := errors.Join(r.Close(ctx), s.Close(ctx))
+	if err != nil {
+		return wrap("detaching the method links", err)
+	}
+	return nil
+}
+
+// receiveMethods hands requests to Config.Methods until ctx ends (on
+// unsubscribe, or with the connection) or the link fails.
+func (c *conn) receiveMethods(ctx context.Context, stop context.CancelFunc, r *amqp.Receiver, done chan struct{}) {
+	defer close(done)
+	defer stop()
 	go func() {
-		<-c.done
-		cancel()
+		select {
+		case <-c.done:
+			stop()
+		case <-ctx.Done():
+		}
 	}()
 	for {
 		msg, err := r.Receive(ctx, nil)
 		if err != nil {
+			if ctx.Err() != nil {
+				return // unsubscribed or closed
+			}
 			// A detached link (e.g. an expired token) ends the connection
 			// for the client, which then reconnects.
 			c.fail(fmt.Errorf("method link: %w", err))
@@ -383,7 +498,7 @@ func (c *conn) receiveMethods(r *amqp.Receiver, deliver func(*transport.MethodRe
 			rid = v
 		}
 		name, _ := msg.ApplicationProperties["IoThub-methodname"].(string)
-		if rid == "" || name == "" {
+		if rid == "" || name == "" || c.methods == nil {
 			continue // not a method request IoT Hub would send
 		}
 		var payload []byte
@@ -393,7 +508,7 @@ func (c *conn) receiveMethods(r *amqp.Receiver, deliver func(*transport.MethodRe
 		c.mu.Lock()
 		c.rids[rid] = corr
 		c.mu.Unlock()
-		deliver(&transport.MethodRequest{Name: name, RequestID: rid, Payload: payload})
+		c.methods(&transport.MethodRequest{Name: name, RequestID: rid, Payload: payload})
 	}
 }
 
@@ -427,7 +542,7 @@ func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
 	c.mu.Unlock()
 	if s == nil {
 		var err error
-		s, err = c.session.NewSender(ctx, c.address("/messages/events"), nil)
+		s, err = c.session.NewSender(ctx, c.address("/messages/events"), &amqp.SenderOptions{Name: c.newLinkName("events", linkEvents)})
 		if err != nil {
 			return wrap("attaching the telemetry link", err)
 		}
@@ -436,6 +551,7 @@ func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
 			old := s
 			s = c.events
 			c.mu.Unlock()
+			c.closingLinks(old.LinkName())
 			old.Close(ctx)
 		} else {
 			c.events = s

@@ -91,9 +91,10 @@ type conn struct {
 	closed bool
 }
 
-func (c *conn) SubscribeMethods(context.Context, func(*transport.MethodRequest)) error {
-	return ErrNoMethods
-}
+func (c *conn) SubscribeMethods(context.Context) error { return ErrNoMethods }
+
+// UnsubscribeMethods has nothing to end: HTTPS never subscribes.
+func (c *conn) UnsubscribeMethods(context.Context) error { return nil }
 
 func (c *conn) RespondMethod(context.Context, string, *transport.MethodResponse) error {
 	return ErrNoMethods

@@ -81,7 +81,7 @@ func TestSendEventRequestAndErrors(t *testing.T) {
 	if err := c.SendEvent(context.Background(), msg); !errors.Is(err, transport.ErrNotAuthorized) {
 		t.Fatalf("401 answer: %v", err)
 	}
-	if err := c.SubscribeMethods(context.Background(), nil); !errors.Is(err, transport.ErrUnsupported) {
+	if err := c.SubscribeMethods(context.Background()); !errors.Is(err, transport.ErrUnsupported) {
 		t.Fatalf("SubscribeMethods: %v", err)
 	}
 }

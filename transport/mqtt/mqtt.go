@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
@@ -25,10 +24,10 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
-	"golang.org/x/net/http/httpproxy"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/transport"
+	"github.com/iothub-go/iothub/transport/internal/netdial"
 )
 
 // APIVersion is the IoT Hub API version sent in the MQTT username.
@@ -88,17 +87,15 @@ func Username(cfg transport.Config) string {
 		"&DeviceClientType=" + url.QueryEscape(cfg.ProductInfo)
 }
 
-// brokerURL returns the paho broker URL and the TLS server name for cfg.
+// brokerURL returns the paho broker URL and the TLS server name for addr.
 func (t *Transport) brokerURL(addr string) (string, string, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		host, port = strings.Trim(addr, "[]"), defaultTLSPort
-		if t.ws {
-			port = defaultWSPort
-		}
+	port := defaultTLSPort
+	if t.ws {
+		port = defaultWSPort
 	}
-	if host == "" {
-		return "", "", errors.New("iothub: mqtt: empty host address")
+	host, port, err := netdial.SplitAddress(addr, port)
+	if err != nil {
+		return "", "", fmt.Errorf("iothub: mqtt: %w", err)
 	}
 	hp := net.JoinHostPort(host, port)
 	if t.ws {
@@ -107,28 +104,65 @@ func (t *Transport) brokerURL(addr string) (string, string, error) {
 	return "tls://" + hp, host, nil
 }
 
+// wsReadLimit bounds one WebSocket message from the hub: an MQTT packet
+// carries at most a 256 KB message plus its topic.
+const wsReadLimit = 1 << 20
+
 // Dial connects, authenticates and returns the connection. The session is
 // persistent (clean session off, as the official SDKs do); subscriptions
-// are nevertheless made again by SubscribeMethods on every connection.
+// are nevertheless made again by SubscribeMethods on every connection. The
+// route for method requests is in place before CONNECT, so a request the
+// hub delivers on the persistent session before the SUBACK is not lost.
+// Dial ends as soon as ctx does, whatever stage the attempt is in.
 func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.Conn, error) {
-	broker, serverName, err := t.brokerURL(cfg.Address)
+	broker, host, err := t.brokerURL(cfg.Address)
 	if err != nil {
 		return nil, err
 	}
+	u, err := url.Parse(broker)
+	if err != nil {
+		return nil, fmt.Errorf("iothub: mqtt: %w", err)
+	}
+	hp := u.Host
 	tlsConf := cfg.TLSConfig.Clone()
 	if tlsConf.ServerName == "" {
-		tlsConf.ServerName = serverName
+		tlsConf.ServerName = host
 	}
-	c := &conn{id: cfg.Identity, done: make(chan struct{}), log: cfg.Logger}
+	c := &conn{id: cfg.Identity, done: make(chan struct{}), log: cfg.Logger, methods: cfg.Methods}
 	connectTimeout := 30 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		connectTimeout = max(time.Until(dl), time.Millisecond)
+	}
+	// The socket is opened here rather than by paho, so that the dial and
+	// the TLS or WebSocket handshake end with ctx; once it is open, ending
+	// the attempt means closing it.
+	var dialMu sync.Mutex
+	var opened net.Conn
+	var abandoned bool
+	open := func(*url.URL, paho.ClientOptions) (net.Conn, error) {
+		var nc net.Conn
+		var err error
+		if t.ws {
+			nc, err = netdial.WebSocket(ctx, hp, WebSocketPath, "mqtt", tlsConf, wsReadLimit)
+		} else {
+			nc, err = netdial.TLS(ctx, hp, tlsConf)
+		}
+		if err != nil {
+			return nil, err
+		}
+		dialMu.Lock()
+		defer dialMu.Unlock()
+		if abandoned {
+			nc.Close()
+			return nil, ctx.Err()
+		}
+		opened = nc
+		return nc, nil
 	}
 	o := paho.NewClientOptions().
 		AddBroker(broker).
 		SetClientID(cfg.Identity.String()).
 		SetUsername(Username(cfg)).
-		SetTLSConfig(tlsConf).
 		SetProtocolVersion(4). // MQTT 3.1.1 only: never fall back to 3.1
 		SetCleanSession(false).
 		SetAutoReconnect(false). // package device reconnects, with its policy
@@ -138,27 +172,40 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		SetConnectTimeout(connectTimeout).
 		SetWriteTimeout(30 * time.Second).
 		SetOrderMatters(true). // our callbacks only hand requests over
+		SetCustomOpenConnectionFn(open).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { c.lost(err) })
 	if cfg.Token != "" {
 		o.SetPassword(cfg.Token)
 	}
-	if t.ws {
-		// Read the proxy settings on every dial (http.ProxyFromEnvironment
-		// caches them for the life of the process).
-		proxy := httpproxy.FromEnvironment().ProxyFunc()
-		o.SetWebsocketOptions(&paho.WebsocketOptions{Proxy: func(r *http.Request) (*url.URL, error) { return proxy(r.URL) }})
-	}
 	c.client = paho.NewClient(o)
+	c.client.AddRoute(methodsFilter, c.onMethod)
 	tok := c.client.Connect()
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
+		dialMu.Lock()
+		abandoned = true
+		nc := opened
+		dialMu.Unlock()
+		if nc != nil {
+			nc.Close() // paho's CONNACK read fails at once
+		}
+		select {
+		case <-tok.Done():
+		case <-time.After(5 * time.Second):
+		}
 		c.client.Disconnect(0)
 		return nil, ctx.Err()
 	}
 	if err := tok.Error(); err != nil {
 		c.client.Disconnect(0)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, classify(err)
+	}
+	if ct, ok := tok.(*paho.ConnectToken); ok {
+		c.sessionPresent = ct.SessionPresent()
 	}
 	return c, nil
 }
@@ -176,14 +223,19 @@ func classify(err error) error {
 }
 
 type conn struct {
-	id     auth.Identity
-	client paho.Client
-	log    interface{ Debug(string, ...any) }
-	done   chan struct{}
+	id      auth.Identity
+	client  paho.Client
+	log     interface{ Debug(string, ...any) }
+	done    chan struct{}
+	methods func(*transport.MethodRequest)
+	// sessionPresent: the hub resumed a persistent session, which may hold
+	// a method subscription of an earlier connection.
+	sessionPresent bool
 
-	mu     sync.Mutex
-	err    error
-	closed bool
+	mu         sync.Mutex
+	err        error
+	closed     bool
+	subscribed bool
 }
 
 func (c *conn) lost(err error) {
@@ -263,19 +315,25 @@ func (c *conn) publish(ctx context.Context, topic string, qos byte, payload []by
 	}
 }
 
-func (c *conn) SubscribeMethods(ctx context.Context, deliver func(*transport.MethodRequest)) error {
-	tok := c.client.Subscribe(methodsFilter, 0, func(_ paho.Client, m paho.Message) {
-		name, rid, ok := ParseMethodTopic(m.Topic())
-		if !ok {
-			c.log.Debug("mqtt: ignoring a malformed method topic")
-			return
-		}
-		var payload []byte
-		if p := m.Payload(); len(p) > 0 {
-			payload = append([]byte(nil), p...)
-		}
-		deliver(&transport.MethodRequest{Name: name, RequestID: rid, Payload: payload})
-	})
+// onMethod is paho's route for method requests, installed before CONNECT.
+func (c *conn) onMethod(_ paho.Client, m paho.Message) {
+	name, rid, ok := ParseMethodTopic(m.Topic())
+	if !ok {
+		c.log.Debug("mqtt: ignoring a malformed method topic")
+		return
+	}
+	if c.methods == nil {
+		return
+	}
+	var payload []byte
+	if p := m.Payload(); len(p) > 0 {
+		payload = append([]byte(nil), p...)
+	}
+	c.methods(&transport.MethodRequest{Name: name, RequestID: rid, Payload: payload})
+}
+
+func (c *conn) SubscribeMethods(ctx context.Context) error {
+	tok := c.client.Subscribe(methodsFilter, 0, c.onMethod)
 	if err := c.wait(ctx, tok); err != nil {
 		return fmt.Errorf("iothub: mqtt: subscribing to methods: %w", err)
 	}
@@ -285,6 +343,31 @@ func (c *conn) SubscribeMethods(ctx context.Context, deliver func(*transport.Met
 			return errors.New("iothub: mqtt: the hub refused the method subscription")
 		}
 	}
+	c.mu.Lock()
+	c.subscribed = true
+	c.mu.Unlock()
+	return nil
+}
+
+// UnsubscribeMethods unsubscribes from methods if this connection
+// subscribed, or resumed a session that may have.
+func (c *conn) UnsubscribeMethods(ctx context.Context) error {
+	c.mu.Lock()
+	needed := c.subscribed || c.sessionPresent
+	c.mu.Unlock()
+	if !needed {
+		return nil
+	}
+	tok := c.client.Unsubscribe(methodsFilter)
+	// paho drops the route with the subscription; a request the hub sent
+	// before it saw the UNSUBSCRIBE must still reach the client.
+	c.client.AddRoute(methodsFilter, c.onMethod)
+	if err := c.wait(ctx, tok); err != nil {
+		return fmt.Errorf("iothub: mqtt: unsubscribing from methods: %w", err)
+	}
+	c.mu.Lock()
+	c.subscribed, c.sessionPresent = false, false
+	c.mu.Unlock()
 	return nil
 }
 

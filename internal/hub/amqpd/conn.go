@@ -36,6 +36,7 @@ const (
 	condMessageSize      Symbol = "amqp:link:message-size-exceeded"
 	condTransferLimit    Symbol = "amqp:link:transfer-limit-exceeded"
 	condStolen           Symbol = "amqp:link:stolen"
+	condDetachForced     Symbol = "amqp:link:detach-forced"
 	condUnattachedHandle Symbol = "amqp:session:unattached-handle"
 	condHandleInUse      Symbol = "amqp:session:handle-in-use"
 	condWindowViolation  Symbol = "amqp:session:window-violation"

@@ -116,6 +116,55 @@ func (u *unit) Close(reason *engine.Error) {
 	u.c.post(func() { u.c.closeUnit(u, reason) })
 }
 
+// DetachMethodLink detaches the identity's "request" or "response" method
+// link with an error (engine.LinkFaulter).
+func (u *unit) DetachMethodLink(which string) bool {
+	return u.onLoop(func() bool {
+		l := u.req
+		if which == "response" {
+			l = u.resp
+		} else if which != "request" {
+			return false
+		}
+		if u.closed || l == nil || l.detaching {
+			return false
+		}
+		u.c.detachLink(l, &amqpError{condition: condDetachForced, description: "Injected fault: the method " + which + " link was detached"})
+		return true
+	})
+}
+
+// EndSession ends the session of the identity's method links with an error
+// (engine.LinkFaulter).
+func (u *unit) EndSession() bool {
+	return u.onLoop(func() bool {
+		l := u.req
+		if l == nil {
+			l = u.resp
+		}
+		if u.closed || l == nil || l.s.ending {
+			return false
+		}
+		l.s.end(condDetachForced, "Injected fault: the session was ended")
+		return true
+	})
+}
+
+// onLoop runs f on the connection's loop and returns its result; false if
+// the connection has ended.
+func (u *unit) onLoop(f func() bool) bool {
+	res := make(chan bool, 1)
+	if !u.c.post(func() { res <- f() }) {
+		return false
+	}
+	select {
+	case ok := <-res:
+		return ok
+	case <-u.c.done:
+		return false
+	}
+}
+
 // Protocol returns "amqp" or "amqp-ws".
 func (u *unit) Protocol() string { return u.c.info.Protocol }
 

@@ -100,3 +100,44 @@ func (e *Engine) ExpireTokens(id auth.Identity) {
 		s.Disconnect()
 	}
 }
+
+// LinkFaulter is implemented by connections of a protocol with sessions and
+// links (AMQP): it injects the partial failures such a connection can have
+// while its socket stays up.
+type LinkFaulter interface {
+	// DetachMethodLink detaches one of the identity's method links with an
+	// error: which is "request" (the link the hub sends requests on) or
+	// "response". It reports whether the link was attached.
+	DetachMethodLink(which string) bool
+	// EndSession ends, with an error, the session that holds the
+	// identity's method links. It reports whether there was one.
+	EndSession() bool
+}
+
+// linkFaulter returns the identity's live connection as a LinkFaulter.
+func (e *Engine) linkFaulter(id auth.Identity) (LinkFaulter, bool) {
+	e.mu.Lock()
+	s := e.sessions[id.String()]
+	e.mu.Unlock()
+	if s == nil {
+		return nil, false
+	}
+	f, ok := s.conn.(LinkFaulter)
+	return f, ok
+}
+
+// DetachMethodLink detaches the "request" or "response" method link of
+// the identity's AMQP connection, leaving the connection and session up.
+// It reports false when the identity has no AMQP connection with that link.
+func (e *Engine) DetachMethodLink(id auth.Identity, which string) bool {
+	f, ok := e.linkFaulter(id)
+	return ok && f.DetachMethodLink(which)
+}
+
+// EndSession ends the AMQP session that holds the identity's method links,
+// leaving the connection up. It reports false when the identity has no
+// AMQP connection with method links.
+func (e *Engine) EndSession(id auth.Identity) bool {
+	f, ok := e.linkFaulter(id)
+	return ok && f.EndSession()
+}

@@ -26,7 +26,18 @@ type MethodResponse = transport.MethodResponse
 
 // MethodHandler answers one direct method call. It runs on its own
 // goroutine, concurrently with other calls (see
-// ClientOptions.MaxConcurrentHandlers). ctx ends when the client is closed.
+// ClientOptions.MaxConcurrentHandlers).
+//
+// ctx ends in one case only: Close gave up waiting for running handlers
+// because the context given to Close ended first. The answer of a handler
+// still running then is dropped. A lost connection does not end ctx (the
+// hub has already answered the caller 404103, and the answer goes
+// nowhere), and neither does a Close that waits.
+//
+// A handler may call any method of the client, Close included: Close does
+// not wait for the handler that called it, and that handler's answer is
+// sent before the connection closes (the seed's reboot handler answers and
+// then shuts the device down).
 //
 // Returning a response sends it as is, after checking that its payload is
 // valid JSON of at most 128 KB (otherwise the caller gets status 500).

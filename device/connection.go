@@ -1,0 +1,327 @@
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/transport"
+)
+
+const (
+	// dialTimeout bounds one connection attempt: token, dial, handshakes
+	// and the method subscription.
+	dialTimeout = 60 * time.Second
+	// renewTimeout bounds a renewal: the new token and its put-token.
+	renewTimeout = 30 * time.Second
+	// stableAfter is how long a connection must have lasted for its loss
+	// to reset the backoff. A connection the hub ends sooner (another
+	// client with the same identity replacing it, say) counts as a failed
+	// attempt.
+	stableAfter = 30 * time.Second
+	// minRenewDelay is the least time between renewals when the token
+	// provider hands out tokens that are already due for renewal.
+	minRenewDelay = time.Second
+)
+
+// connection is one transport connection of the client. ready is closed
+// once Dial has returned: a method request can arrive before that (MQTT
+// delivers on a resumed session at once), and its answer waits for it.
+type connection struct {
+	transport.Conn
+	ready chan struct{}
+	since time.Time // when it was established; set under Client.mu
+
+	subscribed bool // guarded by Client.subMu
+}
+
+// shortLivedError is the reason given for the loss of a connection that
+// the hub ended soon after it was established.
+type shortLivedError struct {
+	lived time.Duration
+	err   error
+}
+
+func (e *shortLivedError) Error() string {
+	return fmt.Sprintf("iothub: the connection ended %v after it was established, so the client backs off before it reconnects"+
+		" (the hub ends a connection when another one of the same identity starts: is a second client using this identity?): %v",
+		e.lived.Round(time.Millisecond), e.err)
+}
+
+func (e *shortLivedError) Unwrap() error { return e.err }
+
+// dialWithRetry connects and subscribes, retrying per the policy until it
+// succeeds or ctx ends. streak counts the consecutive failures so far,
+// failed attempts and connections that did not last: while it is positive
+// every attempt first waits for the backoff.
+func (c *Client) dialWithRetry(ctx context.Context, streak *int) (*connection, auth.Token, error) {
+	authFailures := 0
+	for attempt := 0; ; attempt++ {
+		if *streak > 0 {
+			t := time.NewTimer(c.retry.Delay(*streak - 1))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, auth.Token{}, ctx.Err()
+			}
+		}
+		cn, tok, err := c.dialOnce(ctx, authFailures > 0)
+		if err == nil {
+			return cn, tok, nil
+		}
+		if ctx.Err() != nil {
+			return nil, auth.Token{}, ctx.Err()
+		}
+		*streak++
+		c.log.Info("connection attempt failed", "attempt", attempt+1, "error", err)
+		if errors.Is(err, auth.ErrSASExpired) {
+			return nil, auth.Token{}, err // a fixed token cannot be renewed
+		}
+		if errors.Is(err, transport.ErrNotAuthorized) {
+			authFailures++
+			if authFailures >= maxAuthAttempts {
+				return nil, auth.Token{}, err
+			}
+		} else {
+			authFailures = 0
+		}
+		if c.retry.MaxRetries < 0 || (c.retry.MaxRetries > 0 && attempt >= int(c.retry.MaxRetries)) {
+			return nil, auth.Token{}, err
+		}
+		c.setState(ConnectionStateConnecting, err)
+	}
+}
+
+// renewer is implemented by token providers that can mint a token on demand
+// (auth.KeyTokenProvider).
+type renewer interface {
+	Renew(ctx context.Context) (auth.Token, error)
+}
+
+// dialOnce opens one connection, subscribes to methods if a handler is
+// registered, and makes it the client's connection.
+func (c *Client) dialOnce(ctx context.Context, freshToken bool) (*connection, auth.Token, error) {
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	var tok auth.Token
+	if c.tokens != nil {
+		var err error
+		if r, ok := c.tokens.(renewer); ok && freshToken {
+			tok, err = r.Renew(ctx)
+		} else {
+			tok, err = c.tokens.Token(ctx)
+		}
+		if err != nil {
+			return nil, tok, err
+		}
+	}
+	cn := &connection{ready: make(chan struct{})}
+	conn, err := c.tr.Dial(ctx, transport.Config{
+		Identity:    c.id,
+		Address:     c.addr,
+		Token:       tok.Value,
+		TLSConfig:   c.tlsConf,
+		ProductInfo: "iothub-go/" + Version + " (" + runtime.Version() + "; " + runtime.GOOS + "/" + runtime.GOARCH + ")",
+		Logger:      c.log,
+		Methods:     func(req *MethodRequest) { c.dispatch(cn, req) },
+	})
+	cn.Conn = conn
+	close(cn.ready)
+	if err != nil {
+		return nil, tok, err
+	}
+	if err := c.establish(ctx, cn); err != nil {
+		conn.Close()
+		return nil, tok, err
+	}
+	return cn, tok, nil
+}
+
+// establish gives a new connection the method subscription the registry
+// asks for and makes it the client's connection, unless the client closed
+// meanwhile.
+func (c *Client) establish(ctx context.Context, cn *connection) error {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	if c.tr.MethodSupport() == nil {
+		if c.wantMethods() {
+			if err := cn.SubscribeMethods(ctx); err != nil {
+				return err
+			}
+			cn.subscribed = true
+		} else if err := cn.UnsubscribeMethods(ctx); err != nil {
+			return err // a resumed MQTT session may hold a subscription
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	c.conn = cn
+	cn.since = time.Now()
+	return nil
+}
+
+// loop keeps the client connected until Close or until it gives up.
+func (c *Client) loop(cn *connection, tok auth.Token, streak int, done chan struct{}) {
+	defer close(done)
+	overdue := 0 // renewals in a row whose new token was already due
+	for {
+		var renew <-chan time.Time
+		var timer *time.Timer
+		if !tok.RenewAt.IsZero() {
+			d := time.Until(tok.RenewAt)
+			if d <= 0 {
+				// A token due for renewal as soon as it is handed out
+				// would renew (or reconnect) in a tight loop.
+				overdue++
+				d = max(minRenewDelay, c.retry.Delay(overdue-1))
+				c.log.Warn("the token provider returned a token already due for renewal", "next renewal in", d)
+			} else {
+				overdue = 0
+			}
+			timer = time.NewTimer(d)
+			renew = timer.C
+		}
+		var renewing bool
+		select {
+		case <-c.life.Done():
+		case <-cn.Done():
+		case <-renew:
+			renewing = true
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		switch {
+		case c.life.Err() != nil:
+			return // Close takes the connection from here
+		case !renewing:
+			c.lost(cn, cn.Err(), &streak)
+		default:
+			if c.renewInPlace(cn, &tok) {
+				continue
+			}
+			if c.life.Err() != nil {
+				return
+			}
+			// Renew by reconnecting, once running handlers have answered
+			// (bounded, so the token cannot expire meanwhile); a lost
+			// connection or Close ends the wait.
+			c.log.Info("renewing the SAS token by reconnecting")
+			switch c.waitForRenewal(cn, tok) {
+			case renewalClosed:
+				return
+			case renewalLost:
+				c.lost(cn, cn.Err(), &streak)
+			case renewalReady:
+				c.mu.Lock()
+				if c.conn == cn {
+					c.conn = nil
+				}
+				c.setStateLocked(ConnectionStateConnecting, nil)
+				c.mu.Unlock()
+				cn.Close()
+				streak = 0
+			}
+		}
+		next, nextTok, err := c.dialWithRetry(c.life, &streak)
+		if err != nil {
+			if c.life.Err() != nil {
+				return
+			}
+			c.log.Warn("giving up reconnecting", "error", err)
+			c.mu.Lock()
+			c.running = false
+			c.setStateLocked(ConnectionStateDisconnected, err)
+			c.mu.Unlock()
+			return
+		}
+		cn, tok = next, nextTok
+		c.setState(ConnectionStateConnected, nil)
+		c.log.Info("reconnected")
+	}
+}
+
+// lost handles the end of a connection the client did not close: it
+// reports connecting with the reason, and counts a connection that did not
+// last as a failure in streak.
+func (c *Client) lost(cn *connection, err error, streak *int) {
+	cn.Close() // release what a transport-ended connection still holds
+	if err == nil {
+		err = errors.New("iothub: the connection closed")
+	}
+	c.mu.Lock()
+	lived := time.Since(cn.since)
+	if lived < stableAfter {
+		*streak++
+		err = &shortLivedError{lived: lived, err: err}
+	} else {
+		*streak = 0
+	}
+	if c.conn == cn {
+		c.conn = nil
+	}
+	c.setStateLocked(ConnectionStateConnecting, err)
+	c.mu.Unlock()
+	c.log.Info("connection lost", "error", err)
+}
+
+// renewInPlace renews the token on the live connection if the transport
+// can (AMQP's put-token), within renewTimeout.
+func (c *Client) renewInPlace(cn *connection, tok *auth.Token) bool {
+	u, ok := cn.Conn.(transport.TokenUpdater)
+	if !ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(c.life, renewTimeout)
+	defer cancel()
+	next, err := c.tokens.Token(ctx)
+	if err == nil {
+		err = u.UpdateToken(ctx, next.Value)
+	}
+	if err != nil {
+		c.log.Info("renewing the SAS token on the connection failed; reconnecting", "error", err)
+		return false
+	}
+	*tok = next
+	return true
+}
+
+type renewalWait int
+
+const (
+	renewalReady  renewalWait = iota // no handler runs (or the token is about to expire)
+	renewalLost                      // the connection ended meanwhile
+	renewalClosed                    // Close was called
+)
+
+// waitForRenewal waits until no handler is running, the connection ends,
+// Close is called, or the token is a second from its expiry.
+func (c *Client) waitForRenewal(cn *connection, tok auth.Token) renewalWait {
+	ctx, cancel := context.WithDeadline(c.life, tok.ExpiresOn.Add(-time.Second))
+	defer cancel()
+	for {
+		c.mu.Lock()
+		n, changed := c.accepted+c.refusing, c.callsChanged
+		c.mu.Unlock()
+		if n == 0 {
+			return renewalReady
+		}
+		select {
+		case <-changed:
+		case <-cn.Done():
+			return renewalLost
+		case <-ctx.Done():
+			if c.life.Err() != nil {
+				return renewalClosed
+			}
+			return renewalReady
+		}
+	}
+}

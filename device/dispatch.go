@@ -1,0 +1,167 @@
+package device
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// answerTimeout bounds the sending of one answer.
+const answerTimeout = 30 * time.Second
+
+// dispatch takes a method request from a connection's read loop: it runs
+// the handler on a goroutine of its own and sends the answer on the
+// connection the request came from. Calls beyond the handler slots and the
+// queue are answered at once with status 503; when even those answers pile
+// up, calls are dropped (the caller gets the hub's timeout).
+func (c *Client) dispatch(cn *connection, req *MethodRequest) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock() // closing: new calls are not taken (the caller gets the hub's timeout)
+		return
+	}
+	busy := c.accepted >= cap(c.sem)+c.maxQueued
+	if busy && c.refusing >= c.maxQueued {
+		c.mu.Unlock()
+		c.log.Warn("method call dropped: too many calls are waiting", "method", req.Name)
+		return
+	}
+	if busy {
+		c.refusing++
+	} else {
+		c.accepted++
+	}
+	c.mu.Unlock()
+	if busy {
+		go func() {
+			defer c.callDone(true)
+			c.answer(cn, req, errorResponse(503, fmt.Sprintf(
+				"the device is busy: %d calls are running or waiting; try again later", cap(c.sem)+c.maxQueued)), time.Now())
+		}()
+		return
+	}
+	go c.serve(cn, req)
+}
+
+// serve waits for a handler slot, runs the handler and sends the answer.
+func (c *Client) serve(cn *connection, req *MethodRequest) {
+	defer c.callDone(false)
+	start := time.Now()
+	var resp *MethodResponse
+	select {
+	case c.sem <- struct{}{}:
+		if c.life.Err() != nil {
+			resp = closingResponse()
+		} else {
+			resp = c.run(req)
+		}
+		<-c.sem
+	case <-c.life.Done():
+		resp = closingResponse()
+	}
+	c.answer(cn, req, resp, start)
+}
+
+func closingResponse() *MethodResponse {
+	return errorResponse(503, "the device client is closing")
+}
+
+// answer sends resp on the request's connection.
+func (c *Client) answer(cn *connection, req *MethodRequest, resp *MethodResponse, start time.Time) {
+	<-cn.ready
+	if cn.Conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
+	defer cancel()
+	if err := cn.RespondMethod(ctx, req.RequestID, resp); err != nil {
+		c.log.Warn("method response not sent", "method", req.Name, "error", err)
+		return
+	}
+	if c.log.Enabled(ctx, slog.LevelInfo) { // no attributes for a logger that drops them
+		c.log.Info("method", "method", req.Name, "status", resp.Status, "duration", time.Since(start))
+	}
+}
+
+// callDone ends a call. The last one to end after Close left the
+// connection to the handlers closes it.
+func (c *Client) callDone(refusal bool) {
+	c.mu.Lock()
+	if refusal {
+		c.refusing--
+	} else {
+		c.accepted--
+	}
+	close(c.callsChanged)
+	c.callsChanged = make(chan struct{})
+	var cn *connection
+	if c.closeAfter && c.accepted+c.refusing == 0 {
+		c.closeAfter = false
+		cn, c.conn = c.conn, nil
+	}
+	c.mu.Unlock()
+	if cn != nil {
+		c.cancelHandlers()
+		cn.Close()
+	}
+}
+
+// waitCalls waits until at most self calls are left (the caller's own, when
+// Close runs in a handler), or ctx ends.
+func (c *Client) waitCalls(ctx context.Context, self int) error {
+	for {
+		c.mu.Lock()
+		n, changed := c.accepted+c.refusing, c.callsChanged
+		c.mu.Unlock()
+		if n <= self {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// inHandler reports whether the calling goroutine is running one of this
+// client's method handlers.
+func (c *Client) inHandler() bool {
+	g := goid()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.handlerG[g] > 0
+}
+
+// run calls the handler for req and turns every outcome into a response.
+func (c *Client) run(req *MethodRequest) (resp *MethodResponse) {
+	h := c.handler(req.Name)
+	if h == nil {
+		return errorResponse(501, fmt.Sprintf("method %q is not implemented on this device", req.Name))
+	}
+	if len(req.Payload) > 0 && !json.Valid(req.Payload) {
+		return errorResponse(400, "the request payload is not valid JSON")
+	}
+	g := goid()
+	c.mu.Lock()
+	c.handlerG[g]++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		if c.handlerG[g]--; c.handlerG[g] == 0 {
+			delete(c.handlerG, g)
+		}
+		c.mu.Unlock()
+		if p := recover(); p != nil {
+			c.log.Error("method handler panicked", "method", req.Name, "panic", fmt.Sprint(p))
+			resp = errorResponse(500, "the method handler failed")
+		}
+	}()
+	r, err := h(c.handlerCtx, req)
+	if err != nil {
+		return errorResponse(500, err.Error())
+	}
+	return checkResponse(r)
+}

@@ -1,0 +1,123 @@
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// subscribeTimeout bounds a subscription change made by SetMethodHandler.
+const subscribeTimeout = 60 * time.Second
+
+// SetMethodHandler registers h for the method name, replacing any handler
+// it had; a nil h removes it. Calls for a name without a handler go to the
+// default handler, or are answered with status 501.
+//
+// The client is subscribed to direct methods while at least one handler
+// (or a default handler) is registered, as with the official SDKs:
+// registering the first one on a connected client subscribes and returns
+// once the hub has confirmed, and removing the last one unsubscribes, after
+// which the hub answers callers 404103 (device not online). On a client
+// that is not connected nothing is sent: Connect, and every reconnect,
+// subscribe as the registry then says. If the hub refuses the
+// subscription, the error is returned, the handler stays registered and the
+// client reconnects to try again. On a transport that cannot receive
+// methods (HTTPS) registering returns an error wrapping
+// transport.ErrUnsupported and registers nothing.
+func (c *Client) SetMethodHandler(name string, h MethodHandler) error {
+	if name == "" {
+		return errors.New("iothub: empty method name")
+	}
+	if h != nil {
+		if err := c.tr.MethodSupport(); err != nil {
+			return err
+		}
+	}
+	c.hmu.Lock()
+	if h == nil {
+		delete(c.handlers, name)
+	} else {
+		c.handlers[name] = h
+	}
+	c.hmu.Unlock()
+	return c.syncMethods()
+}
+
+// SetDefaultMethodHandler registers h for methods that have no handler of
+// their own; nil removes it, and such calls are then answered with status
+// 501. It subscribes and unsubscribes like SetMethodHandler, and like it
+// fails on a transport without methods.
+func (c *Client) SetDefaultMethodHandler(h MethodHandler) error {
+	if h != nil {
+		if err := c.tr.MethodSupport(); err != nil {
+			return err
+		}
+	}
+	c.hmu.Lock()
+	c.defaultHandler = h
+	c.hmu.Unlock()
+	return c.syncMethods()
+}
+
+// wantMethods reports whether the registry asks for a method subscription.
+func (c *Client) wantMethods() bool {
+	c.hmu.RLock()
+	defer c.hmu.RUnlock()
+	return len(c.handlers) > 0 || c.defaultHandler != nil
+}
+
+// handler returns the handler for name: its own, the default one, or nil.
+func (c *Client) handler(name string) MethodHandler {
+	c.hmu.RLock()
+	defer c.hmu.RUnlock()
+	if h, ok := c.handlers[name]; ok {
+		return h
+	}
+	return c.defaultHandler
+}
+
+// syncMethods makes the live connection's method subscription match the
+// registry.
+func (c *Client) syncMethods() error {
+	if c.tr.MethodSupport() != nil {
+		return nil
+	}
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	c.mu.Lock()
+	cn, closed := c.conn, c.closed
+	c.mu.Unlock()
+	want := c.wantMethods()
+	if closed || cn == nil || cn.subscribed == want {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(c.life, subscribeTimeout)
+	defer cancel()
+	var err error
+	if want {
+		err = cn.SubscribeMethods(ctx)
+	} else {
+		err = cn.UnsubscribeMethods(ctx)
+	}
+	if err == nil {
+		cn.subscribed = want
+		return nil
+	}
+	select {
+	case <-cn.Done():
+		return nil // the next connection subscribes as the registry says
+	default:
+	}
+	if c.life.Err() != nil {
+		return nil // closed meanwhile
+	}
+	// The connection would go on with a subscription that contradicts the
+	// registry, deaf to calls or answering ones it should not see: end it,
+	// and the client reconnects and tries again.
+	cn.Close()
+	if want {
+		return fmt.Errorf("iothub: subscribing to direct methods: %w", err)
+	}
+	return fmt.Errorf("iothub: unsubscribing from direct methods: %w", err)
+}

@@ -1,0 +1,70 @@
+// Package netdial opens the byte streams the device transports run on: TLS
+// over TCP, or a WebSocket over TLS. Every dial ends as soon as its context
+// does, so a client closed during a connection attempt never waits for a
+// silent listener or a stalled handshake.
+package netdial
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/coder/websocket"
+	"golang.org/x/net/http/httpproxy"
+)
+
+// SplitAddress splits "host" or "host:port" and fills in defaultPort. It
+// fails on an empty host.
+func SplitAddress(addr, defaultPort string) (host, port string, err error) {
+	host, port, err = net.SplitHostPort(addr)
+	if err != nil {
+		host, port = strings.Trim(addr, "[]"), defaultPort
+	}
+	if host == "" {
+		return "", "", errors.New("empty host address")
+	}
+	return host, port, nil
+}
+
+// TLS opens a TLS connection to hostport; the handshake is done when it
+// returns.
+func TLS(ctx context.Context, hostport string, conf *tls.Config) (net.Conn, error) {
+	d := &tls.Dialer{Config: conf}
+	return d.DialContext(ctx, "tcp", hostport)
+}
+
+// WebSocket opens a binary WebSocket to wss://hostport+path with the given
+// subprotocol and returns it as a net.Conn. It honours HTTPS_PROXY and
+// NO_PROXY, read on every call (http.ProxyFromEnvironment reads them once
+// per process). readLimit bounds one WebSocket message.
+func WebSocket(ctx context.Context, hostport, path, subprotocol string, conf *tls.Config, readLimit int64) (net.Conn, error) {
+	proxy := httpproxy.FromEnvironment().ProxyFunc()
+	tr := &http.Transport{
+		TLSClientConfig: conf,
+		Proxy:           func(r *http.Request) (*url.URL, error) { return proxy(r.URL) },
+	}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{
+		Transport: tr,
+		// Never follow a redirect: it could lead to plain HTTP.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	wc, _, err := websocket.Dial(ctx, "wss://"+hostport+path, &websocket.DialOptions{
+		HTTPClient:   hc,
+		Subprotocols: []string{subprotocol},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("websocket: %w", err)
+	}
+	if wc.Subprotocol() != subprotocol {
+		wc.Close(websocket.StatusProtocolError, subprotocol+" expected")
+		return nil, fmt.Errorf("the hub did not accept the %s WebSocket subprotocol", subprotocol)
+	}
+	wc.SetReadLimit(readLimit)
+	return websocket.NetConn(context.Background(), wc, websocket.MessageBinary), nil
+}
