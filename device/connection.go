@@ -46,8 +46,8 @@ type shortLivedError struct {
 }
 
 func (e *shortLivedError) Error() string {
-	return fmt.Sprintf("iothub: the connection ended %v after it was established, so the client backs off before it reconnects"+
-		" (the hub ends a connection when another one of the same identity starts: is a second client using this identity?): %v",
+	return fmt.Sprintf("iothub: the connection ended %v after it was established; the client backs off before it reconnects"+
+		" (if this repeats, is another client using this identity? The hub keeps only its newest connection): %v",
 		e.lived.Round(time.Millisecond), e.err)
 }
 

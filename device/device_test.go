@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub"
@@ -91,28 +92,60 @@ type result struct {
 	Status  int
 	Payload json.RawMessage
 	Raw     string
+	Err     error // the request failed, or its answer did not decode
 }
 
-// call invokes method on id through the hub's REST API.
-func call(t *testing.T, hub *iothubtest.Server, id, method, payload string) result {
-	t.Helper()
-	body := fmt.Sprintf(`{"methodName":%q,"responseTimeoutInSeconds":30`, method)
+// invoke invokes method on id through the hub's REST API, with a response
+// timeout in seconds. It never touches t: goroutines may call it.
+func invoke(hub *iothubtest.Server, id, method, payload string, timeout int) result {
+	body := fmt.Sprintf(`{"methodName":%q,"responseTimeoutInSeconds":%d`, method, timeout)
 	if payload != "" {
 		body += `,"payload":` + payload
 	}
-	st, raw := hubcall.Invoke(t, hub, id, body+"}")
-	r := result{HTTP: st, Raw: raw}
-	if st == 200 {
+	st, raw, err := hubcall.TryInvoke(hub, id, body+"}")
+	r := result{HTTP: st, Raw: raw, Err: err}
+	if err == nil && st == 200 {
 		var v struct {
 			Status  int
 			Payload json.RawMessage
 		}
 		if err := json.Unmarshal([]byte(raw), &v); err != nil {
-			t.Fatalf("invoke answer %q: %v", raw, err)
+			r.Err = fmt.Errorf("invoke answer %q: %w", raw, err)
 		}
 		r.Status, r.Payload = v.Status, v.Payload
 	}
 	return r
+}
+
+// call invokes method on id (30 s response timeout) from the test's
+// goroutine.
+func call(t *testing.T, hub *iothubtest.Server, id, method, payload string) result {
+	t.Helper()
+	r := invoke(hub, id, method, payload, 30)
+	require.NoError(t, r.Err, "invoking %s on %s", method, id)
+	return r
+}
+
+// callAsync invokes method on id on a goroutine of its own; the result
+// arrives on the channel.
+func callAsync(hub *iothubtest.Server, id, method, payload string, timeout int) <-chan result {
+	ch := make(chan result, 1)
+	go func() { ch <- invoke(hub, id, method, payload, timeout) }()
+	return ch
+}
+
+// await returns the result of an async call, failing the test if it takes
+// longer than a minute (a hang, not a slow machine).
+func await(t *testing.T, ch <-chan result) result {
+	t.Helper()
+	select {
+	case r := <-ch:
+		require.NoError(t, r.Err)
+		return r
+	case <-time.After(time.Minute):
+		require.FailNow(t, "the call never returned")
+		return result{}
+	}
 }
 
 func echo(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
@@ -285,8 +318,7 @@ func TestConcurrentCalls(t *testing.T) {
 			})
 		})
 		// A slow handler holds a slot while 100 other calls go through.
-		slow := make(chan result, 1)
-		go func() { slow <- call(t, hub, "dev1", "slow", "") }()
+		slow := callAsync(hub, "dev1", "slow", "", 30)
 
 		var wg sync.WaitGroup
 		errs := make(chan string, 100)
@@ -295,7 +327,7 @@ func TestConcurrentCalls(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				p := fmt.Sprintf(`{"i":%d}`, i)
-				if r := call(t, hub, "dev1", "echo", p); r.HTTP != 200 || r.Status != 200 || string(r.Payload) != p {
+				if r := invoke(hub, "dev1", "echo", p, 30); r.Err != nil || r.HTTP != 200 || r.Status != 200 || string(r.Payload) != p {
 					errs <- fmt.Sprintf("call %d: %+v", i, r)
 				}
 			}()
@@ -311,40 +343,60 @@ func TestConcurrentCalls(t *testing.T) {
 		default:
 		}
 		close(release)
-		if r := <-slow; r.Status != 200 || string(r.Payload) != `"slow done"` {
+		if r := await(t, slow); r.Status != 200 || string(r.Payload) != `"slow done"` {
 			t.Fatalf("slow call: %+v", r)
 		}
 	})
 }
 
-// statusLog records connection statuses.
+// statusLog records connection statuses, with the time each arrived.
 type statusLog struct {
-	mu sync.Mutex
-	s  []device.ConnectionStatus
-	ch chan device.ConnectionStatus
+	mu   sync.Mutex
+	s    []device.ConnectionStatus
+	at   []time.Time
+	read int // statuses consumed by waitFor
+	wake chan struct{}
 }
 
-func newStatusLog() *statusLog { return &statusLog{ch: make(chan device.ConnectionStatus, 1000)} }
+func newStatusLog() *statusLog { return &statusLog{wake: make(chan struct{}, 1)} }
 
 func (l *statusLog) record(s device.ConnectionStatus) {
 	l.mu.Lock()
 	l.s = append(l.s, s)
+	l.at = append(l.at, time.Now())
 	l.mu.Unlock()
-	l.ch <- s
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
 }
 
-// waitFor waits for a status with state st.
+func (l *statusLog) all() []device.ConnectionStatus {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]device.ConnectionStatus(nil), l.s...)
+}
+
+// waitFor consumes statuses until one with state st arrives.
 func (l *statusLog) waitFor(t *testing.T, st device.ConnectionState) device.ConnectionStatus {
 	t.Helper()
-	timeout := time.After(30 * time.Second)
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
 	for {
-		select {
-		case s := <-l.ch:
+		l.mu.Lock()
+		for l.read < len(l.s) {
+			s := l.s[l.read]
+			l.read++
 			if s.State == st {
+				l.mu.Unlock()
 				return s
 			}
-		case <-timeout:
-			t.Fatalf("no %v status within 30 s", st)
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.wake:
+		case <-timeout.C:
+			require.FailNow(t, "status not reported", "no %v status within 30 s; statuses: %v", st, l.all())
 		}
 	}
 }
@@ -379,37 +431,99 @@ func TestReconnectAfterDrop(t *testing.T) {
 	}
 }
 
+// countingTokens hands out the tokens of a connection string's key and
+// remembers each distinct one.
+type countingTokens struct {
+	auth.TokenProvider
+	mu     sync.Mutex
+	issued []auth.Token
+}
+
+func newCountingTokens(t *testing.T, connStr string, o auth.TokenOptions) (*countingTokens, auth.Identity) {
+	t.Helper()
+	cs, err := auth.ParseDeviceConnectionString(connStr)
+	require.NoError(t, err)
+	tp, err := cs.TokenProvider(&o)
+	require.NoError(t, err)
+	id := cs.Identity()
+	return &countingTokens{TokenProvider: tp}, id
+}
+
+func (p *countingTokens) Token(ctx context.Context) (auth.Token, error) {
+	return p.record(p.TokenProvider.Token(ctx))
+}
+
+// Renew mints a new token at once, as auth.KeyTokenProvider does (the
+// client asks for one after a refusal).
+func (p *countingTokens) Renew(ctx context.Context) (auth.Token, error) {
+	return p.record(p.TokenProvider.(interface {
+		Renew(context.Context) (auth.Token, error)
+	}).Renew(ctx))
+}
+
+func (p *countingTokens) record(tok auth.Token, err error) (auth.Token, error) {
+	if err == nil {
+		p.mu.Lock()
+		if n := len(p.issued); n == 0 || p.issued[n-1].Value != tok.Value {
+			p.issued = append(p.issued, tok)
+		}
+		p.mu.Unlock()
+	}
+	return tok, err
+}
+
+func (p *countingTokens) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.issued)
+}
+
+func (p *countingTokens) last() auth.Token {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.issued[len(p.issued)-1]
+}
+
+// waitUntil polls cond until it holds, failing the test after a minute.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	require.Eventually(t, cond, time.Minute, 5*time.Millisecond, "waiting for %s", what)
+}
+
 // With 2 s tokens the client renews several times while calls keep
-// working past every expiry: by reconnecting on MQTT, by a CBS put-token on
-// the live connection on AMQP (no reconnect at all).
+// working after every renewal: by reconnecting on MQTT, by a CBS put-token
+// on the live connection on AMQP (no reconnect at all).
 func TestTokenRenewal(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport.Transport) {
 		hub := iothubtest.NewServer(t, nil)
 		cs := hub.AddDevice(t, "dev1")
+		tokens, id := newCountingTokens(t, cs, authTTL(2*time.Second))
 		log := newStatusLog()
-		newClient(t, hub, cs, &device.ClientOptions{Transport: tr, SAS: authTTL(2 * time.Second), OnConnectionStatus: log.record}, func(c *device.Client) {
-			c.SetMethodHandler("echo", echo)
-		})
-		log.waitFor(t, device.ConnectionStateConnected)
-		for i := 0; i < 3; i++ {
-			time.Sleep(1500 * time.Millisecond) // past the renewal point of the current token
+		c, err := device.NewClient(id, tokens, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), Retry: fastRetry,
+			GatewayHostName: hub.Addr(), OnConnectionStatus: log.record})
+		require.NoError(t, err)
+		require.NoError(t, c.SetMethodHandler("echo", echo))
+		require.NoError(t, c.Connect(context.Background()))
+		t.Cleanup(func() { c.Close(context.Background()) })
+		for i := 1; i <= 3; i++ {
+			n := tokens.count()
+			waitUntil(t, "a renewal", func() bool { return tokens.count() > n })
+			waitUntil(t, "connected", func() bool { return c.ConnectionState() == device.ConnectionStateConnected })
 			if r := call(t, hub, "dev1", "echo", `"renewed"`); r.Status != 200 {
-				t.Fatalf("call %d (after %d token lifetimes): %+v", i, i+1, r)
+				t.Fatalf("call after renewal %d: %+v", i, r)
 			}
 		}
-		log.mu.Lock()
 		reconnects, connected := 0, false
-		for _, s := range log.s { // count reconnects after the first connection
+		for _, s := range log.all() { // count reconnects after the first connection
 			connected = connected || s.State == device.ConnectionStateConnected
 			if connected && s.State == device.ConnectionStateConnecting {
 				reconnects++
 			}
 		}
-		log.mu.Unlock()
 		switch tr.Name() {
 		case "mqtt", "mqtt-ws":
 			if reconnects < 2 {
-				t.Fatalf("%d reconnects over 4.5 s of 2 s tokens: the token was not renewed by reconnecting", reconnects)
+				t.Fatalf("%d reconnects over 3 renewals: the token was not renewed by reconnecting", reconnects)
 			}
 		default:
 			if reconnects != 0 {
@@ -423,12 +537,21 @@ func TestForcedTokenExpiry(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport.Transport) {
 		hub := iothubtest.NewServer(t, nil)
 		cs := hub.AddDevice(t, "dev1")
+		tokens, id := newCountingTokens(t, cs, auth.TokenOptions{})
 		log := newStatusLog()
-		newClient(t, hub, cs, &device.ClientOptions{Transport: tr, OnConnectionStatus: log.record}, func(c *device.Client) {
-			c.SetMethodHandler("echo", echo)
-		})
+		c, err := device.NewClient(id, tokens, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), Retry: fastRetry,
+			GatewayHostName: hub.Addr(), OnConnectionStatus: log.record})
+		require.NoError(t, err)
+		require.NoError(t, c.SetMethodHandler("echo", echo))
+		require.NoError(t, c.Connect(context.Background()))
+		t.Cleanup(func() { c.Close(context.Background()) })
 		log.waitFor(t, device.ConnectionStateConnected)
-		time.Sleep(1100 * time.Millisecond) // a renewed token then has a later expiry
+		// Tokens expire on whole seconds: a newly minted one must expire
+		// later than the one revoked.
+		live := tokens.last().ExpiresOn
+		waitUntil(t, "the clock to pass the live token's second", func() bool {
+			return time.Now().Add(auth.DefaultTokenTTL).Truncate(time.Second).After(live)
+		})
 		hub.ExpireTokens("dev1")
 		log.waitFor(t, device.ConnectionStateConnecting)
 		log.waitFor(t, device.ConnectionStateConnected)
@@ -468,37 +591,33 @@ func TestCloseWaitsForHandlers(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport.Transport) {
 		hub := iothubtest.NewServer(t, nil)
 		cs := hub.AddDevice(t, "dev1")
-		started := make(chan struct{})
+		started, release := make(chan struct{}), make(chan struct{})
 		c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig()})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		c.SetMethodHandler("work", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
 			close(started)
-			time.Sleep(300 * time.Millisecond)
+			<-release
 			return device.JSONResponse(200, "finished")
 		})
-		if err := c.Connect(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		res := make(chan result, 1)
-		go func() { res <- call(t, hub, "dev1", "work", "") }()
+		require.NoError(t, c.Connect(context.Background()))
+		res := callAsync(hub, "dev1", "work", "", 30)
 		<-started
-		if err := c.Close(context.Background()); err != nil {
-			t.Fatal(err)
+		closed := make(chan error, 1)
+		go func() { closed <- c.Close(context.Background()) }()
+		waitUntil(t, "Close to begin", func() bool { return errors.Is(c.Connect(context.Background()), device.ErrClosed) })
+		select {
+		case err := <-closed:
+			t.Fatalf("Close returned (%v) while a handler was running", err)
+		default:
 		}
-		if r := <-res; r.Status != 200 || string(r.Payload) != `"finished"` {
+		close(release)
+		if r := await(t, res); r.Status != 200 || string(r.Payload) != `"finished"` {
 			t.Fatalf("call in flight at Close: %+v", r)
 		}
-		if err := c.Close(context.Background()); err != nil {
-			t.Fatalf("second Close: %v", err)
-		}
-		if err := c.Connect(context.Background()); !errors.Is(err, device.ErrClosed) {
-			t.Fatalf("Connect after Close: %v", err)
-		}
-		if c.ConnectionState() != device.ConnectionStateClosed {
-			t.Fatalf("state %v", c.ConnectionState())
-		}
+		require.NoError(t, <-closed)
+		require.NoError(t, c.Close(context.Background()), "second Close")
+		require.ErrorIs(t, c.Connect(context.Background()), device.ErrClosed)
+		require.Equal(t, device.ConnectionStateClosed, c.ConnectionState())
 	})
 }
 

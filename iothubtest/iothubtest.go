@@ -265,6 +265,13 @@ func (s *Server) WaitOnline(ctx context.Context, id string) error {
 	return s.h.Engine.WaitOnline(ctx, parseID(id))
 }
 
+// WaitOffline blocks until the identity is no longer connected and
+// subscribed to direct methods (a call would get 404103 at once), or ctx
+// ends.
+func (s *Server) WaitOffline(ctx context.Context, id string) error {
+	return s.h.Engine.WaitOffline(ctx, parseID(id))
+}
+
 // DropConnection closes the identity's connection, as a network failure
 // would. It reports whether the identity was connected.
 func (s *Server) DropConnection(id string) bool { return s.h.Engine.DropConnection(parseID(id)) }

@@ -453,3 +453,19 @@ func (e *Engine) WaitOnline(ctx context.Context, id auth.Identity) error {
 		}
 	}
 }
+
+// WaitOffline blocks until id is no longer connected and subscribed to
+// methods (a call would get 404103 at once), or ctx ends.
+func (e *Engine) WaitOffline(ctx context.Context, id auth.Identity) error {
+	for {
+		s, changed := e.online(id.String())
+		if s == nil {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
