@@ -15,8 +15,6 @@ const (
 	// dialTimeout bounds one connection attempt: token, dial, handshakes
 	// and the method subscription.
 	dialTimeout = 60 * time.Second
-	// renewTimeout bounds a renewal: the new token and its put-token.
-	renewTimeout = 30 * time.Second
 	// stableAfter is how long a connection must have lasted for its loss
 	// to reset the backoff. A connection the hub ends sooner (another
 	// client with the same identity replacing it, say) counts as a failed
@@ -26,6 +24,10 @@ const (
 	// provider hands out tokens that are already due for renewal.
 	minRenewDelay = time.Second
 )
+
+// renewTimeout bounds a renewal: the new token and its put-token. A
+// variable for the tests.
+var renewTimeout = 30 * time.Second
 
 // connection is one transport connection of the client. ready is closed
 // once Dial has returned: a method request can arrive before that (MQTT
