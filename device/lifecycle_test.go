@@ -516,7 +516,7 @@ func TestOverdueTokenNoTightLoop(t *testing.T) {
 // stuckTokens hangs on its second request until the caller's context ends.
 type stuckTokens struct {
 	*countingTokens
-	calls   atomic.Int32
+	calls  atomic.Int32
 	stuck  chan struct{} // closed when the stuck request starts
 	gaveUp chan error    // the stuck request's context error
 }
