@@ -33,6 +33,10 @@ func (w *frameWatch) Read(p []byte) (int, error) {
 // error's condition and description). The rest of a body is skipped.
 const maxKept = 1024
 
+// maxLinks bounds the link names the scanner remembers; a device connection
+// has five links at most.
+const maxLinks = 256
+
 // AMQP 1.0 performative descriptor codes (section 2.7).
 const (
 	codeAttach = 0x12
@@ -141,7 +145,7 @@ func (s *frameScanner) frame() {
 		}
 		name, ok1 := r.str()
 		handle, ok2 := r.uint()
-		if ok1 && ok2 {
+		if ok1 && ok2 && len(s.links) < maxLinks {
 			if s.links == nil {
 				s.links = map[linkKey]string{}
 			}
