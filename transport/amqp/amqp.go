@@ -237,8 +237,11 @@ func (c *conn) hubDetached(name, cond, desc string) {
 		return
 	}
 	what := "the $cbs link"
-	if kind == linkMethods {
-		what = "a method link (" + strings.SplitN(name, "-", 3)[1] + ")"
+	switch {
+	case kind == linkMethods && strings.HasPrefix(name, "methods-sender"):
+		what = "the method response link"
+	case kind == linkMethods:
+		what = "the method request link"
 	}
 	c.fail(fmt.Errorf("the hub detached %s%s", what, describe(cond, desc)))
 }
