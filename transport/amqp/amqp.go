@@ -86,15 +86,11 @@ func (t *Transport) dialNet(ctx context.Context, cfg transport.Config) (net.Conn
 	if t.ws {
 		port = "443"
 	}
-	host, port, err := netdial.SplitAddress(cfg.Address, port)
+	hp, host, err := netdial.Endpoint(cfg.Address, port)
 	if err != nil {
 		return nil, fmt.Errorf("iothub: amqp: %w", err)
 	}
-	tlsConf := cfg.TLSConfig.Clone()
-	if tlsConf.ServerName == "" {
-		tlsConf.ServerName = host
-	}
-	hp := net.JoinHostPort(host, port)
+	tlsConf := netdial.ClientTLS(cfg.TLSConfig, host)
 	var nc net.Conn
 	if t.ws {
 		nc, err = netdial.WebSocket(ctx, hp, WebSocketPath, "AMQPWSB10", tlsConf, -1)

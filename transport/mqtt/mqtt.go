@@ -87,21 +87,21 @@ func Username(cfg transport.Config) string {
 		"&DeviceClientType=" + url.QueryEscape(cfg.ProductInfo)
 }
 
-// brokerURL returns the paho broker URL and the TLS server name for addr.
-func (t *Transport) brokerURL(addr string) (string, string, error) {
+// brokerURL returns the paho broker URL for addr, the "host:port" to dial
+// and the TLS server name.
+func (t *Transport) brokerURL(addr string) (broker, hostport, host string, err error) {
 	port := defaultTLSPort
 	if t.ws {
 		port = defaultWSPort
 	}
-	host, port, err := netdial.SplitAddress(addr, port)
+	hostport, host, err = netdial.Endpoint(addr, port)
 	if err != nil {
-		return "", "", fmt.Errorf("iothub: mqtt: %w", err)
+		return "", "", "", fmt.Errorf("iothub: mqtt: %w", err)
 	}
-	hp := net.JoinHostPort(host, port)
 	if t.ws {
-		return "wss://" + hp + WebSocketPath, host, nil
+		return "wss://" + hostport + WebSocketPath, hostport, host, nil
 	}
-	return "tls://" + hp, host, nil
+	return "tls://" + hostport, hostport, host, nil
 }
 
 // wsReadLimit bounds one WebSocket message from the hub: an MQTT packet
@@ -115,30 +115,22 @@ const wsReadLimit = 1 << 20
 // hub delivers on the persistent session before the SUBACK is not lost.
 // Dial ends as soon as ctx does, whatever stage the attempt is in.
 func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.Conn, error) {
-	broker, host, err := t.brokerURL(cfg.Address)
+	broker, hp, host, err := t.brokerURL(cfg.Address)
 	if err != nil {
 		return nil, err
 	}
-	u, err := url.Parse(broker)
-	if err != nil {
-		return nil, fmt.Errorf("iothub: mqtt: %w", err)
-	}
-	hp := u.Host
-	tlsConf := cfg.TLSConfig.Clone()
-	if tlsConf.ServerName == "" {
-		tlsConf.ServerName = host
-	}
+	tlsConf := netdial.ClientTLS(cfg.TLSConfig, host)
 	c := &conn{id: cfg.Identity, done: make(chan struct{}), log: cfg.Logger, methods: cfg.Methods}
 	connectTimeout := 30 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		connectTimeout = max(time.Until(dl), time.Millisecond)
 	}
 	// The socket is opened here rather than by paho, so that the dial and
-	// the TLS or WebSocket handshake end with ctx; once it is open, ending
-	// the attempt means closing it.
-	var dialMu sync.Mutex
-	var opened net.Conn
-	var abandoned bool
+	// the TLS or WebSocket handshake end with ctx. Until CONNACK, ctx's end
+	// closes the socket, which ends paho's wait for it; unwatch stops that
+	// once the connection is established. paho calls open before it
+	// completes tok, so reading unwatch after tok.Done() is ordered.
+	unwatch := func() bool { return true }
 	open := func(*url.URL, paho.ClientOptions) (net.Conn, error) {
 		var nc net.Conn
 		var err error
@@ -150,13 +142,7 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		if err != nil {
 			return nil, err
 		}
-		dialMu.Lock()
-		defer dialMu.Unlock()
-		if abandoned {
-			nc.Close()
-			return nil, ctx.Err()
-		}
-		opened = nc
+		unwatch = context.AfterFunc(ctx, func() { nc.Close() })
 		return nc, nil
 	}
 	o := paho.NewClientOptions().
@@ -183,21 +169,17 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
-		dialMu.Lock()
-		abandoned = true
-		nc := opened
-		dialMu.Unlock()
-		if nc != nil {
-			nc.Close() // paho's CONNACK read fails at once
-		}
+		// The socket, if open, is being closed: paho's attempt ends at once.
+		t := time.NewTimer(5 * time.Second)
 		select {
 		case <-tok.Done():
-		case <-time.After(5 * time.Second):
+		case <-t.C:
 		}
+		t.Stop()
 		c.client.Disconnect(0)
 		return nil, ctx.Err()
 	}
-	if err := tok.Error(); err != nil {
+	if err := tok.Error(); err != nil || !unwatch() {
 		c.client.Disconnect(0)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

@@ -79,12 +79,12 @@ func TestUsernameAndBroker(t *testing.T) {
 		{true, "localhost:9443", "wss://localhost:9443/$iothub/websocket", "localhost"},
 		{false, "[::1]:8883", "tls://[::1]:8883", "::1"},
 	} {
-		url, sn, err := New(&Options{WebSocket: tc.ws}).brokerURL(tc.addr)
+		url, _, sn, err := New(&Options{WebSocket: tc.ws}).brokerURL(tc.addr)
 		if err != nil || url != tc.url || sn != tc.serverName {
 			t.Errorf("brokerURL(%q, ws=%v) = %q, %q, %v; want %q, %q", tc.addr, tc.ws, url, sn, err, tc.url, tc.serverName)
 		}
 	}
-	if _, _, err := New(nil).brokerURL(""); err == nil {
+	if _, _, _, err := New(nil).brokerURL(""); err == nil {
 		t.Error("empty address accepted")
 	}
 }

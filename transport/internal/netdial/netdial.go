@@ -18,17 +18,28 @@ import (
 	"golang.org/x/net/http/httpproxy"
 )
 
-// SplitAddress splits "host" or "host:port" and fills in defaultPort. It
-// fails on an empty host.
-func SplitAddress(addr, defaultPort string) (host, port string, err error) {
-	host, port, err = net.SplitHostPort(addr)
+// Endpoint resolves a transport's address, "host" or "host:port", with
+// defaultPort when it has none: it returns "host:port" to dial and the host,
+// the TLS server name. It fails on an empty host.
+func Endpoint(addr, defaultPort string) (hostport, host string, err error) {
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		host, port = strings.Trim(addr, "[]"), defaultPort
 	}
 	if host == "" {
 		return "", "", errors.New("empty host address")
 	}
-	return host, port, nil
+	return net.JoinHostPort(host, port), host, nil
+}
+
+// ClientTLS returns a copy of conf that names host as the server, unless
+// conf names one already.
+func ClientTLS(conf *tls.Config, host string) *tls.Config {
+	c := conf.Clone()
+	if c.ServerName == "" {
+		c.ServerName = host
+	}
+	return c
 }
 
 // TLS opens a TLS connection to hostport; the handshake is done when it
