@@ -66,6 +66,7 @@ type frameScanner struct {
 	skip   int    // extended-header bytes still to skip
 	body   int    // body bytes still to read
 	kept   []byte // the body's first maxKept bytes
+	pass   bool   // the frame is none the scanner reads: keep nothing more
 	ch     uint16 // the frame's channel
 	amqp   bool   // frame type 0 (AMQP), not SASL
 	links  map[linkKey]string
@@ -83,8 +84,16 @@ func (s *frameScanner) feed(p []byte) {
 			}
 		case s.body > 0:
 			n := min(s.body, len(p))
-			if room := maxKept - len(s.kept); room > 0 {
-				s.kept = append(s.kept, p[:min(n, room)]...)
+			if !s.pass && len(s.kept) < maxKept {
+				// The descriptor first (3 bytes), to decide whether to keep
+				// the rest.
+				limit := maxKept
+				if len(s.kept) < 3 {
+					limit = 3
+				}
+				n = min(n, limit-len(s.kept))
+				s.kept = append(s.kept, p[:n]...)
+				s.pass = uninteresting(s.kept)
 			}
 			s.body -= n
 			p = p[n:]
@@ -119,14 +128,25 @@ func (s *frameScanner) header() {
 	s.skip = doff*4 - 8
 	s.body = int(size) - doff*4
 	s.kept = s.kept[:0]
+	s.pass = !s.amqp
 	if s.skip == 0 && s.body == 0 {
 		s.frame() // an empty frame: a heartbeat
 	}
 }
 
+// uninteresting reports whether a body that starts with b is a
+// performative the scanner does not read (transfers above all, the
+// frames that carry messages), so that it copies no more of it.
+func uninteresting(b []byte) bool {
+	if len(b) < 3 || b[0] != 0x00 || b[1] != 0x53 {
+		return false // not known yet, or a long-form descriptor
+	}
+	return b[2] != codeAttach && b[2] != codeDetach && b[2] != codeEnd
+}
+
 // frame handles a complete frame.
 func (s *frameScanner) frame() {
-	if !s.amqp || len(s.kept) == 0 {
+	if s.pass || len(s.kept) == 0 {
 		return
 	}
 	r := reader{b: s.kept}

@@ -113,6 +113,19 @@ func TestFrameScanner(t *testing.T) {
 	}
 }
 
+// A transfer's body is not copied beyond its descriptor.
+func TestFrameScannerSkipsTransfers(t *testing.T) {
+	var s seen
+	sc := newScanner(&s)
+	transfer := frame(1, 0, append(described(0x14, list8(smallUint(1))), make([]byte, 3000)...))
+	sc.feed(transfer[:2000])
+	assert.LessOrEqual(t, len(sc.kept), 3)
+	sc.feed(transfer[2000:])
+	sc.feed(attachFrame(1, "after", 0))
+	sc.feed(detachFrame(1, 0, "", ""))
+	assert.Equal(t, []string{"after"}, s.detached, "frames after a skipped transfer are still read")
+}
+
 func TestFrameScannerStopsOnGarbage(t *testing.T) {
 	var s seen
 	sc := newScanner(&s)
