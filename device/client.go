@@ -60,11 +60,11 @@ type Client struct {
 	closed   bool
 	loopDone chan struct{} // closed when the connection loop has returned
 
-	accepted     int            // calls taken: waiting, running or being answered
-	refusing     int            // busy answers being sent
-	callsChanged chan struct{}  // closed and replaced when a call finishes
-	handlerG     map[uint64]int // goroutines running a handler (by goroutine id)
-	closeAfter   bool           // Close left the connection to the handlers that called it
+	accepted     int           // calls taken: waiting, running or being answered
+	refusing     int           // busy answers being sent
+	callsChanged chan struct{} // closed and replaced when a call finishes, if callsWatched
+	callsWatched bool          // someone waits on callsChanged
+	closeAfter   bool          // Close left the connection to the handlers that called it
 }
 
 // ConnectionState returns the current state of the connection.
@@ -181,7 +181,7 @@ func (c *Client) Close(ctx context.Context) error {
 	if loopDone != nil {
 		<-loopDone // prompt: every wait of the loop watches life
 	}
-	err := c.waitCalls(ctx, self)
+	err := c.waitCalls(ctx, self, nil)
 	c.mu.Lock()
 	var cn *connection
 	if err != nil || c.accepted+c.refusing == 0 {

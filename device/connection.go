@@ -308,22 +308,12 @@ const (
 func (c *Client) waitForRenewal(cn *connection, tok auth.Token) renewalWait {
 	ctx, cancel := context.WithDeadline(c.life, tok.ExpiresOn.Add(-time.Second))
 	defer cancel()
-	for {
-		c.mu.Lock()
-		n, changed := c.accepted+c.refusing, c.callsChanged
-		c.mu.Unlock()
-		if n == 0 {
-			return renewalReady
-		}
-		select {
-		case <-changed:
-		case <-cn.Done():
-			return renewalLost
-		case <-ctx.Done():
-			if c.life.Err() != nil {
-				return renewalClosed
-			}
-			return renewalReady
-		}
+	err := c.waitCalls(ctx, 0, cn.Done())
+	switch {
+	case c.life.Err() != nil:
+		return renewalClosed
+	case errors.Is(err, errConnectionLost):
+		return renewalLost
 	}
+	return renewalReady // idle, or the token is about to expire
 }

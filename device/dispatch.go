@@ -3,8 +3,10 @@ package device
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"time"
 )
 
@@ -94,8 +96,11 @@ func (c *Client) callDone(refusal bool) {
 	} else {
 		c.accepted--
 	}
-	close(c.callsChanged)
-	c.callsChanged = make(chan struct{})
+	if c.callsWatched { // only a waiter needs the signal: no channel per call
+		close(c.callsChanged)
+		c.callsChanged = make(chan struct{})
+		c.callsWatched = false
+	}
 	var cn *connection
 	if c.closeAfter && c.accepted+c.refusing == 0 {
 		c.closeAfter = false
@@ -108,31 +113,65 @@ func (c *Client) callDone(refusal bool) {
 	}
 }
 
-// waitCalls waits until at most self calls are left (the caller's own, when
-// Close runs in a handler), or ctx ends.
-func (c *Client) waitCalls(ctx context.Context, self int) error {
+// errConnectionLost ends waitCalls when the connection it watches ends.
+var errConnectionLost = errors.New("iothub: the connection was lost")
+
+// waitCalls waits until at most max calls are left (Close in a handler
+// leaves its own), ctx ends (its error), or lost is closed
+// (errConnectionLost).
+func (c *Client) waitCalls(ctx context.Context, max int, lost <-chan struct{}) error {
 	for {
 		c.mu.Lock()
 		n, changed := c.accepted+c.refusing, c.callsChanged
+		c.callsWatched = true
 		c.mu.Unlock()
-		if n <= self {
+		if n <= max {
 			return nil
 		}
 		select {
 		case <-changed:
+		case <-lost:
+			return errConnectionLost
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 }
 
-// inHandler reports whether the calling goroutine is running one of this
-// client's method handlers.
+// runFrame is the function every handler runs under.
+const runFrame = "github.com/iothub-go/iothub/device.(*Client).run"
+
+// inHandler reports whether the calling goroutine runs a method handler:
+// whether Client.run is on its stack, while this client has calls. It
+// costs a stack walk, but only Close asks, so handler runs pay nothing.
+// It cannot tell this client's handlers from another client's: if a
+// handler of another client closes this one, Close may return before one
+// of this client's handlers has; that handler's answer is still sent
+// before the connection closes.
 func (c *Client) inHandler() bool {
-	g := goid()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.handlerG[g] > 0
+	calls := c.accepted
+	c.mu.Unlock()
+	if calls == 0 {
+		return false
+	}
+	pcs := make([]uintptr, 64)
+	for skip := 2; ; skip += len(pcs) {
+		n := runtime.Callers(skip, pcs)
+		frames := runtime.CallersFrames(pcs[:n])
+		for {
+			f, more := frames.Next()
+			if f.Function == runFrame {
+				return true
+			}
+			if !more {
+				break
+			}
+		}
+		if n < len(pcs) {
+			return false
+		}
+	}
 }
 
 // run calls the handler for req and turns every outcome into a response.
@@ -144,16 +183,7 @@ func (c *Client) run(req *MethodRequest) (resp *MethodResponse) {
 	if len(req.Payload) > 0 && !json.Valid(req.Payload) {
 		return errorResponse(400, "the request payload is not valid JSON")
 	}
-	g := goid()
-	c.mu.Lock()
-	c.handlerG[g]++
-	c.mu.Unlock()
 	defer func() {
-		c.mu.Lock()
-		if c.handlerG[g]--; c.handlerG[g] == 0 {
-			delete(c.handlerG, g)
-		}
-		c.mu.Unlock()
 		if p := recover(); p != nil {
 			c.log.Error("method handler panicked", "method", req.Name, "panic", fmt.Sprint(p))
 			resp = errorResponse(500, "the method handler failed")

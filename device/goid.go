@@ -4,10 +4,9 @@ import "runtime"
 
 // goid returns the calling goroutine's id, read from the first line of its
 // stack trace ("goroutine 42 [running]:"). Close uses it to tell whether it
-// runs inside one of the client's method handlers, or in the status
-// callback, whose end it must not wait for; Go offers no other way to know
-// which goroutine is calling. It costs one short stack trace per handler
-// run.
+// runs in the client's status callback, whose end it must not wait for; Go
+// offers no other way to know which goroutine is calling. The delivery
+// goroutine reads its id once when it starts, Close once.
 func goid() uint64 {
 	var buf [32]byte
 	b := buf[:runtime.Stack(buf[:], false)]

@@ -180,6 +180,5 @@ func newClient(id auth.Identity, addr string, tokens auth.TokenProvider, o Clien
 		handlers:       map[string]MethodHandler{},
 		changed:        make(chan struct{}),
 		callsChanged:   make(chan struct{}),
-		handlerG:       map[uint64]int{},
 	}, nil
 }
