@@ -19,6 +19,7 @@ import (
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/device"
 	"github.com/iothub-go/iothub/internal/testutil/hubcall"
+	"github.com/iothub-go/iothub/internal/testutil/statuslog"
 	"github.com/iothub-go/iothub/iothubtest"
 	"github.com/iothub-go/iothub/transport"
 	"github.com/iothub-go/iothub/transport/amqp"
@@ -145,6 +146,16 @@ func await(t *testing.T, ch <-chan result) result {
 	case <-time.After(time.Minute):
 		require.FailNow(t, "the call never returned")
 		return result{}
+	}
+}
+
+// requireNotDone fails the test if ch already holds a value.
+func requireNotDone[T any](t *testing.T, ch <-chan T, what string) {
+	t.Helper()
+	select {
+	case v := <-ch:
+		t.Fatalf("%s returned: %+v", what, v)
+	default:
 	}
 }
 
@@ -337,11 +348,7 @@ func TestConcurrentCalls(t *testing.T) {
 		for e := range errs {
 			t.Error(e)
 		}
-		select {
-		case r := <-slow:
-			t.Fatalf("the slow call finished before it was released: %+v", r)
-		default:
-		}
+		requireNotDone(t, slow, "the slow call, before it was released")
 		close(release)
 		if r := await(t, slow); r.Status != 200 || string(r.Payload) != `"slow done"` {
 			t.Fatalf("slow call: %+v", r)
@@ -349,76 +356,24 @@ func TestConcurrentCalls(t *testing.T) {
 	})
 }
 
-// statusLog records connection statuses, with the time each arrived.
-type statusLog struct {
-	mu   sync.Mutex
-	s    []device.ConnectionStatus
-	at   []time.Time
-	read int // statuses consumed by waitFor
-	wake chan struct{}
-}
-
-func newStatusLog() *statusLog { return &statusLog{wake: make(chan struct{}, 1)} }
-
-func (l *statusLog) record(s device.ConnectionStatus) {
-	l.mu.Lock()
-	l.s = append(l.s, s)
-	l.at = append(l.at, time.Now())
-	l.mu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (l *statusLog) all() []device.ConnectionStatus {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]device.ConnectionStatus(nil), l.s...)
-}
-
-// waitFor consumes statuses until one with state st arrives.
-func (l *statusLog) waitFor(t *testing.T, st device.ConnectionState) device.ConnectionStatus {
-	t.Helper()
-	timeout := time.NewTimer(30 * time.Second)
-	defer timeout.Stop()
-	for {
-		l.mu.Lock()
-		for l.read < len(l.s) {
-			s := l.s[l.read]
-			l.read++
-			if s.State == st {
-				l.mu.Unlock()
-				return s
-			}
-		}
-		l.mu.Unlock()
-		select {
-		case <-l.wake:
-		case <-timeout.C:
-			require.FailNow(t, "status not reported", "no %v status within 30 s; statuses: %v", st, l.all())
-		}
-	}
-}
-
 func TestReconnectAfterDrop(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			hub := iothubtest.NewServer(t, nil)
 			cs := hub.AddDevice(t, "dev1")
-			log := newStatusLog()
-			c := newClient(t, hub, cs, &device.ClientOptions{Transport: tr.tr, OnConnectionStatus: log.record}, func(c *device.Client) {
+			log := statuslog.New()
+			c := newClient(t, hub, cs, &device.ClientOptions{Transport: tr.tr, OnConnectionStatus: log.Record}, func(c *device.Client) {
 				c.SetMethodHandler("echo", echo)
 			})
-			log.waitFor(t, device.ConnectionStateConnected)
+			log.WaitFor(t, device.ConnectionStateConnected)
 			for i := 0; i < 3; i++ {
 				if !hub.DropConnection("dev1") {
 					t.Fatal("the device was not connected")
 				}
-				if s := log.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
+				if s := log.WaitFor(t, device.ConnectionStateConnecting); s.Err == nil {
 					t.Fatal("the connecting status after a drop carries no reason")
 				}
-				log.waitFor(t, device.ConnectionStateConnected)
+				log.WaitFor(t, device.ConnectionStateConnected)
 				if c.ConnectionState() != device.ConnectionStateConnected {
 					t.Fatalf("state %v after reconnect", c.ConnectionState())
 				}
@@ -498,9 +453,9 @@ func TestTokenRenewal(t *testing.T) {
 		hub := iothubtest.NewServer(t, nil)
 		cs := hub.AddDevice(t, "dev1")
 		tokens, id := newCountingTokens(t, cs, authTTL(2*time.Second))
-		log := newStatusLog()
+		log := statuslog.New()
 		c, err := device.NewClient(id, tokens, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), Retry: fastRetry,
-			GatewayHostName: hub.Addr(), OnConnectionStatus: log.record})
+			GatewayHostName: hub.Addr(), OnConnectionStatus: log.Record})
 		require.NoError(t, err)
 		require.NoError(t, c.SetMethodHandler("echo", echo))
 		require.NoError(t, c.Connect(context.Background()))
@@ -514,7 +469,7 @@ func TestTokenRenewal(t *testing.T) {
 			}
 		}
 		reconnects, connected := 0, false
-		for _, s := range log.all() { // count reconnects after the first connection
+		for _, s := range log.All() { // count reconnects after the first connection
 			connected = connected || s.State == device.ConnectionStateConnected
 			if connected && s.State == device.ConnectionStateConnecting {
 				reconnects++
@@ -538,14 +493,14 @@ func TestForcedTokenExpiry(t *testing.T) {
 		hub := iothubtest.NewServer(t, nil)
 		cs := hub.AddDevice(t, "dev1")
 		tokens, id := newCountingTokens(t, cs, auth.TokenOptions{})
-		log := newStatusLog()
+		log := statuslog.New()
 		c, err := device.NewClient(id, tokens, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), Retry: fastRetry,
-			GatewayHostName: hub.Addr(), OnConnectionStatus: log.record})
+			GatewayHostName: hub.Addr(), OnConnectionStatus: log.Record})
 		require.NoError(t, err)
 		require.NoError(t, c.SetMethodHandler("echo", echo))
 		require.NoError(t, c.Connect(context.Background()))
 		t.Cleanup(func() { c.Close(context.Background()) })
-		log.waitFor(t, device.ConnectionStateConnected)
+		log.WaitFor(t, device.ConnectionStateConnected)
 		// Tokens expire on whole seconds: a newly minted one must expire
 		// later than the one revoked.
 		live := tokens.last().ExpiresOn
@@ -553,8 +508,8 @@ func TestForcedTokenExpiry(t *testing.T) {
 			return time.Now().Add(auth.DefaultTokenTTL).Truncate(time.Second).After(live)
 		})
 		hub.ExpireTokens("dev1")
-		log.waitFor(t, device.ConnectionStateConnecting)
-		log.waitFor(t, device.ConnectionStateConnected)
+		log.WaitFor(t, device.ConnectionStateConnecting)
+		log.WaitFor(t, device.ConnectionStateConnected)
 		if r := call(t, hub, "dev1", "echo", `"again"`); r.Status != 200 {
 			t.Fatalf("call after forced expiry: %+v", r)
 		}
@@ -605,11 +560,7 @@ func TestCloseWaitsForHandlers(t *testing.T) {
 		closed := make(chan error, 1)
 		go func() { closed <- c.Close(context.Background()) }()
 		waitUntil(t, "Close to begin", func() bool { return errors.Is(c.Connect(context.Background()), device.ErrClosed) })
-		select {
-		case err := <-closed:
-			t.Fatalf("Close returned (%v) while a handler was running", err)
-		default:
-		}
+		requireNotDone(t, closed, "Close, while a handler was running")
 		close(release)
 		if r := await(t, res); r.Status != 200 || string(r.Payload) != `"finished"` {
 			t.Fatalf("call in flight at Close: %+v", r)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/device"
+	"github.com/iothub-go/iothub/internal/testutil/statuslog"
 	"github.com/iothub-go/iothub/iothubtest"
 	"github.com/iothub-go/iothub/transport"
 )
@@ -85,18 +86,6 @@ func (l logCapture) has(msg string) bool {
 	return false
 }
 
-// checkStatuses checks the story the statuses tell: it starts connecting,
-// ends closed, and nothing follows closed.
-func checkStatuses(t *testing.T, all []device.ConnectionStatus) {
-	t.Helper()
-	require.NotEmpty(t, all)
-	assert.Equal(t, device.ConnectionStateConnecting, all[0].State, "first status")
-	assert.Equal(t, device.ConnectionStateClosed, all[len(all)-1].State, "last status; all: %v", all)
-	for i, s := range all[:len(all)-1] {
-		assert.NotEqual(t, device.ConnectionStateClosed, s.State, "status %d is closed, and more follow: %v", i, all)
-	}
-}
-
 func onlyTransports(t *testing.T, names []string, f func(t *testing.T, tr transport.Transport)) {
 	t.Helper()
 	eachTransport(t, func(t *testing.T, tr transport.Transport) {
@@ -116,9 +105,9 @@ func TestCloseFromHandler(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport.Transport) {
 		hub := iothubtest.NewServer(t, nil)
 		cs := hub.AddDevice(t, "dev1")
-		log := newStatusLog()
+		log := statuslog.New()
 		closeErr := make(chan error, 1)
-		c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), OnConnectionStatus: log.record})
+		c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), OnConnectionStatus: log.Record})
 		require.NoError(t, err)
 		require.NoError(t, c.SetMethodHandler("reboot", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
 			// No deadline: a Close that waited for this handler would
@@ -139,10 +128,10 @@ func TestCloseFromHandler(t *testing.T) {
 		defer cancel()
 		require.NoError(t, hub.WaitOffline(ctx, "dev1"), "the connection must close once the answer is sent")
 		waitUntil(t, "the closed status", func() bool {
-			all := log.all()
+			all := log.All()
 			return len(all) > 0 && all[len(all)-1].State == device.ConnectionStateClosed
 		})
-		checkStatuses(t, log.all())
+		log.Check(t, "dev1")
 		require.NoError(t, c.Close(context.Background()), "a second Close")
 		require.ErrorIs(t, c.Connect(context.Background()), device.ErrClosed)
 	})
@@ -155,14 +144,14 @@ func TestCloseFromStatusCallback(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport.Transport) {
 		hub := iothubtest.NewServer(t, nil)
 		cs := hub.AddDevice(t, "dev1")
-		log := newStatusLog()
+		log := statuslog.New()
 		closeErr := make(chan error, 1)
 		var c *device.Client
 		var once sync.Once
 		c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{
 			Transport: tr, TLSConfig: hub.TLSConfig(), Retry: fastRetry,
 			OnConnectionStatus: func(s device.ConnectionStatus) {
-				log.record(s)
+				log.Record(s)
 				if s.State == device.ConnectionStateConnecting && s.Err != nil {
 					once.Do(func() { closeErr <- c.Close(context.Background()) })
 				}
@@ -171,7 +160,7 @@ func TestCloseFromStatusCallback(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, c.SetMethodHandler("echo", echo))
 		require.NoError(t, c.Connect(context.Background()))
-		log.waitFor(t, device.ConnectionStateConnected)
+		log.WaitFor(t, device.ConnectionStateConnected)
 		require.True(t, hub.DropConnection("dev1"))
 		select {
 		case err := <-closeErr:
@@ -179,8 +168,8 @@ func TestCloseFromStatusCallback(t *testing.T) {
 		case <-time.After(time.Minute):
 			require.FailNow(t, "Close called from the status callback never returned")
 		}
-		log.waitFor(t, device.ConnectionStateClosed)
-		checkStatuses(t, log.all())
+		log.WaitFor(t, device.ConnectionStateClosed)
+		log.Check(t, "dev1")
 		require.Equal(t, device.ConnectionStateClosed, c.ConnectionState())
 	})
 }
@@ -227,8 +216,8 @@ func TestCloseDuringConnect(t *testing.T) {
 		sl := newSilentListener(t)
 		key := base64.StdEncoding.EncodeToString(make([]byte, 32))
 		cs := fmt.Sprintf("HostName=localhost;DeviceId=dev1;SharedAccessKey=%s;GatewayHostName=%s", key, sl.ln.Addr())
-		log := newStatusLog()
-		c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{Transport: tr, OnConnectionStatus: log.record})
+		log := statuslog.New()
+		c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{Transport: tr, OnConnectionStatus: log.Record})
 		require.NoError(t, err)
 		require.NoError(t, c.SetMethodHandler("echo", echo))
 		connectErr := make(chan error, 1)
@@ -251,8 +240,8 @@ func TestCloseDuringConnect(t *testing.T) {
 		_, err = io.ReadAll(peer)
 		var ne net.Error
 		require.False(t, errors.As(err, &ne) && ne.Timeout(), "the client kept the socket open: %v", err)
-		log.waitFor(t, device.ConnectionStateClosed)
-		checkStatuses(t, log.all())
+		log.WaitFor(t, device.ConnectionStateClosed)
+		log.Check(t, "dev1")
 	})
 }
 
@@ -264,24 +253,24 @@ func TestRenewalWaitNoticesLoss(t *testing.T) {
 		hub := iothubtest.NewServer(t, nil)
 		cs := hub.AddDevice(t, "dev1")
 		logs := newLogCapture()
-		log := newStatusLog()
+		log := statuslog.New()
 		hold := newHolder()
 		defer hold.free()
 		// Renewal due 2-3 s after connecting, 57 s before expiry.
-		newClient(t, hub, cs, &device.ClientOptions{Transport: tr, OnConnectionStatus: log.record, Logger: slog.New(logs),
+		newClient(t, hub, cs, &device.ClientOptions{Transport: tr, OnConnectionStatus: log.Record, Logger: slog.New(logs),
 			SAS: auth.TokenOptions{TTL: time.Minute, RenewBefore: 57 * time.Second}}, func(c *device.Client) {
 			c.SetMethodHandler("hold", hold.handler)
 			c.SetMethodHandler("echo", echo)
 		})
-		log.waitFor(t, device.ConnectionStateConnected)
+		log.WaitFor(t, device.ConnectionStateConnected)
 		held := callAsync(hub, "dev1", "hold", "", 60)
 		hold.waitStarted(t)
 		waitUntil(t, "the renewal to wait for the handler", func() bool { return logs.has("renewing the SAS token by reconnecting") })
 
 		require.True(t, hub.DropConnection("dev1"))
-		s := log.waitFor(t, device.ConnectionStateConnecting)
+		s := log.WaitFor(t, device.ConnectionStateConnecting)
 		require.Error(t, s.Err, "the loss must carry a reason")
-		log.waitFor(t, device.ConnectionStateConnected)
+		log.WaitFor(t, device.ConnectionStateConnected)
 		r := call(t, hub, "dev1", "echo", `"during the wait"`)
 		require.Equal(t, 200, r.Status, "%+v", r)
 		hold.free()
@@ -328,12 +317,12 @@ func TestSharedIdentityNoReconnectStorm(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport.Transport) {
 		hub := iothubtest.NewServer(t, nil)
 		cs := hub.AddDevice(t, "dev1")
-		var logs [2]*statusLog
+		var logs [2]*statuslog.Log
 		for i := range logs {
-			logs[i] = newStatusLog()
+			logs[i] = statuslog.New()
 			// Default retry options: what two processes sharing a
 			// connection string would run with.
-			c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), OnConnectionStatus: logs[i].record})
+			c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), OnConnectionStatus: logs[i].Record})
 			require.NoError(t, err)
 			require.NoError(t, c.SetMethodHandler("echo", echo))
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -346,20 +335,20 @@ func TestSharedIdentityNoReconnectStorm(t *testing.T) {
 		<-time.After(window) // an observation window, not a wait for a condition
 		reconnects, reasons := 0, 0
 		for _, l := range logs {
-			l.mu.Lock()
-			for i, s := range l.s {
-				if l.at[i].After(start) && l.at[i].Before(start.Add(window)) && s.State == device.ConnectionStateConnected {
+			for _, s := range l.Between(start, start.Add(window)) {
+				if s.State == device.ConnectionStateConnected {
 					reconnects++
 				}
+			}
+			for _, s := range l.All() {
 				if s.State == device.ConnectionStateConnecting && s.Err != nil && strings.Contains(s.Err.Error(), "after it was established") {
 					reasons++
 				}
 			}
-			l.mu.Unlock()
 		}
 		t.Logf("%d reconnects in %v between the two clients", reconnects, window)
 		assert.LessOrEqual(t, reconnects, 12, "reconnects in %v", window)
-		assert.Positive(t, reasons, "no status said the connection ended soon after it started: %v %v", logs[0].all(), logs[1].all())
+		assert.Positive(t, reasons, "no status said the connection ended soon after it started: %v %v", logs[0].All(), logs[1].All())
 	})
 }
 
@@ -370,20 +359,20 @@ func TestAMQPPartialFailures(t *testing.T) {
 	onlyTransports(t, []string{"amqp", "amqp-ws"}, func(t *testing.T, tr transport.Transport) {
 		hub := iothubtest.NewServer(t, nil)
 		cs := hub.AddDevice(t, "dev1")
-		log := newStatusLog()
-		newClient(t, hub, cs, &device.ClientOptions{Transport: tr, OnConnectionStatus: log.record}, func(c *device.Client) {
+		log := statuslog.New()
+		newClient(t, hub, cs, &device.ClientOptions{Transport: tr, OnConnectionStatus: log.Record}, func(c *device.Client) {
 			c.SetMethodHandler("echo", echo)
 		})
-		log.waitFor(t, device.ConnectionStateConnected)
+		log.WaitFor(t, device.ConnectionStateConnected)
 		for _, fault := range []string{"response", "request", "session", "response"} {
 			if fault == "session" {
 				require.True(t, hub.EndSession("dev1"), "end the session")
 			} else {
 				require.True(t, hub.DetachMethodLink("dev1", fault), "detach the %s link", fault)
 			}
-			s := log.waitFor(t, device.ConnectionStateConnecting)
+			s := log.WaitFor(t, device.ConnectionStateConnecting)
 			require.Error(t, s.Err, "after the %s fault", fault)
-			log.waitFor(t, device.ConnectionStateConnected)
+			log.WaitFor(t, device.ConnectionStateConnected)
 			p := fmt.Sprintf(`"after %s"`, fault)
 			r := call(t, hub, "dev1", "echo", p)
 			require.Equal(t, 200, r.Status, "call after the %s fault: %+v", fault, r)

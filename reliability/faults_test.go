@@ -17,6 +17,7 @@ import (
 
 	"github.com/iothub-go/iothub/device"
 	"github.com/iothub-go/iothub/internal/faultproxy"
+	"github.com/iothub-go/iothub/internal/testutil/statuslog"
 	"github.com/iothub-go/iothub/service"
 )
 
@@ -125,7 +126,7 @@ func TestConnectionCutMidCall(t *testing.T) {
 		h := newHolder()
 		defer h.free()
 		d := f.connect(t, "dev1", tp, &devOptions{setup: func(c *device.Client) { c.SetMethodHandler("hold", h.handler) }})
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.WaitFor(t, device.ConnectionStateConnected)
 
 		call := f.invokeAsync("dev1", "hold", nil, 60*time.Second, 0)
 		h.wait(t)
@@ -136,7 +137,7 @@ func TestConnectionCutMidCall(t *testing.T) {
 		if !errors.Is(r.err, service.ErrDeviceNotOnline) {
 			t.Fatalf("call cut mid-way: %+v, %v; want 404103", r.res, r.err)
 		}
-		d.status.reconnected(t, "the cut")
+		d.status.Reconnected(t, "the cut")
 		h.free() // its answer belongs to a dead connection
 		f.recovered(t, d, "after cut")
 		if code, proto := f.lastCall("hold"); code != 404103 || proto != tp.name {
@@ -155,7 +156,7 @@ func TestHubRestart(t *testing.T) {
 		h := newHolder()
 		defer h.free()
 		d := f.connect(t, "dev1", tp, &devOptions{direct: true, setup: func(c *device.Client) { c.SetMethodHandler("hold", h.handler) }})
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.WaitFor(t, device.ConnectionStateConnected)
 
 		pending := f.invokeAsync("dev1", "hold", nil, 60*time.Second, 0)
 		h.wait(t)
@@ -168,7 +169,7 @@ func TestHubRestart(t *testing.T) {
 		} else if code := hubErrorCode(r.err); code != 0 && code != 404103 && code != 503001 {
 			t.Fatalf("call in flight at the restart: %v", r.err)
 		}
-		if s := d.status.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
+		if s := d.status.WaitFor(t, device.ConnectionStateConnecting); s.Err == nil {
 			t.Fatal("the status after the hub went gives no reason")
 		}
 		// While the hub is down a call fails promptly.
@@ -179,9 +180,9 @@ func TestHubRestart(t *testing.T) {
 			t.Fatal("a call succeeded while the hub was down")
 		}
 		// Let the client fail a few reconnects before the hub is back.
-		waitFor(t, "failed reconnect attempts", func() bool { return countLosses(d.status.snapshot()) >= 3 })
+		waitFor(t, "failed reconnect attempts", func() bool { return statuslog.CountLosses(d.status.All()) >= 3 })
 		f.start()
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.WaitFor(t, device.ConnectionStateConnected)
 		h.free()
 		if st := d.c.ConnectionState(); st != device.ConnectionStateConnected {
 			t.Fatalf("state %v", st)
@@ -198,7 +199,7 @@ func TestStallLongerThanKeepAlive(t *testing.T) {
 		f := newFixture(t, nil)
 		f.addDevice("dev1")
 		d := f.connect(t, "dev1", tp, &devOptions{keepAlive: 2 * time.Second})
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.WaitFor(t, device.ConnectionStateConnected)
 		time.Sleep(500 * time.Millisecond) // let the link settle (AMQP flow, MQTT acks)
 		if n := f.proxy.Stall(); n != 1 {
 			t.Fatalf("stalled %d connections", n)
@@ -212,7 +213,7 @@ func TestStallLongerThanKeepAlive(t *testing.T) {
 		if d.executions(`"into the void"`) != 0 {
 			t.Fatal("a request crossed the stalled link")
 		}
-		d.status.reconnected(t, "the stall")
+		d.status.Reconnected(t, "the stall")
 		f.recovered(t, d, "after stall")
 	})
 }
@@ -227,7 +228,7 @@ func TestTokenExpiryDuringCall(t *testing.T) {
 		h := newHolder()
 		defer h.free()
 		d := f.connect(t, "dev1", tp, &devOptions{setup: func(c *device.Client) { c.SetMethodHandler("hold", h.handler) }})
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.WaitFor(t, device.ConnectionStateConnected)
 		time.Sleep(1100 * time.Millisecond) // a new token then expires a second later
 
 		call := f.invokeAsync("dev1", "hold", nil, 60*time.Second, 0)
@@ -236,7 +237,7 @@ func TestTokenExpiryDuringCall(t *testing.T) {
 		if r := waitCall(t, call); !errors.Is(r.err, service.ErrDeviceNotOnline) {
 			t.Fatalf("call during token expiry: %+v, %v; want 404103", r.res, r.err)
 		}
-		d.status.reconnected(t, "the expiry")
+		d.status.Reconnected(t, "the expiry")
 		h.free()
 		f.recovered(t, d, "after expiry")
 	})
@@ -252,7 +253,7 @@ func TestHandlerSlowerThanResponseTimeout(t *testing.T) {
 		h := newHolder()
 		defer h.free()
 		d := f.connect(t, "dev1", tp, &devOptions{setup: func(c *device.Client) { c.SetMethodHandler("hold", h.handler) }})
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.WaitFor(t, device.ConnectionStateConnected)
 
 		call := f.invokeAsync("dev1", "hold", nil, 5*time.Second, 0)
 		h.wait(t)
@@ -271,7 +272,7 @@ func TestHandlerSlowerThanResponseTimeout(t *testing.T) {
 		}
 		f.engine().SetResponseFault(identity("dev1"), 0, false)
 		f.recovered(t, d, "after delays")
-		if losses := countLosses(d.status.snapshot()); losses != 0 {
+		if losses := statuslog.CountLosses(d.status.All()); losses != 0 {
 			t.Fatalf("the device lost its connection %d times over slow answers", losses)
 		}
 	})
@@ -285,7 +286,7 @@ func TestThrottlingStorm(t *testing.T) {
 		f := newFixture(t, &fixtureOptions{svcRetry: &policy.RetryOptions{MaxRetries: 2, RetryDelay: 5 * time.Millisecond, MaxRetryDelay: 20 * time.Millisecond}})
 		f.addDevice("dev1")
 		d := f.connect(t, "dev1", tp, nil)
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.WaitFor(t, device.ConnectionStateConnected)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 
@@ -361,7 +362,7 @@ func TestDeviceFlapping(t *testing.T) {
 		f := newFixture(t, nil)
 		f.addDevice("dev1")
 		d := f.connect(t, "dev1", tp, nil)
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.WaitFor(t, device.ConnectionStateConnected)
 
 		stop := make(chan struct{})
 		var flaps atomic.Int32
@@ -437,12 +438,12 @@ func TestDeviceFlapping(t *testing.T) {
 		if flaps.Load() < 3 || outcomes["answered"] == 0 {
 			t.Fatalf("the scenario did not exercise anything: %d flaps, outcomes %v", flaps.Load(), outcomes)
 		}
-		d.status.skip()
+		d.status.Skip()
 		f.waitOnline(t, "dev1")
 		waitFor(t, "the client to report connected", func() bool { return d.c.ConnectionState() == device.ConnectionStateConnected })
 		t.Cleanup(func() {
 			if t.Failed() {
-				t.Logf("statuses: %v", d.status.snapshot())
+				t.Logf("statuses: %v", d.status.All())
 				calls := f.engine().Calls()
 				t.Logf("last hub calls: %+v", calls[max(len(calls)-3, 0):])
 			}
@@ -460,7 +461,7 @@ func TestDeviceFlapping(t *testing.T) {
 		}
 		waitFor(t, "the client to report connected", func() bool { return d.c.ConnectionState() == device.ConnectionStateConnected })
 		waitFor(t, "exactly one proxied connection", func() bool { return f.proxy.Active() == 1 })
-		if countLosses(d.status.snapshot()) == 0 {
+		if statuslog.CountLosses(d.status.All()) == 0 {
 			t.Fatal("the connection-status callback never reported a loss")
 		}
 	})
@@ -481,7 +482,7 @@ func TestNoCallLostBeforeSubAck(t *testing.T) {
 			f := newFixture(t, nil)
 			f.addDevice("dev1")
 			d := f.connect(t, "dev1", tp, nil)
-			d.status.waitFor(t, device.ConnectionStateConnected)
+			d.status.WaitFor(t, device.ConnectionStateConnected)
 			for round := range 25 { // the window is narrow: many rounds make a lost call show
 				f.proxy.SetRefuse(true)
 				require.Equal(t, 1, f.proxy.Cut(), "round %d", round)
@@ -493,8 +494,8 @@ func TestNoCallLostBeforeSubAck(t *testing.T) {
 				// The call now waits at the hub for the device (its connect
 				// timeout); let two refused attempts pass so that it is
 				// surely there before the device gets back in.
-				n := countLosses(d.status.snapshot())
-				waitFor(t, "two refused attempts", func() bool { return countLosses(d.status.snapshot()) >= n+2 })
+				n := statuslog.CountLosses(d.status.All())
+				waitFor(t, "two refused attempts", func() bool { return statuslog.CountLosses(d.status.All()) >= n+2 })
 				f.proxy.SetRefuse(false)
 				r := waitCall(t, call)
 				require.NoError(t, r.err, "round %d: the call waiting for the device (ran %d times)", round, d.executions(p))
@@ -514,7 +515,7 @@ func TestSlowNetwork(t *testing.T) {
 		f := newFixture(t, nil)
 		f.addDevice("dev1")
 		d := f.connect(t, "dev1", tp, nil)
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.WaitFor(t, device.ConnectionStateConnected)
 		f.proxy.SetDelay(150 * time.Millisecond)
 		f.proxy.SetRate(64 * 1024)
 		p := `"` + strings.Repeat("s", 100*1024) + `"`
@@ -530,7 +531,7 @@ func TestSlowNetwork(t *testing.T) {
 		f.proxy.SetDelay(0)
 		f.proxy.SetRate(0)
 		f.recovered(t, d, "after slow network")
-		if losses := countLosses(d.status.snapshot()); losses != 0 {
+		if losses := statuslog.CountLosses(d.status.All()); losses != 0 {
 			t.Fatalf("the slow link cost %d reconnects", losses)
 		}
 	})
@@ -546,11 +547,11 @@ func TestHalfClosedConnection(t *testing.T) {
 				f := newFixture(t, nil)
 				f.addDevice("dev1")
 				d := f.connect(t, "dev1", tp, nil)
-				d.status.waitFor(t, device.ConnectionStateConnected)
+				d.status.WaitFor(t, device.ConnectionStateConnected)
 				if n := f.proxy.HalfClose(dir); n != 1 {
 					t.Fatalf("half-closed %d connections", n)
 				}
-				d.status.reconnected(t, "the half-close")
+				d.status.Reconnected(t, "the half-close")
 				f.recovered(t, d, "after half-close")
 			})
 		}
@@ -565,10 +566,10 @@ func TestReconnectRefused(t *testing.T) {
 		f := newFixture(t, nil)
 		f.addDevice("dev1")
 		d := f.connect(t, "dev1", tp, nil)
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.WaitFor(t, device.ConnectionStateConnected)
 		f.proxy.SetRefuse(true)
 		f.proxy.Cut()
-		waitFor(t, "refused reconnect attempts", func() bool { return countLosses(d.status.snapshot()) >= 4 })
+		waitFor(t, "refused reconnect attempts", func() bool { return statuslog.CountLosses(d.status.All()) >= 4 })
 		if st := d.c.ConnectionState(); st != device.ConnectionStateConnecting {
 			t.Fatalf("state %v while the hub refuses connections", st)
 		}
@@ -579,7 +580,7 @@ func TestReconnectRefused(t *testing.T) {
 			t.Fatalf("call while the device cannot connect: %v; want 404103", err)
 		}
 		f.proxy.SetRefuse(false)
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.WaitFor(t, device.ConnectionStateConnected)
 		f.recovered(t, d, "after refusals")
 	})
 }
@@ -606,7 +607,7 @@ func TestAnswersRacingConnectionLoss(t *testing.T) {
 			})
 		}})
 		for round := range 10 {
-			d.status.waitFor(t, device.ConnectionStateConnected)
+			d.status.WaitFor(t, device.ConnectionStateConnected)
 			f.waitOnline(t, "dev1")
 			var calls []<-chan callResult
 			for range 8 {
@@ -656,19 +657,19 @@ func TestX509UnderFaults(t *testing.T) {
 				f := newFixture(t, nil)
 				cert := f.addX509Device("x509dev", caSigned)
 				d := f.connect(t, "x509dev", tp, &devOptions{cert: cert})
-				d.status.waitFor(t, device.ConnectionStateConnected)
+				d.status.WaitFor(t, device.ConnectionStateConnected)
 				f.mustEcho(t, d, "before the cut")
 				if n := f.proxy.Cut(); n != 1 {
 					t.Fatalf("cut %d connections", n)
 				}
-				d.status.reconnected(t, "the cut")
+				d.status.Reconnected(t, "the cut")
 				f.recovered(t, d, "after the cut")
 				// The hub restarts; the registry (thumbprint or trusted CA)
 				// comes back with it, and the client reconnects by itself.
 				f.stop()
-				d.status.waitFor(t, device.ConnectionStateConnecting)
+				d.status.WaitFor(t, device.ConnectionStateConnecting)
 				f.start()
-				d.status.waitFor(t, device.ConnectionStateConnected)
+				d.status.WaitFor(t, device.ConnectionStateConnected)
 				f.recovered(t, d, "after the hub restart")
 			})
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/iothub-go/iothub/internal/hub"
 	"github.com/iothub-go/iothub/internal/hub/engine"
 	"github.com/iothub-go/iothub/internal/pki"
+	"github.com/iothub-go/iothub/internal/testutil/statuslog"
 	"github.com/iothub-go/iothub/service"
 	"github.com/iothub-go/iothub/transport"
 	"github.com/iothub-go/iothub/transport/amqp"
@@ -382,7 +383,7 @@ func (f *fixture) waitOnline(t testing.TB, id string) {
 type dev struct {
 	id     string
 	c      *device.Client
-	status *statusLog
+	status *statuslog.Log
 
 	mu   sync.Mutex
 	runs map[string]int // request payload → executions
@@ -405,12 +406,12 @@ func (f *fixture) connect(t testing.TB, id string, tp tport, o *devOptions) *dev
 	if o == nil {
 		o = &devOptions{}
 	}
-	d := &dev{id: id, status: newStatusLog(), runs: map[string]int{}}
+	d := &dev{id: id, status: statuslog.New(), runs: map[string]int{}}
 	opts := &device.ClientOptions{
 		Transport:          tp.newT(o.keepAlive),
 		TLSConfig:          f.tlsConfig(),
 		Retry:              fastRetry,
-		OnConnectionStatus: d.status.record,
+		OnConnectionStatus: d.status.Record,
 	}
 	if o.opts != nil {
 		o.opts(opts)
@@ -455,7 +456,7 @@ func (d *dev) close(t testing.TB) {
 	if err := d.c.Close(ctx); err != nil {
 		t.Errorf("%s: Close: %v", d.id, err)
 	}
-	d.status.checkSequence(t, d.id)
+	d.status.Check(t, d.id)
 }
 
 // executions returns how often the echo handler ran with payload p.
@@ -463,111 +464,6 @@ func (d *dev) executions(p string) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.runs[p]
-}
-
-// statusLog records a client's connection statuses.
-type statusLog struct {
-	mu   sync.Mutex
-	all  []device.ConnectionStatus
-	read int // statuses consumed by waitFor
-	wake chan struct{}
-}
-
-func newStatusLog() *statusLog { return &statusLog{wake: make(chan struct{}, 1)} }
-
-func (l *statusLog) record(s device.ConnectionStatus) {
-	l.mu.Lock()
-	l.all = append(l.all, s)
-	l.mu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (l *statusLog) snapshot() []device.ConnectionStatus {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]device.ConnectionStatus(nil), l.all...)
-}
-
-// waitFor consumes statuses until one in state st arrives and returns it.
-func (l *statusLog) waitFor(t testing.TB, st device.ConnectionState) device.ConnectionStatus {
-	t.Helper()
-	timeout := time.NewTimer(90 * time.Second)
-	defer timeout.Stop()
-	for {
-		l.mu.Lock()
-		for l.read < len(l.all) {
-			s := l.all[l.read]
-			l.read++
-			if s.State == st {
-				l.mu.Unlock()
-				return s
-			}
-		}
-		l.mu.Unlock()
-		select {
-		case <-l.wake:
-		case <-timeout.C:
-			t.Fatalf("no %v status within 90 s; statuses so far: %v", st, l.snapshot())
-		}
-	}
-}
-
-// skip marks every status so far as consumed.
-// reconnected waits for the client to report that it lost the connection
-// (with a reason) after what, and then that it is connected again.
-func (l *statusLog) reconnected(t testing.TB, what string) {
-	t.Helper()
-	if s := l.waitFor(t, device.ConnectionStateConnecting); s.Err == nil {
-		t.Fatalf("the status after %s gives no reason", what)
-	}
-	l.waitFor(t, device.ConnectionStateConnected)
-}
-
-func (l *statusLog) skip() {
-	l.mu.Lock()
-	l.read = len(l.all)
-	l.mu.Unlock()
-}
-
-// checkSequence checks that the statuses told a consistent story: the
-// client started connecting, never reported connected twice without a
-// loss in between, said why it lost a connection, and ended closed.
-func (l *statusLog) checkSequence(t testing.TB, who string) {
-	t.Helper()
-	all := l.snapshot()
-	if len(all) == 0 {
-		t.Errorf("%s: no status reported", who)
-		return
-	}
-	if all[0].State != device.ConnectionStateConnecting {
-		t.Errorf("%s: first status %v, want connecting", who, all[0].State)
-	}
-	if last := all[len(all)-1]; last.State != device.ConnectionStateClosed {
-		t.Errorf("%s: last status %v, want closed", who, last.State)
-	}
-	for i := 1; i < len(all); i++ {
-		prev, cur := all[i-1], all[i]
-		if prev.State == device.ConnectionStateConnected && cur.State == device.ConnectionStateConnected {
-			t.Errorf("%s: connected reported twice in a row (status %d)", who, i)
-		}
-		if prev.State == device.ConnectionStateClosed {
-			t.Errorf("%s: status %v after closed", who, cur.State)
-		}
-	}
-}
-
-// countLosses returns the statuses that report a lost or failed connection.
-func countLosses(all []device.ConnectionStatus) int {
-	n := 0
-	for _, s := range all {
-		if s.State == device.ConnectionStateConnecting && s.Err != nil {
-			n++
-		}
-	}
-	return n
 }
 
 // waitFor polls cond until it holds, with a generous deadline.

@@ -57,7 +57,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 			o.Logger = logger
 			o.SAS = auth.TokenOptions{TTL: 2 * time.Second}
 		}})
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.WaitFor(t, device.ConnectionStateConnected)
 		p := fmt.Sprintf(`{"secret":%q}`, canary)
 		if r, err := f.invoke(ctx, id, "echo", json.RawMessage(p), 10*time.Second, 5*time.Second); err != nil || string(r.Payload) != p {
 			t.Fatalf("%s: echo: %v", id, err)

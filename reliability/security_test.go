@@ -343,14 +343,14 @@ func TestDeviceTokensRefused(t *testing.T) {
 		// Rotating the keys drops the live connection; the old key is
 		// refused from then on, and the client reports that it gave up.
 		d := f.connect(t, "devA", tp, nil)
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.WaitFor(t, device.ConnectionStateConnected)
 		oldTok := sign(idA.Resource(), "", keyA, hour)
 		newKey := engine.NewKey()
 		if _, herr := f.engine().PutDevice("devA", engine.Device{Authentication: engine.Authentication{Type: engine.AuthSAS,
 			SymmetricKey: engine.SymmetricKey{PrimaryKey: &newKey, SecondaryKey: &newKey}}}, "*"); herr != nil {
 			t.Fatal(herr)
 		}
-		if s := d.status.waitFor(t, device.ConnectionStateDisconnected); !errors.Is(s.Err, transport.ErrNotAuthorized) {
+		if s := d.status.WaitFor(t, device.ConnectionStateDisconnected); !errors.Is(s.Err, transport.ErrNotAuthorized) {
 			t.Fatalf("after the key rotation the client reported %v", s.Err)
 		}
 		if err := f.dialWith(tp, idA, oldTok); !errors.Is(err, transport.ErrNotAuthorized) {
@@ -370,7 +370,7 @@ func TestServiceTokensRefused(t *testing.T) {
 	f := newFixture(t, nil)
 	f.addDevice("dev1")
 	d := f.connect(t, "dev1", transports[0], nil)
-	d.status.waitFor(t, device.ConnectionStateConnected)
+	d.status.WaitFor(t, device.ConnectionStateConnected)
 	hour := time.Now().Add(time.Hour)
 	sign := func(resource, keyName, key string, exp time.Time) string {
 		s, err := auth.SignSAS(resource, keyName, key, exp)
@@ -442,7 +442,7 @@ func TestDisabledDevice(t *testing.T) {
 		f := newFixture(t, nil)
 		key := f.addDevice("dev1")
 		d := f.connect(t, "dev1", tp, nil)
-		d.status.waitFor(t, device.ConnectionStateConnected)
+		d.status.WaitFor(t, device.ConnectionStateConnected)
 		setStatus := func(status string) {
 			k := key
 			if _, herr := f.engine().PutDevice("dev1", engine.Device{Status: status, Authentication: engine.Authentication{Type: engine.AuthSAS,
@@ -451,7 +451,7 @@ func TestDisabledDevice(t *testing.T) {
 			}
 		}
 		setStatus("disabled")
-		if s := d.status.waitFor(t, device.ConnectionStateDisconnected); !errors.Is(s.Err, transport.ErrNotAuthorized) {
+		if s := d.status.WaitFor(t, device.ConnectionStateDisconnected); !errors.Is(s.Err, transport.ErrNotAuthorized) {
 			t.Fatalf("disabled device's client reported %v", s.Err)
 		}
 		tok, _ := auth.SignSAS(identity("dev1").Resource(), "", key, time.Now().Add(time.Hour))

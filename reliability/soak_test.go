@@ -18,6 +18,7 @@ import (
 
 	"github.com/iothub-go/iothub/device"
 	"github.com/iothub-go/iothub/internal/faultproxy"
+	"github.com/iothub-go/iothub/internal/testutil/statuslog"
 	"github.com/iothub-go/iothub/service"
 )
 
@@ -44,7 +45,7 @@ func soakConfig(t *testing.T) (time.Duration, int) {
 type soakDevice struct {
 	id        string
 	c         *device.Client
-	status    *statusLog
+	status    *statuslog.Log
 	connected atomic.Int64 // unix nanos of the last connected status
 }
 
@@ -74,7 +75,7 @@ func TestSoak(t *testing.T) {
 	for i := range devs {
 		id := fmt.Sprintf("soak%04d", i)
 		f.addDevice(id)
-		devs[i] = &soakDevice{id: id, status: newStatusLog()}
+		devs[i] = &soakDevice{id: id, status: statuslog.New()}
 	}
 
 	// Connect everyone, 32 at a time.
@@ -95,7 +96,7 @@ func TestSoak(t *testing.T) {
 					if s.State == device.ConnectionStateConnected {
 						d.connected.Store(time.Now().UnixNano())
 					}
-					d.status.record(s)
+					d.status.Record(s)
 				},
 			})
 			if err != nil {
@@ -134,7 +135,7 @@ func TestSoak(t *testing.T) {
 				if err := d.c.Close(ctx); err != nil {
 					t.Errorf("%s: Close: %v", d.id, err)
 				}
-				d.status.checkSequence(t, d.id)
+				d.status.Check(t, d.id)
 			}()
 		}
 		cw.Wait()
@@ -311,7 +312,7 @@ func TestSoak(t *testing.T) {
 	defer cancel()
 	for _, d := range devs {
 		if err := f.engine().WaitOnline(ctx, identity(d.id)); err != nil {
-			t.Fatalf("%s is not back online: %v (client state %v; statuses %v)", d.id, err, d.c.ConnectionState(), d.status.snapshot())
+			t.Fatalf("%s is not back online: %v (client state %v; statuses %v)", d.id, err, d.c.ConnectionState(), d.status.All())
 		}
 	}
 	waitFor(t, "every client to report connected", func() bool {
@@ -348,7 +349,7 @@ func TestSoak(t *testing.T) {
 	}
 	losses := 0
 	for _, d := range devs {
-		losses += countLosses(d.status.snapshot())
+		losses += statuslog.CountLosses(d.status.All())
 	}
 	t.Logf("soak: every device answered after the faults; the status callbacks reported %d losses", losses)
 }
