@@ -439,6 +439,20 @@ func (p *countingTokens) last() auth.Token {
 	return p.issued[len(p.issued)-1]
 }
 
+// connectWithTokens connects a client with an echo handler for id, which
+// takes its SAS tokens from tokens; it is closed at the end of the test.
+// onStatus may be nil.
+func connectWithTokens(t *testing.T, hub *iothubtest.Server, tr transport.Transport, id auth.Identity, tokens auth.TokenProvider, onStatus func(device.ConnectionStatus)) *device.Client {
+	t.Helper()
+	c, err := device.NewClient(id, tokens, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), Retry: fastRetry,
+		GatewayHostName: hub.Addr(), OnConnectionStatus: onStatus})
+	require.NoError(t, err)
+	require.NoError(t, c.SetMethodHandler("echo", echo))
+	require.NoError(t, c.Connect(context.Background()))
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
 // waitUntil polls cond until it holds, failing the test after a minute.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -454,12 +468,7 @@ func TestTokenRenewal(t *testing.T) {
 		cs := hub.AddDevice(t, "dev1")
 		tokens, id := newCountingTokens(t, cs, authTTL(2*time.Second))
 		log := statuslog.New()
-		c, err := device.NewClient(id, tokens, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), Retry: fastRetry,
-			GatewayHostName: hub.Addr(), OnConnectionStatus: log.Record})
-		require.NoError(t, err)
-		require.NoError(t, c.SetMethodHandler("echo", echo))
-		require.NoError(t, c.Connect(context.Background()))
-		t.Cleanup(func() { c.Close(context.Background()) })
+		c := connectWithTokens(t, hub, tr, id, tokens, log.Record)
 		for i := 1; i <= 3; i++ {
 			n := tokens.count()
 			waitUntil(t, "a renewal", func() bool { return tokens.count() > n })
@@ -494,12 +503,7 @@ func TestForcedTokenExpiry(t *testing.T) {
 		cs := hub.AddDevice(t, "dev1")
 		tokens, id := newCountingTokens(t, cs, auth.TokenOptions{})
 		log := statuslog.New()
-		c, err := device.NewClient(id, tokens, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), Retry: fastRetry,
-			GatewayHostName: hub.Addr(), OnConnectionStatus: log.Record})
-		require.NoError(t, err)
-		require.NoError(t, c.SetMethodHandler("echo", echo))
-		require.NoError(t, c.Connect(context.Background()))
-		t.Cleanup(func() { c.Close(context.Background()) })
+		connectWithTokens(t, hub, tr, id, tokens, log.Record)
 		log.WaitFor(t, device.ConnectionStateConnected)
 		// Tokens expire on whole seconds: a newly minted one must expire
 		// later than the one revoked.

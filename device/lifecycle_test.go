@@ -487,11 +487,7 @@ func TestOverdueTokenNoTightLoop(t *testing.T) {
 		cs := hub.AddDevice(t, "dev1")
 		ct, id := newCountingTokens(t, cs, auth.TokenOptions{})
 		tokens := &dueTokens{countingTokens: ct}
-		c, err := device.NewClient(id, tokens, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), Retry: fastRetry, GatewayHostName: hub.Addr()})
-		require.NoError(t, err)
-		require.NoError(t, c.SetMethodHandler("echo", echo))
-		require.NoError(t, c.Connect(context.Background()))
-		t.Cleanup(func() { c.Close(context.Background()) })
+		c := connectWithTokens(t, hub, tr, id, tokens, nil)
 		waitUntil(t, "three renewals", func() bool { return tokens.calls.Load() >= 4 })
 		elapsed := time.Since(time.Unix(0, tokens.first.Load()))
 		// At least a second between renewals of an overdue token: three
@@ -532,11 +528,7 @@ func TestRenewalTimeLimit(t *testing.T) {
 		cs := hub.AddDevice(t, "dev1")
 		ct, id := newCountingTokens(t, cs, auth.TokenOptions{TTL: time.Minute, RenewBefore: 57 * time.Second})
 		tokens := &stuckTokens{countingTokens: ct, stuck: make(chan struct{}), gaveUp: make(chan error, 1)}
-		c, err := device.NewClient(id, tokens, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), Retry: fastRetry, GatewayHostName: hub.Addr()})
-		require.NoError(t, err)
-		require.NoError(t, c.SetMethodHandler("echo", echo))
-		require.NoError(t, c.Connect(context.Background()))
-		t.Cleanup(func() { c.Close(context.Background()) })
+		c := connectWithTokens(t, hub, tr, id, tokens, nil)
 		select {
 		case <-tokens.stuck:
 		case <-time.After(time.Minute):
