@@ -16,7 +16,12 @@ const MaxPayload = 128 * 1024
 var ErrPayloadTooLarge = errors.New("iothub: method payload exceeds 128 KB")
 
 // MethodRequest is one direct method call: its name, the hub's request id
-// and the caller's raw JSON payload (empty when the caller sent null).
+// and the caller's raw JSON payload. Payload holds "null" when the caller
+// sent JSON null (the service client's nil Payload) and is empty when the
+// caller's request had no payload at all (the Azure portal and the az CLI
+// send none). A handler that decodes the payload should accept both; the
+// official Node device SDK answers 400 to an empty payload, this one
+// leaves the choice to the handler.
 type MethodRequest = transport.MethodRequest
 
 // MethodResponse is a handler's answer: any integer status (data for the

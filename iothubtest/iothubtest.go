@@ -327,7 +327,9 @@ type MethodCall struct {
 	DeviceID string
 	ModuleID string // "" for a device method
 	Method   string
-	Payload  json.RawMessage // the request payload; nil for null
+	// Payload is the request payload's JSON text ("null" for JSON null);
+	// nil when the request had no payload member.
+	Payload json.RawMessage
 	// Status is the device's status; 0 when the call failed at the hub.
 	Status int
 	// ErrorCode is the hub's error code (e.g. 404103, 504101); 0 on success.

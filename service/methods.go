@@ -44,8 +44,10 @@ type CloudToDeviceMethod struct {
 	MethodName string
 	// Payload is the request payload, encoded with encoding/json (so a
 	// []byte becomes a base64 string); a json.RawMessage is checked and
-	// sent verbatim; nil sends JSON null, which the device receives as an
-	// empty payload. Its JSON text may be at most MaxPayloadSize bytes.
+	// sent verbatim. nil (and an empty json.RawMessage) sends
+	// "payload":null, as .NET's CloudToDeviceMethod does when no payload is
+	// set, and the device receives the four bytes null. Its JSON text may
+	// be at most MaxPayloadSize bytes.
 	Payload any
 	// ResponseTimeout is how long the hub waits for the device's answer
 	// before failing with 504101 GatewayTimeout. Zero means 30 s; otherwise

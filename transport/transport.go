@@ -103,8 +103,11 @@ type MethodRequest struct {
 	Name string
 	// RequestID is the hub's id for this call; the answer must carry it.
 	RequestID string
-	// Payload is the caller's JSON payload, byte for byte; empty when the
-	// caller sent null or nothing.
+	// Payload is the JSON text of the caller's payload, byte for byte. A
+	// caller that sent JSON null gives the four bytes "null" (the Go and
+	// .NET service clients send null when no payload is set); a caller that
+	// sent no payload member at all, as the Azure portal and the az CLI do,
+	// gives an empty Payload.
 	Payload json.RawMessage
 }
 

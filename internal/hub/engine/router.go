@@ -49,8 +49,9 @@ type Session struct {
 // MethodCall is one direct method invocation.
 type MethodCall struct {
 	Name string
-	// Payload is the JSON payload; nil when the caller sent null or none,
-	// and the device then receives an empty body.
+	// Payload is the JSON text of the caller's payload, byte for byte
+	// ("null" for JSON null); nil when the caller's request had no payload
+	// member, and the device then receives an empty body.
 	Payload         []byte
 	ResponseTimeout time.Duration
 	ConnectTimeout  time.Duration

@@ -126,8 +126,17 @@ func parseTimeout(raw json.RawMessage, def, min, max int, msg string) (int, *eng
 //     400004 ArgumentInvalid;
 //   - payload larger than engine.MaxPayload: 413001 MessageTooLarge.
 //
-// The payload is forwarded as the exact bytes the client wrote; null or
-// absent gives a nil Payload (the device receives an empty body).
+// The payload is forwarded as the exact bytes the client wrote, JSON null
+// included (the device receives the four bytes "null"); an absent payload
+// member gives a nil Payload, and the device receives an empty body.
+//
+// Why null is not "no payload": the official SDKs' end-to-end tests send
+// payload null to the real service and expect the device to receive JSON
+// null (the Node device SDK JSON.parses every non-empty body and answers
+// 400 to an empty one), while the portal and the az CLI omit the member and
+// devices then receive an empty body, which the C SDK (azure-iot-sdk-c PR
+// #2097) and the Python SDK (azure-iot-sdk-python #761) had to accept.
+// See docs/hub-fidelity.md.
 func parseMethodRequest(body []byte) (engine.MethodCall, *engine.Error) {
 	var req methodRequestWire
 	if herr := decodeObject(body, &req); herr != nil {
@@ -154,7 +163,7 @@ func parseMethodRequest(body []byte) (engine.MethodCall, *engine.Error) {
 		return engine.MethodCall{}, herr
 	}
 	var payload []byte
-	if !isNull(req.Payload) {
+	if len(req.Payload) > 0 {
 		// [inf] The documented limit is 128 KB; the HTTP status for going
 		// over it is not documented, so we answer 413 MessageTooLarge,
 		// the code IoT Hub uses for oversized messages elsewhere. The size

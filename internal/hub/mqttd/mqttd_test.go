@@ -55,7 +55,7 @@ func TestMethodRoundTrip(t *testing.T) {
 	}
 	roundTrip(t, f, d, "dev1")
 
-	// A null payload reaches the device as an empty body; an empty
+	// A call without a payload reaches the device as an empty body; an empty
 	// response body comes back empty.
 	call := f.invoke("dev1", "ping", nil, 0)
 	m := d.next(t)
