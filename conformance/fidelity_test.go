@@ -4,11 +4,13 @@ package conformance
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -108,4 +110,32 @@ func TestFidelityPayloads(t *testing.T) {
 			t.Fatalf("body %s; want the Node device's 400 answer to an empty body", r.body)
 		}
 	})
+}
+
+// TestFidelityTLSChain checks the chain the hub presents (issue 15, point
+// 5): a Node device that does not trust the hub's CA fails as it would
+// against IoT Hub, for an unknown issuer, and not because the hub sent a
+// self-signed root.
+func TestFidelityTLSChain(t *testing.T) {
+	h := startHub(t, "dev-untrusting")
+	for _, tr := range []string{"mqtt", "mqttws"} {
+		t.Run(tr, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "node", "device.js")
+			cmd.Env = append(os.Environ(), "DEVICE_CS="+h.deviceCS["dev-untrusting"], "TRANSPORT="+tr, "CA_FILE=")
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("device.js connected without trusting the hub's CA:\n%s", out)
+			}
+			s := string(out)
+			if strings.Contains(s, "self-signed certificate in certificate chain") || strings.Contains(s, "SELF_SIGNED_CERT_IN_CHAIN") {
+				t.Fatalf("the hub sent its root: %s", s)
+			}
+			t.Logf("device.js: %s", s)
+			if !strings.Contains(s, "unable to get local issuer certificate") {
+				t.Fatalf("device.js output %q; want Node's unknown-issuer error", s)
+			}
+		})
+	}
 }

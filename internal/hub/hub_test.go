@@ -1,9 +1,12 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -238,5 +241,40 @@ func TestTLSRequired(t *testing.T) {
 	b, _ := io.ReadAll(c)
 	if !strings.HasPrefix(string(b), "HTTP/1.1 400") {
 		t.Fatalf("garbage got %q, want an HTTP 400", b)
+	}
+}
+
+// TestServerChainHasNoRoot checks that the hub presents its chain as IoT
+// Hub and other public servers do: the leaf and its issuing CA, without
+// the root. A client that does not trust the root then fails with an
+// unknown issuer, not with a self-signed certificate in the chain.
+func TestServerChainHasNoRoot(t *testing.T) {
+	h := startHub(t)
+	c, err := tls.Dial("tcp", h.Addrs()[0].String(), clientTLS(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	chain := c.ConnectionState().PeerCertificates
+	if len(chain) != 2 {
+		t.Fatalf("the hub presented %d certificates, want the leaf and its issuing CA", len(chain))
+	}
+	for i, cert := range chain {
+		if err := cert.CheckSignatureFrom(cert); err == nil || bytes.Equal(cert.RawIssuer, cert.RawSubject) {
+			t.Fatalf("certificate %d (%s) is self-signed: a root in the chain", i, cert.Subject)
+		}
+		if cert.Equal(h.CA.Cert) {
+			t.Fatalf("certificate %d is the hub's root CA", i)
+		}
+	}
+	if !chain[1].IsCA || chain[1].CheckSignatureFrom(h.CA.Cert) != nil || chain[0].CheckSignatureFrom(chain[1]) != nil {
+		t.Fatalf("chain %s <- %s is not leaf <- issuing CA <- root", chain[0].Subject, chain[1].Subject)
+	}
+
+	// Without the root, verification fails for an unknown authority.
+	_, err = tls.Dial("tcp", h.Addrs()[0].String(), &tls.Config{ServerName: "localhost", MinVersion: tls.VersionTLS12})
+	var unknown x509.UnknownAuthorityError
+	if !errors.As(err, &unknown) {
+		t.Fatalf("dial without the root: %v, want x509.UnknownAuthorityError", err)
 	}
 }

@@ -94,8 +94,51 @@ func (ca *CA) Pool() *x509.CertPool {
 }
 
 // IssueServer issues a TLS server certificate for the given DNS names and IP
-// addresses, valid for a year.
+// addresses, valid for a year, under a fresh issuing CA that ca signs. The
+// chain it returns is what a public server such as IoT Hub presents: the
+// leaf and the issuing CA, never the root. A client that trusts ca (the CA
+// file users are given) verifies it; a client that does not fails the way
+// it fails against the real service, with an unknown issuer
+// (UNABLE_TO_GET_ISSUER_CERT_LOCALLY in Node, "certificate signed by unknown
+// authority" in Go), not with a self-signed certificate in the chain.
 func (ca *CA) IssueServer(hosts ...string) (tls.Certificate, error) {
+	issuing, err := ca.newIntermediate(ca.Cert.Subject.CommonName + " TLS issuing CA")
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return issuing.issueServer(hosts...)
+}
+
+// newIntermediate returns a CA signed by ca, valid as long as ca is.
+func (ca *CA) newIntermediate(name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: name, Organization: ca.Cert.Subject.Organization},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              ca.Cert.NotAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, Key: key}, nil
+}
+
+// issueServer issues a server leaf signed directly by ca; the chain is the
+// leaf and ca's certificate.
+func (ca *CA) issueServer(hosts ...string) (tls.Certificate, error) {
 	tmpl := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: hosts[0]},
 		KeyUsage:    x509.KeyUsageDigitalSignature,
@@ -108,7 +151,11 @@ func (ca *CA) IssueServer(hosts ...string) (tls.Certificate, error) {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	return ca.issue(tmpl, 365*24*time.Hour)
+	validFor := 365 * 24 * time.Hour
+	if left := time.Until(ca.Cert.NotAfter); left < validFor {
+		validFor = left
+	}
+	return ca.issue(tmpl, validFor)
 }
 
 // IssueClient issues a client-authentication certificate whose common name is
