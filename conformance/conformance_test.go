@@ -150,8 +150,9 @@ func devicePeer(t *testing.T, h *hubProc, deviceID, transport string, env ...str
 	}
 	var log bytes.Buffer
 	var logMu sync.Mutex
-	ready := make(chan struct{})
+	ready, exited := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(exited)
 		sc := bufio.NewScanner(stdout)
 		once := sync.Once{}
 		for sc.Scan() {
@@ -174,6 +175,10 @@ func devicePeer(t *testing.T, h *hubProc, deviceID, transport string, env ...str
 	})
 	select {
 	case <-ready:
+	case <-exited:
+		logMu.Lock()
+		defer logMu.Unlock()
+		t.Fatalf("device.js %s ended before READY; output:\n%s%s", transport, log.String(), stderr.String())
 	case <-time.After(30 * time.Second):
 		logMu.Lock()
 		defer logMu.Unlock()

@@ -9,6 +9,8 @@
 //               audience and the MQTT username prefix.
 //   TRANSPORT   mqtt | mqttws | amqp | amqpws   (default mqtt)
 //   CA_FILE     optional PEM file trusted for the server certificate
+//   CERT_FILE, KEY_FILE  optional PEM device certificate (with its chain) and key, for a
+//               connection string with x509=true (X.509 self-signed or CA-signed devices)
 //   METHOD      method name to register (default reboot)
 //   RETRY       set to 1 to keep the SDK's default retry policy (default: no retries,
 //               so that a missing or refusing server fails fast and cleanly)
@@ -86,10 +88,18 @@ process.on('SIGINT', () => shutdown(0));
 process.on('SIGTERM', () => shutdown(0));
 
 async function main() {
+  // One setOptions call: a second one replaces the transport's TLS options.
+  const options = {};
   if (caFile) {
     // azure-iot-device reads options.ca as a file path (falls back to treating it as PEM text).
-    await client.setOptions({ ca: caFile });
+    options.ca = caFile;
   }
+  if (process.env.CERT_FILE) {
+    const fs = require('fs');
+    options.cert = fs.readFileSync(process.env.CERT_FILE, 'utf8');
+    options.key = fs.readFileSync(process.env.KEY_FILE, 'utf8');
+  }
+  if (Object.keys(options).length > 0) await client.setOptions(options);
   console.log('CONNECTING transport=' + transportName);
   await client.open();
   console.log('CONNECTED');

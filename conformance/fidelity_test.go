@@ -7,15 +7,18 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/pki"
 )
 
 // rawResponse is an HTTP answer of the hub as it came off the wire.
@@ -120,15 +123,7 @@ func TestFidelityTLSChain(t *testing.T) {
 	h := startHub(t, "dev-untrusting")
 	for _, tr := range []string{"mqtt", "mqttws"} {
 		t.Run(tr, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, "node", "device.js")
-			cmd.Env = append(os.Environ(), "DEVICE_CS="+h.deviceCS["dev-untrusting"], "TRANSPORT="+tr, "CA_FILE=")
-			out, err := cmd.CombinedOutput()
-			if err == nil {
-				t.Fatalf("device.js connected without trusting the hub's CA:\n%s", out)
-			}
-			s := string(out)
+			s := deviceFails(t, "DEVICE_CS="+h.deviceCS["dev-untrusting"], "TRANSPORT="+tr, "CA_FILE=")
 			if strings.Contains(s, "self-signed certificate in certificate chain") || strings.Contains(s, "SELF_SIGNED_CERT_IN_CHAIN") {
 				t.Fatalf("the hub sent its root: %s", s)
 			}
@@ -138,4 +133,97 @@ func TestFidelityTLSChain(t *testing.T) {
 			}
 		})
 	}
+}
+
+// deviceFails runs device.js with env, expects it to fail to connect, and
+// returns its output.
+func deviceFails(t *testing.T, env ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "device.js")
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err == nil || strings.Contains(string(out), "READY") {
+		t.Fatalf("device.js connected (%v):\n%s", err, out)
+	}
+	return string(out)
+}
+
+// writeDeviceCert writes a certificate for deviceID, issued by ca, and its
+// key as PEM files, and returns their paths.
+func writeDeviceCert(t *testing.T, ca *pki.CA, deviceID string) (certFile, keyFile string) {
+	t.Helper()
+	cert, err := ca.IssueClient(deviceID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var certPEM []byte
+	for _, der := range cert.Certificate {
+		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, deviceID+".pem"), filepath.Join(dir, deviceID+".key")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestFidelityDeviceCA checks `iothub hub --device-ca` (issue 15, point 4):
+// a Node device whose certificate a trusted CA signed connects with
+// x509=true and answers a method; under a hub that does not trust its CA it
+// is refused.
+func TestFidelityDeviceCA(t *testing.T) {
+	ca, err := pki.NewCA("conformance fleet CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "fleet-ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := writeDeviceCert(t, ca, "dev-ca")
+	const deviceCS = "HostName=localhost;DeviceId=dev-ca;x509=true"
+	register := func(t *testing.T, h *hubProc) {
+		t.Helper()
+		r := rawService(t, h, "PUT", "/devices/dev-ca", `{"deviceId":"dev-ca","authentication":{"type":"certificateAuthority"}}`, nil)
+		if r.status != 200 {
+			t.Fatalf("create dev-ca: %d %s", r.status, r.body)
+		}
+	}
+
+	t.Run("trusted CA", func(t *testing.T) {
+		h := startHubWith(t, []string{"--device-ca", caFile})
+		if !strings.Contains(h.stderrDump.String(), `trusting device CA "CN=conformance fleet CA`) {
+			t.Errorf("the hub did not print the trusted CA's subject; log:\n%s", h.stderrDump.String())
+		}
+		register(t, h)
+		h.deviceCS["dev-ca"] = deviceCS
+		for _, tr := range []string{"mqtt", "amqp"} {
+			t.Run(tr, func(t *testing.T) {
+				devicePeer(t, h, "dev-ca", tr, "CERT_FILE="+certFile, "KEY_FILE="+keyFile)
+				res, code := invoke(t, h, "dev-ca", `{"x509":"ca"}`)
+				if code != 0 {
+					t.Fatalf("invoke exit %d: %v", code, mustJSON(res))
+				}
+				if got, want := mustJSON(res), `{"payload":{"payload":{"x509":"ca"},"result":"ok"},"status":200}`; got != want {
+					t.Fatalf("invoke result\n got %s\nwant %s", got, want)
+				}
+			})
+		}
+	})
+
+	t.Run("no trusted CA", func(t *testing.T) {
+		h := startHub(t)
+		register(t, h)
+		deviceFails(t, "DEVICE_CS="+deviceCS, "TRANSPORT=mqtt", "CA_FILE="+h.caFile, "CERT_FILE="+certFile, "KEY_FILE="+keyFile)
+	})
 }

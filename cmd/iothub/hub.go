@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub"
@@ -35,6 +38,7 @@ type hubConfig struct {
 	loadCAKey  string
 	ownerKey   string
 	devices    multiFlag
+	deviceCAs  multiFlag
 	quiet      bool
 	// printEvents prints one line per device-to-cloud message (hub_events.go).
 	printEvents bool
@@ -53,6 +57,7 @@ func parseHubFlags(args []string, stderr io.Writer) (*hubConfig, error) {
 	fs.StringVar(&c.loadCAKey, "load-ca-key", "", "load the hub's CA private key (PEM, ECDSA) from this file")
 	fs.StringVar(&c.ownerKey, "owner-key", "", "base64 primary key of the iothubowner policy (random if empty)")
 	fs.Var(&c.devices, "device", "register a device with this id (repeatable); its connection string is printed")
+	fs.Var(&c.deviceCAs, "device-ca", "trust the CA certificate(s) in this PEM file for devices whose authentication type is\ncertificateAuthority, as uploading and verifying a CA does on IoT Hub (repeatable)")
 	fs.BoolVar(&c.quiet, "quiet", false, "do not log connections and method calls")
 	fs.BoolVar(&c.printEvents, "print-events", false, "print one line per device-to-cloud message to stdout:\nEVENT {deviceId[/moduleId]} {protocol} {properties as JSON} {body as a Go-quoted string, cut at 200 bytes}")
 	if err := fs.Parse(args); err != nil {
@@ -106,16 +111,21 @@ func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) err
 			return err
 		}
 	}
+	deviceCAs, err := loadDeviceCAs(cfg.deviceCAs, stderr)
+	if err != nil {
+		return err
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	if cfg.quiet {
 		logger = nil
 	}
 	h, err := hub.Start(hub.Options{
-		HostName: cfg.host,
-		Addrs:    []string{cfg.mqttAddr, cfg.amqpAddr, cfg.httpsAddr},
-		CA:       ca,
-		OwnerKey: cfg.ownerKey,
-		Logger:   logger,
+		HostName:   cfg.host,
+		Addrs:      []string{cfg.mqttAddr, cfg.amqpAddr, cfg.httpsAddr},
+		CA:         ca,
+		TrustedCAs: deviceCAs,
+		OwnerKey:   cfg.ownerKey,
+		Logger:     logger,
 	})
 	if err != nil {
 		return err
@@ -152,6 +162,50 @@ func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) err
 		logger.Info("hub shutting down")
 	}
 	return h.Close()
+}
+
+// loadDeviceCAs reads the --device-ca files into a pool, printing each
+// certificate's subject to w. It returns nil when files is empty: then no
+// CA is trusted and CA-signed devices are refused, as on a hub with no
+// verified CA. Every certificate must be a CA certificate: IoT Hub checks a
+// CA-signed device's chain up to an uploaded, verified CA, and a leaf
+// cannot be one.
+func loadDeviceCAs(files []string, w io.Writer) (*x509.CertPool, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	pool := x509.NewCertPool()
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("iothub: --device-ca: %w", err)
+		}
+		n := 0
+		for rest := b; ; {
+			var blk *pem.Block
+			blk, rest = pem.Decode(rest)
+			if blk == nil {
+				break
+			}
+			if blk.Type != "CERTIFICATE" {
+				continue
+			}
+			cert, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("iothub: --device-ca %s: certificate %d: %w", f, n+1, err)
+			}
+			if !cert.BasicConstraintsValid || !cert.IsCA {
+				return nil, fmt.Errorf("iothub: --device-ca %s: certificate %d (%s) is not a CA certificate", f, n+1, cert.Subject)
+			}
+			pool.AddCert(cert)
+			n++
+			fmt.Fprintf(w, "trusting device CA %q (expires %s) from %s\n", cert.Subject.String(), cert.NotAfter.UTC().Format(time.DateOnly), f)
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("iothub: --device-ca %s: no PEM certificate found", f)
+		}
+	}
+	return pool, nil
 }
 
 // gateway returns "" when clients reach addr under host's standard port, and
