@@ -36,10 +36,12 @@ func TestInvokePayloads(t *testing.T) {
 		name      string
 		payload   any
 		want      string // the device's echo
-		wantSent  string // what the hub recorded; "" for null
+		wantSent  string // what the hub recorded and relayed to the device
 		wantState int
 	}{
-		{"nil", nil, "null", "", 200},
+		// nil sends "payload":null, as .NET's CloudToDeviceMethod does, and
+		// the device receives null.
+		{"nil", nil, "null", "null", 200},
 		{"object", map[string]any{"a": 1, "b": []int{2}}, `{"a":1,"b":[2]}`, `{"a":1,"b":[2]}`, 200},
 		{"struct", point{X: 3}, `{"x":3}`, `{"x":3}`, 200},
 		{"array", []any{1, "two", nil, true}, `[1,"two",null,true]`, `[1,"two",null,true]`, 200},
@@ -47,7 +49,7 @@ func TestInvokePayloads(t *testing.T) {
 		{"number", 42.5, `42.5`, `42.5`, 200},
 		{"bool", false, `false`, `false`, 200},
 		{"raw verbatim", json.RawMessage(`{"k": [1, 2.50]}`), `{"k": [1, 2.50]}`, `{"k": [1, 2.50]}`, 200},
-		{"raw empty", json.RawMessage(nil), "null", "", 200},
+		{"raw empty", json.RawMessage(nil), "null", "null", 200},
 		{"bytes are base64", []byte("hi"), `"aGk="`, `"aGk="`, 200},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

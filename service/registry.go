@@ -106,8 +106,9 @@ type DeviceCapabilities struct {
 }
 
 // Device is a device identity in the registry. CreateDevice and
-// UpdateDevice send DeviceID, Status, StatusReason, Authentication and
-// Capabilities; the other fields are set by the hub.
+// UpdateDevice send DeviceID, Status, StatusReason, Authentication,
+// Capabilities, DeviceScope and ParentScopes; the other fields are set by
+// the hub.
 //
 // Its JSON form (MarshalJSON, UnmarshalJSON) is IoT Hub's.
 type Device struct {
@@ -124,8 +125,18 @@ type Device struct {
 	CloudToDeviceMessageCount  int
 	Authentication             Authentication
 	Capabilities               DeviceCapabilities
-	DeviceScope                string
-	ParentScopes               []string
+	// DeviceScope links a device into an IoT Edge hierarchy. An IoT Edge
+	// device (Capabilities.IoTEdge) gets its own scope from the hub,
+	// "ms-azure-iot-edge://{deviceId}-{generationId}", which cannot be
+	// changed. A leaf device's DeviceScope is its parent edge device's
+	// scope: set it to make the device a child, "" to remove the parent.
+	DeviceScope string
+	// ParentScopes holds the scope of the device's parent edge device, if
+	// any (a device has at most one parent). The hub keeps it in step with
+	// DeviceScope for leaf devices. For an edge device it is how the parent
+	// is set: one scope nests the device under that edge device, an empty
+	// non-nil slice removes the parent, and nil leaves it as it is.
+	ParentScopes []string
 }
 
 // Module is a module identity of a device in the registry. CreateModule
@@ -212,7 +223,7 @@ type deviceWire struct {
 	Authentication             *authenticationWire `json:"authentication"`
 	Capabilities               *capabilitiesWire   `json:"capabilities,omitempty"`
 	DeviceScope                *string             `json:"deviceScope,omitempty"`
-	ParentScopes               []string            `json:"parentScopes,omitempty"`
+	ParentScopes               []string            `json:"parentScopes"`
 }
 
 type moduleWire struct {

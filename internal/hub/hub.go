@@ -86,11 +86,12 @@ func Start(opts Options) (*Hub, error) {
 			return nil, err
 		}
 	}
-	leaf, err := ca.IssueServer(uniq(opts.HostName, "localhost", "127.0.0.1", "::1")...)
+	names := uniq(opts.HostName, "localhost", "127.0.0.1", "::1")
+	leaf, err := ca.IssueServer(names...)
 	if err != nil {
 		return nil, err
 	}
-	eng, err := engine.New(engine.Config{HostName: opts.HostName, OwnerKey: opts.OwnerKey, TrustedCAs: opts.TrustedCAs, Logger: log})
+	eng, err := engine.New(engine.Config{HostName: opts.HostName, GatewayHostNames: names[1:], OwnerKey: opts.OwnerKey, TrustedCAs: opts.TrustedCAs, Logger: log})
 	if err != nil {
 		return nil, err
 	}

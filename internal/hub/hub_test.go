@@ -278,3 +278,48 @@ func TestServerChainHasNoRoot(t *testing.T) {
 		t.Fatalf("dial without the root: %v, want x509.UnknownAuthorityError", err)
 	}
 }
+
+// TestMQTTUsernameGatewayHost: the .NET device SDK puts GatewayHostName in
+// the MQTT user name; the hub accepts its own gateway names there (with or
+// without a port) and refuses any other host. The SAS audience stays the
+// hub's host name.
+func TestMQTTUsernameGatewayHost(t *testing.T) {
+	h, err := Start(Options{HostName: "myhub.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	key := addDevice(t, h, "dev1")
+	tok, err := auth.SignSAS(auth.Identity{HostName: "myhub.example", DeviceID: "dev1"}.Resource(), "", key, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := h.Addrs()[0].String()
+	for _, tc := range []struct {
+		host string
+		ok   bool
+	}{
+		{"myhub.example", true},
+		{"MyHub.Example", true},
+		{"localhost", true},
+		{addr, true}, // 127.0.0.1:port
+		{"localhost:8883", true},
+		{"other.example", false},
+		{"myhub.example.evil", false},
+	} {
+		t.Run(tc.host, func(t *testing.T) {
+			conf := clientTLS(h)
+			c, err := pahodev.Dial(t, pahodev.Options{URL: "tls://" + addr, TLS: conf,
+				Identity: auth.Identity{HostName: tc.host, DeviceID: "dev1"}, Password: tok})
+			if tc.ok && err != nil {
+				t.Fatalf("user name host %q refused: %v", tc.host, err)
+			}
+			if !tc.ok && err == nil {
+				t.Fatalf("user name host %q accepted", tc.host)
+			}
+			if c != nil && err == nil {
+				c.Disconnect(0)
+			}
+		})
+	}
+}

@@ -484,8 +484,8 @@ func TestKickedByNewConnection(t *testing.T) {
 	f.waitOnline("dev1")
 	_, _, newer := open("dev1")
 	_, err := old["dev1"].req.Receive(ctxT(t), nil)
-	if e := remoteErr(err); e == nil || e.Condition != amqp.ErrCondStolen {
-		t.Fatalf("old link: %v, want amqp:link:stolen", err)
+	if e := remoteErr(err); e == nil || e.Condition != amqp.ErrCondStolen || !strings.Contains(e.Description, `"errorCode":409002`) {
+		t.Fatalf("old link: %v, want amqp:link:stolen with 409002 LinkCreationConflict", err)
 	}
 	roundTrip(t, f, newer["dev1"], `"new"`)
 	// The other identity on the first connection is untouched.

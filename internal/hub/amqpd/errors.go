@@ -15,7 +15,7 @@ import (
 // document is [inf]).
 func conditionFor(herr *engine.Error) Symbol {
 	switch {
-	case herr.Code == engine.CodeConnectionForcefullyClosed || herr.Code == 409002:
+	case herr.Code == engine.CodeConnectionForcefullyClosed || herr.Code == engine.CodeLinkCreationConflict:
 		return condStolen // a newer connection of the identity took over
 	case herr.Status == 401:
 		return condUnauthorized

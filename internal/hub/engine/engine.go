@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -21,6 +22,12 @@ type Config struct {
 	// HostName is the hub's host name, the audience of every token.
 	// Default "localhost".
 	HostName string
+	// GatewayHostNames are other names clients reach this hub under (the
+	// names its TLS certificate carries, e.g. "localhost", "127.0.0.1").
+	// A device whose connection string sets GatewayHostName to one of
+	// them may name it where the hub's host name goes (see
+	// AcceptsHostName).
+	GatewayHostNames []string
 	// OwnerKey fixes the iothubowner policy's primary key (base64); random
 	// when empty. The other default policies always get random keys.
 	OwnerKey string
@@ -37,6 +44,7 @@ type Config struct {
 // Engine is the hub's state. All methods are safe for concurrent use.
 type Engine struct {
 	hostName string
+	gateways []string
 	now      func() time.Time
 	log      *slog.Logger
 	cas      *x509.CertPool
@@ -45,6 +53,7 @@ type Engine struct {
 	policies map[string]auth.Policy
 	bearer   map[string]time.Time // accepted Entra test tokens -> expiry
 	devices  map[string]*identityRecord
+	scopes   map[string]string   // edge device scope -> device id
 	sessions map[string]*Session // live connection per identity key
 	changed  chan struct{}       // closed and replaced whenever an identity goes on- or offline
 	revoked  map[string]time.Time
@@ -72,12 +81,14 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		hostName: cfg.HostName,
+		gateways: append([]string(nil), cfg.GatewayHostNames...),
 		now:      cfg.Now,
 		log:      log,
 		cas:      cfg.TrustedCAs,
 		policies: map[string]auth.Policy{},
 		bearer:   map[string]time.Time{},
 		devices:  map[string]*identityRecord{},
+		scopes:   map[string]string{},
 		sessions: map[string]*Session{},
 		changed:  make(chan struct{}),
 		revoked:  map[string]time.Time{},
@@ -103,6 +114,34 @@ func (e *Engine) Now() time.Time { return e.now() }
 
 // HostName returns the hub's host name.
 func (e *Engine) HostName() string { return e.hostName }
+
+// AcceptsHostName reports whether a client may name host (optionally with
+// a port) as the hub it connects to, in the MQTT user name: the hub's host
+// name or one of its gateway names, case-insensitively.
+//
+// Why gateway names: the .NET device SDK puts GatewayHostName, not
+// HostName, in the MQTT user name (IotHubConnectionString sets HostName =
+// GatewayHostName when one is given, and MqttIotHubAdapter builds the user
+// name from it), while the SAS audience stays HostName. Node puts HostName
+// there. A hub reached through its own gateway name accepts both.
+func (e *Engine) AcceptsHostName(host string) bool {
+	if strings.EqualFold(host, e.hostName) {
+		return true
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, e.hostName) {
+		return true
+	}
+	for _, g := range e.gateways {
+		if strings.EqualFold(host, g) {
+			return true
+		}
+	}
+	return false
+}
 
 // Policy returns a shared access policy by name.
 func (e *Engine) Policy(name string) (auth.Policy, bool) {

@@ -17,47 +17,53 @@ func (e *Error) Error() string {
 
 // The error codes the local hub emits, with IoT Hub's numbers and names.
 const (
-	CodeInvalidProtocolVersion      = 400001
-	CodeArgumentInvalid             = 400004
-	CodeConnectionForcefullyClosed  = 400027
-	CodeArgumentNull                = 400005
-	CodeIotHubFormatError           = 400006
-	CodeUnauthorized                = 401002
-	CodeIotHubQuotaExceeded         = 403002
-	CodeDeviceNotFound              = 404001
-	CodeModuleNotFound              = 404010
-	CodeDeviceNotOnline             = 404103
-	CodeDeviceAlreadyExists         = 409001
-	CodeModuleAlreadyExistsOnDevice = 409301
-	CodePreconditionFailed          = 412001
-	CodeMessageTooLarge             = 413001
-	CodeThrottling                  = 429001
-	CodeThrottleBacklogLimit        = 429002
-	CodeServerError                 = 500001
-	CodeServiceUnavailable          = 503001
-	CodeGatewayTimeout              = 504101
+	CodeInvalidProtocolVersion       = 400001
+	CodeArgumentInvalid              = 400004
+	CodeConnectionForcefullyClosed   = 400027
+	CodeInvalidDeviceScope           = 400028
+	CodeArgumentNull                 = 400005
+	CodeIotHubFormatError            = 400006
+	CodeUnauthorized                 = 401002
+	CodeIotHubQuotaExceeded          = 403002
+	CodeDeviceNotFound               = 404001
+	CodeModuleNotFound               = 404010
+	CodeDeviceNotOnline              = 404103
+	CodeDeviceAlreadyExists          = 409001
+	CodeLinkCreationConflict         = 409002
+	CodeModuleAlreadyExistsOnDevice  = 409301
+	CodePreconditionFailed           = 412001
+	CodeMessageTooLarge              = 413001
+	CodeThrottling                   = 429001
+	CodeThrottleBacklogLimit         = 429002
+	CodeServerError                  = 500001
+	CodeServiceUnavailable           = 503001
+	CodeInvalidResponseWhileProxying = 502001
+	CodeGatewayTimeout               = 504101
 )
 
 var codeNames = map[int]string{
-	CodeInvalidProtocolVersion:      "InvalidProtocolVersion",
-	CodeArgumentInvalid:             "ArgumentInvalid",
-	CodeConnectionForcefullyClosed:  "ConnectionForcefullyClosedOnNewConnection",
-	CodeArgumentNull:                "ArgumentNull",
-	CodeIotHubFormatError:           "IotHubFormatError",
-	CodeUnauthorized:                "IotHubUnauthorizedAccess",
-	CodeIotHubQuotaExceeded:         "IotHubQuotaExceeded",
-	CodeDeviceNotFound:              "DeviceNotFound",
-	CodeModuleNotFound:              "ModuleNotFound",
-	CodeDeviceNotOnline:             "DeviceNotOnline",
-	CodeDeviceAlreadyExists:         "DeviceAlreadyExists",
-	CodeModuleAlreadyExistsOnDevice: "ModuleAlreadyExistsOnDevice",
-	CodePreconditionFailed:          "PreconditionFailed",
-	CodeMessageTooLarge:             "MessageTooLarge",
-	CodeThrottling:                  "ThrottlingException",
-	CodeThrottleBacklogLimit:        "ThrottleBacklogLimitExceeded",
-	CodeServerError:                 "ServerError",
-	CodeServiceUnavailable:          "ServiceUnavailable",
-	CodeGatewayTimeout:              "GatewayTimeout",
+	CodeInvalidProtocolVersion:       "InvalidProtocolVersion",
+	CodeArgumentInvalid:              "ArgumentInvalid",
+	CodeConnectionForcefullyClosed:   "ConnectionForcefullyClosedOnNewConnection",
+	CodeArgumentNull:                 "ArgumentNull",
+	CodeInvalidDeviceScope:           "InvalidDeviceScope",
+	CodeIotHubFormatError:            "IotHubFormatError",
+	CodeUnauthorized:                 "IotHubUnauthorizedAccess",
+	CodeIotHubQuotaExceeded:          "IotHubQuotaExceeded",
+	CodeDeviceNotFound:               "DeviceNotFound",
+	CodeModuleNotFound:               "ModuleNotFound",
+	CodeDeviceNotOnline:              "DeviceNotOnline",
+	CodeDeviceAlreadyExists:          "DeviceAlreadyExists",
+	CodeLinkCreationConflict:         "LinkCreationConflict",
+	CodeModuleAlreadyExistsOnDevice:  "ModuleAlreadyExistsOnDevice",
+	CodePreconditionFailed:           "PreconditionFailed",
+	CodeMessageTooLarge:              "MessageTooLarge",
+	CodeThrottling:                   "ThrottlingException",
+	CodeThrottleBacklogLimit:         "ThrottleBacklogLimitExceeded",
+	CodeServerError:                  "ServerError",
+	CodeServiceUnavailable:           "ServiceUnavailable",
+	CodeInvalidResponseWhileProxying: "InvalidResponseWhileProxying",
+	CodeGatewayTimeout:               "GatewayTimeout",
 }
 
 // NewError returns the error for code; the HTTP status is the code's first

@@ -213,8 +213,19 @@ func checkStatus(s string) (string, *Error) {
 }
 
 // PutDevice creates a device (ifMatch == "") or updates it (ifMatch is an
-// etag or "*"), as PUT /devices/{id} does.
+// etag or "*"), as PUT /devices/{id} does. Device scopes follow the rules
+// of resolveScopesLocked.
 func (e *Engine) PutDevice(id string, d Device, ifMatch string) (Device, *Error) {
+	return e.putDevice(id, d, ifMatch, false)
+}
+
+// ImportDevice is PutDevice for bulk registry operations, which accept a
+// leaf device scope that names no edge device in the hub.
+func (e *Engine) ImportDevice(id string, d Device, ifMatch string) (Device, *Error) {
+	return e.putDevice(id, d, ifMatch, true)
+}
+
+func (e *Engine) putDevice(id string, d Device, ifMatch string, lenient bool) (Device, *Error) {
 	if err := auth.CheckID(id); err != nil {
 		return Device{}, NewError(CodeArgumentInvalid, "DeviceId is invalid: %s", strings.TrimPrefix(err.Error(), "iothub: "))
 	}
@@ -247,10 +258,26 @@ func (e *Engine) PutDevice(id string, d Device, ifMatch string) (Device, *Error)
 	case ifMatch != "" && !matchETag(ifMatch, rec.device.ETag):
 		e.mu.Unlock()
 		return Device{}, NewError(CodePreconditionFailed, "Precondition failed: the etag does not match the device's current etag.")
+	}
+	var old *Device
+	generation := ""
+	if exists {
+		old = rec.device
+		generation = old.GenerationID
+	} else {
+		generation = e.nextGeneration()
+	}
+	scope, parents, herr := e.resolveScopesLocked(id, generation, d.Capabilities.IotEdge,
+		scopeRequest{deviceScope: d.DeviceScope, parentScopes: d.ParentScopes}, old, lenient)
+	if herr != nil {
+		e.mu.Unlock()
+		return Device{}, herr
+	}
+	switch {
 	case !exists:
 		rec = &identityRecord{device: &Device{
 			DeviceID:                   id,
-			GenerationID:               e.nextGeneration(),
+			GenerationID:               generation,
 			ConnectionState:            "Disconnected",
 			ConnectionStateUpdatedTime: zeroTime,
 			StatusUpdatedTime:          zeroTime,
@@ -270,6 +297,15 @@ func (e *Engine) PutDevice(id string, d Device, ifMatch string) (Device, *Error)
 	dev.StatusReason = d.StatusReason
 	dev.Authentication = a
 	dev.Capabilities = d.Capabilities
+	if dev.Capabilities.IotEdge {
+		e.scopes[*scope] = id
+	} else if old != nil && old.Capabilities.IotEdge && old.DeviceScope != nil {
+		// No longer an edge device: its scope goes; children that name it
+		// dangle, as they do when an edge device is deleted.
+		delete(e.scopes, *old.DeviceScope)
+	}
+	dev.DeviceScope = scope
+	dev.ParentScopes = parents
 	dev.ETag = e.nextETag()
 	out := cloneDevice(dev)
 	e.mu.Unlock()
@@ -337,6 +373,9 @@ func (e *Engine) DeleteDevice(id, ifMatch string) *Error {
 		return NewError(CodePreconditionFailed, "Precondition failed: the etag does not match the device's current etag.")
 	}
 	delete(e.devices, id)
+	if rec.device.Capabilities.IotEdge && rec.device.DeviceScope != nil {
+		delete(e.scopes, *rec.device.DeviceScope)
+	}
 	e.mu.Unlock()
 	e.kickDevice(id, NewError(CodeDeviceNotFound, "The device was deleted"))
 	return nil

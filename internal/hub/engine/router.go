@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -95,7 +96,15 @@ func (e *Engine) Connect(id auth.Identity, c Conn, tokenExpiry time.Time) *Sessi
 	e.setConnectionStateLocked(id, true)
 	e.mu.Unlock()
 	if old != nil {
-		old.conn.Close(NewError(CodeConnectionForcefullyClosed, "A new connection for %s replaced this one", id))
+		// IoT Hub logs the takeover of an MQTT connection as 400027
+		// ConnectionForcefullyClosedOnNewConnection and that of AMQP
+		// links as 409002 LinkCreationConflict (troubleshoot-error-codes;
+		// the 409002 page is the AMQP one). See docs/hub-fidelity.md.
+		code := CodeConnectionForcefullyClosed
+		if strings.HasPrefix(old.conn.Protocol(), "amqp") {
+			code = CodeLinkCreationConflict
+		}
+		old.conn.Close(NewError(code, "A new connection for %s replaced this one", id))
 		old.Disconnect()
 	}
 	s.SetTokenExpiry(tokenExpiry)

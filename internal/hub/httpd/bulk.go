@@ -23,6 +23,8 @@ type bulkDevice struct {
 	StatusReason   *string               `json:"statusReason"`
 	Authentication engine.Authentication `json:"authentication"`
 	Capabilities   engine.Capabilities   `json:"capabilities"`
+	DeviceScope    *string               `json:"deviceScope"`
+	ParentScopes   []string              `json:"parentScopes"`
 }
 
 // bulkError is one failed identity in a BulkRegistryOperationResult.
@@ -135,7 +137,8 @@ func (h *handler) applyBulk(d bulkDevice) *engine.Error {
 		return engine.NewError(engine.CodeArgumentInvalid, "Module %s: this hub does not take module operations in bulk.", truncate(d.ModuleID, 128))
 	}
 	dev := engine.Device{DeviceID: d.ID, Status: d.Status, StatusReason: d.StatusReason,
-		Authentication: d.Authentication, Capabilities: d.Capabilities}
+		Authentication: d.Authentication, Capabilities: d.Capabilities,
+		DeviceScope: d.DeviceScope, ParentScopes: d.ParentScopes}
 	mode := d.ImportMode // canonical: bulk checked it
 	etag := d.ETag
 	if strings.HasSuffix(mode, "IfMatchETag") {
@@ -148,7 +151,7 @@ func (h *handler) applyBulk(d bulkDevice) *engine.Error {
 	}
 	switch mode {
 	case "create":
-		_, herr := h.e.PutDevice(d.ID, dev, "")
+		_, herr := h.e.ImportDevice(d.ID, dev, "")
 		return herr
 	case "createOrUpdate", "createOrUpdateIfMatchETag":
 		ifMatch := "*"
@@ -159,19 +162,19 @@ func (h *handler) applyBulk(d bulkDevice) *engine.Error {
 		// went in between.
 		var herr *engine.Error
 		for range 2 {
-			if _, herr = h.e.PutDevice(d.ID, dev, ""); herr == nil || herr.Code != engine.CodeDeviceAlreadyExists {
+			if _, herr = h.e.ImportDevice(d.ID, dev, ""); herr == nil || herr.Code != engine.CodeDeviceAlreadyExists {
 				return herr
 			}
-			if _, herr = h.e.PutDevice(d.ID, dev, ifMatch); herr == nil || herr.Code != engine.CodeDeviceNotFound {
+			if _, herr = h.e.ImportDevice(d.ID, dev, ifMatch); herr == nil || herr.Code != engine.CodeDeviceNotFound {
 				return herr
 			}
 		}
 		return herr
 	case "update":
-		_, herr := h.e.PutDevice(d.ID, dev, "*")
+		_, herr := h.e.ImportDevice(d.ID, dev, "*")
 		return herr
 	case "updateIfMatchETag":
-		_, herr := h.e.PutDevice(d.ID, dev, etag)
+		_, herr := h.e.ImportDevice(d.ID, dev, etag)
 		return herr
 	case "delete":
 		return h.e.DeleteDevice(d.ID, "*")

@@ -129,9 +129,11 @@ func (h *hook) onConnect(l *link, cl *mqtt.Client, pk packets.Packet) (packets.P
 	if err != nil {
 		return h.refuse(l, cl, pk, packets.ErrBadUsernameOrPassword, err.Error())
 	}
-	// [our choice] strict: the SAS audience names the same host.
-	if !strings.EqualFold(u.Host, h.s.e.HostName()) {
-		return h.refuse(l, cl, pk, packets.ErrBadUsernameOrPassword, "username names host "+u.Host+", not "+h.s.e.HostName())
+	// The user name names the hub (or, as .NET does with a
+	// GatewayHostName, one of the hub's gateway names); the SAS audience
+	// is checked against the hub's host name separately.
+	if !h.s.e.AcceptsHostName(u.Host) {
+		return h.refuse(l, cl, pk, packets.ErrBadUsernameOrPassword, "username names host "+u.Host+", which is not "+h.s.e.HostName()+" or one of its gateway names")
 	}
 	if pk.Connect.WillFlag {
 		if classifyTopic(pk.Connect.WillTopic, id) != topicTelemetry {
