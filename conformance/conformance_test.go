@@ -130,8 +130,9 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// devicePeer runs device.js and waits for READY.
-func devicePeer(t *testing.T, h *hubProc, deviceID, transport string, env ...string) {
+// devicePeer runs device.js and waits for READY. It returns a function
+// that reads the peer's output so far (stdout, then stderr).
+func devicePeer(t *testing.T, h *hubProc, deviceID, transport string, env ...string) func() string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, "node", "device.js")
@@ -143,13 +144,18 @@ func devicePeer(t *testing.T, h *hubProc, deviceID, transport string, env ...str
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	var log, stderr bytes.Buffer
+	var logMu sync.Mutex
+	errW := &lockedWriter{w: &stderr}
+	cmd.Stderr = errW
+	errText := func() string {
+		errW.mu.Lock()
+		defer errW.mu.Unlock()
+		return stderr.String()
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var log bytes.Buffer
-	var logMu sync.Mutex
 	ready, exited := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(exited)
@@ -169,7 +175,7 @@ func devicePeer(t *testing.T, h *hubProc, deviceID, transport string, env ...str
 		_ = cmd.Wait()
 		if t.Failed() {
 			logMu.Lock()
-			t.Logf("device.js (%s) output:\n%s%s", transport, log.String(), stderr.String())
+			t.Logf("device.js (%s) output:\n%s%s", transport, log.String(), errText())
 			logMu.Unlock()
 		}
 	})
@@ -178,11 +184,16 @@ func devicePeer(t *testing.T, h *hubProc, deviceID, transport string, env ...str
 	case <-exited:
 		logMu.Lock()
 		defer logMu.Unlock()
-		t.Fatalf("device.js %s ended before READY; output:\n%s%s", transport, log.String(), stderr.String())
+		t.Fatalf("device.js %s ended before READY; output:\n%s%s", transport, log.String(), errText())
 	case <-time.After(30 * time.Second):
 		logMu.Lock()
 		defer logMu.Unlock()
-		t.Fatalf("device.js %s never printed READY; output:\n%s%s", transport, log.String(), stderr.String())
+		t.Fatalf("device.js %s never printed READY; output:\n%s%s", transport, log.String(), errText())
+	}
+	return func() string {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return log.String() + errText()
 	}
 }
 

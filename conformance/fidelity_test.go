@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/pki"
+	"github.com/iothub-go/iothub/internal/testutil/pahodev"
 )
 
 // rawResponse is an HTTP answer of the hub as it came off the wire.
@@ -225,5 +227,108 @@ func TestFidelityDeviceCA(t *testing.T) {
 		h := startHub(t)
 		register(t, h)
 		deviceFails(t, "DEVICE_CS="+deviceCS, "TRANSPORT=mqtt", "CA_FILE="+h.caFile, "CERT_FILE="+certFile, "KEY_FILE="+keyFile)
+	})
+}
+
+// TestFidelityRegistry checks, with the official Node service SDK, the
+// registry's error bodies (issue 15, point 2: a 404 becomes
+// DeviceNotFoundError only when the body says ErrorCode:DeviceNotFound) and
+// IoT Edge device scopes (point 3).
+func TestFidelityRegistry(t *testing.T) {
+	h := startHub(t)
+	res, code := nodeJSON(t, "registry_fidelity.js", "SERVICE_CS="+h.serviceCS, "PREFIX=fid", "CA_FILE="+h.caFile)
+	if code != 0 {
+		t.Fatalf("registry_fidelity.js exit %d: %s", code, mustJSON(res))
+	}
+	field := func(k string) map[string]any { m, _ := res[k].(map[string]any); return m }
+	for _, k := range []string{"getMissing", "deleteMissing"} {
+		if e := field(k); e["name"] != "DeviceNotFoundError" || e["statusCode"] != float64(404) {
+			t.Errorf("%s: %s, want DeviceNotFoundError 404", k, mustJSON(e))
+		}
+	}
+	// The Node SDK maps only DeviceNotFound and IotHubNotFound to typed 404s.
+	if e := field("getMissingModule"); e["statusCode"] != float64(404) {
+		t.Errorf("getMissingModule: %s, want a 404", mustJSON(e))
+	}
+	edge, leaf, child := field("edge"), field("leaf"), field("child")
+	scope, _ := edge["deviceScope"].(string)
+	if scope != "ms-azure-iot-edge://fid-edge-"+edge["generationId"].(string) || mustJSON(edge["parentScopes"]) != "[]" {
+		t.Errorf("edge device: %s", mustJSON(edge))
+	}
+	if leaf["deviceScope"] != scope || mustJSON(leaf["parentScopes"]) != mustJSON([]string{scope}) {
+		t.Errorf("leaf device: %s, want scope and parentScopes %s", mustJSON(leaf), scope)
+	}
+	if child["deviceScope"] != "ms-azure-iot-edge://fid-child-"+child["generationId"].(string) || mustJSON(child["parentScopes"]) != mustJSON([]string{scope}) {
+		t.Errorf("child edge device: %s", mustJSON(child))
+	}
+	for _, k := range []string{"unknownScope", "leafToUnknownScope"} {
+		if e := field(k); e["name"] != "ArgumentError" || e["statusCode"] != float64(400) || !strings.Contains(e["message"].(string), "does not belong to an IoT Edge device") {
+			t.Errorf("%s: %s, want ArgumentError 400 with the hub's text", k, mustJSON(e))
+		}
+	}
+	if p := field("plain"); p["deviceScope"] != nil || mustJSON(p["parentScopes"]) != "[]" {
+		t.Errorf("plain device: %s", mustJSON(p))
+	}
+}
+
+// TestFidelityStatusCodes checks issue 15, point 6 with the official Node
+// SDK: a device answer that is not JSON reaches the Node service client as
+// a 502 BadDeviceResponseError (502001 InvalidResponseWhileProxying), and
+// a Node AMQP device that another connection of its identity replaces is
+// told 409002 LinkCreationConflict.
+func TestFidelityStatusCodes(t *testing.T) {
+	h := startHub(t, "dev-badjson", "dev-amqp")
+
+	t.Run("device answers with invalid JSON", func(t *testing.T) {
+		cs, err := auth.ParseDeviceConnectionString(h.deviceCS["dev-badjson"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		tp, err := cs.TokenProvider(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := tp.Token(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pem, err := os.ReadFile(h.caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(pem)
+		addr := cs.Address()
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			addr = net.JoinHostPort(addr, "8883")
+		}
+		c, err := pahodev.Dial(t, pahodev.Options{URL: "tls://" + addr, TLS: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+			Identity: cs.Identity(), Password: tok.Value})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pahodev.Serve(t, c, func([]byte) (int, []byte) { return 200, []byte(`{'filename': 'logs.zip'}`) })
+		res, code := invoke(t, h, "dev-badjson", `{"x":1}`)
+		e, _ := res["error"].(map[string]any)
+		if code != 1 || e == nil || e["name"] != "BadDeviceResponseError" || e["statusCode"] != float64(502) {
+			t.Fatalf("invoke: exit %d, %s; want BadDeviceResponseError 502", code, mustJSON(res))
+		}
+		if body, _ := e["responseBody"].(string); !strings.Contains(body, `502001`) {
+			t.Fatalf("502 body %q does not carry errorCode 502001", body)
+		}
+	})
+
+	t.Run("AMQP takeover", func(t *testing.T) {
+		out := devicePeer(t, h, "dev-amqp", "amqp", "DEBUG=rhea:frames")
+		goDevice(t, h, "dev-amqp", "amqp")
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(out(), "DISCONNECTED") && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		// The Node SDK logs only the condition; rhea's frame log shows the
+		// detach it received, with IoT Hub's JSON error description.
+		if s := out(); !strings.Contains(s, "409002") || !strings.Contains(s, "amqp:link:stolen") {
+			t.Fatalf("the replaced Node device reported:\n%s\nwant amqp:link:stolen with 409002 LinkCreationConflict", s)
+		}
 	})
 }

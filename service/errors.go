@@ -23,6 +23,7 @@ const (
 	ErrorCodeArgumentInvalid              ErrorCode = "ArgumentInvalid"              // 400004
 	ErrorCodeArgumentNull                 ErrorCode = "ArgumentNull"                 // 400005
 	ErrorCodeIotHubFormatError            ErrorCode = "IotHubFormatError"            // 400006
+	ErrorCodeInvalidDeviceScope           ErrorCode = "InvalidDeviceScope"           // 400028
 	ErrorCodeIotHubUnauthorizedAccess     ErrorCode = "IotHubUnauthorizedAccess"     // 401002
 	ErrorCodeIotHubUnauthorized           ErrorCode = "IotHubUnauthorized"           // 401003
 	ErrorCodeIotHubQuotaExceeded          ErrorCode = "IotHubQuotaExceeded"          // 403002
@@ -37,6 +38,7 @@ const (
 	ErrorCodeThrottleBacklogLimitExceeded ErrorCode = "ThrottleBacklogLimitExceeded" // 429002
 	ErrorCodeThrottlingBacklogTimeout     ErrorCode = "ThrottlingBacklogTimeout"     // 429003
 	ErrorCodeServerError                  ErrorCode = "ServerError"                  // 500001
+	ErrorCodeInvalidResponseWhileProxying ErrorCode = "InvalidResponseWhileProxying" // 502001
 	ErrorCodeServiceUnavailable           ErrorCode = "ServiceUnavailable"           // 503001
 	ErrorCodeGatewayTimeout               ErrorCode = "GatewayTimeout"               // 504101
 )
@@ -48,6 +50,7 @@ var codeNames = map[int]ErrorCode{
 	400004: ErrorCodeArgumentInvalid,
 	400005: ErrorCodeArgumentNull,
 	400006: ErrorCodeIotHubFormatError,
+	400028: ErrorCodeInvalidDeviceScope,
 	401002: ErrorCodeIotHubUnauthorizedAccess,
 	401003: ErrorCodeIotHubUnauthorized,
 	403002: ErrorCodeIotHubQuotaExceeded,
@@ -62,6 +65,7 @@ var codeNames = map[int]ErrorCode{
 	429002: ErrorCodeThrottleBacklogLimitExceeded,
 	429003: ErrorCodeThrottlingBacklogTimeout,
 	500001: ErrorCodeServerError,
+	502001: ErrorCodeInvalidResponseWhileProxying,
 	503001: ErrorCodeServiceUnavailable,
 	504101: ErrorCodeGatewayTimeout,
 }
@@ -127,12 +131,18 @@ var (
 	// permission.
 	ErrUnauthorized error = &sentinel{msg: "iothub: unauthorized", class: http.StatusUnauthorized}
 	// ErrArgumentInvalid: the request's arguments are invalid. It matches
-	// the hub's 400004 ArgumentInvalid, 400005 ArgumentNull and 400006
-	// IotHubFormatError (the hub uses the last for bodies it cannot parse;
-	// in every case the request must be fixed, not retried), a 400 without
-	// an IoT Hub code, and the client's own validation errors, which are
-	// returned before anything is sent.
-	ErrArgumentInvalid error = &sentinel{msg: "iothub: invalid argument", codes: []int{400004, 400005, 400006}, fallback: http.StatusBadRequest}
+	// the hub's 400004 ArgumentInvalid, 400005 ArgumentNull, 400006
+	// IotHubFormatError (the hub uses it for bodies it cannot parse) and
+	// 400028 InvalidDeviceScope (a device scope or parent that breaks the
+	// IoT Edge hierarchy rules); in every case the request must be fixed,
+	// not retried. It also matches a 400 without an IoT Hub code, and the
+	// client's own validation errors, which are returned before anything is
+	// sent.
+	ErrArgumentInvalid error = &sentinel{msg: "iothub: invalid argument", codes: []int{400004, 400005, 400006, 400028}, fallback: http.StatusBadRequest}
+	// ErrBadDeviceResponse: any 502, such as 502001
+	// InvalidResponseWhileProxying: the device answered a direct method with
+	// a payload that is not JSON. The method ran on the device.
+	ErrBadDeviceResponse error = &sentinel{msg: "iothub: bad device response", class: http.StatusBadGateway}
 	// ErrMessageTooLarge: 413001, a method payload over 128 KB (also
 	// reported by the client before sending), or any 413.
 	ErrMessageTooLarge error = &sentinel{msg: "iothub: message too large", codes: []int{413001}, fallback: http.StatusRequestEntityTooLarge}
@@ -291,7 +301,12 @@ func parseErrorBody(body []byte) errorInfo {
 			}
 		} else if rest, ok := cutPrefixFold(msg, "ErrorCode:"); ok && validName(strings.TrimSpace(beforeSemicolon(rest))) {
 			name, text, _ := strings.Cut(rest, ";") // shape B
-			info.name = ErrorCode(strings.TrimSpace(name))
+			name = strings.TrimSpace(name)
+			if n, err := strconv.Atoi(name); err == nil && n >= 100000 && n <= 999999 {
+				info.code = n // a code without a name
+			} else {
+				info.name = ErrorCode(name)
+			}
 			info.message = strings.TrimSpace(text)
 		} else {
 			info.message = msg

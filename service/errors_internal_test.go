@@ -153,6 +153,16 @@ func TestNewResponseError(t *testing.T) {
 		{"no code, 401", 401, "", ``, 0, "", "iothub: HTTP 401 Unauthorized", ErrUnauthorized},
 		{"no code, 503", 503, "", ``, 0, "", "iothub: HTTP 503 Service Unavailable", ErrServiceUnavailable},
 		{"unknown status", 599, "", ``, 0, "", "iothub: HTTP 599", nil},
+		// The registry shape as IoT Hub and the local hub send it.
+		{"registry shape 404", 404, "DeviceNotFound", `{"Message":"ErrorCode:DeviceNotFound;Device dev1 not registered.","ExceptionMessage":"Tracking ID:0123456789abcdef0123456789abcdef-G:0-TimeStamp:12/05/2026 10:11:12"}`,
+			404001, ErrorCodeDeviceNotFound, "iothub: 404001 DeviceNotFound: Device dev1 not registered.", ErrDeviceNotFound},
+		{"registry shape 400028", 400, "InvalidDeviceScope", `{"Message":"ErrorCode:InvalidDeviceScope;bad scope","ExceptionMessage":"Tracking ID:t"}`,
+			400028, ErrorCodeInvalidDeviceScope, "iothub: 400028 InvalidDeviceScope: bad scope", ErrArgumentInvalid},
+		{"registry shape, number only", 429, "", `{"Message":"ErrorCode:429004;slow down","ExceptionMessage":"Tracking ID:t"}`,
+			429004, "", "iothub: 429004: slow down", ErrThrottled},
+		{"bad device response", 502, "InvalidResponseWhileProxying", shapeA(502001), 502001, ErrorCodeInvalidResponseWhileProxying,
+			"iothub: 502001 InvalidResponseWhileProxying: msg", ErrBadDeviceResponse},
+		{"no code, 502", 502, "", ``, 0, "", "iothub: HTTP 502 Bad Gateway", ErrBadDeviceResponse},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := newResponseError(response(tc.status, tc.header, tc.body))
@@ -161,7 +171,8 @@ func TestNewResponseError(t *testing.T) {
 				t.Fatalf("got %d %q %q, want %d %q %q", re.Code, re.ErrorCode, re.Error(), tc.wantCode, tc.wantName, tc.wantText)
 			}
 			all := []error{ErrDeviceNotOnline, ErrDeviceNotFound, ErrModuleNotFound, ErrGatewayTimeout, ErrThrottled, ErrUnauthorized,
-				ErrArgumentInvalid, ErrMessageTooLarge, ErrPreconditionFailed, ErrDeviceAlreadyExists, ErrModuleAlreadyExists, ErrServiceUnavailable}
+				ErrArgumentInvalid, ErrMessageTooLarge, ErrPreconditionFailed, ErrDeviceAlreadyExists, ErrModuleAlreadyExists, ErrServiceUnavailable,
+				ErrBadDeviceResponse}
 			for _, s := range all {
 				if errors.Is(err, s) != (s == tc.is) {
 					t.Errorf("errors.Is(%v, %v) = %v", err, s, !(s == tc.is))

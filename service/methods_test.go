@@ -176,7 +176,7 @@ func checkResponseError(t *testing.T, err error, status, code int, name service.
 	for _, other := range []error{service.ErrDeviceNotOnline, service.ErrDeviceNotFound, service.ErrModuleNotFound,
 		service.ErrGatewayTimeout, service.ErrThrottled, service.ErrUnauthorized, service.ErrServiceUnavailable,
 		service.ErrArgumentInvalid, service.ErrMessageTooLarge, service.ErrPreconditionFailed,
-		service.ErrDeviceAlreadyExists, service.ErrModuleAlreadyExists} {
+		service.ErrDeviceAlreadyExists, service.ErrModuleAlreadyExists, service.ErrBadDeviceResponse} {
 		if other != sentinel && errors.Is(err, other) {
 			t.Fatalf("%v also matches %v", err, other)
 		}

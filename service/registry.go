@@ -327,8 +327,10 @@ func (d Device) MarshalJSON() ([]byte, error) {
 		CloudToDeviceMessageCount:  d.CloudToDeviceMessageCount,
 		Authentication:             d.Authentication.wire(),
 		Capabilities:               &capabilitiesWire{IotEdge: d.Capabilities.IoTEdge},
-		DeviceScope:                optStr(d.DeviceScope),
-		ParentScopes:               d.ParentScopes,
+		// Always sent: "" is how a leaf device's parent is removed (as the
+		// az CLI does), and deviceScope wins over a stale parentScopes.
+		DeviceScope:  strPtr(d.DeviceScope),
+		ParentScopes: d.ParentScopes,
 	}
 	return json.Marshal(w)
 }

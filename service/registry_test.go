@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/iothubtest"
 	"github.com/iothub-go/iothub/service"
@@ -476,4 +478,58 @@ func TestRegistryJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(`"x"`), &d); err == nil {
 		t.Fatal("a JSON string decoded as a device")
 	}
+}
+
+// TestRegistryEdgeScopes: IoT Edge devices get a scope from the hub,
+// children name it, and the hub's refusals come back typed.
+func TestRegistryEdgeScopes(t *testing.T) {
+	hub := iothubtest.NewServer(t, nil)
+	c, _ := newClient(t, hub, "", nil)
+	ctx := context.Background()
+
+	edge, err := c.CreateDevice(ctx, &service.Device{DeviceID: "edge1", Capabilities: service.DeviceCapabilities{IoTEdge: true}})
+	require.NoError(t, err)
+	require.Equal(t, "ms-azure-iot-edge://edge1-"+edge.GenerationID, edge.DeviceScope)
+	require.Empty(t, edge.ParentScopes)
+
+	leaf, err := c.CreateDevice(ctx, &service.Device{DeviceID: "leaf1", DeviceScope: edge.DeviceScope})
+	require.NoError(t, err)
+	require.Equal(t, edge.DeviceScope, leaf.DeviceScope)
+	require.Equal(t, []string{edge.DeviceScope}, leaf.ParentScopes)
+
+	child, err := c.CreateDevice(ctx, &service.Device{DeviceID: "edge2", Capabilities: service.DeviceCapabilities{IoTEdge: true},
+		ParentScopes: []string{edge.DeviceScope}})
+	require.NoError(t, err)
+	require.Equal(t, []string{edge.DeviceScope}, child.ParentScopes)
+	require.NotEqual(t, edge.DeviceScope, child.DeviceScope)
+
+	// GET-modify-PUT keeps the scopes; DeviceScope "" removes a leaf's parent.
+	got, err := c.GetDevice(ctx, "edge2")
+	require.NoError(t, err)
+	got.StatusReason = "moved"
+	got, err = c.UpdateDevice(ctx, got, nil)
+	require.NoError(t, err)
+	require.Equal(t, child.DeviceScope, got.DeviceScope)
+	require.Equal(t, []string{edge.DeviceScope}, got.ParentScopes)
+	leaf.DeviceScope = ""
+	leaf, err = c.UpdateDevice(ctx, leaf, nil)
+	require.NoError(t, err)
+	require.Empty(t, leaf.DeviceScope)
+	require.Empty(t, leaf.ParentScopes)
+
+	// A scope that names no edge device is refused with 400028.
+	_, err = c.CreateDevice(ctx, &service.Device{DeviceID: "leaf2", DeviceScope: "ms-azure-iot-edge://nobody-1"})
+	require.ErrorIs(t, err, service.ErrArgumentInvalid)
+	var re *service.ResponseError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, 400028, re.Code)
+	require.Equal(t, service.ErrorCodeInvalidDeviceScope, re.ErrorCode)
+
+	// Registry errors arrive in IoT Hub's registry shape and are typed.
+	_, err = c.GetDevice(ctx, "nope")
+	require.ErrorIs(t, err, service.ErrDeviceNotFound)
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, 404001, re.Code)
+	require.NotEmpty(t, re.TrackingID)
+	require.Contains(t, re.Message, "nope")
 }

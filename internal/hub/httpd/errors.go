@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/iothub-go/iothub/internal/hub/engine"
@@ -20,8 +21,24 @@ const contentTypeJSON = "application/json; charset=utf-8"
 // the .NET SDK only trusts a body's errorCode when it agrees with it.
 const headerErrorCode = "iothub-errorcode"
 
-// errorPayload is the inner object of an error body, in IoT Hub's field
-// order.
+// Error bodies. IoT Hub's service API answers errors in two shapes,
+// both with the iothub-errorcode header naming the code
+// (docs/hub-fidelity.md has the observed bodies and their sources):
+//
+//   - registry shape, for the registry (devices, modules, bulk,
+//     statistics), for authorization and api-version failures, and for the
+//     device-facing HTTPS endpoints:
+//     {"Message":"ErrorCode:DeviceNotFound;<text>","ExceptionMessage":"Tracking ID:<32 hex>-G:0-TimeStamp:MM/dd/yyyy HH:mm:ss"}
+//     The official Node service client reads the code and the text from
+//     Message (it splits on ';' and then ':'), and only then turns a 404
+//     into DeviceNotFoundError. The text therefore holds no ';'.
+//   - method shape, for direct method invocations, whose Message is the
+//     JSON text of {errorCode (a number), trackingId, message,
+//     timestampUtc}, with ExceptionMessage "". Java and .NET read the
+//     number from it.
+
+// errorPayload is the inner object of a method-shape error body, in IoT
+// Hub's field order.
 type errorPayload struct {
 	ErrorCode    int    `json:"errorCode"`
 	TrackingID   string `json:"trackingId"`
@@ -29,9 +46,7 @@ type errorPayload struct {
 	TimestampUTC string `json:"timestampUtc"`
 }
 
-// errorBody is the outer object of an error body. In the hub's current
-// shape ("shape A") Message is a JSON string holding the serialised
-// errorPayload, and ExceptionMessage is empty.
+// errorBody is the outer object of both error shapes.
 type errorBody struct {
 	Message          string `json:"Message"`
 	ExceptionMessage string `json:"ExceptionMessage"`
@@ -59,8 +74,26 @@ func trackingID(now time.Time) string {
 	return hex.EncodeToString(b[:]) + "-G:0-TimeStamp:" + now.UTC().Format("01/02/2006 15:04:05")
 }
 
-// errorBodyBytes returns the shape A body for herr at now.
+// codeName is the name a body and header give herr's code: its IoT Hub
+// name, or the number for a code without one (an injected fault).
+func codeName(herr *engine.Error) string {
+	if herr.Name != "" {
+		return herr.Name
+	}
+	return strconv.Itoa(herr.Code)
+}
+
+// errorBodyBytes returns the registry-shape body for herr at now.
 func errorBodyBytes(herr *engine.Error, now time.Time) []byte {
+	text := strings.ReplaceAll(herr.Message, ";", ",")
+	return marshal(errorBody{
+		Message:          "ErrorCode:" + codeName(herr) + ";" + text,
+		ExceptionMessage: "Tracking ID:" + trackingID(now),
+	})
+}
+
+// methodErrorBodyBytes returns the method-shape body for herr at now.
+func methodErrorBodyBytes(herr *engine.Error, now time.Time) []byte {
 	inner := marshal(errorPayload{
 		ErrorCode:    herr.Code,
 		TrackingID:   trackingID(now),
@@ -70,10 +103,19 @@ func errorBodyBytes(herr *engine.Error, now time.Time) []byte {
 	return marshal(errorBody{Message: string(inner)})
 }
 
-// writeError answers with a hub error: its HTTP status, the
-// iothub-errorcode header (only when the code has a name) and a shape A
-// body. It is the only way this package reports hub errors.
+// writeError answers with a hub error in the registry shape: its HTTP
+// status, the iothub-errorcode header and the body.
 func writeError(w http.ResponseWriter, herr *engine.Error) {
+	writeErrorBody(w, herr, errorBodyBytes(herr, time.Now()))
+}
+
+// writeMethodError answers a direct method invocation with a hub error in
+// the method shape.
+func writeMethodError(w http.ResponseWriter, herr *engine.Error) {
+	writeErrorBody(w, herr, methodErrorBodyBytes(herr, time.Now()))
+}
+
+func writeErrorBody(w http.ResponseWriter, herr *engine.Error, body []byte) {
 	status := herr.Status
 	if status < 400 || status > 599 {
 		// An injected fault with a code outside IoT Hub's scheme must not
@@ -85,7 +127,6 @@ func writeError(w http.ResponseWriter, herr *engine.Error) {
 	if herr.Name != "" {
 		h.Set(headerErrorCode, herr.Name)
 	}
-	body := errorBodyBytes(herr, time.Now())
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(body)

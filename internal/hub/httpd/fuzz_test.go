@@ -20,8 +20,11 @@ func want4xx(t *testing.T, herr *engine.Error) {
 	if herr.Status < 400 || herr.Status > 499 || herr.Code/1000 != herr.Status || herr.Message == "" {
 		t.Fatalf("bad error %#v", herr)
 	}
-	if inner := parseShapeA(t, errorBodyBytes(herr, time.Now())); inner.ErrorCode != herr.Code || inner.Message != herr.Message {
-		t.Fatalf("error body does not round-trip: %+v", inner)
+	if inner := parseMethodShape(t, methodErrorBodyBytes(herr, time.Now())); inner.ErrorCode != herr.Code || inner.Message != herr.Message {
+		t.Fatalf("method error body does not round-trip: %+v", inner)
+	}
+	if name, text := parseRegistryShape(t, errorBodyBytes(herr, time.Now())); name != herr.Name || text != strings.ReplaceAll(herr.Message, ";", ",") {
+		t.Fatalf("registry error body does not round-trip: %s;%s", name, text)
 	}
 }
 

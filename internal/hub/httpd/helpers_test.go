@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -173,16 +174,66 @@ func wantError(t *testing.T, res response, code int) string {
 	if ct := res.header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
 		t.Errorf("Content-Type = %q", ct)
 	}
-	inner := parseShapeA(t, res.body)
+	if bytes.Contains(res.body, []byte(`"Message":"ErrorCode:`)) {
+		name, msg := parseRegistryShape(t, res.body)
+		if want := engine.CodeName(code); name != want && name != strconv.Itoa(code) {
+			t.Errorf("ErrorCode:%s, want %s; body %s", name, want, res.body)
+		}
+		return msg
+	}
+	inner := parseMethodShape(t, res.body)
 	if inner.ErrorCode != code {
 		t.Errorf("errorCode = %d, want %d; body %s", inner.ErrorCode, code, res.body)
 	}
 	return inner.Message
 }
 
-// parseShapeA decodes {"Message":"<json>","ExceptionMessage":""} strictly:
+// wantRegistryError is wantError for an answer that must have the
+// registry shape; it returns the message text.
+func wantRegistryError(t *testing.T, res response, code int) string {
+	t.Helper()
+	msg := wantError(t, res, code)
+	parseRegistryShape(t, res.body)
+	return msg
+}
+
+// wantMethodError is wantError for an answer that must have the method
+// shape; it returns the message.
+func wantMethodError(t *testing.T, res response, code int) string {
+	t.Helper()
+	msg := wantError(t, res, code)
+	parseMethodShape(t, res.body)
+	return msg
+}
+
+// legacyTrackingPattern is the ExceptionMessage of a registry-shape body.
+var legacyTrackingPattern = regexp.MustCompile(`^Tracking ID:[0-9a-f]{32}-G:0-TimeStamp:[0-9]{2}/[0-9]{2}/[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2}$`)
+
+// parseRegistryShape decodes
+// {"Message":"ErrorCode:<name>;<text>","ExceptionMessage":"Tracking ID:…"}
+// strictly, reading Message as the official Node service client does
+// (split on ';', then the first part on ':'): the text must be exactly
+// the second part, non-empty.
+func parseRegistryShape(t *testing.T, body []byte) (name, text string) {
+	t.Helper()
+	var outer map[string]string
+	if err := json.Unmarshal(body, &outer); err != nil {
+		t.Fatalf("error body is not a JSON object of strings: %v: %s", err, body)
+	}
+	if len(outer) != 2 || !legacyTrackingPattern.MatchString(outer["ExceptionMessage"]) {
+		t.Fatalf("error body has wrong fields or ExceptionMessage: %s", body)
+	}
+	parts := strings.Split(outer["Message"], ";")
+	head := strings.Split(parts[0], ":")
+	if len(parts) != 2 || len(head) != 2 || head[0] != "ErrorCode" || head[1] == "" || parts[1] == "" {
+		t.Fatalf("Message %q is not ErrorCode:<name>;<text>", outer["Message"])
+	}
+	return head[1], parts[1]
+}
+
+// parseMethodShape decodes {"Message":"<json>","ExceptionMessage":""} strictly:
 // the outer Message is a string whose content is the inner JSON object.
-func parseShapeA(t *testing.T, body []byte) errorPayload {
+func parseMethodShape(t *testing.T, body []byte) errorPayload {
 	t.Helper()
 	var outer map[string]json.RawMessage
 	if err := json.Unmarshal(body, &outer); err != nil {

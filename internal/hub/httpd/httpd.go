@@ -91,8 +91,8 @@ func apiVersionDate(v string) (string, bool) {
 // Bearer token registered with [engine.Engine.AddBearerToken]) granting
 // ServiceConnect (methods), RegistryRead (GET) or RegistryWrite (PUT,
 // DELETE). Errors are answered as IoT Hub does: status, iothub-errorcode
-// header and a JSON body whose Message is the JSON text of
-// {errorCode, trackingId, message, timestampUtc}.
+// header and a JSON body in the shape IoT Hub uses for the endpoint (see
+// errors.go).
 func NewHandler(e *engine.Engine) http.Handler {
 	return &handler{e: e}
 }
@@ -264,7 +264,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if herr := h.e.TakeServiceFault(); herr != nil {
 		// No Retry-After on 429: no source shows IoT Hub sending one on its
 		// service API, and SDKs back off on their own.
-		writeError(w, herr)
+		if rt.kind == routeDeviceMethod || rt.kind == routeModuleMethod {
+			writeMethodError(w, herr)
+		} else {
+			writeError(w, herr)
+		}
 		return
 	}
 	switch rt.kind {

@@ -192,8 +192,8 @@ func TestServiceFaults(t *testing.T) {
 	if res.status != http.StatusTooManyRequests || res.header.Get("iothub-errorcode") != "" {
 		t.Fatalf("got %d %v", res.status, res.header)
 	}
-	if inner := parseShapeA(t, res.body); inner.ErrorCode != 429004 {
-		t.Errorf("errorCode = %d", inner.ErrorCode)
+	if name, _ := parseRegistryShape(t, res.body); name != "429004" {
+		t.Errorf("ErrorCode:%s, want 429004", name)
 	}
 
 	// A code outside IoT Hub's scheme still gives a valid HTTP answer.
@@ -247,11 +247,24 @@ func TestUnknownPathsAndMethods(t *testing.T) {
 	wantOK(t, h.registry(http.MethodGet, "/devices/dev1/", "", nil))
 }
 
-func TestErrorBodyShape(t *testing.T) {
+func TestRegistryErrorBodyShape(t *testing.T) {
+	herr := engine.NewError(engine.CodeDeviceNotFound, `Device "a;b" <x> & not registered.`)
+	now := time.Date(2019, 9, 23, 16, 17, 8, 0, time.UTC)
+	body := errorBodyBytes(herr, now)
+	name, text := parseRegistryShape(t, body)
+	if name != "DeviceNotFound" || text != `Device "a,b" <x> & not registered.` {
+		t.Errorf("ErrorCode:%s;%s", name, text)
+	}
+	if !strings.HasSuffix(string(body), `-G:0-TimeStamp:09/23/2019 16:17:08"}`) || strings.Contains(string(body), `\u003c`) {
+		t.Errorf("body = %s", body)
+	}
+}
+
+func TestMethodErrorBodyShape(t *testing.T) {
 	herr := engine.NewError(engine.CodeDeviceNotOnline, `quote " backslash \ <tag> & done`)
 	now := time.Date(2022, 10, 19, 16, 47, 22, 20325700, time.UTC)
-	body := errorBodyBytes(herr, now)
-	inner := parseShapeA(t, body)
+	body := methodErrorBodyBytes(herr, now)
+	inner := parseMethodShape(t, body)
 	if inner.Message != herr.Message || inner.ErrorCode != 404103 {
 		t.Errorf("inner = %+v", inner)
 	}
@@ -302,5 +315,45 @@ func TestLongValuesAreTruncatedInMessages(t *testing.T) {
 	msg := wantError(t, res, engine.CodeInvalidProtocolVersion)
 	if strings.Contains(msg, long) || !strings.Contains(msg, "…") {
 		t.Errorf("message = %q", msg)
+	}
+}
+
+// TestErrorShapesPerEndpoint: each endpoint family answers errors in the
+// shape IoT Hub uses for it, so that the official SDKs read them: the
+// registry shape (ErrorCode:<name>;<text>) for the registry, statistics,
+// authorization and api-version failures; the method shape (JSON in
+// Message) for direct method calls.
+func TestErrorShapesPerEndpoint(t *testing.T) {
+	h := newTestHub(t)
+	h.createDevice("dev1")
+	h.device("online", func(string, []byte) (int, []byte, bool) { return 200, []byte("{'bad': json}"), true })
+
+	for name, tc := range map[string]struct {
+		res  response
+		code int
+	}{
+		"get missing device":    {h.registry(http.MethodGet, "/devices/nope", "", nil), engine.CodeDeviceNotFound},
+		"delete missing device": {h.registry(http.MethodDelete, "/devices/nope", "", map[string]string{"If-Match": "*"}), engine.CodeDeviceNotFound},
+		"get missing module":    {h.registry(http.MethodGet, "/devices/dev1/modules/nope", "", nil), engine.CodeModuleNotFound},
+		"create existing":       {h.registry(http.MethodPut, "/devices/dev1", `{"deviceId":"dev1"}`, nil), engine.CodeDeviceAlreadyExists},
+		"stale etag":            {h.registry(http.MethodPut, "/devices/dev1", `{"deviceId":"dev1"}`, map[string]string{"If-Match": `"xyz"`}), engine.CodePreconditionFailed},
+		"bulk not a list":       {h.registry(http.MethodPost, "/devices", `{}`, nil), engine.CodeIotHubFormatError},
+		"statistics no auth":    {h.do(request{method: http.MethodGet, path: "/statistics/devices?" + apiVersion}), engine.CodeUnauthorized},
+		"method no auth":        {h.do(request{method: http.MethodPost, path: "/twins/dev1/methods?" + apiVersion, body: `{"methodName":"m"}`}), engine.CodeUnauthorized},
+		"method bad version":    {h.do(request{method: http.MethodPost, path: "/twins/dev1/methods?api-version=1999-01-01", body: `{"methodName":"m"}`, auth: h.token("iothubowner")}), engine.CodeInvalidProtocolVersion},
+	} {
+		t.Run(name, func(t *testing.T) { wantRegistryError(t, tc.res, tc.code) })
+	}
+	for name, tc := range map[string]struct {
+		res  response
+		code int
+	}{
+		"offline device":     {h.invoke("/twins/dev1/methods", `{"methodName":"m"}`), engine.CodeDeviceNotOnline},
+		"missing device":     {h.invoke("/twins/nope/methods", `{"methodName":"m"}`), engine.CodeDeviceNotFound},
+		"missing module":     {h.invoke("/twins/dev1/modules/nope/methods", `{"methodName":"m"}`), engine.CodeModuleNotFound},
+		"bad timeout":        {h.invoke("/twins/dev1/methods", `{"methodName":"m","responseTimeoutInSeconds":1}`), engine.CodeArgumentInvalid},
+		"device answers bad": {h.invoke("/twins/online/methods", `{"methodName":"m"}`), engine.CodeInvalidResponseWhileProxying},
+	} {
+		t.Run(name, func(t *testing.T) { wantMethodError(t, tc.res, tc.code) })
 	}
 }

@@ -195,11 +195,17 @@ func methodResponseBody(res engine.MethodResult) ([]byte, *engine.Error) {
 	if len(p) == 0 {
 		p = []byte("null")
 	} else if !json.Valid(p) {
-		// [inf] Real hubs have returned malformed bodies or
-		// InvalidResponseWhileProxying for this (protocol.md §5.2); we
-		// answer a well-formed 400 that says what went wrong.
-		return nil, engine.NewError(engine.CodeArgumentInvalid,
-			"The device returned a method response payload that is not valid JSON.")
+		// The device broke the protocol, not the caller: 502 Bad Gateway
+		// with InvalidResponseWhileProxying, the name IoT Hub gives this
+		// failure (azure-iot-sdk-c PR #6; the name follows
+		// GenericBadGateway 502000 in the service's error-code list, so its
+		// number is 502001 [inf]). The official Node service client turns a
+		// 502 into BadDeviceResponseError, "a device sends a bad response to
+		// a device method call". Hubs have also been seen splicing the bytes
+		// in unchecked, producing a 200 whose body is not JSON; a caller
+		// cannot use that, so we do not copy it. See docs/hub-fidelity.md.
+		return nil, engine.NewError(engine.CodeInvalidResponseWhileProxying,
+			"The device's method response payload is not valid JSON.")
 	}
 	b := make([]byte, 0, len(p)+40)
 	b = append(b, `{"status":`...)
@@ -220,23 +226,23 @@ func methodResponseBody(res engine.MethodResult) ([]byte, *engine.Error) {
 func (h *handler) invoke(w http.ResponseWriter, r *http.Request, rt route) {
 	body, herr := readBody(w, r, maxMethodBody)
 	if herr != nil {
-		writeError(w, herr)
+		writeMethodError(w, herr)
 		return
 	}
 	call, herr := parseMethodRequest(body)
 	if herr != nil {
-		writeError(w, herr)
+		writeMethodError(w, herr)
 		return
 	}
 	id := auth.Identity{HostName: h.e.HostName(), DeviceID: rt.deviceID, ModuleID: rt.moduleID}
 	res, herr := h.e.Invoke(r.Context(), id, call)
 	if herr != nil {
-		writeError(w, herr)
+		writeMethodError(w, herr)
 		return
 	}
 	out, herr := methodResponseBody(res)
 	if herr != nil {
-		writeError(w, herr)
+		writeMethodError(w, herr)
 		return
 	}
 	writeJSON(w, out, "")

@@ -75,7 +75,7 @@ func TestInvokeDeviceAnswers(t *testing.T) {
 		{"whitespace body", 201, " \n", `{"status":201,"payload":null}`, 0},
 		{"status passthrough", 501, `{"error":"not implemented"}`, `{"status":501,"payload":{"error":"not implemented"}}`, 0},
 		{"negative status", -3, `"x"`, `{"status":-3,"payload":"x"}`, 0},
-		{"invalid JSON", 200, `{'filename': 1}`, "", engine.CodeArgumentInvalid},
+		{"invalid JSON", 200, `{'filename': 1}`, "", engine.CodeInvalidResponseWhileProxying},
 		{"too large", 200, `"` + strings.Repeat("a", engine.MaxPayload) + `"`, "", engine.CodeMessageTooLarge},
 	}
 	for i, tt := range tests {

@@ -68,13 +68,22 @@ var errTimeout error = timeoutError{}
 // request payload, failing the test if the subscription fails.
 func Echo(t testing.TB, c paho.Client, status int) {
 	t.Helper()
+	Serve(t, c, func(payload []byte) (int, []byte) { return status, payload })
+}
+
+// Serve subscribes to direct methods and answers each with what answer
+// returns for its payload (any bytes: a test may send a broken answer),
+// failing the test if the subscription fails.
+func Serve(t testing.TB, c paho.Client, answer func(payload []byte) (int, []byte)) {
+	t.Helper()
 	tk := c.Subscribe("$iothub/methods/POST/#", 0, func(c paho.Client, m paho.Message) {
 		topic := m.Topic()
 		i := strings.Index(topic, "?$rid=")
 		if i < 0 {
 			return
 		}
-		c.Publish("$iothub/methods/res/"+strconv.Itoa(status)+"/?$rid="+topic[i+6:], 0, false, m.Payload())
+		status, body := answer(m.Payload())
+		c.Publish("$iothub/methods/res/"+strconv.Itoa(status)+"/?$rid="+topic[i+6:], 0, false, body)
 	})
 	if !tk.WaitTimeout(15*time.Second) || tk.Error() != nil {
 		t.Fatalf("pahodev: subscribe: %v", tk.Error())
