@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hub/engine"
 	"github.com/iothub-go/iothub/internal/testutil/hubcall"
 	"github.com/iothub-go/iothub/internal/testutil/pahodev"
 	"github.com/iothub-go/iothub/iothubtest"
@@ -86,9 +87,20 @@ func echo(t *testing.T, s *iothubtest.Server, id string) {
 
 func wantError(t *testing.T, status int, body string, wantStatus, wantCode int) {
 	t.Helper()
+	// Registry shape ("ErrorCode:<name>;<text>") or method shape (the
+	// JSON error object in Message).
 	var outer struct{ Message string }
 	var inner struct{ ErrorCode int }
-	if err := json.Unmarshal([]byte(body), &outer); err != nil || json.Unmarshal([]byte(outer.Message), &inner) != nil {
+	if err := json.Unmarshal([]byte(body), &outer); err != nil {
+		t.Fatalf("error body %q is not IoT Hub's error shape", body)
+	}
+	if rest, ok := strings.CutPrefix(outer.Message, "ErrorCode:"); ok {
+		name, _, _ := strings.Cut(rest, ";")
+		if name != engine.CodeName(wantCode) {
+			t.Fatalf("got %d %s (%s), want %d/%d", status, name, body, wantStatus, wantCode)
+		}
+		inner.ErrorCode = wantCode
+	} else if json.Unmarshal([]byte(outer.Message), &inner) != nil {
 		t.Fatalf("error body %q is not IoT Hub's error shape", body)
 	}
 	if status != wantStatus || inner.ErrorCode != wantCode {

@@ -82,7 +82,7 @@ func TestCannotReceiveAnotherIdentitysMethods(t *testing.T) {
 				t.Fatalf("call to %s answered by %s (%v)", id, r.Payload, err)
 			}
 		}
-		if got := recA.requests(); len(got) != 1 || got[0] != "whoami " {
+		if got := recA.requests(); len(got) != 1 || got[0] != "whoami null" {
 			t.Fatalf("devA received %q; want its own call only", got)
 		}
 		if len(recB.requests()) != 1 || len(recM.requests()) != 1 {

@@ -27,7 +27,7 @@ type runningHub struct {
 	svc      auth.ConnectionString
 	mqttAddr string
 	conf     *tls.Config // trusts the hub's CA
-	logs *syncbuf.Buffer
+	logs     *syncbuf.Buffer
 }
 
 // startTestHub starts serveHub with args (plus random ports and a CA file) and
