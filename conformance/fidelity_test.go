@@ -273,11 +273,12 @@ func TestFidelityRegistry(t *testing.T) {
 
 // TestFidelityStatusCodes checks issue 15, point 6 with the official Node
 // SDK: a device answer that is not JSON reaches the Node service client as
-// a 502 BadDeviceResponseError (502001 InvalidResponseWhileProxying), and
-// a Node AMQP device that another connection of its identity replaces is
-// told 409002 LinkCreationConflict.
+// a 502 BadDeviceResponseError (502001 InvalidResponseWhileProxying), a
+// Node device reaches the hub through its gateway name, and a Node AMQP
+// device that another connection of its identity replaces is told 409002
+// LinkCreationConflict.
 func TestFidelityStatusCodes(t *testing.T) {
-	h := startHub(t, "dev-badjson", "dev-amqp")
+	h := startHub(t, "dev-badjson", "dev-amqp", "dev-gateway")
 
 	t.Run("device answers with invalid JSON", func(t *testing.T) {
 		cs, err := auth.ParseDeviceConnectionString(h.deviceCS["dev-badjson"])
@@ -315,6 +316,22 @@ func TestFidelityStatusCodes(t *testing.T) {
 		}
 		if body, _ := e["responseBody"].(string); !strings.Contains(body, `502001`) {
 			t.Fatalf("502 body %q does not carry errorCode 502001", body)
+		}
+	})
+
+	t.Run("gateway host name", func(t *testing.T) {
+		// A Node device whose connection string names the hub's gateway
+		// name 127.0.0.1 dials it and keeps HostName in the MQTT user
+		// name; .NET would put 127.0.0.1 there, which the hub accepts too
+		// (internal/hub TestMQTTUsernameGatewayHost).
+		for _, tr := range []string{"mqtt", "amqp"} {
+			t.Run(tr, func(t *testing.T) {
+				devicePeer(t, h, "dev-gateway", tr, "DEVICE_CS="+h.deviceCS["dev-gateway"]+";GatewayHostName=127.0.0.1")
+				res, code := invoke(t, h, "dev-gateway", `{"via":"gateway"}`)
+				if code != 0 || mustJSON(res) != `{"payload":{"payload":{"via":"gateway"},"result":"ok"},"status":200}` {
+					t.Fatalf("invoke exit %d: %s", code, mustJSON(res))
+				}
+			})
 		}
 	})
 
