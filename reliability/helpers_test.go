@@ -30,6 +30,7 @@ import (
 	"github.com/iothub-go/iothub/internal/hub/engine"
 	"github.com/iothub-go/iothub/internal/pki"
 	"github.com/iothub-go/iothub/internal/testutil/statuslog"
+	"github.com/iothub-go/iothub/internal/testutil/testkey"
 	"github.com/iothub-go/iothub/service"
 	"github.com/iothub-go/iothub/transport"
 	"github.com/iothub-go/iothub/transport/amqp"
@@ -129,7 +130,7 @@ func newFixture(t testing.TB, o *fixtureOptions) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, ca: ca, ownerKey: engine.NewKey(), addr: freeAddr(t), logger: o.logger, keys: map[string][2]string{}, x509: map[string]string{}}
+	f := &fixture{t: t, ca: ca, ownerKey: testkey.New(), addr: freeAddr(t), logger: o.logger, keys: map[string][2]string{}, x509: map[string]string{}}
 	f.start()
 	t.Cleanup(func() {
 		f.mu.Lock()
@@ -296,7 +297,7 @@ func identity(id string) auth.Identity {
 // must exist) with fresh keys, and returns its primary key.
 func (f *fixture) addDevice(id string) string {
 	f.t.Helper()
-	k := [2]string{engine.NewKey(), engine.NewKey()}
+	k := [2]string{testkey.New(), testkey.New()}
 	f.mu.Lock()
 	f.keys[id] = k
 	h := f.h

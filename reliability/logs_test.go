@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/iothub-go/iothub/internal/testutil/syncbuf"
+	"github.com/iothub-go/iothub/internal/testutil/testkey"
 
 	azlog "github.com/Azure/azure-sdk-for-go/sdk/azcore/log"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/device"
-	"github.com/iothub-go/iothub/internal/hub/engine"
 	"github.com/iothub-go/iothub/service"
 	"github.com/iothub-go/iothub/transport"
 )
@@ -80,7 +80,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		}
 
 		// A client with a wrong key is refused.
-		wrongKey := engine.NewKey()
+		wrongKey := testkey.New()
 		secrets["wrong key"] = wrongKey
 		cs := auth.ConnectionString{HostName: hostName, GatewayHostName: f.addr, DeviceID: id, SharedAccessKey: wrongKey}.Reveal()
 		c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{Transport: tp.newT(0), TLSConfig: f.tlsConfig(), Retry: fastRetry, Logger: logger})
@@ -92,14 +92,14 @@ func TestNoSecretsInLogs(t *testing.T) {
 		}
 		c.Close(ctx)
 		// A forged token presented directly.
-		forged, _ := auth.SignSAS(identity(id).Resource(), "", engine.NewKey(), time.Now().Add(time.Hour))
+		forged, _ := auth.SignSAS(identity(id).Resource(), "", testkey.New(), time.Now().Add(time.Hour))
 		secrets["forged token"] = forged
 		if err := f.dialWith(tp, identity(id), forged); !errors.Is(err, transport.ErrNotAuthorized) {
 			t.Fatalf("%s: forged token: %v", id, err)
 		}
 	}
 	// The service client with a wrong key, and with a fixed token.
-	wrongSvc := engine.NewKey()
+	wrongSvc := testkey.New()
 	secrets["wrong service key"] = wrongSvc
 	bad := f.serviceClient(t, f.serviceConnString("iothubowner", wrongSvc), policy.RetryOptions{MaxRetries: -1})
 	if _, err := invokeWith(ctx, bad, "dev-mqtt", "echo", nil, 5*time.Second, 0); !errors.Is(err, service.ErrUnauthorized) {

@@ -24,6 +24,7 @@ import (
 	"github.com/iothub-go/iothub/device"
 	"github.com/iothub-go/iothub/internal/hub/engine"
 	"github.com/iothub-go/iothub/internal/testutil/pahodev"
+	"github.com/iothub-go/iothub/internal/testutil/testkey"
 	"github.com/iothub-go/iothub/service"
 	"github.com/iothub-go/iothub/transport"
 )
@@ -323,7 +324,7 @@ func TestDeviceTokensRefused(t *testing.T) {
 			{"another device's token", idA, sign(identity("devB").Resource(), "", keyB, hour), false},
 			{"another device's audience, own key", idA, sign(identity("devB").Resource(), "", keyA, hour), false},
 			{"another hub's audience", idA, sign("otherhub.azure-devices.net/devices/devA", "", keyA, hour), false},
-			{"wrong key", idA, sign(idA.Resource(), "", engine.NewKey(), hour), false},
+			{"wrong key", idA, sign(idA.Resource(), "", testkey.New(), hour), false},
 			{"device token for its module", idM, sign(idA.Resource(), "", keyA, hour), false},
 			{"device key for its module", idM, sign(idM.Resource(), "", keyA, hour), false},
 			{"registryRead policy", idA, sign(hostName, "registryRead", f.policyKey("registryRead"), hour), false},
@@ -345,7 +346,7 @@ func TestDeviceTokensRefused(t *testing.T) {
 		d := f.connect(t, "devA", tp, nil)
 		d.status.WaitFor(t, device.ConnectionStateConnected)
 		oldTok := sign(idA.Resource(), "", keyA, hour)
-		newKey := engine.NewKey()
+		newKey := testkey.New()
 		if _, herr := f.engine().PutDevice("devA", engine.Device{Authentication: engine.Authentication{Type: engine.AuthSAS,
 			SymmetricKey: engine.SymmetricKey{PrimaryKey: &newKey, SecondaryKey: &newKey}}}, "*"); herr != nil {
 			t.Fatal(herr)
@@ -407,7 +408,7 @@ func TestServiceTokensRefused(t *testing.T) {
 		{"expired (beyond the 5 min clock skew)", sign(hostName, "iothubowner", owner, time.Now().Add(-auth.MaxClockSkew-time.Minute)), 401},
 		{"another hub", sign("otherhub.azure-devices.net", "iothubowner", owner, hour), 401},
 		{"another path", sign(hostName+"/devices/dev2", "iothubowner", owner, hour), 401},
-		{"wrong key", sign(hostName, "iothubowner", engine.NewKey(), hour), 401},
+		{"wrong key", sign(hostName, "iothubowner", testkey.New(), hour), 401},
 		{"device policy", sign(hostName, "device", f.policyKey("device"), hour), 401},
 		{"registryRead policy", sign(hostName, "registryRead", f.policyKey("registryRead"), hour), 401},
 		{"registryReadWrite policy", sign(hostName, "registryReadWrite", f.policyKey("registryReadWrite"), hour), 401},

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/iothub-go/iothub/internal/testutil/syncbuf"
+	"github.com/iothub-go/iothub/internal/testutil/testkey"
 
 	amqp "github.com/Azure/go-amqp"
 	"github.com/coder/websocket"
@@ -163,7 +164,7 @@ func TestSASLPlain(t *testing.T) {
 		roundTrip(t, f, mustAttachMethods(t, s, "dev2/mod1"), `2`)
 	})
 	for _, tc := range []struct{ name, user, pass string }{
-		{"wrong key", "dev1@sas." + hub, token(t, "dev1", engine.NewKey(), time.Now().Add(time.Hour))},
+		{"wrong key", "dev1@sas." + hub, token(t, "dev1", testkey.New(), time.Now().Add(time.Hour))},
 		{"other hub", "dev1@sas.otherhub", token(t, "dev1", key, time.Now().Add(time.Hour))},
 		{"no sas", "dev1@" + hub, token(t, "dev1", key, time.Now().Add(time.Hour))},
 		{"policy without DeviceConnect", "service@sas.root." + hub, func() string {
@@ -342,7 +343,7 @@ func TestPutTokenErrors(t *testing.T) {
 		name, typ, audience, tok string
 		want                     int32
 	}{
-		{"wrong key", "servicebus.windows.net:sastoken", testHost + "/devices/dev1", token(t, "dev1", engine.NewKey(), time.Now().Add(time.Hour)), 401},
+		{"wrong key", "servicebus.windows.net:sastoken", testHost + "/devices/dev1", token(t, "dev1", testkey.New(), time.Now().Add(time.Hour)), 401},
 		{"expired", "servicebus.windows.net:sastoken", testHost + "/devices/dev1", token(t, "dev1", key, time.Now().Add(-time.Minute)), 401},
 		{"another identity's audience", "servicebus.windows.net:sastoken", testHost + "/devices/dev2", good, 401},
 		{"unknown device", "servicebus.windows.net:sastoken", testHost + "/devices/nodev", good, 401},
@@ -801,7 +802,7 @@ func TestLogRedaction(t *testing.T) {
 	cb := newCBS(t, s)
 	tok := token(t, "dev1", key, time.Now().Add(time.Hour))
 	cb.putToken(t, testHost+"/devices/dev1", tok)
-	cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", engine.NewKey(), time.Now().Add(time.Hour)))
+	cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", testkey.New(), time.Now().Add(time.Hour)))
 	roundTrip(t, f, mustAttachMethods(t, s, "dev1"), `{"secret-payload":1}`)
 	if c2, err := f.connect(&amqp.ConnOptions{SASLType: amqp.SASLTypePlain("dev1@sas."+hub, tok+"x")}, nil); err == nil {
 		c2.Close()

@@ -112,9 +112,6 @@ func newKey() string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-// NewKey returns a random 32-byte base64 key (for policies and tests).
-func NewKey() string { return newKey() }
-
 // normalizeAuth validates a requested Authentication and fills in generated
 // keys, returning IoT Hub's canonical form.
 func normalizeAuth(a Authentication) (Authentication, *Error) {
