@@ -4,6 +4,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"time"
@@ -166,10 +167,17 @@ func (e *Engine) invoke(ctx context.Context, id auth.Identity, call MethodCall) 
 		s.mu.Unlock()
 		protocol = s.conn.Protocol()
 		if !ended {
-			if err := s.conn.SendMethod(rid, call.Name, call.Payload); err == nil {
+			err := s.conn.SendMethod(rid, call.Name, call.Payload)
+			if err == nil {
 				break
 			}
 			s.forget(rid)
+			var herr *Error
+			if errors.As(err, &herr) {
+				// The connection refused this request itself (it cannot be
+				// written on its protocol): waiting would not help.
+				return MethodResult{}, protocol, herr
+			}
 		}
 		// The session's connection could not take the request: it is
 		// going away (e.g. a stale connect attempt that replaced a newer

@@ -17,6 +17,9 @@ type Conn interface {
 	// format (MQTT: hex counter; AMQP: uuid).
 	NewRequestID() string
 	// SendMethod delivers a method request. It must not block for long.
+	// An *Error means the request can never be sent on this connection
+	// (the call fails with it); any other error means the connection is
+	// going away.
 	SendMethod(rid, name string, payload []byte) error
 	// Close ends the connection; reason says why (kicked by a newer
 	// connection, token expired, identity deleted, hub closing, fault).

@@ -3,6 +3,7 @@ package mqttd
 import (
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,9 +105,13 @@ func (l *link) SendMethod(rid, name string, payload []byte) error {
 	if payload == nil {
 		payload = []byte{}
 	}
+	topic := methodRequestTopic(name, rid)
+	if err := checkTopicName(topic); err != nil {
+		return engine.NewError(engine.CodeArgumentInvalid, "The method cannot be sent over MQTT: %s", strings.TrimPrefix(err.Error(), "iothub: "))
+	}
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish},
-		TopicName:   methodRequestTopic(name, rid),
+		TopicName:   topic,
 		Payload:     payload,
 	}
 	t := time.NewTimer(sendTimeout)

@@ -2,9 +2,11 @@ package mqttd
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/iothub-go/iothub/auth"
 )
@@ -104,6 +106,25 @@ func formatUsername(host, clientID, apiVersion string, extra map[string]string) 
 // methodRequestTopic is the topic of a method request the hub sends.
 func methodRequestTopic(name, rid string) string {
 	return methodRequestPfx + name + "/?$rid=" + rid
+}
+
+// checkTopicName reports why topic cannot be the topic of a PUBLISH the
+// hub writes: MQTT 3.1.1 (sections 1.5.3, 4.7.1 and 4.7.3) allows at most
+// 65,535 bytes of UTF-8 without U+0000, and no wildcard in a topic name.
+// The engine validates method names before they get here; this guard
+// keeps a bug elsewhere from putting invalid protocol on the wire (a
+// 16-bit length that wraps, a '+' that a device's filter matching
+// misreads).
+func checkTopicName(topic string) error {
+	switch {
+	case len(topic) == 0 || len(topic) > 65535:
+		return fmt.Errorf("iothub: an MQTT topic must be 1 to 65535 bytes, not %d", len(topic))
+	case !utf8.ValidString(topic):
+		return errors.New("iothub: an MQTT topic must be UTF-8")
+	case strings.ContainsAny(topic, "+#\x00"):
+		return errors.New("iothub: an MQTT topic name cannot contain '+', '#' or U+0000")
+	}
+	return nil
 }
 
 // methodResponseTopic is the topic of a device's method response.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hub/engine"
 )
 
 func TestParseClientID(t *testing.T) {
@@ -242,4 +243,41 @@ func FuzzParseTopic(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestCheckTopicName(t *testing.T) {
+	for _, tc := range []struct {
+		topic string
+		ok    bool
+	}{
+		{"$iothub/methods/POST/reboot/?$rid=1", true},
+		{"$iothub/methods/POST/" + strings.Repeat("a", 65535-len("$iothub/methods/POST/")), true},
+		{"$iothub/methods/POST/" + strings.Repeat("a", 65536-len("$iothub/methods/POST/")), false},
+		{"", false},
+		{"$iothub/methods/POST/a+b/?$rid=1", false},
+		{"$iothub/methods/POST/a#/?$rid=1", false},
+		{"$iothub/methods/POST/a\x00/?$rid=1", false},
+		{"$iothub/methods/POST/\xff/?$rid=1", false},
+	} {
+		if err := checkTopicName(tc.topic); (err == nil) != tc.ok {
+			t.Errorf("checkTopicName(%.40q) = %v, want ok %v", tc.topic, err, tc.ok)
+		}
+	}
+}
+
+// TestUnsendableMethodName: a request whose topic would not be valid MQTT
+// fails at once with 400004 and never reaches the device, even when it
+// bypasses the HTTPS API's name check.
+func TestUnsendableMethodName(t *testing.T) {
+	f := newFixture(t)
+	key := f.addDevice("dev1")
+	d := f.connect(f.sasOpts("dev1", key))
+	d.subscribe(t, "$iothub/methods/POST/#", 0)
+	for _, name := range []string{"a+b", "a#", strings.Repeat("n", 70000)} {
+		r := waitInvoke(t, f.invoke("dev1", name, nil, 0))
+		if r.err == nil || r.err.Code != engine.CodeArgumentInvalid {
+			t.Fatalf("invoke %.20q: %+v, %v; want 400004", name, r.res, r.err)
+		}
+	}
+	roundTrip(t, f, d, "dev1") // the connection still works, and got nothing else first
 }
