@@ -29,6 +29,19 @@ import (
 // WebSocketPath is where MQTT and AMQP over WebSocket are served.
 const WebSocketPath = "/$iothub/websocket"
 
+// Lifetimes of HTTPS connections (variables so that tests can shorten
+// them). A request has httpRequestTimeout to send its body, and its answer
+// httpWriteTimeout to be written, which covers the longest method call (300
+// s to connect and 300 s to answer). A keep-alive connection is closed after
+// httpIdleTimeout without a request: the 4 minutes of Azure's load
+// balancers, whose idle timeout fronts IoT Hub [inf]. WebSocket sessions
+// have neither deadline: MQTT and AMQP keep-alives govern them.
+var (
+	httpRequestTimeout = 60 * time.Second
+	httpWriteTimeout   = 11 * time.Minute
+	httpIdleTimeout    = 4 * time.Minute
+)
+
 // Options configures a Hub.
 type Options struct {
 	// HostName is the hub's host name (the SAS audience). Default "localhost".
@@ -125,13 +138,22 @@ func Start(opts Options) (*Hub, error) {
 		// Not a ServeMux: it would redirect paths holding the valid ids
 		// "." and "..".
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			rc := http.NewResponseController(w)
 			if r.URL.Path == WebSocketPath {
+				// The upgraded connection outlives any request deadline.
+				_ = rc.SetReadDeadline(time.Time{})
+				_ = rc.SetWriteDeadline(time.Time{})
 				h.serveWebSocket(w, r)
 				return
 			}
+			// httpd clears the read deadline once it has read a body, so
+			// that a long method call is not cut by it.
+			_ = rc.SetReadDeadline(time.Now().Add(httpRequestTimeout))
+			_ = rc.SetWriteDeadline(time.Now().Add(httpWriteTimeout))
 			rest.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       httpIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*peekConn); ok {
