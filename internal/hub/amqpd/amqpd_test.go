@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -953,5 +954,80 @@ func TestEngineCloses(t *testing.T) {
 	}
 	if e := remoteErr(c.Err()); e != nil {
 		t.Fatalf("dropped connection got a close frame %v, want a bare drop", e)
+	}
+}
+
+// TestUnauthenticatedConnectionIsClosed: a connection that authenticates
+// no identity within authWait is closed with amqp:unauthorized-access,
+// though it sends heartbeats; one that authenticated stays.
+func TestUnauthenticatedConnectionIsClosed(t *testing.T) {
+	f := newFixture(t, func(s *Server) { s.authWait = 300 * time.Millisecond })
+	key := f.addDevice("dev1")
+	authed := f.mustConnect(nil, nil)
+	s := newSession(t, authed)
+	if code, _ := newCBS(t, s).putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour))); code != 200 {
+		t.Fatal("put-token failed")
+	}
+	d := mustAttachMethods(t, s, "dev1")
+
+	idle := f.mustConnect(&amqp.ConnOptions{IdleTimeout: 10 * time.Second}, nil) // the hub heartbeats it
+	newSession(t, idle)
+	select {
+	case <-idle.Done():
+		var ce *amqp.ConnError
+		if err := idle.Err(); !errors.As(err, &ce) || ce.RemoteErr == nil || ce.RemoteErr.Condition != amqp.ErrCondUnauthorizedAccess {
+			t.Fatalf("closed with %v, want amqp:unauthorized-access", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("an unauthenticated connection is still open")
+	}
+	roundTrip(t, f, d, `"still here"`)
+}
+
+// TestSessionPendingBytesBounded: a peer that grants link credit but keeps
+// its session window shut cannot make the hub buffer without bound: past
+// maxPendingBytes the session ends with amqp:resource-limit-exceeded.
+func TestSessionPendingBytesBounded(t *testing.T) {
+	f := newFixture(t, func(s *Server) { s.maxPendingBytes = 200 })
+	key := f.addDevice("dev1")
+	r := f.rawDial()
+	r.open()
+	r.frame(frameTypeAMQP, 0, performative(descBegin, nil, uint32(0), uint32(0), uint32(100)), nil)
+	if _, ok := r.mustNext().body.(*begin); !ok {
+		t.Fatal("no begin")
+	}
+	r.frame(frameTypeAMQP, 0, performative(descAttach, "cbs-out", uint32(0), true, nil, nil,
+		performative(descSource, "$cbs"), performative(descTarget, "cbs")), nil)
+	r.frame(frameTypeAMQP, 0, performative(descAttach, "cbs-in", uint32(1), false, nil, nil,
+		performative(descSource, "me"), performative(descTarget, "$cbs"), nil, nil, uint32(0)), nil)
+	r.frame(frameTypeAMQP, 0, performative(descFlow, uint32(0), uint32(0), uint32(0), uint32(100),
+		uint32(0), uint32(0), uint32(50)), nil)
+	for i := range 5 {
+		var req []byte
+		for _, sec := range []any{
+			performative(descProperties, uint64(i)),
+			Described{Descriptor: uint64(descApplicationProperties), Value: Map{
+				{Key: "operation", Value: "PUT-TOKEN"}, {Key: "type", Value: "servicebus.windows.net:sastoken"},
+				{Key: "name", Value: testHost + "/devices/dev1"}}},
+			Described{Descriptor: uint64(descAMQPValue), Value: token(t, "dev1", key, time.Now().Add(time.Hour))},
+		} {
+			var err error
+			if req, err = appendValue(req, sec); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.frame(frameTypeAMQP, 0, performative(descTransfer, uint32(1), uint32(i), []byte{byte(i)}), req)
+	}
+	for {
+		fr := r.mustNext()
+		switch p := fr.body.(type) {
+		case *transfer:
+			t.Fatal("transfer sent into a closed session window")
+		case *end:
+			if p.err == nil || p.err.condition != condResourceLimit {
+				t.Fatalf("session ended with %+v, want amqp:resource-limit-exceeded", p.err)
+			}
+			return
+		}
 	}
 }

@@ -362,6 +362,13 @@ func (c *conn) readLoop() {
 	}
 }
 
+// authenticated reports whether any identity has been authenticated on
+// the connection: SASL PLAIN, a CBS token (device or hub policy) or a link
+// of an X.509 identity.
+func (c *conn) authenticated() bool {
+	return c.plain != nil || c.hubToken != nil || len(c.tokens) > 0 || len(c.units) > 0
+}
+
 // loop runs the connection until it ends.
 func (c *conn) loop() {
 	defer func() {
@@ -387,6 +394,8 @@ func (c *conn) loop() {
 		defer t.Stop()
 		idleCheck = t.C
 	}
+	authCheck := time.NewTimer(c.s.authWait)
+	defer authCheck.Stop()
 	readerDone := c.readerDone
 	for !c.finished {
 		var closeDeadline <-chan time.Time
@@ -406,6 +415,12 @@ func (c *conn) loop() {
 			if idle := time.Since(time.Unix(0, c.lastRead.Load())); idle > c.s.idleTimeout && !c.closing {
 				c.log.Info("amqp connection idle: closing", "idle", idle.Round(time.Millisecond))
 				c.fail(condResourceLimit, fmt.Sprintf("No frame was received for %s (idle-time-out)", c.s.idleTimeout))
+			}
+		case <-authCheck.C:
+			if !c.authenticated() && !c.closing {
+				c.log.Info("amqp connection never authenticated: closing", "after", c.s.authWait)
+				c.fail(condUnauthorized, hubErrorJSON(engine.NewError(engine.CodeUnauthorized,
+					"No identity was authenticated within %s of opening the connection", c.s.authWait)))
 			}
 		case <-closeDeadline:
 			c.finished = true

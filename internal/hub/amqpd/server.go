@@ -48,11 +48,19 @@ const (
 	// with CBS [inf].
 	maxIdentities = 1000
 
-	connectWait  = 30 * time.Second // header, SASL and open must be done by then [inf]
-	writeTimeout = 15 * time.Second // a device that does not read is dropped [inf]
-	sendTimeout  = 10 * time.Second // bound on SendMethod waiting for the connection
-	closeGrace   = 2 * time.Second  // how long a close waits for the peer's close
-	minHeartbeat = 500 * time.Millisecond
+	connectWait = 30 * time.Second // header, SASL and open must be done by then [inf]
+	// authWait is how long an open connection may go without any identity
+	// authenticated (SASL PLAIN, a CBS token or an X.509 link), like
+	// nats-server's auth timer: heartbeats alone do not keep it [inf].
+	authWait = 60 * time.Second
+	// defaultMaxPendingBytes bounds the transfer frames a session holds
+	// while the peer's session window is closed: 1024 queued messages of a
+	// 128 KB method request each fit, a peer that never opens it does not.
+	defaultMaxPendingBytes = 160 << 20
+	writeTimeout           = 15 * time.Second // a device that does not read is dropped [inf]
+	sendTimeout            = 10 * time.Second // bound on SendMethod waiting for the connection
+	closeGrace             = 2 * time.Second  // how long a close waits for the peer's close
+	minHeartbeat           = 500 * time.Millisecond
 )
 
 // ErrServerClosed is returned by [Server.ServeConn] once [Server.Close]
@@ -83,10 +91,12 @@ type Server struct {
 	wg     sync.WaitGroup // one per running ServeConn
 
 	// Timings; tests shorten them.
-	connectWait time.Duration
-	idleTimeout time.Duration
-	maxQueued   int // see defaultMaxQueued
-	closeGrace  time.Duration
+	connectWait     time.Duration
+	authWait        time.Duration
+	maxPendingBytes int
+	idleTimeout     time.Duration
+	maxQueued       int // see defaultMaxQueued
+	closeGrace      time.Duration
 }
 
 // New returns an AMQP endpoint for the engine. It starts no goroutines
@@ -101,13 +111,15 @@ func New(e *engine.Engine, logger *slog.Logger) (*Server, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Server{
-		e:           e,
-		log:         logger,
-		conns:       map[*conn]struct{}{},
-		connectWait: connectWait,
-		maxQueued:   defaultMaxQueued,
-		idleTimeout: IdleTimeout,
-		closeGrace:  closeGrace,
+		e:               e,
+		log:             logger,
+		conns:           map[*conn]struct{}{},
+		connectWait:     connectWait,
+		authWait:        authWait,
+		maxPendingBytes: defaultMaxPendingBytes,
+		maxQueued:       defaultMaxQueued,
+		idleTimeout:     IdleTimeout,
+		closeGrace:      closeGrace,
 	}, nil
 }
 

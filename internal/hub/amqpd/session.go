@@ -19,6 +19,7 @@ type session struct {
 	remoteIncomingWindow uint32
 	nextDeliveryID       uint32
 	pending              [][]byte // encoded transfer frames waiting for the peer's window
+	pendingBytes         int      // their total size, at most maxPendingBytes
 
 	handleMax  uint32           // the peer's
 	links      map[uint32]*link // by the peer's handle
@@ -95,7 +96,7 @@ func (s *session) end(cond Symbol, desc string) {
 		s.dropLink(l)
 	}
 	s.links = map[uint32]*link{}
-	s.pending = nil
+	s.pending, s.pendingBytes = nil, 0
 }
 
 func (s *session) onFrame(f frame) {
@@ -257,27 +258,42 @@ func (s *session) sendDelivery(l *link, msg []byte) {
 			s.c.log.Error("amqp: cannot encode a transfer", "error", err)
 			return
 		}
-		s.sendTransferFrame(fr)
+		if !s.sendTransferFrame(fr) {
+			return
+		}
 		msg = msg[len(chunk):]
 		first = false
 	}
 }
 
 // sendTransferFrame sends a transfer frame now if the peer's session
-// window allows, otherwise after its next flow.
-func (s *session) sendTransferFrame(fr []byte) {
+// window allows, otherwise after its next flow. A peer that grants link
+// credit but keeps its session window closed while more than
+// s.c.s.maxPendingBytes wait has its session ended with
+// amqp:resource-limit-exceeded; sendTransferFrame then reports false.
+func (s *session) sendTransferFrame(fr []byte) bool {
+	if s.ending {
+		return false
+	}
 	if len(s.pending) > 0 || s.remoteIncomingWindow == 0 {
+		if s.pendingBytes+len(fr) > s.c.s.maxPendingBytes {
+			s.end(condResourceLimit, fmt.Sprintf("More than %d bytes of transfers wait for the session's incoming-window to open", s.c.s.maxPendingBytes))
+			return false
+		}
 		s.pending = append(s.pending, fr)
-		return
+		s.pendingBytes += len(fr)
+		return true
 	}
 	s.c.wbuf = append(s.c.wbuf, fr...)
 	s.nextOutgoingID++
 	s.remoteIncomingWindow--
+	return true
 }
 
 func (s *session) flushPending() {
 	for len(s.pending) > 0 && s.remoteIncomingWindow > 0 {
 		s.c.wbuf = append(s.c.wbuf, s.pending[0]...)
+		s.pendingBytes -= len(s.pending[0])
 		s.pending[0] = nil
 		s.pending = s.pending[1:]
 		s.nextOutgoingID++
