@@ -15,11 +15,36 @@ import (
 // AddBearerToken makes the hub accept "Authorization: Bearer token" on the
 // service API until expiry, with the rights of an IoT Hub data contributor.
 // It stands in for Microsoft Entra ID, which the local hub cannot reach.
+//
+// Expired tokens are forgotten: at most maxBearerTokens are kept, and
+// when that many are known the expired ones are dropped first, then the
+// ones closest to expiry.
 func (e *Engine) AddBearerToken(token string, expiry time.Time) {
 	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.bearer) >= maxBearerTokens {
+		now := e.now()
+		for t, exp := range e.bearer {
+			if !exp.After(now) {
+				delete(e.bearer, t)
+			}
+		}
+		for len(e.bearer) >= maxBearerTokens {
+			var first string
+			var firstExp time.Time
+			for t, exp := range e.bearer {
+				if first == "" || exp.Before(firstExp) {
+					first, firstExp = t, exp
+				}
+			}
+			delete(e.bearer, first)
+		}
+	}
 	e.bearer[token] = expiry
-	e.mu.Unlock()
 }
+
+// maxBearerTokens bounds the bearer tokens the engine remembers.
+const maxBearerTokens = 4096
 
 func unauthorized(format string, args ...any) *Error {
 	return NewError(CodeUnauthorized, format, args...)

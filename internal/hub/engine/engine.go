@@ -49,22 +49,23 @@ type Engine struct {
 	log      *slog.Logger
 	cas      *x509.CertPool
 
-	mu       sync.Mutex
-	policies map[string]auth.Policy
-	bearer   map[string]time.Time // accepted Entra test tokens -> expiry
-	devices  map[string]*identityRecord
-	scopes   map[string]string   // edge device scope -> device id
-	sessions map[string]*Session // live connection per identity key
-	changed  chan struct{}       // closed and replaced whenever an identity goes on- or offline
-	revoked  map[string]time.Time
-	verified map[string]verifiedToken // Authorization header → verified service token (AuthorizeService)
-	faults   faults
-	calls    []CallRecord
-	evlog    eventLog // device-to-cloud messages (events.go)
-	etagSeq  uint64
-	genSeq   int64
-	reqSeq   uint64
-	closed   bool
+	mu        sync.Mutex
+	policies  map[string]auth.Policy
+	bearer    map[string]time.Time // accepted Entra test tokens -> expiry
+	devices   map[string]*identityRecord
+	scopes    map[string]string   // edge device scope -> device id
+	sessions  map[string]*Session // live connection per identity key
+	changed   chan struct{}       // closed and replaced whenever an identity goes on- or offline
+	revoked   map[string]time.Time
+	verified  map[string]verifiedToken // Authorization header → verified service token (AuthorizeService)
+	faults    faults
+	calls     []CallRecord
+	callBytes int      // sizes of calls (CallRecord.size)
+	evlog     eventLog // device-to-cloud messages (events.go)
+	etagSeq   uint64
+	genSeq    int64
+	reqSeq    uint64
+	closed    bool
 }
 
 // New returns an engine with the five default policies.

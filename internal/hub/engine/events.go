@@ -16,6 +16,15 @@ const MaxEventSize = 256 * 1024
 // WaitEvents and EventsAfter). It bounds a long-running hub's memory.
 const MaxStoredEvents = 10000
 
+// MaxStoredEventBytes bounds the stored events by size too (bodies,
+// properties and a fixed overhead each, see [Event.Size]): 10,000 events
+// of 256 KB would be 2.6 GB, so the oldest go first once the kept ones
+// pass 64 MiB.
+const MaxStoredEventBytes = 64 << 20
+
+// storedEventOverhead is what an Event costs besides its Size.
+const storedEventOverhead = 256
+
 // Event is one device-to-cloud message (telemetry) the hub accepted.
 type Event struct {
 	// Identity is the device or module that sent it.
@@ -63,6 +72,7 @@ func (ev Event) clone() Event {
 // eventLog is the engine's store of accepted events, guarded by Engine.mu.
 type eventLog struct {
 	events []Event       // the newest MaxStoredEvents, oldest first
+	bytes  int           // their sizes plus storedEventOverhead each
 	total  uint64        // events accepted since the engine started
 	more   chan struct{} // closed and replaced at every accepted event
 }
@@ -109,11 +119,13 @@ func (e *Engine) ReceiveEvent(ev Event) *Error {
 	}
 	l := &e.evlog
 	l.events = append(l.events, ev)
-	if len(l.events) > MaxStoredEvents {
+	l.bytes += ev.Size() + storedEventOverhead
+	for len(l.events) > MaxStoredEvents || (l.bytes > MaxStoredEventBytes && len(l.events) > 1) {
 		// Re-slicing keeps memory bounded: append copies only the live
 		// window when it grows the array.
+		l.bytes -= l.events[0].Size() + storedEventOverhead
 		l.events[0] = Event{}
-		l.events = l.events[len(l.events)-MaxStoredEvents:]
+		l.events = l.events[1:]
 	}
 	l.total++
 	if l.more != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -226,5 +227,85 @@ func TestPeerCertificatesContext(t *testing.T) {
 	got := PeerCertificates(WithPeerCertificates(context.Background(), chain))
 	if len(got) != 1 || got[0] != chain[0] {
 		t.Fatalf("PeerCertificates = %v", got)
+	}
+}
+
+// TestEventsBoundedByBytes: large events are forgotten by size, not only by
+// count; the newest are kept and all are counted.
+func TestEventsBoundedByBytes(t *testing.T) {
+	e, _ := newEventEngine(t)
+	dev := auth.Identity{DeviceID: "dev1"}
+	body := make([]byte, 250*1024)
+	const n = 300 // 75 MB of bodies
+	for i := 0; i < n; i++ {
+		body[0], body[1] = byte(i), byte(i>>8)
+		if herr := e.ReceiveEvent(Event{Identity: dev, Body: body}); herr != nil {
+			t.Fatal(herr)
+		}
+	}
+	evs := e.Events()
+	total := 0
+	for _, ev := range evs {
+		total += ev.Size()
+	}
+	if total > MaxStoredEventBytes || len(evs) < MaxStoredEventBytes/(len(body)+1024) {
+		t.Fatalf("kept %d events of %d bytes in all; want the newest ones within %d bytes", len(evs), total, MaxStoredEventBytes)
+	}
+	if last := evs[len(evs)-1]; int(last.Body[0])|int(last.Body[1])<<8 != n-1 {
+		t.Fatal("the newest event is not kept")
+	}
+	if c := e.EventCount(); c != n {
+		t.Fatalf("EventCount = %d, want %d", c, n)
+	}
+}
+
+// TestBearerTokensForgotten: the engine remembers a bounded number of
+// bearer tokens, dropping expired ones first.
+func TestBearerTokensForgotten(t *testing.T) {
+	e, c := newEventEngine(t)
+	for i := 0; i < maxBearerTokens; i++ {
+		e.AddBearerToken(fmt.Sprintf("old-%d", i), c.now().Add(time.Minute))
+	}
+	c.add(2 * time.Minute) // all of them expired
+	e.AddBearerToken("fresh", c.now().Add(time.Hour))
+	e.mu.Lock()
+	n := len(e.bearer)
+	e.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d bearer tokens remembered, want only the fresh one", n)
+	}
+	for i := 0; i < 2*maxBearerTokens; i++ {
+		e.AddBearerToken(fmt.Sprintf("live-%d", i), c.now().Add(time.Duration(i+2)*time.Hour))
+	}
+	e.mu.Lock()
+	n = len(e.bearer)
+	_, newest := e.bearer[fmt.Sprintf("live-%d", 2*maxBearerTokens-1)]
+	e.mu.Unlock()
+	if n > maxBearerTokens || !newest {
+		t.Fatalf("%d bearer tokens remembered (newest kept: %v), want at most %d", n, newest, maxBearerTokens)
+	}
+	if herr := e.AuthorizeService("Bearer "+fmt.Sprintf("live-%d", 2*maxBearerTokens-1), "/devices", auth.RightsRegistryRead); herr != nil {
+		t.Fatalf("the newest token is refused: %v", herr)
+	}
+}
+
+// TestCallsBoundedByBytes: call records with large payloads are forgotten
+// by size, not only by count.
+func TestCallsBoundedByBytes(t *testing.T) {
+	e, _ := newEventEngine(t)
+	payload := make([]byte, MaxPayload)
+	const n = 600 // 77 MB of payloads
+	e.mu.Lock()
+	for i := 0; i < n; i++ {
+		e.storeCallLocked(CallRecord{Method: fmt.Sprint(i), Payload: payload})
+	}
+	e.mu.Unlock()
+	calls := e.Calls()
+	total := 0
+	for _, c := range calls {
+		total += len(c.Payload)
+	}
+	if total > MaxStoredCallBytes || len(calls) < MaxStoredCallBytes/(MaxPayload+1024) || calls[len(calls)-1].Method != fmt.Sprint(n-1) {
+		t.Fatalf("kept %d calls of %d payload bytes; want the newest within %d bytes", len(calls), total, MaxStoredCallBytes)
 	}
 }

@@ -89,13 +89,7 @@ func (e *Engine) Invoke(ctx context.Context, id auth.Identity, call MethodCall) 
 		}
 	}
 	e.mu.Lock()
-	e.calls = append(e.calls, rec)
-	if len(e.calls) > MaxStoredCalls {
-		// As for events: re-slicing keeps memory bounded, append copies
-		// only the live window when it grows the array.
-		e.calls[0] = CallRecord{}
-		e.calls = e.calls[len(e.calls)-MaxStoredCalls:]
-	}
+	e.storeCallLocked(rec)
 	e.mu.Unlock()
 	return res, herr
 }
