@@ -194,7 +194,8 @@ func TestSASLPlainExpiryClosesConnection(t *testing.T) {
 	f := newFixture(t)
 	key := f.addDevice("dev1")
 	hub := strings.Split(testHost, ".")[0]
-	exp := time.Now().Add(2 * time.Second).Truncate(time.Second).Add(time.Second)
+	// Accepted for the five minutes of skew after se, then closed.
+	exp := time.Now().Add(-auth.MaxClockSkew + 2*time.Second).Truncate(time.Second).Add(time.Second)
 	c := f.mustConnect(&amqp.ConnOptions{SASLType: amqp.SASLTypePlain("dev1@sas."+hub, token(t, "dev1", key, exp))}, nil)
 	mustAttachMethods(t, newSession(t, c), "dev1")
 	f.waitOnline("dev1")
@@ -345,7 +346,9 @@ func TestPutTokenErrors(t *testing.T) {
 		want                     int32
 	}{
 		{"wrong key", "servicebus.windows.net:sastoken", testHost + "/devices/dev1", token(t, "dev1", testkey.New(), time.Now().Add(time.Hour)), 401},
-		{"expired", "servicebus.windows.net:sastoken", testHost + "/devices/dev1", token(t, "dev1", key, time.Now().Add(-time.Minute)), 401},
+		{"expired", "servicebus.windows.net:sastoken", testHost + "/devices/dev1", token(t, "dev1", key, time.Now().Add(-auth.MaxClockSkew-time.Minute)), 401},
+		// Within the 5 minutes of skew that every endpoint allows.
+		{"60 s past se", "servicebus.windows.net:sastoken", testHost + "/devices/dev1", token(t, "dev1", key, time.Now().Add(-time.Minute)), 200},
 		{"another identity's audience", "servicebus.windows.net:sastoken", testHost + "/devices/dev2", good, 401},
 		{"unknown device", "servicebus.windows.net:sastoken", testHost + "/devices/nodev", good, 401},
 		{"other hub", "servicebus.windows.net:sastoken", "other.azure-devices.net/devices/dev1", good, 401},
@@ -410,7 +413,8 @@ func TestTokenExpiryAndRefresh(t *testing.T) {
 	c := f.mustConnect(nil, nil)
 	s := newSession(t, c)
 	cb := newCBS(t, s)
-	soon := time.Now().Add(2 * time.Second).Truncate(time.Second).Add(time.Second)
+	// se is in the past: these tokens hold for the five minutes of skew.
+	soon := time.Now().Add(-auth.MaxClockSkew + 2*time.Second).Truncate(time.Second).Add(time.Second)
 	for _, id := range []string{"dev1", "dev2"} {
 		k := map[string]string{"dev1": key, "dev2": key2}[id]
 		if code, desc := cb.putToken(t, testHost+"/devices/"+id, token(t, id, k, soon)); code != 200 {

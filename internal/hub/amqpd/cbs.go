@@ -107,9 +107,10 @@ func (c *conn) putToken(m *message) (int, string, string) {
 	}
 
 	// Node sends the audience URL-encoded (the token's sr), .NET and C
-	// unencoded; EdgeHub URL-decodes it.
+	// unencoded; EdgeHub URL-decodes it. Decoding is path decoding: '+'
+	// is a legal id character, not a space.
 	audience := name
-	if dec, err := url.QueryUnescape(name); err == nil {
+	if dec, err := url.PathUnescape(name); err == nil {
 		audience = dec
 	}
 	if len(audience) > 8 && equalFold(audience[:8], "amqps://") {
@@ -121,31 +122,16 @@ func (c *conn) putToken(m *message) (int, string, string) {
 		(len(audience) > len(host) && audience[len(host)] != '/') {
 		return 401, "The audience " + audience + " does not name this hub (" + host + ")", audience
 	}
-	tok, err := auth.ParseSAS(tokenValue)
-	if err != nil {
-		return 401, trimErr(err), audience
-	}
-	now := e.Now()
-	if !tok.Expiry.After(now) {
-		return 401, "The token expired at " + tok.Expiry.UTC().Format(time.RFC3339), audience
-	}
-
 	path := strings.TrimSuffix(audience[len(host):], "/")
 	if path == "" {
 		// A hub-scoped token: it must come from a policy with
 		// DeviceConnect. The identities it covers are only known when
 		// their links attach.
-		if tok.KeyName == "" {
-			return 401, "A token for the hub must be signed by a shared access policy (skn)", audience
+		exp, herr := e.AuthenticateHubPolicy("", tokenValue)
+		if herr != nil {
+			return 401, herr.Message, audience
 		}
-		p, ok := e.Policy(tok.KeyName)
-		if !ok {
-			return 401, "Authorization rule '" + tok.KeyName + "' not found", audience
-		}
-		if err := p.Authorize(tok, host, auth.RightsDeviceConnect, now); err != nil {
-			return 401, trimErr(err), audience
-		}
-		c.hubToken = &cbsToken{token: tokenValue, expiry: tok.Expiry}
+		c.hubToken = &cbsToken{token: tokenValue, expiry: exp}
 		for _, u := range c.units {
 			if u.via == viaHubToken {
 				if exp, herr := e.AuthenticateSAS(u.id, tokenValue); herr == nil {
@@ -159,6 +145,15 @@ func (c *conn) putToken(m *message) (int, string, string) {
 	id, ok := parseResourcePath(path)
 	if !ok {
 		return 400, "The audience " + audience + " must name the hub, a device ({host}/devices/{id}) or a module ({host}/devices/{id}/modules/{mid})", audience
+	}
+	// The .NET SDK encodes the id twice (a '+' arrives as %252B); like
+	// EdgeHub, decode once more when the id as decoded is not registered.
+	if !e.Exists(id.DeviceID, id.ModuleID) {
+		d, err1 := url.PathUnescape(id.DeviceID)
+		m, err2 := url.PathUnescape(id.ModuleID)
+		if err1 == nil && err2 == nil && e.Exists(d, m) {
+			id.DeviceID, id.ModuleID = d, m
+		}
 	}
 	id.HostName = host
 	key := id.String()

@@ -119,30 +119,12 @@ func (c *conn) plainLogin(user, pass string) (*plainAuth, error) {
 	if !equalFold(right, hub) {
 		return nil, fmt.Errorf("iothub: the username names hub %q, this is %q", right, hub)
 	}
-	now := e.Now()
 	if policy {
-		tok, err := auth.ParseSAS(pass)
-		if err != nil {
-			return nil, err
+		exp, herr := e.AuthenticateHubPolicy(left, pass)
+		if herr != nil {
+			return nil, herr
 		}
-		if tok.KeyName != left {
-			return nil, fmt.Errorf("iothub: the token is signed by policy %q, the username names %q", tok.KeyName, left)
-		}
-		p, ok := e.Policy(left)
-		if !ok {
-			return nil, fmt.Errorf("iothub: authorization rule '%s' not found", left)
-		}
-		res := tok.Resource
-		if !equalFold(res, host) && !(len(res) > len(host) && equalFold(res[:len(host)+1], host+"/")) {
-			return nil, fmt.Errorf("iothub: the token is for %q, not this hub", res)
-		}
-		if err := p.Authorize(tok, res, auth.RightsDeviceConnect, now); err != nil {
-			return nil, err
-		}
-		if !tok.Expiry.After(now) {
-			return nil, errors.New("iothub: the token has expired")
-		}
-		return &plainAuth{policy: true, token: pass, expiry: tok.Expiry}, nil
+		return &plainAuth{policy: true, token: pass, expiry: exp}, nil
 	}
 	dev, mod, _ := strings.Cut(left, "/modules/")
 	var err error
@@ -156,9 +138,6 @@ func (c *conn) plainLogin(user, pass string) (*plainAuth, error) {
 	exp, herr := e.AuthenticateSAS(id, pass)
 	if herr != nil {
 		return nil, herr
-	}
-	if !exp.After(now) {
-		return nil, errors.New("iothub: the token has expired")
 	}
 	return &plainAuth{id: id, token: pass, expiry: exp}, nil
 }

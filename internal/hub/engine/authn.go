@@ -50,9 +50,17 @@ func unauthorized(format string, args ...any) *Error {
 	return NewError(CodeUnauthorized, format, args...)
 }
 
+// EffectiveExpiry is when the hub stops honouring tok: its expiry plus the
+// five minutes of clock skew that IoT Hub allows (auth.MaxClockSkew). It
+// is the one expiry every endpoint uses, both to accept a token and to
+// close a connection that holds it; IoT Hub has been seen dropping MQTT
+// devices some minutes after se, not at it (docs/hub-fidelity.md).
+func EffectiveExpiry(tok *auth.SAS) time.Time { return tok.Expiry.Add(auth.MaxClockSkew) }
+
 // AuthenticateSAS checks the SAS token a device or module connection
-// presents for id, and returns the token's expiry. A token signed by a hub
-// policy needs DeviceConnect.
+// presents for id, and returns its effective expiry (EffectiveExpiry). A
+// token signed by a hub policy needs DeviceConnect. Every device token
+// decision of every protocol goes through here or AuthenticateHubPolicy.
 func (e *Engine) AuthenticateSAS(id auth.Identity, token string) (time.Time, *Error) {
 	tok, err := auth.ParseSAS(token)
 	if err != nil {
@@ -80,7 +88,7 @@ func (e *Engine) AuthenticateSAS(id auth.Identity, token string) (time.Time, *Er
 		if err := p.Authorize(tok, target, auth.RightsDeviceConnect, now); err != nil {
 			return time.Time{}, unauthorized("%s", trimPrefix(err))
 		}
-		return tok.Expiry, nil
+		return EffectiveExpiry(tok), nil
 	}
 	a := rec.auth()
 	if a.Type != AuthSAS {
@@ -89,7 +97,40 @@ func (e *Engine) AuthenticateSAS(id auth.Identity, token string) (time.Time, *Er
 	if err := tok.Verify(target, now, deref(a.SymmetricKey.PrimaryKey), deref(a.SymmetricKey.SecondaryKey)); err != nil {
 		return time.Time{}, unauthorized("%s", trimPrefix(err))
 	}
-	return tok.Expiry, nil
+	return EffectiveExpiry(tok), nil
+}
+
+// AuthenticateHubPolicy checks a token that a connection presents for the
+// whole hub (an AMQP CBS token for the hub, SASL PLAIN as
+// {policy}@sas.root.{hub}): it must be signed by policy keyName (any,
+// when keyName is ""), be scoped to the hub or below it, and carry
+// DeviceConnect. It returns the token's effective expiry; the identities
+// it covers are checked with AuthenticateSAS when they are used.
+func (e *Engine) AuthenticateHubPolicy(keyName, token string) (time.Time, *Error) {
+	tok, err := auth.ParseSAS(token)
+	if err != nil {
+		return time.Time{}, unauthorized("%s", trimPrefix(err))
+	}
+	if tok.KeyName == "" {
+		return time.Time{}, unauthorized("A token for the hub must be signed by a shared access policy (skn)")
+	}
+	if keyName != "" && tok.KeyName != keyName {
+		return time.Time{}, unauthorized("The token is signed by policy '%s', not '%s'", tok.KeyName, keyName)
+	}
+	e.mu.Lock()
+	p, ok := e.policies[tok.KeyName]
+	e.mu.Unlock()
+	if !ok {
+		return time.Time{}, unauthorized("Authorization rule '%s' not found", tok.KeyName)
+	}
+	res, host := tok.Resource, e.hostName
+	if !strings.EqualFold(res, host) && !(len(res) > len(host) && strings.EqualFold(res[:len(host)+1], host+"/")) {
+		return time.Time{}, unauthorized("The token is for %s, not this hub", res)
+	}
+	if err := p.Authorize(tok, res, auth.RightsDeviceConnect, e.now()); err != nil {
+		return time.Time{}, unauthorized("%s", trimPrefix(err))
+	}
+	return EffectiveExpiry(tok), nil
 }
 
 // AuthenticateCert checks the client certificate chain of a device or

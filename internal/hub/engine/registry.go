@@ -326,6 +326,14 @@ func cloneDevice(d *Device) Device {
 	return c
 }
 
+// Exists reports whether the device (moduleID "") or module is registered.
+func (e *Engine) Exists(deviceID, moduleID string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, herr := e.lookupLocked(deviceID, moduleID)
+	return herr == nil
+}
+
 // GetDevice returns a device.
 func (e *Engine) GetDevice(id string) (Device, *Error) {
 	e.mu.Lock()
