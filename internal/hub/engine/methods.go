@@ -213,10 +213,19 @@ func (e *Engine) NextHexRequestID() string {
 	return strconv.FormatUint(e.reqSeq, 16)
 }
 
-// ValidMethodName reports whether name is a valid direct method name: a
-// non-empty RFC 7230 token without '$'.
+// MaxMethodNameLength is the longest method name the hub accepts. IoT Hub
+// documents no limit; EdgeHub, Microsoft's re-implementation of the hub's
+// device surface, refuses names longer than 100 characters with 400, so we
+// follow it [inf].
+const MaxMethodNameLength = 100
+
+// ValidMethodName reports whether name is a valid direct method name: 1 to
+// MaxMethodNameLength characters of an RFC 7230 token, without '$' (IoT
+// Hub's property-name rule) and without '+' and '#': the name travels
+// inside an MQTT topic, where those are wildcards that a PUBLISH may not
+// carry (MQTT 3.1.1, 4.7.1).
 func ValidMethodName(name string) bool {
-	if name == "" {
+	if name == "" || len(name) > MaxMethodNameLength {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
@@ -225,7 +234,7 @@ func ValidMethodName(name string) bool {
 			return false
 		}
 		switch c {
-		case '$', '(', ')', '<', '>', '@', ',', ';', ':', '\\', '"', '/', '[', ']', '?', '=', '{', '}':
+		case '$', '(', ')', '<', '>', '@', ',', ';', ':', '\\', '"', '/', '[', ']', '?', '=', '{', '}', '+', '#':
 			return false
 		}
 	}

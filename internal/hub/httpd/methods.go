@@ -151,8 +151,8 @@ func parseMethodRequest(body []byte) (engine.MethodCall, *engine.Error) {
 	}
 	if !engine.ValidMethodName(name) {
 		return engine.MethodCall{}, engine.NewError(engine.CodeArgumentInvalid,
-			"methodName %s is invalid: it must be non-empty US-ASCII printable characters without spaces or any of $ ( ) < > @ , ; : \\ \" / [ ] ? = { }.",
-			strconv.QuoteToASCII(truncate(name, 128)))
+			"methodName %s is invalid: it must be 1 to %d US-ASCII printable characters without spaces or any of $ ( ) < > @ , ; : \\ \" / [ ] ? = { } + #.",
+			strconv.QuoteToASCII(truncate(name, 128)), engine.MaxMethodNameLength)
 	}
 	rt, herr := parseTimeout(req.ResponseTimeout, defaultResponseTimeout, minResponseTimeout, maxResponseTimeout, msgResponseTimeout)
 	if herr != nil {

@@ -36,7 +36,8 @@ func TestInvokePayloads(t *testing.T) {
 		{"null timeouts", `{"methodName":"m","payload":4,"responseTimeoutInSeconds":null,"connectTimeoutInSeconds":null}`, `4`, `4`},
 		{"timeout edges", `{"methodName":"m","payload":5,"responseTimeoutInSeconds":5,"connectTimeoutInSeconds":300}`, `5`, `5`},
 		{"timeout edges 2", `{"methodName":"m","payload":6,"responseTimeoutInSeconds":300,"connectTimeoutInSeconds":0}`, `6`, `6`},
-		{"unusual name chars", `{"methodName":"a.b-c_d~e!f#g+h*i%j'k|l^m` + "`" + `n&o"}`, "", "null"},
+		{"100-character name", `{"methodName":"` + strings.Repeat("m", 100) + `"}`, "", "null"},
+		{"unusual name chars", `{"methodName":"a.b-c_d~e!fgh*i%j'k|l^m` + "`" + `n&o"}`, "", "null"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -235,6 +236,11 @@ func TestInvokeBadMethodNames(t *testing.T) {
 		{"dollar", `{"methodName":"a$b"}`, engine.CodeArgumentInvalid},
 		{"space", `{"methodName":"a b"}`, engine.CodeArgumentInvalid},
 		{"slash", `{"methodName":"a/b"}`, engine.CodeArgumentInvalid},
+		// MQTT wildcards cannot travel in a topic name.
+		{"plus", `{"methodName":"a+b"}`, engine.CodeArgumentInvalid},
+		{"hash", `{"methodName":"a#"}`, engine.CodeArgumentInvalid},
+		{"101 characters", `{"methodName":"` + strings.Repeat("m", 101) + `"}`, engine.CodeArgumentInvalid},
+		{"65,636 characters", `{"methodName":"` + strings.Repeat("m", 65636) + `"}`, engine.CodeArgumentInvalid},
 		{"non-ASCII", `{"methodName":"caf\u00e9"}`, engine.CodeArgumentInvalid},
 		{"control", `{"methodName":"a\u0000b"}`, engine.CodeArgumentInvalid},
 		{"number", `{"methodName":5}`, engine.CodeIotHubFormatError},
