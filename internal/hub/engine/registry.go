@@ -2,7 +2,9 @@ package engine
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"sort"
 	"strconv"
@@ -324,6 +326,28 @@ func cloneDevice(d *Device) Device {
 	c := *d
 	c.ParentScopes = append([]string{}, d.ParentScopes...)
 	return c
+}
+
+// CredentialEpoch names an identity's incarnation and credentials: it
+// changes when the identity is deleted and created again (a new
+// generationId) or its authentication changes. It is "" for an identity
+// that does not exist.
+func (e *Engine) CredentialEpoch(id auth.Identity) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	rec, herr := e.lookupLocked(id.DeviceID, id.ModuleID)
+	if herr != nil {
+		return ""
+	}
+	a, _ := json.Marshal(rec.auth())
+	sum := sha256.Sum256(a)
+	gen := ""
+	if rec.module != nil {
+		gen = rec.module.GenerationID
+	} else {
+		gen = rec.device.GenerationID
+	}
+	return gen + "/" + hex.EncodeToString(sum[:8])
 }
 
 // Exists reports whether the device (moduleID "") or module is registered.

@@ -207,6 +207,7 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		}
 		t.Stop()
 	}
+	s.dropStaleSessions(cl.ID, l.id)
 	// Mochi is about to hand this connection the previous session of the
 	// ClientId if both connections use clean=false. If that session holds
 	// the methods filter, the device is online from the CONNACK on.

@@ -18,6 +18,7 @@ import (
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
 	"github.com/iothub-go/iothub/internal/testutil/pkitest"
+	"github.com/iothub-go/iothub/internal/testutil/testkey"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -573,5 +574,68 @@ func TestServeConnAfterClose(t *testing.T) {
 	defer c2.Close()
 	if err := srv.ServeConn(c1, ConnInfo{}); err != ErrServerClosed {
 		t.Fatalf("ServeConn after Close = %v, want ErrServerClosed", err)
+	}
+}
+
+// TestPersistentSessionDiesWithIdentity: a clean=false session does not
+// survive the deletion of its device or a change of its keys: the device
+// created again (or rekeyed) gets no methods it did not subscribe to.
+func TestPersistentSessionDiesWithIdentity(t *testing.T) {
+	for _, change := range []string{"deleted and created again", "keys changed"} {
+		t.Run(change, func(t *testing.T) {
+			f := newFixture(t)
+			key := f.addDevice("dev1")
+			o := f.sasOpts("dev1", key)
+			o.clean = false
+			d := f.connect(o)
+			d.subscribe(t, "$iothub/methods/POST/#", 1)
+			d.c.Disconnect(50)
+
+			if change == "keys changed" {
+				newKey := testkey.New()
+				if _, herr := f.e.PutDevice("dev1", engine.Device{Authentication: engine.Authentication{Type: engine.AuthSAS,
+					SymmetricKey: engine.SymmetricKey{PrimaryKey: &newKey, SecondaryKey: &newKey}}}, "*"); herr != nil {
+					t.Fatal(herr)
+				}
+				key = newKey
+			} else {
+				if herr := f.e.DeleteDevice("dev1", "*"); herr != nil {
+					t.Fatal(herr)
+				}
+				key = f.addDevice("dev1")
+			}
+			o = f.sasOpts("dev1", key)
+			o.clean = false
+			d2 := f.connect(o)
+			r := waitInvoke(t, f.invoke("dev1", "m", nil, 0))
+			if r.err == nil || r.err.Code != engine.CodeDeviceNotOnline {
+				t.Fatalf("invoke = %+v, %v; want 404103: the new identity never subscribed", r.res, r.err)
+			}
+			d2.none(t, 50*time.Millisecond)
+		})
+	}
+}
+
+// TestAbandonedSessionExpires: the session of a device that stays away
+// longer than sessionExpiry is dropped.
+func TestAbandonedSessionExpires(t *testing.T) {
+	f := newFixture(t, func(s *Server) { s.sessionExpiry = time.Second })
+	key := f.addDevice("dev1")
+	key2 := f.addDevice("dev2")
+	o := f.sasOpts("dev1", key)
+	o.clean = false
+	d := f.connect(o)
+	d.subscribe(t, "$iothub/methods/POST/#", 1)
+	d.c.Disconnect(50)
+	// Other devices connecting make the server sweep; wait until it has
+	// dropped dev1's session (mochi keeps stop times in whole seconds).
+	deadline := time.Now().Add(30 * time.Second)
+	for f.srv.hasSession("dev1") {
+		if time.Now().After(deadline) {
+			t.Fatal("the abandoned session is still kept")
+		}
+		time.Sleep(200 * time.Millisecond)
+		other := f.connect(f.sasOpts("dev2", key2))
+		other.c.Disconnect(0)
 	}
 }

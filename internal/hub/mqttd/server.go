@@ -13,6 +13,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
 )
 
@@ -60,14 +61,30 @@ type Server struct {
 	log *slog.Logger
 	mq  *mqtt.Server
 
-	mu     sync.Mutex
-	links  map[*link]struct{}
-	live   map[string]*link // identity -> the connection that last connected
-	closed bool
-	wg     sync.WaitGroup // one per running ServeConn
+	mu    sync.Mutex
+	links map[*link]struct{}
+	live  map[string]*link // identity -> the connection that last connected
+	// epochs records, per ClientId, the identity's credentials when its
+	// persistent session was last used (engine.CredentialEpoch); a session
+	// from another epoch is dropped, not inherited.
+	epochs    map[string]string
+	lastSweep time.Time
+	closed    bool
+	wg        sync.WaitGroup // one per running ServeConn
 
-	connectWait time.Duration // connectWait; tests shorten it
+	connectWait   time.Duration // connectWait; tests shorten it
+	sessionExpiry time.Duration // sessionExpiry; tests shorten it
 }
+
+// sessionExpiry is how long the hub keeps the persistent (clean=false)
+// session of a device that stays away. IoT Hub documents none; a session
+// exists for the messages queued for an offline device, whose longest
+// time-to-live is 48 hours, so it is kept that long [inf].
+const sessionExpiry = 48 * time.Hour
+
+// sweepEvery is how often, at most, a new connection makes the server
+// look for expired sessions.
+const sweepEvery = time.Minute
 
 // New returns an MQTT endpoint for the engine. It starts no goroutines
 // and opens no listeners. logger receives connection events (refused
@@ -90,10 +107,12 @@ func New(e *engine.Engine, logger *slog.Logger) (*Server, error) {
 	caps.WildcardSubAvailable = 1
 	caps.TopicAliasMaximum = 0
 	s := &Server{
-		e:     e,
-		log:   logger,
-		links: map[*link]struct{}{},
-		live:  map[string]*link{},
+		e:             e,
+		log:           logger,
+		links:         map[*link]struct{}{},
+		live:          map[string]*link{},
+		epochs:        map[string]string{},
+		sessionExpiry: sessionExpiry,
 
 		connectWait: connectWait,
 	}
@@ -183,4 +202,43 @@ func (s *Server) Close() error {
 	closers.Wait()
 	s.wg.Wait()
 	return s.mq.Close()
+}
+
+// dropStaleSessions runs before mochi looks for the previous session of
+// clientID. A persistent session belongs to one incarnation of an
+// identity: if the device was deleted and created again, or its
+// credentials changed, since the session was last used, the session is
+// dropped, so that the new identity never receives methods it did not
+// subscribe to. It also drops, at most once per sweepEvery, the sessions
+// of devices that have stayed away longer than s.sessionExpiry.
+func (s *Server) dropStaleSessions(clientID string, id auth.Identity) {
+	epoch := s.e.CredentialEpoch(id)
+	now := time.Now()
+	s.mu.Lock()
+	var drop []*mqtt.Client
+	if old, ok := s.mq.Clients.Get(clientID); ok && s.epochs[clientID] != epoch {
+		drop = append(drop, old)
+	}
+	s.epochs[clientID] = epoch
+	if now.Sub(s.lastSweep) >= sweepEvery || s.sessionExpiry < sweepEvery {
+		s.lastSweep = now
+		for cid, cl := range s.mq.Clients.GetAll() {
+			if cid != clientID && cl.Closed() && !cl.Properties.Clean && now.Sub(time.Unix(cl.StopTime(), 0)) > s.sessionExpiry {
+				drop = append(drop, cl)
+				delete(s.epochs, cid)
+			}
+		}
+	}
+	s.mu.Unlock()
+	for _, cl := range drop {
+		s.mq.UnsubscribeClient(cl)
+		cl.ClearInflights()
+		s.mq.Clients.Delete(cl.ID)
+	}
+}
+
+// hasSession reports whether the broker holds a session for clientID.
+func (s *Server) hasSession(clientID string) bool {
+	_, ok := s.mq.Clients.Get(clientID)
+	return ok
 }
