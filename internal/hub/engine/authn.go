@@ -77,7 +77,7 @@ func (e *Engine) AuthenticateSAS(id auth.Identity, token string) (time.Time, *Er
 	if err := e.enabledLocked(id); err != nil {
 		return time.Time{}, err
 	}
-	if until, ok := e.revoked[id.String()]; ok && !tok.Expiry.After(until) {
+	if until, ok := e.revoked[id.String()]; ok && !EffectiveExpiry(tok).After(until) {
 		return time.Time{}, unauthorized("Authentication failed for this device, renew token or certificate and reconnect (token expired)")
 	}
 	if tok.KeyName != "" {
