@@ -110,7 +110,12 @@ func parseConnectionString(s string) (ConnectionString, map[string]bool, error) 
 		}
 		canon, known := connStringKeys[strings.ToLower(k)]
 		if !known {
-			if looksLikeKeyName(k) {
+			// The key is named only when it looks like a key name and its
+			// value is more than '=' padding: a base64 key pasted without
+			// "SharedAccessKey=" splits at its padding into an
+			// alphanumeric "key" and a value of "=" or "", and must not be
+			// echoed.
+			if looksLikeKeyName(k) && strings.Trim(v, "=") != "" {
 				return c, nil, connStringError(k, "unknown key")
 			}
 			return c, nil, connStringError("", "part %d has an unknown key", i+1)

@@ -411,6 +411,14 @@ func TestConnectionStringErrorsHideSecrets(t *testing.T) {
 			"HostName=myhub.azure-devices.net;DeviceId=dev1;SharedAccessKey=" + primaryKey, []string{primaryKey}},
 		{"service SAS skn mismatch", auth.ParseServiceConnectionString,
 			"HostName=myhub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessSignature=" + policySAS, []string{policySig, testEncode(policySig)}},
+		// Issue 16.5: a key pasted without "SharedAccessKey=" splits at its
+		// '=' padding into an alphanumeric "key name".
+		{"pasted key, == padding", auth.ParseDeviceConnectionString,
+			"HostName=myhub.azure-devices.net;DeviceId=dev1;c2VjcmV0LWtleS12YWx1ZQ==", []string{"c2VjcmV0LWtleS12YWx1ZQ"}},
+		{"pasted key, = padding", auth.ParseDeviceConnectionString,
+			"HostName=myhub.azure-devices.net;DeviceId=dev1;c2VjcmV0LWtleS12YWx1ZXM=", []string{"c2VjcmV0LWtleS12YWx1ZXM"}},
+		{"pasted service key", auth.ParseServiceConnectionString,
+			"HostName=myhub.azure-devices.net;SharedAccessKeyName=iothubowner;c2VjcmV0LWtleS12YWx1ZQ==", []string{"c2VjcmV0LWtleS12YWx1ZQ"}},
 		{"service bad key", auth.ParseServiceConnectionString,
 			"HostName=myhub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=" + badKey, []string{badKey}},
 	}

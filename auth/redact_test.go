@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/transport"
 )
 
 // keyForms returns the ways a base64 key could leak: as given, decoded,
@@ -82,6 +83,15 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Issue 16.5: the transport configuration carries the SAS token and,
+	// for X.509 identities, the client certificate's private key.
+	tcfg := transport.Config{
+		Identity:  auth.Identity{HostName: devHost, DeviceID: "dev1"},
+		Address:   devHost,
+		Token:     sasValue,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{dev.Cert.Raw}, PrivateKey: dev.Key}}},
+	}
+
 	keySecrets := append(keyForms(t, primaryKey), keyForms(t, secondaryKey)...)
 	sasSecrets := sigForms(t, sasValue)
 	mintedSecrets := append(sigForms(t, minted.Value), keyForms(t, primaryKey)...)
@@ -114,6 +124,8 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		{"*StaticToken", st, sasSecrets, "devices%2Fdev1"},
 		{"*X509Credential", cred, x509Secrets, "CN=dev1"},
 		{"X509Credential value", *cred, x509Secrets, ""},
+		{"transport.Config", tcfg, append(append([]string{}, sasSecrets...), x509Secrets...), "dev1"},
+		{"*transport.Config", &tcfg, append(append([]string{}, sasSecrets...), x509Secrets...), "dev1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

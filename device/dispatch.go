@@ -13,6 +13,16 @@ import (
 // answerTimeout bounds the sending of one answer.
 const answerTimeout = 30 * time.Second
 
+// staleAfter is the longest a method call may wait in the client's queue
+// for a handler slot: the longest time IoT Hub waits for any answer (a
+// call's ResponseTimeout is at most 300 s). A call that waited longer has
+// been answered 504101 GatewayTimeout by the hub, so its caller has given
+// up, and running it now (a reboot minutes late) would surprise everyone.
+// Such a call never reaches a handler: it is answered like the other calls
+// the client refuses, with status 504 and a JSON error, an answer the hub
+// drops as late. A variable for the tests.
+var staleAfter = 300 * time.Second
+
 // dispatch takes a method request from a connection's read loop: it runs
 // the handler on a goroutine of its own and sends the answer on the
 // connection the request came from. Calls beyond the handler slots and the
@@ -44,26 +54,41 @@ func (c *Client) dispatch(cn *connection, req *MethodRequest) {
 		}()
 		return
 	}
-	go c.serve(cn, req)
+	go c.serve(cn, req, time.Now())
 }
 
-// serve waits for a handler slot, runs the handler and sends the answer.
-func (c *Client) serve(cn *connection, req *MethodRequest) {
+// serve waits for a handler slot, runs the handler and sends the answer. A
+// call still waiting for a slot staleAfter after it arrived is refused.
+func (c *Client) serve(cn *connection, req *MethodRequest, arrived time.Time) {
 	defer c.callDone(false)
-	start := time.Now()
+	stale := time.NewTimer(staleAfter - time.Since(arrived))
+	defer stale.Stop()
 	var resp *MethodResponse
 	select {
 	case c.sem <- struct{}{}:
-		if c.life.Err() != nil {
+		switch {
+		case c.life.Err() != nil:
 			resp = closingResponse()
-		} else {
+		case time.Since(arrived) >= staleAfter: // the slot and the timer were both ready
+			resp = c.staleResponse(req, arrived)
+		default:
 			resp = c.run(req)
 		}
 		<-c.sem
 	case <-c.life.Done():
 		resp = closingResponse()
+	case <-stale.C:
+		resp = c.staleResponse(req, arrived)
 	}
-	c.answer(cn, req, resp, start)
+	c.answer(cn, req, resp, arrived)
+}
+
+// staleResponse refuses a call that waited staleAfter for a handler slot.
+func (c *Client) staleResponse(req *MethodRequest, arrived time.Time) *MethodResponse {
+	waited := time.Since(arrived).Round(time.Millisecond)
+	c.log.Warn("method call not run: it waited too long for a handler", "method", req.Name, "waited", waited)
+	return errorResponse(504, fmt.Sprintf(
+		"the call waited %v for a handler on the device, longer than the hub waits for an answer; it was not run", waited))
 }
 
 func closingResponse() *MethodResponse {

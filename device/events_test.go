@@ -3,9 +3,12 @@ package device_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/device"
 	"github.com/iothub-go/iothub/iothubtest"
@@ -165,6 +168,48 @@ func TestSendEventX509(t *testing.T) {
 			if evs := hub.Events(); len(evs) != 1 || evs[0].DeviceID != "x1" || string(evs[0].Body) != "from x509" {
 				t.Fatalf("events %+v", evs)
 			}
+		})
+	}
+}
+
+// Issue 16.3: over MQTT, properties URL-encoded into a topic longer than an
+// MQTT packet can carry fail with mqtt.ErrTopicTooLong instead of being cut
+// short (a property shortened, the next ones lost) with a nil error; the
+// hub receives nothing. AMQP carries the same message.
+func TestSendEventTopicTooLong(t *testing.T) {
+	long := &device.Message{Body: []byte("x"), Properties: map[string]string{"a": strings.Repeat("é", 12000), "z": "last"}}
+	many := &device.Message{Body: []byte("x"), Properties: map[string]string{}}
+	for i := range 3000 {
+		many.Properties[fmt.Sprintf("p%04d", i)] = "&&&&&&"
+	}
+	for _, tr := range eventTransports[:3] { // mqtt, mqtt-ws, amqp
+		t.Run(tr.name, func(t *testing.T) {
+			hub := iothubtest.NewServer(t, nil)
+			c := newClient(t, hub, hub.AddDevice(t, "dev1"), &device.ClientOptions{Transport: tr.tr}, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			for _, m := range []*device.Message{long, many} {
+				require.Less(t, m.Size(), device.MaxMessageSize)
+				err := c.SendEvent(ctx, m)
+				if tr.name == "amqp" {
+					require.NoError(t, err)
+					continue
+				}
+				require.ErrorIs(t, err, mqtt.ErrTopicTooLong)
+			}
+			if tr.name == "amqp" {
+				got, err := hub.WaitEvents(ctx, 2)
+				require.NoError(t, err)
+				require.Equal(t, long.Properties, got[0].Properties)
+				return
+			}
+			// The connection is still usable, and the refused messages
+			// never reached the hub.
+			require.NoError(t, c.SendEvent(ctx, &device.Message{Body: []byte("after")}))
+			got, err := hub.WaitEvents(ctx, 1)
+			require.NoError(t, err)
+			require.Len(t, got, 1)
+			require.Equal(t, "after", string(got[0].Body))
 		})
 	}
 }

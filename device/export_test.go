@@ -9,3 +9,11 @@ func SetRenewTimeout(d time.Duration) (restore func()) {
 	renewTimeout = d
 	return func() { renewTimeout = old }
 }
+
+// SetStaleAfter shortens the time a method call may wait for a handler
+// slot, and returns the function that restores it.
+func SetStaleAfter(d time.Duration) (restore func()) {
+	old := staleAfter
+	staleAfter = d
+	return func() { staleAfter = old }
+}

@@ -561,3 +561,35 @@ func TestNoGoroutineBeforeConnect(t *testing.T) {
 	require.NoError(t, c.Close(context.Background()))
 	goleak.VerifyNone(t, hubRunning)
 }
+
+// Issue 16.4: a call that waited in the device's queue longer than the hub
+// waits for any answer is never handed to a handler (its caller gave up
+// long ago): it is refused with status 504, and later calls run as usual.
+func TestStaleCallsNeverRun(t *testing.T) {
+	t.Cleanup(device.SetStaleAfter(300 * time.Millisecond)) // after the parallel subtests
+	eachTransport(t, func(t *testing.T, tr transport.Transport) {
+		hub := iothubtest.NewServer(t, nil)
+		cs := hub.AddDevice(t, "dev1")
+		hold := newHolder()
+		defer hold.free()
+		var ran atomic.Int32
+		newClient(t, hub, cs, &device.ClientOptions{Transport: tr, MaxConcurrentHandlers: 1}, func(c *device.Client) {
+			c.SetMethodHandler("hold", hold.handler)
+			c.SetMethodHandler("reboot", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+				ran.Add(1)
+				return nil, nil
+			})
+		})
+		first := callAsync(hub, "dev1", "hold", "", 60)
+		hold.waitStarted(t)
+		// The only handler slot is taken: this call waits in the queue
+		// until it is stale, and the hub waits 5 s for its answer.
+		r := await(t, callAsync(hub, "dev1", "reboot", "", 5))
+		require.Equal(t, 504, r.Status, "the stale call's answer: %+v", r)
+		require.Contains(t, string(r.Payload), "not run")
+		hold.free()
+		require.Equal(t, 200, await(t, first).Status)
+		require.Equal(t, 200, call(t, hub, "dev1", "reboot", "").Status)
+		require.Equal(t, int32(1), ran.Load(), "the stale call reached its handler")
+	})
+}

@@ -59,6 +59,13 @@ type ClientOptions struct {
 	// Retry.TryTimeout does not apply to invocations, whose deadline comes
 	// from the method's timeouts (see CloudToDeviceMethod). Cancellation is
 	// never retried.
+	//
+	// Transport nil means an HTTP client like azcore's default that never
+	// follows redirects. An *http.Client given here is used through a copy
+	// whose CheckRedirect refuses redirects; any other Transporter must not
+	// follow redirects itself (see ErrRedirect). Whatever the transport,
+	// answers with a redirect status, and bodies larger than what a request
+	// can legitimately return, fail (see ErrResponseTooLarge).
 	azcore.ClientOptions
 
 	// Endpoint is the base URL requests are sent to, e.g.
@@ -202,6 +209,7 @@ func endpointURL(s, def string, allowHTTP bool) (string, error) {
 }
 
 func newClient(hostName, gateway, endpoint, cred string, authPolicy policy.Policy, o ClientOptions) *Client {
+	o.Transport = newGuardTransport(o.Transport)
 	pl := runtime.NewPipeline(moduleName, moduleVersion, runtime.PipelineOptions{
 		AllowedHeaders:         []string{"iothub-errorcode"},
 		AllowedQueryParameters: []string{"api-version", "top"},
@@ -317,6 +325,9 @@ func (c *Client) do(ctx context.Context, req *policy.Request, ok ...int) (*http.
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, ctxErr
+		}
+		if gerr := guarded(err); gerr != nil {
+			return nil, gerr
 		}
 		return nil, err
 	}

@@ -38,8 +38,9 @@ const (
 // that), or when the caller's context ends, whichever comes first.
 type CloudToDeviceMethod struct {
 	// MethodName is the name the device's handler is registered under:
-	// printable US-ASCII without spaces or any of
-	// $ ( ) < > @ , ; : \ " / [ ] ? = { } (an RFC 7230 token without '$').
+	// 1 to 100 characters of printable US-ASCII without spaces or any of
+	// $ ( ) < > @ , ; : \ " / [ ] ? = { } + # (an RFC 7230 token without
+	// '$', '+' and '#').
 	// Names are case-sensitive. Required.
 	MethodName string
 	// Payload is the request payload, encoded with encoding/json (so a
@@ -115,7 +116,7 @@ func (c *Client) send(ctx context.Context, path string, body []byte, timeout tim
 	}
 	callCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := c.newRequest(policy.WithRetryOptions(callCtx, c.invokeRetry), http.MethodPost, path, "")
+	req, err := c.newRequest(policy.WithRetryOptions(withBodyLimit(callCtx, maxResultBody), c.invokeRetry), http.MethodPost, path, "")
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +127,9 @@ func (c *Client) send(ctx context.Context, path string, body []byte, timeout tim
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, ctxErr
+		}
+		if gerr := guarded(err); gerr != nil {
+			return nil, gerr
 		}
 		if errors.Is(callCtx.Err(), context.DeadlineExceeded) {
 			return nil, fmt.Errorf("iothub: no answer from the hub within %v (the method's timeouts plus %v): %w", timeout, deadlineMargin, context.DeadlineExceeded)
@@ -190,20 +194,30 @@ func (m CloudToDeviceMethod) encode() ([]byte, time.Duration, error) {
 	return b, ct + rt + deadlineMargin, nil
 }
 
-// checkMethodName accepts an RFC 7230 token without '$' (protocol.md §8).
+// maxMethodNameLength is the longest method name the client sends: IoT
+// Hub documents none, EdgeHub refuses more than 100 characters, and so
+// does the local hub.
+const maxMethodNameLength = 100
+
+// checkMethodName accepts 1 to 100 characters of an RFC 7230 token without
+// '$' (protocol.md §8), '+' or '#' (MQTT wildcards: the name travels in a
+// topic).
 func checkMethodName(name string) error {
 	if name == "" {
 		return argErr("MethodName is empty")
+	}
+	if len(name) > maxMethodNameLength {
+		return argErr(fmt.Sprintf("MethodName is %d characters long; the most is %d", len(name), maxMethodNameLength))
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		bad := c <= ' ' || c >= 0x7f
 		switch c {
-		case '$', '(', ')', '<', '>', '@', ',', ';', ':', '\\', '"', '/', '[', ']', '?', '=', '{', '}':
+		case '$', '(', ')', '<', '>', '@', ',', ';', ':', '\\', '"', '/', '[', ']', '?', '=', '{', '}', '+', '#':
 			bad = true
 		}
 		if bad {
-			return argErr(fmt.Sprintf("MethodName %s is invalid at byte %d: use printable US-ASCII without spaces or any of $ ( ) < > @ , ; : \\ \" / [ ] ? = { }",
+			return argErr(fmt.Sprintf("MethodName %s is invalid at byte %d: use printable US-ASCII without spaces or any of $ ( ) < > @ , ; : \\ \" / [ ] ? = { } + #",
 				strconv.QuoteToASCII(clipID(name)), i+1))
 		}
 	}

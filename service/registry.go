@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -541,6 +542,9 @@ func wrapTransport(err error) error {
 	case nil, *ResponseError:
 		return err
 	}
+	if errors.Is(err, ErrRedirect) || errors.Is(err, ErrResponseTooLarge) {
+		return err // already prefixed
+	}
 	if err == context.Canceled || err == context.DeadlineExceeded {
 		return err
 	}
@@ -633,7 +637,7 @@ func (c *Client) ListDevices(ctx context.Context, top int) ([]*Device, error) {
 		query = "top=" + strconv.Itoa(top)
 	}
 	var out []*Device
-	if err := c.get(ctx, "/devices", query, &out); err != nil {
+	if err := c.get(withBodyLimit(ctx, maxListBody), "/devices", query, &out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -723,7 +727,7 @@ func (c *Client) ListModules(ctx context.Context, deviceID string) ([]*Module, e
 		return nil, err
 	}
 	var out []*Module
-	if err := c.get(ctx, devicePath(deviceID)+"/modules", "", &out); err != nil {
+	if err := c.get(withBodyLimit(ctx, maxListBody), devicePath(deviceID)+"/modules", "", &out); err != nil {
 		return nil, err
 	}
 	return out, nil

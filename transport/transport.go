@@ -14,7 +14,11 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"strconv"
+	"strings"
 
 	"github.com/iothub-go/iothub/auth"
 )
@@ -53,6 +57,46 @@ type Config struct {
 	// connection's read loop and must not block. nil drops requests.
 	Methods func(*MethodRequest)
 }
+
+// String describes the configuration without its secrets: the SAS token
+// and the TLS configuration (which may hold a client certificate's private
+// key) show only whether they are set.
+func (c Config) String() string {
+	var b strings.Builder
+	b.WriteString("transport.Config{Identity: ")
+	b.WriteString(c.Identity.String())
+	b.WriteString(", HostName: ")
+	b.WriteString(c.Identity.HostName)
+	b.WriteString(", Address: ")
+	b.WriteString(strconv.Quote(c.Address))
+	b.WriteString(", Token: ")
+	if c.Token != "" {
+		b.WriteString("<redacted>")
+	} else {
+		b.WriteString(`""`)
+	}
+	b.WriteString(", TLSConfig: ")
+	switch {
+	case c.TLSConfig == nil:
+		b.WriteString("nil")
+	case len(c.TLSConfig.Certificates) > 0 || c.TLSConfig.GetClientCertificate != nil:
+		b.WriteString("set, with a client certificate <redacted>")
+	default:
+		b.WriteString("set")
+	}
+	b.WriteString(", ProductInfo: ")
+	b.WriteString(strconv.Quote(c.ProductInfo))
+	b.WriteString("}")
+	return b.String()
+}
+
+// GoString is String, so %#v shows no secret either.
+func (c Config) GoString() string { return c.String() }
+
+// Format writes String for every verb and flag (%v, %+v, %#v, %s, …),
+// so that no formatting of a Config, or of a struct holding one, prints
+// the token or a private key.
+func (c Config) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, c.String()) }
 
 // Transport opens device connections. It holds no connection state and is
 // safe for concurrent use.

@@ -327,7 +327,7 @@ func (c *conn) putToken(ctx context.Context, token string) error {
 		if err != nil {
 			return wrap("attaching $cbs", err)
 		}
-		r, err := c.session.NewReceiver(ctx, "$cbs", &amqp.ReceiverOptions{Name: c.newLinkName("cbs-receiver", linkCBS), Credit: 10})
+		r, err := c.session.NewReceiver(ctx, "$cbs", &amqp.ReceiverOptions{Name: c.newLinkName("cbs-receiver", linkCBS), Credit: 10, MaxMessageSize: MaxMessageSize})
 		if err != nil {
 			s.Close(ctx)
 			return wrap("attaching $cbs", err)
@@ -423,7 +423,7 @@ func (c *conn) SubscribeMethods(ctx context.Context) error {
 	if err != nil {
 		return wrap("attaching the method response link", err)
 	}
-	r, err := c.session.NewReceiver(ctx, addr, &amqp.ReceiverOptions{Name: rname, Properties: props, Credit: 50, SettlementMode: &first})
+	r, err := c.session.NewReceiver(ctx, addr, &amqp.ReceiverOptions{Name: rname, Properties: props, Credit: 50, SettlementMode: &first, MaxMessageSize: MaxMessageSize})
 	if err != nil {
 		c.closingLinks(sname)
 		s.Close(ctx)

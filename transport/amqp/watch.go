@@ -2,6 +2,8 @@ package amqp
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"net"
 )
 
@@ -19,14 +21,37 @@ type frameWatch struct {
 }
 
 // Read passes the bytes on to go-amqp unchanged, after the scanner has
-// seen them. go-amqp reads from one goroutine only.
+// seen them. go-amqp reads from one goroutine only. Once the hub has sent
+// more of one message than the limit, Read closes the connection and
+// returns the scanner's error.
 func (w *frameWatch) Read(p []byte) (int, error) {
+	if w.sc.err != nil {
+		return 0, w.sc.err
+	}
 	n, err := w.Conn.Read(p)
 	if n > 0 {
 		w.sc.feed(p[:n])
+		if w.sc.err != nil {
+			w.Conn.Close()
+			return 0, w.sc.err
+		}
 	}
 	return n, err
 }
+
+// MaxMessageSize is the largest message the transport accepts from the
+// hub: 256 KiB, room for twice the largest method request (128 KB of
+// payload plus properties). It is announced as the max-message-size of the
+// receiving links, and enforced on the hub's transfers as they arrive: a
+// hub whose message grows past it, whatever it announced in its attach
+// (go-amqp adopts a peer's max-message-size of 0, "no limit", in place of
+// its own), fails the connection with an error wrapping
+// ErrMessageTooLarge, and the device client reconnects.
+const MaxMessageSize = 256 * 1024
+
+// ErrMessageTooLarge is wrapped by the error of a connection whose hub sent
+// a message larger than MaxMessageSize. Use errors.Is.
+var ErrMessageTooLarge = errors.New("iothub: amqp: the hub sent a message larger than the limit")
 
 // maxKept is how much of a frame body the scanner keeps: enough for the
 // fields it reads of attach, detach and end (a link name, a handle, an
@@ -37,12 +62,18 @@ const maxKept = 1024
 // has five links at most.
 const maxLinks = 256
 
+// maxTransferKept is how much of a transfer frame's body the scanner
+// keeps: its performative up to the "more" field (a delivery tag has at
+// most 32 bytes). The message bytes that follow are not copied.
+const maxTransferKept = 96
+
 // AMQP 1.0 performative descriptor codes (section 2.7).
 const (
-	codeAttach = 0x12
-	codeDetach = 0x16
-	codeEnd    = 0x17
-	codeError  = 0x1d
+	codeTransfer = 0x14
+	codeAttach   = 0x12
+	codeDetach   = 0x16
+	codeEnd      = 0x17
+	codeError    = 0x1d
 )
 
 type linkKey struct {
@@ -59,7 +90,11 @@ type linkKey struct {
 type frameScanner struct {
 	onDetach func(name, condition, description string)
 	onEnd    func(names []string, condition, description string)
+	// maxMessage bounds the bytes of one message the peer sends on a
+	// link, over all its transfer frames; 0 means MaxMessageSize.
+	maxMessage int
 
+	err    error // the peer broke maxMessage: the stream is not read further
 	broken bool
 	hdr    [8]byte
 	hn     int    // bytes of hdr filled
@@ -69,11 +104,15 @@ type frameScanner struct {
 	pass   bool   // the frame is none the scanner reads: keep nothing more
 	ch     uint16 // the frame's channel
 	amqp   bool   // frame type 0 (AMQP), not SASL
+	size   int    // the frame's body size
 	links  map[linkKey]string
+	// partial holds the bytes so far of each link's unfinished message
+	// (transfers with more=true).
+	partial map[linkKey]int
 }
 
 func (s *frameScanner) feed(p []byte) {
-	for len(p) > 0 && !s.broken {
+	for len(p) > 0 && !s.broken && s.err == nil {
 		switch {
 		case s.skip > 0:
 			n := min(s.skip, len(p))
@@ -84,13 +123,15 @@ func (s *frameScanner) feed(p []byte) {
 			}
 		case s.body > 0:
 			n := min(s.body, len(p))
-			if !s.pass && len(s.kept) < maxKept {
-				// The descriptor first (3 bytes), to decide whether to keep
-				// the rest.
-				limit := maxKept
-				if len(s.kept) < 3 {
-					limit = 3
-				}
+			// The descriptor first (3 bytes), to decide whether to keep
+			// the rest, and how much of it.
+			limit := maxKept
+			if len(s.kept) < 3 {
+				limit = 3
+			} else if s.kept[2] == codeTransfer {
+				limit = maxTransferKept
+			}
+			if !s.pass && len(s.kept) < limit {
 				n = min(n, limit-len(s.kept))
 				s.kept = append(s.kept, p[:n]...)
 				s.pass = uninteresting(s.kept)
@@ -127,6 +168,7 @@ func (s *frameScanner) header() {
 	s.amqp = s.hdr[5] == 0
 	s.skip = doff*4 - 8
 	s.body = int(size) - doff*4
+	s.size = s.body
 	s.kept = s.kept[:0]
 	s.pass = !s.amqp
 	if s.skip == 0 && s.body == 0 {
@@ -141,7 +183,7 @@ func uninteresting(b []byte) bool {
 	if len(b) < 3 || b[0] != 0x00 || b[1] != 0x53 {
 		return false // not known yet, or a long-form descriptor
 	}
-	return b[2] != codeAttach && b[2] != codeDetach && b[2] != codeEnd
+	return b[2] != codeAttach && b[2] != codeDetach && b[2] != codeEnd && b[2] != codeTransfer
 }
 
 // frame handles a complete frame.
@@ -152,6 +194,10 @@ func (s *frameScanner) frame() {
 	r := reader{b: s.kept}
 	code, ok := r.descriptor()
 	if !ok {
+		return
+	}
+	if code == codeTransfer {
+		s.transfer(r)
 		return
 	}
 	n, ok := r.list()
@@ -210,6 +256,56 @@ func (s *frameScanner) frame() {
 			s.onEnd(names, cond, desc)
 		}
 	}
+}
+
+// transfer counts a transfer frame's message bytes (the body after the
+// performative) against its link's unfinished message, which a frame
+// without "more" finishes. A performative the scanner cannot read counts
+// as unfinished.
+func (s *frameScanner) transfer(r reader) {
+	before := len(r.b)
+	n, size, ok := r.listSized()
+	if !ok {
+		s.err = fmt.Errorf("%w: a transfer the client cannot read", ErrMessageTooLarge)
+		return
+	}
+	perf := 3 + (before - len(r.b)) + size // descriptor, list header, list body
+	handle, ok := r.uint()
+	if !ok || perf > s.size {
+		s.err = fmt.Errorf("%w: a transfer the client cannot read", ErrMessageTooLarge)
+		return
+	}
+	more := false
+	if n >= 6 {
+		_, ok1 := r.uintOrNull() // delivery-id
+		ok2 := r.skipBinary()    // delivery-tag
+		_, ok3 := r.uintOrNull() // message-format
+		_, ok4 := r.boolean()    // settled
+		m, ok5 := r.boolean()    // more
+		more = m || !(ok1 && ok2 && ok3 && ok4 && ok5)
+	}
+	max := s.maxMessage
+	if max == 0 {
+		max = MaxMessageSize
+	}
+	k := linkKey{s.ch, handle}
+	total := s.partial[k] + s.size - perf
+	if total > max {
+		s.err = fmt.Errorf("%w: more than %d bytes of one message (the limit is %d)", ErrMessageTooLarge, total, max)
+		return
+	}
+	if !more {
+		delete(s.partial, k)
+		return
+	}
+	if s.partial == nil {
+		s.partial = map[linkKey]int{}
+	}
+	if _, known := s.partial[k]; !known && len(s.partial) >= maxLinks {
+		s.err = fmt.Errorf("%w: unfinished messages on too many links", ErrMessageTooLarge)
+		return
+	}
+	s.partial[k] = total
 }
 
 // reader decodes the few AMQP 1.0 types the scanner needs (section 1.6).
@@ -287,6 +383,76 @@ func (r *reader) list() (int, bool) {
 		return int(n), true
 	}
 	return 0, false
+}
+
+// listSized reads a list header and returns its element count and the
+// size in bytes of the elements that follow.
+func (r *reader) listSized() (count, size int, ok bool) {
+	c, ok := r.byte1()
+	if !ok {
+		return 0, 0, false
+	}
+	switch c {
+	case 0x45: // list0
+		return 0, 0, true
+	case 0xc0: // list8: size (counting the count byte), count
+		b, ok := r.take(2)
+		if !ok || b[0] < 1 {
+			return 0, 0, false
+		}
+		return int(b[1]), int(b[0]) - 1, true
+	case 0xd0: // list32
+		b, ok := r.take(8)
+		if !ok {
+			return 0, 0, false
+		}
+		sz := binary.BigEndian.Uint32(b)
+		if sz < 4 || sz > 1<<30 {
+			return 0, 0, false
+		}
+		return int(binary.BigEndian.Uint32(b[4:])), int(sz) - 4, true
+	}
+	return 0, 0, false
+}
+
+// uintOrNull reads a uint or null.
+func (r *reader) uintOrNull() (uint32, bool) {
+	if len(r.b) > 0 && r.b[0] == 0x40 {
+		r.b = r.b[1:]
+		return 0, true
+	}
+	return r.uint()
+}
+
+// skipBinary skips a binary value or null.
+func (r *reader) skipBinary() bool {
+	c, ok := r.byte1()
+	if !ok {
+		return false
+	}
+	switch c {
+	case 0x40:
+		return true
+	case 0xa0:
+		l, ok := r.byte1()
+		if !ok {
+			return false
+		}
+		_, ok = r.take(int(l))
+		return ok
+	case 0xb0:
+		b, ok := r.take(4)
+		if !ok {
+			return false
+		}
+		l := binary.BigEndian.Uint32(b)
+		if l > maxTransferKept {
+			return false
+		}
+		_, ok = r.take(int(l))
+		return ok
+	}
+	return false
 }
 
 // str reads a string or symbol; null reads as "".

@@ -113,13 +113,13 @@ func TestFrameScanner(t *testing.T) {
 	}
 }
 
-// A transfer's body is not copied beyond its descriptor.
+// A transfer's body is not copied beyond its performative.
 func TestFrameScannerSkipsTransfers(t *testing.T) {
 	var s seen
 	sc := newScanner(&s)
 	transfer := frame(1, 0, append(described(0x14, list8(smallUint(1))), make([]byte, 3000)...))
 	sc.feed(transfer[:2000])
-	assert.LessOrEqual(t, len(sc.kept), 3)
+	assert.LessOrEqual(t, len(sc.kept), maxTransferKept)
 	sc.feed(transfer[2000:])
 	sc.feed(attachFrame(1, "after", 0))
 	sc.feed(detachFrame(1, 0, "", ""))
@@ -143,6 +143,8 @@ func FuzzFrameScanner(f *testing.F) {
 	f.Add(stream(), uint8(13))
 	f.Add(attachFrame(0, "n", 0), uint8(2))
 	f.Add(detachFrame(0, 0, "c", "d"), uint8(5))
+	f.Add(append(transferFrame(0, 0, true, make([]byte, 100)), transferFrame(0, 0, false, nil)...), uint8(7))
+	f.Add(transferFrame(1, 2, true, nil)[:20], uint8(1))
 	f.Add([]byte("AMQP\x03\x01\x00\x00\x00\x00\x00\x08\x02\x01\x00\x00"), uint8(4))
 	f.Add(frame(0, 0, []byte{0x00, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x12, 0xd0, 0, 0, 0, 9, 0, 0, 0, 2, 0x40, 0x43}), uint8(3))
 	f.Fuzz(func(t *testing.T, b []byte, chunk uint8) {
@@ -150,8 +152,13 @@ func FuzzFrameScanner(f *testing.F) {
 		n := max(int(chunk), 1)
 		for i := 0; i < len(b); i += n {
 			sc.feed(b[i:min(i+n, len(b))])
-			if len(sc.kept) > maxKept || len(sc.links) > maxLinks {
-				t.Fatalf("kept %d bytes of a body and %d links", len(sc.kept), len(sc.links))
+			if len(sc.kept) > maxKept || len(sc.links) > maxLinks || len(sc.partial) > maxLinks {
+				t.Fatalf("kept %d bytes of a body, %d links and %d unfinished messages", len(sc.kept), len(sc.links), len(sc.partial))
+			}
+			for _, n := range sc.partial {
+				if n > MaxMessageSize {
+					t.Fatalf("an unfinished message of %d bytes passed", n)
+				}
 			}
 		}
 	})

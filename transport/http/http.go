@@ -74,6 +74,10 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		client: &nethttp.Client{
 			Timeout:   t.timeout,
 			Transport: &nethttp.Transport{TLSClientConfig: tlsConf, Proxy: nethttp.ProxyFromEnvironment, IdleConnTimeout: 90 * time.Second},
+			// Never follow a redirect: it would send the SAS token where
+			// the hub pointed (even over plain http) and post the message
+			// a second time. SendEvent turns the redirect into an error.
+			CheckRedirect: func(*nethttp.Request, []*nethttp.Request) error { return nethttp.ErrUseLastResponse },
 		},
 	}
 	return c, nil
@@ -207,8 +211,33 @@ func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
 		return nil
 	case resp.StatusCode == nethttp.StatusUnauthorized:
 		return fmt.Errorf("%w: http: %s", transport.ErrNotAuthorized, resp.Status)
+	case isRedirect(resp.StatusCode):
+		return fmt.Errorf("%w: the hub answered %d with Location %q", ErrRedirect, resp.StatusCode, clip(resp.Header.Get("Location")))
 	}
 	return &StatusError{StatusCode: resp.StatusCode, ErrorCode: resp.Header.Get("iothub-errorcode"), Body: string(body)}
+}
+
+// ErrRedirect is wrapped by SendEvent's error when the hub answers with a
+// redirect (301, 302, 303, 307, 308). Redirects are never followed: that
+// would send the SAS token to wherever the answer points, plain http
+// included, and post the message again. Use errors.Is.
+var ErrRedirect = errors.New("iothub: http: redirect refused")
+
+func isRedirect(status int) bool {
+	switch status {
+	case nethttp.StatusMovedPermanently, nethttp.StatusFound, nethttp.StatusSeeOther,
+		nethttp.StatusTemporaryRedirect, nethttp.StatusPermanentRedirect:
+		return true
+	}
+	return false
+}
+
+// clip shortens text from the peer echoed in an error.
+func clip(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
 }
 
 // StatusError is a non-success answer of the hub to a device request.

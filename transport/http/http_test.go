@@ -6,8 +6,11 @@ import (
 	nethttp "net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/auth"
@@ -84,4 +87,34 @@ func TestSendEventRequestAndErrors(t *testing.T) {
 	if err := c.SubscribeMethods(context.Background()); !errors.Is(err, transport.ErrUnsupported) {
 		t.Fatalf("SubscribeMethods: %v", err)
 	}
+}
+
+// Issue 16.2: a 307 from the hub's https address to plain http is not
+// followed: the SAS token never goes to the http server, the message is
+// posted once, and SendEvent fails with ErrRedirect.
+func TestSendEventRefusesRedirects(t *testing.T) {
+	var plain atomic.Int32
+	target := httptest.NewServer(nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		plain.Add(1)
+		w.WriteHeader(nethttp.StatusNoContent)
+	}))
+	defer target.Close()
+	var posts atomic.Int32
+	hub := httptest.NewTLSServer(nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		posts.Add(1)
+		nethttp.Redirect(w, r, target.URL+r.URL.RequestURI(), nethttp.StatusTemporaryRedirect)
+	}))
+	defer hub.Close()
+	c, err := New(nil).Dial(context.Background(), transport.Config{
+		Identity:  auth.Identity{HostName: "h", DeviceID: "d"},
+		Address:   strings.TrimPrefix(hub.URL, "https://"),
+		Token:     "SharedAccessSignature sr=h%2Fdevices%2Fd&sig=secret&se=1",
+		TLSConfig: hub.Client().Transport.(*nethttp.Transport).TLSClientConfig,
+	})
+	require.NoError(t, err)
+	defer c.Close()
+	err = c.SendEvent(context.Background(), &transport.Message{Body: []byte("once")})
+	require.ErrorIs(t, err, ErrRedirect)
+	assert.Equal(t, int32(1), posts.Load(), "requests to the hub")
+	assert.Zero(t, plain.Load(), "requests that followed the redirect to plain http")
 }

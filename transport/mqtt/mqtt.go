@@ -104,8 +104,8 @@ func (t *Transport) brokerURL(addr string) (broker, hostport, host string, err e
 	return "tls://" + hostport, hostport, host, nil
 }
 
-// wsReadLimit bounds one WebSocket message from the hub: an MQTT packet
-// carries at most a 256 KB message plus its topic.
+// wsReadLimit bounds one WebSocket message from the hub; MaxPacketSize
+// bounds the MQTT packets in them.
 const wsReadLimit = 1 << 20
 
 // Dial connects, authenticates and returns the connection. The session is
@@ -143,7 +143,7 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 			return nil, err
 		}
 		unwatch = context.AfterFunc(ctx, func() { nc.Close() })
-		return nc, nil
+		return newLimitConn(nc, MaxPacketSize), nil
 	}
 	o := paho.NewClientOptions().
 		AddBroker(broker).
@@ -285,6 +285,9 @@ func (c *conn) endedErr() error {
 // is lost between its status check and the hand-over to its writer, so it
 // runs on a goroutine of its own, which ends by that timeout at the latest.
 func (c *conn) publish(ctx context.Context, topic string, qos byte, payload []byte) error {
+	if len(topic) > MaxTopicLength {
+		return fmt.Errorf("%w: it would be %d bytes", ErrTopicTooLong, len(topic))
+	}
 	ch := make(chan paho.Token, 1)
 	go func() { ch <- c.client.Publish(topic, qos, false, payload) }()
 	select {
@@ -361,10 +364,28 @@ func (c *conn) RespondMethod(ctx context.Context, requestID string, resp *transp
 	return nil
 }
 
+// MaxTopicLength is the longest topic an MQTT packet can carry: 65,535
+// bytes (a UTF-8 string with a 2-byte length, MQTT 3.1.1 section 1.5.3).
+const MaxTopicLength = 65535
+
+// ErrTopicTooLong is wrapped by SendEvent's error when the message's
+// properties, URL-encoded into the topic as IoT Hub's MQTT dialect wants,
+// make the topic longer than MaxTopicLength. Nothing is sent then: the MQTT
+// library would cut the topic, shortening one property and losing the
+// following ones. Percent-encoding makes a property up to three times (a
+// non-ASCII character up to six times) its length in the topic; send large
+// values in the body, or over AMQP. Use errors.Is.
+var ErrTopicTooLong = errors.New("iothub: mqtt: the message's properties make the MQTT topic longer than 65,535 bytes")
+
 // SendEvent publishes msg at QoS 1 on the identity's events topic, with
-// its properties URL-encoded in the topic, and waits for the PUBACK.
+// its properties URL-encoded in the topic, and waits for the PUBACK. It
+// fails with ErrTopicTooLong when the topic would not fit in a packet.
 func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
-	if err := c.publish(ctx, EventTopic(c.id, msg), 1, msg.Body); err != nil {
+	topic := EventTopic(c.id, msg)
+	if len(topic) > MaxTopicLength {
+		return fmt.Errorf("%w: it would be %d bytes", ErrTopicTooLong, len(topic))
+	}
+	if err := c.publish(ctx, topic, 1, msg.Body); err != nil {
 		return fmt.Errorf("iothub: mqtt: sending event: %w", err)
 	}
 	return nil

@@ -1,0 +1,96 @@
+package mqtt
+
+import (
+	"errors"
+	"fmt"
+	"net"
+)
+
+// MaxPacketSize is the largest MQTT packet, in remaining length (the bytes
+// after the fixed header), that the transport accepts from the hub: 256 KiB.
+// The largest packet IoT Hub legitimately sends a device is a method request,
+// a PUBLISH of at most 128 KB of payload plus its topic; the cap leaves room
+// for that twice over. A packet that announces more fails the connection
+// with an error wrapping ErrPacketTooLarge before any of it is buffered (the
+// MQTT library would otherwise allocate whatever a 5-byte header announces,
+// up to 256 MiB). The device client then reconnects.
+const MaxPacketSize = 256 * 1024
+
+// ErrPacketTooLarge is wrapped by the error of a connection whose peer
+// announced an MQTT packet larger than MaxPacketSize, or sent a malformed
+// packet length. Use errors.Is.
+var ErrPacketTooLarge = errors.New("iothub: mqtt: the hub sent a packet larger than the limit")
+
+// packetLimit follows the MQTT fixed headers (MQTT 3.1.1 section 2.2) of
+// the bytes fed to it, whatever the read boundaries, and fails as soon as a
+// packet's remaining length exceeds max, or its length field is malformed.
+type packetLimit struct {
+	max    int
+	inLen  bool // reading the remaining-length bytes
+	nlen   int  // remaining-length bytes read so far
+	length int  // remaining length decoded so far
+	body   int  // body bytes still to pass
+}
+
+// feed checks p, the next bytes of the stream.
+func (l *packetLimit) feed(p []byte) error {
+	for i := 0; i < len(p); {
+		switch {
+		case l.body > 0:
+			n := min(l.body, len(p)-i)
+			l.body -= n
+			i += n
+		case !l.inLen: // the packet type byte
+			l.inLen, l.nlen, l.length = true, 0, 0
+			i++
+		default:
+			b := p[i]
+			i++
+			l.length |= int(b&0x7f) << (7 * l.nlen)
+			l.nlen++
+			// The value only grows with more bytes: refuse as early as
+			// possible.
+			if l.length > l.max {
+				return fmt.Errorf("%w: a packet of at least %d bytes announced (the limit is %d)", ErrPacketTooLarge, l.length, l.max)
+			}
+			if b&0x80 != 0 {
+				if l.nlen == 4 {
+					return fmt.Errorf("%w: malformed remaining length", ErrPacketTooLarge)
+				}
+				continue
+			}
+			l.inLen = false
+			l.body = l.length
+		}
+	}
+	return nil
+}
+
+// limitConn is the hub connection as paho reads it: every byte passes
+// through a packetLimit before paho sees it.
+type limitConn struct {
+	net.Conn
+	lim packetLimit
+	err error // set once the limit failed; paho reads from one goroutine
+}
+
+func newLimitConn(c net.Conn, max int) *limitConn {
+	return &limitConn{Conn: c, lim: packetLimit{max: max}}
+}
+
+// Read passes on the bytes read, unless they break the limit: then it
+// closes the connection and returns the error, now and on every later call.
+func (c *limitConn) Read(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		if lerr := c.lim.feed(p[:n]); lerr != nil {
+			c.err = lerr
+			c.Conn.Close()
+			return 0, lerr
+		}
+	}
+	return n, err
+}
