@@ -5,7 +5,6 @@ package conformance
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"io"
@@ -45,13 +44,7 @@ func rawService(t *testing.T, h *hubProc, method, path, body string, header map[
 	if err != nil {
 		t.Fatal(err)
 	}
-	pem, err := os.ReadFile(h.caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}
+	tr := &http.Transport{TLSClientConfig: hubTLS(t, h)}
 	defer tr.CloseIdleConnections()
 	if !strings.Contains(path, "api-version=") {
 		sep := "?"
@@ -293,17 +286,11 @@ func TestFidelityStatusCodes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pem, err := os.ReadFile(h.caFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		roots := x509.NewCertPool()
-		roots.AppendCertsFromPEM(pem)
 		addr := cs.Address()
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			addr = net.JoinHostPort(addr, "8883")
 		}
-		c, err := pahodev.Dial(t, pahodev.Options{URL: "tls://" + addr, TLS: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		c, err := pahodev.Dial(t, pahodev.Options{URL: "tls://" + addr, TLS: hubTLS(t, h),
 			Identity: cs.Identity(), Password: tok.Value})
 		if err != nil {
 			t.Fatal(err)

@@ -16,9 +16,8 @@ import (
 	"github.com/iothub-go/iothub/service"
 )
 
-// serviceClient is our service client for the hub process, with the
-// connection string it printed and a transport trusting its --ca-file.
-func serviceClient(t *testing.T, h *hubProc) *service.Client {
+// hubTLS is a client TLS configuration that trusts the hub's --ca-file.
+func hubTLS(t *testing.T, h *hubProc) *tls.Config {
 	t.Helper()
 	pem, err := os.ReadFile(h.caFile)
 	if err != nil {
@@ -28,7 +27,14 @@ func serviceClient(t *testing.T, h *hubProc) *service.Client {
 	if !roots.AppendCertsFromPEM(pem) {
 		t.Fatal("the hub's --ca-file holds no certificate")
 	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}
+	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+}
+
+// serviceClient is our service client for the hub process, with the
+// connection string it printed and a transport trusting its --ca-file.
+func serviceClient(t *testing.T, h *hubProc) *service.Client {
+	t.Helper()
+	tr := &http.Transport{TLSClientConfig: hubTLS(t, h)}
 	t.Cleanup(tr.CloseIdleConnections)
 	opts := &service.ClientOptions{}
 	opts.Transport = &http.Client{Transport: tr}

@@ -146,8 +146,8 @@ func Start(opts Options) (*Hub, error) {
 				h.serveWebSocket(w, r)
 				return
 			}
-			// httpd clears the read deadline once it has read a body, so
-			// that a long method call is not cut by it.
+			// A read deadline that passes while a method call waits does
+			// not end the call: TestHTTPConnectionLifetimes checks it.
 			_ = rc.SetReadDeadline(time.Now().Add(httpRequestTimeout))
 			_ = rc.SetWriteDeadline(time.Now().Add(httpWriteTimeout))
 			rest.ServeHTTP(w, r)

@@ -168,35 +168,13 @@ func TestAMQPOnOnePort(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cbsSnd, err := s.NewSender(ctx, "$cbs", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cbsRcv, err := s.NewReceiver(ctx, "$cbs", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
 			id := auth.Identity{HostName: "localhost", DeviceID: tc.device}
 			tok, err := auth.SignSAS(id.Resource(), "", key, time.Now().Add(time.Hour))
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = cbsSnd.Send(ctx, &amqp.Message{
-				Properties: &amqp.MessageProperties{MessageID: "put-1"},
-				ApplicationProperties: map[string]any{"operation": "put-token",
-					"type": "servicebus.windows.net:sastoken", "name": id.Resource()},
-				Value: tok,
-			}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			reply, err := cbsRcv.Receive(ctx, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = cbsRcv.AcceptMessage(ctx, reply)
-			if reply.ApplicationProperties["status-code"] != int32(200) || reply.Properties.CorrelationID != "put-1" {
-				t.Fatalf("put-token reply %v %v", reply.ApplicationProperties, reply.Properties.CorrelationID)
+			if code := putToken(ctx, t, s, id.Resource(), tok); code != 200 {
+				t.Fatalf("put-token: status %d", code)
 			}
 			addrPath := "/devices/" + tc.device + "/methods/devicebound"
 			resp, err := s.NewSender(ctx, addrPath, nil)

@@ -34,6 +34,13 @@ func cbsPut(t *testing.T, h *Hub, name, tok string) int32 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return putToken(ctx, t, s, name, tok)
+}
+
+// putToken sends one CBS put-token on s and returns the reply's status
+// code; it checks that the reply correlates with the request.
+func putToken(ctx context.Context, t *testing.T, s *amqp.Session, name, tok string) int32 {
+	t.Helper()
 	snd, err := s.NewSender(ctx, "$cbs", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -56,6 +63,9 @@ func cbsPut(t *testing.T, h *Hub, name, tok string) int32 {
 		t.Fatal(err)
 	}
 	_ = rcv.AcceptMessage(ctx, reply)
+	if reply.Properties == nil || reply.Properties.CorrelationID != "put-1" {
+		t.Fatalf("put-token reply does not correlate: %+v", reply.Properties)
+	}
 	code, _ := reply.ApplicationProperties["status-code"].(int32)
 	return code
 }

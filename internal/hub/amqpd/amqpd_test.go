@@ -844,20 +844,7 @@ func TestSessionWindowAndDrain(t *testing.T) {
 	// Credit for the replies, on the link the hub sends on.
 	r.frame(frameTypeAMQP, 0, performative(descFlow, uint32(0), uint32(0), uint32(0), uint32(100),
 		uint32(0), uint32(0), uint32(5)), nil)
-	var req []byte
-	for _, sec := range []any{
-		performative(descProperties, uint64(42)),
-		Described{Descriptor: uint64(descApplicationProperties), Value: Map{
-			{Key: "operation", Value: "PUT-TOKEN"}, {Key: "type", Value: "servicebus.windows.net:sastoken"},
-			{Key: "name", Value: testHost + "/devices/dev1"}}},
-		Described{Descriptor: uint64(descAMQPValue), Value: token(t, "dev1", key, time.Now().Add(time.Hour))},
-	} {
-		var err error
-		if req, err = appendValue(req, sec); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r.frame(frameTypeAMQP, 0, performative(descTransfer, uint32(1), uint32(0), []byte{0}), req)
+	r.frame(frameTypeAMQP, 0, performative(descTransfer, uint32(1), uint32(0), []byte{0}), putTokenMessage(t, 42, token(t, "dev1", key, time.Now().Add(time.Hour))))
 	// The hub accepts the request but holds the reply back.
 	var accepted bool
 	for !accepted {
@@ -1007,20 +994,8 @@ func TestSessionPendingBytesBounded(t *testing.T) {
 	r.frame(frameTypeAMQP, 0, performative(descFlow, uint32(0), uint32(0), uint32(0), uint32(100),
 		uint32(0), uint32(0), uint32(50)), nil)
 	for i := range 5 {
-		var req []byte
-		for _, sec := range []any{
-			performative(descProperties, uint64(i)),
-			Described{Descriptor: uint64(descApplicationProperties), Value: Map{
-				{Key: "operation", Value: "PUT-TOKEN"}, {Key: "type", Value: "servicebus.windows.net:sastoken"},
-				{Key: "name", Value: testHost + "/devices/dev1"}}},
-			Described{Descriptor: uint64(descAMQPValue), Value: token(t, "dev1", key, time.Now().Add(time.Hour))},
-		} {
-			var err error
-			if req, err = appendValue(req, sec); err != nil {
-				t.Fatal(err)
-			}
-		}
-		r.frame(frameTypeAMQP, 0, performative(descTransfer, uint32(1), uint32(i), []byte{byte(i)}), req)
+		r.frame(frameTypeAMQP, 0, performative(descTransfer, uint32(1), uint32(i), []byte{byte(i)}),
+			putTokenMessage(t, uint64(i), token(t, "dev1", key, time.Now().Add(time.Hour))))
 	}
 	for {
 		fr := r.mustNext()
@@ -1034,4 +1009,24 @@ func TestSessionPendingBytesBounded(t *testing.T) {
 			return
 		}
 	}
+}
+
+// putTokenMessage encodes a CBS put-token request for dev1 with message-id
+// id, for tests that speak raw frames.
+func putTokenMessage(t *testing.T, id uint64, tok string) []byte {
+	t.Helper()
+	var req []byte
+	for _, sec := range []any{
+		performative(descProperties, id),
+		Described{Descriptor: uint64(descApplicationProperties), Value: Map{
+			{Key: "operation", Value: "PUT-TOKEN"}, {Key: "type", Value: "servicebus.windows.net:sastoken"},
+			{Key: "name", Value: testHost + "/devices/dev1"}}},
+		Described{Descriptor: uint64(descAMQPValue), Value: tok},
+	} {
+		var err error
+		if req, err = appendValue(req, sec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return req
 }

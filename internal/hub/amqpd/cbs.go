@@ -148,7 +148,7 @@ func (c *conn) putToken(m *message) (int, string, string) {
 	}
 	// The .NET SDK encodes the id twice (a '+' arrives as %252B); like
 	// EdgeHub, decode once more when the id as decoded is not registered.
-	if !e.Exists(id.DeviceID, id.ModuleID) {
+	if strings.Contains(id.DeviceID+id.ModuleID, "%") && !e.Exists(id.DeviceID, id.ModuleID) {
 		d, err1 := url.PathUnescape(id.DeviceID)
 		m, err2 := url.PathUnescape(id.ModuleID)
 		if err1 == nil && err2 == nil && e.Exists(d, m) {

@@ -307,10 +307,6 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *eng
 		}
 		return nil, engine.NewError(engine.CodeIotHubFormatError, "The request body could not be read.")
 	}
-	// The body is in: a read deadline that the server set for it must not
-	// end a long request (a method call waits up to 600 s) while the
-	// server watches the idle connection for the client going away.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	return body, nil
 }
 
