@@ -7,3 +7,8 @@
 //
 // This package holds only the small vocabulary the others share.
 package iothub
+
+// Version is this SDK's version. Device clients send it to the hub in their
+// client type ("iothub-go/" + Version), and the service client reports it
+// in its User-Agent.
+const Version = "0.1.0"
