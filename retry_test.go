@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub"
 )
 
@@ -25,16 +27,13 @@ func TestRetryDelayBounds(t *testing.T) {
 			var maxSeen time.Duration
 			for i := 0; i < 2000; i++ {
 				d := tc.opts.Delay(tc.attempt)
-				if d < 0 || d > tc.max {
-					t.Fatalf("Delay(%d) = %v, outside [0, %v]", tc.attempt, d, tc.max)
-				}
+				require.GreaterOrEqual(t, d, time.Duration(0), "Delay(%d)", tc.attempt)
+				require.LessOrEqual(t, d, tc.max, "Delay(%d)", tc.attempt)
 				maxSeen = max(maxSeen, d)
 			}
 			// Full jitter spreads over the whole range: the largest of 2000
 			// draws is almost surely above half the ceiling.
-			if maxSeen < tc.max/2 {
-				t.Fatalf("largest Delay(%d) of 2000 = %v, want near %v", tc.attempt, maxSeen, tc.max)
-			}
+			require.GreaterOrEqual(t, maxSeen, tc.max/2, "largest Delay(%d) of 2000, want near %v", tc.attempt, tc.max)
 		})
 	}
 }

@@ -210,7 +210,7 @@ func ParseDeviceConnectionString(s string) (ConnectionString, error) {
 	}
 	if c.SharedAccessSignature != "" {
 		tok, _ := ParseSAS(c.SharedAccessSignature) // syntax checked above
-		if !tok.Covers(c.Identity().Resource()) {
+		if !tok.covers(c.Identity().Resource()) {
 			return ConnectionString{}, connStringError("SharedAccessSignature", "token is for %q, not for %q", tok.Resource, c.Identity().Resource())
 		}
 		if err := checkTokenKeyName(tok, c.SharedAccessKeyName); err != nil {
@@ -251,7 +251,7 @@ func ParseServiceConnectionString(s string) (ConnectionString, error) {
 	}
 	if c.SharedAccessSignature != "" {
 		tok, _ := ParseSAS(c.SharedAccessSignature)
-		if !tok.Covers(c.HostName) {
+		if !tok.covers(c.HostName) {
 			return ConnectionString{}, connStringError("SharedAccessSignature", "token is for %q, not for hub %q", tok.Resource, c.HostName)
 		}
 		if err := checkTokenKeyName(tok, c.SharedAccessKeyName); err != nil {

@@ -1,9 +1,11 @@
 package auth_test
 
 import (
-	"errors"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/auth"
 )
@@ -155,20 +157,12 @@ func TestParseDeviceConnectionStringValid(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := auth.ParseDeviceConnectionString(tt.in)
-			if err != nil {
-				t.Fatalf("ParseDeviceConnectionString: %v", err)
-			}
-			if got != tt.want {
-				t.Fatalf("got  %#v\nwant %#v\n(revealed got %q)", got, tt.want, got.Reveal())
-			}
+			require.NoError(t, err, "ParseDeviceConnectionString")
+			require.Equal(t, tt.want, got, "parsed (revealed: %q)", got.Reveal())
 			// Reveal round-trips.
 			again, err := auth.ParseDeviceConnectionString(got.Reveal())
-			if err != nil {
-				t.Fatalf("re-parse of Reveal(): %v", err)
-			}
-			if again != got {
-				t.Fatalf("Reveal round trip: got %q, want %q", again.Reveal(), got.Reveal())
-			}
+			require.NoError(t, err, "re-parse of Reveal()")
+			require.Equal(t, got, again, "Reveal round trip")
 		})
 	}
 }
@@ -300,16 +294,11 @@ func TestParseServiceConnectionString(t *testing.T) {
 	for _, tt := range valid {
 		t.Run("valid/"+tt.name, func(t *testing.T) {
 			got, err := auth.ParseServiceConnectionString(tt.in)
-			if err != nil {
-				t.Fatalf("ParseServiceConnectionString: %v", err)
-			}
-			if got != tt.want {
-				t.Fatalf("got  %#v\nwant %#v", got, tt.want)
-			}
+			require.NoError(t, err, "ParseServiceConnectionString")
+			require.Equal(t, tt.want, got, "parsed")
 			again, err := auth.ParseServiceConnectionString(got.Reveal())
-			if err != nil || again != got {
-				t.Fatalf("Reveal round trip: %v, %#v", err, again)
-			}
+			require.NoError(t, err, "re-parse of Reveal()")
+			require.Equal(t, got, again, "Reveal round trip")
 		})
 	}
 
@@ -356,21 +345,12 @@ func TestParseServiceConnectionString(t *testing.T) {
 
 func checkConnStringError(t *testing.T, got auth.ConnectionString, err error, wantInMsg string) {
 	t.Helper()
-	if err == nil {
-		t.Fatalf("no error; parsed %q", got.Reveal())
-	}
-	if !errors.Is(err, auth.ErrInvalidConnectionString) {
-		t.Errorf("error %q does not wrap ErrInvalidConnectionString", err)
-	}
-	if !strings.HasPrefix(err.Error(), "iothub: invalid connection string: ") {
-		t.Errorf("error %q lacks the package prefix", err)
-	}
-	if !strings.Contains(err.Error(), wantInMsg) {
-		t.Errorf("error %q does not name %q", err, wantInMsg)
-	}
-	if got != (auth.ConnectionString{}) {
-		t.Errorf("a failed parse returned %#v, want the zero value", got)
-	}
+	require.Error(t, err, "no error; parsed %q", got.Reveal())
+	assert.ErrorIs(t, err, auth.ErrInvalidConnectionString)
+	assert.True(t, strings.HasPrefix(err.Error(), "iothub: invalid connection string: "), "error %q lacks the package prefix", err)
+	// The message names the offending key (or part): what a user reads.
+	assert.ErrorContains(t, err, wantInMsg, "the error does not name the culprit")
+	assert.Equal(t, auth.ConnectionString{}, got, "a failed parse returned a non-zero value")
 }
 
 // TestConnectionStringErrorsHideSecrets feeds strings whose secret is present
@@ -425,13 +405,9 @@ func TestConnectionStringErrorsHideSecrets(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := tt.parse(tt.in)
-			if err == nil {
-				t.Fatal("no error")
-			}
+			require.Error(t, err)
 			for _, s := range tt.secrets {
-				if strings.Contains(err.Error(), s) {
-					t.Errorf("error %q contains the secret %q", err, s)
-				}
+				assert.NotContains(t, err.Error(), s, "the error contains a secret")
 			}
 		})
 	}
@@ -439,72 +415,40 @@ func TestConnectionStringErrorsHideSecrets(t *testing.T) {
 
 func TestConnectionStringAccessors(t *testing.T) {
 	c, err := auth.ParseDeviceConnectionString("HostName=myhub.azure-devices.net;DeviceId=dev1;ModuleId=mod1;x509=true;GatewayHostName=gw.local:8883")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	id := c.Identity()
-	if want := (auth.Identity{HostName: devHost, DeviceID: "dev1", ModuleID: "mod1"}); id != want {
-		t.Errorf("Identity() = %#v, want %#v", id, want)
-	}
-	if got, want := id.String(), "dev1/mod1"; got != want {
-		t.Errorf("Identity.String() = %q, want %q", got, want)
-	}
-	if got, want := id.Resource(), "myhub.azure-devices.net/devices/dev1/modules/mod1"; got != want {
-		t.Errorf("Identity.Resource() = %q, want %q", got, want)
-	}
-	if got, want := c.Address(), "gw.local:8883"; got != want {
-		t.Errorf("Address() = %q, want %q", got, want)
-	}
-	if got, want := c.Reveal(), "HostName=myhub.azure-devices.net;DeviceId=dev1;ModuleId=mod1;x509=true;GatewayHostName=gw.local:8883"; got != want {
-		t.Errorf("Reveal() = %q, want %q", got, want)
-	}
-	if got, want := c.String(), c.Reveal(); got != want {
-		t.Errorf("String() of a secret-free string = %q, want %q", got, want)
-	}
+	assert.Equal(t, auth.Identity{HostName: devHost, DeviceID: "dev1", ModuleID: "mod1"}, id, "Identity()")
+	assert.Equal(t, "dev1/mod1", id.String(), "Identity.String()")
+	assert.Equal(t, "myhub.azure-devices.net/devices/dev1/modules/mod1", id.Resource(), "Identity.Resource()")
+	assert.Equal(t, "gw.local:8883", c.Address(), "Address()")
+	assert.Equal(t, "HostName=myhub.azure-devices.net;DeviceId=dev1;ModuleId=mod1;x509=true;GatewayHostName=gw.local:8883", c.Reveal(), "Reveal()")
+	assert.Equal(t, c.Reveal(), c.String(), "String() of a secret-free string")
 
 	d := auth.Identity{HostName: devHost, DeviceID: "dev1"}
-	if got, want := d.String(), "dev1"; got != want {
-		t.Errorf("device Identity.String() = %q, want %q", got, want)
-	}
-	if got, want := d.Resource(), "myhub.azure-devices.net/devices/dev1"; got != want {
-		t.Errorf("device Identity.Resource() = %q, want %q", got, want)
-	}
-	if got, want := (auth.ConnectionString{HostName: devHost}).Address(), devHost; got != want {
-		t.Errorf("Address() without gateway = %q, want %q", got, want)
-	}
+	assert.Equal(t, "dev1", d.String(), "device Identity.String()")
+	assert.Equal(t, "myhub.azure-devices.net/devices/dev1", d.Resource(), "device Identity.Resource()")
+	assert.Equal(t, devHost, (auth.ConnectionString{HostName: devHost}).Address(), "Address() without gateway")
 }
 
 func TestConnectionStringRevealCanonical(t *testing.T) {
 	in := "sharedaccesskey=" + primaryKey + ";deviceid=dev1;hostname=myhub.azure-devices.net;X509=false;gatewayhostname=gw"
 	c, err := auth.ParseDeviceConnectionString(in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	want := "HostName=myhub.azure-devices.net;DeviceId=dev1;SharedAccessKey=" + primaryKey + ";GatewayHostName=gw"
-	if got := c.Reveal(); got != want {
-		t.Errorf("Reveal() = %q, want %q", got, want)
-	}
-	if got, want := c.String(), "HostName=myhub.azure-devices.net;DeviceId=dev1;SharedAccessKey=<redacted>;GatewayHostName=gw"; got != want {
-		t.Errorf("String() = %q, want %q", got, want)
-	}
+	assert.Equal(t, want, c.Reveal(), "Reveal()")
+	assert.Equal(t, "HostName=myhub.azure-devices.net;DeviceId=dev1;SharedAccessKey=<redacted>;GatewayHostName=gw", c.String(), "String()")
 }
 
 func TestCheckID(t *testing.T) {
 	valid := []string{"a", "dev1", "DEV-1", allIDChars, strings.Repeat("x", 128), "a=b", "dev#1"}
 	for _, id := range valid {
-		if err := auth.CheckID(id); err != nil {
-			t.Errorf("CheckID(%q) = %v, want nil", id, err)
-		}
+		assert.NoError(t, auth.CheckID(id), "CheckID(%q)", id)
 	}
 	invalid := []string{"", strings.Repeat("x", 129), "dev 1", "dev/1", "dev;1", "dev&1", "dév", "dev\x00", "a\"b", "a<b", "a\\b", "a[b]", "a{b}", "a|b", "a^b", "a`b", "a~b"}
 	for _, id := range invalid {
 		err := auth.CheckID(id)
-		if err == nil {
-			t.Errorf("CheckID(%q) = nil, want an error", id)
-			continue
-		}
-		if !strings.HasPrefix(err.Error(), "iothub: ") {
-			t.Errorf("CheckID(%q) error %q lacks the package prefix", id, err)
+		if assert.Error(t, err, "CheckID(%q)", id) {
+			assert.True(t, strings.HasPrefix(err.Error(), "iothub: "), "CheckID(%q) error %q lacks the package prefix", id, err)
 		}
 	}
 }

@@ -10,13 +10,14 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
-	"errors"
 	"math/big"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // Test keys. Each is the base64 of a distinctive ASCII text, so a test can
@@ -41,9 +42,7 @@ const (
 func mustDecode(t testing.TB, k string) []byte {
 	t.Helper()
 	b, err := base64.StdEncoding.DecodeString(k)
-	if err != nil {
-		t.Fatalf("bad test key %q: %v", k, err)
-	}
+	require.NoError(t, err, "bad test key %q", k)
 	return b
 }
 
@@ -112,14 +111,6 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// wantErrIs fails unless err wraps target.
-func wantErrIs(t testing.TB, err, target error) {
-	t.Helper()
-	if !errors.Is(err, target) {
-		t.Fatalf("error = %v, want one wrapping %q", err, target)
-	}
-}
-
 // ---- X.509 helpers ----
 
 // certKey is a generated certificate and its key.
@@ -153,9 +144,7 @@ func validFor(cn string) certOpts {
 func issueCert(t testing.TB, o certOpts, parent *certKey) *certKey {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(serialNumber.Add(1)),
 		Subject:               pkix.Name{CommonName: o.CN, Organization: []string{"iothub-go tests"}},
@@ -174,13 +163,9 @@ func issueCert(t testing.TB, o certOpts, parent *certKey) *certKey {
 		signerCert, signerKey = parent.Cert, parent.Key
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, &key.PublicKey, signerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return &certKey{Cert: cert, Key: key}
 }
 
@@ -206,8 +191,6 @@ func certsPEM(certs ...*x509.Certificate) []byte {
 func keyPEM(t testing.TB, k *ecdsa.PrivateKey) []byte {
 	t.Helper()
 	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }

@@ -3,7 +3,6 @@ package auth
 import (
 	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -15,9 +14,6 @@ import (
 	"unicode/utf8"
 )
 
-// MaxClockSkew is how far past its expiry IoT Hub still accepts a SAS token.
-const MaxClockSkew = 5 * time.Minute
-
 // sasPrefix is the literal first word of every token.
 const sasPrefix = "SharedAccessSignature"
 
@@ -25,16 +21,15 @@ const sasPrefix = "SharedAccessSignature"
 // (.NET DateTime.MaxValue; a later se fails the hub's parse).
 const maxExpiry = 253402300799
 
-// Errors that [ParseSAS] and the SAS checks wrap. Use errors.Is.
+// Errors about SAS tokens. Use errors.Is.
 var (
-	// ErrInvalidSAS: the token is not a well-formed shared access signature.
+	// ErrInvalidSAS: the token is not a well-formed shared access signature
+	// ([ParseSAS], [NewStaticToken]).
 	ErrInvalidSAS = errors.New("iothub: malformed SAS token")
-	// ErrSASExpired: the token's expiry plus MaxClockSkew has passed.
+	// ErrSASExpired: the token's expiry has passed. A [StaticToken] returns
+	// it once its fixed token has expired, since such a token cannot be
+	// renewed; the device and service clients pass it on.
 	ErrSASExpired = errors.New("iothub: SAS token expired")
-	// ErrSASSignature: the signature matches none of the keys.
-	ErrSASSignature = errors.New("iothub: SAS token signature does not match")
-	// ErrSASResource: the token's resource does not cover the target.
-	ErrSASResource = errors.New("iothub: SAS token is not valid for this resource")
 )
 
 // DeviceResource returns the resource URI a device token signs:
@@ -118,8 +113,9 @@ func urlEncode(s string) string {
 	return b.String()
 }
 
-// SAS is a parsed shared access signature token. Its signature is kept
-// unexported; String and %v never show it.
+// SAS is a parsed shared access signature token: what it covers, which
+// policy signed it and when it expires. It does not keep the signature;
+// String and %v show the token with "sig=<redacted>".
 type SAS struct {
 	// Resource is the URL-decoded "sr": the resource URI the token covers.
 	Resource string
@@ -131,15 +127,14 @@ type SAS struct {
 
 	rawResource string // sr exactly as in the token: it is what was signed
 	rawExpiry   string // se exactly as in the token
-	sig         string // decoded sig (base64 text)
 }
 
 // ParseSAS parses a token as IoT Hub does: the literal word
 // "SharedAccessSignature", one space, then &-separated fields whose names
 // match case-insensitively. sr, sig and se are required, skn is optional,
-// unknown fields are ignored and a repeated field is an error. sr is kept
-// raw for signature checks; the other values are URL-decoded. ParseSAS
-// checks syntax only: see [SAS.Verify].
+// unknown fields are ignored and a repeated field is an error. Values are
+// URL-decoded. ParseSAS checks syntax only: it cannot tell whether the
+// signature is genuine, which only the hub, holding the key, can check.
 func ParseSAS(token string) (*SAS, error) {
 	i := strings.IndexFunc(token, unicode.IsSpace)
 	if i < 0 || token[:i] != sasPrefix {
@@ -151,6 +146,7 @@ func ParseSAS(token string) (*SAS, error) {
 		return nil, fmt.Errorf("%w: want exactly two space-separated parts", ErrInvalidSAS)
 	}
 	var s SAS
+	var sig string
 	var haveSR, haveSig, haveSE, haveSKN bool
 	for _, f := range strings.Split(body, "&") {
 		if f == "" {
@@ -177,7 +173,7 @@ func ParseSAS(token string) (*SAS, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%w: sig is not URL-encoded correctly", ErrInvalidSAS)
 			}
-			s.sig = v
+			sig = v
 		case "se":
 			dup, haveSE = haveSE, true
 			s.rawExpiry = val
@@ -206,7 +202,7 @@ func ParseSAS(token string) (*SAS, error) {
 	switch {
 	case !haveSR || s.Resource == "":
 		return nil, fmt.Errorf("%w: sr (resource) is missing", ErrInvalidSAS)
-	case !haveSig || s.sig == "":
+	case !haveSig || sig == "":
 		return nil, fmt.Errorf("%w: sig (signature) is missing", ErrInvalidSAS)
 	case !haveSE:
 		return nil, fmt.Errorf("%w: se (expiry) is missing", ErrInvalidSAS)
@@ -230,68 +226,12 @@ func (s SAS) String() string {
 // GoString redacts like String.
 func (s SAS) GoString() string { return "&auth.SAS(" + strconv.Quote(s.String()) + ")" }
 
-// CheckExpiry returns an error wrapping [ErrSASExpired] when now is later than
-// the expiry plus [MaxClockSkew].
-func (s *SAS) CheckExpiry(now time.Time) error {
-	if now.After(s.Expiry.Add(MaxClockSkew)) {
-		return fmt.Errorf("%w at %s", ErrSASExpired, s.Expiry.Format(time.RFC3339))
-	}
-	return nil
-}
-
-// Covers reports whether the token's resource authorizes target, a resource
-// URI without scheme such as "myhub.azure-devices.net/devices/dev1". The
-// match is case-insensitive and by whole path segment: "h/devices" covers
-// "h/devices/dev1" but "h/devices/dev1" does not cover "h/devices/dev10".
-func (s *SAS) Covers(target string) bool {
+// covers reports whether the token's resource authorizes target, by whole
+// path segment and case-insensitively, as IoT Hub matches it: "h/devices"
+// covers "h/devices/dev1" but "h/devices/dev1" does not cover
+// "h/devices/dev10".
+func (s *SAS) covers(target string) bool {
 	r := strings.ToLower(strings.TrimSuffix(s.Resource, "/"))
 	t := strings.ToLower(strings.TrimSuffix(target, "/"))
 	return t == r || strings.HasPrefix(t, r+"/")
-}
-
-// CheckSignature reports whether the token was signed with one of the base64
-// keys, tried in order (primary, then secondary). Empty keys are skipped.
-// The comparison is constant-time. It returns an error wrapping
-// [ErrSASSignature] when no key matches.
-func (s *SAS) CheckSignature(base64Keys ...string) error {
-	tried := false
-	for _, k := range base64Keys {
-		if k == "" {
-			continue
-		}
-		key, err := decodeKey(k)
-		if err != nil {
-			return err
-		}
-		tried = true
-		want := signature(key, s.rawResource, s.rawExpiry)
-		if subtle.ConstantTimeCompare([]byte(want), []byte(s.sig)) == 1 {
-			return nil
-		}
-	}
-	if !tried {
-		return fmt.Errorf("%w: no key to check it against", ErrSASSignature)
-	}
-	return ErrSASSignature
-}
-
-// Verify runs the hub's checks in the hub's order: the token is not expired
-// at now (allowing [MaxClockSkew]), it covers target, and it was signed with
-// primaryKey or secondaryKey.
-func (s *SAS) Verify(target string, now time.Time, primaryKey, secondaryKey string) error {
-	if err := s.CheckExpiry(now); err != nil {
-		return err
-	}
-	if err := s.CheckResource(target); err != nil {
-		return err
-	}
-	return s.CheckSignature(primaryKey, secondaryKey)
-}
-
-// CheckResource is [SAS.Covers] as an error wrapping [ErrSASResource].
-func (s *SAS) CheckResource(target string) error {
-	if !s.Covers(target) {
-		return fmt.Errorf("%w: token is for %q, not %q", ErrSASResource, s.Resource, target)
-	}
-	return nil
 }

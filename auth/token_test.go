@@ -2,14 +2,20 @@ package auth_test
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hubauth"
 )
+
+// The tests check that minted tokens verify with the local hub's checks
+// (internal/hubauth), the same ones every hub endpoint applies.
 
 var tokenEpoch = time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 
@@ -17,72 +23,37 @@ func TestKeyTokenProviderDefaults(t *testing.T) {
 	clock := newFakeClock(tokenEpoch)
 	res := auth.DeviceResource(hubHost, "dev1")
 	p, err := auth.NewKeyTokenProvider(res, "", primaryKey, &auth.TokenOptions{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	ctx := context.Background()
 	tok, err := p.Token(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if auth.DefaultTokenTTL != time.Hour {
-		t.Errorf("DefaultTokenTTL = %v, want 1h", auth.DefaultTokenTTL)
-	}
-	if want := tokenEpoch.Add(time.Hour); !tok.ExpiresOn.Equal(want) {
-		t.Errorf("ExpiresOn = %v, want %v (default TTL 1h)", tok.ExpiresOn, want)
-	}
-	if want := tokenEpoch.Add(time.Hour - 9*time.Minute); !tok.RenewAt.Equal(want) {
-		t.Errorf("RenewAt = %v, want %v (15%% of 1h before expiry)", tok.RenewAt, want)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, time.Hour, auth.DefaultTokenTTL, "DefaultTokenTTL")
+	assertTime(t, tokenEpoch.Add(time.Hour), tok.ExpiresOn, "ExpiresOn (default TTL 1h)")
+	assertTime(t, tokenEpoch.Add(time.Hour-9*time.Minute), tok.RenewAt, "RenewAt (15% of 1h before expiry)")
 	// The value is exactly the SAS for the resource and expiry.
-	want := testToken(t, primaryKey, testEncode(res), "1772362800", "")
-	if tok.Value != want {
-		t.Errorf("Value = %q, want %q", tok.Value, want)
-	}
-	s, err := auth.ParseSAS(tok.Value)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Verify(res, clock.Now(), primaryKey, ""); err != nil {
-		t.Errorf("minted token does not verify: %v", err)
-	}
-	if s.KeyName != "" {
-		t.Errorf("device token has skn %q", s.KeyName)
-	}
+	assert.Equal(t, testToken(t, primaryKey, testEncode(res), "1772362800", ""), tok.Value, "Value")
+	s, err := hubauth.ParseSAS(tok.Value)
+	require.NoError(t, err)
+	assert.NoError(t, s.Verify(res, clock.Now(), primaryKey, ""), "minted token does not verify")
+	assert.Empty(t, s.KeyName, "device token has skn")
 
 	// Cached until RenewAt.
 	for _, d := range []time.Duration{time.Second, 30 * time.Minute, 51*time.Minute - time.Nanosecond} {
 		clock.Set(tokenEpoch.Add(d))
 		again, err := p.Token(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if again != tok {
-			t.Fatalf("at +%v got a new token %v, want the cached one", d, again.ExpiresOn)
-		}
-		if tok.ShouldRenew(clock.Now()) {
-			t.Errorf("ShouldRenew true at +%v", d)
-		}
+		require.NoError(t, err)
+		require.Equal(t, tok, again, "at +%v got a new token, want the cached one", d)
+		assert.False(t, tok.ShouldRenew(clock.Now()), "ShouldRenew true at +%v", d)
 	}
 
 	// At RenewAt a new token is minted.
 	clock.Set(tokenEpoch.Add(51 * time.Minute))
-	if !tok.ShouldRenew(clock.Now()) {
-		t.Error("ShouldRenew false at RenewAt")
-	}
+	assert.True(t, tok.ShouldRenew(clock.Now()), "ShouldRenew false at RenewAt")
 	next, err := p.Token(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if next.Value == tok.Value {
-		t.Fatal("no new token at RenewAt")
-	}
-	if want := tokenEpoch.Add(51*time.Minute + time.Hour); !next.ExpiresOn.Equal(want) {
-		t.Errorf("renewed ExpiresOn = %v, want %v", next.ExpiresOn, want)
-	}
-	if want := next.ExpiresOn.Add(-9 * time.Minute); !next.RenewAt.Equal(want) {
-		t.Errorf("renewed RenewAt = %v, want %v", next.RenewAt, want)
-	}
+	require.NoError(t, err)
+	require.NotEqual(t, tok.Value, next.Value, "no new token at RenewAt")
+	assertTime(t, tokenEpoch.Add(51*time.Minute+time.Hour), next.ExpiresOn, "renewed ExpiresOn")
+	assertTime(t, next.ExpiresOn.Add(-9*time.Minute), next.RenewAt, "renewed RenewAt")
 }
 
 func TestKeyTokenProviderOptions(t *testing.T) {
@@ -90,58 +61,33 @@ func TestKeyTokenProviderOptions(t *testing.T) {
 	p, err := auth.NewKeyTokenProvider(hubHost, "service", primaryKey, &auth.TokenOptions{
 		TTL: 10 * time.Minute, RenewBefore: 2 * time.Minute, Now: clock.Now,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	tok, err := p.Token(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	// Expiry is whole seconds (se has no fraction).
-	if want := tokenEpoch.Add(10 * time.Minute); !tok.ExpiresOn.Equal(want) {
-		t.Errorf("ExpiresOn = %v, want %v", tok.ExpiresOn, want)
-	}
-	if want := tokenEpoch.Add(8 * time.Minute); !tok.RenewAt.Equal(want) {
-		t.Errorf("RenewAt = %v, want %v", tok.RenewAt, want)
-	}
-	s, err := auth.ParseSAS(tok.Value)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.KeyName != "service" || s.Resource != hubHost {
-		t.Errorf("token for %q skn %q, want %q skn service", s.Resource, s.KeyName, hubHost)
-	}
-	pol := auth.Policy{Name: "service", PrimaryKey: primaryKey, Rights: auth.RightsServiceConnect}
-	if err := pol.Authorize(s, hubHost, auth.RightsServiceConnect, clock.Now()); err != nil {
-		t.Errorf("Authorize: %v", err)
-	}
+	assertTime(t, tokenEpoch.Add(10*time.Minute), tok.ExpiresOn, "ExpiresOn")
+	assertTime(t, tokenEpoch.Add(8*time.Minute), tok.RenewAt, "RenewAt")
+	s, err := hubauth.ParseSAS(tok.Value)
+	require.NoError(t, err)
+	assert.Equal(t, "service", s.KeyName, "skn")
+	assert.Equal(t, hubHost, s.Resource, "resource")
+	pol := hubauth.Policy{Name: "service", PrimaryKey: primaryKey, Rights: hubauth.RightsServiceConnect}
+	assert.NoError(t, pol.Authorize(s, hubHost, hubauth.RightsServiceConnect, clock.Now()), "Authorize")
 
 	// Only TTL set: RenewBefore is 15% of it.
 	p, err = auth.NewKeyTokenProvider(hubHost, "", primaryKey, &auth.TokenOptions{TTL: 100 * time.Second, Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	tok, err = p.Token(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := tok.ExpiresOn.Sub(tok.RenewAt), 15*time.Second; got != want {
-		t.Errorf("ExpiresOn-RenewAt = %v, want %v", got, want)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, 15*time.Second, tok.ExpiresOn.Sub(tok.RenewAt), "ExpiresOn-RenewAt")
 
 	// nil options use time.Now.
 	p, err = auth.NewKeyTokenProvider(hubHost, "", primaryKey, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	before := time.Now()
 	tok, err = p.Token(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := tok.ExpiresOn.Sub(before); d < time.Hour-time.Second || d > time.Hour+time.Second {
-		t.Errorf("with nil options ExpiresOn is %v from now, want about 1h", d)
-	}
+	require.NoError(t, err)
+	assert.WithinDuration(t, before.Add(time.Hour), tok.ExpiresOn, time.Second, "with nil options ExpiresOn is not about 1h from now")
 }
 
 func TestKeyTokenProviderBadOptions(t *testing.T) {
@@ -164,107 +110,68 @@ func TestKeyTokenProviderBadOptions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, err := auth.NewKeyTokenProvider(tt.resource, "", tt.key, tt.opts)
-			if err == nil {
-				t.Fatalf("NewKeyTokenProvider = %v, want an error", p)
-			}
-			if p != nil {
-				t.Errorf("provider %v returned with the error", p)
-			}
-			if !strings.HasPrefix(err.Error(), "iothub: ") {
-				t.Errorf("error %q lacks the package prefix", err)
-			}
+			require.Error(t, err, "NewKeyTokenProvider = %v", p)
+			assert.Nil(t, p, "provider returned with the error")
+			assert.True(t, strings.HasPrefix(err.Error(), "iothub: "), "error %q lacks the package prefix", err)
 		})
 	}
 	// The smallest allowed TTL works.
-	if _, err := auth.NewKeyTokenProvider(hubHost, "", primaryKey, &auth.TokenOptions{TTL: time.Second}); err != nil {
-		t.Errorf("TTL 1s: %v", err)
-	}
+	_, err := auth.NewKeyTokenProvider(hubHost, "", primaryKey, &auth.TokenOptions{TTL: time.Second})
+	assert.NoError(t, err, "TTL 1s")
 }
 
 func TestKeyTokenProviderUpdateKey(t *testing.T) {
 	clock := newFakeClock(tokenEpoch)
 	res := auth.ModuleResource(hubHost, "dev1", "mod1")
 	p, err := auth.NewKeyTokenProvider(res, "", primaryKey, &auth.TokenOptions{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	ctx := context.Background()
 	old, err := p.Token(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.UpdateKey("not base64!"); err == nil {
-		t.Fatal("UpdateKey with a bad key: no error")
-	}
+	require.NoError(t, err)
+	require.Error(t, p.UpdateKey("not base64!"), "UpdateKey with a bad key")
 	// A failed update keeps the old key and cache.
 	same, err := p.Token(ctx)
-	if err != nil || same != old {
-		t.Fatalf("after failed UpdateKey: %v, token changed = %v", err, same != old)
-	}
+	require.NoError(t, err, "after failed UpdateKey")
+	require.Equal(t, old, same, "after failed UpdateKey the token changed")
 
 	clock.Advance(time.Second) // same TTL, new expiry: tokens differ by key and se
-	if err := p.UpdateKey(secondaryKey); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, p.UpdateKey(secondaryKey))
 	fresh, err := p.Token(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fresh.Value == old.Value {
-		t.Fatal("UpdateKey did not drop the cached token")
-	}
-	s, err := auth.ParseSAS(fresh.Value)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Verify(res, clock.Now(), secondaryKey, ""); err != nil {
-		t.Errorf("new token does not verify with the new key: %v", err)
-	}
-	wantErrIs(t, s.Verify(res, clock.Now(), primaryKey, ""), auth.ErrSASSignature)
+	require.NoError(t, err)
+	require.NotEqual(t, old.Value, fresh.Value, "UpdateKey did not drop the cached token")
+	s, err := hubauth.ParseSAS(fresh.Value)
+	require.NoError(t, err)
+	assert.NoError(t, s.Verify(res, clock.Now(), secondaryKey, ""), "new token does not verify with the new key")
+	require.ErrorIs(t, s.Verify(res, clock.Now(), primaryKey, ""), hubauth.ErrSASSignature)
 
 	// Tokens are deterministic: rotating back at the original instant
 	// reproduces the original token.
 	clock.Set(tokenEpoch)
-	if err := p.UpdateKey(primaryKey); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, p.UpdateKey(primaryKey))
 	back, err := p.Token(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if back != old {
-		t.Errorf("rotating back at the original instant: got %v, want the original token", back.ExpiresOn)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, old, back, "rotating back at the original instant")
 }
 
 func TestKeyTokenProviderCancelled(t *testing.T) {
 	p, err := auth.NewKeyTokenProvider(hubHost, "", primaryKey, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	tok, err := p.Token(ctx)
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Token(cancelled) error = %v, want context.Canceled", err)
-	}
-	if tok != (auth.Token{}) {
-		t.Errorf("Token(cancelled) returned %v", tok)
-	}
+	require.ErrorIs(t, err, context.Canceled, "Token(cancelled)")
+	assert.Equal(t, auth.Token{}, tok, "Token(cancelled) returned a token")
 	ctx, cancel = context.WithDeadline(context.Background(), time.Unix(1, 0))
 	defer cancel()
-	if _, err := p.Token(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Token(past deadline) error = %v, want context.DeadlineExceeded", err)
-	}
+	_, err = p.Token(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "Token(past deadline)")
 }
 
 func TestKeyTokenProviderConcurrent(t *testing.T) {
 	clock := newFakeClock(tokenEpoch)
 	res := auth.DeviceResource(hubHost, "dev1")
 	p, err := auth.NewKeyTokenProvider(res, "", primaryKey, &auth.TokenOptions{TTL: time.Minute, Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for i := 0; i < 8; i++ {
@@ -286,7 +193,7 @@ func TestKeyTokenProviderConcurrent(t *testing.T) {
 					errs <- err
 					return
 				}
-				s, err := auth.ParseSAS(tok.Value)
+				s, err := hubauth.ParseSAS(tok.Value)
 				if err != nil {
 					errs <- err
 					return
@@ -301,23 +208,18 @@ func TestKeyTokenProviderConcurrent(t *testing.T) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Error(err)
+		assert.NoError(t, err)
 	}
 }
 
 func TestTokenShouldRenew(t *testing.T) {
 	renew := tokenEpoch
 	tok := auth.Token{Value: "x", ExpiresOn: renew.Add(time.Minute), RenewAt: renew}
-	if tok.ShouldRenew(renew.Add(-time.Nanosecond)) {
-		t.Error("ShouldRenew before RenewAt")
-	}
-	if !tok.ShouldRenew(renew) || !tok.ShouldRenew(renew.Add(time.Hour)) {
-		t.Error("ShouldRenew false at or after RenewAt")
-	}
+	assert.False(t, tok.ShouldRenew(renew.Add(-time.Nanosecond)), "ShouldRenew before RenewAt")
+	assert.True(t, tok.ShouldRenew(renew), "ShouldRenew false at RenewAt")
+	assert.True(t, tok.ShouldRenew(renew.Add(time.Hour)), "ShouldRenew false after RenewAt")
 	static := auth.Token{Value: "x", ExpiresOn: renew}
-	if static.ShouldRenew(renew.AddDate(100, 0, 0)) {
-		t.Error("ShouldRenew true for a token without RenewAt")
-	}
+	assert.False(t, static.ShouldRenew(renew.AddDate(100, 0, 0)), "ShouldRenew true for a token without RenewAt")
 }
 
 func TestStaticToken(t *testing.T) {
@@ -325,52 +227,29 @@ func TestStaticToken(t *testing.T) {
 	const future = 4102444800 // 2100-01-01
 	value := testToken(t, primaryKey, testEncode(res), "4102444800", "")
 	st, err := auth.NewStaticToken(value)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := time.Unix(future, 0); !st.ExpiresOn().Equal(want) {
-		t.Errorf("ExpiresOn() = %v, want %v", st.ExpiresOn(), want)
-	}
+	require.NoError(t, err)
+	assertTime(t, time.Unix(future, 0), st.ExpiresOn(), "ExpiresOn()")
 	tok, err := st.Token(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tok.Value != value {
-		t.Errorf("Value = %q, want the given token", tok.Value)
-	}
-	if !tok.ExpiresOn.Equal(time.Unix(future, 0)) {
-		t.Errorf("Token().ExpiresOn = %v", tok.ExpiresOn)
-	}
-	if !tok.RenewAt.IsZero() {
-		t.Errorf("RenewAt = %v, want zero", tok.RenewAt)
-	}
-	if tok.ShouldRenew(time.Unix(future, 0).Add(time.Hour)) {
-		t.Error("ShouldRenew true for a static token")
-	}
+	require.NoError(t, err)
+	assert.Equal(t, value, tok.Value, "Value is not the given token")
+	assertTime(t, time.Unix(future, 0), tok.ExpiresOn, "Token().ExpiresOn")
+	assert.True(t, tok.RenewAt.IsZero(), "RenewAt = %v, want zero", tok.RenewAt)
+	assert.False(t, tok.ShouldRenew(time.Unix(future, 0).Add(time.Hour)), "ShouldRenew true for a static token")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := st.Token(ctx); !errors.Is(err, context.Canceled) {
-		t.Errorf("Token(cancelled) error = %v, want context.Canceled", err)
-	}
+	_, err = st.Token(ctx)
+	assert.ErrorIs(t, err, context.Canceled, "Token(cancelled)")
 
 	expired, err := auth.NewStaticToken(testToken(t, primaryKey, testEncode(res), "1000", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	tok, err = expired.Token(context.Background())
-	wantErrIs(t, err, auth.ErrSASExpired)
-	if tok != (auth.Token{}) {
-		t.Errorf("expired Token() returned %v", tok)
-	}
+	require.ErrorIs(t, err, auth.ErrSASExpired)
+	assert.Equal(t, auth.Token{}, tok, "expired Token() returned a token")
 
 	for _, bad := range []string{"", "sr=a&sig=b&se=1", "SharedAccessSignature sr=a&se=1"} {
 		st, err := auth.NewStaticToken(bad)
-		if err == nil {
-			t.Errorf("NewStaticToken(%q) = %v, want an error", bad, st)
-			continue
-		}
-		wantErrIs(t, err, auth.ErrInvalidSAS)
+		assert.ErrorIs(t, err, auth.ErrInvalidSAS, "NewStaticToken(%q) = %v", bad, st)
 	}
 }
 
@@ -400,73 +279,40 @@ func TestConnectionStringTokenProvider(t *testing.T) {
 				parse = auth.ParseServiceConnectionString
 			}
 			c, err := parse(tt.cs)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			tp, err := c.TokenProvider(opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, ok := tp.(*auth.KeyTokenProvider); !ok {
-				t.Fatalf("provider is %T, want *auth.KeyTokenProvider", tp)
-			}
+			require.NoError(t, err)
+			require.IsType(t, (*auth.KeyTokenProvider)(nil), tp, "provider")
 			tok, err := tp.Token(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := now.Add(time.Hour); !tok.ExpiresOn.Equal(want) {
-				t.Errorf("ExpiresOn = %v, want %v (options passed through)", tok.ExpiresOn, want)
-			}
-			s, err := auth.ParseSAS(tok.Value)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if s.Resource != tt.wantResource || s.KeyName != tt.wantSKN {
-				t.Errorf("token for %q skn %q, want %q skn %q", s.Resource, s.KeyName, tt.wantResource, tt.wantSKN)
-			}
-			if err := s.Verify(tt.wantResource, now, primaryKey, ""); err != nil {
-				t.Errorf("Verify: %v", err)
-			}
+			require.NoError(t, err)
+			assertTime(t, now.Add(time.Hour), tok.ExpiresOn, "ExpiresOn (options passed through)")
+			s, err := hubauth.ParseSAS(tok.Value)
+			require.NoError(t, err)
+			assert.Equal(t, tt.wantResource, s.Resource, "token resource")
+			assert.Equal(t, tt.wantSKN, s.KeyName, "token skn")
+			assert.NoError(t, s.Verify(tt.wantResource, now, primaryKey, ""), "Verify")
 		})
 	}
 
 	t.Run("SAS", func(t *testing.T) {
 		c, err := auth.ParseDeviceConnectionString("HostName=myhub.azure-devices.net;DeviceId=dev1;SharedAccessSignature=" + sas)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		tp, err := c.TokenProvider(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		st, ok := tp.(*auth.StaticToken)
-		if !ok {
-			t.Fatalf("provider is %T, want *auth.StaticToken", tp)
-		}
-		if !st.ExpiresOn().Equal(time.Unix(4102444800, 0)) {
-			t.Errorf("ExpiresOn() = %v", st.ExpiresOn())
-		}
+		require.True(t, ok, "provider is %T, want *auth.StaticToken", tp)
+		assertTime(t, time.Unix(4102444800, 0), st.ExpiresOn(), "ExpiresOn()")
 		tok, err := tp.Token(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if tok.Value != sas {
-			t.Errorf("Value = %q, want %q", tok.Value, sas)
-		}
+		require.NoError(t, err)
+		assert.Equal(t, sas, tok.Value, "Value")
 	})
 
 	t.Run("x509", func(t *testing.T) {
 		c, err := auth.ParseDeviceConnectionString("HostName=myhub.azure-devices.net;DeviceId=dev1;x509=true")
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		tp, err := c.TokenProvider(nil)
-		if err == nil {
-			t.Fatalf("TokenProvider = %v, want an error", tp)
-		}
-		if tp != nil {
-			t.Errorf("provider %#v returned with the error", tp)
-		}
+		require.Error(t, err, "TokenProvider = %v", tp)
+		assert.Nil(t, tp, "provider returned with the error")
 	})
 
 	// Hand-built connection strings that bypass the parser: the error must
@@ -487,12 +333,10 @@ func TestConnectionStringTokenProvider(t *testing.T) {
 				o = &auth.TokenOptions{TTL: time.Millisecond}
 			}
 			tp, err := tt.c.TokenProvider(o)
-			if err == nil {
-				t.Fatalf("TokenProvider = %v, want an error", tp)
-			}
-			if tp != nil {
-				t.Errorf("provider is a non-nil %T holding %#v; want a nil interface with the error", tp, tp)
-			}
+			require.Error(t, err, "TokenProvider = %v", tp)
+			// A nil interface, not a typed nil pointer (assert.Nil would
+			// accept both).
+			assert.True(t, tp == nil, "provider is a non-nil %T holding %#v; want a nil interface with the error", tp, tp)
 		})
 	}
 }
@@ -500,23 +344,25 @@ func TestConnectionStringTokenProvider(t *testing.T) {
 func TestKeyTokenProviderRenew(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	p, err := auth.NewKeyTokenProvider("h/devices/d", "", primaryKey, &auth.TokenOptions{Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, _ := p.Token(context.Background())
+	require.NoError(t, err)
+	first, err := p.Token(context.Background())
+	require.NoError(t, err)
 	now = now.Add(2 * time.Second)
-	cached, _ := p.Token(context.Background())
-	if cached != first {
-		t.Fatal("Token did not return the cached token before RenewAt")
-	}
+	cached, err := p.Token(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, first, cached, "Token did not return the cached token before RenewAt")
 	renewed, err := p.Renew(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !renewed.ExpiresOn.After(first.ExpiresOn) || renewed.Value == first.Value {
-		t.Fatalf("Renew returned %v, want a later token than %v", renewed, first)
-	}
-	if again, _ := p.Token(context.Background()); again != renewed {
-		t.Fatal("Token after Renew did not return the renewed token")
-	}
+	require.NoError(t, err)
+	require.True(t, renewed.ExpiresOn.After(first.ExpiresOn), "Renew returned %v, want a later token than %v", renewed, first)
+	require.NotEqual(t, first.Value, renewed.Value, "Renew returned the same token")
+	again, err := p.Token(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, renewed, again, "Token after Renew did not return the renewed token")
+}
+
+// assertTime checks two instants are equal (time.Time.Equal: the location
+// and monotonic reading do not matter).
+func assertTime(t *testing.T, want, got time.Time, msg string) {
+	t.Helper()
+	assert.True(t, want.Equal(got), "%s = %v, want %v", msg, got, want)
 }

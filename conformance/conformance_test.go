@@ -24,6 +24,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // hubProc is a running `iothub hub`.
@@ -53,9 +56,8 @@ func startHubWith(t *testing.T, extraArgs []string, devices ...string) *hubProc 
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "iothub")
 	build := exec.Command("go", "build", "-o", bin, "../cmd/iothub")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/iothub: %v\n%s", err, out)
-	}
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build ./cmd/iothub:\n%s", out)
 	h := &hubProc{bin: bin, caFile: filepath.Join(dir, "ca.pem"), deviceCS: map[string]string{}, stderrDump: &bytes.Buffer{},
 		lines: make(chan string, 1024)}
 	args := append([]string{"hub", "--ca-file", h.caFile}, extraArgs...)
@@ -65,24 +67,18 @@ func startHubWith(t *testing.T, extraArgs []string, devices ...string) *hubProc 
 	h.cmd = exec.Command(bin, args...)
 	h.cmd.Stderr = &lockedWriter{w: h.stderrDump}
 	stdout, err := h.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, h.cmd.Start())
 	t.Cleanup(func() {
 		_ = h.cmd.Process.Signal(os.Interrupt)
 		done := make(chan error, 1)
 		go func() { done <- h.cmd.Wait() }()
 		select {
 		case err := <-done:
-			if err != nil {
-				t.Errorf("iothub hub did not exit cleanly on SIGINT: %v", err)
-			}
+			assert.NoError(t, err, "iothub hub did not exit cleanly on SIGINT")
 		case <-time.After(10 * time.Second):
 			_ = h.cmd.Process.Kill()
-			t.Errorf("iothub hub did not exit within 10 s of SIGINT")
+			assert.Fail(t, "iothub hub did not exit within 10 s of SIGINT")
 		}
 		if t.Failed() {
 			t.Logf("hub log:\n%s", h.stderrDump.String())
@@ -98,7 +94,7 @@ func startHubWith(t *testing.T, extraArgs []string, devices ...string) *hubProc 
 		case "IOTHUB_DEVICE_CONNECTION_STRING":
 			h.deviceCS[devices[len(h.deviceCS)]] = v
 		default:
-			t.Fatalf("unexpected hub output line %q", sc.Text())
+			require.Fail(t, "unexpected hub output line", "%q", sc.Text())
 		}
 	}
 	go func() {
@@ -110,12 +106,9 @@ func startHubWith(t *testing.T, extraArgs []string, devices ...string) *hubProc 
 		}
 		_, _ = io.Copy(io.Discard, stdout) // a line too long for the scanner
 	}()
-	if h.serviceCS == "" || len(h.deviceCS) != len(devices) {
-		t.Fatalf("hub printed %d connection strings, want %d; log:\n%s", len(h.deviceCS)+1, want, h.stderrDump.String())
-	}
-	if !strings.HasPrefix(h.serviceCS, "HostName=localhost;") {
-		t.Fatalf("service connection string %q does not start with HostName=localhost;", h.serviceCS)
-	}
+	require.NotEmpty(t, h.serviceCS, "the hub printed no service connection string; log:\n%s", h.stderrDump.String())
+	require.Len(t, h.deviceCS, len(devices), "device connection strings the hub printed; log:\n%s", h.stderrDump.String())
+	require.True(t, strings.HasPrefix(h.serviceCS, "HostName=localhost;"), "service connection string %q does not start with HostName=localhost;", h.serviceCS)
 	return h
 }
 
@@ -141,9 +134,7 @@ func devicePeer(t *testing.T, h *hubProc, deviceID, transport string, env ...str
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 5 * time.Second
 	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var log, stderr bytes.Buffer
 	var logMu sync.Mutex
 	errW := &lockedWriter{w: &stderr}
@@ -153,9 +144,7 @@ func devicePeer(t *testing.T, h *hubProc, deviceID, transport string, env ...str
 		defer errW.mu.Unlock()
 		return stderr.String()
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, cmd.Start())
 	ready, exited := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(exited)
@@ -184,11 +173,11 @@ func devicePeer(t *testing.T, h *hubProc, deviceID, transport string, env ...str
 	case <-exited:
 		logMu.Lock()
 		defer logMu.Unlock()
-		t.Fatalf("device.js %s ended before READY; output:\n%s%s", transport, log.String(), errText())
+		require.FailNow(t, "device.js ended before READY", "%s; output:\n%s%s", transport, log.String(), errText())
 	case <-time.After(30 * time.Second):
 		logMu.Lock()
 		defer logMu.Unlock()
-		t.Fatalf("device.js %s never printed READY; output:\n%s%s", transport, log.String(), errText())
+		require.FailNow(t, "device.js never printed READY", "%s; output:\n%s%s", transport, log.String(), errText())
 	}
 	return func() string {
 		logMu.Lock()
@@ -203,14 +192,11 @@ func goDevice(t *testing.T, h *hubProc, deviceID, transport string) {
 	t.Helper()
 	cmd := exec.Command(h.bin, "device", "--connection-string", h.deviceCS[deviceID], "--transport", transport, "--ca-file", h.caFile)
 	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var stderr bytes.Buffer
-	cmd.Stderr = &lockedWriter{w: &stderr}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stderrW := &lockedWriter{w: &stderr}
+	cmd.Stderr = stderrW
+	require.NoError(t, cmd.Start())
 	connected := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -227,12 +213,10 @@ func goDevice(t *testing.T, h *hubProc, deviceID, transport string) {
 		go func() { done <- cmd.Wait() }()
 		select {
 		case err := <-done:
-			if err != nil {
-				t.Errorf("iothub device did not exit cleanly on SIGINT: %v", err)
-			}
+			assert.NoError(t, err, "iothub device did not exit cleanly on SIGINT")
 		case <-time.After(15 * time.Second):
 			_ = cmd.Process.Kill()
-			t.Errorf("iothub device did not exit within 15 s of SIGINT")
+			assert.Fail(t, "iothub device did not exit within 15 s of SIGINT")
 		}
 		if t.Failed() {
 			t.Logf("iothub device log:\n%s", stderr.String())
@@ -241,7 +225,9 @@ func goDevice(t *testing.T, h *hubProc, deviceID, transport string) {
 	select {
 	case <-connected:
 	case <-time.After(30 * time.Second):
-		t.Fatalf("iothub device never connected; log:\n%s", stderr.String())
+		stderrW.mu.Lock()
+		defer stderrW.mu.Unlock()
+		require.FailNow(t, "iothub device never connected", "log:\n%s", stderr.String())
 	}
 }
 
@@ -255,16 +241,12 @@ func nodeJSON(t *testing.T, script string, env ...string) (map[string]any, int) 
 	out, err := cmd.Output()
 	code := 0
 	if err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
-			t.Fatalf("node %s: %v", script, err)
-		}
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee, "node %s", script)
 		code = ee.ExitCode()
 	}
 	var v map[string]any
-	if err := json.Unmarshal(bytes.TrimSpace(out), &v); err != nil {
-		t.Fatalf("node %s printed %q (stderr %q): %v", script, out, stderr.String(), err)
-	}
+	require.NoError(t, json.Unmarshal(bytes.TrimSpace(out), &v), "node %s printed %q (stderr %q)", script, out, stderr.String())
 	return v, code
 }
 
@@ -292,13 +274,9 @@ func TestNodePeers(t *testing.T) {
 			devicePeer(t, h, tr.device, tr.transport)
 			payload := fmt.Sprintf(`{"who":%q,"n":[1,2.5,"x",null,{"deep":true}]}`, tr.transport)
 			res, code := invoke(t, h, tr.device, payload)
-			if code != 0 {
-				t.Fatalf("invoke exit %d: %v", code, mustJSON(res))
-			}
+			require.Equal(t, 0, code, "invoke exit status: %v", mustJSON(res))
 			want := fmt.Sprintf(`{"payload":{"payload":%s,"result":"ok"},"status":200}`, mustJSON(decode(t, payload)))
-			if got := mustJSON(res); got != want {
-				t.Fatalf("invoke result\n got %s\nwant %s", got, want)
-			}
+			require.Equal(t, want, mustJSON(res), "invoke result")
 		})
 	}
 
@@ -310,84 +288,67 @@ func TestNodePeers(t *testing.T) {
 		t.Run("node service to Go device over "+tr.transport, func(t *testing.T) {
 			goDevice(t, h, tr.device, tr.transport)
 			res, code := invoke(t, h, tr.device, `{"delay":5,"list":[1,"a"]}`, "METHOD=reboot")
-			if code != 0 {
-				t.Fatalf("invoke exit %d: %v", code, mustJSON(res))
-			}
+			require.Equal(t, 0, code, "invoke exit status: %v", mustJSON(res))
 			want := `{"payload":{"method":"reboot","payload":{"delay":5,"list":[1,"a"]}},"status":200}`
-			if got := mustJSON(res); got != want {
-				t.Fatalf("invoke result\n got %s\nwant %s", got, want)
-			}
+			require.Equal(t, want, mustJSON(res), "invoke result")
 		})
 	}
 
 	t.Run("registry create and get", func(t *testing.T) {
 		res, code := nodeJSON(t, "registry.js", "SERVICE_CS="+h.serviceCS, "DEVICE_ID=dev-registry", "CA_FILE="+h.caFile)
-		if code != 0 {
-			t.Fatalf("registry.js exit %d: %s", code, mustJSON(res))
-		}
+		require.Equal(t, 0, code, "registry.js exit status: %s", mustJSON(res))
 		for _, k := range []string{"created", "got"} {
 			d, _ := res[k].(map[string]any)
-			if d["deviceId"] != "dev-registry" {
-				t.Fatalf("%s device = %s", k, mustJSON(res[k]))
-			}
+			require.Equal(t, "dev-registry", d["deviceId"], "%s device = %s", k, mustJSON(res[k]))
 			a, _ := d["authentication"].(map[string]any)
 			sk, _ := a["symmetricKey"].(map[string]any)
-			if pk, _ := sk["primaryKey"].(string); len(pk) != 44 {
-				t.Fatalf("%s device has no generated 32-byte primary key: %s", k, mustJSON(d))
-			}
+			pk, _ := sk["primaryKey"].(string)
+			require.Len(t, pk, 44, "%s device has no generated 32-byte primary key: %s", k, mustJSON(d))
 		}
 		dup, _ := res["duplicate"].(map[string]any)
-		if dup["name"] != "DeviceAlreadyExistsError" || dup["statusCode"] != float64(409) {
-			t.Fatalf("second create gave %s, want DeviceAlreadyExistsError 409", mustJSON(res["duplicate"]))
-		}
+		require.Equal(t, "DeviceAlreadyExistsError", dup["name"], "second create gave %s", mustJSON(res["duplicate"]))
+		require.Equal(t, float64(409), dup["statusCode"], "second create gave %s", mustJSON(res["duplicate"]))
 		// addDevices: one bulk request created both devices.
 		bulk, _ := res["bulk"].(map[string]any)
-		if bulk["isSuccessful"] != true {
-			t.Fatalf("addDevices result %s", mustJSON(res["bulk"]))
-		}
-		if d, _ := res["bulkGot"].(map[string]any); d["deviceId"] != "dev-registry-bulk2" || d["status"] != "disabled" {
-			t.Fatalf("bulk-created device %s", mustJSON(res["bulkGot"]))
-		}
+		require.Equal(t, true, bulk["isSuccessful"], "addDevices result %s", mustJSON(res["bulk"]))
+		d, _ := res["bulkGot"].(map[string]any)
+		require.Equal(t, "dev-registry-bulk2", d["deviceId"], "bulk-created device %s", mustJSON(res["bulkGot"]))
+		require.Equal(t, "disabled", d["status"], "bulk-created device %s", mustJSON(res["bulkGot"]))
 		// The hub's registry statistics count these devices among the
 		// others registered so far; one is disabled.
 		st, _ := res["stats"].(map[string]any)
 		total, _ := st["totalDeviceCount"].(float64)
-		if total < 3 || st["disabledDeviceCount"] != float64(1) || st["enabledDeviceCount"] != total-1 {
-			t.Fatalf("registry statistics %s", mustJSON(res["stats"]))
-		}
+		require.GreaterOrEqual(t, total, float64(3), "registry statistics %s", mustJSON(res["stats"]))
+		require.Equal(t, float64(1), st["disabledDeviceCount"], "registry statistics %s", mustJSON(res["stats"]))
+		require.Equal(t, total-1, st["enabledDeviceCount"], "registry statistics %s", mustJSON(res["stats"]))
 	})
 
 	t.Run("offline device", func(t *testing.T) {
 		res, code := invoke(t, h, "dev-offline", `{"x":1}`)
 		e, _ := res["error"].(map[string]any)
-		if code != 1 || e == nil || e["statusCode"] != float64(404) {
-			t.Fatalf("invoke of an offline device: exit %d, %s; want a 404 error", code, mustJSON(res))
-		}
+		require.Equal(t, 1, code, "invoke of an offline device: %s", mustJSON(res))
+		require.NotNil(t, e, "invoke of an offline device: %s", mustJSON(res))
+		require.Equal(t, float64(404), e["statusCode"], "invoke of an offline device: %s", mustJSON(res))
 		body, _ := e["responseBody"].(string)
-		if !strings.Contains(body, `404103`) {
-			t.Fatalf("404 body %q does not carry errorCode 404103", body)
-		}
+		require.Contains(t, body, `404103`, "the 404 body's errorCode")
 	})
 
 	t.Run("slow device", func(t *testing.T) {
 		devicePeer(t, h, "dev-slow", "mqtt", "DELAY_MS=8000")
 		res, code := invoke(t, h, "dev-slow", `{"x":1}`, "TIMEOUT=5")
 		e, _ := res["error"].(map[string]any)
-		if code != 1 || e == nil || e["name"] != "GatewayTimeoutError" || e["statusCode"] != float64(504) {
-			t.Fatalf("invoke of a slow device: exit %d, %s; want GatewayTimeoutError 504", code, mustJSON(res))
-		}
+		require.Equal(t, 1, code, "invoke of a slow device: %s", mustJSON(res))
+		require.NotNil(t, e, "invoke of a slow device: %s", mustJSON(res))
+		require.Equal(t, "GatewayTimeoutError", e["name"], "invoke of a slow device: %s", mustJSON(res))
+		require.Equal(t, float64(504), e["statusCode"], "invoke of a slow device: %s", mustJSON(res))
 		body, _ := e["responseBody"].(string)
-		if !strings.Contains(body, `504101`) {
-			t.Fatalf("504 body %q does not carry errorCode 504101", body)
-		}
+		require.Contains(t, body, `504101`, "the 504 body's errorCode")
 	})
 }
 
 func decode(t *testing.T, s string) any {
 	t.Helper()
 	var v any
-	if err := json.Unmarshal([]byte(s), &v); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, json.Unmarshal([]byte(s), &v))
 	return v
 }

@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/pki"
 	"github.com/iothub-go/iothub/internal/testutil/pahodev"
@@ -37,13 +40,9 @@ type rawResponse struct {
 func rawService(t *testing.T, h *hubProc, method, path, body string, header map[string]string) rawResponse {
 	t.Helper()
 	cs, err := auth.ParseServiceConnectionString(h.serviceCS)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	tok, err := auth.SignSAS(cs.HostName, cs.SharedAccessKeyName, cs.SharedAccessKey, time.Now().Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	tr := &http.Transport{TLSClientConfig: hubTLS(t, h)}
 	defer tr.CloseIdleConnections()
 	if !strings.Contains(path, "api-version=") {
@@ -54,9 +53,7 @@ func rawService(t *testing.T, h *hubProc, method, path, body string, header map[
 		path += sep + "api-version=2021-04-12"
 	}
 	req, err := http.NewRequest(method, "https://"+cs.HostName+path, bytes.NewReader([]byte(body)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	req.Header.Set("Authorization", tok)
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json; charset=utf-8")
@@ -65,14 +62,10 @@ func rawService(t *testing.T, h *hubProc, method, path, body string, header map[
 		req.Header.Set(k, v)
 	}
 	resp, err := (&http.Client{Transport: tr, Timeout: time.Minute}).Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
+	require.NoError(t, err, "%s %s", method, path)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return rawResponse{status: resp.StatusCode, header: resp.Header, body: string(b)}
 }
 
@@ -88,12 +81,8 @@ func TestFidelityPayloads(t *testing.T) {
 		// The official SDKs' end-to-end tests send null to the real
 		// service and expect the device to see null and answer 200.
 		res, code := invoke(t, h, "dev-null", "null")
-		if code != 0 {
-			t.Fatalf("invoke exit %d: %v", code, mustJSON(res))
-		}
-		if got, want := mustJSON(res), `{"payload":{"payload":null,"result":"ok"},"status":200}`; got != want {
-			t.Fatalf("invoke result\n got %s\nwant %s", got, want)
-		}
+		require.Equal(t, 0, code, "invoke exit status: %v", mustJSON(res))
+		require.Equal(t, `{"payload":{"payload":null,"result":"ok"},"status":200}`, mustJSON(res), "invoke result")
 	})
 
 	t.Run("no payload member", func(t *testing.T) {
@@ -101,12 +90,9 @@ func TestFidelityPayloads(t *testing.T) {
 		// empty body, which the Node device SDK cannot JSON.parse and
 		// answers itself with 400 "Invalid request format".
 		r := rawService(t, h, "POST", "/twins/dev-null/methods", `{"methodName":"reboot","responseTimeoutInSeconds":30}`, nil)
-		if r.status != 200 {
-			t.Fatalf("status %d: %s", r.status, r.body)
-		}
-		if !strings.HasPrefix(r.body, `{"status":400,"payload":"Invalid request format: `) {
-			t.Fatalf("body %s; want the Node device's 400 answer to an empty body", r.body)
-		}
+		require.Equal(t, 200, r.status, "status: %s", r.body)
+		require.True(t, strings.HasPrefix(r.body, `{"status":400,"payload":"Invalid request format: `),
+			"body %s; want the Node device's 400 answer to an empty body", r.body)
 	})
 }
 
@@ -119,13 +105,10 @@ func TestFidelityTLSChain(t *testing.T) {
 	for _, tr := range []string{"mqtt", "mqttws"} {
 		t.Run(tr, func(t *testing.T) {
 			s := deviceFails(t, "DEVICE_CS="+h.deviceCS["dev-untrusting"], "TRANSPORT="+tr, "CA_FILE=")
-			if strings.Contains(s, "self-signed certificate in certificate chain") || strings.Contains(s, "SELF_SIGNED_CERT_IN_CHAIN") {
-				t.Fatalf("the hub sent its root: %s", s)
-			}
+			require.NotContains(t, s, "self-signed certificate in certificate chain", "the hub sent its root")
+			require.NotContains(t, s, "SELF_SIGNED_CERT_IN_CHAIN", "the hub sent its root")
 			t.Logf("device.js: %s", s)
-			if !strings.Contains(s, "unable to get local issuer certificate") {
-				t.Fatalf("device.js output %q; want Node's unknown-issuer error", s)
-			}
+			require.Contains(t, s, "unable to get local issuer certificate", "device.js output; want Node's unknown-issuer error")
 		})
 	}
 }
@@ -139,9 +122,8 @@ func deviceFails(t *testing.T, env ...string) string {
 	cmd := exec.CommandContext(ctx, "node", "device.js")
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
-	if err == nil || strings.Contains(string(out), "READY") {
-		t.Fatalf("device.js connected (%v):\n%s", err, out)
-	}
+	require.Error(t, err, "device.js connected:\n%s", out)
+	require.NotContains(t, string(out), "READY", "device.js connected (%v)", err)
 	return string(out)
 }
 
@@ -150,25 +132,17 @@ func deviceFails(t *testing.T, env ...string) string {
 func writeDeviceCert(t *testing.T, ca *pki.CA, deviceID string) (certFile, keyFile string) {
 	t.Helper()
 	cert, err := ca.IssueClient(deviceID, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var certPEM []byte
 	for _, der := range cert.Certificate {
 		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	dir := t.TempDir()
 	certFile, keyFile = filepath.Join(dir, deviceID+".pem"), filepath.Join(dir, deviceID+".key")
-	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(certFile, certPEM, 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
 	return certFile, keyFile
 }
 
@@ -178,40 +152,28 @@ func writeDeviceCert(t *testing.T, ca *pki.CA, deviceID string) (certFile, keyFi
 // is refused.
 func TestFidelityDeviceCA(t *testing.T) {
 	ca, err := pki.NewCA("conformance fleet CA")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	caFile := filepath.Join(t.TempDir(), "fleet-ca.pem")
-	if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(caFile, ca.CertPEM(), 0o600))
 	certFile, keyFile := writeDeviceCert(t, ca, "dev-ca")
 	const deviceCS = "HostName=localhost;DeviceId=dev-ca;x509=true"
 	register := func(t *testing.T, h *hubProc) {
 		t.Helper()
 		r := rawService(t, h, "PUT", "/devices/dev-ca", `{"deviceId":"dev-ca","authentication":{"type":"certificateAuthority"}}`, nil)
-		if r.status != 200 {
-			t.Fatalf("create dev-ca: %d %s", r.status, r.body)
-		}
+		require.Equal(t, 200, r.status, "create dev-ca: %s", r.body)
 	}
 
 	t.Run("trusted CA", func(t *testing.T) {
 		h := startHubWith(t, []string{"--device-ca", caFile})
-		if !strings.Contains(h.stderrDump.String(), `trusting device CA "CN=conformance fleet CA`) {
-			t.Errorf("the hub did not print the trusted CA's subject; log:\n%s", h.stderrDump.String())
-		}
+		assert.Contains(t, h.stderrDump.String(), `trusting device CA "CN=conformance fleet CA`, "the hub did not print the trusted CA's subject")
 		register(t, h)
 		h.deviceCS["dev-ca"] = deviceCS
 		for _, tr := range []string{"mqtt", "amqp"} {
 			t.Run(tr, func(t *testing.T) {
 				devicePeer(t, h, "dev-ca", tr, "CERT_FILE="+certFile, "KEY_FILE="+keyFile)
 				res, code := invoke(t, h, "dev-ca", `{"x509":"ca"}`)
-				if code != 0 {
-					t.Fatalf("invoke exit %d: %v", code, mustJSON(res))
-				}
-				if got, want := mustJSON(res), `{"payload":{"payload":{"x509":"ca"},"result":"ok"},"status":200}`; got != want {
-					t.Fatalf("invoke result\n got %s\nwant %s", got, want)
-				}
+				require.Equal(t, 0, code, "invoke exit status: %v", mustJSON(res))
+				require.Equal(t, `{"payload":{"payload":{"x509":"ca"},"result":"ok"},"status":200}`, mustJSON(res), "invoke result")
 			})
 		}
 	})
@@ -230,38 +192,36 @@ func TestFidelityDeviceCA(t *testing.T) {
 func TestFidelityRegistry(t *testing.T) {
 	h := startHub(t)
 	res, code := nodeJSON(t, "registry_fidelity.js", "SERVICE_CS="+h.serviceCS, "PREFIX=fid", "CA_FILE="+h.caFile)
-	if code != 0 {
-		t.Fatalf("registry_fidelity.js exit %d: %s", code, mustJSON(res))
-	}
+	require.Equal(t, 0, code, "registry_fidelity.js exit status: %s", mustJSON(res))
 	field := func(k string) map[string]any { m, _ := res[k].(map[string]any); return m }
 	for _, k := range []string{"getMissing", "deleteMissing"} {
-		if e := field(k); e["name"] != "DeviceNotFoundError" || e["statusCode"] != float64(404) {
-			t.Errorf("%s: %s, want DeviceNotFoundError 404", k, mustJSON(e))
-		}
+		e := field(k)
+		assert.Equal(t, "DeviceNotFoundError", e["name"], "%s: %s", k, mustJSON(e))
+		assert.Equal(t, float64(404), e["statusCode"], "%s: %s", k, mustJSON(e))
 	}
 	// The Node SDK maps only DeviceNotFound and IotHubNotFound to typed 404s.
-	if e := field("getMissingModule"); e["statusCode"] != float64(404) {
-		t.Errorf("getMissingModule: %s, want a 404", mustJSON(e))
-	}
+	e := field("getMissingModule")
+	assert.Equal(t, float64(404), e["statusCode"], "getMissingModule: %s", mustJSON(e))
 	edge, leaf, child := field("edge"), field("leaf"), field("child")
 	scope, _ := edge["deviceScope"].(string)
-	if scope != "ms-azure-iot-edge://fid-edge-"+edge["generationId"].(string) || mustJSON(edge["parentScopes"]) != "[]" {
-		t.Errorf("edge device: %s", mustJSON(edge))
-	}
-	if leaf["deviceScope"] != scope || mustJSON(leaf["parentScopes"]) != mustJSON([]string{scope}) {
-		t.Errorf("leaf device: %s, want scope and parentScopes %s", mustJSON(leaf), scope)
-	}
-	if child["deviceScope"] != "ms-azure-iot-edge://fid-child-"+child["generationId"].(string) || mustJSON(child["parentScopes"]) != mustJSON([]string{scope}) {
-		t.Errorf("child edge device: %s", mustJSON(child))
-	}
+	edgeGen, _ := edge["generationId"].(string)
+	assert.Equal(t, "ms-azure-iot-edge://fid-edge-"+edgeGen, scope, "edge device: %s", mustJSON(edge))
+	assert.Equal(t, "[]", mustJSON(edge["parentScopes"]), "edge device: %s", mustJSON(edge))
+	assert.Equal(t, scope, leaf["deviceScope"], "leaf device: %s", mustJSON(leaf))
+	assert.Equal(t, mustJSON([]string{scope}), mustJSON(leaf["parentScopes"]), "leaf device: %s", mustJSON(leaf))
+	childGen, _ := child["generationId"].(string)
+	assert.Equal(t, "ms-azure-iot-edge://fid-child-"+childGen, child["deviceScope"], "child edge device: %s", mustJSON(child))
+	assert.Equal(t, mustJSON([]string{scope}), mustJSON(child["parentScopes"]), "child edge device: %s", mustJSON(child))
 	for _, k := range []string{"unknownScope", "leafToUnknownScope"} {
-		if e := field(k); e["name"] != "ArgumentError" || e["statusCode"] != float64(400) || !strings.Contains(e["message"].(string), "does not belong to an IoT Edge device") {
-			t.Errorf("%s: %s, want ArgumentError 400 with the hub's text", k, mustJSON(e))
-		}
+		e := field(k)
+		assert.Equal(t, "ArgumentError", e["name"], "%s: %s", k, mustJSON(e))
+		assert.Equal(t, float64(400), e["statusCode"], "%s: %s", k, mustJSON(e))
+		msg, _ := e["message"].(string)
+		assert.Contains(t, msg, "does not belong to an IoT Edge device", "%s: the hub's text", k)
 	}
-	if p := field("plain"); p["deviceScope"] != nil || mustJSON(p["parentScopes"]) != "[]" {
-		t.Errorf("plain device: %s", mustJSON(p))
-	}
+	p := field("plain")
+	assert.Nil(t, p["deviceScope"], "plain device: %s", mustJSON(p))
+	assert.Equal(t, "[]", mustJSON(p["parentScopes"]), "plain device: %s", mustJSON(p))
 }
 
 // TestFidelityStatusCodes checks issue 15, point 6 with the official Node
@@ -275,35 +235,27 @@ func TestFidelityStatusCodes(t *testing.T) {
 
 	t.Run("device answers with invalid JSON", func(t *testing.T) {
 		cs, err := auth.ParseDeviceConnectionString(h.deviceCS["dev-badjson"])
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		tp, err := cs.TokenProvider(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		tok, err := tp.Token(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		addr := cs.Address()
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			addr = net.JoinHostPort(addr, "8883")
 		}
 		c, err := pahodev.Dial(t, pahodev.Options{URL: "tls://" + addr, TLS: hubTLS(t, h),
 			Identity: cs.Identity(), Password: tok.Value})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		pahodev.Serve(t, c, func([]byte) (int, []byte) { return 200, []byte(`{'filename': 'logs.zip'}`) })
 		res, code := invoke(t, h, "dev-badjson", `{"x":1}`)
 		e, _ := res["error"].(map[string]any)
-		if code != 1 || e == nil || e["name"] != "BadDeviceResponseError" || e["statusCode"] != float64(502) {
-			t.Fatalf("invoke: exit %d, %s; want BadDeviceResponseError 502", code, mustJSON(res))
-		}
-		if body, _ := e["responseBody"].(string); !strings.Contains(body, `502001`) {
-			t.Fatalf("502 body %q does not carry errorCode 502001", body)
-		}
+		require.Equal(t, 1, code, "invoke: %s", mustJSON(res))
+		require.NotNil(t, e, "invoke: %s", mustJSON(res))
+		require.Equal(t, "BadDeviceResponseError", e["name"], "invoke: %s", mustJSON(res))
+		require.Equal(t, float64(502), e["statusCode"], "invoke: %s", mustJSON(res))
+		body, _ := e["responseBody"].(string)
+		require.Contains(t, body, `502001`, "the 502 body's errorCode")
 	})
 
 	t.Run("gateway host name", func(t *testing.T) {
@@ -315,9 +267,8 @@ func TestFidelityStatusCodes(t *testing.T) {
 			t.Run(tr, func(t *testing.T) {
 				devicePeer(t, h, "dev-gateway", tr, "DEVICE_CS="+h.deviceCS["dev-gateway"]+";GatewayHostName=127.0.0.1")
 				res, code := invoke(t, h, "dev-gateway", `{"via":"gateway"}`)
-				if code != 0 || mustJSON(res) != `{"payload":{"payload":{"via":"gateway"},"result":"ok"},"status":200}` {
-					t.Fatalf("invoke exit %d: %s", code, mustJSON(res))
-				}
+				require.Equal(t, 0, code, "invoke exit status: %s", mustJSON(res))
+				require.Equal(t, `{"payload":{"payload":{"via":"gateway"},"result":"ok"},"status":200}`, mustJSON(res), "invoke result")
 			})
 		}
 	})
@@ -331,8 +282,8 @@ func TestFidelityStatusCodes(t *testing.T) {
 		}
 		// The Node SDK logs only the condition; rhea's frame log shows the
 		// detach it received, with IoT Hub's JSON error description.
-		if s := out(); !strings.Contains(s, "409002") || !strings.Contains(s, "amqp:link:stolen") {
-			t.Fatalf("the replaced Node device reported:\n%s\nwant amqp:link:stolen with 409002 LinkCreationConflict", s)
-		}
+		s := out()
+		require.Contains(t, s, "409002", "the replaced Node device's report: want amqp:link:stolen with 409002 LinkCreationConflict")
+		require.Contains(t, s, "amqp:link:stolen", "the replaced Node device's report: want amqp:link:stolen with 409002 LinkCreationConflict")
 	})
 }

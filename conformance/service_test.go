@@ -7,11 +7,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/service"
 )
@@ -20,13 +21,9 @@ import (
 func hubTLS(t *testing.T, h *hubProc) *tls.Config {
 	t.Helper()
 	pem, err := os.ReadFile(h.caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		t.Fatal("the hub's --ca-file holds no certificate")
-	}
+	require.True(t, roots.AppendCertsFromPEM(pem), "the hub's --ca-file holds no certificate")
 	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 }
 
@@ -39,9 +36,7 @@ func serviceClient(t *testing.T, h *hubProc) *service.Client {
 	opts := &service.ClientOptions{}
 	opts.Transport = &http.Client{Transport: tr}
 	c, err := service.NewClientFromConnectionString(h.serviceCS, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return c
 }
 
@@ -60,16 +55,10 @@ func TestServiceClient(t *testing.T) {
 		payload := `{"who":"go service","n":[1,2.5,"x",null,{"deep":true}]}`
 		res, err := c.InvokeDeviceMethod(ctx, deviceID, service.CloudToDeviceMethod{
 			MethodName: "reboot", Payload: json.RawMessage(payload), ResponseTimeout: 30 * time.Second})
-		if err != nil {
-			t.Fatalf("InvokeDeviceMethod: %v", err)
-		}
-		if res.Status != 200 {
-			t.Fatalf("status %d, payload %s", res.Status, res.Payload)
-		}
+		require.NoError(t, err, "InvokeDeviceMethod")
+		require.Equal(t, 200, res.Status, "status; payload %s", res.Payload)
 		want := mustJSON(map[string]any{"result": "ok", "payload": decode(t, payload)})
-		if got := mustJSON(decode(t, string(res.Payload))); got != want {
-			t.Fatalf("payload\n got %s\nwant %s", got, want)
-		}
+		require.Equal(t, want, mustJSON(decode(t, string(res.Payload))), "payload")
 	}
 
 	t.Run("invoke a Node device over mqtt", func(t *testing.T) {
@@ -79,30 +68,25 @@ func TestServiceClient(t *testing.T) {
 
 	t.Run("offline device", func(t *testing.T) {
 		_, err := c.InvokeDeviceMethod(ctx, "svc-offline", service.CloudToDeviceMethod{MethodName: "reboot"})
+		require.ErrorIs(t, err, service.ErrDeviceNotOnline, "invoke of an offline device")
 		var re *service.ResponseError
-		if !errors.Is(err, service.ErrDeviceNotOnline) || !errors.As(err, &re) || re.Code != 404103 {
-			t.Fatalf("invoke of an offline device: %v, want 404103 DeviceNotOnline", err)
-		}
+		require.ErrorAs(t, err, &re, "invoke of an offline device")
+		require.Equal(t, 404103, re.Code, "invoke of an offline device: %v", err)
 	})
 
 	t.Run("device created by the service client", func(t *testing.T) {
 		for _, transport := range []string{"mqtt", "mqttws"} {
 			id := "svc-created-" + transport
 			d, err := c.CreateDevice(ctx, &service.Device{DeviceID: id})
-			if err != nil {
-				t.Fatalf("CreateDevice: %v", err)
-			}
+			require.NoError(t, err, "CreateDevice")
 			cs, err := c.DeviceConnectionString(d, service.KeyKindSecondary)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			h.deviceCS[id] = cs // what devicePeer hands to device.js
 			devicePeer(t, h, id, transport)
 			checkEcho(t, id)
 			got, err := c.GetDevice(ctx, id)
-			if err != nil || got.ConnectionState != service.ConnectionStateConnected {
-				t.Fatalf("GetDevice after connecting: %+v %v", got, err)
-			}
+			require.NoError(t, err, "GetDevice after connecting")
+			require.Equal(t, service.DeviceConnectionStateConnected, got.ConnectionState, "GetDevice after connecting: %+v", got)
 		}
 	})
 }

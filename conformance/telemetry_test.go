@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // sendTelemetry runs telemetry.js (the official Node device SDK) and
@@ -32,9 +34,8 @@ func sendTelemetry(t *testing.T, h *hubProc, deviceID, transport string, env ...
 	out, err := cmd.Output()
 	close(done)
 	timer.Stop()
-	if err != nil || strings.TrimSpace(string(out)) != "SENT" {
-		t.Fatalf("telemetry.js over %s: %v\nstdout: %s\nstderr: %s", transport, err, out, stderr.String())
-	}
+	require.NoError(t, err, "telemetry.js over %s\nstdout: %s\nstderr: %s", transport, out, stderr.String())
+	require.Equal(t, "SENT", strings.TrimSpace(string(out)), "telemetry.js over %s; stderr: %s", transport, stderr.String())
 }
 
 // nextEvent returns the hub's next EVENT line.
@@ -48,7 +49,7 @@ func nextEvent(t *testing.T, h *hubProc) string {
 				return l
 			}
 		case <-timeout:
-			t.Fatal("the hub printed no EVENT line")
+			require.FailNow(t, "the hub printed no EVENT line")
 			return ""
 		}
 	}
@@ -74,9 +75,7 @@ func TestTelemetry(t *testing.T) {
 	} {
 		t.Run(tc.transport, func(t *testing.T) {
 			sendTelemetry(t, h, tc.device, tc.transport, tc.env...)
-			if got := nextEvent(t, h); got != tc.want {
-				t.Fatalf("hub printed\n %s\nwant\n %s", got, tc.want)
-			}
+			require.Equal(t, tc.want, nextEvent(t, h), "the hub's EVENT line")
 		})
 	}
 }

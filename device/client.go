@@ -3,7 +3,6 @@ package device
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"log/slog"
 	"sync"
 
@@ -11,14 +10,6 @@ import (
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/transport"
 )
-
-// ErrClosed is returned by calls on a closed client, and by a Connect that
-// Close ended.
-var ErrClosed = errors.New("iothub: client closed")
-
-// ErrAlreadyConnected is returned by Connect on a client that is connected
-// or reconnecting.
-var ErrAlreadyConnected = errors.New("iothub: the client is already connected")
 
 // Client is a device or module connection to IoT Hub that answers direct
 // methods. Its methods are safe for concurrent use, from any goroutine,
@@ -44,6 +35,12 @@ type Client struct {
 	handlerCtx     context.Context
 	cancelHandlers context.CancelFunc
 
+	// wrap is ClientOptions.WrapHandler; notImplemented is the built-in
+	// answer to a method without a handler, wrapped.
+	wrap           func(MethodHandler) MethodHandler
+	notImplemented MethodHandler
+
+	// The registered handlers, wrapped.
 	hmu            sync.RWMutex
 	handlers       map[string]MethodHandler
 	defaultHandler MethodHandler
@@ -99,7 +96,8 @@ func (c *Client) setStateLocked(s ConnectionState, err error) {
 // is registered, and returns once the hub has confirmed the subscription.
 // Transient failures are retried with backoff until ctx ends; refused
 // credentials end it after three attempts with an error wrapping
-// transport.ErrNotAuthorized. Close ends a Connect in progress, whatever
+// ErrNotAuthorized. It returns ErrAlreadyConnected if the client is
+// connected or connecting already. Close ends a Connect in progress, whatever
 // it is waiting for, and Connect then returns ErrClosed. After a
 // successful Connect the client reconnects by itself whenever the
 // connection drops, and renews its SAS token before it expires.

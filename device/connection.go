@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/iothub-go/iothub"
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/transport"
 )
@@ -24,6 +25,10 @@ const (
 	// provider hands out tokens that are already due for renewal.
 	minRenewDelay = time.Second
 )
+
+// productInfo names this SDK to the hub (the MQTT user name's
+// DeviceClientType, AMQP's com.microsoft:client-version).
+var productInfo = "iothub-go/" + iothub.Version + " (" + runtime.Version() + "; " + runtime.GOOS + "/" + runtime.GOARCH + ")"
 
 // renewTimeout bounds a renewal: the new token and its put-token. A
 // variable for the tests.
@@ -127,9 +132,9 @@ func (c *Client) dialOnce(ctx context.Context, freshToken bool) (*connection, au
 		Address:     c.addr,
 		Token:       tok.Value,
 		TLSConfig:   c.tlsConf,
-		ProductInfo: "iothub-go/" + Version + " (" + runtime.Version() + "; " + runtime.GOOS + "/" + runtime.GOARCH + ")",
+		ProductInfo: productInfo,
 		Logger:      c.log,
-		Methods:     func(req *MethodRequest) { c.dispatch(cn, req) },
+		Methods:     func(req *transport.MethodRequest) { c.dispatch(cn, fromTransport(req)) },
 	})
 	cn.Conn = conn
 	close(cn.ready)

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/iothub-go/iothub/device"
 	"github.com/iothub-go/iothub/internal/testutil/hubcall"
 	"github.com/iothub-go/iothub/internal/testutil/statuslog"
+	"github.com/iothub-go/iothub/internal/testutil/syncbuf"
 	"github.com/iothub-go/iothub/iothubtest"
 	"github.com/iothub-go/iothub/transport"
 	"github.com/iothub-go/iothub/transport/amqp"
@@ -67,23 +70,17 @@ func newClient(t *testing.T, hub *iothubtest.Server, connStr string, opts *devic
 		opts.Retry = fastRetry
 	}
 	c, err := device.NewClientFromConnectionString(connStr, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if setup != nil {
 		setup(c)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := c.Connect(ctx); err != nil {
-		t.Fatalf("Connect: %v", err)
-	}
+	require.NoError(t, c.Connect(ctx), "Connect")
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := c.Close(ctx); err != nil {
-			t.Errorf("Close: %v", err)
-		}
+		assert.NoError(t, c.Close(ctx), "Close")
 	})
 	return c
 }
@@ -94,6 +91,20 @@ type result struct {
 	Payload json.RawMessage
 	Raw     string
 	Err     error // the request failed, or its answer did not decode
+}
+
+// String shows the result with its payload cut short: the failure
+// messages print results of 128 KB payloads.
+func (r result) String() string {
+	const max = 200
+	p, raw := string(r.Payload), r.Raw
+	if len(p) > max {
+		p = p[:max] + "…"
+	}
+	if len(raw) > max {
+		raw = raw[:max] + "…"
+	}
+	return fmt.Sprintf("{HTTP:%d Status:%d Payload:%s Raw:%s Err:%v}", r.HTTP, r.Status, p, raw, r.Err)
 }
 
 // invoke invokes method on id through the hub's REST API, with a response
@@ -154,7 +165,7 @@ func requireNotDone[T any](t *testing.T, ch <-chan T, what string) {
 	t.Helper()
 	select {
 	case v := <-ch:
-		t.Fatalf("%s returned: %+v", what, v)
+		require.FailNow(t, what+" returned", "%+v", v)
 	default:
 	}
 }
@@ -176,19 +187,21 @@ func TestRoundTrip(t *testing.T) {
 				if module {
 					id, cs = "dev1/mod1", hub.AddModule(t, "dev1", "mod1")
 				}
+				var requestID atomic.Value
 				newClient(t, hub, cs, &device.ClientOptions{Transport: tr.tr}, func(c *device.Client) {
 					c.SetMethodHandler("reboot", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+						requestID.Store(req.RequestID)
 						return device.JSONResponse(200, map[string]string{"result": "Reboot started.", "got": string(req.Payload)})
 					})
 				})
 				r := call(t, hub, id, "reboot", `{"delay":5}`)
-				if r.HTTP != 200 || r.Status != 200 || string(r.Payload) != `{"got":"{\"delay\":5}","result":"Reboot started."}` {
-					t.Fatalf("got %+v", r)
-				}
+				require.Equal(t, 200, r.HTTP, "%+v", r)
+				assert.Equal(t, 200, r.Status, "%+v", r)
+				assert.Equal(t, `{"got":"{\"delay\":5}","result":"Reboot started."}`, string(r.Payload))
+				assert.NotEmpty(t, requestID.Load(), "the handler's request id")
 				calls := hub.Calls()
-				if len(calls) != 1 || calls[0].Protocol != tr.name {
-					t.Fatalf("hub calls %+v, want one over %s", calls, tr.name)
-				}
+				require.Len(t, calls, 1, "hub calls %+v, want one over %s", calls, tr.name)
+				assert.Equal(t, tr.name, calls[0].Protocol, "hub calls %+v", calls)
 			})
 		}
 	}
@@ -198,10 +211,20 @@ func TestHandlerOutcomes(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport.Transport) {
 		hub := iothubtest.NewServer(t, nil)
 		cs := hub.AddDevice(t, "dev1")
-		c := newClient(t, hub, cs, &device.ClientOptions{Transport: tr}, func(c *device.Client) {
+		var logs syncbuf.Buffer
+		c := newClient(t, hub, cs, &device.ClientOptions{Transport: tr, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, func(c *device.Client) {
 			c.SetMethodHandler("echo", echo)
 			c.SetMethodHandler("fail", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
-				return nil, errors.New("disk full")
+				return nil, errors.New("open /etc/device/secret.key: permission denied")
+			})
+			c.SetMethodHandler("refuse", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+				return nil, &device.MethodError{Status: 409, Message: "a reboot is already in progress"}
+			})
+			c.SetMethodHandler("refuse-wrapped", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+				return &device.MethodResponse{Status: 200}, fmt.Errorf("reboot: %w", &device.MethodError{Status: 403, Message: "not allowed"})
+			})
+			c.SetMethodHandler("refuse-no-status", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+				return nil, &device.MethodError{Message: "broken"}
 			})
 			c.SetMethodHandler("panic", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
 				panic("boom")
@@ -222,7 +245,13 @@ func TestHandlerOutcomes(t *testing.T) {
 			want            string
 		}{
 			{"unknown", "", 501, `{"error":"method \"unknown\" is not implemented on this device"}`},
-			{"fail", "", 500, `{"error":"disk full"}`},
+			// A plain error's text stays on the device: the caller gets
+			// a generic 500.
+			{"fail", "", 500, `{"error":"the method handler failed"}`},
+			// A MethodError, returned or wrapped, is the handler's answer.
+			{"refuse", "", 409, `{"error":"a reboot is already in progress"}`},
+			{"refuse-wrapped", "", 403, `{"error":"not allowed"}`},
+			{"refuse-no-status", "", 500, `{"error":"broken"}`},
 			{"panic", "", 500, `{"error":"the method handler failed"}`},
 			{"echo", `{"after":"panic"}`, 200, `{"after":"panic"}`}, // the client still answers
 			{"nothing", "", 200, `null`},
@@ -231,25 +260,94 @@ func TestHandlerOutcomes(t *testing.T) {
 		} {
 			t.Run(tc.method, func(t *testing.T) {
 				r := call(t, hub, "dev1", tc.method, tc.payload)
-				if r.HTTP != 200 || r.Status != tc.status || string(r.Payload) != tc.want {
-					t.Fatalf("got %+v, want status %d payload %s", r, tc.status, tc.want)
-				}
+				require.Equal(t, 200, r.HTTP, "%+v", r)
+				assert.Equal(t, tc.status, r.Status, "%+v", r)
+				assert.Equal(t, tc.want, string(r.Payload))
 			})
 		}
+		// The device's log has what the caller did not get.
+		assert.Contains(t, logs.String(), "permission denied", "the failed handler's error in the device's log")
 
 		// A default handler takes unknown names; removing it restores 501.
 		c.SetDefaultMethodHandler(func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
 			return device.JSONResponse(202, req.Name)
 		})
-		if r := call(t, hub, "dev1", "anything", ""); r.Status != 202 || string(r.Payload) != `"anything"` {
-			t.Fatalf("default handler: %+v", r)
-		}
+		r := call(t, hub, "dev1", "anything", "")
+		assert.Equal(t, 202, r.Status, "default handler: %+v", r)
+		assert.Equal(t, `"anything"`, string(r.Payload), "default handler")
 		c.SetDefaultMethodHandler(nil)
 		c.SetMethodHandler("echo", nil)
-		if r := call(t, hub, "dev1", "echo", ""); r.Status != 501 {
-			t.Fatalf("removed handler: %+v", r)
-		}
+		assert.Equal(t, 501, call(t, hub, "dev1", "echo", "").Status, "removed handler")
 	})
+}
+
+// ClientOptions.WrapHandler wraps every handler once, the default handler
+// and the built-in 501 included: the wrapper sees every call with its
+// name and the handler's own error, and may change the answer. A panic, in
+// the handler or in the wrapper, is still recovered.
+func TestWrapHandler(t *testing.T) {
+	hub := iothubtest.NewServer(t, nil)
+	var (
+		mu    sync.Mutex
+		seen  []string // "name status err"
+		wraps int
+	)
+	wrap := func(next device.MethodHandler) device.MethodHandler {
+		mu.Lock()
+		wraps++
+		mu.Unlock()
+		return func(ctx context.Context, req *device.MethodRequest) (resp *device.MethodResponse, err error) {
+			if req.Name == "wrapper-panics" {
+				panic("in the wrapper")
+			}
+			resp, err = next(ctx, req)
+			status := 0
+			if resp != nil {
+				status = resp.Status
+			}
+			mu.Lock()
+			seen = append(seen, fmt.Sprintf("%s %d %v", req.Name, status, err != nil))
+			mu.Unlock()
+			if req.Name == "rewrite" {
+				return &device.MethodResponse{Status: 299, Payload: json.RawMessage(`"rewritten"`)}, nil
+			}
+			return resp, err
+		}
+	}
+	c := newClient(t, hub, hub.AddDevice(t, "dev1"), &device.ClientOptions{WrapHandler: wrap}, func(c *device.Client) {
+		require.NoError(t, c.SetMethodHandler("echo", echo))
+		require.NoError(t, c.SetMethodHandler("rewrite", echo))
+		require.NoError(t, c.SetMethodHandler("fail", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+			return nil, errors.New("disk full")
+		}))
+		require.NoError(t, c.SetMethodHandler("panic", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
+			panic("boom")
+		}))
+		require.NoError(t, c.SetMethodHandler("wrapper-panics", echo))
+	})
+	r := call(t, hub, "dev1", "echo", `"hi"`)
+	assert.Equal(t, 200, r.Status, "echo: %+v", r)
+	assert.Equal(t, `"hi"`, string(r.Payload), "echo")
+	r = call(t, hub, "dev1", "rewrite", `"hi"`)
+	assert.Equal(t, 299, r.Status, "the wrapper's answer: %+v", r)
+	assert.Equal(t, `"rewritten"`, string(r.Payload), "the wrapper's answer")
+	assert.Equal(t, 500, call(t, hub, "dev1", "fail", "").Status, "a failed handler under the wrapper")
+	assert.Equal(t, 500, call(t, hub, "dev1", "panic", "").Status, "a panicking handler under the wrapper")
+	assert.Equal(t, 500, call(t, hub, "dev1", "wrapper-panics", "").Status, "a panicking wrapper")
+	assert.Equal(t, 501, call(t, hub, "dev1", "unknown", "").Status, "the built-in answer under the wrapper")
+	require.NoError(t, c.SetDefaultMethodHandler(func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+		return device.JSONResponse(202, req.Name)
+	}))
+	assert.Equal(t, 202, call(t, hub, "dev1", "other", "").Status, "the default handler under the wrapper")
+	assert.Equal(t, 200, call(t, hub, "dev1", "echo", `1`).Status, "echo, again")
+
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{"echo 200 false", "rewrite 200 false", "fail 0 true", "unknown 501 false", "other 202 false", "echo 200 false"}, seen,
+		"the calls the wrapper saw (a panic skips its bookkeeping)")
+	// The built-in 501, five SetMethodHandler, one SetDefaultMethodHandler:
+	// once per registration, not per call.
+	assert.Equal(t, 7, wraps, "WrapHandler calls")
 }
 
 func TestPayloadsDeliveredExactly(t *testing.T) {
@@ -263,7 +361,7 @@ func TestPayloadsDeliveredExactly(t *testing.T) {
 				return &device.MethodResponse{Status: 200, Payload: req.Payload}, nil
 			})
 		})
-		big := `"` + strings.Repeat("x", device.MaxPayload-2) + `"` // exactly 128 KB of JSON
+		big := `"` + strings.Repeat("x", device.MaxPayloadSize-2) + `"` // exactly 128 KB of JSON
 		for _, tc := range []struct{ name, payload, device, back string }{
 			// JSON null is relayed as null; a request without a payload
 			// member reaches the handler as an empty payload.
@@ -277,15 +375,10 @@ func TestPayloadsDeliveredExactly(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				r := call(t, hub, "dev1", "echo", tc.payload)
-				if r.HTTP != 200 || r.Status != 200 {
-					t.Fatalf("got %+v", r)
-				}
-				if g := got.Load(); g != tc.device {
-					t.Fatalf("device received %.80q, want %.80q", g, tc.device)
-				}
-				if string(r.Payload) != tc.back {
-					t.Fatalf("caller received %.80q, want %.80q", r.Payload, tc.back)
-				}
+				require.Equal(t, 200, r.HTTP, "%v", r)
+				require.Equal(t, 200, r.Status, "%v", r)
+				require.Equal(t, tc.device, got.Load(), "what the device received")
+				require.Equal(t, tc.back, string(r.Payload), "what the caller received")
 			})
 		}
 	})
@@ -293,25 +386,23 @@ func TestPayloadsDeliveredExactly(t *testing.T) {
 
 func TestResponseSizeLimit(t *testing.T) {
 	// JSONResponse refuses 128 KB + 1 with a clear error …
-	if _, err := device.JSONResponse(200, strings.Repeat("x", device.MaxPayload-1)); !errors.Is(err, device.ErrPayloadTooLarge) {
-		t.Fatalf("JSONResponse of 128 KB + 1: %v, want ErrPayloadTooLarge", err)
-	}
-	if r, err := device.JSONResponse(200, strings.Repeat("x", device.MaxPayload-2)); err != nil || len(r.Payload) != device.MaxPayload {
-		t.Fatalf("JSONResponse of 128 KB: %v", err)
-	}
+	_, err := device.JSONResponse(200, strings.Repeat("x", device.MaxPayloadSize-1))
+	require.ErrorIs(t, err, device.ErrPayloadTooLarge, "JSONResponse of 128 KB + 1")
+	r, err := device.JSONResponse(200, strings.Repeat("x", device.MaxPayloadSize-2))
+	require.NoError(t, err, "JSONResponse of 128 KB")
+	require.Len(t, r.Payload, device.MaxPayloadSize, "JSONResponse of 128 KB")
 	// … and a raw oversized answer becomes a 500 for the caller.
 	eachTransport(t, func(t *testing.T, tr transport.Transport) {
 		hub := iothubtest.NewServer(t, nil)
 		cs := hub.AddDevice(t, "dev1")
 		newClient(t, hub, cs, &device.ClientOptions{Transport: tr}, func(c *device.Client) {
 			c.SetMethodHandler("big", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
-				return &device.MethodResponse{Status: 200, Payload: json.RawMessage(`"` + strings.Repeat("x", device.MaxPayload-1) + `"`)}, nil
+				return &device.MethodResponse{Status: 200, Payload: json.RawMessage(`"` + strings.Repeat("x", device.MaxPayloadSize-1) + `"`)}, nil
 			})
 		})
 		r := call(t, hub, "dev1", "big", "")
-		if r.Status != 500 || !strings.Contains(string(r.Payload), "131073 bytes; the limit is 128 KB") {
-			t.Fatalf("oversized answer: %+v", r)
-		}
+		assert.Equal(t, 500, r.Status, "oversized answer: %v", r)
+		assert.Contains(t, string(r.Payload), "131073 bytes; the limit is 128 KB", "oversized answer")
 	})
 }
 
@@ -348,13 +439,13 @@ func TestConcurrentCalls(t *testing.T) {
 		wg.Wait()
 		close(errs)
 		for e := range errs {
-			t.Error(e)
+			assert.Fail(t, "a concurrent call failed", e)
 		}
 		requireNotDone(t, slow, "the slow call, before it was released")
 		close(release)
-		if r := await(t, slow); r.Status != 200 || string(r.Payload) != `"slow done"` {
-			t.Fatalf("slow call: %+v", r)
-		}
+		r := await(t, slow)
+		assert.Equal(t, 200, r.Status, "slow call: %v", r)
+		assert.Equal(t, `"slow done"`, string(r.Payload), "slow call")
 	})
 }
 
@@ -369,20 +460,15 @@ func TestReconnectAfterDrop(t *testing.T) {
 			})
 			log.WaitFor(t, device.ConnectionStateConnected)
 			for i := 0; i < 3; i++ {
-				if !hub.DropConnection("dev1") {
-					t.Fatal("the device was not connected")
-				}
-				if s := log.WaitFor(t, device.ConnectionStateConnecting); s.Err == nil {
-					t.Fatal("the connecting status after a drop carries no reason")
-				}
+				require.True(t, hub.DropConnection("dev1"), "the device was not connected")
+				s := log.WaitFor(t, device.ConnectionStateConnecting)
+				require.Error(t, s.Err, "the connecting status after a drop carries no reason")
 				log.WaitFor(t, device.ConnectionStateConnected)
-				if c.ConnectionState() != device.ConnectionStateConnected {
-					t.Fatalf("state %v after reconnect", c.ConnectionState())
-				}
+				require.Equal(t, device.ConnectionStateConnected, c.ConnectionState(), "state after reconnect")
 				// Connected means subscribed: the call must succeed at once.
-				if r := call(t, hub, "dev1", "echo", `[1]`); r.Status != 200 || string(r.Payload) != `[1]` {
-					t.Fatalf("call after reconnect %d: %+v", i, r)
-				}
+				r := call(t, hub, "dev1", "echo", `[1]`)
+				require.Equal(t, 200, r.Status, "call after reconnect %d: %v", i, r)
+				require.Equal(t, `[1]`, string(r.Payload), "call after reconnect %d", i)
 			}
 		})
 	}
@@ -475,9 +561,8 @@ func TestTokenRenewal(t *testing.T) {
 			n := tokens.count()
 			waitUntil(t, "a renewal", func() bool { return tokens.count() > n })
 			waitUntil(t, "connected", func() bool { return c.ConnectionState() == device.ConnectionStateConnected })
-			if r := call(t, hub, "dev1", "echo", `"renewed"`); r.Status != 200 {
-				t.Fatalf("call after renewal %d: %+v", i, r)
-			}
+			r := call(t, hub, "dev1", "echo", `"renewed"`)
+			require.Equal(t, 200, r.Status, "call after renewal %d: %v", i, r)
 		}
 		reconnects, connected := 0, false
 		for _, s := range log.All() { // count reconnects after the first connection
@@ -488,13 +573,9 @@ func TestTokenRenewal(t *testing.T) {
 		}
 		switch tr.Name() {
 		case "mqtt", "mqtt-ws":
-			if reconnects < 2 {
-				t.Fatalf("%d reconnects over 3 renewals: the token was not renewed by reconnecting", reconnects)
-			}
+			require.GreaterOrEqual(t, reconnects, 2, "reconnects over 3 renewals: the token was not renewed by reconnecting")
 		default:
-			if reconnects != 0 {
-				t.Fatalf("%d reconnects: AMQP must renew with put-token on the live connection", reconnects)
-			}
+			require.Zero(t, reconnects, "reconnects: AMQP must renew with put-token on the live connection")
 		}
 	})
 }
@@ -516,9 +597,8 @@ func TestForcedTokenExpiry(t *testing.T) {
 		hub.ExpireTokens("dev1")
 		log.WaitFor(t, device.ConnectionStateConnecting)
 		log.WaitFor(t, device.ConnectionStateConnected)
-		if r := call(t, hub, "dev1", "echo", `"again"`); r.Status != 200 {
-			t.Fatalf("call after forced expiry: %+v", r)
-		}
+		r := call(t, hub, "dev1", "echo", `"again"`)
+		require.Equal(t, 200, r.Status, "call after forced expiry: %v", r)
 	})
 }
 
@@ -529,22 +609,16 @@ func TestWrongKey(t *testing.T) {
 		i := strings.Index(cs, "SharedAccessKey=") + len("SharedAccessKey=")
 		wrong := cs[:i] + "AAAA" + cs[i+4:]
 		c, err := device.NewClientFromConnectionString(wrong, &device.ClientOptions{Transport: tr, TLSConfig: hub.TLSConfig(), Retry: fastRetry})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer c.Close(context.Background())
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		err = c.Connect(ctx)
-		if !errors.Is(err, transport.ErrNotAuthorized) || ctx.Err() != nil {
-			t.Fatalf("Connect with a wrong key: %v (ctx %v), want ErrNotAuthorized before the deadline", err, ctx.Err())
-		}
-		if c.ConnectionState() != device.ConnectionStateDisconnected {
-			t.Fatalf("state %v", c.ConnectionState())
-		}
-		if strings.Contains(err.Error(), "SharedAccessSignature") {
-			t.Fatalf("error leaks the token: %v", err)
-		}
+		require.ErrorIs(t, err, device.ErrNotAuthorized, "Connect with a wrong key")
+		require.ErrorIs(t, err, transport.ErrNotAuthorized, "device.ErrNotAuthorized is transport's")
+		require.NoError(t, ctx.Err(), "ErrNotAuthorized must come before the deadline")
+		require.Equal(t, device.ConnectionStateDisconnected, c.ConnectionState())
+		require.NotContains(t, err.Error(), "SharedAccessSignature", "the error leaks the token")
 	})
 }
 
@@ -561,6 +635,7 @@ func TestCloseWaitsForHandlers(t *testing.T) {
 			return device.JSONResponse(200, "finished")
 		})
 		require.NoError(t, c.Connect(context.Background()))
+		require.ErrorIs(t, c.Connect(context.Background()), device.ErrAlreadyConnected, "a second Connect")
 		res := callAsync(hub, "dev1", "work", "", 30)
 		<-started
 		closed := make(chan error, 1)
@@ -568,9 +643,9 @@ func TestCloseWaitsForHandlers(t *testing.T) {
 		waitUntil(t, "Close to begin", func() bool { return errors.Is(c.Connect(context.Background()), device.ErrClosed) })
 		requireNotDone(t, closed, "Close, while a handler was running")
 		close(release)
-		if r := await(t, res); r.Status != 200 || string(r.Payload) != `"finished"` {
-			t.Fatalf("call in flight at Close: %+v", r)
-		}
+		r := await(t, res)
+		require.Equal(t, 200, r.Status, "call in flight at Close: %v", r)
+		require.Equal(t, `"finished"`, string(r.Payload), "call in flight at Close")
 		require.NoError(t, <-closed)
 		require.NoError(t, c.Close(context.Background()), "second Close")
 		require.ErrorIs(t, c.Connect(context.Background()), device.ErrClosed)
@@ -583,16 +658,13 @@ func TestX509(t *testing.T) {
 		hub := iothubtest.NewServer(t, nil)
 		cs, cert := hub.AddX509Device(t, "dev1")
 		cred, err := authX509(cert)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := device.NewClientFromConnectionString(cs, nil); err == nil {
-			t.Fatal("x509=true without a certificate was accepted")
-		}
+		require.NoError(t, err)
+		_, err = device.NewClientFromConnectionString(cs, nil)
+		require.ErrorIs(t, err, device.ErrInvalidOptions, "x509=true without a certificate")
 		newClient(t, hub, cs, &device.ClientOptions{Transport: tr, X509: cred}, func(c *device.Client) { c.SetMethodHandler("echo", echo) })
-		if r := call(t, hub, "dev1", "echo", `1`); r.Status != 200 || string(r.Payload) != "1" {
-			t.Fatalf("got %+v", r)
-		}
+		r := call(t, hub, "dev1", "echo", `1`)
+		require.Equal(t, 200, r.Status, "%v", r)
+		require.Equal(t, "1", string(r.Payload))
 	})
 }
 
@@ -610,20 +682,16 @@ func TestRegisterAfterConnect(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport.Transport) {
 		hub := iothubtest.NewServer(t, nil)
 		c := newClient(t, hub, hub.AddDevice(t, "dev1"), &device.ClientOptions{Transport: tr}, nil)
-		if r := call(t, hub, "dev1", "late", `1`); r.HTTP != 404 || !strings.Contains(r.Raw, "404103") {
-			t.Fatalf("before registration: %+v", r)
-		}
-		if err := c.SetMethodHandler("late", echo); err != nil {
-			t.Fatal(err)
-		}
-		if r := call(t, hub, "dev1", "late", `2`); r.Status != 200 || string(r.Payload) != "2" {
-			t.Fatalf("after registration: %+v", r)
-		}
-		if r := call(t, hub, "dev1", "other", `3`); r.HTTP != 200 || r.Status != 501 {
-			t.Fatalf("unregistered name: %+v", r)
-		}
-		if err := c.SetMethodHandler("", echo); err == nil {
-			t.Fatal("empty method name accepted")
-		}
+		r := call(t, hub, "dev1", "late", `1`)
+		require.Equal(t, 404, r.HTTP, "before registration: %v", r)
+		require.Contains(t, r.Raw, "404103", "before registration")
+		require.NoError(t, c.SetMethodHandler("late", echo))
+		r = call(t, hub, "dev1", "late", `2`)
+		require.Equal(t, 200, r.Status, "after registration: %v", r)
+		require.Equal(t, "2", string(r.Payload), "after registration")
+		r = call(t, hub, "dev1", "other", `3`)
+		require.Equal(t, 200, r.HTTP, "unregistered name: %v", r)
+		require.Equal(t, 501, r.Status, "unregistered name: %v", r)
+		require.Error(t, c.SetMethodHandler("", echo), "empty method name accepted")
 	})
 }

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"runtime"
 	"time"
+
+	"github.com/iothub-go/iothub/transport"
 )
 
 // answerTimeout bounds the sending of one answer.
@@ -22,6 +24,11 @@ const answerTimeout = 30 * time.Second
 // the client refuses, with status 504 and a JSON error, an answer the hub
 // drops as late. A variable for the tests.
 var staleAfter = 300 * time.Second
+
+// fromTransport converts a request at the transport boundary.
+func fromTransport(r *transport.MethodRequest) *MethodRequest {
+	return &MethodRequest{Name: r.Name, RequestID: r.RequestID, Payload: r.Payload}
+}
 
 // dispatch takes a method request from a connection's read loop: it runs
 // the handler on a goroutine of its own and sends the answer on the
@@ -103,7 +110,7 @@ func (c *Client) answer(cn *connection, req *MethodRequest, resp *MethodResponse
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
 	defer cancel()
-	if err := cn.RespondMethod(ctx, req.RequestID, resp); err != nil {
+	if err := cn.RespondMethod(ctx, req.RequestID, &transport.MethodResponse{Status: resp.Status, Payload: resp.Payload}); err != nil {
 		c.log.Warn("method response not sent", "method", req.Name, "error", err)
 		return
 	}
@@ -201,22 +208,38 @@ func (c *Client) inHandler() bool {
 
 // run calls the handler for req and turns every outcome into a response.
 func (c *Client) run(req *MethodRequest) (resp *MethodResponse) {
-	h := c.handler(req.Name)
-	if h == nil {
-		return errorResponse(501, fmt.Sprintf("method %q is not implemented on this device", req.Name))
-	}
 	if len(req.Payload) > 0 && !json.Valid(req.Payload) {
 		return errorResponse(400, "the request payload is not valid JSON")
 	}
+	h := c.handler(req.Name)
 	defer func() {
 		if p := recover(); p != nil {
 			c.log.Error("method handler panicked", "method", req.Name, "panic", fmt.Sprint(p))
-			resp = errorResponse(500, "the method handler failed")
+			resp = handlerFailed()
 		}
 	}()
 	r, err := h(c.handlerCtx, req)
 	if err != nil {
-		return errorResponse(500, err.Error())
+		return c.errorAnswer(req, err)
 	}
 	return checkResponse(r)
+}
+
+// errorAnswer turns a handler's error into the caller's answer: a
+// MethodError's status and message, or a 500 that does not reveal the
+// error, which only the device's log sees.
+func (c *Client) errorAnswer(req *MethodRequest, err error) *MethodResponse {
+	var me *MethodError
+	if errors.As(err, &me) && me != nil {
+		c.log.Debug("method handler answered with an error", "method", req.Name, "error", err)
+		return checkResponse(errorResponse(me.status(), me.Message))
+	}
+	c.log.Error("method handler failed", "method", req.Name, "error", err)
+	return handlerFailed()
+}
+
+// notImplemented answers methods without a handler when no default handler
+// is registered.
+func notImplemented(_ context.Context, req *MethodRequest) (*MethodResponse, error) {
+	return errorResponse(501, fmt.Sprintf("method %q is not implemented on this device", req.Name)), nil
 }

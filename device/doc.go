@@ -1,6 +1,6 @@
 // Package device is the device side of Azure IoT Hub direct methods: a
 // [Client] connects a device or module to its hub, registers method
-// handlers, answers calls, and keeps itself connected.
+// handlers, answers calls, sends telemetry, and keeps itself connected.
 //
 //	c, err := device.NewClientFromConnectionString(cs, nil) // MQTT over TLS
 //	c.SetMethodHandler("reboot", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
@@ -13,6 +13,37 @@
 // once here, for every transport: after every reconnect the client
 // subscribes again and counts itself connected only once the hub has
 // confirmed the subscription.
+//
+// # What a caller learns from a handler
+//
+// A handler's answer is data sent to whoever invoked the method, through
+// the hub, often an operator's back-end in another organisation. The
+// client sends what the handler deliberately answers and nothing else: a
+// [MethodResponse], or the Status and Message of a [*MethodError] the
+// returned error wraps. Any other error is logged on the device and
+// answered with status 500 and the fixed payload {"error":"the method
+// handler failed"}, as a panic is. An error's text often carries file
+// paths, host names, addresses or internal state (an open() error names the
+// path, a dial error the address); sending it would leak that to every
+// caller, so the client does not, as the .NET DeviceClient answers an
+// exception with 500 without its text. A handler that wants the caller to
+// know why returns a MethodError:
+//
+//	return nil, &device.MethodError{Status: 409, Message: "a reboot is already in progress"}
+//
+// # Middleware
+//
+// [ClientOptions].WrapHandler wraps every handler, the default handler and
+// the built-in 501 answer included, once, when it is registered: the place
+// for a trace span, a metric or a log line around each call.
+//
+// # Errors
+//
+// Errors are tested with errors.Is against this package's Err variables,
+// and with errors.As against [*MethodError]; their text is not part of the
+// API. The transport sentinels (ErrNotAuthorized, ErrMessageTooLarge, …)
+// are re-exported under their own names, so a device program need not
+// import package transport.
 //
 // # Lifecycle
 //

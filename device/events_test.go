@@ -2,12 +2,12 @@ package device_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/device"
@@ -47,34 +47,25 @@ func TestSendEvent(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			for i, m := range msgs {
-				if err := c.SendEvent(ctx, m); err != nil {
-					t.Fatalf("SendEvent %d: %v", i, err)
-				}
+				require.NoError(t, c.SendEvent(ctx, m), "SendEvent %d", i)
 			}
 			got, err := hub.WaitEvents(ctx, len(msgs))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(got) != len(msgs) {
-				t.Fatalf("hub has %d events, want %d", len(got), len(msgs))
-			}
+			require.NoError(t, err)
+			require.Len(t, got, len(msgs), "events at the hub")
 			for i, m := range msgs {
 				e := got[i]
-				if e.DeviceID != "dev1" || e.ModuleID != "" || string(e.Body) != string(m.Body) || e.MessageID != m.MessageID ||
-					e.CorrelationID != m.CorrelationID || e.ContentType != m.ContentType || e.ContentEncoding != m.ContentEncoding {
-					t.Errorf("event %d = %+v, want %+v", i, summary(e), m)
-				}
-				if len(e.Properties) != len(m.Properties) {
-					t.Errorf("event %d properties %v, want %v", i, e.Properties, m.Properties)
-				}
+				assert.Equal(t, "dev1", e.DeviceID, "event %d", i)
+				assert.Empty(t, e.ModuleID, "event %d", i)
+				assert.Equal(t, string(m.Body), string(e.Body), "event %d body (%s)", i, summary(e))
+				assert.Equal(t, m.MessageID, e.MessageID, "event %d message id", i)
+				assert.Equal(t, m.CorrelationID, e.CorrelationID, "event %d correlation id", i)
+				assert.Equal(t, m.ContentType, e.ContentType, "event %d content type", i)
+				assert.Equal(t, m.ContentEncoding, e.ContentEncoding, "event %d content encoding", i)
+				assert.Len(t, e.Properties, len(m.Properties), "event %d properties %v, want %v", i, e.Properties, m.Properties)
 				for k, v := range m.Properties {
-					if e.Properties[k] != v {
-						t.Errorf("event %d property %q = %q, want %q", i, k, e.Properties[k], v)
-					}
+					assert.Equal(t, v, e.Properties[k], "event %d property %q", i, k)
 				}
-				if e.Protocol != tr.name {
-					t.Errorf("event %d protocol %q, want %q", i, e.Protocol, tr.name)
-				}
+				assert.Equal(t, tr.name, e.Protocol, "event %d protocol", i)
 			}
 		})
 	}
@@ -93,59 +84,49 @@ func TestSendEventRefused(t *testing.T) {
 	c := newClient(t, hub, hub.AddDevice(t, "dev1"), nil, nil)
 	ctx := context.Background()
 	big := &device.Message{Body: make([]byte, device.MaxMessageSize-3), Properties: map[string]string{"ab": "cd"}}
-	if err := c.SendEvent(ctx, big); err == nil || !strings.Contains(err.Error(), "limit is 256 KB") {
-		t.Fatalf("oversized message: %v", err)
-	}
-	if err := c.SendEvent(ctx, &device.Message{Properties: map[string]string{"": "x"}}); err == nil {
-		t.Fatal("empty property name accepted")
-	}
+	require.ErrorIs(t, c.SendEvent(ctx, big), device.ErrMessageTooLarge, "oversized message")
+	require.ErrorIs(t, c.SendEvent(ctx, big), transport.ErrMessageTooLarge, "device.ErrMessageTooLarge is transport's")
+	require.ErrorIs(t, c.SendEvent(ctx, &device.Message{Properties: map[string]string{"": "x"}}), device.ErrInvalidProperty, "empty property name")
+	require.Error(t, c.SendEvent(ctx, nil), "nil message")
 	// Over HTTPS, property characters are limited.
 	hc := newClient(t, hub, hub.AddDevice(t, "dev2"), &device.ClientOptions{Transport: http.New(nil)}, nil)
-	if err := hc.SendEvent(ctx, &device.Message{Properties: map[string]string{"a b": "x"}}); err == nil || !strings.Contains(err.Error(), "not allowed over HTTPS") {
-		t.Fatalf("bad HTTPS property: %v", err)
-	}
-	if len(hub.Events()) != 0 {
-		t.Fatalf("refused messages reached the hub: %d", len(hub.Events()))
-	}
+	require.ErrorIs(t, hc.SendEvent(ctx, &device.Message{Properties: map[string]string{"a b": "x"}}), device.ErrInvalidProperty, "bad HTTPS property")
+	require.Empty(t, hub.Events(), "refused messages reached the hub")
 	// A client that never connected says so.
 	nc, err := device.NewClientFromConnectionString(hub.AddDevice(t, "dev3"), &device.ClientOptions{TLSConfig: hub.TLSConfig()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.SendEvent(ctx, &device.Message{Body: []byte("x")}); !errors.Is(err, device.ErrNotConnected) {
-		t.Fatalf("SendEvent before Connect: %v", err)
-	}
+	require.NoError(t, err)
+	require.ErrorIs(t, nc.SendEvent(ctx, &device.Message{Body: []byte("x")}), device.ErrNotConnected, "SendEvent before Connect")
 	nc.Close(ctx)
-	if err := nc.SendEvent(ctx, &device.Message{Body: []byte("x")}); !errors.Is(err, device.ErrClosed) {
-		t.Fatalf("SendEvent after Close: %v", err)
-	}
+	require.ErrorIs(t, nc.SendEvent(ctx, &device.Message{Body: []byte("x")}), device.ErrClosed, "SendEvent after Close")
+}
+
+// device.Message is counted as transport's: the same limit, the same size.
+func TestMessageSize(t *testing.T) {
+	assert.Equal(t, transport.MaxMessageSize, device.MaxMessageSize)
+	m := device.Message{Body: []byte("body"), MessageID: "m", CorrelationID: "c", ContentType: "ct", ContentEncoding: "ce",
+		Properties: map[string]string{"k": "value"}}
+	tm := transport.Message{Body: m.Body, MessageID: m.MessageID, CorrelationID: m.CorrelationID, ContentType: m.ContentType,
+		ContentEncoding: m.ContentEncoding, Properties: m.Properties}
+	assert.Equal(t, tm.Size(), m.Size())
+	assert.Equal(t, 4+1+1+2+2+1+5, m.Size())
 }
 
 // Direct methods over HTTPS are refused at once, with a clear error.
 func TestHTTPRefusesMethods(t *testing.T) {
 	hub := iothubtest.NewServer(t, nil)
 	c, err := device.NewClientFromConnectionString(hub.AddDevice(t, "dev1"), &device.ClientOptions{Transport: http.New(nil), TLSConfig: hub.TLSConfig()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close(context.Background())
 	err = c.SetMethodHandler("reboot", echo)
-	if !errors.Is(err, transport.ErrUnsupported) || !strings.Contains(err.Error(), "use MQTT or AMQP") {
-		t.Fatalf("SetMethodHandler over HTTP: %v", err)
-	}
-	if err := c.SetDefaultMethodHandler(echo); !errors.Is(err, transport.ErrUnsupported) {
-		t.Fatalf("SetDefaultMethodHandler over HTTP: %v", err)
-	}
-	if err := c.SetMethodHandler("reboot", nil); err != nil {
-		t.Fatalf("removing a handler: %v", err)
-	}
-	if err := c.Connect(context.Background()); err != nil {
-		t.Fatalf("Connect for telemetry only: %v", err)
-	}
+	require.ErrorIs(t, err, device.ErrUnsupported, "SetMethodHandler over HTTP")
+	assert.ErrorContains(t, err, "use MQTT or AMQP", "SetMethodHandler over HTTP says what to do")
+	require.ErrorIs(t, c.SetDefaultMethodHandler(echo), transport.ErrUnsupported, "SetDefaultMethodHandler over HTTP")
+	require.NoError(t, c.SetMethodHandler("reboot", nil), "removing a handler")
+	require.NoError(t, c.Connect(context.Background()), "Connect for telemetry only")
 	// The hub sees no method subscription: callers get 404103.
-	if r := call(t, hub, "dev1", "reboot", ""); r.HTTP != 404 || !strings.Contains(r.Raw, "404103") {
-		t.Fatalf("invoke of an HTTP device: %+v", r)
-	}
+	r := call(t, hub, "dev1", "reboot", "")
+	require.Equal(t, 404, r.HTTP, "invoke of an HTTP device: %v", r)
+	require.Contains(t, r.Raw, "404103", "invoke of an HTTP device")
 }
 
 // An X.509 device sends telemetry over every transport, including HTTPS
@@ -156,26 +137,24 @@ func TestSendEventX509(t *testing.T) {
 			hub := iothubtest.NewServer(t, nil)
 			cs, cert := hub.AddX509Device(t, "x1")
 			cred, err := authX509(cert)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			c := newClient(t, hub, cs, &device.ClientOptions{Transport: tr.tr, X509: cred}, nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if err := c.SendEvent(ctx, &device.Message{Body: []byte("from x509")}); err != nil {
-				t.Fatal(err)
-			}
-			if evs := hub.Events(); len(evs) != 1 || evs[0].DeviceID != "x1" || string(evs[0].Body) != "from x509" {
-				t.Fatalf("events %+v", evs)
-			}
+			require.NoError(t, c.SendEvent(ctx, &device.Message{Body: []byte("from x509")}))
+			evs := hub.Events()
+			require.Len(t, evs, 1, "events %+v", evs)
+			require.Equal(t, "x1", evs[0].DeviceID)
+			require.Equal(t, "from x509", string(evs[0].Body))
 		})
 	}
 }
 
 // Issue 16.3: over MQTT, properties URL-encoded into a topic longer than an
-// MQTT packet can carry fail with mqtt.ErrTopicTooLong instead of being cut
-// short (a property shortened, the next ones lost) with a nil error; the
-// hub receives nothing. AMQP carries the same message.
+// MQTT packet can carry fail with mqtt.ErrTopicTooLong, an
+// ErrInvalidProperty, instead of being cut short (a property shortened, the
+// next ones lost) with a nil error; the hub receives nothing. AMQP carries
+// the same message.
 func TestSendEventTopicTooLong(t *testing.T) {
 	long := &device.Message{Body: []byte("x"), Properties: map[string]string{"a": strings.Repeat("é", 12000), "z": "last"}}
 	many := &device.Message{Body: []byte("x"), Properties: map[string]string{}}
@@ -196,6 +175,7 @@ func TestSendEventTopicTooLong(t *testing.T) {
 					continue
 				}
 				require.ErrorIs(t, err, mqtt.ErrTopicTooLong)
+				require.ErrorIs(t, err, device.ErrInvalidProperty)
 			}
 			if tr.name == "amqp" {
 				got, err := hub.WaitEvents(ctx, 2)

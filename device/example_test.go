@@ -19,6 +19,40 @@ func (exampleT) Helper()                   {}
 func (exampleT) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
 func (exampleT) Cleanup(func())            {}
 
+// newBackend returns a service client of the local hub, to invoke methods
+// as a back-end would.
+func newBackend(hub *iothubtest.Server) *service.Client {
+	backend, err := service.NewClientFromConnectionString(hub.ServiceConnectionString(),
+		&service.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: hub.HTTPClient()}})
+	if err != nil {
+		panic(err)
+	}
+	return backend
+}
+
+// A device connects with its connection string. Against Azure the options
+// may be nil; the local hub needs its certificate trusted.
+func ExampleNewClientFromConnectionString() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		panic(err)
+	}
+	defer hub.Close()
+	ctx := context.Background()
+
+	connStr := hub.AddDevice(exampleT{}, "thermostat-1") // HostName=…;DeviceId=thermostat-1;SharedAccessKey=…
+	client, err := device.NewClientFromConnectionString(connStr, &device.ClientOptions{TLSConfig: hub.TLSConfig()})
+	if err != nil {
+		panic(err)
+	}
+	if err := client.Connect(ctx); err != nil {
+		panic(err)
+	}
+	defer client.Close(ctx)
+	fmt.Println(client.ConnectionState())
+	// Output: connected
+}
+
 // A device answers "reboot"; a back-end invokes it through a local hub.
 func ExampleClient_SetMethodHandler() {
 	hub, err := iothubtest.Start(nil)
@@ -44,18 +78,104 @@ func ExampleClient_SetMethodHandler() {
 	}
 	defer client.Close(ctx)
 
-	backend, err := service.NewClientFromConnectionString(hub.ServiceConnectionString(),
-		&service.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: hub.HTTPClient()}})
-	if err != nil {
-		panic(err)
-	}
-	res, err := backend.InvokeDeviceMethod(ctx, "thermostat-1", service.CloudToDeviceMethod{
+	res, err := newBackend(hub).InvokeDeviceMethod(ctx, "thermostat-1", service.CloudToDeviceMethod{
 		MethodName: "reboot", ResponseTimeout: 30 * time.Second})
 	if err != nil {
 		panic(err)
 	}
 	fmt.Println(res.Status, string(res.Payload))
 	// Output: 200 {"result":"Reboot started."}
+}
+
+// A handler refuses a call and tells the caller why with a MethodError. A
+// plain error would reach the caller only as 500 {"error":"the method
+// handler failed"}.
+func ExampleMethodError() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		panic(err)
+	}
+	defer hub.Close()
+	ctx := context.Background()
+
+	client, err := device.NewClientFromConnectionString(hub.AddDevice(exampleT{}, "thermostat-1"),
+		&device.ClientOptions{TLSConfig: hub.TLSConfig()})
+	if err != nil {
+		panic(err)
+	}
+	err = client.SetMethodHandler("reboot", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+		return nil, &device.MethodError{Status: 409, Message: "a firmware update is running"}
+	})
+	if err != nil {
+		panic(err)
+	}
+	if err := client.Connect(ctx); err != nil {
+		panic(err)
+	}
+	defer client.Close(ctx)
+
+	res, err := newBackend(hub).InvokeDeviceMethod(ctx, "thermostat-1", service.CloudToDeviceMethod{
+		MethodName: "reboot", ResponseTimeout: 30 * time.Second})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(res.Status, string(res.Payload))
+	// Output: 409 {"error":"a firmware update is running"}
+}
+
+// WrapHandler puts code around every method call, here a log line; a span
+// or a metric goes in the same place. The unregistered method is answered
+// by the built-in 501 handler, which is wrapped too.
+func ExampleClientOptions_wrapHandler() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		panic(err)
+	}
+	defer hub.Close()
+	ctx := context.Background()
+
+	logCalls := func(next device.MethodHandler) device.MethodHandler {
+		return func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+			resp, err := next(ctx, req)
+			switch {
+			case err != nil:
+				fmt.Printf("device: %s failed: %v\n", req.Name, err)
+			case resp != nil:
+				fmt.Printf("device: %s answered %d\n", req.Name, resp.Status)
+			}
+			return resp, err
+		}
+	}
+	client, err := device.NewClientFromConnectionString(hub.AddDevice(exampleT{}, "thermostat-1"),
+		&device.ClientOptions{TLSConfig: hub.TLSConfig(), WrapHandler: logCalls})
+	if err != nil {
+		panic(err)
+	}
+	err = client.SetMethodHandler("reboot", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+		return device.JSONResponse(200, map[string]string{"result": "Reboot started."})
+	})
+	if err != nil {
+		panic(err)
+	}
+	if err := client.Connect(ctx); err != nil {
+		panic(err)
+	}
+	defer client.Close(ctx)
+
+	backend := newBackend(hub)
+	for _, method := range []string{"reboot", "selfDestruct"} {
+		res, err := backend.InvokeDeviceMethod(ctx, "thermostat-1", service.CloudToDeviceMethod{
+			MethodName: method, ResponseTimeout: 30 * time.Second})
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println("back-end:", method, res.Status)
+	}
+	// Output:
+	// device: reboot answered 200
+	// back-end: reboot 200
+	// device: selfDestruct answered 501
+	// back-end: selfDestruct 501
 }
 
 // Telemetry reaches the hub with its properties.

@@ -1,6 +1,9 @@
 package device
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // SetRenewTimeout shortens the renewal time limit for a test and returns
 // the function that restores it.
@@ -16,4 +19,11 @@ func SetStaleAfter(d time.Duration) (restore func()) {
 	old := staleAfter
 	staleAfter = d
 	return func() { staleAfter = old }
+}
+
+// IsShortLived reports whether err says that the hub ended a connection
+// soon after it was established.
+func IsShortLived(err error) bool {
+	var sl *shortLivedError
+	return errors.As(err, &sl)
 }

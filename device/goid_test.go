@@ -3,13 +3,14 @@ package device
 import (
 	"sync"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 func TestGoid(t *testing.T) {
 	g := goid()
-	if g == 0 || goid() != g {
-		t.Fatalf("goid() = %d, then %d", g, goid())
-	}
+	require.NotZero(t, g, "goid()")
+	require.Equal(t, g, goid(), "goid() twice on one goroutine")
 	var wg sync.WaitGroup
 	ids := make([]uint64, 8)
 	for i := range ids {
@@ -19,9 +20,8 @@ func TestGoid(t *testing.T) {
 	wg.Wait()
 	seen := map[uint64]bool{g: true}
 	for _, id := range ids {
-		if id == 0 || seen[id] {
-			t.Fatalf("goroutine ids %v (this one %d): zero or repeated", ids, g)
-		}
+		require.NotZero(t, id, "goroutine ids %v (this one %d)", ids, g)
+		require.False(t, seen[id], "goroutine ids %v (this one %d): %d repeated", ids, g, id)
 		seen[id] = true
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -341,7 +340,7 @@ func TestSharedIdentityNoReconnectStorm(t *testing.T) {
 				}
 			}
 			for _, s := range l.All() {
-				if s.State == device.ConnectionStateConnecting && s.Err != nil && strings.Contains(s.Err.Error(), "after it was established") {
+				if s.State == device.ConnectionStateConnecting && device.IsShortLived(s.Err) {
 					reasons++
 				}
 			}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/device"
@@ -30,9 +32,7 @@ import (
 //	go test -run '^$' -bench MethodRoundTrip -benchmem ./device
 func BenchmarkMethodRoundTrip(b *testing.B) {
 	h, err := hub.Start(hub.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	defer h.Close()
 	tlsConf := &tls.Config{RootCAs: h.CA.Pool(), MinVersion: tls.VersionTLS12}
 	addr := h.Addrs()[0].String()
@@ -52,9 +52,7 @@ func BenchmarkMethodRoundTrip(b *testing.B) {
 			for i := range ids {
 				id := strings.ReplaceAll(bc.name, "/", "-") + "-" + string(rune('a'+i))
 				d, herr := h.Engine.PutDevice(id, engine.Device{}, "")
-				if herr != nil {
-					b.Fatal(herr)
-				}
+				require.Nil(b, herr, "PutDevice")
 				ids[i] = auth.Identity{DeviceID: id}
 				cs := auth.ConnectionString{HostName: h.Engine.HostName(), DeviceID: id,
 					SharedAccessKey: *d.Authentication.SymmetricKey.PrimaryKey, GatewayHostName: addr}.Reveal()
@@ -70,9 +68,8 @@ func BenchmarkMethodRoundTrip(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
 					res, herr := h.Engine.Invoke(ctx, ids[0], call)
-					if herr != nil || res.Status != 200 {
-						b.Fatalf("invoke: %+v %v", res, herr)
-					}
+					require.Nil(b, herr, "invoke")
+					require.Equal(b, 200, res.Status, "invoke: %+v", res)
 				}
 			})
 			b.Run("parallel", func(b *testing.B) {
@@ -86,8 +83,8 @@ func BenchmarkMethodRoundTrip(b *testing.B) {
 					defer func() { next <- i }()
 					for pb.Next() {
 						res, herr := h.Engine.Invoke(ctx, ids[i], call)
-						if herr != nil || res.Status != 200 {
-							b.Errorf("invoke: %+v %v", res, herr)
+						// Off the benchmark's goroutine: assert, then stop.
+						if !assert.Nil(b, herr, "invoke") || !assert.Equal(b, 200, res.Status, "invoke: %+v", res) {
 							return
 						}
 					}
@@ -100,17 +97,11 @@ func BenchmarkMethodRoundTrip(b *testing.B) {
 func sdkEchoDevice(b *testing.B, cs string, tlsConf *tls.Config, tr transport.Transport) {
 	b.Helper()
 	c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{Transport: tr, TLSConfig: tlsConf})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := c.SetMethodHandler("bench", echo); err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
+	require.NoError(b, c.SetMethodHandler("bench", echo))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := c.Connect(ctx); err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, c.Connect(ctx))
 	b.Cleanup(func() { _ = c.Close(context.Background()) })
 }
 
@@ -119,34 +110,27 @@ func sdkEchoDevice(b *testing.B, cs string, tlsConf *tls.Config, tr transport.Tr
 func rawEchoDevice(b *testing.B, connStr string, tlsConf *tls.Config) {
 	b.Helper()
 	cs, err := auth.ParseDeviceConnectionString(connStr)
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	tp, err := cs.TokenProvider(nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	tok, err := tp.Token(context.Background())
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	id := cs.Identity()
 	conf := tlsConf.Clone()
 	conf.ServerName = "127.0.0.1"
 	c := paho.NewClient(paho.NewClientOptions().AddBroker("tls://" + cs.Address()).SetClientID(id.String()).
 		SetUsername(id.HostName + "/" + id.String() + "/?api-version=2021-04-12").SetPassword(tok.Value).
 		SetTLSConfig(conf).SetProtocolVersion(4).SetAutoReconnect(false).SetCleanSession(false))
-	if t := c.Connect(); !t.WaitTimeout(30*time.Second) || t.Error() != nil {
-		b.Fatalf("paho connect: %v", t.Error())
-	}
+	t := c.Connect()
+	require.True(b, t.WaitTimeout(30*time.Second), "paho connect: no CONNACK")
+	require.NoError(b, t.Error(), "paho connect")
 	b.Cleanup(func() { c.Disconnect(50) })
-	t := c.Subscribe("$iothub/methods/POST/#", 0, func(c paho.Client, m paho.Message) {
+	t = c.Subscribe("$iothub/methods/POST/#", 0, func(c paho.Client, m paho.Message) {
 		topic := m.Topic()
 		if i := strings.Index(topic, "?$rid="); i >= 0 {
 			c.Publish("$iothub/methods/res/200/?$rid="+topic[i+6:], 0, false, m.Payload())
 		}
 	})
-	if !t.WaitTimeout(30*time.Second) || t.Error() != nil {
-		b.Fatalf("paho subscribe: %v", t.Error())
-	}
+	require.True(b, t.WaitTimeout(30*time.Second), "paho subscribe: no SUBACK")
+	require.NoError(b, t.Error(), "paho subscribe")
 }

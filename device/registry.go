@@ -12,7 +12,8 @@ const subscribeTimeout = 60 * time.Second
 
 // SetMethodHandler registers h for the method name, replacing any handler
 // it had; a nil h removes it. Calls for a name without a handler go to the
-// default handler, or are answered with status 501.
+// default handler, or are answered with status 501. ClientOptions.WrapHandler,
+// if set, wraps h here, once.
 //
 // The client is subscribed to direct methods while at least one handler
 // (or a default handler) is registered, as with the official SDKs:
@@ -24,13 +25,17 @@ const subscribeTimeout = 60 * time.Second
 // subscription, the error is returned, the handler stays registered and the
 // client reconnects to try again. On a transport that cannot receive
 // methods (HTTPS) registering returns an error wrapping
-// transport.ErrUnsupported and registers nothing.
+// ErrUnsupported and registers nothing.
 func (c *Client) SetMethodHandler(name string, h MethodHandler) error {
 	if name == "" {
 		return errors.New("iothub: empty method name")
 	}
 	if h != nil {
 		if err := c.tr.MethodSupport(); err != nil {
+			return err
+		}
+		var err error
+		if h, err = c.wrapHandler(h); err != nil {
 			return err
 		}
 	}
@@ -53,11 +58,30 @@ func (c *Client) SetDefaultMethodHandler(h MethodHandler) error {
 		if err := c.tr.MethodSupport(); err != nil {
 			return err
 		}
+		var err error
+		if h, err = c.wrapHandler(h); err != nil {
+			return err
+		}
 	}
 	c.hmu.Lock()
 	c.defaultHandler = h
 	c.hmu.Unlock()
 	return c.syncMethods()
+}
+
+// errNilWrap is returned when ClientOptions.WrapHandler returns nil.
+var errNilWrap = fmt.Errorf("%w: ClientOptions.WrapHandler returned a nil handler", ErrInvalidOptions)
+
+// wrapHandler applies ClientOptions.WrapHandler to h, once, at
+// registration.
+func (c *Client) wrapHandler(h MethodHandler) (MethodHandler, error) {
+	if c.wrap == nil {
+		return h, nil
+	}
+	if h = c.wrap(h); h == nil {
+		return nil, errNilWrap
+	}
+	return h, nil
 }
 
 // wantMethods reports whether the registry asks for a method subscription.
@@ -67,14 +91,18 @@ func (c *Client) wantMethods() bool {
 	return len(c.handlers) > 0 || c.defaultHandler != nil
 }
 
-// handler returns the handler for name: its own, the default one, or nil.
+// handler returns the (wrapped) handler for name: its own, the default
+// one, or the built-in answer 501.
 func (c *Client) handler(name string) MethodHandler {
 	c.hmu.RLock()
 	defer c.hmu.RUnlock()
 	if h, ok := c.handlers[name]; ok {
 		return h
 	}
-	return c.defaultHandler
+	if c.defaultHandler != nil {
+		return c.defaultHandler
+	}
+	return c.notImplemented
 }
 
 // syncMethods makes the live connection's method subscription match the

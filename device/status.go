@@ -5,7 +5,10 @@ import (
 	"sync"
 )
 
-// ConnectionState is the state of a client's connection to the hub.
+// ConnectionState is the state of a Client's own connection to its hub, as
+// Client.ConnectionState returns it and OnConnectionStatus reports its
+// changes. (The registry's view of a device, connected or not, is
+// service.DeviceConnectionState.)
 type ConnectionState int
 
 // Connection states.
@@ -37,8 +40,10 @@ func (s ConnectionState) String() string {
 	return "unknown"
 }
 
-// ConnectionStatus is one change of a client's connection.
+// ConnectionStatus is one change of a client's connection, as
+// ClientOptions.OnConnectionStatus receives it.
 type ConnectionStatus struct {
+	// State is the state the connection is now in.
 	State ConnectionState
 	// Err says why the connection dropped or an attempt failed; nil
 	// otherwise.

@@ -8,17 +8,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestEveryExampleIsTestedAndListed(t *testing.T) {
 	entries, err := os.ReadDir(".")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	n := 0
 	for _, e := range entries {
 		if !e.IsDir() || e.Name() == "internal" || strings.HasPrefix(e.Name(), ".") {
@@ -27,24 +26,16 @@ func TestEveryExampleIsTestedAndListed(t *testing.T) {
 		n++
 		name := e.Name()
 		src, err := os.ReadFile(filepath.Join(name, "main.go"))
-		if err != nil {
-			t.Errorf("%s: %v", name, err)
+		if !assert.NoError(t, err, name) {
 			continue
 		}
-		if !strings.Contains(string(src), "\npackage main\n") || !strings.Contains(string(src), "\nfunc run(") {
-			t.Errorf("%s/main.go: want package main with a run function for its test to call", name)
-		}
-		if !strings.HasPrefix(string(src), "// Command "+name+" ") {
-			t.Errorf("%s/main.go: want a doc comment starting %q", name, "// Command "+name+" ")
-		}
-		if _, err := os.Stat(filepath.Join(name, "main_test.go")); err != nil {
-			t.Errorf("%s has no main_test.go", name)
-		}
-		if !strings.Contains(string(readme), "go run ./examples/"+name) {
-			t.Errorf("README.md does not mention `go run ./examples/%s`", name)
-		}
+		assert.Contains(t, string(src), "\npackage main\n", "%s/main.go: want package main with a run function for its test to call", name)
+		assert.Contains(t, string(src), "\nfunc run(", "%s/main.go: want package main with a run function for its test to call", name)
+		assert.True(t, strings.HasPrefix(string(src), "// Command "+name+" "), "%s/main.go: want a doc comment starting %q", name, "// Command "+name+" ")
+		_, err = os.Stat(filepath.Join(name, "main_test.go"))
+		assert.NoError(t, err, "%s has no main_test.go", name)
+		// Not assert.Contains: its message would print the whole README.
+		assert.True(t, strings.Contains(string(readme), "go run ./examples/"+name), "README.md does not mention `go run ./examples/%s`", name)
 	}
-	if n < 8 {
-		t.Errorf("found %d examples, want at least 8", n)
-	}
+	assert.GreaterOrEqual(t, n, 8, "examples found")
 }

@@ -20,11 +20,8 @@ import (
 	"github.com/iothub-go/iothub/internal/hub"
 	"github.com/iothub-go/iothub/internal/hub/engine"
 	"github.com/iothub-go/iothub/internal/pki"
+	"github.com/iothub-go/iothub/service"
 )
-
-// EntraScope is the token scope the IoT Hub service API accepts for
-// Microsoft Entra ID (bearer) authentication.
-const EntraScope = "https://iothubs.azure.net/.default"
 
 // TB is the part of testing.TB that the server uses; *testing.T and
 // *testing.B satisfy it.
@@ -233,9 +230,9 @@ func (s *Server) PolicyConnectionString(policy string) string {
 }
 
 // Credential returns an azcore.TokenCredential standing in for Microsoft
-// Entra ID: tokens it issues for the scope EntraScope are accepted by the
-// hub's service API as "Authorization: Bearer …" for an hour. Tokens for any
-// other scope are refused by the hub, as Azure would.
+// Entra ID: tokens it issues for the scope service.EntraScope are accepted
+// by the hub's service API as "Authorization: Bearer …" for an hour. Tokens
+// for any other scope are refused by the hub, as Azure would.
 func (s *Server) Credential() azcore.TokenCredential { return credential{s} }
 
 type credential struct{ s *Server }
@@ -248,7 +245,7 @@ func (c credential) GetToken(ctx context.Context, opts policy.TokenRequestOption
 	_, _ = rand.Read(b)
 	tok := "iothubtest." + base64.RawURLEncoding.EncodeToString(b)
 	exp := time.Now().Add(time.Hour)
-	if len(opts.Scopes) == 1 && opts.Scopes[0] == EntraScope {
+	if len(opts.Scopes) == 1 && opts.Scopes[0] == service.EntraScope {
 		c.s.h.Engine.AddBearerToken(tok, exp)
 	}
 	return azcore.AccessToken{Token: tok, ExpiresOn: exp}, nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -12,6 +11,9 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/auth"
@@ -19,6 +21,7 @@ import (
 	"github.com/iothub-go/iothub/internal/testutil/hubcall"
 	"github.com/iothub-go/iothub/internal/testutil/pahodev"
 	"github.com/iothub-go/iothub/iothubtest"
+	"github.com/iothub-go/iothub/service"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -38,22 +41,16 @@ func invoke(t *testing.T, s *iothubtest.Server, id, body string) (int, string) {
 func connect(t *testing.T, s *iothubtest.Server, connStr string, cert *tls.Certificate, onLost func(error)) (paho.Client, error) {
 	t.Helper()
 	cs, err := auth.ParseDeviceConnectionString(connStr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	conf := s.TLSConfig()
 	var password string
 	if cert != nil {
 		conf.Certificates = []tls.Certificate{*cert}
 	} else {
 		tp, err := cs.TokenProvider(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		tok, err := tp.Token(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		password = tok.Value
 	}
 	return pahodev.Dial(t, pahodev.Options{URL: "tls://" + cs.Address(), TLS: conf, Identity: cs.Identity(), Password: password, OnLost: onLost})
@@ -62,9 +59,7 @@ func connect(t *testing.T, s *iothubtest.Server, connStr string, cert *tls.Certi
 func mustConnect(t *testing.T, s *iothubtest.Server, connStr string, cert *tls.Certificate) paho.Client {
 	t.Helper()
 	c, err := connect(t, s, connStr, cert, nil)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
+	require.NoError(t, err, "connect")
 	pahodev.Echo(t, c, 200)
 	return c
 }
@@ -73,9 +68,8 @@ const echoCall = `{"methodName":"echo","payload":{"n":1},"responseTimeoutInSecon
 
 func wantEcho(t *testing.T, status int, body string) {
 	t.Helper()
-	if status != 200 || body != `{"status":200,"payload":{"n":1}}` {
-		t.Fatalf("invoke: %d %s", status, body)
-	}
+	require.Equal(t, 200, status, "invoke: %s", body)
+	require.Equal(t, `{"status":200,"payload":{"n":1}}`, body, "invoke")
 }
 
 // echo invokes the echo method on id and checks its answer.
@@ -91,44 +85,35 @@ func wantError(t *testing.T, status int, body string, wantStatus, wantCode int) 
 	// JSON error object in Message).
 	var outer struct{ Message string }
 	var inner struct{ ErrorCode int }
-	if err := json.Unmarshal([]byte(body), &outer); err != nil {
-		t.Fatalf("error body %q is not IoT Hub's error shape", body)
-	}
+	require.NoError(t, json.Unmarshal([]byte(body), &outer), "error body %q is not IoT Hub's error shape", body)
 	if rest, ok := strings.CutPrefix(outer.Message, "ErrorCode:"); ok {
 		name, _, _ := strings.Cut(rest, ";")
-		if name != engine.CodeName(wantCode) {
-			t.Fatalf("got %d %s (%s), want %d/%d", status, name, body, wantStatus, wantCode)
-		}
+		require.Equal(t, engine.CodeName(wantCode), name, "error code name (%d %s)", status, body)
 		inner.ErrorCode = wantCode
-	} else if json.Unmarshal([]byte(outer.Message), &inner) != nil {
-		t.Fatalf("error body %q is not IoT Hub's error shape", body)
+	} else {
+		require.NoError(t, json.Unmarshal([]byte(outer.Message), &inner), "error body %q is not IoT Hub's error shape", body)
 	}
-	if status != wantStatus || inner.ErrorCode != wantCode {
-		t.Fatalf("got %d/%d (%s), want %d/%d", status, inner.ErrorCode, body, wantStatus, wantCode)
-	}
+	require.Equal(t, wantStatus, status, "status (%s)", body)
+	require.Equal(t, wantCode, inner.ErrorCode, "error code (%s)", body)
 }
 
 func TestConnectionStringsWorkUnchanged(t *testing.T) {
 	s := iothubtest.NewServer(t, nil)
 	devCS := s.AddDevice(t, "dev1")
 	cs, err := auth.ParseDeviceConnectionString(devCS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cs.HostName != "localhost" || cs.Address() != s.Addr() {
-		t.Fatalf("connection string %v: want HostName localhost and GatewayHostName %s", cs, s.Addr())
-	}
-	if _, err := auth.ParseServiceConnectionString(s.ServiceConnectionString()); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.Equal(t, "localhost", cs.HostName, "connection string HostName")
+	require.Equal(t, s.Addr(), cs.Address(), "connection string GatewayHostName")
+	_, err = auth.ParseServiceConnectionString(s.ServiceConnectionString())
+	require.NoError(t, err)
 	mustConnect(t, s, devCS, nil)
 	echo(t, s, "dev1")
 
 	calls := s.Calls()
-	if len(calls) != 1 || calls[0].DeviceID != "dev1" || calls[0].Method != "echo" || calls[0].Status != 200 ||
-		string(calls[0].Payload) != `{"n":1}` || calls[0].Protocol != "mqtt" || calls[0].ErrorCode != 0 {
-		t.Fatalf("calls = %+v", calls)
-	}
+	require.Len(t, calls, 1, "calls")
+	latency := calls[0].Latency
+	assert.Equal(t, iothubtest.MethodCall{DeviceID: "dev1", Method: "echo", Payload: json.RawMessage(`{"n":1}`), Status: 200,
+		Protocol: "mqtt", Latency: latency}, calls[0], "calls")
 }
 
 func TestModule(t *testing.T) {
@@ -159,31 +144,25 @@ func TestX509Devices(t *testing.T) {
 	s.AddCADevice(t, "other")
 	wrongCN := s.IssueCertificate(t, "not-other", time.Hour)
 	otherCS := strings.Replace(caCS, "DeviceId=ca-signed", "DeviceId=other", 1)
-	if _, err := connect(t, s, otherCS, &wrongCN, nil); err == nil || !strings.Contains(err.Error(), "not Authorized") {
-		t.Fatalf("certificate with the wrong CN: %v, want CONNACK 5 (not authorized)", err)
-	}
+	_, err := connect(t, s, otherCS, &wrongCN, nil)
+	require.ErrorIs(t, err, packets.ErrorRefusedNotAuthorised, "certificate with the wrong CN: want CONNACK 5 (not authorized)")
 	// The self-signed device's certificate does not match another identity.
-	if _, err := connect(t, s, otherCS, &ssCert, nil); err == nil {
-		t.Fatal("a certificate of another device was accepted")
-	}
+	_, err = connect(t, s, otherCS, &ssCert, nil)
+	require.Error(t, err, "a certificate of another device was accepted")
 }
 
 func TestCredential(t *testing.T) {
 	s := iothubtest.NewServer(t, nil)
 	s.AddDevice(t, "dev1")
 	cred := s.Credential()
-	good, err := cred.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{iothubtest.EntraScope}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st, body := do(t, s, "GET", "/devices/dev1?api-version=2021-04-12", "", "Bearer "+good.Token); st != 200 || !strings.Contains(body, `"deviceId":"dev1"`) {
-		t.Fatalf("GET with bearer token: %d %s", st, body)
-	}
+	good, err := cred.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{service.EntraScope}})
+	require.NoError(t, err)
+	st, body := do(t, s, "GET", "/devices/dev1?api-version=2021-04-12", "", "Bearer "+good.Token)
+	require.Equal(t, 200, st, "GET with bearer token: %s", body)
+	require.Contains(t, body, `"deviceId":"dev1"`, "GET with bearer token")
 	other, err := cred.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"https://management.azure.com/.default"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, body := do(t, s, "GET", "/devices/dev1?api-version=2021-04-12", "", "Bearer "+other.Token)
+	require.NoError(t, err)
+	st, body = do(t, s, "GET", "/devices/dev1?api-version=2021-04-12", "", "Bearer "+other.Token)
 	wantError(t, st, body, 401, 401002)
 }
 
@@ -191,64 +170,51 @@ func TestFaults(t *testing.T) {
 	t.Run("FailServiceRequests", func(t *testing.T) {
 		s := iothubtest.NewServer(t, nil)
 		mustConnect(t, s, s.AddDevice(t, "dev1"), nil)
-		if err := s.FailServiceRequests(429001, 1); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, s.FailServiceRequests(429001, 1))
 		st, body := invoke(t, s, "dev1", echoCall)
 		wantError(t, st, body, 429, 429001)
 		echo(t, s, "dev1")
-		if err := s.FailServiceRequests(123, 1); err == nil {
-			t.Fatal("unknown error code accepted")
-		}
+		require.Error(t, s.FailServiceRequests(123, 1), "unknown error code accepted")
 	})
 	t.Run("DropConnection", func(t *testing.T) {
 		s := iothubtest.NewServer(t, nil)
 		lost := make(chan error, 1)
 		c, err := connect(t, s, s.AddDevice(t, "dev1"), nil, func(err error) { lost <- err })
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		pahodev.Echo(t, c, 200)
-		if !s.DropConnection("dev1") {
-			t.Fatal("DropConnection found no connection")
-		}
+		require.True(t, s.DropConnection("dev1"), "DropConnection found no connection")
 		select {
 		case <-lost:
 		case <-time.After(10 * time.Second):
-			t.Fatal("the device did not see its connection drop")
+			require.FailNow(t, "the device did not see its connection drop")
 		}
 		st, body := invoke(t, s, "dev1", echoCall)
 		wantError(t, st, body, 404, 404103)
-		if s.DropConnection("dev1") {
-			t.Fatal("DropConnection reported a connection after the drop")
-		}
+		require.False(t, s.DropConnection("dev1"), "DropConnection reported a connection after the drop")
 	})
 	t.Run("ExpireTokens", func(t *testing.T) {
 		s := iothubtest.NewServer(t, nil)
 		cs := s.AddDevice(t, "dev1")
-		parsed, _ := auth.ParseDeviceConnectionString(cs)
+		parsed, err := auth.ParseDeviceConnectionString(cs)
+		require.NoError(t, err)
 		lost := make(chan error, 1)
 		// Sign the token by hand, 10 minutes before the expiry a fresh
 		// provider would use, so that a new token is certainly later.
 		tok, err := auth.SignSAS(parsed.Identity().Resource(), "", parsed.SharedAccessKey, time.Now().Add(50*time.Minute))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		opts := pahodev.Options{URL: "tls://" + s.Addr(), TLS: s.TLSConfig(), Identity: parsed.Identity(), Password: tok,
 			OnLost: func(err error) { lost <- err }}
-		if _, err := pahodev.Dial(t, opts); err != nil {
-			t.Fatal(err)
-		}
+		_, err = pahodev.Dial(t, opts)
+		require.NoError(t, err)
 		s.ExpireTokens("dev1")
 		select {
 		case <-lost:
 		case <-time.After(10 * time.Second):
-			t.Fatal("the connection survived ExpireTokens")
+			require.FailNow(t, "the connection survived ExpireTokens")
 		}
 		opts.OnLost = nil
-		if _, err := pahodev.Dial(t, opts); err == nil || !strings.Contains(err.Error(), "not Authorized") {
-			t.Fatalf("reconnect with the expired token: %v, want CONNACK 5", err)
-		}
+		_, err = pahodev.Dial(t, opts)
+		require.ErrorIs(t, err, packets.ErrorRefusedNotAuthorised, "reconnect with the expired token: want CONNACK 5")
 		mustConnect(t, s, cs, nil) // a newly minted token is accepted
 		echo(t, s, "dev1")
 	})
@@ -273,9 +239,7 @@ func TestWaitOnline(t *testing.T) {
 	cs := s.AddDevice(t, "dev1")
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if err := s.WaitOnline(ctx, "dev1"); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("WaitOnline of an offline device: %v", err)
-	}
+	require.ErrorIs(t, s.WaitOnline(ctx, "dev1"), context.DeadlineExceeded, "WaitOnline of an offline device")
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -283,9 +247,7 @@ func TestWaitOnline(t *testing.T) {
 		done <- s.WaitOnline(ctx, "dev1")
 	}()
 	mustConnect(t, s, cs, nil)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, <-done)
 }
 
 // A device that comes online within connectTimeoutInSeconds gets the call.
@@ -295,17 +257,19 @@ func TestConnectTimeoutWaitsForDevice(t *testing.T) {
 	type result struct {
 		status int
 		body   string
+		err    error
 	}
 	res := make(chan result, 1)
 	go func() {
-		st, body := invoke(t, s, "dev1", `{"methodName":"echo","payload":{"n":1},"responseTimeoutInSeconds":5,"connectTimeoutInSeconds":30}`)
-		res <- result{st, body}
+		st, body, err := hubcall.TryInvoke(s, "dev1", `{"methodName":"echo","payload":{"n":1},"responseTimeoutInSeconds":5,"connectTimeoutInSeconds":30}`)
+		res <- result{st, body, err}
 	}()
 	// Give the call time to reach the hub before the device exists there;
 	// should it arrive later, the test still checks delivery, only less.
 	time.Sleep(500 * time.Millisecond)
 	mustConnect(t, s, cs, nil)
 	r := <-res
+	require.NoError(t, r.err, "invoke")
 	wantEcho(t, r.status, r.body)
 }
 

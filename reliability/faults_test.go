@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/device"
@@ -60,7 +61,7 @@ func (h *holder) wait(t testing.TB) string {
 	case p := <-h.started:
 		return p
 	case <-time.After(60 * time.Second):
-		t.Fatal("the handler did not start")
+		require.FailNow(t, "the handler did not start")
 		return ""
 	}
 }
@@ -89,7 +90,7 @@ func waitCall(t testing.TB, ch <-chan callResult) callResult {
 	case r := <-ch:
 		return r
 	case <-time.After(5 * time.Minute):
-		t.Fatal("the call never returned")
+		require.FailNow(t, "the call never returned")
 		return callResult{}
 	}
 }
@@ -98,9 +99,7 @@ func waitCall(t testing.TB, ch <-chan callResult) callResult {
 // connection through the proxy.
 func (f *fixture) recovered(t testing.TB, d *dev, tag string) {
 	t.Helper()
-	if st := d.c.ConnectionState(); st != device.ConnectionStateConnected {
-		t.Fatalf("state %v after recovery", st)
-	}
+	require.Equal(t, device.ConnectionStateConnected, d.c.ConnectionState(), "state after recovery")
 	f.mustEcho(t, d, tag)
 	waitFor(t, "exactly one proxied connection", func() bool { return f.proxy.Active() == 1 })
 }
@@ -130,19 +129,15 @@ func TestConnectionCutMidCall(t *testing.T) {
 
 		call := f.invokeAsync("dev1", "hold", nil, 60*time.Second, 0)
 		h.wait(t)
-		if n := f.proxy.Cut(); n != 1 {
-			t.Fatalf("cut %d connections", n)
-		}
+		require.Equal(t, 1, f.proxy.Cut(), "connections cut")
 		r := waitCall(t, call)
-		if !errors.Is(r.err, service.ErrDeviceNotOnline) {
-			t.Fatalf("call cut mid-way: %+v, %v; want 404103", r.res, r.err)
-		}
+		require.ErrorIs(t, r.err, service.ErrDeviceNotOnline, "call cut mid-way: %+v", r.res)
 		d.status.Reconnected(t, "the cut")
 		h.free() // its answer belongs to a dead connection
 		f.recovered(t, d, "after cut")
-		if code, proto := f.lastCall("hold"); code != 404103 || proto != tp.name {
-			t.Fatalf("hub recorded the cut call as %d over %q", code, proto)
-		}
+		code, proto := f.lastCall("hold")
+		require.Equal(t, 404103, code, "the hub's record of the cut call")
+		require.Equal(t, tp.name, proto, "the hub's record of the cut call")
 	})
 }
 
@@ -164,29 +159,22 @@ func TestHubRestart(t *testing.T) {
 		// The call in flight ends with the hub's error or, when the hub
 		// went before it could answer, a network error: never a result and
 		// never a hang.
-		if r := waitCall(t, pending); r.err == nil {
-			t.Fatalf("a call in flight at the restart returned %+v", r.res)
-		} else if code := hubErrorCode(r.err); code != 0 && code != 404103 && code != 503001 {
-			t.Fatalf("call in flight at the restart: %v", r.err)
-		}
-		if s := d.status.WaitFor(t, device.ConnectionStateConnecting); s.Err == nil {
-			t.Fatal("the status after the hub went gives no reason")
-		}
+		r := waitCall(t, pending)
+		require.Error(t, r.err, "a call in flight at the restart returned %+v", r.res)
+		require.Contains(t, []int{0, 404103, 503001}, hubErrorCode(r.err), "call in flight at the restart: %v", r.err)
+		s := d.status.WaitFor(t, device.ConnectionStateConnecting)
+		require.Error(t, s.Err, "the status after the hub went gives no reason")
 		// While the hub is down a call fails promptly.
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		_, err := f.invoke(ctx, "dev1", "echo", nil, 5*time.Second, 0)
 		cancel()
-		if err == nil {
-			t.Fatal("a call succeeded while the hub was down")
-		}
+		require.Error(t, err, "a call succeeded while the hub was down")
 		// Let the client fail a few reconnects before the hub is back.
 		waitFor(t, "failed reconnect attempts", func() bool { return statuslog.CountLosses(d.status.All()) >= 3 })
 		f.start()
 		d.status.WaitFor(t, device.ConnectionStateConnected)
 		h.free()
-		if st := d.c.ConnectionState(); st != device.ConnectionStateConnected {
-			t.Fatalf("state %v", st)
-		}
+		require.Equal(t, device.ConnectionStateConnected, d.c.ConnectionState(), "state")
 		f.mustEcho(t, d, "after restart")
 	})
 }
@@ -201,18 +189,13 @@ func TestStallLongerThanKeepAlive(t *testing.T) {
 		d := f.connect(t, "dev1", tp, &devOptions{keepAlive: 2 * time.Second})
 		d.status.WaitFor(t, device.ConnectionStateConnected)
 		time.Sleep(500 * time.Millisecond) // let the link settle (AMQP flow, MQTT acks)
-		if n := f.proxy.Stall(); n != 1 {
-			t.Fatalf("stalled %d connections", n)
-		}
+		require.Equal(t, 1, f.proxy.Stall(), "connections stalled")
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		_, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(`"into the void"`), 5*time.Second, 0)
 		cancel()
-		if !errors.Is(err, service.ErrGatewayTimeout) && !errors.Is(err, service.ErrDeviceNotOnline) {
-			t.Fatalf("call into a stalled link: %v; want 504101 or 404103", err)
-		}
-		if d.executions(`"into the void"`) != 0 {
-			t.Fatal("a request crossed the stalled link")
-		}
+		require.True(t, errors.Is(err, service.ErrGatewayTimeout) || errors.Is(err, service.ErrDeviceNotOnline),
+			"call into a stalled link: %v; want 504101 or 404103", err)
+		require.Zero(t, d.executions(`"into the void"`), "a request crossed the stalled link")
 		d.status.Reconnected(t, "the stall")
 		f.recovered(t, d, "after stall")
 	})
@@ -234,9 +217,8 @@ func TestTokenExpiryDuringCall(t *testing.T) {
 		call := f.invokeAsync("dev1", "hold", nil, 60*time.Second, 0)
 		h.wait(t)
 		f.engine().ExpireTokens(identity("dev1"))
-		if r := waitCall(t, call); !errors.Is(r.err, service.ErrDeviceNotOnline) {
-			t.Fatalf("call during token expiry: %+v, %v; want 404103", r.res, r.err)
-		}
+		r := waitCall(t, call)
+		require.ErrorIs(t, r.err, service.ErrDeviceNotOnline, "call during token expiry: %+v", r.res)
 		d.status.Reconnected(t, "the expiry")
 		h.free()
 		f.recovered(t, d, "after expiry")
@@ -257,9 +239,9 @@ func TestHandlerSlowerThanResponseTimeout(t *testing.T) {
 
 		call := f.invokeAsync("dev1", "hold", nil, 5*time.Second, 0)
 		h.wait(t)
-		if r := waitCall(t, call); !errors.Is(r.err, service.ErrGatewayTimeout) || hubErrorCode(r.err) != 504101 {
-			t.Fatalf("slow handler: %+v, %v; want 504101", r.res, r.err)
-		}
+		r := waitCall(t, call)
+		require.ErrorIs(t, r.err, service.ErrGatewayTimeout, "slow handler: %+v", r.res)
+		require.Equal(t, 504101, hubErrorCode(r.err), "slow handler: %v", r.err)
 		h.free() // the late answer must be dropped quietly
 		f.mustEcho(t, d, "after late answer")
 
@@ -267,14 +249,10 @@ func TestHandlerSlowerThanResponseTimeout(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		_, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(`"delayed"`), 5*time.Second, 0)
 		cancel()
-		if hubErrorCode(err) != 504101 {
-			t.Fatalf("delayed response: %v; want 504101", err)
-		}
+		require.Equal(t, 504101, hubErrorCode(err), "delayed response: %v", err)
 		f.engine().SetResponseFault(identity("dev1"), 0, false)
 		f.recovered(t, d, "after delays")
-		if losses := statuslog.CountLosses(d.status.All()); losses != 0 {
-			t.Fatalf("the device lost its connection %d times over slow answers", losses)
-		}
+		require.Zero(t, statuslog.CountLosses(d.status.All()), "connections lost over slow answers")
 	})
 }
 
@@ -292,25 +270,20 @@ func TestThrottlingStorm(t *testing.T) {
 
 		// More 429s than retries: the caller gets the hub's 429001.
 		f.engine().FailServiceRequests(429001, 3)
-		if _, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(`"t1"`), 10*time.Second, 0); !errors.Is(err, service.ErrThrottled) || hubErrorCode(err) != 429001 {
-			t.Fatalf("storm beyond the retries: %v; want 429001", err)
-		}
-		if d.executions(`"t1"`) != 0 {
-			t.Fatal("a throttled call reached the device")
-		}
+		_, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(`"t1"`), 10*time.Second, 0)
+		require.ErrorIs(t, err, service.ErrThrottled, "storm beyond the retries")
+		require.Equal(t, 429001, hubErrorCode(err), "storm beyond the retries: %v", err)
+		require.Zero(t, d.executions(`"t1"`), "a throttled call reached the device")
 		// Fewer 429s than retries: the call goes through, once.
 		f.engine().FailServiceRequests(429001, 2)
-		if r, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(`"t2"`), 10*time.Second, 0); err != nil || string(r.Payload) != `"t2"` {
-			t.Fatalf("retried call: %v", err)
-		}
-		if n := d.executions(`"t2"`); n != 1 {
-			t.Fatalf("a retried call ran %d times", n)
-		}
+		r, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(`"t2"`), 10*time.Second, 0)
+		require.NoError(t, err, "retried call")
+		require.Equal(t, `"t2"`, string(r.Payload), "retried call")
+		require.Equal(t, 1, d.executions(`"t2"`), "executions of a retried call")
 		// 503s are handled the same way.
 		f.engine().FailServiceRequests(503001, 3)
-		if _, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(`"t3"`), 10*time.Second, 0); !errors.Is(err, service.ErrServiceUnavailable) {
-			t.Fatalf("503 storm: %v", err)
-		}
+		_, err = f.invoke(ctx, "dev1", "echo", json.RawMessage(`"t3"`), 10*time.Second, 0)
+		require.ErrorIs(t, err, service.ErrServiceUnavailable, "503 storm")
 
 		// A storm across concurrent callers without retries: each call is
 		// throttled or answered, and the device runs exactly the answered ones.
@@ -344,11 +317,10 @@ func TestThrottlingStorm(t *testing.T) {
 		wg.Wait()
 		close(errs)
 		for err := range errs {
-			t.Error(err)
+			assert.NoError(t, err)
 		}
-		if answered.Load() != 40 || throttled.Load() != 60 {
-			t.Fatalf("answered %d, throttled %d; want 40 and 60", answered.Load(), throttled.Load())
-		}
+		require.Equal(t, int32(40), answered.Load(), "answered calls (throttled: %d)", throttled.Load())
+		require.Equal(t, int32(60), throttled.Load(), "throttled calls")
 		f.recovered(t, d, "after storm")
 	})
 }
@@ -430,14 +402,11 @@ func TestDeviceFlapping(t *testing.T) {
 		close(stop)
 		fwg.Wait()
 		for o, n := range outcomes {
-			if strings.HasPrefix(o, "BAD") {
-				t.Errorf("%d× %s", n, o)
-			}
+			assert.False(t, strings.HasPrefix(o, "BAD"), "%d× %s", n, o)
 		}
 		t.Logf("%d flaps; outcomes %v", flaps.Load(), outcomes)
-		if flaps.Load() < 3 || outcomes["answered"] == 0 {
-			t.Fatalf("the scenario did not exercise anything: %d flaps, outcomes %v", flaps.Load(), outcomes)
-		}
+		require.GreaterOrEqual(t, flaps.Load(), int32(3), "the scenario did not exercise anything: outcomes %v", outcomes)
+		require.NotZero(t, outcomes["answered"], "the scenario did not exercise anything: %d flaps, outcomes %v", flaps.Load(), outcomes)
 		d.status.Skip()
 		f.waitOnline(t, "dev1")
 		waitFor(t, "the client to report connected", func() bool { return d.c.ConnectionState() == device.ConnectionStateConnected })
@@ -456,14 +425,13 @@ func TestDeviceFlapping(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
 		r, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(p), 30*time.Second, 30*time.Second)
-		if err != nil || r.Status != 200 || string(r.Payload) != p || d.executions(p) != 1 {
-			t.Fatalf("echo after flapping: %+v, %v (ran %d times)", r, err, d.executions(p))
-		}
+		require.NoError(t, err, "echo after flapping (ran %d times)", d.executions(p))
+		require.Equal(t, 200, r.Status, "echo after flapping: %s", r.Payload)
+		require.Equal(t, p, string(r.Payload), "echo after flapping")
+		require.Equal(t, 1, d.executions(p), "echo after flapping: executions")
 		waitFor(t, "the client to report connected", func() bool { return d.c.ConnectionState() == device.ConnectionStateConnected })
 		waitFor(t, "exactly one proxied connection", func() bool { return f.proxy.Active() == 1 })
-		if statuslog.CountLosses(d.status.All()) == 0 {
-			t.Fatal("the connection-status callback never reported a loss")
-		}
+		require.NotZero(t, statuslog.CountLosses(d.status.All()), "the connection-status callback never reported a loss")
 	})
 }
 
@@ -522,18 +490,14 @@ func TestSlowNetwork(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		r, err := f.invoke(ctx, "dev1", "echo", json.RawMessage(p), 60*time.Second, 0)
-		if err != nil || r.Status != 200 || string(r.Payload) != p {
-			t.Fatalf("100 kB over a slow link: %v", err)
-		}
-		if n := d.executions(p); n != 1 {
-			t.Fatalf("ran %d times", n)
-		}
+		require.NoError(t, err, "100 kB over a slow link")
+		require.Equal(t, 200, r.Status, "100 kB over a slow link")
+		require.Equal(t, p, string(r.Payload), "100 kB over a slow link")
+		require.Equal(t, 1, d.executions(p), "executions")
 		f.proxy.SetDelay(0)
 		f.proxy.SetRate(0)
 		f.recovered(t, d, "after slow network")
-		if losses := statuslog.CountLosses(d.status.All()); losses != 0 {
-			t.Fatalf("the slow link cost %d reconnects", losses)
-		}
+		require.Zero(t, statuslog.CountLosses(d.status.All()), "reconnects the slow link cost")
 	})
 }
 
@@ -548,9 +512,7 @@ func TestHalfClosedConnection(t *testing.T) {
 				f.addDevice("dev1")
 				d := f.connect(t, "dev1", tp, nil)
 				d.status.WaitFor(t, device.ConnectionStateConnected)
-				if n := f.proxy.HalfClose(dir); n != 1 {
-					t.Fatalf("half-closed %d connections", n)
-				}
+				require.Equal(t, 1, f.proxy.HalfClose(dir), "connections half-closed")
 				d.status.Reconnected(t, "the half-close")
 				f.recovered(t, d, "after half-close")
 			})
@@ -570,15 +532,11 @@ func TestReconnectRefused(t *testing.T) {
 		f.proxy.SetRefuse(true)
 		f.proxy.Cut()
 		waitFor(t, "refused reconnect attempts", func() bool { return statuslog.CountLosses(d.status.All()) >= 4 })
-		if st := d.c.ConnectionState(); st != device.ConnectionStateConnecting {
-			t.Fatalf("state %v while the hub refuses connections", st)
-		}
+		require.Equal(t, device.ConnectionStateConnecting, d.c.ConnectionState(), "state while the hub refuses connections")
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		_, err := f.invoke(ctx, "dev1", "echo", nil, 5*time.Second, 1*time.Second)
 		cancel()
-		if !errors.Is(err, service.ErrDeviceNotOnline) {
-			t.Fatalf("call while the device cannot connect: %v; want 404103", err)
-		}
+		require.ErrorIs(t, err, service.ErrDeviceNotOnline, "call while the device cannot connect")
 		f.proxy.SetRefuse(false)
 		d.status.WaitFor(t, device.ConnectionStateConnected)
 		f.recovered(t, d, "after refusals")
@@ -617,7 +575,7 @@ func TestAnswersRacingConnectionLoss(t *testing.T) {
 				select {
 				case <-started:
 				case <-time.After(time.Minute):
-					t.Fatalf("round %d: handlers did not start", round)
+					require.FailNow(t, "handlers did not start", "round %d", round)
 				}
 			}
 			mu.Lock()
@@ -630,16 +588,14 @@ func TestAnswersRacingConnectionLoss(t *testing.T) {
 				f.engine().DropConnection(identity("dev1"))
 			}
 			for _, ch := range calls {
-				if r := waitCall(t, ch); r.err != nil && !errors.Is(r.err, service.ErrDeviceNotOnline) {
-					t.Fatalf("round %d: %v", round, r.err)
+				if r := waitCall(t, ch); r.err != nil {
+					require.ErrorIs(t, r.err, service.ErrDeviceNotOnline, "round %d", round)
 				}
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		if err := d.c.Close(ctx); err != nil {
-			t.Fatalf("Close while answers raced lost connections: %v", err)
-		}
+		require.NoError(t, d.c.Close(ctx), "Close while answers raced lost connections")
 	})
 }
 
@@ -659,9 +615,7 @@ func TestX509UnderFaults(t *testing.T) {
 				d := f.connect(t, "x509dev", tp, &devOptions{cert: cert})
 				d.status.WaitFor(t, device.ConnectionStateConnected)
 				f.mustEcho(t, d, "before the cut")
-				if n := f.proxy.Cut(); n != 1 {
-					t.Fatalf("cut %d connections", n)
-				}
+				require.Equal(t, 1, f.proxy.Cut(), "connections cut")
 				d.status.Reconnected(t, "the cut")
 				f.recovered(t, d, "after the cut")
 				// The hub restarts; the registry (thumbprint or trusted CA)

@@ -20,6 +20,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub"
@@ -127,9 +129,7 @@ func newFixture(t testing.TB, o *fixtureOptions) *fixture {
 		o = &fixtureOptions{}
 	}
 	ca, err := pki.NewCA("reliability hub CA")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	f := &fixture{t: t, ca: ca, ownerKey: testkey.New(), addr: freeAddr(t), logger: o.logger, keys: map[string][2]string{}, x509: map[string]string{}}
 	f.start()
 	t.Cleanup(func() {
@@ -141,9 +141,7 @@ func newFixture(t testing.TB, o *fixtureOptions) *fixture {
 		}
 	})
 	p, err := faultproxy.New(f.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	f.proxy = p
 	t.Cleanup(func() { p.Close() })
 	retry := policy.RetryOptions{MaxRetries: 3, RetryDelay: 20 * time.Millisecond, MaxRetryDelay: 100 * time.Millisecond}
@@ -158,9 +156,7 @@ func newFixture(t testing.TB, o *fixtureOptions) *fixture {
 func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
@@ -178,9 +174,7 @@ func (f *fixture) start() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err != nil {
-		f.t.Fatalf("starting the hub: %v", err)
-	}
+	require.NoError(f.t, err, "starting the hub")
 	f.mu.Lock()
 	f.h = h
 	keys := make(map[string][2]string, len(f.keys))
@@ -209,9 +203,8 @@ func (f *fixture) registerX509(h *hub.Hub, id, tp string) {
 	if tp != "" {
 		a = engine.Authentication{Type: engine.AuthSelfSigned, X509Thumbprint: engine.X509Thumbprint{PrimaryThumbprint: &tp}}
 	}
-	if _, herr := h.Engine.PutDevice(id, engine.Device{Authentication: a}, ""); herr != nil {
-		f.t.Fatalf("registering %s: %v", id, herr)
-	}
+	_, herr := h.Engine.PutDevice(id, engine.Device{Authentication: a}, "")
+	require.Nil(f.t, herr, "registering %s", id)
 }
 
 // addX509Device registers device id with a new certificate, self-signed or
@@ -225,13 +218,9 @@ func (f *fixture) addX509Device(id string, caSigned bool) *auth.X509Credential {
 	} else {
 		cert, err = pki.SelfSigned(id, time.Hour)
 	}
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	require.NoError(f.t, err)
 	cred, err := auth.NewX509Credential(cert)
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	require.NoError(f.t, err)
 	tp := ""
 	if !caSigned {
 		tp = cred.Thumbprints().SHA256
@@ -269,14 +258,12 @@ func (f *fixture) register(h *hub.Hub, id string, k [2]string) {
 	a := engine.Authentication{Type: engine.AuthSAS, SymmetricKey: engine.SymmetricKey{PrimaryKey: &p, SecondaryKey: &s}}
 	dev, mod, isMod := cutID(id)
 	if !isMod {
-		if _, herr := h.Engine.PutDevice(dev, engine.Device{Authentication: a}, ""); herr != nil {
-			f.t.Fatalf("registering %s: %v", id, herr)
-		}
+		_, herr := h.Engine.PutDevice(dev, engine.Device{Authentication: a}, "")
+		require.Nil(f.t, herr, "registering %s", id)
 		return
 	}
-	if _, herr := h.Engine.PutModule(dev, mod, engine.Module{Authentication: a}, ""); herr != nil {
-		f.t.Fatalf("registering %s: %v", id, herr)
-	}
+	_, herr := h.Engine.PutModule(dev, mod, engine.Module{Authentication: a}, "")
+	require.Nil(f.t, herr, "registering %s", id)
 }
 
 func cutID(id string) (dev, mod string, isMod bool) {
@@ -329,9 +316,7 @@ func (f *fixture) serviceConnString(policyName, key string) string {
 
 func (f *fixture) policyKey(name string) string {
 	p, ok := f.engine().Policy(name)
-	if !ok {
-		f.t.Fatalf("no policy %s", name)
-	}
+	require.True(f.t, ok, "no policy %s", name)
 	return p.PrimaryKey
 }
 
@@ -344,9 +329,7 @@ func (f *fixture) serviceClient(t testing.TB, cs string, retry policy.RetryOptio
 	hc := f.httpClient()
 	t.Cleanup(hc.CloseIdleConnections)
 	c, err := service.NewClientFromConnectionString(cs, &service.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: hc, Retry: retry}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return c
 }
 
@@ -374,9 +357,7 @@ func (f *fixture) waitOnline(t testing.TB, id string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := f.engine().WaitOnline(ctx, identity(id)); err != nil {
-		t.Fatalf("%s did not come online: %v", id, err)
-	}
+	require.NoError(t, f.engine().WaitOnline(ctx, identity(id)), "%s did not come online", id)
 }
 
 // dev is a connected device client with an echo handler that counts how
@@ -429,9 +410,7 @@ func (f *fixture) connect(t testing.TB, id string, tp tport, o *devOptions) *dev
 	} else {
 		c, err = device.NewClientFromConnectionString(f.connString(id, !o.direct), opts)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	d.c = c
 	c.SetMethodHandler("echo", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
 		d.mu.Lock()
@@ -444,9 +423,7 @@ func (f *fixture) connect(t testing.TB, id string, tp tport, o *devOptions) *dev
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := c.Connect(ctx); err != nil {
-		t.Fatalf("%s over %s: Connect: %v", id, tp.name, err)
-	}
+	require.NoError(t, c.Connect(ctx), "%s over %s: Connect", id, tp.name)
 	t.Cleanup(func() { d.close(t) })
 	return d
 }
@@ -454,9 +431,7 @@ func (f *fixture) connect(t testing.TB, id string, tp tport, o *devOptions) *dev
 func (d *dev) close(t testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := d.c.Close(ctx); err != nil {
-		t.Errorf("%s: Close: %v", d.id, err)
-	}
+	assert.NoError(t, d.c.Close(ctx), "%s: Close", d.id)
 	d.status.Check(t, d.id)
 }
 
@@ -467,16 +442,11 @@ func (d *dev) executions(p string) int {
 	return d.runs[p]
 }
 
-// waitFor polls cond until it holds, with a generous deadline.
+// waitFor polls cond until it holds, with a generous deadline. cond runs
+// on a goroutine of its own.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	require.Eventually(t, cond, 60*time.Second, 10*time.Millisecond, "timed out waiting for %s", what)
 }
 
 // mustEcho invokes echo on id with a unique payload and requires the
@@ -487,15 +457,10 @@ func (f *fixture) mustEcho(t testing.TB, d *dev, tag string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	r, err := f.invoke(ctx, d.id, "echo", json.RawMessage(p), 30*time.Second, 0)
-	if err != nil {
-		t.Fatalf("%s: echo %s: %v", d.id, tag, err)
-	}
-	if r.Status != 200 || string(r.Payload) != p {
-		t.Fatalf("%s: echo %s: %d %s", d.id, tag, r.Status, r.Payload)
-	}
-	if n := d.executions(p); n != 1 {
-		t.Fatalf("%s: echo %s ran %d times on the device", d.id, tag, n)
-	}
+	require.NoError(t, err, "%s: echo %s", d.id, tag)
+	require.Equal(t, 200, r.Status, "%s: echo %s: %s", d.id, tag, r.Payload)
+	require.Equal(t, p, string(r.Payload), "%s: echo %s", d.id, tag)
+	require.Equal(t, 1, d.executions(p), "%s: echo %s: executions on the device", d.id, tag)
 }
 
 // hubErrorCode returns the IoT Hub error code of a service error, or 0.

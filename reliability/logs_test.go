@@ -3,7 +3,6 @@ package reliability_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -17,6 +16,8 @@ import (
 
 	azlog "github.com/Azure/azure-sdk-for-go/sdk/azcore/log"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/device"
@@ -59,12 +60,10 @@ func TestNoSecretsInLogs(t *testing.T) {
 		}})
 		d.status.WaitFor(t, device.ConnectionStateConnected)
 		p := fmt.Sprintf(`{"secret":%q}`, canary)
-		if r, err := f.invoke(ctx, id, "echo", json.RawMessage(p), 10*time.Second, 5*time.Second); err != nil || string(r.Payload) != p {
-			t.Fatalf("%s: echo: %v", id, err)
-		}
-		if err := d.c.SendEvent(ctx, &device.Message{Body: []byte(canary), Properties: map[string]string{"k": canary}}); err != nil {
-			t.Fatalf("%s: SendEvent: %v", id, err)
-		}
+		r, err := f.invoke(ctx, id, "echo", json.RawMessage(p), 10*time.Second, 5*time.Second)
+		require.NoError(t, err, "%s: echo", id)
+		require.Equal(t, p, string(r.Payload), "%s: echo", id)
+		require.NoError(t, d.c.SendEvent(ctx, &device.Message{Body: []byte(canary), Properties: map[string]string{"k": canary}}), "%s: SendEvent", id)
 		time.Sleep(2 * time.Second) // at least one renewal
 		f.engine().DropConnection(identity(id))
 		// With 2 s tokens MQTT renews by reconnecting every 1.7 s: a call
@@ -74,9 +73,8 @@ func TestNoSecretsInLogs(t *testing.T) {
 			if err == nil {
 				break
 			}
-			if !errors.Is(err, service.ErrDeviceNotOnline) || i == 10 {
-				t.Fatalf("%s: echo after a drop: %v", id, err)
-			}
+			require.ErrorIs(t, err, service.ErrDeviceNotOnline, "%s: echo after a drop", id)
+			require.Less(t, i, 10, "%s: echo after a drop: %v", id, err)
 		}
 
 		// A client with a wrong key is refused.
@@ -84,45 +82,37 @@ func TestNoSecretsInLogs(t *testing.T) {
 		secrets["wrong key"] = wrongKey
 		cs := auth.ConnectionString{HostName: hostName, GatewayHostName: f.addr, DeviceID: id, SharedAccessKey: wrongKey}.Reveal()
 		c, err := device.NewClientFromConnectionString(cs, &device.ClientOptions{Transport: tp.newT(0), TLSConfig: f.tlsConfig(), Retry: fastRetry, Logger: logger})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Connect(ctx); !errors.Is(err, transport.ErrNotAuthorized) {
-			t.Fatalf("%s: wrong key: %v", id, err)
-		}
+		require.NoError(t, err)
+		require.ErrorIs(t, c.Connect(ctx), transport.ErrNotAuthorized, "%s: wrong key", id)
 		c.Close(ctx)
 		// A forged token presented directly.
-		forged, _ := auth.SignSAS(identity(id).Resource(), "", testkey.New(), time.Now().Add(time.Hour))
+		forged, err := auth.SignSAS(identity(id).Resource(), "", testkey.New(), time.Now().Add(time.Hour))
+		require.NoError(t, err)
 		secrets["forged token"] = forged
-		if err := f.dialWith(tp, identity(id), forged); !errors.Is(err, transport.ErrNotAuthorized) {
-			t.Fatalf("%s: forged token: %v", id, err)
-		}
+		require.ErrorIs(t, f.dialWith(tp, identity(id), forged), transport.ErrNotAuthorized, "%s: forged token", id)
 	}
 	// The service client with a wrong key, and with a fixed token.
 	wrongSvc := testkey.New()
 	secrets["wrong service key"] = wrongSvc
 	bad := f.serviceClient(t, f.serviceConnString("iothubowner", wrongSvc), policy.RetryOptions{MaxRetries: -1})
-	if _, err := invokeWith(ctx, bad, "dev-mqtt", "echo", nil, 5*time.Second, 0); !errors.Is(err, service.ErrUnauthorized) {
-		t.Fatalf("wrong service key: %v", err)
-	}
-	fixed, _ := auth.SignSAS(hostName, "iothubowner", f.ownerKey, time.Now().Add(time.Hour))
+	_, err := invokeWith(ctx, bad, "dev-mqtt", "echo", nil, 5*time.Second, 0)
+	require.ErrorIs(t, err, service.ErrUnauthorized, "wrong service key")
+	fixed, err := auth.SignSAS(hostName, "iothubowner", f.ownerKey, time.Now().Add(time.Hour))
+	require.NoError(t, err)
 	secrets["fixed service token"] = fixed
 	fixedCS := auth.ConnectionString{HostName: hostName, GatewayHostName: f.addr, SharedAccessKeyName: "iothubowner", SharedAccessSignature: fixed}.Reveal()
 	fixedSvc := f.serviceClient(t, fixedCS, policy.RetryOptions{MaxRetries: -1})
-	if _, err := invokeWith(ctx, fixedSvc, "dev-mqtt", "echo", json.RawMessage(`"`+canary+`"`), 5*time.Second, 0); err != nil {
-		t.Fatalf("fixed service token: %v", err)
-	}
+	_, err = invokeWith(ctx, fixedSvc, "dev-mqtt", "echo", json.RawMessage(`"`+canary+`"`), 5*time.Second, 0)
+	require.NoError(t, err, "fixed service token")
 	f.stop() // the hub logs its shutdown too
 
 	logs := out.String()
-	if !strings.Contains(logs, "level=DEBUG") && !strings.Contains(logs, "level=INFO") {
-		t.Fatalf("nothing was logged: the scan would prove nothing")
-	}
+	require.True(t, strings.Contains(logs, "level=DEBUG") || strings.Contains(logs, "level=INFO"),
+		"nothing was logged: the scan would prove nothing")
 	for name, s := range secrets {
 		for _, form := range secretForms(s) {
-			if strings.Contains(logs, form) {
-				t.Errorf("the logs contain the %s (%q)", name, form)
-			}
+			// Not assert.NotContains: its message would print every log line.
+			assert.False(t, strings.Contains(logs, form), "the logs contain the %s (%q)", name, form)
 		}
 	}
 	for _, re := range []*regexp.Regexp{
@@ -132,7 +122,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		regexp.MustCompile(canary),
 	} {
 		if loc := re.FindStringIndex(logs); loc != nil {
-			t.Errorf("the logs contain %s: …%s…", re, logs[max(loc[0]-120, 0):min(loc[1]+60, len(logs))])
+			assert.Fail(t, "a secret in the logs", "the logs contain %s: …%s…", re, logs[max(loc[0]-120, 0):min(loc[1]+60, len(logs))])
 		}
 	}
 	t.Logf("scanned %d bytes of logs (%d lines)", len(logs), strings.Count(logs, "\n"))

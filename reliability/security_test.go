@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,11 +17,14 @@ import (
 	goamqp "github.com/Azure/go-amqp"
 	"github.com/coder/websocket"
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub"
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/device"
 	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/internal/hubauth"
 	"github.com/iothub-go/iothub/internal/testutil/pahodev"
 	"github.com/iothub-go/iothub/internal/testutil/testkey"
 	"github.com/iothub-go/iothub/service"
@@ -71,24 +73,19 @@ func TestCannotReceiveAnotherIdentitysMethods(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		for _, other := range []string{"devB", "devA/mod1"} {
-			if _, err := f.invoke(ctx, other, "secret", json.RawMessage(`"for `+other+`"`), 5*time.Second, 0); !errors.Is(err, service.ErrDeviceNotOnline) {
-				t.Fatalf("call to offline %s: %v; want 404103", other, err)
-			}
+			_, err := f.invoke(ctx, other, "secret", json.RawMessage(`"for `+other+`"`), 5*time.Second, 0)
+			require.ErrorIs(t, err, service.ErrDeviceNotOnline, "call to offline %s", other)
 		}
 		_, recB := f.connectRecorder(t, "devB", tp)
 		_, recM := f.connectRecorder(t, "devA/mod1", tp)
 		for _, id := range []string{"devA", "devB", "devA/mod1"} {
 			r, err := f.invoke(ctx, id, "whoami", nil, 10*time.Second, 0)
-			if err != nil || string(r.Payload) != strconv.Quote(id) {
-				t.Fatalf("call to %s answered by %s (%v)", id, r.Payload, err)
-			}
+			require.NoError(t, err, "call to %s", id)
+			require.Equal(t, strconv.Quote(id), string(r.Payload), "the device that answered the call to %s", id)
 		}
-		if got := recA.requests(); len(got) != 1 || got[0] != "whoami null" {
-			t.Fatalf("devA received %q; want its own call only", got)
-		}
-		if len(recB.requests()) != 1 || len(recM.requests()) != 1 {
-			t.Fatalf("devB received %q, devA/mod1 %q", recB.requests(), recM.requests())
-		}
+		require.Equal(t, []string{"whoami null"}, recA.requests(), "devA received more than its own call")
+		require.Len(t, recB.requests(), 1, "devB's calls")
+		require.Len(t, recM.requests(), 1, "devA/mod1's calls")
 	})
 }
 
@@ -113,13 +110,9 @@ func TestCannotAnswerAnotherIdentitysCallMQTT(t *testing.T) {
 			}
 			idA := identity("devA")
 			tok, err := auth.SignSAS(idA.Resource(), "", keyA, time.Now().Add(time.Hour))
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			a, err := pahodev.Dial(t, pahodev.Options{URL: url, TLS: f.tlsConfig(), Identity: idA, Password: tok})
-			if err != nil {
-				t.Fatalf("devA: %v", err)
-			}
+			require.NoError(t, err, "devA")
 			pahodev.Echo(t, a, 299)
 
 			call := f.invokeAsync("devB", "hold", nil, 60*time.Second, 0)
@@ -131,29 +124,26 @@ func TestCannotAnswerAnotherIdentitysCallMQTT(t *testing.T) {
 			}
 			select {
 			case r := <-call:
-				t.Fatalf("devA completed devB's call: %+v, %v", r.res, r.err)
+				require.FailNow(t, "devA completed devB's call", "%+v, %v", r.res, r.err)
 			case <-time.After(300 * time.Millisecond):
 			}
 			h.free()
-			if r := waitCall(t, call); r.err != nil || r.res.Status != 200 || string(r.res.Payload) != `"late"` {
-				t.Fatalf("devB's call: %+v, %v", r.res, r.err)
-			}
-			if !a.IsConnectionOpen() {
-				t.Fatal("answering unknown request ids cost devA its connection")
-			}
+			r := waitCall(t, call)
+			require.NoError(t, r.err, "devB's call")
+			require.Equal(t, 200, r.res.Status, "devB's call")
+			require.Equal(t, `"late"`, string(r.res.Payload), "devB's call")
+			require.True(t, a.IsConnectionOpen(), "answering unknown request ids cost devA its connection")
 
 			// Subscribing to devB's topics is a protocol violation: the hub
 			// closes the connection.
 			lost := make(chan error, 1)
 			b, err := pahodev.Dial(t, pahodev.Options{URL: url, TLS: f.tlsConfig(), Identity: idA, Password: tok, OnLost: func(err error) { lost <- err }})
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			b.Subscribe("devices/devB/messages/devicebound/#", 0, func(paho.Client, paho.Message) {})
 			select {
 			case <-lost:
 			case <-time.After(time.Minute):
-				t.Fatal("subscribing to devB's topic was tolerated")
+				require.FailNow(t, "subscribing to devB's topic was tolerated")
 			}
 		})
 	}
@@ -179,40 +169,31 @@ func TestCannotAttachAnotherIdentitysLinksAMQP(t *testing.T) {
 			conn := f.dialAMQP(ctx, t, ws)
 			defer conn.Close()
 			sess, err := conn.NewSession(ctx, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			idA := identity("devA")
-			tok, _ := auth.SignSAS(idA.Resource(), "", keyA, time.Now().Add(time.Hour))
-			if code := putToken(ctx, t, sess, idA.Resource(), tok); code != 200 {
-				t.Fatalf("devA's own put-token: %d", code)
-			}
+			tok, err := auth.SignSAS(idA.Resource(), "", keyA, time.Now().Add(time.Hour))
+			require.NoError(t, err)
+			require.Equal(t, 200, putToken(ctx, t, sess, idA.Resource(), tok), "devA's own put-token")
 			for _, addr := range []string{"/devices/devB/methods/devicebound", "/devices/devA/modules/m1/methods/devicebound"} {
 				if s, err := sess.NewSender(ctx, addr, nil); err == nil {
 					// Some servers refuse by detaching right after the attach.
 					err = s.Send(ctx, goamqp.NewMessage([]byte("x")), nil)
-					if err == nil {
-						t.Fatalf("sender on %s accepted a message", addr)
-					}
+					require.Error(t, err, "sender on %s accepted a message", addr)
 				}
 				if r, err := sess.NewReceiver(ctx, addr, &goamqp.ReceiverOptions{Credit: 1}); err == nil {
 					rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
 					_, err = r.Receive(rctx, nil)
 					rcancel()
 					var le *goamqp.LinkError
-					if !errors.As(err, &le) {
-						t.Fatalf("receiver on %s stayed attached (%v)", addr, err)
-					}
+					require.ErrorAs(t, err, &le, "receiver on %s stayed attached", addr)
 				}
 			}
 			// A token for devB signed with devA's key is refused.
-			forged, _ := auth.SignSAS(identity("devB").Resource(), "", keyA, time.Now().Add(time.Hour))
-			if code := putToken(ctx, t, sess, identity("devB").Resource(), forged); code != 401 && code != 403 {
-				t.Fatalf("put-token of a forged devB token: %d", code)
-			}
-			if _, err := sess.NewReceiver(ctx, "/devices/devA/methods/devicebound", &goamqp.ReceiverOptions{Credit: 1}); err != nil {
-				t.Fatalf("devA's own method link: %v", err)
-			}
+			forged, err := auth.SignSAS(identity("devB").Resource(), "", keyA, time.Now().Add(time.Hour))
+			require.NoError(t, err)
+			require.Contains(t, []int{401, 403}, putToken(ctx, t, sess, identity("devB").Resource(), forged), "put-token of a forged devB token")
+			_, err = sess.NewReceiver(ctx, "/devices/devA/methods/devicebound", &goamqp.ReceiverOptions{Credit: 1})
+			require.NoError(t, err, "devA's own method link")
 		})
 	}
 }
@@ -223,35 +204,25 @@ func (f *fixture) dialAMQP(ctx context.Context, t *testing.T, ws bool) *goamqp.C
 	opts := &goamqp.ConnOptions{TLSConfig: f.tlsConfig(), HostName: hostName}
 	if !ws {
 		conn, err := goamqp.Dial(ctx, "amqps://"+f.addr, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		return conn
 	}
 	hc := f.httpClient()
 	defer hc.CloseIdleConnections()
 	wc, _, err := websocket.Dial(ctx, "wss://"+f.addr+"/$iothub/websocket", &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{"AMQPWSB10"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	conn, err := goamqp.NewConn(ctx, websocket.NetConn(context.Background(), wc, websocket.MessageBinary), &goamqp.ConnOptions{HostName: hostName})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return conn
 }
 
 func putToken(ctx context.Context, t *testing.T, sess *goamqp.Session, audience, tok string) int {
 	t.Helper()
 	s, err := sess.NewSender(ctx, "$cbs", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer s.Close(ctx)
 	r, err := sess.NewReceiver(ctx, "$cbs", &goamqp.ReceiverOptions{Credit: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer r.Close(ctx)
 	to, reply := "$cbs", "cbs"
 	msg := &goamqp.Message{
@@ -259,13 +230,9 @@ func putToken(ctx context.Context, t *testing.T, sess *goamqp.Session, audience,
 		ApplicationProperties: map[string]any{"operation": "put-token", "type": "servicebus.windows.net:sastoken", "name": audience},
 		Value:                 tok,
 	}
-	if err := s.Send(ctx, msg, nil); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, s.Send(ctx, msg, nil))
 	resp, err := r.Receive(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	_ = r.AcceptMessage(ctx, resp)
 	switch v := resp.ApplicationProperties["status-code"].(type) {
 	case int32:
@@ -307,9 +274,7 @@ func TestDeviceTokensRefused(t *testing.T) {
 		hour := time.Now().Add(time.Hour)
 		sign := func(resource, keyName, key string, exp time.Time) string {
 			s, err := auth.SignSAS(resource, keyName, key, exp)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			return s
 		}
 		for _, tc := range []struct {
@@ -320,7 +285,7 @@ func TestDeviceTokensRefused(t *testing.T) {
 		}{
 			{"valid (control)", idA, sign(idA.Resource(), "", keyA, hour), true},
 			{"device policy (control)", idA, sign(hostName, "device", f.policyKey("device"), hour), true},
-			{"expired (beyond the 5 min clock skew)", idA, sign(idA.Resource(), "", keyA, time.Now().Add(-auth.MaxClockSkew-time.Minute)), false},
+			{"expired (beyond the 5 min clock skew)", idA, sign(idA.Resource(), "", keyA, time.Now().Add(-hubauth.MaxClockSkew-time.Minute)), false},
 			{"another device's token", idA, sign(identity("devB").Resource(), "", keyB, hour), false},
 			{"another device's audience, own key", idA, sign(identity("devB").Resource(), "", keyA, hour), false},
 			{"another hub's audience", idA, sign("otherhub.azure-devices.net/devices/devA", "", keyA, hour), false},
@@ -333,11 +298,10 @@ func TestDeviceTokensRefused(t *testing.T) {
 			{"not a token", idA, "SharedAccessSignature sr=localhost%2Fdevices%2FdevA&sig=AAAA&se=99999999999", false},
 		} {
 			err := f.dialWith(tp, tc.id, tc.token)
-			switch {
-			case tc.ok && err != nil:
-				t.Errorf("%s: refused: %v", tc.name, err)
-			case !tc.ok && !errors.Is(err, transport.ErrNotAuthorized):
-				t.Errorf("%s: %v; want ErrNotAuthorized", tc.name, err)
+			if tc.ok {
+				assert.NoError(t, err, "%s: refused", tc.name)
+			} else {
+				assert.ErrorIs(t, err, transport.ErrNotAuthorized, tc.name)
 			}
 		}
 
@@ -347,19 +311,13 @@ func TestDeviceTokensRefused(t *testing.T) {
 		d.status.WaitFor(t, device.ConnectionStateConnected)
 		oldTok := sign(idA.Resource(), "", keyA, hour)
 		newKey := testkey.New()
-		if _, herr := f.engine().PutDevice("devA", engine.Device{Authentication: engine.Authentication{Type: engine.AuthSAS,
-			SymmetricKey: engine.SymmetricKey{PrimaryKey: &newKey, SecondaryKey: &newKey}}}, "*"); herr != nil {
-			t.Fatal(herr)
-		}
-		if s := d.status.WaitFor(t, device.ConnectionStateDisconnected); !errors.Is(s.Err, transport.ErrNotAuthorized) {
-			t.Fatalf("after the key rotation the client reported %v", s.Err)
-		}
-		if err := f.dialWith(tp, idA, oldTok); !errors.Is(err, transport.ErrNotAuthorized) {
-			t.Fatalf("token of the rotated key: %v", err)
-		}
-		if err := f.dialWith(tp, idA, sign(idA.Resource(), "", newKey, hour)); err != nil {
-			t.Fatalf("token of the new key: %v", err)
-		}
+		_, herr := f.engine().PutDevice("devA", engine.Device{Authentication: engine.Authentication{Type: engine.AuthSAS,
+			SymmetricKey: engine.SymmetricKey{PrimaryKey: &newKey, SecondaryKey: &newKey}}}, "*")
+		require.Nil(t, herr, "rotating devA's keys")
+		s := d.status.WaitFor(t, device.ConnectionStateDisconnected)
+		require.ErrorIs(t, s.Err, transport.ErrNotAuthorized, "what the client reported after the key rotation")
+		require.ErrorIs(t, f.dialWith(tp, idA, oldTok), transport.ErrNotAuthorized, "token of the rotated key")
+		require.NoError(t, f.dialWith(tp, idA, sign(idA.Resource(), "", newKey, hour)), "token of the new key")
 	})
 }
 
@@ -375,27 +333,25 @@ func TestServiceTokensRefused(t *testing.T) {
 	hour := time.Now().Add(time.Hour)
 	sign := func(resource, keyName, key string, exp time.Time) string {
 		s, err := auth.SignSAS(resource, keyName, key, exp)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		return s
 	}
 	owner := f.ownerKey
 	hc := f.httpClient()
 	defer hc.CloseIdleConnections()
 	post := func(authz string) (int, string) {
-		req, _ := http.NewRequest("POST", "https://"+f.addr+"/twins/dev1/methods?api-version=2021-04-12",
+		req, err := http.NewRequest("POST", "https://"+f.addr+"/twins/dev1/methods?api-version=2021-04-12",
 			strings.NewReader(`{"methodName":"echo","payload":"svc","responseTimeoutInSeconds":10}`))
+		require.NoError(t, err)
 		req.Header.Set("Content-Type", "application/json")
 		if authz != "" {
 			req.Header.Set("Authorization", authz)
 		}
 		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
 		return resp.StatusCode, string(b)
 	}
 	for _, tc := range []struct {
@@ -405,7 +361,7 @@ func TestServiceTokensRefused(t *testing.T) {
 		{"iothubowner (control)", sign(hostName, "iothubowner", owner, hour), 200},
 		{"service policy (control)", sign(hostName, "service", f.policyKey("service"), hour), 200},
 		{"no header", "", 401},
-		{"expired (beyond the 5 min clock skew)", sign(hostName, "iothubowner", owner, time.Now().Add(-auth.MaxClockSkew-time.Minute)), 401},
+		{"expired (beyond the 5 min clock skew)", sign(hostName, "iothubowner", owner, time.Now().Add(-hubauth.MaxClockSkew-time.Minute)), 401},
 		{"another hub", sign("otherhub.azure-devices.net", "iothubowner", owner, hour), 401},
 		{"another path", sign(hostName+"/devices/dev2", "iothubowner", owner, hour), 401},
 		{"wrong key", sign(hostName, "iothubowner", testkey.New(), hour), 401},
@@ -417,12 +373,12 @@ func TestServiceTokensRefused(t *testing.T) {
 	} {
 		before := d.executions(`"svc"`)
 		code, body := post(tc.authz)
-		if code != tc.want {
-			t.Errorf("%s: %d %s; want %d", tc.name, code, body, tc.want)
+		assert.Equal(t, tc.want, code, "%s: %s", tc.name, body)
+		wantRuns := 0
+		if tc.want == 200 {
+			wantRuns = 1
 		}
-		if ran := d.executions(`"svc"`) - before; (tc.want == 200) != (ran == 1) {
-			t.Errorf("%s: the device ran the call %d times", tc.name, ran)
-		}
+		assert.Equal(t, wantRuns, d.executions(`"svc"`)-before, "%s: the device's runs of the call", tc.name)
 	}
 	// The SDK's service client maps the refusal to ErrUnauthorized.
 	for _, p := range []string{"device", "registryRead"} {
@@ -430,9 +386,7 @@ func TestServiceTokensRefused(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		_, err := invokeWith(ctx, svc, "dev1", "echo", nil, 5*time.Second, 0)
 		cancel()
-		if !errors.Is(err, service.ErrUnauthorized) {
-			t.Errorf("policy %s: %v; want ErrUnauthorized", p, err)
-		}
+		assert.ErrorIs(t, err, service.ErrUnauthorized, "policy %s", p)
 	}
 }
 
@@ -446,24 +400,20 @@ func TestDisabledDevice(t *testing.T) {
 		d.status.WaitFor(t, device.ConnectionStateConnected)
 		setStatus := func(status string) {
 			k := key
-			if _, herr := f.engine().PutDevice("dev1", engine.Device{Status: status, Authentication: engine.Authentication{Type: engine.AuthSAS,
-				SymmetricKey: engine.SymmetricKey{PrimaryKey: &k, SecondaryKey: &k}}}, "*"); herr != nil {
-				t.Fatal(herr)
-			}
+			_, herr := f.engine().PutDevice("dev1", engine.Device{Status: status, Authentication: engine.Authentication{Type: engine.AuthSAS,
+				SymmetricKey: engine.SymmetricKey{PrimaryKey: &k, SecondaryKey: &k}}}, "*")
+			require.Nil(t, herr, "setting dev1's status to %s", status)
 		}
 		setStatus("disabled")
-		if s := d.status.WaitFor(t, device.ConnectionStateDisconnected); !errors.Is(s.Err, transport.ErrNotAuthorized) {
-			t.Fatalf("disabled device's client reported %v", s.Err)
-		}
-		tok, _ := auth.SignSAS(identity("dev1").Resource(), "", key, time.Now().Add(time.Hour))
-		if err := f.dialWith(tp, identity("dev1"), tok); !errors.Is(err, transport.ErrNotAuthorized) {
-			t.Fatalf("disabled device connected: %v", err)
-		}
+		s := d.status.WaitFor(t, device.ConnectionStateDisconnected)
+		require.ErrorIs(t, s.Err, transport.ErrNotAuthorized, "what the disabled device's client reported")
+		tok, err := auth.SignSAS(identity("dev1").Resource(), "", key, time.Now().Add(time.Hour))
+		require.NoError(t, err)
+		require.ErrorIs(t, f.dialWith(tp, identity("dev1"), tok), transport.ErrNotAuthorized, "disabled device connected")
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if _, err := f.invoke(ctx, "dev1", "echo", nil, 5*time.Second, 0); !errors.Is(err, service.ErrDeviceNotFound) {
-			t.Fatalf("call to a disabled device: %v; want 404001", err)
-		}
+		_, err = f.invoke(ctx, "dev1", "echo", nil, 5*time.Second, 0)
+		require.ErrorIs(t, err, service.ErrDeviceNotFound, "call to a disabled device: want 404001")
 		setStatus("enabled")
 		d2 := f.connect(t, "dev1", tp, nil)
 		f.mustEcho(t, d2, "enabled again")
@@ -486,8 +436,10 @@ func TestTLSBelow12Refused(t *testing.T) {
 		if err == nil {
 			c.Close()
 		}
-		if (err == nil) != v.ok {
-			t.Errorf("%s: handshake error %v", v.name, err)
+		if v.ok {
+			assert.NoError(t, err, "%s: handshake", v.name)
+		} else {
+			assert.Error(t, err, "%s: handshake", v.name)
 		}
 	}
 	for _, tp := range transports {
@@ -496,16 +448,12 @@ func TestTLSBelow12Refused(t *testing.T) {
 			TLSConfig: &tls.Config{RootCAs: f.ca.Pool(), MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11},
 			Retry:     iothub.RetryOptions{RetryDelay: 10 * time.Millisecond, MaxRetryDelay: 20 * time.Millisecond, MaxRetries: 2},
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err = c.Connect(ctx)
 		cancel()
 		c.Close(context.Background())
-		if err == nil {
-			t.Errorf("%s: a TLS 1.1 client connected", tp.name)
-		}
+		assert.Error(t, err, "%s: a TLS 1.1 client connected", tp.name)
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/device"
 	"github.com/iothub-go/iothub/internal/faultproxy"
@@ -28,15 +30,14 @@ func soakConfig(t *testing.T) (time.Duration, int) {
 	d, n := 30*time.Second, 1000
 	if v := os.Getenv("IOTHUB_SOAK"); v != "" {
 		var err error
-		if d, err = time.ParseDuration(v); err != nil {
-			t.Fatalf("IOTHUB_SOAK=%q: %v", v, err)
-		}
+		d, err = time.ParseDuration(v)
+		require.NoError(t, err, "IOTHUB_SOAK=%q", v)
 	}
 	if v := os.Getenv("IOTHUB_SOAK_DEVICES"); v != "" {
 		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 4 {
-			t.Fatalf("IOTHUB_SOAK_DEVICES=%q: want a number ≥ 4", v)
-		}
+		n, err = strconv.Atoi(v)
+		require.NoError(t, err, "IOTHUB_SOAK_DEVICES=%q: want a number ≥ 4", v)
+		require.GreaterOrEqual(t, n, 4, "IOTHUB_SOAK_DEVICES=%q: want a number ≥ 4", v)
 	}
 	return d, n
 }
@@ -113,7 +114,7 @@ func TestSoak(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			if err := c.Connect(ctx); err != nil {
-				t.Errorf("%s: Connect: %v", d.id, err)
+				assert.NoError(t, err, "%s: Connect", d.id)
 				connErrs.Add(1)
 			}
 		}()
@@ -132,18 +133,14 @@ func TestSoak(t *testing.T) {
 				defer func() { <-sem }()
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
-				if err := d.c.Close(ctx); err != nil {
-					t.Errorf("%s: Close: %v", d.id, err)
-				}
+				assert.NoError(t, d.c.Close(ctx), "%s: Close", d.id)
 				d.status.Check(t, d.id)
 			}()
 		}
 		cw.Wait()
 		waitFor(t, "no proxied connection after Close", func() bool { return f.proxy.Active() == 0 })
 	})
-	if connErrs.Load() > 0 {
-		t.Fatalf("%d devices failed to connect", connErrs.Load())
-	}
+	require.Zero(t, connErrs.Load(), "devices that failed to connect")
 	t.Logf("soak: %d devices connected in %v", n, time.Since(start).Round(time.Millisecond))
 
 	// Callers.
@@ -292,28 +289,22 @@ func TestSoak(t *testing.T) {
 		if !ok {
 			bad++
 			if bad <= 20 {
-				t.Errorf("call %s: %s, ran %d times on the device", o.payload, o.kind, ran)
+				assert.Fail(t, "a call not accounted for", "call %s: %s, ran %d times on the device", o.payload, o.kind, ran)
 			}
 		}
 	}
-	if len(runsCopy) != 0 {
-		t.Errorf("%d executions on devices of calls nobody made or accounted for", len(runsCopy))
-	}
-	if bad > 20 {
-		t.Errorf("… %d calls in all not accounted for", bad)
-	}
+	assert.Empty(t, runsCopy, "executions on devices of calls nobody made or accounted for")
+	assert.LessOrEqual(t, bad, 20, "calls in all not accounted for")
 	t.Logf("soak: %d calls: %v", len(outcomes), counts)
-	if counts["answered"] == 0 || len(faultCounts) < 5 {
-		t.Fatalf("the soak exercised too little: outcomes %v, faults %v", counts, faultCounts)
-	}
+	require.NotZero(t, counts["answered"], "the soak exercised too little: outcomes %v, faults %v", counts, faultCounts)
+	require.GreaterOrEqual(t, len(faultCounts), 5, "the soak exercised too little: outcomes %v, faults %v", counts, faultCounts)
 
 	// Every device recovers: connected, one connection each, answering.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for _, d := range devs {
-		if err := f.engine().WaitOnline(ctx, identity(d.id)); err != nil {
-			t.Fatalf("%s is not back online: %v (client state %v; statuses %v)", d.id, err, d.c.ConnectionState(), d.status.All())
-		}
+		err := f.engine().WaitOnline(ctx, identity(d.id))
+		require.NoError(t, err, "%s is not back online (client state %v; statuses %v)", d.id, d.c.ConnectionState(), d.status.All())
 	}
 	waitFor(t, "every client to report connected", func() bool {
 		for _, d := range devs {
@@ -344,9 +335,7 @@ func TestSoak(t *testing.T) {
 	}
 	sweep.Wait()
 	sort.Strings(failed)
-	if len(failed) > 0 {
-		t.Fatalf("%d devices did not answer after the faults: %v", len(failed), failed[:min(len(failed), 10)])
-	}
+	require.Empty(t, failed[:min(len(failed), 10)], "%d devices did not answer after the faults", len(failed))
 	losses := 0
 	for _, d := range devs {
 		losses += statuslog.CountLosses(d.status.All())

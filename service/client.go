@@ -15,23 +15,28 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/tracing"
 
+	"github.com/iothub-go/iothub"
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/apiversion"
 )
 
 // DefaultAPIVersion is the IoT Hub service API version the client sends
-// unless ClientOptions.APIVersion says otherwise. The .NET and Node service
-// SDKs use it too.
-const DefaultAPIVersion = "2021-04-12"
+// unless ClientOptions.APIVersion says otherwise: the one the whole SDK
+// speaks, which the .NET and Node service SDKs send too.
+const DefaultAPIVersion = apiversion.Current
 
 // EntraScope is the token scope NewClient asks its credential for:
 // Microsoft Entra ID tokens for the IoT Hub service API.
 const EntraScope = "https://iothubs.azure.net/.default"
 
-// Module name and version for azcore's telemetry (User-Agent).
+// Module name and version for azcore's telemetry (User-Agent
+// "azsdk-go-iothub-service/v0.1.0 …") and for the tracer of
+// ClientOptions.TracingProvider.
 const (
 	moduleName    = "iothub-service"
-	moduleVersion = "v0.1.0"
+	moduleVersion = "v" + iothub.Version
 )
 
 // ClientOptions configures a Client. A nil *ClientOptions, like the zero
@@ -39,6 +44,7 @@ const (
 type ClientOptions struct {
 	// ClientOptions are azcore's pipeline options: Transport (e.g. an
 	// *http.Client that trusts a local hub), Retry, Logging, Telemetry,
+	// TracingProvider (see the package documentation, "Tracing"),
 	// PerCallPolicies and PerRetryPolicies. Logging never shows the
 	// Authorization header; Logging.IncludeBody would log method payloads
 	// and registry keys, so leave it off outside debugging.
@@ -91,6 +97,7 @@ type Client struct {
 	endpoint string // scheme://host[:port], no trailing slash
 	cred     string // "policy NAME", "fixed SAS token NAME", "Microsoft Entra ID"
 	pl       runtime.Pipeline
+	tracer   tracing.Tracer // of ClientOptions.TracingProvider; disabled without one
 	// invokeRetry and writeRetry are the retry options of method
 	// invocations and registry writes, derived from the caller's (see
 	// dispatchSafeRetry). Invocations have no per-try timeout: their
@@ -142,7 +149,7 @@ func NewClientFromConnectionString(connStr string, opts *ClientOptions) (*Client
 		return nil, err
 	}
 	p := &sasPolicy{tokens: tokens, allowHTTP: o.InsecureAllowCredentialWithHTTP}
-	return newClient(cs.HostName, cs.GatewayHostName, endpoint, cred, p, o), nil
+	return newClient(cs.HostName, cs.GatewayHostName, endpoint, cred, p, o)
 }
 
 // hostNamePattern is the .NET SDK's HostName rule.
@@ -171,7 +178,7 @@ func NewClient(hostName string, cred azcore.TokenCredential, opts *ClientOptions
 	p := runtime.NewBearerTokenPolicy(cred, []string{EntraScope}, &policy.BearerTokenOptions{
 		InsecureAllowCredentialWithHTTP: o.InsecureAllowCredentialWithHTTP,
 	})
-	return newClient(hostName, "", endpoint, "Microsoft Entra ID", p, o), nil
+	return newClient(hostName, "", endpoint, "Microsoft Entra ID", p, o)
 }
 
 func options(opts *ClientOptions) ClientOptions {
@@ -208,20 +215,26 @@ func endpointURL(s, def string, allowHTTP bool) (string, error) {
 	return u.Scheme + "://" + u.Host, nil
 }
 
-func newClient(hostName, gateway, endpoint, cred string, authPolicy policy.Policy, o ClientOptions) *Client {
+// newClient builds the client around azcore's client: its pipeline, and
+// its tracer, which names each span's az.namespace.
+func newClient(hostName, gateway, endpoint, cred string, authPolicy policy.Policy, o ClientOptions) (*Client, error) {
 	o.Transport = newGuardTransport(o.Transport)
-	pl := runtime.NewPipeline(moduleName, moduleVersion, runtime.PipelineOptions{
+	az, err := azcore.NewClient(moduleName, moduleVersion, runtime.PipelineOptions{
 		AllowedHeaders:         []string{"iothub-errorcode"},
 		AllowedQueryParameters: []string{"api-version", "top"},
 		APIVersion:             runtime.APIVersionOptions{Name: "api-version", Location: runtime.APIVersionLocationQueryParam},
 		PerRetry:               []policy.Policy{authPolicy, memBodyPolicy{}},
-		Tracing:                runtime.TracingOptions{Namespace: "Microsoft.Devices"},
+		Tracing:                runtime.TracingOptions{Namespace: tracingNamespace},
 	}, &o.ClientOptions)
-	c := &Client{hostName: hostName, gateway: gateway, endpoint: endpoint, cred: cred, pl: pl}
+	if err != nil {
+		// Only a malformed moduleVersion fails, which the tests rule out.
+		return nil, fmt.Errorf("iothub: %w", err)
+	}
+	c := &Client{hostName: hostName, gateway: gateway, endpoint: endpoint, cred: cred, pl: az.Pipeline(), tracer: withOpSpans(az.Tracer())}
 	c.writeRetry = dispatchSafeRetry(o.Retry)
 	c.invokeRetry = c.writeRetry
 	c.invokeRetry.TryTimeout = 0
-	return c
+	return c, nil
 }
 
 // HostName returns the hub's host name (the identity the client's tokens
@@ -250,7 +263,8 @@ type sasPolicy struct {
 
 func (p *sasPolicy) Do(req *policy.Request) (*http.Response, error) {
 	if req.Raw().URL.Scheme != "https" && !p.allowHTTP {
-		return nil, &nonRetriableError{errors.New("iothub: refusing to send a SAS token over plain HTTP")}
+		// As endpointURL refuses such an Endpoint: ErrArgumentInvalid.
+		return nil, &nonRetriableError{argErr("refusing to send a SAS token over plain http (set InsecureAllowCredentialWithHTTP to allow it)")}
 	}
 	tok, err := p.tokens.Token(req.Raw().Context())
 	if err != nil {

@@ -23,9 +23,22 @@
 // GatewayTimeout, …), message and tracking id, and matches the ErrXxx
 // sentinels with errors.Is. Arguments are checked before anything is sent
 // (method name, timeouts, payload size), and errors for them match
-// ErrArgumentInvalid. When the caller's context ends, ctx.Err() is
-// returned as is. Every message starts with "iothub: " and its text is
-// not part of the API.
+// ErrArgumentInvalid. An answer the client refuses matches ErrRedirect,
+// ErrResponseTooLarge or ErrMalformedResponse; a network failure wraps
+// the HTTP transport's error (with net/http, a *url.Error, and a
+// *net.OpError for a refused connection). When the caller's context ends,
+// ctx.Err() is returned as is. Every message starts with "iothub: " and its
+// text is not part of the API.
+//
+// # Registry and etags
+//
+// Device and Module carry the ETag the hub gave them. Updates and deletes
+// take a *UpdateOptions or *DeleteOptions, nil for the defaults, whose
+// IfMatch names the version the identity must still be at, or "*" for any
+// version: an update defaults to the ETag of the Device or Module passed
+// (a get-modify-update never overwrites a concurrent change), a delete by
+// id to any version, as in the .NET and Node SDKs. A stale etag fails with
+// ErrPreconditionFailed.
 //
 // # Retries
 //
@@ -36,6 +49,18 @@
 // whose first attempt succeeded would fail with 409); registry reads use
 // azcore's retry policy as configured in ClientOptions.Retry. Cancellation is
 // never retried.
+//
+// # Tracing
+//
+// With ClientOptions.TracingProvider set, for instance to OpenTelemetry
+// through github.com/Azure/azure-sdk-for-go/sdk/tracing/azotel, every call
+// that talks to the hub is a span named like the Azure SDKs' spans,
+// "Client.InvokeDeviceMethod", "Client.GetDevice" and so on, with the
+// attribute az.namespace "Microsoft.Devices" and azcore's HTTP span of
+// each attempt as a child. A failed call's span has status Error and, when
+// the hub refused it, the attribute iothub.error_code holding IoT Hub's
+// error code ("DeviceNotFound", "DeviceNotOnline", …). InvokeDeviceMethods
+// makes one "Client.InvokeDeviceMethod" span per device.
 //
 // # Local hub
 //

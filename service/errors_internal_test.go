@@ -21,6 +21,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/auth"
 )
@@ -68,15 +70,12 @@ var errorBodies = []struct {
 func TestParseErrorBody(t *testing.T) {
 	for _, tc := range errorBodies {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := parseErrorBody([]byte(tc.body)); got != tc.want {
-				t.Fatalf("parseErrorBody(%s)\n got %+v\nwant %+v", tc.body, got, tc.want)
-			}
+			assert.Equal(t, tc.want, parseErrorBody([]byte(tc.body)), "parseErrorBody(%s)", tc.body)
 		})
 	}
 	long := parseErrorBody([]byte(`{"Message":"` + strings.Repeat("é", 5000) + `"}`))
-	if len(long.message) > maxMessageLen+len("…") || !utf8.ValidString(long.message) {
-		t.Fatalf("a 10000-byte message became %d bytes (valid UTF-8: %v)", len(long.message), utf8.ValidString(long.message))
-	}
+	assert.LessOrEqual(t, len(long.message), maxMessageLen+len("…"), "bytes of a clipped 10000-byte message")
+	assert.True(t, utf8.ValidString(long.message), "a clipped message is valid UTF-8")
 }
 
 func FuzzParseErrorBody(f *testing.F) {
@@ -87,23 +86,22 @@ func FuzzParseErrorBody(f *testing.F) {
 	f.Add([]byte(`{"Message":{"errorCode":{"x":1}}}`), "bad header!")
 	f.Fuzz(func(t *testing.T, body []byte, header string) {
 		info := parseErrorBody(body)
-		if len(info.message) > maxMessageLen+len("…") || len(info.trackingID) > maxMessageLen+len("…") {
-			t.Fatalf("unbounded fields: %d, %d bytes", len(info.message), len(info.trackingID))
+		require.LessOrEqual(t, len(info.message), maxMessageLen+len("…"), "bytes of the message")
+		require.LessOrEqual(t, len(info.trackingID), maxMessageLen+len("…"), "bytes of the tracking id")
+		if info.code != 0 {
+			require.True(t, info.code >= 100000 && info.code <= 999999, "code %d", info.code)
 		}
-		if info.code != 0 && (info.code < 100000 || info.code > 999999) {
-			t.Fatalf("code %d", info.code)
-		}
-		if info.name != "" && !validName(string(info.name)) {
-			t.Fatalf("name %q", info.name)
+		if info.name != "" {
+			require.True(t, validName(string(info.name)), "name %q", info.name)
 		}
 		resp := &http.Response{StatusCode: 404, Header: http.Header{"Iothub-Errorcode": {header}}, Body: io.NopCloser(bytes.NewReader(body))}
 		err := newResponseError(resp)
 		var re *ResponseError
-		if !errors.As(err, &re) || re.StatusCode != 404 || !strings.HasPrefix(re.Error(), "iothub: ") {
-			t.Fatalf("newResponseError: %v", err)
-		}
-		if re.Code != 0 && codeNames[re.Code] != "" && re.ErrorCode != codeNames[re.Code] {
-			t.Fatalf("code %d and name %q disagree", re.Code, re.ErrorCode)
+		require.ErrorAs(t, err, &re)
+		require.Equal(t, 404, re.StatusCode)
+		require.True(t, strings.HasPrefix(re.Error(), "iothub: "), "message %q", re.Error())
+		if re.Code != 0 && codeNames[re.Code] != "" {
+			require.Equal(t, codeNames[re.Code], re.ErrorCode, "code %d and name disagree", re.Code)
 		}
 		_ = errors.Is(err, ErrDeviceNotFound)
 	})
@@ -166,31 +164,28 @@ func TestNewResponseError(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := newResponseError(response(tc.status, tc.header, tc.body))
-			re := err.(*ResponseError)
-			if re.Code != tc.wantCode || re.ErrorCode != tc.wantName || re.Error() != tc.wantText {
-				t.Fatalf("got %d %q %q, want %d %q %q", re.Code, re.ErrorCode, re.Error(), tc.wantCode, tc.wantName, tc.wantText)
-			}
+			var re *ResponseError
+			require.ErrorAs(t, err, &re)
+			assert.Equal(t, tc.wantCode, re.Code, "Code")
+			assert.Equal(t, tc.wantName, re.ErrorCode, "ErrorCode")
+			assert.Equal(t, tc.wantText, re.Error(), "Error()")
 			all := []error{ErrDeviceNotOnline, ErrDeviceNotFound, ErrModuleNotFound, ErrGatewayTimeout, ErrThrottled, ErrUnauthorized,
 				ErrArgumentInvalid, ErrMessageTooLarge, ErrPreconditionFailed, ErrDeviceAlreadyExists, ErrModuleAlreadyExists, ErrServiceUnavailable,
 				ErrBadDeviceResponse}
 			for _, s := range all {
-				if errors.Is(err, s) != (s == tc.is) {
-					t.Errorf("errors.Is(%v, %v) = %v", err, s, !(s == tc.is))
-				}
+				assert.Equal(t, s == tc.is, errors.Is(err, s), "errors.Is(%v, %v)", err, s)
 			}
 			var az *azcore.ResponseError
-			if !errors.As(err, &az) || az.StatusCode != tc.status || az.ErrorCode != string(tc.wantName) {
-				t.Fatalf("azcore error %+v", az)
-			}
-			if strings.Contains(err.Error(), "SECRET") || strings.Contains(fmt.Sprint(az), "SECRET") {
-				t.Fatal("the error shows the request's Authorization header")
-			}
+			require.ErrorAs(t, err, &az)
+			assert.Equal(t, tc.status, az.StatusCode, "azcore error's status")
+			assert.Equal(t, string(tc.wantName), az.ErrorCode, "azcore error's code")
+			assert.NotContains(t, err.Error(), "SECRET", "the error shows the request's Authorization header")
+			assert.NotContains(t, fmt.Sprint(az), "SECRET", "the azcore error shows the request's Authorization header")
 		})
 	}
 	// A sentinel is not matched by unrelated errors, and its text is clear.
-	if errors.Is(errors.New("x"), ErrThrottled) || ErrThrottled.Error() != "iothub: throttled" {
-		t.Fatal("sentinel basics")
-	}
+	assert.NotErrorIs(t, errors.New("x"), ErrThrottled)
+	assert.Equal(t, "iothub: throttled", ErrThrottled.Error())
 }
 
 // A fixed token that has expired stops requests with a clear error and no
@@ -198,34 +193,29 @@ func TestNewResponseError(t *testing.T) {
 func TestSASPolicyExpiredStaticToken(t *testing.T) {
 	key := base64.StdEncoding.EncodeToString(make([]byte, 32))
 	tok, err := auth.SignSAS("localhost", "iothubowner", key, time.Now().Add(-time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	st, err := auth.NewStaticToken(tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var sent int
 	transport := transportFunc(func(*http.Request) (*http.Response, error) { sent++; return nil, errors.New("unreachable") })
 	o := ClientOptions{}
 	o.Transport = transport
 	o.Retry.MaxRetries = 3
-	c := newClient("localhost", "", "https://localhost", "test", &sasPolicy{tokens: st}, o)
+	c, err := newClient("localhost", "", "https://localhost", "test", &sasPolicy{tokens: st}, o)
+	require.NoError(t, err)
 	_, err = c.GetDevice(context.Background(), "dev1")
-	if !errors.Is(err, auth.ErrSASExpired) || !strings.Contains(err.Error(), "SharedAccessSignature has expired and cannot be renewed") {
-		t.Fatalf("got %v", err)
-	}
-	if strings.Contains(err.Error(), "sig=") {
-		t.Fatalf("the error shows the token: %v", err)
-	}
-	if sent != 0 {
-		t.Fatalf("%d requests sent with an expired token", sent)
-	}
+	require.ErrorIs(t, err, auth.ErrSASExpired)
+	assert.ErrorContains(t, err, "SharedAccessSignature has expired and cannot be renewed")
+	assert.True(t, strings.HasPrefix(err.Error(), "iothub: the connection string's"), "one iothub: prefix: %v", err)
+	assert.NotContains(t, err.Error(), "sig=", "the error shows the token")
+	assert.Equal(t, 0, sent, "requests sent with an expired token")
 	// And plain HTTP is refused before a token is put on the wire.
-	c = newClient("localhost", "", "http://localhost", "test", &sasPolicy{tokens: st}, o)
-	if _, err := c.GetDevice(context.Background(), "dev1"); err == nil || !strings.Contains(err.Error(), "plain HTTP") || sent != 0 {
-		t.Fatalf("plain HTTP: %v, %d sent", err, sent)
-	}
+	c, err = newClient("localhost", "", "http://localhost", "test", &sasPolicy{tokens: st}, o)
+	require.NoError(t, err)
+	_, err = c.GetDevice(context.Background(), "dev1")
+	require.ErrorIs(t, err, ErrArgumentInvalid, "plain HTTP")
+	assert.ErrorContains(t, err, "plain http")
+	assert.Equal(t, 0, sent, "requests sent over plain HTTP")
 }
 
 type transportFunc func(*http.Request) (*http.Response, error)
@@ -252,25 +242,18 @@ func TestInvokeClientDeadline(t *testing.T) {
 	o.Transport = hc
 	key := base64.StdEncoding.EncodeToString(make([]byte, 32))
 	tp, err := auth.NewKeyTokenProvider("localhost", "iothubowner", key, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newClient("localhost", "", srv.URL, "test", &sasPolicy{tokens: tp}, o)
+	require.NoError(t, err)
+	c, err := newClient("localhost", "", srv.URL, "test", &sasPolicy{tokens: tp}, o)
+	require.NoError(t, err)
 	body, timeout, err := CloudToDeviceMethod{MethodName: "m"}.encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if timeout != 45*time.Second {
-		t.Fatalf("deadline for the defaults = %v, want 30s + 0s + 15s", timeout)
-	}
+	require.NoError(t, err)
+	require.Equal(t, 45*time.Second, timeout, "deadline for the defaults: 30s + 0s + 15s")
 	ctx := context.Background()
 	_, err = c.send(ctx, "/twins/d/methods", body, 200*time.Millisecond)
-	if !errors.Is(err, context.DeadlineExceeded) || err == context.DeadlineExceeded || !strings.HasPrefix(err.Error(), "iothub: no answer from the hub within 200ms") {
-		t.Fatalf("got %v, want the client's own deadline error", err)
-	}
-	if ctx.Err() != nil {
-		t.Fatal("the caller's context ended")
-	}
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.NotEqual(t, context.DeadlineExceeded, err, "the client's own deadline error, not the context's")
+	assert.True(t, strings.HasPrefix(err.Error(), "iothub: no answer from the hub within 200ms"), "message %q", err)
+	assert.NoError(t, ctx.Err(), "the caller's context ended")
 }
 
 func TestMethodDeadline(t *testing.T) {
@@ -284,14 +267,11 @@ func TestMethodDeadline(t *testing.T) {
 		{CloudToDeviceMethod{MethodName: "m", ConnectTimeout: 60 * time.Second}, 105 * time.Second},
 	} {
 		body, got, err := tc.m.encode()
-		if err != nil || got != tc.want {
-			t.Fatalf("%+v: deadline %v (%v), want %v", tc.m, got, err, tc.want)
-		}
+		require.NoError(t, err, "%+v", tc.m)
+		assert.Equal(t, tc.want, got, "deadline of %+v", tc.m)
 		want := fmt.Sprintf(`{"methodName":"m","responseTimeoutInSeconds":%d,"connectTimeoutInSeconds":%d,"payload":null}`,
 			(tc.want-tc.m.ConnectTimeout-deadlineMargin)/time.Second, tc.m.ConnectTimeout/time.Second)
-		if string(body) != want {
-			t.Fatalf("body %s, want %s", body, want)
-		}
+		assert.Equal(t, want, string(body), "body of %+v", tc.m)
 	}
 }
 
@@ -322,21 +302,15 @@ func TestRetryClassification(t *testing.T) {
 		if tc.err == nil {
 			resp = &http.Response{StatusCode: tc.status}
 		}
-		if got := o.ShouldRetry(resp, tc.err); got != tc.want {
-			t.Errorf("%s: ShouldRetry = %v, want %v", tc.name, got, tc.want)
-		}
+		assert.Equal(t, tc.want, o.ShouldRetry(resp, tc.err), "%s: ShouldRetry", tc.name)
 	}
 	// The caller's status codes restrict; an empty list allows none.
 	none := dispatchSafeRetry(policy.RetryOptions{StatusCodes: []int{}})
-	if none.ShouldRetry(&http.Response{StatusCode: 429}, nil) || !none.ShouldRetry(nil, dial) {
-		t.Error("StatusCodes [] must stop status retries, not dial retries")
-	}
+	assert.False(t, none.ShouldRetry(&http.Response{StatusCode: 429}, nil), "StatusCodes [] must stop status retries")
+	assert.True(t, none.ShouldRetry(nil, dial), "StatusCodes [] must not stop dial retries")
 	// The caller's ShouldRetry is kept.
 	mine := func(*http.Response, error) bool { return true }
-	if got := dispatchSafeRetry(policy.RetryOptions{ShouldRetry: mine}); !got.ShouldRetry(&http.Response{StatusCode: 504}, nil) {
-		t.Error("the caller's ShouldRetry was replaced")
-	}
-	if !runtime.HasStatusCode(&http.Response{StatusCode: 504}, 504) {
-		t.Fatal("sanity")
-	}
+	got := dispatchSafeRetry(policy.RetryOptions{ShouldRetry: mine})
+	assert.True(t, got.ShouldRetry(&http.Response{StatusCode: 504}, nil), "the caller's ShouldRetry was replaced")
+	require.True(t, runtime.HasStatusCode(&http.Response{StatusCode: 504}, 504), "sanity")
 }

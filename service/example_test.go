@@ -153,6 +153,173 @@ func ExampleClient_CreateDevice() {
 	// localhost sensor-7 true
 }
 
+// Connect to a hub with a shared access policy's connection string. Against
+// Azure the connection string is all it takes; a local hub also needs its
+// HTTP client, which trusts the hub's certificate.
+func ExampleNewClientFromConnectionString() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	hc := hub.HTTPClient()
+	defer hc.CloseIdleConnections()
+
+	opts := &service.ClientOptions{}
+	opts.Transport = hc
+	c, err := service.NewClientFromConnectionString(hub.ServiceConnectionString(), opts)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(c.HostName())
+	// Output: localhost
+}
+
+// Change a device with the etag it was read with: an update made in
+// between makes the call fail, unless IfMatch "*" says any version will do.
+func ExampleClient_UpdateDevice() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	hc := hub.HTTPClient()
+	defer hc.CloseIdleConnections()
+	opts := &service.ClientOptions{}
+	opts.Transport = hc
+	c, err := service.NewClientFromConnectionString(hub.ServiceConnectionString(), opts)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	d, err := c.CreateDevice(ctx, &service.Device{DeviceID: "pump-7"})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	d.Status = service.DeviceStatusDisabled
+	d.StatusReason = "maintenance"
+	updated, err := c.UpdateDevice(ctx, d, nil) // If-Match: d.ETag
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(updated.Status, updated.ETag != d.ETag)
+
+	d.Status = service.DeviceStatusEnabled // d.ETag is now stale
+	_, err = c.UpdateDevice(ctx, d, nil)
+	fmt.Println("stale:", errors.Is(err, service.ErrPreconditionFailed))
+	forced, err := c.UpdateDevice(ctx, d, &service.UpdateOptions{IfMatch: "*"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(forced.Status)
+	// Output:
+	// disabled true
+	// stale: true
+	// enabled
+}
+
+// Delete a device whatever its version (nil options), or only if it has
+// not changed since it was read (IfMatch).
+func ExampleClient_DeleteDevice() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	hub.AddDevice(exampleT{}, "old-1")
+	hub.AddDevice(exampleT{}, "old-2")
+	hc := hub.HTTPClient()
+	defer hc.CloseIdleConnections()
+	opts := &service.ClientOptions{}
+	opts.Transport = hc
+	c, err := service.NewClientFromConnectionString(hub.ServiceConnectionString(), opts)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+
+	if err := c.DeleteDevice(ctx, "old-1", nil); err != nil {
+		log.Fatal(err)
+	}
+	d, err := c.GetDevice(ctx, "old-2")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := c.DeleteDevice(ctx, d.DeviceID, &service.DeleteOptions{IfMatch: d.ETag}); err != nil {
+		log.Fatal(err)
+	}
+	_, err = c.GetDevice(ctx, "old-2")
+	fmt.Println("gone:", errors.Is(err, service.ErrDeviceNotFound))
+	// Output: gone: true
+}
+
+// Give a device a module identity, with generated keys, and list the
+// device's modules.
+func ExampleClient_CreateModule() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	hub.AddDevice(exampleT{}, "gateway-1")
+	hc := hub.HTTPClient()
+	defer hc.CloseIdleConnections()
+	opts := &service.ClientOptions{}
+	opts.Transport = hc
+	c, err := service.NewClientFromConnectionString(hub.ServiceConnectionString(), opts)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+
+	for _, id := range []string{"modbus", "opcua"} {
+		if _, err := c.CreateModule(ctx, &service.Module{DeviceID: "gateway-1", ModuleID: id}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	mods, err := c.ListModules(ctx, "gateway-1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, m := range mods {
+		fmt.Println(m.DeviceID, m.ModuleID, m.Authentication.Type)
+	}
+	// Output:
+	// gateway-1 modbus sas
+	// gateway-1 opcua sas
+}
+
+// List the registry's devices, at most 100 of them.
+func ExampleClient_ListDevices() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	hub.AddDevice(exampleT{}, "sensor-1")
+	hub.AddDevice(exampleT{}, "sensor-2")
+	hc := hub.HTTPClient()
+	defer hc.CloseIdleConnections()
+	opts := &service.ClientOptions{}
+	opts.Transport = hc
+	c, err := service.NewClientFromConnectionString(hub.ServiceConnectionString(), opts)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	devices, err := c.ListDevices(context.Background(), 100)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, d := range devices {
+		fmt.Println(d.DeviceID, d.Status, d.ConnectionState)
+	}
+	// Output:
+	// sensor-1 enabled Disconnected
+	// sensor-2 enabled Disconnected
+}
+
 // Authenticate with Microsoft Entra ID. iothubtest's Credential stands in
 // for an azidentity credential; Endpoint points the client at the local
 // hub while the identity stays "localhost".
@@ -205,7 +372,7 @@ func startEchoDevice(hub *iothubtest.Server, connStr string) (stop func()) {
 		log.Fatal(err)
 	}
 	o := paho.NewClientOptions().AddBroker("tls://" + cs.Address()).SetClientID(cs.DeviceID).
-		SetUsername(cs.HostName + "/" + cs.DeviceID + "/?api-version=2021-04-12").SetPassword(tok.Value).
+		SetUsername(cs.HostName + "/" + cs.DeviceID + "/?api-version=" + service.DefaultAPIVersion).SetPassword(tok.Value).
 		SetTLSConfig(hub.TLSConfig()).SetProtocolVersion(4).SetAutoReconnect(false)
 	c := paho.NewClient(o)
 	if tk := c.Connect(); tk.Wait() && tk.Error() != nil {

@@ -5,16 +5,16 @@ import (
 	"sync"
 )
 
-// DefaultMaxConcurrency is how many calls InvokeDeviceMethods runs at once
+// defaultMaxConcurrency is how many calls InvokeDeviceMethods runs at once
 // unless InvokeManyOptions says otherwise.
-const DefaultMaxConcurrency = 16
+const defaultMaxConcurrency = 16
 
 // InvokeManyOptions configures InvokeDeviceMethods. A nil *InvokeManyOptions
 // gives the defaults.
 type InvokeManyOptions struct {
 	// MaxConcurrency bounds the calls in flight at once. Zero or negative
-	// means DefaultMaxConcurrency (16). Mind the hub's method throttle
-	// (about 40 small calls per second per unit on S1).
+	// means 16. Mind the hub's method throttle (about 40 small calls per
+	// second per unit on S1).
 	MaxConcurrency int
 }
 
@@ -34,6 +34,11 @@ type DeviceMethodResult struct {
 // invoked get ctx.Err(), and calls in flight end as InvokeDeviceMethod's
 // do. An invalid m fails every entry with the same error, and nothing is
 // sent.
+//
+// Traced, each call it makes is a span like InvokeDeviceMethod's,
+// "Client.InvokeDeviceMethod", under ctx's span if it has one: the calls
+// are independent operations that run concurrently, and the run has no
+// span of its own.
 func (c *Client) InvokeDeviceMethods(ctx context.Context, deviceIDs []string, m CloudToDeviceMethod, opts *InvokeManyOptions) []DeviceMethodResult {
 	out := make([]DeviceMethodResult, len(deviceIDs))
 	for i, id := range deviceIDs {
@@ -46,7 +51,7 @@ func (c *Client) InvokeDeviceMethods(ctx context.Context, deviceIDs []string, m 
 		}
 		return out
 	}
-	n := DefaultMaxConcurrency
+	n := defaultMaxConcurrency
 	if opts != nil && opts.MaxConcurrency > 0 {
 		n = opts.MaxConcurrency
 	}
@@ -72,11 +77,13 @@ func (c *Client) InvokeDeviceMethods(ctx context.Context, deviceIDs []string, m 
 		wg.Add(1)
 		go func(r *DeviceMethodResult) {
 			defer func() { <-sem; wg.Done() }()
+			ctx, end := c.startSpan(ctx, "Client.InvokeDeviceMethod")
+			defer func() { end(r.Err) }()
 			if err := checkID("device", id); err != nil {
 				r.Err = err
 				return
 			}
-			r.Result, r.Err = c.send(ctx, "/twins/"+pathSegment(id)+"/methods", body, timeout)
+			r.Result, r.Err = c.send(ctx, deviceMethodsPath(id), body, timeout)
 		}(&out[i])
 	}
 	wg.Wait()

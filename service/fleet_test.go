@@ -2,12 +2,14 @@ package service_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/iothubtest"
 	"github.com/iothub-go/iothub/service"
@@ -54,13 +56,9 @@ func TestInvokeDeviceMethods(t *testing.T) {
 
 	res := c.InvokeDeviceMethods(context.Background(), ids, service.CloudToDeviceMethod{MethodName: "m", ResponseTimeout: 10 * time.Second},
 		&service.InvokeManyOptions{MaxConcurrency: 3})
-	if len(res) != len(ids) {
-		t.Fatalf("%d results for %d devices", len(res), len(ids))
-	}
+	require.Len(t, res, len(ids), "results, one per device")
 	for i, r := range res {
-		if r.DeviceID != ids[i] {
-			t.Fatalf("result %d is for %q, want %q (input order)", i, r.DeviceID, ids[i])
-		}
+		require.Equal(t, ids[i], r.DeviceID, "result %d (input order)", i)
 		var wantErr error
 		switch r.DeviceID {
 		case "offline":
@@ -71,21 +69,18 @@ func TestInvokeDeviceMethods(t *testing.T) {
 			wantErr = service.ErrArgumentInvalid
 		}
 		if wantErr != nil {
-			if r.Result != nil || !errors.Is(r.Err, wantErr) {
-				t.Fatalf("%s: %v %v, want %v", r.DeviceID, r.Result, r.Err, wantErr)
-			}
+			assert.Nil(t, r.Result, "%s: result", r.DeviceID)
+			assert.ErrorIs(t, r.Err, wantErr, r.DeviceID)
 			continue
 		}
-		if r.Err != nil || r.Result == nil || r.Result.Status != 200 || string(r.Result.Payload) != `"done"` {
-			t.Fatalf("%s: %+v %v", r.DeviceID, r.Result, r.Err)
+		assert.NoError(t, r.Err, r.DeviceID)
+		if assert.NotNil(t, r.Result, r.DeviceID) {
+			assert.Equal(t, 200, r.Result.Status, "%s: status", r.DeviceID)
+			assert.Equal(t, `"done"`, string(r.Result.Payload), "%s: payload", r.DeviceID)
 		}
 	}
-	if m := maxInFlight.Load(); m > 3 {
-		t.Fatalf("%d calls were in flight at once, the bound is 3", m)
-	}
-	if n := len(hub.Calls()); n != 7 {
-		t.Fatalf("the hub handled %d calls, want 7 (5 online, offline, unknown)", n)
-	}
+	assert.LessOrEqual(t, maxInFlight.Load(), int32(3), "calls in flight at once, the bound is 3")
+	assert.Len(t, hub.Calls(), 7, "calls the hub handled (5 online, offline, unknown)")
 }
 
 func TestInvokeDeviceMethodsContext(t *testing.T) {
@@ -105,44 +100,32 @@ func TestInvokeDeviceMethodsContext(t *testing.T) {
 	}
 	c, tries := newClient(t, hub, "", nil)
 	res := c.InvokeDeviceMethods(ctx, ids, echo, &service.InvokeManyOptions{MaxConcurrency: 1})
+	require.Len(t, res, len(ids))
 	for i, r := range res {
-		if r.DeviceID != ids[i] {
-			t.Fatalf("result %d is for %q", i, r.DeviceID)
-		}
+		require.Equal(t, ids[i], r.DeviceID, "result %d", i)
 		if i == 0 {
 			// Cancelled while in flight, or answered just before: either
 			// way the caller sees one of the two, never another error.
-			if r.Err != nil && r.Err != context.Canceled {
-				t.Fatalf("first: %v", r.Err)
+			if r.Err != nil {
+				assert.Same(t, context.Canceled, r.Err, "first")
 			}
 			continue
 		}
-		if r.Err != context.Canceled || r.Result != nil {
-			t.Fatalf("%s was dispatched after ctx ended: %+v %v", r.DeviceID, r.Result, r.Err)
-		}
+		assert.Same(t, context.Canceled, r.Err, "%s was dispatched after ctx ended", r.DeviceID)
+		assert.Nil(t, r.Result, "%s was dispatched after ctx ended", r.DeviceID)
 	}
-	if tries.count() != 1 {
-		t.Fatalf("%d requests sent, want 1", tries.count())
-	}
+	assert.Equal(t, 1, tries.count(), "requests sent")
 
 	// Already cancelled: nothing is sent.
 	res = c.InvokeDeviceMethods(ctx, ids, echo, nil)
 	for _, r := range res {
-		if r.Err != context.Canceled {
-			t.Fatalf("%s with a cancelled context: %v", r.DeviceID, r.Err)
-		}
+		assert.Same(t, context.Canceled, r.Err, "%s with a cancelled context", r.DeviceID)
 	}
 	// An invalid method: every entry fails the same way, nothing is sent.
 	res = c.InvokeDeviceMethods(context.Background(), ids, service.CloudToDeviceMethod{MethodName: "a b"}, nil)
 	for _, r := range res {
-		if !errors.Is(r.Err, service.ErrArgumentInvalid) {
-			t.Fatalf("%s with an invalid method: %v", r.DeviceID, r.Err)
-		}
+		assert.ErrorIs(t, r.Err, service.ErrArgumentInvalid, "%s with an invalid method", r.DeviceID)
 	}
-	if tries.count() != 1 {
-		t.Fatalf("%d requests sent in all, want 1", tries.count())
-	}
-	if res := c.InvokeDeviceMethods(context.Background(), nil, echo, nil); len(res) != 0 {
-		t.Fatalf("no devices gave %d results", len(res))
-	}
+	assert.Equal(t, 1, tries.count(), "requests sent in all")
+	assert.Empty(t, c.InvokeDeviceMethods(context.Background(), nil, echo, nil), "results for no devices")
 }

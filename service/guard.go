@@ -42,6 +42,13 @@ const (
 // 16 MiB for a list). Reading stops at the limit. Use errors.Is.
 var ErrResponseTooLarge = errors.New("iothub: the hub's answer is larger than the client accepts")
 
+// ErrMalformedResponse matches the error returned when a success answer
+// of the hub is not what the request returns: a method result or a
+// registry document that does not decode. The request reached the hub, and
+// may have taken effect (a method may have run). The error never quotes
+// the body. Use errors.Is.
+var ErrMalformedResponse = errors.New("iothub: the hub's answer is malformed")
+
 // ErrRedirect matches the error returned when the hub answers with a
 // redirect. The client never follows one: it would send the credential to
 // wherever the answer points, plain http included, and run a method call a

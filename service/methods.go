@@ -82,22 +82,32 @@ type MethodResult struct {
 // A method call is not idempotent, so only failures that prove the call
 // was not dispatched are retried (see ClientOptions).
 func (c *Client) InvokeDeviceMethod(ctx context.Context, deviceID string, m CloudToDeviceMethod) (*MethodResult, error) {
-	if err := checkID("device", deviceID); err != nil {
+	var err error
+	ctx, end := c.startSpan(ctx, "Client.InvokeDeviceMethod")
+	defer func() { end(err) }()
+	if err = checkID("device", deviceID); err != nil {
 		return nil, err
 	}
-	return c.invoke(ctx, "/twins/"+pathSegment(deviceID)+"/methods", m)
+	res, err := c.invoke(ctx, deviceMethodsPath(deviceID), m)
+	return res, err
 }
+
+func deviceMethodsPath(deviceID string) string { return "/twins/" + pathSegment(deviceID) + "/methods" }
 
 // InvokeModuleMethod invokes a direct method on a module of a device, like
 // InvokeDeviceMethod. A missing module fails with ErrModuleNotFound.
 func (c *Client) InvokeModuleMethod(ctx context.Context, deviceID, moduleID string, m CloudToDeviceMethod) (*MethodResult, error) {
-	if err := checkID("device", deviceID); err != nil {
+	var err error
+	ctx, end := c.startSpan(ctx, "Client.InvokeModuleMethod")
+	defer func() { end(err) }()
+	if err = checkID("device", deviceID); err != nil {
 		return nil, err
 	}
-	if err := checkID("module", moduleID); err != nil {
+	if err = checkID("module", moduleID); err != nil {
 		return nil, err
 	}
-	return c.invoke(ctx, "/twins/"+pathSegment(deviceID)+"/modules/"+pathSegment(moduleID)+"/methods", m)
+	res, err := c.invoke(ctx, "/twins/"+pathSegment(deviceID)+"/modules/"+pathSegment(moduleID)+"/methods", m)
+	return res, err
 }
 
 func (c *Client) invoke(ctx context.Context, path string, m CloudToDeviceMethod) (*MethodResult, error) {
@@ -134,7 +144,7 @@ func (c *Client) send(ctx context.Context, path string, body []byte, timeout tim
 		if errors.Is(callCtx.Err(), context.DeadlineExceeded) {
 			return nil, fmt.Errorf("iothub: no answer from the hub within %v (the method's timeouts plus %v): %w", timeout, deadlineMargin, context.DeadlineExceeded)
 		}
-		return nil, fmt.Errorf("iothub: %w", err)
+		return nil, wrapTransport(err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, newResponseError(resp)
@@ -142,17 +152,19 @@ func (c *Client) send(ctx context.Context, path string, body []byte, timeout tim
 	return decodeResult(resp)
 }
 
+// decodeResult decodes a method result; a body that is not one fails with
+// ErrMalformedResponse, and never quotes the body (the device's payload).
 func decodeResult(resp *http.Response) (*MethodResult, error) {
 	b, err := runtime.Payload(resp)
 	if err != nil {
-		return nil, fmt.Errorf("iothub: reading the hub's answer: %w", err)
+		return nil, readError(err)
 	}
 	var wire struct {
 		Status  *int            `json:"status"`
 		Payload json.RawMessage `json:"payload"`
 	}
 	if err := json.Unmarshal(b, &wire); err != nil || wire.Status == nil {
-		return nil, fmt.Errorf("iothub: the hub's answer is not a method result (%d bytes)", len(b))
+		return nil, fmt.Errorf("%w: not a method result (%d bytes)", ErrMalformedResponse, len(b))
 	}
 	if len(wire.Payload) == 0 {
 		wire.Payload = json.RawMessage("null")

@@ -17,6 +17,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/iothubtest"
@@ -55,19 +57,13 @@ func TestInvokePayloads(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(hub.Calls())
 			res, err := c.InvokeDeviceMethod(context.Background(), "dev1", service.CloudToDeviceMethod{MethodName: "echo", Payload: tc.payload})
-			if err != nil {
-				t.Fatalf("InvokeDeviceMethod: %v", err)
-			}
-			if res.Status != tc.wantState || string(res.Payload) != tc.want {
-				t.Fatalf("result = %d %s, want %d %s", res.Status, res.Payload, tc.wantState, tc.want)
-			}
+			require.NoError(t, err, "InvokeDeviceMethod")
+			assert.Equal(t, tc.wantState, res.Status, "status")
+			assert.Equal(t, tc.want, string(res.Payload), "the device's echo")
 			calls := hub.Calls()
-			if len(calls) != before+1 {
-				t.Fatalf("hub saw %d calls, want 1", len(calls)-before)
-			}
-			if got := string(calls[before].Payload); got != tc.wantSent || calls[before].Method != "echo" {
-				t.Fatalf("hub got method %q payload %q, want echo %q", calls[before].Method, got, tc.wantSent)
-			}
+			require.Len(t, calls, before+1, "calls the hub saw")
+			assert.Equal(t, "echo", calls[before].Method, "method the hub got")
+			assert.Equal(t, tc.wantSent, string(calls[before].Payload), "payload the hub got")
 		})
 	}
 }
@@ -94,12 +90,9 @@ func TestInvokeDeviceStatusIsData(t *testing.T) {
 		{"ok", 200, `"ok"`},
 	} {
 		res, err := c.InvokeDeviceMethod(context.Background(), "dev1", service.CloudToDeviceMethod{MethodName: tc.method})
-		if err != nil {
-			t.Fatalf("%s: a device's status must be data, got error %v", tc.method, err)
-		}
-		if res.Status != tc.status || string(res.Payload) != tc.body {
-			t.Fatalf("%s: got %d %s, want %d %s", tc.method, res.Status, res.Payload, tc.status, tc.body)
-		}
+		require.NoError(t, err, "%s: a device's status must be data", tc.method)
+		assert.Equal(t, tc.status, res.Status, "%s: status", tc.method)
+		assert.Equal(t, tc.body, string(res.Payload), "%s: payload", tc.method)
 	}
 }
 
@@ -109,20 +102,16 @@ func TestInvokeModuleMethod(t *testing.T) {
 	echoDevice(t, hub, hub.AddModule(t, "dev1", "mod1"), nil, 201)
 	c, _ := newClient(t, hub, "", nil)
 	res, err := c.InvokeModuleMethod(context.Background(), "dev1", "mod1", echo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Status != 201 || string(res.Payload) != `{"n":1}` {
-		t.Fatalf("module result %d %s", res.Status, res.Payload)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, 201, res.Status, "module result")
+	assert.Equal(t, `{"n":1}`, string(res.Payload), "module result")
 	calls := hub.Calls()
-	if len(calls) != 1 || calls[0].DeviceID != "dev1" || calls[0].ModuleID != "mod1" {
-		t.Fatalf("calls = %+v", calls)
-	}
+	require.Len(t, calls, 1, "calls %+v", calls)
+	assert.Equal(t, "dev1", calls[0].DeviceID)
+	assert.Equal(t, "mod1", calls[0].ModuleID)
 	// The module's connection does not make the device itself online.
-	if _, err := c.InvokeDeviceMethod(context.Background(), "dev1", echo); !errors.Is(err, service.ErrDeviceNotOnline) {
-		t.Fatalf("device method with only the module online: %v, want ErrDeviceNotOnline", err)
-	}
+	_, err = c.InvokeDeviceMethod(context.Background(), "dev1", echo)
+	assert.ErrorIs(t, err, service.ErrDeviceNotOnline, "device method with only the module online")
 }
 
 // Ids are escaped in the path: ids with characters that mean something in
@@ -133,15 +122,10 @@ func TestInvokeEscapedIDs(t *testing.T) {
 	for _, id := range []string{"dev#1", "a?b=c", "50%off", "x+y", "it's(1)!", "a:b@c,d=e$*"} {
 		echoDevice(t, hub, hub.AddDevice(t, id), nil, 200)
 		res, err := c.InvokeDeviceMethod(context.Background(), id, echo)
-		if err != nil {
-			t.Fatalf("%q: %v", id, err)
-		}
-		if res.Status != 200 {
-			t.Fatalf("%q: status %d", id, res.Status)
-		}
-		if calls := hub.Calls(); calls[len(calls)-1].DeviceID != id {
-			t.Fatalf("%q: the hub invoked %q", id, calls[len(calls)-1].DeviceID)
-		}
+		require.NoError(t, err, "%q", id)
+		assert.Equal(t, 200, res.Status, "%q: status", id)
+		calls := hub.Calls()
+		assert.Equal(t, id, calls[len(calls)-1].DeviceID, "the device the hub invoked")
 	}
 }
 
@@ -149,36 +133,31 @@ func TestInvokeEscapedIDs(t *testing.T) {
 // underneath and the message.
 func checkResponseError(t *testing.T, err error, status, code int, name service.ErrorCode, sentinel error) *service.ResponseError {
 	t.Helper()
-	if err == nil {
-		t.Fatalf("got no error, want %d %s", code, name)
-	}
+	require.Error(t, err, "want %d %s", code, name)
 	var re *service.ResponseError
-	if !errors.As(err, &re) {
-		t.Fatalf("error %v (%T) is not a *service.ResponseError", err, err)
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, status, re.StatusCode, "StatusCode of %v", err)
+	require.Equal(t, code, re.Code, "Code of %v", err)
+	require.Equal(t, name, re.ErrorCode, "ErrorCode of %v", err)
+	if sentinel != nil {
+		require.ErrorIs(t, err, sentinel)
 	}
-	if re.StatusCode != status || re.Code != code || re.ErrorCode != name {
-		t.Fatalf("got %d/%d/%s, want %d/%d/%s (%v)", re.StatusCode, re.Code, re.ErrorCode, status, code, name, err)
-	}
-	if sentinel != nil && !errors.Is(err, sentinel) {
-		t.Fatalf("errors.Is(%v, %v) = false", err, sentinel)
-	}
-	if re.Message == "" || re.TrackingID == "" || re.RawResponse == nil {
-		t.Fatalf("message %q, tracking id %q, raw response %v: want all set", re.Message, re.TrackingID, re.RawResponse)
-	}
-	if want := "iothub: " + strconv.Itoa(code) + " " + string(name) + ": "; !strings.HasPrefix(err.Error(), want) {
-		t.Fatalf("Error() = %q, want prefix %q", err.Error(), want)
-	}
+	assert.NotEmpty(t, re.Message, "Message")
+	assert.NotEmpty(t, re.TrackingID, "TrackingID")
+	assert.NotNil(t, re.RawResponse, "RawResponse")
+	want := "iothub: " + strconv.Itoa(code) + " " + string(name) + ": "
+	assert.True(t, strings.HasPrefix(err.Error(), want), "Error() = %q, want prefix %q", err.Error(), want)
 	var az *azcore.ResponseError
-	if !errors.As(err, &az) || az.StatusCode != status || az.ErrorCode != string(name) {
-		t.Fatalf("no *azcore.ResponseError with %d %s underneath: %#v", status, name, az)
-	}
+	require.ErrorAs(t, err, &az, "no *azcore.ResponseError underneath")
+	assert.Equal(t, status, az.StatusCode, "azcore error's status")
+	assert.Equal(t, string(name), az.ErrorCode, "azcore error's code")
 	// A sentinel of another code does not match.
 	for _, other := range []error{service.ErrDeviceNotOnline, service.ErrDeviceNotFound, service.ErrModuleNotFound,
 		service.ErrGatewayTimeout, service.ErrThrottled, service.ErrUnauthorized, service.ErrServiceUnavailable,
 		service.ErrArgumentInvalid, service.ErrMessageTooLarge, service.ErrPreconditionFailed,
 		service.ErrDeviceAlreadyExists, service.ErrModuleAlreadyExists, service.ErrBadDeviceResponse} {
-		if other != sentinel && errors.Is(err, other) {
-			t.Fatalf("%v also matches %v", err, other)
+		if other != sentinel {
+			assert.NotErrorIs(t, err, other, "matches another sentinel")
 		}
 	}
 	return re
@@ -188,9 +167,7 @@ func checkResponseError(t *testing.T, err error, status, code int, name service.
 func parseCS(t *testing.T, s string) auth.ConnectionString {
 	t.Helper()
 	cs, err := auth.ParseServiceConnectionString(s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return cs
 }
 
@@ -244,12 +221,9 @@ func TestInvokeErrors(t *testing.T) {
 			unknown++
 		}
 	}
-	if offline != 1 || unknown != 1 {
-		t.Fatalf("the hub saw %d DeviceNotOnline and %d DeviceNotFound calls, want 1 each (no retries)", offline, unknown)
-	}
-	if n := ownerTries.count(); n != 3 {
-		t.Fatalf("owner made %d attempts for its 3 calls, want 3", n)
-	}
+	assert.Equal(t, 1, offline, "DeviceNotOnline calls the hub saw (no retries)")
+	assert.Equal(t, 1, unknown, "DeviceNotFound calls the hub saw (no retries)")
+	assert.Equal(t, 3, ownerTries.count(), "attempts of the owner's 3 calls")
 }
 
 // Throttling and unavailability injected at the hub, with retries off.
@@ -268,14 +242,11 @@ func TestInvokeInjectedFaults(t *testing.T) {
 			hub := iothubtest.NewServer(t, nil)
 			echoDevice(t, hub, hub.AddDevice(t, "dev1"), nil, 200)
 			c, tries := newClient(t, hub, "", func(o *service.ClientOptions) { o.Retry.MaxRetries = -1 })
-			if err := hub.FailServiceRequests(tc.code, 1); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, hub.FailServiceRequests(tc.code, 1))
 			_, err := c.InvokeDeviceMethod(context.Background(), "dev1", echo)
 			checkResponseError(t, err, tc.status, tc.code, tc.name, tc.sentinel)
-			if tries.count() != 1 || len(hub.Calls()) != 0 {
-				t.Fatalf("%d attempts, %d calls dispatched; want 1 and 0", tries.count(), len(hub.Calls()))
-			}
+			assert.Equal(t, 1, tries.count(), "attempts")
+			assert.Empty(t, hub.Calls(), "calls dispatched")
 		})
 	}
 }
@@ -289,9 +260,9 @@ func TestInvokeGatewayTimeoutIsNotRetried(t *testing.T) {
 	_, err := c.InvokeDeviceMethod(context.Background(), "slow", service.CloudToDeviceMethod{MethodName: "echo", ResponseTimeout: 5 * time.Second})
 	checkResponseError(t, err, 504, 504101, service.ErrorCodeGatewayTimeout, service.ErrGatewayTimeout)
 	calls := hub.Calls()
-	if len(calls) != 1 || calls[0].ErrorCode != 504101 || tries.count() != 1 {
-		t.Fatalf("%d attempts, hub calls %+v: want exactly one call (a 504 may have reached the device)", tries.count(), calls)
-	}
+	require.Len(t, calls, 1, "hub calls: want exactly one (a 504 may have reached the device)")
+	assert.Equal(t, 504101, calls[0].ErrorCode)
+	assert.Equal(t, 1, tries.count(), "attempts (a 504 may have reached the device)")
 }
 
 func TestInvokeRetries(t *testing.T) {
@@ -303,21 +274,17 @@ func TestInvokeRetries(t *testing.T) {
 		return hub, c, tries
 	}
 	fail := func(t *testing.T, hub *iothubtest.Server, code, n int) {
-		if err := hub.FailServiceRequests(code, n); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, hub.FailServiceRequests(code, n))
 	}
 	for _, code := range []int{429001, 503001} {
 		t.Run("retried "+strconv.Itoa(code), func(t *testing.T) {
 			hub, c, tries := setup(t, func(o *service.ClientOptions) { o.Retry.MaxRetries = 2 })
 			fail(t, hub, code, 2)
 			res, err := c.InvokeDeviceMethod(ctx, "dev1", echo)
-			if err != nil || res.Status != 200 {
-				t.Fatalf("after 2 injected %d: %v %v", code, res, err)
-			}
-			if tries.count() != 3 || len(hub.Calls()) != 1 {
-				t.Fatalf("%d attempts, %d dispatched calls; want 3 and 1", tries.count(), len(hub.Calls()))
-			}
+			require.NoError(t, err, "after 2 injected %d", code)
+			assert.Equal(t, 200, res.Status, "after 2 injected %d", code)
+			assert.Equal(t, 3, tries.count(), "attempts")
+			assert.Len(t, hub.Calls(), 1, "dispatched calls")
 		})
 	}
 	t.Run("retries exhausted", func(t *testing.T) {
@@ -325,36 +292,29 @@ func TestInvokeRetries(t *testing.T) {
 		fail(t, hub, 429001, 2)
 		_, err := c.InvokeDeviceMethod(ctx, "dev1", echo)
 		checkResponseError(t, err, 429, 429001, service.ErrorCodeThrottlingException, service.ErrThrottled)
-		if tries.count() != 2 {
-			t.Fatalf("%d attempts, want 2", tries.count())
-		}
+		assert.Equal(t, 2, tries.count(), "attempts")
 	})
 	t.Run("500 is not retried for a method but is for a read", func(t *testing.T) {
 		hub, c, tries := setup(t, func(o *service.ClientOptions) { o.Retry.MaxRetries = 3 })
 		fail(t, hub, 500001, 1)
 		_, err := c.InvokeDeviceMethod(ctx, "dev1", echo)
 		checkResponseError(t, err, 500, 500001, service.ErrorCodeServerError, nil)
-		if tries.count() != 1 {
-			t.Fatalf("%d attempts for a method that got a 500, want 1", tries.count())
-		}
+		require.Equal(t, 1, tries.count(), "attempts for a method that got a 500")
 		fail(t, hub, 500001, 1)
-		if _, err := c.GetDevice(ctx, "dev1"); err != nil {
-			t.Fatalf("GetDevice after one 500: %v", err)
-		}
-		if tries.count() != 3 {
-			t.Fatalf("%d attempts in all, want 1 + 2 (the read retried)", tries.count())
-		}
+		_, err = c.GetDevice(ctx, "dev1")
+		require.NoError(t, err, "GetDevice after one 500")
+		assert.Equal(t, 3, tries.count(), "attempts in all: 1 + 2 (the read retried)")
 	})
 	t.Run("StatusCodes restricts", func(t *testing.T) {
 		hub, c, tries := setup(t, func(o *service.ClientOptions) { o.Retry.MaxRetries = 3; o.Retry.StatusCodes = []int{503} })
 		fail(t, hub, 429001, 1)
-		if _, err := c.InvokeDeviceMethod(ctx, "dev1", echo); !errors.Is(err, service.ErrThrottled) || tries.count() != 1 {
-			t.Fatalf("429 with StatusCodes [503]: %v after %d attempts; want ErrThrottled after 1", err, tries.count())
-		}
+		_, err := c.InvokeDeviceMethod(ctx, "dev1", echo)
+		require.ErrorIs(t, err, service.ErrThrottled, "429 with StatusCodes [503]")
+		require.Equal(t, 1, tries.count(), "attempts of a 429 with StatusCodes [503]")
 		fail(t, hub, 503001, 1)
-		if _, err := c.InvokeDeviceMethod(ctx, "dev1", echo); err != nil || tries.count() != 3 {
-			t.Fatalf("503 with StatusCodes [503]: %v after %d attempts in all; want success after 1+2", err, tries.count())
-		}
+		_, err = c.InvokeDeviceMethod(ctx, "dev1", echo)
+		require.NoError(t, err, "503 with StatusCodes [503]")
+		assert.Equal(t, 3, tries.count(), "attempts in all: 1 + 2")
 	})
 	t.Run("ShouldRetry overrides", func(t *testing.T) {
 		var asked atomic.Int32
@@ -366,16 +326,14 @@ func TestInvokeRetries(t *testing.T) {
 			}
 		})
 		fail(t, hub, 429001, 1)
-		if _, err := c.InvokeDeviceMethod(ctx, "dev1", echo); !errors.Is(err, service.ErrThrottled) || tries.count() != 1 {
-			t.Fatalf("429 with a ShouldRetry refusing it: %v after %d attempts", err, tries.count())
-		}
+		_, err := c.InvokeDeviceMethod(ctx, "dev1", echo)
+		require.ErrorIs(t, err, service.ErrThrottled, "429 with a ShouldRetry refusing it")
+		require.Equal(t, 1, tries.count(), "attempts of a 429 with a ShouldRetry refusing it")
 		fail(t, hub, 500001, 1)
-		if _, err := c.InvokeDeviceMethod(ctx, "dev1", echo); err != nil || tries.count() != 3 {
-			t.Fatalf("500 with a ShouldRetry accepting it: %v after %d attempts in all", err, tries.count())
-		}
-		if asked.Load() < 2 {
-			t.Fatalf("ShouldRetry was asked %d times", asked.Load())
-		}
+		_, err = c.InvokeDeviceMethod(ctx, "dev1", echo)
+		require.NoError(t, err, "500 with a ShouldRetry accepting it")
+		assert.Equal(t, 3, tries.count(), "attempts in all")
+		assert.GreaterOrEqual(t, asked.Load(), int32(2), "times ShouldRetry was asked")
 	})
 }
 
@@ -384,9 +342,7 @@ func TestInvokeRetries(t *testing.T) {
 func TestInvokeRetriesConnectionRefused(t *testing.T) {
 	hub := iothubtest.NewServer(t, nil)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	addr := l.Addr().String()
 	l.Close()
 	c, tries := newClient(t, hub, "", func(o *service.ClientOptions) {
@@ -394,17 +350,14 @@ func TestInvokeRetriesConnectionRefused(t *testing.T) {
 		o.Endpoint = "https://" + addr
 	})
 	_, err = c.InvokeDeviceMethod(context.Background(), "dev1", echo)
+	require.Error(t, err)
 	var re *service.ResponseError
-	if err == nil || errors.As(err, &re) || !strings.HasPrefix(err.Error(), "iothub: ") {
-		t.Fatalf("got %v, want an iothub: transport error", err)
-	}
+	assert.False(t, errors.As(err, &re), "a transport error is a *ResponseError: %v", err)
+	assert.True(t, strings.HasPrefix(err.Error(), "iothub: "), "message %q", err)
 	var op *net.OpError
-	if !errors.As(err, &op) || op.Op != "dial" {
-		t.Fatalf("error %v does not hold the dial error", err)
-	}
-	if tries.count() != 3 {
-		t.Fatalf("%d attempts, want 3 (refused connections are retried)", tries.count())
-	}
+	require.ErrorAs(t, err, &op, "the dial error")
+	assert.Equal(t, "dial", op.Op)
+	assert.Equal(t, 3, tries.count(), "attempts (refused connections are retried)")
 }
 
 // A server that reads the whole request and then drops the connection: the
@@ -427,27 +380,17 @@ func TestInvokeDoesNotRetryAfterRequestWritten(t *testing.T) {
 	o.Retry = policy.RetryOptions{MaxRetries: 3, RetryDelay: time.Millisecond}
 	cs := "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=" + base64.StdEncoding.EncodeToString(make([]byte, 32))
 	c, err := service.NewClientFromConnectionString(cs, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.InvokeDeviceMethod(context.Background(), "dev1", echo); err == nil || !strings.HasPrefix(err.Error(), "iothub: ") {
-		t.Fatalf("got %v, want a transport error", err)
-	}
-	if n := requests.Load(); n != 1 {
-		t.Fatalf("the server got %d requests for one invocation, want 1", n)
-	}
-	if _, err := c.CreateDevice(context.Background(), &service.Device{DeviceID: "d"}); err == nil {
-		t.Fatal("CreateDevice succeeded against a server that drops connections")
-	}
-	if n := requests.Load(); n != 2 {
-		t.Fatalf("the server got %d requests after a create, want 2 (writes are not retried either)", n)
-	}
-	if _, err := c.GetDevice(context.Background(), "dev1"); err == nil {
-		t.Fatal("GetDevice succeeded against a server that drops connections")
-	}
-	if n := requests.Load(); n != 6 {
-		t.Fatalf("the server got %d requests in all, want 2 + 4 (a read is retried 3 times)", n)
-	}
+	require.NoError(t, err)
+	_, err = c.InvokeDeviceMethod(context.Background(), "dev1", echo)
+	require.Error(t, err, "a transport error")
+	assert.True(t, strings.HasPrefix(err.Error(), "iothub: "), "message %q", err)
+	assert.Equal(t, int32(1), requests.Load(), "requests for one invocation")
+	_, err = c.CreateDevice(context.Background(), &service.Device{DeviceID: "d"})
+	require.Error(t, err, "CreateDevice against a server that drops connections")
+	assert.Equal(t, int32(2), requests.Load(), "requests after a create (writes are not retried either)")
+	_, err = c.GetDevice(context.Background(), "dev1")
+	require.Error(t, err, "GetDevice against a server that drops connections")
+	assert.Equal(t, int32(6), requests.Load(), "requests in all: 2 + 4 (a read is retried 3 times)")
 }
 
 func TestInvokeContext(t *testing.T) {
@@ -458,21 +401,15 @@ func TestInvokeContext(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := c.InvokeDeviceMethod(ctx, "slow", echo); err != context.Canceled {
-		t.Fatalf("cancelled context: got %v, want context.Canceled as is", err)
-	}
-	if tries.count() != 0 {
-		t.Fatalf("%d attempts with a cancelled context", tries.count())
-	}
+	_, err := c.InvokeDeviceMethod(ctx, "slow", echo)
+	require.Same(t, context.Canceled, err, "cancelled context: context.Canceled as is")
+	require.Equal(t, 0, tries.count(), "attempts with a cancelled context")
 
 	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if _, err := c.InvokeDeviceMethod(ctx, "slow", service.CloudToDeviceMethod{MethodName: "echo", ResponseTimeout: 30 * time.Second}); err != context.DeadlineExceeded {
-		t.Fatalf("context deadline during the call: got %v, want context.DeadlineExceeded as is", err)
-	}
-	if tries.count() != 1 {
-		t.Fatalf("%d attempts, want 1 (cancellation is never retried)", tries.count())
-	}
+	_, err = c.InvokeDeviceMethod(ctx, "slow", service.CloudToDeviceMethod{MethodName: "echo", ResponseTimeout: 30 * time.Second})
+	require.Equal(t, context.DeadlineExceeded, err, "context deadline during the call: context.DeadlineExceeded as is")
+	require.Equal(t, 1, tries.count(), "attempts (cancellation is never retried)")
 
 	// Cancelled while the hub waits for the device.
 	ctx, cancel = context.WithCancel(context.Background())
@@ -491,12 +428,9 @@ func TestInvokeContext(t *testing.T) {
 			}
 		}
 	}()
-	if _, err := c.InvokeDeviceMethod(ctx, "slow", echo); err != context.Canceled {
-		t.Fatalf("cancelled during the call: got %v, want context.Canceled as is", err)
-	}
-	if tries.count() != 2 {
-		t.Fatalf("%d attempts in all, want 2", tries.count())
-	}
+	_, err = c.InvokeDeviceMethod(ctx, "slow", echo)
+	require.Same(t, context.Canceled, err, "cancelled during the call: context.Canceled as is")
+	assert.Equal(t, 2, tries.count(), "attempts in all")
 }
 
 func TestInvokeValidation(t *testing.T) {
@@ -548,28 +482,18 @@ func TestInvokeValidation(t *testing.T) {
 			default:
 				_, err = c.InvokeModuleMethod(ctx, tc.device, tc.module, tc.m)
 			}
-			if !errors.Is(err, service.ErrArgumentInvalid) {
-				t.Fatalf("got %v, want ErrArgumentInvalid", err)
-			}
-			if !strings.HasPrefix(err.Error(), "iothub: ") || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("message %q does not start with iothub: and say %q", err, tc.want)
-			}
-			if errors.Is(err, service.ErrMessageTooLarge) != tc.tooLarge {
-				t.Fatalf("errors.Is(%v, ErrMessageTooLarge) = %v", err, !tc.tooLarge)
-			}
+			require.ErrorIs(t, err, service.ErrArgumentInvalid)
+			assert.True(t, strings.HasPrefix(err.Error(), "iothub: "), "message %q", err)
+			assert.ErrorContains(t, err, tc.want)
+			assert.Equal(t, tc.tooLarge, errors.Is(err, service.ErrMessageTooLarge), "errors.Is(%v, ErrMessageTooLarge)", err)
 			var re *service.ResponseError
-			if errors.As(err, &re) {
-				t.Fatalf("a client-side error is a *ResponseError: %v", err)
-			}
+			assert.False(t, errors.As(err, &re), "a client-side error is a *ResponseError: %v", err)
 		})
 	}
-	if tries.count() != 0 {
-		t.Fatalf("%d requests were sent for invalid calls", tries.count())
-	}
+	assert.Equal(t, 0, tries.count(), "requests sent for invalid calls")
 	var ute *json.UnsupportedTypeError
-	if _, err := c.InvokeDeviceMethod(ctx, "dev1", service.CloudToDeviceMethod{MethodName: "m", Payload: func() {}}); !errors.As(err, &ute) {
-		t.Fatalf("the encoding error is not reachable: %v", err)
-	}
+	_, err := c.InvokeDeviceMethod(ctx, "dev1", service.CloudToDeviceMethod{MethodName: "m", Payload: func() {}})
+	assert.ErrorAs(t, err, &ute, "the encoding error is reachable")
 }
 
 // The largest payload IoT Hub takes goes through, there and back, and the
@@ -582,20 +506,14 @@ func TestInvokeLimits(t *testing.T) {
 	big := strings.Repeat("x", service.MaxPayloadSize-2)
 	res, err := c.InvokeDeviceMethod(ctx, "dev1", service.CloudToDeviceMethod{MethodName: "echo", Payload: big,
 		ResponseTimeout: 300 * time.Second, ConnectTimeout: 300 * time.Second})
-	if err != nil {
-		t.Fatalf("a payload of exactly %d bytes: %v", service.MaxPayloadSize, err)
-	}
-	if len(res.Payload) != service.MaxPayloadSize {
-		t.Fatalf("echoed %d bytes", len(res.Payload))
-	}
+	require.NoError(t, err, "a payload of exactly %d bytes", service.MaxPayloadSize)
+	assert.Len(t, res.Payload, service.MaxPayloadSize, "bytes echoed")
 	for _, name := range []string{"a", "reboot", "Reboot.Now-1_2~3", "!%&'*^`|", strings.Repeat("m", 100)} {
 		res, err := c.InvokeDeviceMethod(ctx, "dev1", service.CloudToDeviceMethod{MethodName: name, ResponseTimeout: 5 * time.Second})
-		if err != nil || res.Status != 200 {
-			t.Fatalf("method name %q: %v", name, err)
-		}
-		if calls := hub.Calls(); calls[len(calls)-1].Method != name {
-			t.Fatalf("the hub got method %q, want %q", calls[len(calls)-1].Method, name)
-		}
+		require.NoError(t, err, "method name %q", name)
+		assert.Equal(t, 200, res.Status, "method name %q", name)
+		calls := hub.Calls()
+		assert.Equal(t, name, calls[len(calls)-1].Method, "the method the hub got")
 	}
 }
 
@@ -623,32 +541,28 @@ func TestEntra(t *testing.T) {
 		o, _ := testOptions(t, hub)
 		o.Endpoint = "https://" + hub.Addr()
 		c, err := service.NewClient("localhost", cred, o)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		return c
 	}
 
 	good := &recordingCredential{cred: hub.Credential()}
 	c := entra(t, good)
 	res, err := c.InvokeDeviceMethod(ctx, "dev1", echo)
-	if err != nil || res.Status != 200 {
-		t.Fatalf("invoke with an Entra token: %v %v", res, err)
-	}
-	if d, err := c.GetDevice(ctx, "dev1"); err != nil || d.DeviceID != "dev1" {
-		t.Fatalf("GetDevice with an Entra token: %v %v", d, err)
-	}
-	if got, _ := good.asked.Load().([]string); len(got) != 1 || got[0] != "https://iothubs.azure.net/.default" {
-		t.Fatalf("the client asked for scopes %q", got)
-	}
+	require.NoError(t, err, "invoke with an Entra token")
+	assert.Equal(t, 200, res.Status, "invoke with an Entra token")
+	d, err := c.GetDevice(ctx, "dev1")
+	require.NoError(t, err, "GetDevice with an Entra token")
+	assert.Equal(t, "dev1", d.DeviceID, "GetDevice with an Entra token")
+	got, _ := good.asked.Load().([]string)
+	assert.Equal(t, []string{"https://iothubs.azure.net/.default"}, got, "the scopes the client asked for")
+	assert.Equal(t, []string{service.EntraScope}, got, "the scopes the client asked for")
 
 	wrong := entra(t, &recordingCredential{cred: hub.Credential(), scopes: []string{"https://management.azure.com/.default"}})
 	_, err = wrong.InvokeDeviceMethod(ctx, "dev1", echo)
 	checkResponseError(t, err, 401, 401002, service.ErrorCodeIotHubUnauthorizedAccess, service.ErrUnauthorized)
 
-	if _, err := service.NewClient("localhost", nil, nil); !errors.Is(err, service.ErrArgumentInvalid) {
-		t.Fatalf("NewClient without a credential: %v", err)
-	}
+	_, err = service.NewClient("localhost", nil, nil)
+	assert.ErrorIs(t, err, service.ErrArgumentInvalid, "NewClient without a credential")
 }
 
 func TestFixedSAS(t *testing.T) {
@@ -658,26 +572,22 @@ func TestFixedSAS(t *testing.T) {
 		t.Helper()
 		owner := parseCS(t, hub.ServiceConnectionString())
 		tok, err := auth.SignSAS(owner.HostName, owner.SharedAccessKeyName, owner.SharedAccessKey, expiry)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		return "HostName=" + owner.HostName + ";SharedAccessKeyName=" + owner.SharedAccessKeyName +
 			";SharedAccessSignature=" + tok + ";GatewayHostName=" + owner.GatewayHostName
 	}
 	c, tries := newClient(t, hub, withToken(time.Now().Add(time.Hour)), nil)
 	for i := 0; i < 2; i++ {
-		if res, err := c.InvokeDeviceMethod(context.Background(), "dev1", echo); err != nil || res.Status != 200 {
-			t.Fatalf("invoke with a fixed token: %v %v", res, err)
-		}
+		res, err := c.InvokeDeviceMethod(context.Background(), "dev1", echo)
+		require.NoError(t, err, "invoke with a fixed token")
+		require.Equal(t, 200, res.Status, "invoke with a fixed token")
 	}
-	if tries.count() != 2 {
-		t.Fatalf("%d attempts", tries.count())
-	}
+	assert.Equal(t, 2, tries.count(), "attempts")
 	o, _ := testOptions(t, hub)
 	_, err := service.NewClientFromConnectionString(withToken(time.Now().Add(-time.Minute)), o)
-	if !errors.Is(err, service.ErrArgumentInvalid) || !errors.Is(err, auth.ErrSASExpired) || !strings.Contains(err.Error(), "expired") {
-		t.Fatalf("an expired fixed token: %v", err)
-	}
+	assert.ErrorIs(t, err, service.ErrArgumentInvalid, "an expired fixed token")
+	assert.ErrorIs(t, err, auth.ErrSASExpired, "an expired fixed token")
+	assert.ErrorContains(t, err, "expired")
 }
 
 // GatewayHostName and Endpoint change where the client connects, never
@@ -686,52 +596,43 @@ func TestEndpoint(t *testing.T) {
 	hub := iothubtest.NewServer(t, nil)
 	echoDevice(t, hub, hub.AddDevice(t, "dev1"), nil, 200)
 	owner := parseCS(t, hub.ServiceConnectionString())
-	if owner.GatewayHostName != hub.Addr() {
-		t.Fatalf("GatewayHostName %q, want %q", owner.GatewayHostName, hub.Addr())
-	}
+	require.Equal(t, hub.Addr(), owner.GatewayHostName)
 	plain := "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=" + owner.SharedAccessKey
 	_, port, _ := net.SplitHostPort(hub.Addr())
 	for _, endpoint := range []string{"https://" + hub.Addr(), "https://localhost:" + port + "/"} {
 		c, _ := newClient(t, hub, plain, func(o *service.ClientOptions) { o.Endpoint = endpoint })
-		if res, err := c.InvokeDeviceMethod(context.Background(), "dev1", echo); err != nil || res.Status != 200 {
-			t.Fatalf("Endpoint %s: %v %v", endpoint, res, err)
-		}
-		if got := c.HostName(); got != "localhost" {
-			t.Fatalf("HostName() = %q", got)
-		}
+		res, err := c.InvokeDeviceMethod(context.Background(), "dev1", echo)
+		require.NoError(t, err, "Endpoint %s", endpoint)
+		assert.Equal(t, 200, res.Status, "Endpoint %s", endpoint)
+		assert.Equal(t, "localhost", c.HostName())
 	}
 
 	// The token names HostName: another HostName is refused by the hub.
 	other := "HostName=otherhub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=" + owner.SharedAccessKey
 	c, _ := newClient(t, hub, other, func(o *service.ClientOptions) { o.Endpoint = "https://" + hub.Addr() })
-	if _, err := c.InvokeDeviceMethod(context.Background(), "dev1", echo); !errors.Is(err, service.ErrUnauthorized) {
-		t.Fatalf("a token for another hub: %v, want ErrUnauthorized", err)
-	}
+	_, err := c.InvokeDeviceMethod(context.Background(), "dev1", echo)
+	require.ErrorIs(t, err, service.ErrUnauthorized, "a token for another hub")
 
 	for _, bad := range []string{"http://" + hub.Addr(), "ftp://x", "https://", "https://h/path", "https://h?q=1", "https://u:p@h", "://", "localhost:443"} {
 		o := &service.ClientOptions{Endpoint: bad}
-		if _, err := service.NewClientFromConnectionString(plain, o); !errors.Is(err, service.ErrArgumentInvalid) || !strings.Contains(err.Error(), "invalid endpoint") {
-			t.Errorf("Endpoint %q: %v, want an invalid endpoint error", bad, err)
-		}
-		if _, err := service.NewClient("localhost", hub.Credential(), o); !errors.Is(err, service.ErrArgumentInvalid) {
-			t.Errorf("NewClient with Endpoint %q: %v", bad, err)
-		}
+		_, err := service.NewClientFromConnectionString(plain, o)
+		assert.ErrorIs(t, err, service.ErrArgumentInvalid, "Endpoint %q", bad)
+		assert.ErrorContains(t, err, "invalid endpoint", "Endpoint %q", bad)
+		_, err = service.NewClient("localhost", hub.Credential(), o)
+		assert.ErrorIs(t, err, service.ErrArgumentInvalid, "NewClient with Endpoint %q", bad)
 	}
 	o := &service.ClientOptions{Endpoint: "http://" + hub.Addr()}
 	o.InsecureAllowCredentialWithHTTP = true
-	if _, err := service.NewClientFromConnectionString(plain, o); err != nil {
-		t.Errorf("http with InsecureAllowCredentialWithHTTP: %v", err)
-	}
+	_, err = service.NewClientFromConnectionString(plain, o)
+	assert.NoError(t, err, "http with InsecureAllowCredentialWithHTTP")
 	for _, host := range []string{"", "host:443", "https://h", "a b", "h/x"} {
-		if _, err := service.NewClient(host, hub.Credential(), nil); !errors.Is(err, service.ErrArgumentInvalid) {
-			t.Errorf("NewClient(%q): %v, want ErrArgumentInvalid", host, err)
-		}
+		_, err := service.NewClient(host, hub.Credential(), nil)
+		assert.ErrorIs(t, err, service.ErrArgumentInvalid, "NewClient(%q)", host)
 	}
 	for _, cs := range []string{"", "HostName=h", "HostName=h;DeviceId=d;SharedAccessKey=" + owner.SharedAccessKey, "garbage"} {
 		_, err := service.NewClientFromConnectionString(cs, nil)
-		if !errors.Is(err, service.ErrArgumentInvalid) || !errors.Is(err, auth.ErrInvalidConnectionString) {
-			t.Errorf("connection string %q: %v", cs, err)
-		}
+		assert.ErrorIs(t, err, service.ErrArgumentInvalid, "connection string %q", cs)
+		assert.ErrorIs(t, err, auth.ErrInvalidConnectionString, "connection string %q", cs)
 	}
 }
 
@@ -759,18 +660,16 @@ func TestAPIVersion(t *testing.T) {
 			o.PerRetryPolicies = append(o.PerRetryPolicies, record)
 		})
 		_, err := c.InvokeDeviceMethod(context.Background(), "dev1", echo)
-		if tc.ok && err != nil {
-			t.Fatalf("api-version %q: %v", tc.version, err)
-		}
-		if !tc.ok {
+		if tc.ok {
+			require.NoError(t, err, "api-version %q", tc.version)
+		} else {
 			var re *service.ResponseError
-			if !errors.As(err, &re) || re.Code != 400001 || re.ErrorCode != service.ErrorCodeInvalidProtocolVersion {
-				t.Fatalf("api-version %q: %v, want 400001 InvalidProtocolVersion", tc.version, err)
-			}
+			require.ErrorAs(t, err, &re, "api-version %q", tc.version)
+			assert.Equal(t, 400001, re.Code, "api-version %q", tc.version)
+			assert.Equal(t, service.ErrorCodeInvalidProtocolVersion, re.ErrorCode, "api-version %q", tc.version)
 		}
-		if got := seen[len(seen)-1]; got != tc.want {
-			t.Fatalf("sent api-version %q, want %q", got, tc.want)
-		}
+		require.NotEmpty(t, seen)
+		assert.Equal(t, tc.want, seen[len(seen)-1], "the api-version sent")
 	}
 }
 

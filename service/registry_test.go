@@ -10,12 +10,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"math/big"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/auth"
@@ -27,9 +27,7 @@ import (
 func selfSigned(t *testing.T, cn string) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: cn},
@@ -39,13 +37,9 @@ func selfSigned(t *testing.T, cn string) tls.Certificate {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
@@ -62,69 +56,56 @@ func TestRegistryDeviceRoundTrips(t *testing.T) {
 	invoke := func(t *testing.T, id string) {
 		t.Helper()
 		res, err := c.InvokeDeviceMethod(ctx, id, echo)
-		if err != nil || res.Status != 200 || string(res.Payload) != `{"n":1}` {
-			t.Fatalf("invoke %s: %v %v", id, res, err)
-		}
+		require.NoError(t, err, "invoke %s", id)
+		require.Equal(t, 200, res.Status, "status from %s", id)
+		require.Equal(t, `{"n":1}`, string(res.Payload), "payload from %s", id)
 	}
 
 	t.Run("generated keys", func(t *testing.T) {
 		d, err := c.CreateDevice(ctx, &service.Device{DeviceID: "gen"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		a := d.Authentication
-		if d.DeviceID != "gen" || a.Type != service.AuthenticationTypeSAS || len(a.SymmetricKey.PrimaryKey) != 44 ||
-			len(a.SymmetricKey.SecondaryKey) != 44 || a.SymmetricKey.PrimaryKey == a.SymmetricKey.SecondaryKey {
-			t.Fatalf("created %+v, want a SAS device with two generated 32-byte keys", d)
-		}
-		if d.ETag == "" || d.GenerationID == "" || d.Status != service.DeviceStatusEnabled || d.ConnectionState != service.ConnectionStateDisconnected {
-			t.Fatalf("created %+v: want etag, generation id, enabled, disconnected", d)
-		}
-		if !d.LastActivityTime.IsZero() {
-			t.Fatalf("LastActivityTime of a new device = %v, want zero", d.LastActivityTime)
-		}
+		assert.Equal(t, "gen", d.DeviceID)
+		assert.Equal(t, service.AuthenticationTypeSAS, a.Type)
+		assert.Len(t, a.SymmetricKey.PrimaryKey, 44, "a generated 32-byte primary key")
+		assert.Len(t, a.SymmetricKey.SecondaryKey, 44, "a generated 32-byte secondary key")
+		assert.NotEqual(t, a.SymmetricKey.PrimaryKey, a.SymmetricKey.SecondaryKey, "two different keys")
+		assert.NotEmpty(t, d.ETag, "etag")
+		assert.NotEmpty(t, d.GenerationID, "generation id")
+		assert.Equal(t, service.DeviceStatusEnabled, d.Status)
+		assert.Equal(t, service.DeviceConnectionStateDisconnected, d.ConnectionState)
+		assert.True(t, d.LastActivityTime.IsZero(), "LastActivityTime of a new device = %v, want zero", d.LastActivityTime)
 		for _, k := range []service.KeyKind{service.KeyKindPrimary, service.KeyKindSecondary} {
 			cs, err := c.DeviceConnectionString(d, k)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			parsed, err := auth.ParseDeviceConnectionString(cs)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			want := a.SymmetricKey.PrimaryKey
 			if k == service.KeyKindSecondary {
 				want = a.SymmetricKey.SecondaryKey
 			}
-			if parsed.HostName != "localhost" || parsed.GatewayHostName != hub.Addr() || parsed.DeviceID != "gen" || parsed.SharedAccessKey != want {
-				t.Fatalf("%v connection string %v", k, parsed)
-			}
+			require.Equal(t, "localhost", parsed.HostName, "%v connection string", k)
+			require.Equal(t, hub.Addr(), parsed.GatewayHostName, "%v connection string", k)
+			require.Equal(t, "gen", parsed.DeviceID, "%v connection string", k)
+			require.Equal(t, want, parsed.SharedAccessKey, "%v connection string's key", k)
 			echoDevice(t, hub, cs, nil, 200) // the second connection replaces the first
 			invoke(t, "gen")
 		}
 		got, err := c.GetDevice(ctx, "gen")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.ETag != d.ETag || got.Authentication != d.Authentication || got.ConnectionState != service.ConnectionStateConnected ||
-			got.LastActivityTime.IsZero() {
-			t.Fatalf("GetDevice %+v, created %+v", got, d)
-		}
+		require.NoError(t, err)
+		assert.Equal(t, d.ETag, got.ETag, "GetDevice's etag")
+		assert.Equal(t, d.Authentication, got.Authentication, "GetDevice's authentication")
+		assert.Equal(t, service.DeviceConnectionStateConnected, got.ConnectionState, "GetDevice's connection state")
+		assert.False(t, got.LastActivityTime.IsZero(), "GetDevice's LastActivityTime")
 	})
 
 	t.Run("given keys", func(t *testing.T) {
 		keys := service.SymmetricKey{PrimaryKey: key(0, 32), SecondaryKey: key(1, 16)}
 		d, err := c.CreateDevice(ctx, &service.Device{DeviceID: "given", Authentication: service.Authentication{SymmetricKey: keys}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d.Authentication.SymmetricKey != keys {
-			t.Fatal("the hub did not keep the given keys")
-		}
+		require.NoError(t, err)
+		require.Equal(t, keys, d.Authentication.SymmetricKey, "the hub did not keep the given keys")
 		cs, err := c.DeviceConnectionString(d, service.KeyKindSecondary)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		echoDevice(t, hub, cs, nil, 200)
 		invoke(t, "given")
 	})
@@ -136,36 +117,25 @@ func TestRegistryDeviceRoundTrips(t *testing.T) {
 			Type:           service.AuthenticationTypeSelfSigned,
 			X509Thumbprint: service.X509Thumbprint{PrimaryThumbprint: strings.ToLower(tp.SHA256), SecondaryThumbprint: tp.SHA1},
 		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if a := d.Authentication; a.Type != service.AuthenticationTypeSelfSigned || a.X509Thumbprint.PrimaryThumbprint != tp.SHA256 ||
-			a.X509Thumbprint.SecondaryThumbprint != tp.SHA1 || a.SymmetricKey != (service.SymmetricKey{}) {
-			t.Fatalf("created %+v", a)
-		}
+		require.NoError(t, err)
+		a := d.Authentication
+		assert.Equal(t, service.AuthenticationTypeSelfSigned, a.Type)
+		assert.Equal(t, tp.SHA256, a.X509Thumbprint.PrimaryThumbprint, "the hub's form of the primary thumbprint")
+		assert.Equal(t, tp.SHA1, a.X509Thumbprint.SecondaryThumbprint)
+		assert.Equal(t, service.SymmetricKey{}, a.SymmetricKey, "keys of a self-signed device")
 		cs, err := c.DeviceConnectionString(d, service.KeyKindPrimary)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.HasSuffix(cs, ";x509=true") && !strings.Contains(cs, ";x509=true;") {
-			t.Fatalf("connection string %q has no x509=true", cs)
-		}
+		require.NoError(t, err)
+		require.True(t, strings.HasSuffix(cs, ";x509=true") || strings.Contains(cs, ";x509=true;"), "connection string %q has no x509=true", cs)
 		echoDevice(t, hub, cs, &cert, 200)
 		invoke(t, "x509-dev")
 	})
 
 	t.Run("CA-signed", func(t *testing.T) {
 		d, err := c.CreateDevice(ctx, &service.Device{DeviceID: "ca-dev", Authentication: service.Authentication{Type: service.AuthenticationTypeCertificateAuthority}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d.Authentication.Type != service.AuthenticationTypeCertificateAuthority {
-			t.Fatalf("created %+v", d.Authentication)
-		}
+		require.NoError(t, err)
+		require.Equal(t, service.AuthenticationTypeCertificateAuthority, d.Authentication.Type)
 		cs, err := c.DeviceConnectionString(d, service.KeyKindPrimary)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		cert := hub.IssueCertificate(t, "ca-dev", time.Hour)
 		echoDevice(t, hub, cs, &cert, 200)
 		invoke(t, "ca-dev")
@@ -173,24 +143,18 @@ func TestRegistryDeviceRoundTrips(t *testing.T) {
 
 	t.Run("list", func(t *testing.T) {
 		all, err := c.ListDevices(ctx, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		var ids []string
 		for _, d := range all {
 			ids = append(ids, d.DeviceID)
 		}
-		if strings.Join(ids, ",") != "ca-dev,gen,given,x509-dev" {
-			t.Fatalf("ListDevices = %v", ids)
-		}
+		assert.Equal(t, []string{"ca-dev", "gen", "given", "x509-dev"}, ids, "ListDevices")
 		two, err := c.ListDevices(ctx, 2)
-		if err != nil || len(two) != 2 {
-			t.Fatalf("ListDevices(2) = %d devices, %v", len(two), err)
-		}
+		require.NoError(t, err, "ListDevices(2)")
+		assert.Len(t, two, 2, "ListDevices(2)")
 		for _, top := range []int{-1, 1001} {
-			if _, err := c.ListDevices(ctx, top); !errors.Is(err, service.ErrArgumentInvalid) {
-				t.Fatalf("ListDevices(%d): %v", top, err)
-			}
+			_, err := c.ListDevices(ctx, top)
+			assert.ErrorIs(t, err, service.ErrArgumentInvalid, "ListDevices(%d)", top)
 		}
 	})
 }
@@ -201,9 +165,7 @@ func TestRegistryETags(t *testing.T) {
 	ctx := context.Background()
 
 	v1, err := c.CreateDevice(ctx, &service.Device{DeviceID: "dev1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	_, err = c.CreateDevice(ctx, &service.Device{DeviceID: "dev1"})
 	checkResponseError(t, err, 409, 409001, service.ErrorCodeDeviceAlreadyExists, service.ErrDeviceAlreadyExists)
 
@@ -212,75 +174,71 @@ func TestRegistryETags(t *testing.T) {
 	upd.Status = service.DeviceStatusDisabled
 	upd.StatusReason = "maintenance"
 	v2, err := c.UpdateDevice(ctx, &upd, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v2.ETag == v1.ETag || v2.Status != service.DeviceStatusDisabled || v2.StatusReason != "maintenance" ||
-		v2.Authentication != v1.Authentication || v2.GenerationID != v1.GenerationID {
-		t.Fatalf("updated %+v from %+v", v2, v1)
-	}
+	require.NoError(t, err)
+	assert.NotEqual(t, v1.ETag, v2.ETag, "the update's new etag")
+	assert.Equal(t, service.DeviceStatusDisabled, v2.Status)
+	assert.Equal(t, "maintenance", v2.StatusReason)
+	assert.Equal(t, v1.Authentication, v2.Authentication, "an update keeps the keys")
+	assert.Equal(t, v1.GenerationID, v2.GenerationID, "an update keeps the generation")
 	// A disabled device's methods fail as not found.
-	if _, err := c.InvokeDeviceMethod(ctx, "dev1", echo); !errors.Is(err, service.ErrDeviceNotFound) {
-		t.Fatalf("invoking a disabled device: %v", err)
-	}
+	_, err = c.InvokeDeviceMethod(ctx, "dev1", echo)
+	require.ErrorIs(t, err, service.ErrDeviceNotFound, "invoking a disabled device")
 
 	// The stale etag conflicts, in the device and in IfMatch.
 	stale := *v1
 	_, err = c.UpdateDevice(ctx, &stale, nil)
 	checkResponseError(t, err, 412, 412001, service.ErrorCodePreconditionFailed, service.ErrPreconditionFailed)
-	if _, err := c.UpdateDevice(ctx, v2, &service.UpdateOptions{IfMatch: v1.ETag}); !errors.Is(err, service.ErrPreconditionFailed) {
-		t.Fatalf("IfMatch with a stale etag: %v", err)
-	}
-	// Force wins over the stale etag.
+	_, err = c.UpdateDevice(ctx, v2, &service.UpdateOptions{IfMatch: v1.ETag})
+	require.ErrorIs(t, err, service.ErrPreconditionFailed, "IfMatch with a stale etag")
+	// IfMatch "*" wins over the stale etag.
 	stale.Status = service.DeviceStatusEnabled
-	v3, err := c.UpdateDevice(ctx, &stale, &service.UpdateOptions{Force: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v3.Status != service.DeviceStatusEnabled || v3.ETag == v2.ETag {
-		t.Fatalf("forced update gave %+v", v3)
-	}
-	// IfMatch with the current etag, on a device with none.
+	v3, err := c.UpdateDevice(ctx, &stale, &service.UpdateOptions{IfMatch: "*"})
+	require.NoError(t, err, `IfMatch "*"`)
+	assert.Equal(t, service.DeviceStatusEnabled, v3.Status, `the update with IfMatch "*"`)
+	assert.NotEqual(t, v2.ETag, v3.ETag, `the update with IfMatch "*"`)
+	// A device with no etag needs IfMatch: nothing is sent without it.
 	noTag := *v3
 	noTag.ETag = ""
-	if _, err := c.UpdateDevice(ctx, &noTag, nil); !errors.Is(err, service.ErrArgumentInvalid) || !strings.Contains(err.Error(), "ETag") {
-		t.Fatalf("update without an etag: %v", err)
-	}
-	if _, err := c.UpdateDevice(ctx, &noTag, &service.UpdateOptions{IfMatch: v3.ETag, Force: true}); !errors.Is(err, service.ErrArgumentInvalid) {
-		t.Fatalf("IfMatch and Force: %v", err)
-	}
+	_, err = c.UpdateDevice(ctx, &noTag, nil)
+	require.ErrorIs(t, err, service.ErrArgumentInvalid, "update without an etag")
+	assert.ErrorContains(t, err, "ETag")
+	_, err = c.UpdateDevice(ctx, &noTag, &service.UpdateOptions{})
+	require.ErrorIs(t, err, service.ErrArgumentInvalid, "update without an etag, empty options")
 	v4, err := c.UpdateDevice(ctx, &noTag, &service.UpdateOptions{IfMatch: `"` + v3.ETag + `"`})
-	if err != nil {
-		t.Fatalf("IfMatch with the current (quoted) etag: %v", err)
-	}
+	require.NoError(t, err, "IfMatch with the current (quoted) etag")
+	// IfMatch wins over the device's own etag.
+	cur := *v4
+	cur.ETag = v1.ETag
+	v4, err = c.UpdateDevice(ctx, &cur, &service.UpdateOptions{IfMatch: v4.ETag})
+	require.NoError(t, err, "IfMatch with the current etag, the device's stale")
 	// Rotating keys replaces them.
 	rotated := *v4
 	rotated.Authentication.SymmetricKey = service.SymmetricKey{PrimaryKey: key(2, 32), SecondaryKey: key(3, 32)}
 	v5, err := c.UpdateDevice(ctx, &rotated, nil)
-	if err != nil || v5.Authentication.SymmetricKey != rotated.Authentication.SymmetricKey {
-		t.Fatalf("key rotation: %v", err)
-	}
+	require.NoError(t, err, "key rotation")
+	assert.Equal(t, rotated.Authentication.SymmetricKey, v5.Authentication.SymmetricKey, "keys after rotation")
 
-	// Delete: stale etag conflicts, no etag is refused, the current one works.
-	err = c.DeleteDevice(ctx, "dev1", v1.ETag)
+	// Delete: a stale etag conflicts, the current one works.
+	err = c.DeleteDevice(ctx, "dev1", &service.DeleteOptions{IfMatch: v1.ETag})
 	checkResponseError(t, err, 412, 412001, service.ErrorCodePreconditionFailed, service.ErrPreconditionFailed)
-	if err := c.DeleteDevice(ctx, "dev1", ""); !errors.Is(err, service.ErrArgumentInvalid) {
-		t.Fatalf("delete without an etag: %v", err)
-	}
-	if err := c.DeleteDevice(ctx, "dev1", v5.ETag); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, c.DeleteDevice(ctx, "dev1", &service.DeleteOptions{IfMatch: v5.ETag}))
 	_, err = c.GetDevice(ctx, "dev1")
 	checkResponseError(t, err, 404, 404001, service.ErrorCodeDeviceNotFound, service.ErrDeviceNotFound)
-	err = c.DeleteDevice(ctx, "dev1", "*")
+	err = c.DeleteDevice(ctx, "dev1", &service.DeleteOptions{IfMatch: "*"})
+	checkResponseError(t, err, 404, 404001, service.ErrorCodeDeviceNotFound, service.ErrDeviceNotFound)
+	err = c.DeleteDevice(ctx, "dev1", nil)
 	checkResponseError(t, err, 404, 404001, service.ErrorCodeDeviceNotFound, service.ErrDeviceNotFound)
 
-	// "*" deletes whatever the etag.
-	if _, err := c.CreateDevice(ctx, &service.Device{DeviceID: "dev2"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.DeleteDevice(ctx, "dev2", "*"); err != nil {
-		t.Fatal(err)
+	// nil, empty IfMatch and "*" delete whatever the etag.
+	for _, opts := range []*service.DeleteOptions{nil, {}, {IfMatch: "*"}} {
+		d, err := c.CreateDevice(ctx, &service.Device{DeviceID: "dev2"})
+		require.NoError(t, err)
+		d.Status = service.DeviceStatusDisabled
+		_, err = c.UpdateDevice(ctx, d, nil) // d.ETag is now stale
+		require.NoError(t, err)
+		require.NoError(t, c.DeleteDevice(ctx, "dev2", opts), "DeleteDevice with %+v", opts)
+		_, err = c.GetDevice(ctx, "dev2")
+		require.ErrorIs(t, err, service.ErrDeviceNotFound, "after DeleteDevice with %+v", opts)
 	}
 }
 
@@ -290,81 +248,72 @@ func TestRegistryModules(t *testing.T) {
 	ctx := context.Background()
 	_, err := c.CreateModule(ctx, &service.Module{DeviceID: "nodev", ModuleID: "m1"})
 	checkResponseError(t, err, 404, 404001, service.ErrorCodeDeviceNotFound, service.ErrDeviceNotFound)
-	if _, err := c.CreateDevice(ctx, &service.Device{DeviceID: "dev1"}); err != nil {
-		t.Fatal(err)
-	}
+	_, err = c.CreateDevice(ctx, &service.Device{DeviceID: "dev1"})
+	require.NoError(t, err)
 	m1, err := c.CreateModule(ctx, &service.Module{DeviceID: "dev1", ModuleID: "m1", ManagedBy: "me"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m1.DeviceID != "dev1" || m1.ModuleID != "m1" || m1.ManagedBy != "me" || m1.ETag == "" ||
-		m1.Authentication.Type != service.AuthenticationTypeSAS || len(m1.Authentication.SymmetricKey.PrimaryKey) != 44 {
-		t.Fatalf("created %+v", m1)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, "dev1", m1.DeviceID)
+	assert.Equal(t, "m1", m1.ModuleID)
+	assert.Equal(t, "me", m1.ManagedBy)
+	assert.NotEmpty(t, m1.ETag, "etag")
+	assert.Equal(t, service.AuthenticationTypeSAS, m1.Authentication.Type)
+	assert.Len(t, m1.Authentication.SymmetricKey.PrimaryKey, 44, "a generated 32-byte primary key")
 	_, err = c.CreateModule(ctx, &service.Module{DeviceID: "dev1", ModuleID: "m1"})
 	checkResponseError(t, err, 409, 409301, service.ErrorCodeModuleAlreadyExistsOnDevice, service.ErrModuleAlreadyExists)
 
 	cert := selfSigned(t, "dev1/m2")
 	m2, err := c.CreateModule(ctx, &service.Module{DeviceID: "dev1", ModuleID: "m2", Authentication: service.Authentication{
 		Type: service.AuthenticationTypeSelfSigned, X509Thumbprint: service.X509Thumbprint{PrimaryThumbprint: auth.ComputeThumbprints(cert.Leaf.Raw).SHA1}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 
 	// Both modules answer methods through connection strings the client derives.
 	cs1, err := c.ModuleConnectionString(m1, service.KeyKindPrimary)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	echoDevice(t, hub, cs1, nil, 200)
 	cs2, err := c.ModuleConnectionString(m2, service.KeyKindPrimary)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	echoDevice(t, hub, cs2, &cert, 202)
 	for id, status := range map[string]int{"m1": 200, "m2": 202} {
 		res, err := c.InvokeModuleMethod(ctx, "dev1", id, echo)
-		if err != nil || res.Status != status {
-			t.Fatalf("module %s: %v %v", id, res, err)
-		}
+		require.NoError(t, err, "module %s", id)
+		assert.Equal(t, status, res.Status, "module %s", id)
 	}
 
 	list, err := c.ListModules(ctx, "dev1")
-	if err != nil || len(list) != 2 || list[0].ModuleID != "m1" || list[1].ModuleID != "m2" {
-		t.Fatalf("ListModules = %v, %v", list, err)
-	}
+	require.NoError(t, err, "ListModules")
+	require.Len(t, list, 2, "ListModules")
+	assert.Equal(t, "m1", list[0].ModuleID, "ListModules")
+	assert.Equal(t, "m2", list[1].ModuleID, "ListModules")
 	got, err := c.GetModule(ctx, "dev1", "m1")
-	if err != nil || got.ETag != m1.ETag || got.Authentication != m1.Authentication {
-		t.Fatalf("GetModule = %+v, %v", got, err)
-	}
+	require.NoError(t, err, "GetModule")
+	assert.Equal(t, m1.ETag, got.ETag, "GetModule's etag")
+	assert.Equal(t, m1.Authentication, got.Authentication, "GetModule's authentication")
 	_, err = c.GetModule(ctx, "dev1", "m9")
 	checkResponseError(t, err, 404, 404010, service.ErrorCodeModuleNotFound, service.ErrModuleNotFound)
 
 	upd := *m1
 	upd.ManagedBy = "you"
 	m1b, err := c.UpdateModule(ctx, &upd, nil)
-	if err != nil || m1b.ManagedBy != "you" || m1b.ETag == m1.ETag {
-		t.Fatalf("UpdateModule = %+v, %v", m1b, err)
-	}
+	require.NoError(t, err, "UpdateModule")
+	assert.Equal(t, "you", m1b.ManagedBy, "UpdateModule")
+	assert.NotEqual(t, m1.ETag, m1b.ETag, "UpdateModule's new etag")
 	_, err = c.UpdateModule(ctx, m1, nil)
 	checkResponseError(t, err, 412, 412001, service.ErrorCodePreconditionFailed, service.ErrPreconditionFailed)
-	if _, err := c.UpdateModule(ctx, m1, &service.UpdateOptions{Force: true}); err != nil {
-		t.Fatalf("forced module update: %v", err)
-	}
-	err = c.DeleteModule(ctx, "dev1", "m2", m1.ETag)
+	_, err = c.UpdateModule(ctx, m1, &service.UpdateOptions{IfMatch: "*"})
+	require.NoError(t, err, `module update with IfMatch "*"`)
+	noTag := *m1
+	noTag.ETag = ""
+	_, err = c.UpdateModule(ctx, &noTag, nil)
+	require.ErrorIs(t, err, service.ErrArgumentInvalid, "module update without an etag")
+	err = c.DeleteModule(ctx, "dev1", "m2", &service.DeleteOptions{IfMatch: m1.ETag})
 	checkResponseError(t, err, 412, 412001, service.ErrorCodePreconditionFailed, service.ErrPreconditionFailed)
-	if err := c.DeleteModule(ctx, "dev1", "m2", m2.ETag); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.DeleteModule(ctx, "dev1", "m1", "*"); err != nil {
-		t.Fatal(err)
-	}
-	if list, err := c.ListModules(ctx, "dev1"); err != nil || len(list) != 0 {
-		t.Fatalf("modules after deletion: %v %v", list, err)
-	}
-	if err := c.DeleteModule(ctx, "dev1", "m1", ""); !errors.Is(err, service.ErrArgumentInvalid) {
-		t.Fatalf("DeleteModule without etag: %v", err)
-	}
+	require.NoError(t, c.DeleteModule(ctx, "dev1", "m2", &service.DeleteOptions{IfMatch: m2.ETag}))
+	require.NoError(t, c.DeleteModule(ctx, "dev1", "m1", nil), "DeleteModule whatever the etag")
+	list, err = c.ListModules(ctx, "dev1")
+	require.NoError(t, err, "modules after deletion")
+	assert.Empty(t, list, "modules after deletion")
+	err = c.DeleteModule(ctx, "dev1", "m1", nil)
+	checkResponseError(t, err, 404, 404010, service.ErrorCodeModuleNotFound, service.ErrModuleNotFound)
 }
 
 func TestRegistryValidation(t *testing.T) {
@@ -395,34 +344,43 @@ func TestRegistryValidation(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := c.CreateDevice(ctx, tc.d)
-			if !errors.Is(err, service.ErrArgumentInvalid) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v, want ErrArgumentInvalid saying %q", err, tc.want)
-			}
-			if tc.d != nil && tc.d.Authentication.SymmetricKey.PrimaryKey != "" && strings.Contains(err.Error(), tc.d.Authentication.SymmetricKey.PrimaryKey) {
-				t.Fatal("the error echoes the key")
+			require.ErrorIs(t, err, service.ErrArgumentInvalid)
+			assert.ErrorContains(t, err, tc.want)
+			if tc.d != nil && tc.d.Authentication.SymmetricKey.PrimaryKey != "" {
+				assert.NotContains(t, err.Error(), tc.d.Authentication.SymmetricKey.PrimaryKey, "the error echoes the key")
 			}
 		})
 	}
-	if tries.count() != 0 {
-		t.Fatalf("%d requests sent for invalid devices", tries.count())
+	// Ids, etags and options of the other calls, checked before sending.
+	for name, call := range map[string]func() error{
+		"GetDevice no id":    func() error { _, err := c.GetDevice(ctx, ""); return err },
+		"DeleteDevice no id": func() error { return c.DeleteDevice(ctx, "", nil) },
+		"UpdateDevice nil":   func() error { _, err := c.UpdateDevice(ctx, nil, nil); return err },
+		"GetModule no id":    func() error { _, err := c.GetModule(ctx, "d", ""); return err },
+		"DeleteModule bad id": func() error {
+			return c.DeleteModule(ctx, "d", "a b", &service.DeleteOptions{IfMatch: "*"})
+		},
+		"ListModules bad id": func() error { _, err := c.ListModules(ctx, "a/b"); return err },
+		"CreateModule nil":   func() error { _, err := c.CreateModule(ctx, nil); return err },
+		"UpdateModule no etag": func() error {
+			_, err := c.UpdateModule(ctx, &service.Module{DeviceID: "d", ModuleID: "m"}, nil)
+			return err
+		},
+	} {
+		assert.ErrorIs(t, call(), service.ErrArgumentInvalid, name)
 	}
+	assert.Equal(t, 0, tries.count(), "requests sent for invalid calls")
 
 	// Connection strings need the key, and a type that connects.
-	if _, err := c.DeviceConnectionString(&service.Device{DeviceID: "d"}, service.KeyKindPrimary); !errors.Is(err, service.ErrArgumentInvalid) {
-		t.Fatalf("connection string without a key: %v", err)
-	}
-	if _, err := c.DeviceConnectionString(&service.Device{DeviceID: "d", Authentication: sas(key(0, 32), key(1, 32))}, service.KeyKind(7)); !errors.Is(err, service.ErrArgumentInvalid) {
-		t.Fatalf("connection string with KeyKind(7): %v", err)
-	}
-	if _, err := c.ModuleConnectionString(&service.Module{DeviceID: "d", ModuleID: "m", Authentication: service.Authentication{Type: service.AuthenticationTypeNone}}, service.KeyKindPrimary); !errors.Is(err, service.ErrArgumentInvalid) {
-		t.Fatalf("connection string of a none-auth module: %v", err)
-	}
-	if _, err := c.DeviceConnectionString(nil, service.KeyKindPrimary); !errors.Is(err, service.ErrArgumentInvalid) {
-		t.Fatalf("connection string of nil: %v", err)
-	}
-	if got := service.KeyKindSecondary.String() + service.KeyKind(7).String(); got != "secondaryKeyKind(7)" {
-		t.Fatalf("KeyKind strings %q", got)
-	}
+	_, err := c.DeviceConnectionString(&service.Device{DeviceID: "d"}, service.KeyKindPrimary)
+	assert.ErrorIs(t, err, service.ErrArgumentInvalid, "connection string without a key")
+	_, err = c.DeviceConnectionString(&service.Device{DeviceID: "d", Authentication: sas(key(0, 32), key(1, 32))}, service.KeyKind(7))
+	assert.ErrorIs(t, err, service.ErrArgumentInvalid, "connection string with KeyKind(7)")
+	_, err = c.ModuleConnectionString(&service.Module{DeviceID: "d", ModuleID: "m", Authentication: service.Authentication{Type: service.AuthenticationTypeNone}}, service.KeyKindPrimary)
+	assert.ErrorIs(t, err, service.ErrArgumentInvalid, "connection string of a none-auth module")
+	_, err = c.DeviceConnectionString(nil, service.KeyKindPrimary)
+	assert.ErrorIs(t, err, service.ErrArgumentInvalid, "connection string of nil")
+	assert.Equal(t, "secondaryKeyKind(7)", service.KeyKindSecondary.String()+service.KeyKind(7).String(), "KeyKind strings")
 }
 
 // Device and Module JSON is IoT Hub's, both ways.
@@ -433,11 +391,9 @@ func TestRegistryJSON(t *testing.T) {
 	"authentication":{"symmetricKey":{"primaryKey":null,"secondaryKey":null},"x509Thumbprint":{"primaryThumbprint":"AB","secondaryThumbprint":null},"type":"selfSigned"},
 	"capabilities":{"iotEdge":true},"deviceScope":"ms-azure-iot-edge://e-1","parentScopes":["ms-azure-iot-edge://p-1"]}`
 	var d service.Device
-	if err := json.Unmarshal([]byte(hubJSON), &d); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, json.Unmarshal([]byte(hubJSON), &d))
 	want := service.Device{
-		DeviceID: "dev1", GenerationID: "638000000000000001", ETag: "MzE4NzUxOTU1", ConnectionState: service.ConnectionStateConnected,
+		DeviceID: "dev1", GenerationID: "638000000000000001", ETag: "MzE4NzUxOTU1", ConnectionState: service.DeviceConnectionStateConnected,
 		Status: service.DeviceStatusDisabled, StatusReason: "stolen",
 		ConnectionStateUpdatedTime: time.Date(2024, 5, 1, 10, 11, 12, 123456700, time.UTC),
 		LastActivityTime:           time.Date(2024, 5, 1, 10, 11, 13, 0, time.UTC),
@@ -446,38 +402,29 @@ func TestRegistryJSON(t *testing.T) {
 		Capabilities:               service.DeviceCapabilities{IoTEdge: true},
 		DeviceScope:                "ms-azure-iot-edge://e-1", ParentScopes: []string{"ms-azure-iot-edge://p-1"},
 	}
-	gotJSON, _ := json.Marshal(d)
-	wantJSON, _ := json.Marshal(want)
-	if string(gotJSON) != string(wantJSON) || !d.ConnectionStateUpdatedTime.Equal(want.ConnectionStateUpdatedTime) || !d.StatusUpdatedTime.IsZero() {
-		t.Fatalf("decoded %+v\nwant    %+v", d, want)
-	}
+	gotJSON, err := json.Marshal(d)
+	require.NoError(t, err)
+	wantJSON, err := json.Marshal(want)
+	require.NoError(t, err)
+	assert.Equal(t, string(wantJSON), string(gotJSON), "decoded %+v", d)
+	assert.True(t, d.ConnectionStateUpdatedTime.Equal(want.ConnectionStateUpdatedTime), "ConnectionStateUpdatedTime %v", d.ConnectionStateUpdatedTime)
+	assert.True(t, d.StatusUpdatedTime.IsZero(), "the hub's zero time decodes as zero: %v", d.StatusUpdatedTime)
 	// Round trip.
 	var again service.Device
-	if err := json.Unmarshal(gotJSON, &again); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := json.Marshal(again); string(b) != string(gotJSON) {
-		t.Fatalf("round trip changed\n%s\n%s", b, gotJSON)
-	}
+	require.NoError(t, json.Unmarshal(gotJSON, &again))
+	b, err := json.Marshal(again)
+	require.NoError(t, err)
+	assert.Equal(t, string(gotJSON), string(b), "round trip changed the JSON")
 	// A new SAS device asks for generated keys with empty strings, as the
 	// Node SDK does.
-	b, _ := json.Marshal(service.Device{DeviceID: "new"})
-	if !strings.Contains(string(b), `"authentication":{"symmetricKey":{"primaryKey":"","secondaryKey":""},"x509Thumbprint":{"primaryThumbprint":null,"secondaryThumbprint":null},"type":"sas"}`) {
-		t.Fatalf("new device JSON %s", b)
-	}
+	b, err = json.Marshal(service.Device{DeviceID: "new"})
+	require.NoError(t, err)
+	assert.Contains(t, string(b), `"authentication":{"symmetricKey":{"primaryKey":"","secondaryKey":""},"x509Thumbprint":{"primaryThumbprint":null,"secondaryThumbprint":null},"type":"sas"}`, "new device JSON")
 	var m service.Module
-	if err := json.Unmarshal([]byte(`{"moduleId":"m","deviceId":"d","managedBy":null,"authentication":{"type":"certificateAuthority"}}`), &m); err != nil {
-		t.Fatal(err)
-	}
-	if m.ModuleID != "m" || m.DeviceID != "d" || m.ManagedBy != "" || m.Authentication.Type != service.AuthenticationTypeCertificateAuthority {
-		t.Fatalf("module %+v", m)
-	}
-	if err := json.Unmarshal([]byte(`[1]`), &m); err == nil {
-		t.Fatal("a JSON array decoded as a module")
-	}
-	if err := json.Unmarshal([]byte(`"x"`), &d); err == nil {
-		t.Fatal("a JSON string decoded as a device")
-	}
+	require.NoError(t, json.Unmarshal([]byte(`{"moduleId":"m","deviceId":"d","managedBy":null,"authentication":{"type":"certificateAuthority"}}`), &m))
+	assert.Equal(t, service.Module{ModuleID: "m", DeviceID: "d", Authentication: service.Authentication{Type: service.AuthenticationTypeCertificateAuthority}}, m)
+	assert.Error(t, json.Unmarshal([]byte(`[1]`), &m), "a JSON array decoded as a module")
+	assert.Error(t, json.Unmarshal([]byte(`"x"`), &d), "a JSON string decoded as a device")
 }
 
 // TestRegistryEdgeScopes: IoT Edge devices get a scope from the hub,

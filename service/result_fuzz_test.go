@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // FuzzDecodeResult feeds the hub's answer to a method invocation to the
@@ -26,16 +28,15 @@ func FuzzDecodeResult(f *testing.F) {
 		resp := &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(body))}
 		res, err := decodeResult(resp)
 		if err != nil {
-			if res != nil || !strings.HasPrefix(err.Error(), "iothub: ") {
-				t.Fatalf("decodeResult: %v, %+v", err, res)
-			}
-			if len(body) >= 8 && strings.Contains(err.Error(), string(body)) {
-				t.Fatalf("the error quotes the body: %v", err)
+			require.Nil(t, res, "a result with the error %v", err)
+			require.ErrorIs(t, err, ErrMalformedResponse)
+			require.True(t, strings.HasPrefix(err.Error(), "iothub: "), "message %q", err)
+			if len(body) >= 8 {
+				require.NotContains(t, err.Error(), string(body), "the error quotes the body")
 			}
 			return
 		}
-		if res == nil || !json.Valid(res.Payload) {
-			t.Fatalf("result %+v: payload is not one JSON value", res)
-		}
+		require.NotNil(t, res)
+		require.True(t, json.Valid(res.Payload), "result %+v: payload is not one JSON value", res)
 	})
 }

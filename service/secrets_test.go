@@ -11,6 +11,8 @@ import (
 
 	azlog "github.com/Azure/azure-sdk-for-go/sdk/azcore/log"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/iothubtest"
@@ -45,47 +47,37 @@ func TestSecretsStaySecret(t *testing.T) {
 	hub := iothubtest.NewServer(t, nil)
 	echoDevice(t, hub, hub.AddDevice(t, "dev1"), nil, 200)
 	owner, err := auth.ParseServiceConnectionString(hub.ServiceConnectionString())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	capture := &authCapture{}
 	c, _ := newClient(t, hub, "", func(o *service.ClientOptions) {
 		o.PerRetryPolicies = append(o.PerRetryPolicies, capture)
 		o.Retry.MaxRetries = 1
 	})
 	ctx := context.Background()
-	if _, err := c.InvokeDeviceMethod(ctx, "dev1", echo); err != nil {
-		t.Fatal(err)
-	}
+	_, err = c.InvokeDeviceMethod(ctx, "dev1", echo)
+	require.NoError(t, err)
 	created, err := c.CreateDevice(ctx, &service.Device{DeviceID: "dev2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := hub.FailServiceRequests(503001, 1); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, hub.FailServiceRequests(503001, 1))
 	_, notFound := c.InvokeDeviceMethod(ctx, "nobody", echo) // retried once after the 503
 
 	// A client whose key the hub refuses.
 	wrongKey := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 	bad, _ := newClient(t, hub, "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey="+wrongKey+";GatewayHostName="+hub.Addr(), nil)
 	_, unauthorized := bad.InvokeDeviceMethod(ctx, "dev1", echo)
-	if unauthorized == nil || notFound == nil {
-		t.Fatalf("want two errors, got %v and %v", unauthorized, notFound)
-	}
+	require.ErrorIs(t, unauthorized, service.ErrUnauthorized)
+	require.ErrorIs(t, notFound, service.ErrDeviceNotFound)
 
 	capture.mu.Lock()
 	tokens := append([]string(nil), capture.values...)
 	capture.mu.Unlock()
-	if len(tokens) < 4 || !strings.HasPrefix(tokens[0], "SharedAccessSignature ") {
-		t.Fatalf("captured %d Authorization headers", len(tokens))
-	}
+	require.GreaterOrEqual(t, len(tokens), 4, "Authorization headers captured")
+	require.True(t, strings.HasPrefix(tokens[0], "SharedAccessSignature "), "the first Authorization header is a SAS token")
 	secrets := []string{owner.SharedAccessKey, wrongKey, created.Authentication.SymmetricKey.PrimaryKey, created.Authentication.SymmetricKey.SecondaryKey}
 	for _, tok := range tokens {
 		secrets = append(secrets, tok)
-		if _, err := auth.ParseSAS(tok); err != nil {
-			t.Fatal(err)
-		}
+		_, err := auth.ParseSAS(tok)
+		require.NoError(t, err)
 		// The signature, in both its encoded and decoded forms.
 		q, _ := url.ParseQuery(strings.TrimPrefix(tok, "SharedAccessSignature "))
 		secrets = append(secrets, q.Get("sig"), url.QueryEscape(q.Get("sig")))
@@ -94,9 +86,8 @@ func TestSecretsStaySecret(t *testing.T) {
 	logMu.Lock()
 	logText := logs.String()
 	logMu.Unlock()
-	if !strings.Contains(logText, "/twins/dev1/methods") || !strings.Contains(logText, "Authorization: REDACTED") {
-		t.Fatalf("the listener saw no request logs with a redacted Authorization header:\n%s", logText)
-	}
+	require.Contains(t, logText, "/twins/dev1/methods", "the listener saw no request logs")
+	require.Contains(t, logText, "Authorization: REDACTED", "the listener saw no redacted Authorization header")
 	outputs := map[string]string{
 		"not found error":     notFound.Error(),
 		"unauthorized error":  unauthorized.Error(),
@@ -113,20 +104,16 @@ func TestSecretsStaySecret(t *testing.T) {
 	}
 	for what, text := range outputs {
 		for _, s := range secrets {
-			if s != "" && strings.Contains(text, s) {
-				t.Errorf("%s contains a secret (%d chars):\n%s", what, len(s), text)
+			if s != "" {
+				// Not assert.NotContains: its message would print the secret.
+				assert.False(t, strings.Contains(text, s), "%s contains a secret (%d chars)", what, len(s))
 			}
 		}
-		if strings.Contains(text, "SharedAccessSignature sr=") || strings.Contains(text, "SharedAccessKey=") {
-			t.Errorf("%s contains a token or a connection string:\n%s", what, text)
-		}
+		assert.NotContains(t, text, "SharedAccessSignature sr=", "%s contains a token", what)
+		assert.NotContains(t, text, "SharedAccessKey=", "%s contains a connection string", what)
 	}
-	if got := fmt.Sprint(c); got != "service.Client{hub localhost at https://"+hub.Addr()+", policy iothubowner}" {
-		t.Errorf("String() = %q", got)
-	}
-	if got := fmt.Sprintf("%+v", created.Authentication.SymmetricKey); !strings.Contains(got, "<redacted>") {
-		t.Errorf("SymmetricKey prints as %q", got)
-	}
+	assert.Equal(t, "service.Client{hub localhost at https://"+hub.Addr()+", policy iothubowner}", fmt.Sprint(c), "String()")
+	assert.Contains(t, fmt.Sprintf("%+v", created.Authentication.SymmetricKey), "<redacted>", "how SymmetricKey prints")
 }
 
 // unwrapAll returns the innermost error of a chain (the azcore error).

@@ -12,6 +12,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/auth"
@@ -64,9 +65,7 @@ func newClient(t testing.TB, hub *iothubtest.Server, connStr string, edit func(*
 		edit(o)
 	}
 	c, err := service.NewClientFromConnectionString(connStr, o)
-	if err != nil {
-		t.Fatalf("NewClientFromConnectionString: %v", err)
-	}
+	require.NoError(t, err, "NewClientFromConnectionString")
 	return c, a
 }
 
@@ -76,28 +75,20 @@ func newClient(t testing.TB, hub *iothubtest.Server, connStr string, edit func(*
 func connect(t testing.TB, hub *iothubtest.Server, connStr string, cert *tls.Certificate) paho.Client {
 	t.Helper()
 	cs, err := auth.ParseDeviceConnectionString(connStr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	conf := hub.TLSConfig()
 	var password string
 	if cert != nil {
 		conf.Certificates = []tls.Certificate{*cert}
 	} else {
 		tp, err := cs.TokenProvider(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		tok, err := tp.Token(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		password = tok.Value
 	}
 	c, err := pahodev.Dial(t, pahodev.Options{URL: "tls://" + cs.Address(), TLS: conf, Identity: cs.Identity(), Password: password})
-	if err != nil {
-		t.Fatalf("device connect: %v", err)
-	}
+	require.NoError(t, err, "device connect")
 	return c
 }
 
@@ -115,9 +106,7 @@ func waitOnline(t testing.TB, hub *iothubtest.Server, id string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := hub.WaitOnline(ctx, id); err != nil {
-		t.Fatalf("%s never came online: %v", id, err)
-	}
+	require.NoError(t, hub.WaitOnline(ctx, id), "%s never came online", id)
 }
 
 // callbackDevice connects a device whose method handler is f; it answers
@@ -135,9 +124,8 @@ func callbackDevice(t testing.TB, hub *iothubtest.Server, connStr string, f func
 		status, payload := f(name, m.Payload())
 		c.Publish("$iothub/methods/res/"+strconv.Itoa(status)+"/?$rid="+rid, 0, false, payload)
 	})
-	if !tk.WaitTimeout(15*time.Second) || tk.Error() != nil {
-		t.Fatalf("subscribe: %v", tk.Error())
-	}
+	require.True(t, tk.WaitTimeout(15*time.Second), "subscribe timed out")
+	require.NoError(t, tk.Error(), "subscribe")
 	cs, _ := auth.ParseDeviceConnectionString(connStr)
 	waitOnline(t, hub, cs.Identity().String())
 }

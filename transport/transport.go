@@ -1,12 +1,43 @@
 // Package transport is the contract between the device client and the
 // protocols it speaks: a stateless [Transport] dials one authenticated
-// connection, a [Conn], which carries direct methods until it ends.
-// Reconnecting, token renewal and handler dispatch live once, above every
-// transport, in package device.
+// connection, a [Conn], which carries direct methods and device-to-cloud
+// messages until it ends. Reconnecting, token renewal and handler dispatch
+// live once, above every transport, in package device.
 //
-// Implementations: transport/mqtt (MQTT 3.1.1 over TLS or WebSocket),
-// transport/amqp (AMQP 1.0 over TLS or WebSocket) and transport/http (HTTPS,
-// telemetry only).
+// A device program chooses one of three implementations and passes it in
+// device.ClientOptions; it never calls a Conn itself:
+//
+//   - transport/mqtt: MQTT 3.1.1 over TLS (port 8883), or over WebSocket
+//     (port 443) with Options.WebSocket. Direct methods and telemetry.
+//   - transport/amqp: AMQP 1.0 over TLS (port 5671), or over WebSocket
+//     (port 443) with Options.WebSocket. Direct methods and telemetry; a
+//     SAS token is renewed on the live connection.
+//   - transport/http: HTTPS (port 443). Telemetry only: IoT Hub never
+//     delivers direct methods over HTTPS, so method handlers are refused
+//     with an error wrapping [ErrUnsupported].
+//
+// # Errors
+//
+// Errors are tested with errors.Is against the sentinels of this package,
+// which the three transports wrap alike: [ErrNotAuthorized] (credentials
+// refused), [ErrUnsupported] (not possible over this protocol),
+// [ErrMessageTooLarge] and [ErrInvalidProperty] (a message SendEvent
+// refuses before sending anything, or that the hub refused), and, for the
+// hub's HTTPS answers 429 and 503, [ErrThrottled] and
+// [ErrServiceUnavailable] (send again later). The text of an error is not
+// part of the API.
+//
+// # Writing a transport
+//
+// [Transport] and [Conn] are public so that a program can bring its own
+// protocol stack, such as a gateway or a test double. They are a contract
+// that may grow in minor releases: device twins, cloud-to-device messages
+// and a pooled AMQP transport will add methods to them. An implementation
+// outside this module must therefore embed [UnimplementedConn] in its Conn
+// and [UnimplementedTransport] in its Transport. A method added later is
+// then answered by the embedded default, with an error wrapping
+// ErrUnsupported, and the implementation keeps compiling. Existing methods
+// keep their signatures and meaning within a major version.
 package transport
 
 import (
@@ -23,14 +54,39 @@ import (
 	"github.com/iothub-go/iothub/auth"
 )
 
-// ErrNotAuthorized is wrapped by Dial errors that mean the hub refused the
-// credentials (MQTT CONNACK 4 or 5, AMQP 401). Retrying with the same
-// credentials will not succeed.
+// ErrNotAuthorized is wrapped by errors that mean the hub refused the
+// credentials: Dial errors (MQTT CONNACK 4 or 5, AMQP 401) and, over HTTPS,
+// SendEvent errors for a 401 answer. Retrying with the same credentials
+// will not succeed.
 var ErrNotAuthorized = errors.New("iothub: not authorized by the hub")
 
 // ErrUnsupported is wrapped when a transport cannot do what was asked, e.g.
-// receive direct methods over HTTPS.
+// receive direct methods over HTTPS. [UnimplementedConn] and
+// [UnimplementedTransport] answer with it.
 var ErrUnsupported = errors.New("iothub: not supported by this transport")
+
+// ErrMessageTooLarge is wrapped by SendEvent's error when the message is
+// larger than [MaxMessageSize] (as [Message.Size] counts it): every
+// transport checks before sending, and sends nothing then. The hub's own
+// refusal of a message as too large (HTTP 413, AMQP
+// amqp:link:message-size-exceeded) matches it too.
+var ErrMessageTooLarge = errors.New("iothub: message too large")
+
+// ErrInvalidProperty is wrapped by SendEvent's error when a message
+// property cannot be sent over the transport: an empty name (every
+// transport), a character HTTPS does not allow in a header
+// (transport/http), or properties that do not fit in an MQTT topic
+// (mqtt.ErrTopicTooLong). Nothing is sent then.
+var ErrInvalidProperty = errors.New("iothub: invalid message property")
+
+// ErrThrottled is wrapped by SendEvent's error when the hub throttles the
+// device (HTTPS 429, e.g. 429001 ThrottlingException). Sending again later
+// may succeed.
+var ErrThrottled = errors.New("iothub: throttled by the hub")
+
+// ErrServiceUnavailable is wrapped by SendEvent's error when the hub is
+// unavailable or busy (HTTPS 503). Sending again later may succeed.
+var ErrServiceUnavailable = errors.New("iothub: the hub is unavailable")
 
 // Config is what a transport needs to open one connection.
 type Config struct {
@@ -100,6 +156,10 @@ func (c Config) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, c.String(
 
 // Transport opens device connections. It holds no connection state and is
 // safe for concurrent use.
+//
+// Transport may gain methods in minor releases; an implementation outside
+// this module must embed [UnimplementedTransport] (see the package
+// documentation).
 type Transport interface {
 	// Dial opens and authenticates one connection. It does not retry.
 	Dial(ctx context.Context, cfg Config) (Conn, error)
@@ -110,7 +170,12 @@ type Transport interface {
 	MethodSupport() error
 }
 
-// Conn is one live connection, owned by one device client.
+// Conn is one live connection, owned by one device client, which calls its
+// methods from several goroutines at once.
+//
+// Conn may gain methods in minor releases (device twins and
+// cloud-to-device messages will add some); an implementation outside this
+// module must embed [UnimplementedConn] (see the package documentation).
 type Conn interface {
 	// SubscribeMethods subscribes to direct methods, which then go to
 	// Config.Methods, and returns once the hub has confirmed the
@@ -125,6 +190,8 @@ type Conn interface {
 	RespondMethod(ctx context.Context, requestID string, resp *MethodResponse) error
 	// SendEvent sends one device-to-cloud message and returns once the hub
 	// has accepted it (MQTT PUBACK, AMQP accepted disposition, HTTP 204).
+	// A message it refuses without sending gives an error wrapping
+	// ErrMessageTooLarge or ErrInvalidProperty.
 	SendEvent(ctx context.Context, msg *Message) error
 	// Done is closed when the connection has ended, by Close or by loss.
 	Done() <-chan struct{}
@@ -132,6 +199,75 @@ type Conn interface {
 	Err() error
 	// Close ends the connection. It is safe to call more than once.
 	Close() error
+}
+
+// UnimplementedConn must be embedded, by value, in every [Conn]
+// implemented outside this module, so that the implementation keeps
+// compiling when Conn gains methods. Each method it provides answers as a
+// connection that can do nothing: SubscribeMethods, UnsubscribeMethods,
+// RespondMethod and SendEvent return an error wrapping [ErrUnsupported];
+// Done returns a closed channel and Err such an error, so a Conn that
+// leaves those two to it is seen as ended at once; Close returns nil. An
+// implementation overrides what its protocol does, and always Done, Err
+// and Close.
+type UnimplementedConn struct{}
+
+// SubscribeMethods returns an error wrapping ErrUnsupported.
+func (UnimplementedConn) SubscribeMethods(context.Context) error {
+	return unimplemented("SubscribeMethods")
+}
+
+// UnsubscribeMethods returns an error wrapping ErrUnsupported.
+func (UnimplementedConn) UnsubscribeMethods(context.Context) error {
+	return unimplemented("UnsubscribeMethods")
+}
+
+// RespondMethod returns an error wrapping ErrUnsupported.
+func (UnimplementedConn) RespondMethod(context.Context, string, *MethodResponse) error {
+	return unimplemented("RespondMethod")
+}
+
+// SendEvent returns an error wrapping ErrUnsupported.
+func (UnimplementedConn) SendEvent(context.Context, *Message) error {
+	return unimplemented("SendEvent")
+}
+
+// Done returns a closed channel.
+func (UnimplementedConn) Done() <-chan struct{} { return closed }
+
+// Err returns an error wrapping ErrUnsupported.
+func (UnimplementedConn) Err() error { return unimplemented("Conn") }
+
+// Close returns nil.
+func (UnimplementedConn) Close() error { return nil }
+
+// UnimplementedTransport must be embedded, by value, in every [Transport]
+// implemented outside this module, so that the implementation keeps
+// compiling when Transport gains methods. Dial and MethodSupport return an
+// error wrapping [ErrUnsupported], and Name returns "unimplemented". An
+// implementation overrides Dial and Name, and MethodSupport if it carries
+// direct methods.
+type UnimplementedTransport struct{}
+
+// Dial returns an error wrapping ErrUnsupported.
+func (UnimplementedTransport) Dial(context.Context, Config) (Conn, error) {
+	return nil, unimplemented("Dial")
+}
+
+// Name returns "unimplemented".
+func (UnimplementedTransport) Name() string { return "unimplemented" }
+
+// MethodSupport returns an error wrapping ErrUnsupported.
+func (UnimplementedTransport) MethodSupport() error { return unimplemented("direct methods") }
+
+var closed = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
+func unimplemented(what string) error {
+	return fmt.Errorf("%w: %s is not implemented", ErrUnsupported, what)
 }
 
 // TokenUpdater is implemented by connections that can present a renewed SAS
@@ -165,7 +301,9 @@ type MethodResponse struct {
 }
 
 // MaxMessageSize is the largest device-to-cloud message IoT Hub accepts:
-// 256 KB of body, property names and property values together.
+// 256 KB of body, property names and property values together, as
+// [Message.Size] counts them. It is the same limit as device.MaxMessageSize.
+// SendEvent refuses a larger message with [ErrMessageTooLarge].
 const MaxMessageSize = 256 * 1024
 
 // Message is a device-to-cloud message (telemetry).

@@ -20,7 +20,7 @@ import (
 // benchConfig is the parsed command line of "iothub bench".
 type benchConfig struct {
 	bench.Config
-	out        string // "table" or "json"
+	output     output
 	jsonFile   string
 	cpuProfile string
 	fleet      bool // serve the fleet protocol on stdin/stdout (internal)
@@ -93,9 +93,13 @@ measures the invoker against an HTTPS server that answers at once; every
 target is reported with the best value the floors leave reachable. Each
 device fleet (and, for the service-client comparison, each invoker) runs
 in a child process; latency ratios come from paired runs, calls
-alternating between one device of each kind. Prints a table (or JSON with
---out json). See BENCHMARKS.md.
+alternating between one device of each kind. See BENCHMARKS.md.
 
+--output text (the default) prints tables on stdout; --output json prints
+the result as one JSON document, on one line (the schema of --json FILE,
+which is indented). An interrupted run prints what it measured, and exits 1.
+
+`+exitCodesHelp+`
 flags:
 `)
 		fs.PrintDefaults()
@@ -120,7 +124,7 @@ flags:
 	fs.BoolVar(&c.NoPairs, "no-pairs", false, "skip the paired latency comparisons (one device of each kind, calls alternating)")
 	fs.BoolVar(&c.NoFloors, "no-floors", false, "skip the invoker floor (the invoker against an HTTPS server that answers at once)")
 	fs.BoolVar(&c.InProcess, "inproc", false, "run the Go device fleets in this process (memory and CPU then include the hub)")
-	fs.StringVar(&c.out, "out", "table", "what to print on stdout: table or json")
+	outputFlag(fs, &c.output)
 	fs.StringVar(&c.jsonFile, "json", "", "also write the JSON result to this `file`")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (hub and invoker) to `file`")
 	fs.StringVar(&c.DeviceCPUProfile, "device-cpuprofile", "", "Go device fleets write CPU profiles to `prefix`.<row>.pprof")
@@ -132,9 +136,6 @@ flags:
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("iothub: unexpected argument %q", fs.Arg(0))
-	}
-	if c.out != "table" && c.out != "json" {
-		return nil, fmt.Errorf("iothub: --out %q: want table or json", c.out)
 	}
 	if c.fleet || c.invoker {
 		return &c, nil
@@ -200,10 +201,10 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseBenchFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return exitOK
 		}
 		fmt.Fprintln(stderr, err)
-		return 2
+		return exitUsage
 	}
 	need := uint64(4096)
 	for _, n := range append(append([]int{cfg.Devices}, cfg.Scale...), cfg.NodeScale...) {
@@ -221,15 +222,15 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		}
 		if err := run(os.Stdin, stdout); err != nil {
 			fmt.Fprintln(stderr, err)
-			return 1
+			return exitFailure
 		}
-		return 0
+		return exitOK
 	}
 	if !cfg.InProcess {
 		exe, err := os.Executable()
 		if err != nil {
 			fmt.Fprintf(stderr, "iothub bench: cannot find this executable for the fleet processes (use --inproc): %v\n", err)
-			return 1
+			return exitFailure
 		}
 		cfg.FleetCommand = []string{exe, "bench", "--fleet"}
 		cfg.InvokerCommand = []string{exe, "bench", "--invoker"}
@@ -243,39 +244,42 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		f, err := os.Create(cfg.cpuProfile)
 		if err != nil {
 			fmt.Fprintf(stderr, "iothub bench: %v\n", err)
-			return 1
+			return exitFailure
 		}
 		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
 			fmt.Fprintf(stderr, "iothub bench: %v\n", err)
-			return 1
+			return exitFailure
 		}
 		defer pprof.StopCPUProfile()
 	}
 	res, err := bench.Run(ctx, cfg.Config)
 	if res == nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return exitFailure
 	}
 	js, jerr := res.MarshalIndent()
 	if jerr != nil {
 		fmt.Fprintln(stderr, jerr)
-		return 1
+		return exitFailure
 	}
 	if cfg.jsonFile != "" {
 		if werr := os.WriteFile(cfg.jsonFile, append(js, '\n'), 0o644); werr != nil {
 			fmt.Fprintf(stderr, "iothub bench: %v\n", werr)
-			return 1
+			return exitFailure
 		}
 	}
-	if cfg.out == "json" {
-		fmt.Fprintf(stdout, "%s\n", js)
+	if cfg.output == outputJSON {
+		if werr := writeJSON(stdout, res); werr != nil {
+			fmt.Fprintf(stderr, "iothub bench: %v\n", werr)
+			return exitFailure
+		}
 	} else {
 		res.WriteTable(stdout)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "iothub bench: interrupted: %v\n", err)
-		return 1
+		return exitFailure
 	}
-	return 0
+	return exitOK
 }

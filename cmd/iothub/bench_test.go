@@ -5,9 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/internal/bench"
 )
@@ -22,133 +26,130 @@ var tinyBench = []string{
 
 func TestBenchJSON(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	args := append([]string{"bench", "--inproc", "--out", "json"}, tinyBench...)
-	if code := run(args, &stdout, &stderr); code != 0 {
-		t.Fatalf("exit %d\nstderr: %s", code, stderr.String())
-	}
+	jsonFile := filepath.Join(t.TempDir(), "bench.json")
+	args := append([]string{"bench", "--inproc", "--output", "json", "--json", jsonFile}, tinyBench...)
+	require.Equal(t, exitOK, run(args, &stdout, &stderr), "exit status; stderr: %s", stderr.String())
+	// One document, on one line.
+	assert.Equal(t, 1, strings.Count(stdout.String(), "\n"), "stdout lines")
 	var res bench.Result
 	dec := json.NewDecoder(&stdout)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&res); err != nil {
-		t.Fatalf("stdout is not a bench result: %v", err)
-	}
+	require.NoError(t, dec.Decode(&res), "stdout is not a bench result")
 	checkResult(t, &res, true)
 	// The raw JSON carries the documented field names.
-	js, _ := res.MarshalIndent()
+	js, err := res.MarshalIndent()
+	require.NoError(t, err)
 	for _, key := range []string{`"p50_us"`, `"p99_us"`, `"calls_per_sec"`, `"total_cpu_us_per_call"`,
 		`"device_rss_bytes_per_device"`, `"device_heap_bytes_per_device"`, `"connect_seconds"`, `"targets"`} {
-		if !bytes.Contains(js, []byte(key)) {
-			t.Errorf("JSON lacks %s", key)
-		}
+		assert.Contains(t, string(js), key, "JSON lacks %s", key)
 	}
+	// --json FILE holds the same result, indented.
+	file, err := os.ReadFile(jsonFile)
+	require.NoError(t, err)
+	assert.Equal(t, string(js)+"\n", string(file), "--json file")
 }
 
 func checkResult(t *testing.T, res *bench.Result, inproc bool) {
 	t.Helper()
-	if res.Schema != "iothub-bench/1" || res.Machine.CPUs < 1 || res.Machine.GoVersion == "" {
-		t.Errorf("header: %+v %+v", res.Schema, res.Machine)
-	}
-	if res.Settings.Devices != 2 || res.Settings.Concurrency != 2 || res.Settings.InProcess != inproc || !res.Settings.TLS {
-		t.Errorf("settings: %+v", res.Settings)
-	}
+	assert.Equal(t, "iothub-bench/1", res.Schema, "header")
+	assert.GreaterOrEqual(t, res.Machine.CPUs, 1, "header: %+v", res.Machine)
+	assert.NotEmpty(t, res.Machine.GoVersion, "header: %+v", res.Machine)
+	assert.Equal(t, 2, res.Settings.Devices, "settings: %+v", res.Settings)
+	assert.Equal(t, 2, res.Settings.Concurrency, "settings: %+v", res.Settings)
+	assert.Equal(t, inproc, res.Settings.InProcess, "settings: %+v", res.Settings)
+	assert.True(t, res.Settings.TLS, "settings: %+v", res.Settings)
 	want := map[string]bool{"go-sdk/mqtt": false, "paho-raw/mqtt": false}
 	for _, r := range res.Rows {
-		if _, ok := want[r.Name]; !ok {
-			t.Errorf("unexpected row %q", r.Name)
+		if _, ok := want[r.Name]; !assert.True(t, ok, "unexpected row %q", r.Name) {
 			continue
 		}
 		want[r.Name] = true
-		if r.Status != "ok" {
-			t.Errorf("%s: %s: %s", r.Name, r.Status, r.Reason)
+		if !assert.Equal(t, "ok", r.Status, "%s: %s", r.Name, r.Reason) {
 			continue
 		}
 		// Shape only: on a loaded machine a 250 ms window may even see no
 		// call end.
-		if l := r.Latency; l == nil || l.Errors != 0 || l.P99 < l.P50 {
-			t.Errorf("%s latency: %+v", r.Name, l)
+		if l := r.Latency; assert.NotNil(t, l, "%s latency", r.Name) {
+			assert.Zero(t, l.Errors, "%s latency: %+v", r.Name, l)
+			assert.GreaterOrEqual(t, l.P99, l.P50, "%s latency: %+v", r.Name, l)
 		}
-		if tp := r.Throughput; tp == nil || tp.Errors != 0 || tp.Devices != 2 || tp.Concurrency != 2 || tp.Latency == nil || tp.Seconds <= 0 {
-			t.Errorf("%s throughput: %+v", r.Name, tp)
+		if tp := r.Throughput; assert.NotNil(t, tp, "%s throughput", r.Name) {
+			assert.Zero(t, tp.Errors, "%s throughput: %+v", r.Name, tp)
+			assert.Equal(t, 2, tp.Devices, "%s throughput: %+v", r.Name, tp)
+			assert.Equal(t, 2, tp.Concurrency, "%s throughput: %+v", r.Name, tp)
+			assert.NotNil(t, tp.Latency, "%s throughput: %+v", r.Name, tp)
+			assert.Positive(t, tp.Seconds, "%s throughput: %+v", r.Name, tp)
 		}
 	}
 	for name, seen := range want {
-		if !seen {
-			t.Errorf("no row %s", name)
-		}
+		assert.True(t, seen, "no row %s", name)
 	}
-	if len(res.Invokers) != 1 || res.Invokers[0].Name != "go-service" || res.Invokers[0].Status != "ok" {
-		t.Errorf("invokers: %+v", res.Invokers)
+	if assert.Len(t, res.Invokers, 1, "invokers") {
+		assert.Equal(t, "go-service", res.Invokers[0].Name, "invokers: %+v", res.Invokers)
+		assert.Equal(t, "ok", res.Invokers[0].Status, "invokers: %+v", res.Invokers)
 	}
-	if len(res.Pairs) != 1 || res.Pairs[0].A != "go-sdk/mqtt" || res.Pairs[0].B != "paho-raw/mqtt" ||
-		res.Pairs[0].Status != "ok" || res.Pairs[0].LatA == nil || res.Pairs[0].LatB == nil {
-		t.Errorf("pairs: %+v", res.Pairs)
+	if assert.Len(t, res.Pairs, 1, "pairs") {
+		p := res.Pairs[0]
+		assert.Equal(t, "go-sdk/mqtt", p.A, "pairs: %+v", res.Pairs)
+		assert.Equal(t, "paho-raw/mqtt", p.B, "pairs: %+v", res.Pairs)
+		assert.Equal(t, "ok", p.Status, "pairs: %+v", res.Pairs)
+		assert.NotNil(t, p.LatA, "pairs: %+v", res.Pairs)
+		assert.NotNil(t, p.LatB, "pairs: %+v", res.Pairs)
 	}
 	// The invoker floor: both invokers against the answering server.
-	if len(res.Floors) != 2 || res.Floors[0].Name != "go-service" || res.Floors[1].Name != "net-http" {
-		t.Errorf("floors: %+v", res.Floors)
+	if assert.Len(t, res.Floors, 2, "floors") {
+		assert.Equal(t, "go-service", res.Floors[0].Name, "floors: %+v", res.Floors)
+		assert.Equal(t, "net-http", res.Floors[1].Name, "floors: %+v", res.Floors)
 	}
 	for _, f := range res.Floors {
-		if f.Status != "ok" || f.Latency == nil || f.Latency.Errors != 0 || f.LoadLatency == nil {
-			t.Errorf("floor %s: %+v", f.Name, f)
+		assert.Equal(t, "ok", f.Status, "floor %s: %+v", f.Name, f)
+		if assert.NotNil(t, f.Latency, "floor %s: %+v", f.Name, f) {
+			assert.Zero(t, f.Latency.Errors, "floor %s: %+v", f.Name, f)
 		}
+		assert.NotNil(t, f.LoadLatency, "floor %s: %+v", f.Name, f)
 	}
-	if len(res.Scale) != 2 {
-		t.Fatalf("scale rows: %+v", res.Scale)
-	}
+	require.Len(t, res.Scale, 2, "scale rows")
 	for _, s := range res.Scale {
-		if s.Devices != 3 || s.Connected != 3 || s.Failed != 0 || s.ConnectSeconds <= 0 || s.InProcess != inproc {
-			t.Errorf("scale %s: %+v", s.Name, s)
-		}
+		assert.Equal(t, 3, s.Devices, "scale %s: %+v", s.Name, s)
+		assert.Equal(t, 3, s.Connected, "scale %s: %+v", s.Name, s)
+		assert.Zero(t, s.Failed, "scale %s: %+v", s.Name, s)
+		assert.Positive(t, s.ConnectSeconds, "scale %s: %+v", s.Name, s)
+		assert.Equal(t, inproc, s.InProcess, "scale %s: %+v", s.Name, s)
 	}
-	if len(res.Targets) == 0 {
-		t.Error("no targets")
-	}
+	assert.NotEmpty(t, res.Targets, "no targets")
 	for _, tg := range res.Targets {
-		switch tg.Status {
-		case "met", "missed", "n/a":
-		default:
-			t.Errorf("target %q: status %q", tg.Name, tg.Status)
-		}
-		if tg.Name == "" || tg.Goal == "" {
-			t.Errorf("target %+v", tg)
-		}
+		assert.Contains(t, []string{"met", "missed", "n/a"}, tg.Status, "target %q: status", tg.Name)
+		assert.NotEmpty(t, tg.Name, "target %+v", tg)
+		assert.NotEmpty(t, tg.Goal, "target %+v", tg)
 	}
 }
 
 func TestBenchTable(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	args := append(append([]string{"bench", "--inproc", "--floor=false"}, tinyBench...), "--scale", "")
-	if code := run(args, &stdout, &stderr); code != 0 {
-		t.Fatalf("exit %d\nstderr: %s", code, stderr.String())
-	}
+	args := append(append([]string{"bench", "--inproc", "--floor=false", "--output", "text"}, tinyBench...), "--scale", "")
+	require.Equal(t, exitOK, run(args, &stdout, &stderr), "exit status; stderr: %s", stderr.String())
 	out := stdout.String()
 	for _, want := range []string{"Round trips", "go-sdk/mqtt", "calls/s", "Targets", "device SDK overhead"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
+		assert.Contains(t, out, want, "table")
 	}
-	if strings.Contains(out, "Scale:") {
-		t.Errorf("--scale \"\" still printed a scale section:\n%s", out)
-	}
+	assert.NotContains(t, out, "Scale:", "--scale \"\" still printed a scale section")
 }
 
 func TestBenchFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"--transports", "carrier-pigeon"},
 		{"--scale", "10,x"},
-		{"--out", "xml"},
+		{"--output", "xml"},
+		{"--out", "json"}, // renamed --output
 		{"--payload", "200000"},
 		{"extra"},
 	} {
 		var stdout, stderr bytes.Buffer
-		if code := run(append([]string{"bench"}, args...), &stdout, &stderr); code != 2 {
-			t.Errorf("%v: exit %d, want 2", args, code)
-		}
+		assert.Equal(t, exitUsage, run(append([]string{"bench"}, args...), &stdout, &stderr), "%v: exit status", args)
 	}
 	var stdout, stderr bytes.Buffer
-	if code := run([]string{"bench", "-h"}, &stdout, &stderr); code != 0 || !strings.Contains(stderr.String(), "-concurrency") {
-		t.Errorf("-h: exit %d\n%s", code, stderr.String())
-	}
+	assert.Equal(t, exitOK, run([]string{"bench", "-h"}, &stdout, &stderr), "-h: exit status")
+	assert.Contains(t, stderr.String(), "-concurrency", "-h")
 }
 
 // benchHelperEnv makes the test binary serve as a Go fleet or invoker
@@ -166,9 +167,7 @@ func TestBenchHelperProcess(t *testing.T) {
 	default:
 		t.Skip("a child process of TestBenchFleetProcesses")
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 }
 
 // TestBenchFleetProcesses runs the devices in child processes, as
@@ -186,27 +185,26 @@ func TestBenchFleetProcesses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	res, err := bench.Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	checkResult(t, res, false)
 	// The invoker ran in a process of its own.
-	if g := res.Invokers[0]; g.Throughput == nil || g.Latency == nil || g.Throughput.Devices != 2 {
-		t.Errorf("go-service invoker process: %+v", g)
+	require.NotEmpty(t, res.Invokers, "invokers")
+	g := res.Invokers[0]
+	if assert.NotNil(t, g.Throughput, "go-service invoker process: %+v", g) {
+		assert.Equal(t, 2, g.Throughput.Devices, "go-service invoker process: %+v", g)
 	}
+	assert.NotNil(t, g.Latency, "go-service invoker process: %+v", g)
 	// The invoker floor's answering server ran in a child process, whose
 	// CPU is measured.
 	for _, f := range res.Floors {
-		if f.CallsPerSec > 0 && f.ServerCPUPerCall <= 0 {
-			t.Errorf("floor %s: no server CPU: %+v", f.Name, f)
+		if f.CallsPerSec > 0 {
+			assert.Positive(t, f.ServerCPUPerCall, "floor %s: no server CPU: %+v", f.Name, f)
 		}
 	}
 	for _, s := range res.Scale {
 		// The fleet process reports its own goroutines (the hub's are not
 		// in the numbers).
-		if s.GoroutinesPerDevice <= 0 {
-			t.Errorf("scale %s: no fleet memory report: %+v", s.Name, s)
-		}
+		assert.Positive(t, s.GoroutinesPerDevice, "scale %s: no fleet memory report: %+v", s.Name, s)
 	}
 }
 
@@ -214,26 +212,22 @@ func TestBenchFleetProcesses(t *testing.T) {
 // over AMQP, and pairs them.
 func TestBenchAMQPFloor(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	args := append([]string{"bench", "--inproc", "--out", "json"}, tinyBench...)
+	args := append([]string{"bench", "--inproc", "--output", "json"}, tinyBench...)
 	args = append(args, "--transports", "amqp", "--scale", "", "--no-floors")
-	if code := run(args, &stdout, &stderr); code != 0 {
-		t.Fatalf("exit %d\nstderr: %s", code, stderr.String())
-	}
+	require.Equal(t, exitOK, run(args, &stdout, &stderr), "exit status; stderr: %s", stderr.String())
 	var res bench.Result
-	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &res))
 	var names []string
 	for _, r := range res.Rows {
 		names = append(names, r.Name)
-		if r.Status != "ok" || r.Throughput == nil || r.Throughput.Errors != 0 {
-			t.Errorf("%s: %s %s %+v", r.Name, r.Status, r.Reason, r.Throughput)
+		assert.Equal(t, "ok", r.Status, "%s: %s", r.Name, r.Reason)
+		if assert.NotNil(t, r.Throughput, "%s throughput", r.Name) {
+			assert.Zero(t, r.Throughput.Errors, "%s throughput: %+v", r.Name, r.Throughput)
 		}
 	}
-	if strings.Join(names, ",") != "go-sdk/amqp,amqp-raw/amqp" {
-		t.Errorf("rows %v", names)
-	}
-	if len(res.Pairs) != 1 || res.Pairs[0].B != "amqp-raw/amqp" || res.Pairs[0].Status != "ok" {
-		t.Errorf("pairs: %+v", res.Pairs)
+	assert.Equal(t, []string{"go-sdk/amqp", "amqp-raw/amqp"}, names, "rows")
+	if assert.Len(t, res.Pairs, 1, "pairs") {
+		assert.Equal(t, "amqp-raw/amqp", res.Pairs[0].B, "pairs: %+v", res.Pairs)
+		assert.Equal(t, "ok", res.Pairs[0].Status, "pairs: %+v", res.Pairs)
 	}
 }

@@ -28,6 +28,7 @@ type deviceConfig struct {
 	caFile    string
 	certFile  string
 	keyFile   string
+	output    output
 }
 
 func parseDeviceFlags(args []string, stderr io.Writer) (*deviceConfig, error) {
@@ -35,12 +36,36 @@ func parseDeviceFlags(args []string, stderr io.Writer) (*deviceConfig, error) {
 	var tr string
 	fs := flag.NewFlagSet("iothub device", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: iothub device [flags]
+
+Runs a simulated device that answers every direct method with status 200
+and {"method":NAME,"payload":REQUEST PAYLOAD}, until SIGINT or SIGTERM
+(then it exits with status 0). It logs each call on stderr, and prints
+each change of its connection state on stdout.
+
+--output text (the default) prints the state, and why it changed:
+
+  connected
+  disconnected: iothub: …
+
+--output json prints one JSON document per change:
+
+  {"state":"connected"}
+  {"state":"disconnected","error":"iothub: …"}
+
+`+exitCodesHelp+`
+flags:
+`)
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&c.connStr, "connection-string", os.Getenv("IOTHUB_DEVICE_CONNECTION_STRING"),
 		"device or module connection string (default $IOTHUB_DEVICE_CONNECTION_STRING)")
 	fs.StringVar(&tr, "transport", "mqtt", "mqtt, mqtt-ws, amqp or amqp-ws")
 	fs.StringVar(&c.caFile, "ca-file", "", "PEM file of CA certificates to trust (e.g. the local hub's --ca-file)")
 	fs.StringVar(&c.certFile, "cert-file", "", "PEM client certificate, for x509=true connection strings")
 	fs.StringVar(&c.keyFile, "key-file", "", "PEM private key of --cert-file")
+	outputFlag(fs, &c.output)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -65,18 +90,18 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseDeviceFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return exitOK
 		}
 		fmt.Fprintln(stderr, err)
-		return 2
+		return exitUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := serveDevice(ctx, cfg, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return exitCode(err)
 	}
-	return 0
+	return exitOK
 }
 
 // echo answers every method with 200 and {"method":…,"payload":…}. The
@@ -92,41 +117,60 @@ func echo(ctx context.Context, req *device.MethodRequest) (*device.MethodRespons
 	}{req.Name, payload})
 }
 
-// serveDevice runs a simulated device until ctx ends.
+// deviceState is what "iothub device --output json" prints for a
+// connection status.
+type deviceState struct {
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+}
+
+// printStatus prints one connection status as out says.
+func printStatus(w io.Writer, out output, s device.ConnectionStatus) {
+	if out == outputJSON {
+		st := deviceState{State: s.State.String()}
+		if s.Err != nil {
+			st.Error = s.Err.Error()
+		}
+		_ = writeJSON(w, st)
+		return
+	}
+	if s.Err != nil {
+		fmt.Fprintf(w, "%s: %v\n", s.State, s.Err)
+		return
+	}
+	fmt.Fprintln(w, s.State)
+}
+
+// serveDevice runs a simulated device until ctx ends. Errors in its
+// configuration (files, connection string) are usageErrors.
 func serveDevice(ctx context.Context, cfg *deviceConfig, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	opts := &device.ClientOptions{
-		Transport: cfg.transport,
-		Logger:    log,
-		OnConnectionStatus: func(s device.ConnectionStatus) {
-			if s.Err != nil {
-				fmt.Fprintf(stdout, "%s: %v\n", s.State, s.Err)
-				return
-			}
-			fmt.Fprintln(stdout, s.State)
-		},
+		Transport:          cfg.transport,
+		Logger:             log,
+		OnConnectionStatus: func(s device.ConnectionStatus) { printStatus(stdout, cfg.output, s) },
 	}
 	if cfg.caFile != "" {
 		pem, err := os.ReadFile(cfg.caFile)
 		if err != nil {
-			return fmt.Errorf("iothub: --ca-file: %w", err)
+			return usageError{fmt.Errorf("iothub: --ca-file: %w", err)}
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return errors.New("iothub: --ca-file holds no PEM certificate")
+			return usageError{errors.New("iothub: --ca-file holds no PEM certificate")}
 		}
 		opts.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	if cfg.certFile != "" {
 		cred, err := auth.LoadX509Credential(cfg.certFile, cfg.keyFile)
 		if err != nil {
-			return err
+			return usageError{err}
 		}
 		opts.X509 = cred
 	}
 	c, err := device.NewClientFromConnectionString(cfg.connStr, opts)
 	if err != nil {
-		return err
+		return usageError{err} // it does no I/O: the connection string or options are wrong
 	}
 	if err := c.SetDefaultMethodHandler(echo); err != nil {
 		return err

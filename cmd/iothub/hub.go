@@ -42,12 +42,43 @@ type hubConfig struct {
 	quiet      bool
 	// printEvents prints one line per device-to-cloud message (hub_events.go).
 	printEvents bool
+	output      output
 }
 
 func parseHubFlags(args []string, stderr io.Writer) (*hubConfig, error) {
 	var c hubConfig
 	fs := flag.NewFlagSet("iothub hub", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: iothub hub [flags]
+
+Runs a local, protocol-faithful IoT Hub until SIGINT or SIGTERM (then it
+exits with status 0). It logs connections and method calls on stderr
+(never keys or payloads).
+
+--output text (the default) prints the connection strings on stdout, in
+the form of shell variable assignments, then, with --print-events, one
+line per device-to-cloud message:
+
+  IOTHUB_SERVICE_CONNECTION_STRING=HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=…
+  IOTHUB_DEVICE_CONNECTION_STRING=HostName=localhost;DeviceId=dev1;SharedAccessKey=…
+  EVENT dev1 mqtt {"messageId":"m-1"} "{\"temp\":21.5}"
+
+--output json prints one JSON document for the hub, then one per message:
+
+  {"type":"hub","hostName":"localhost","mqttAddr":"127.0.0.1:8883","amqpAddr":"127.0.0.1:5671","httpsAddr":"127.0.0.1:443","serviceConnectionString":"…","devices":[{"deviceId":"dev1","connectionString":"…"}]}
+  {"type":"event","deviceId":"dev1","protocol":"mqtt","messageId":"m-1","body":"{\"temp\":21.5}","enqueuedTime":"…"}
+
+An event's body is the whole body, as a string when it is UTF-8 and as
+"bodyBase64" otherwise; moduleId, the other system properties and
+"properties" (the application properties) appear when set, as "caFile"
+does with --ca-file.
+
+`+exitCodesHelp+`
+flags:
+`)
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&c.host, "host", "localhost", "the hub's host name (SAS audience; HostName in connection strings)")
 	fs.StringVar(&c.mqttAddr, "mqtt-addr", "127.0.0.1:8883", "MQTT over TLS listen address")
 	fs.StringVar(&c.amqpAddr, "amqp-addr", "127.0.0.1:5671", "AMQP over TLS listen address")
@@ -59,7 +90,8 @@ func parseHubFlags(args []string, stderr io.Writer) (*hubConfig, error) {
 	fs.Var(&c.devices, "device", "register a device with this id (repeatable); its connection string is printed")
 	fs.Var(&c.deviceCAs, "device-ca", "trust the CA certificate(s) in this PEM file for devices whose authentication type is\ncertificateAuthority, as uploading and verifying a CA does on IoT Hub (repeatable)")
 	fs.BoolVar(&c.quiet, "quiet", false, "do not log connections and method calls")
-	fs.BoolVar(&c.printEvents, "print-events", false, "print one line per device-to-cloud message to stdout:\nEVENT {deviceId[/moduleId]} {protocol} {properties as JSON} {body as a Go-quoted string, cut at 200 bytes}")
+	fs.BoolVar(&c.printEvents, "print-events", false, "print one line per device-to-cloud message to stdout:\nEVENT {deviceId[/moduleId]} {protocol} {properties as JSON} {body as a Go-quoted string, cut at 200 bytes}\n(with --output json, one JSON document)")
+	outputFlag(fs, &c.output)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -81,39 +113,58 @@ func runHub(args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseHubFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return exitOK
 		}
 		fmt.Fprintln(stderr, err)
-		return 2
+		return exitUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := serveHub(ctx, cfg, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return exitCode(err)
 	}
-	return 0
+	return exitOK
 }
 
-// serveHub runs the hub until ctx ends.
+// hubInfo is the first document of "iothub hub --output json".
+type hubInfo struct {
+	Type                    string      `json:"type"` // "hub"
+	HostName                string      `json:"hostName"`
+	MQTTAddr                string      `json:"mqttAddr"`
+	AMQPAddr                string      `json:"amqpAddr"`
+	HTTPSAddr               string      `json:"httpsAddr"`
+	CAFile                  string      `json:"caFile,omitempty"`
+	ServiceConnectionString string      `json:"serviceConnectionString"`
+	Devices                 []hubDevice `json:"devices"`
+}
+
+// hubDevice is one --device of hubInfo.
+type hubDevice struct {
+	DeviceID         string `json:"deviceId"`
+	ConnectionString string `json:"connectionString"`
+}
+
+// serveHub runs the hub until ctx ends. Errors in its configuration
+// (files, keys) are usageErrors.
 func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) error {
 	var ca *pki.CA
 	if cfg.loadCACert != "" {
 		certPEM, err := os.ReadFile(cfg.loadCACert)
 		if err != nil {
-			return fmt.Errorf("iothub: %w", err)
+			return usageError{fmt.Errorf("iothub: %w", err)}
 		}
 		keyPEM, err := os.ReadFile(cfg.loadCAKey)
 		if err != nil {
-			return fmt.Errorf("iothub: %w", err)
+			return usageError{fmt.Errorf("iothub: %w", err)}
 		}
 		if ca, err = pki.LoadCA(certPEM, keyPEM); err != nil {
-			return err
+			return usageError{err}
 		}
 	}
 	deviceCAs, err := loadDeviceCAs(cfg.deviceCAs, stderr)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	if cfg.quiet {
@@ -140,7 +191,8 @@ func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) err
 	owner, _ := h.Engine.Policy("iothubowner")
 	svc := auth.ConnectionString{HostName: cfg.host, SharedAccessKeyName: owner.Name, SharedAccessKey: owner.PrimaryKey,
 		GatewayHostName: gateway(cfg.host, addrs[2], "443")}
-	fmt.Fprintf(stdout, "IOTHUB_SERVICE_CONNECTION_STRING=%s\n", svc.Reveal())
+	info := hubInfo{Type: "hub", HostName: cfg.host, MQTTAddr: addrs[0].String(), AMQPAddr: addrs[1].String(), HTTPSAddr: addrs[2].String(),
+		CAFile: cfg.caFile, ServiceConnectionString: svc.Reveal(), Devices: []hubDevice{}}
 	for _, id := range cfg.devices {
 		d, herr := h.Engine.PutDevice(id, engine.Device{}, "")
 		if herr != nil {
@@ -148,10 +200,20 @@ func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) err
 		}
 		cs := auth.ConnectionString{HostName: cfg.host, DeviceID: id, SharedAccessKey: *d.Authentication.SymmetricKey.PrimaryKey,
 			GatewayHostName: gateway(cfg.host, addrs[0], "8883")}
-		fmt.Fprintf(stdout, "IOTHUB_DEVICE_CONNECTION_STRING=%s\n", cs.Reveal())
+		info.Devices = append(info.Devices, hubDevice{DeviceID: id, ConnectionString: cs.Reveal()})
+	}
+	if cfg.output == outputJSON {
+		if err := writeJSON(stdout, info); err != nil {
+			return fmt.Errorf("iothub: %w", err)
+		}
+	} else {
+		fmt.Fprintf(stdout, "IOTHUB_SERVICE_CONNECTION_STRING=%s\n", info.ServiceConnectionString)
+		for _, d := range info.Devices {
+			fmt.Fprintf(stdout, "IOTHUB_DEVICE_CONNECTION_STRING=%s\n", d.ConnectionString)
+		}
 	}
 	if cfg.printEvents {
-		stopPrinting := startEventPrinter(ctx, h.Engine, stdout)
+		stopPrinting := startEventPrinter(ctx, h.Engine, stdout, cfg.output)
 		defer stopPrinting()
 	}
 	if logger != nil {

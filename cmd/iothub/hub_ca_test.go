@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/auth"
@@ -52,7 +53,7 @@ func startTestHub(t *testing.T, args ...string) *runningHub {
 		case err := <-done:
 			require.NoError(t, err)
 		case <-time.After(10 * time.Second):
-			t.Error("hub did not stop")
+			assert.Fail(t, "hub did not stop")
 		}
 	})
 	sc := bufio.NewScanner(outR)

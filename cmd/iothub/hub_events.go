@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"time"
+	"unicode/utf8"
 
 	"github.com/iothub-go/iothub/internal/hub/engine"
 )
@@ -51,10 +53,47 @@ func formatEventLine(ev engine.Event) string {
 		strconv.Quote(string(body)), more)
 }
 
+// eventDoc is one device-to-cloud message in "iothub hub --print-events
+// --output json".
+type eventDoc struct {
+	Type            string            `json:"type"` // "event"
+	DeviceID        string            `json:"deviceId"`
+	ModuleID        string            `json:"moduleId,omitempty"`
+	Protocol        string            `json:"protocol"`
+	MessageID       string            `json:"messageId,omitempty"`
+	CorrelationID   string            `json:"correlationId,omitempty"`
+	ContentType     string            `json:"contentType,omitempty"`
+	ContentEncoding string            `json:"contentEncoding,omitempty"`
+	Properties      map[string]string `json:"properties,omitempty"`
+	// Body is the whole body when it is UTF-8; BodyBase64 otherwise.
+	Body         *string   `json:"body,omitempty"`
+	BodyBase64   []byte    `json:"bodyBase64,omitempty"`
+	EnqueuedTime time.Time `json:"enqueuedTime"`
+}
+
+// eventJSON renders one device-to-cloud message for --print-events
+// --output json.
+func eventJSON(ev engine.Event) eventDoc {
+	d := eventDoc{
+		Type: "event", DeviceID: ev.Identity.DeviceID, ModuleID: ev.Identity.ModuleID, Protocol: ev.Protocol,
+		MessageID: ev.MessageID, CorrelationID: ev.CorrelationID,
+		ContentType: ev.ContentType, ContentEncoding: ev.ContentEncoding,
+		Properties: ev.Properties, EnqueuedTime: ev.EnqueuedTime.UTC(),
+	}
+	if utf8.Valid(ev.Body) {
+		body := string(ev.Body)
+		d.Body = &body
+	} else {
+		d.BodyBase64 = ev.Body
+	}
+	return d
+}
+
 // startEventPrinter prints every device-to-cloud message the engine
-// accepts, one line each, until ctx ends or the returned stop is called;
-// stop waits for the printer to finish.
-func startEventPrinter(ctx context.Context, e *engine.Engine, w io.Writer) (stop func()) {
+// accepts, one line each (formatEventLine, or eventJSON with outputJSON),
+// until ctx ends or the returned stop is called; stop waits for the
+// printer to finish.
+func startEventPrinter(ctx context.Context, e *engine.Engine, w io.Writer, out output) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -67,7 +106,11 @@ func startEventPrinter(ctx context.Context, e *engine.Engine, w io.Writer) (stop
 			}
 			seq = next
 			for _, ev := range evs {
-				fmt.Fprintln(w, formatEventLine(ev))
+				if out == outputJSON {
+					_ = writeJSON(w, eventJSON(ev))
+				} else {
+					fmt.Fprintln(w, formatEventLine(ev))
+				}
 			}
 		}
 	}()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -30,7 +30,15 @@ type invokeConfig struct {
 	responseTimeout time.Duration
 	connectTimeout  time.Duration
 	caFile          string
+	output          output
 }
+
+// Exit statuses of "iothub invoke" beyond exitOK, exitFailure and
+// exitUsage.
+const (
+	exitDeviceStatus      = 3 // the device answered with a status outside 200-299
+	exitDeviceUnreachable = 4 // the device was not online, or did not answer in time
+)
 
 // secondsFlag accepts a Go duration ("30s", "1m") or a number of seconds
 // ("30").
@@ -64,9 +72,25 @@ func parseInvokeFlags(args []string, stderr io.Writer) (*invokeConfig, error) {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `usage: iothub invoke --device ID [--module ID] --method NAME [flags]
 
-Invokes a direct method and prints the device's answer as
-{"status":…,"payload":…}. Exit status: 0 on an answer (whatever its status),
-1 when the hub or the network fails, 2 on bad usage.
+Invokes a direct method and prints the device's answer on stdout.
+
+--output text (the default) prints the status on one line, then the
+payload as indented JSON:
+
+  status 200
+  {
+    "rebooting": true
+  }
+
+--output json prints one JSON document: the answer, or the failure when
+the hub or the network failed (usage errors print only to stderr):
+
+  {"status":200,"payload":{"rebooting":true}}
+  {"error":{"code":404103,"errorCode":"DeviceNotOnline","message":"iothub: 404103 DeviceNotOnline: …","trackingId":"…"}}
+
+`+exitCodesHelp+`  3  the device answered with a status outside 200-299 (the answer is printed)
+  4  the device was not online (404103), or did not answer within
+     --response-timeout (504101)
 
 flags:
 `)
@@ -81,6 +105,7 @@ flags:
 	fs.Var(secondsFlag{&c.responseTimeout}, "response-timeout", "how long the hub waits for the device's answer: a `duration` (e.g. 30s) or seconds, 5s to 300s (default 30s)")
 	fs.Var(secondsFlag{&c.connectTimeout}, "connect-timeout", "how long the hub waits for an offline device to connect: a `duration` or seconds, 0s to 300s (default 0s)")
 	fs.StringVar(&c.caFile, "ca-file", "", "PEM file of CA certificates to trust (e.g. a local hub's --ca-file) instead of the system roots")
+	outputFlag(fs, &c.output)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -108,10 +133,10 @@ func runInvoke(args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseInvokeFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return exitOK
 		}
 		fmt.Fprintln(stderr, err)
-		return 2
+		return exitUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -124,12 +149,12 @@ func invoke(ctx context.Context, cfg *invokeConfig, stdout, stderr io.Writer) in
 		pem, err := os.ReadFile(cfg.caFile)
 		if err != nil {
 			fmt.Fprintf(stderr, "iothub: --ca-file: %v\n", err)
-			return 2
+			return exitUsage
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
 			fmt.Fprintf(stderr, "iothub: --ca-file %s holds no PEM certificate\n", cfg.caFile)
-			return 2
+			return exitUsage
 		}
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 		defer tr.CloseIdleConnections()
@@ -138,7 +163,7 @@ func invoke(ctx context.Context, cfg *invokeConfig, stdout, stderr io.Writer) in
 	c, err := service.NewClientFromConnectionString(cfg.connStr, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, err) // auth's errors never show the key
-		return 2
+		return exitUsage
 	}
 	m := service.CloudToDeviceMethod{MethodName: cfg.method, ResponseTimeout: cfg.responseTimeout, ConnectTimeout: cfg.connectTimeout}
 	if cfg.payload != nil {
@@ -153,23 +178,70 @@ func invoke(ctx context.Context, cfg *invokeConfig, stdout, stderr io.Writer) in
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		var re *service.ResponseError
-		if errors.As(err, &re) && re.TrackingID != "" {
+		isRE := errors.As(err, &re)
+		if isRE && re.TrackingID != "" {
 			fmt.Fprintf(stderr, "iothub: tracking ID %s\n", re.TrackingID)
 		}
-		if errors.Is(err, service.ErrArgumentInvalid) && !errors.As(err, &re) {
-			return 2 // refused before sending
+		if errors.Is(err, service.ErrArgumentInvalid) && !isRE {
+			return exitUsage // refused before sending
 		}
-		return 1
+		if cfg.output == outputJSON {
+			e := invokeError{Message: err.Error()}
+			if isRE {
+				e.Code, e.ErrorCode, e.TrackingID = re.Code, string(re.ErrorCode), re.TrackingID
+			}
+			if werr := writeJSON(stdout, struct {
+				Error invokeError `json:"error"`
+			}{e}); werr != nil {
+				fmt.Fprintf(stderr, "iothub: %v\n", werr)
+			}
+		}
+		if errors.Is(err, service.ErrDeviceNotOnline) || errors.Is(err, service.ErrGatewayTimeout) {
+			return exitDeviceUnreachable
+		}
+		return exitFailure
 	}
-	out := make([]byte, 0, len(res.Payload)+32)
-	out = append(out, `{"status":`...)
-	out = strconv.AppendInt(out, int64(res.Status), 10)
-	out = append(out, `,"payload":`...)
-	out = append(out, strings.TrimSpace(string(res.Payload))...)
-	out = append(out, "}\n"...)
-	if _, err := stdout.Write(out); err != nil {
+	if err := printAnswer(stdout, cfg.output, res); err != nil {
 		fmt.Fprintf(stderr, "iothub: %v\n", err)
-		return 1
+		return exitFailure
 	}
-	return 0
+	if res.Status < 200 || res.Status > 299 {
+		return exitDeviceStatus
+	}
+	return exitOK
+}
+
+// invokeError is the "error" member of "iothub invoke --output json" on a
+// failure.
+type invokeError struct {
+	// Code is the numeric IoT Hub error code (e.g. 404103); absent when
+	// the hub sent none or the hub was not reached.
+	Code int `json:"code,omitempty"`
+	// ErrorCode is the code's name (e.g. "DeviceNotOnline").
+	ErrorCode  string `json:"errorCode,omitempty"`
+	Message    string `json:"message"`
+	TrackingID string `json:"trackingId,omitempty"`
+}
+
+// printAnswer prints the device's answer as --output says.
+func printAnswer(w io.Writer, out output, res *service.MethodResult) error {
+	payload := bytes.TrimSpace(res.Payload)
+	if len(payload) == 0 {
+		payload = []byte("null")
+	}
+	if out == outputJSON {
+		return writeJSON(w, struct {
+			Status  int             `json:"status"`
+			Payload json.RawMessage `json:"payload"`
+		}{res.Status, payload})
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "status %d\n", res.Status)
+	if err := json.Indent(&b, payload, "", "  "); err != nil {
+		b.Truncate(0)
+		fmt.Fprintf(&b, "status %d\n%s", res.Status, payload)
+	}
+	b.WriteByte('\n')
+	_, err := w.Write(b.Bytes())
+	return err
 }

@@ -5,6 +5,7 @@
 //	iothub device [flags] run a simulated device answering every method
 //	iothub invoke [flags] invoke a direct method and print the answer
 //	iothub bench [flags]  measure latency, throughput and scale (see BENCHMARKS.md)
+//	iothub version        print the SDK and Go versions (also: iothub --version)
 //
 // From a clone of the repository, a hub, a device and a call in three
 // terminals:
@@ -15,6 +16,13 @@
 //
 // Run "iothub help" for more examples and "iothub COMMAND -h" for a
 // command's flags.
+//
+// Every command that prints results takes --output text (the default:
+// lines for people) or --output json (one JSON document per result, one
+// per line); each command's -h shows the documents. Exit status: 0 on
+// success, 1 on failure, 2 on bad usage; "iothub invoke" also exits 3
+// when the device answered with a status outside 200-299 and 4 when the
+// device was not online or did not answer in time.
 package main
 
 import (
@@ -30,7 +38,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		usage(stderr)
-		return 2
+		return exitUsage
 	}
 	switch args[0] {
 	case "hub":
@@ -41,13 +49,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runInvoke(args[1:], stdout, stderr)
 	case "bench":
 		return runBench(args[1:], stdout, stderr)
+	case "version":
+		return runVersion(args[1:], stdout, stderr)
+	case "-version", "--version":
+		if len(args) > 1 {
+			fmt.Fprintf(stderr, "iothub: %s takes no arguments (use \"iothub version --output json\" for JSON)\n", args[0])
+			return exitUsage
+		}
+		return runVersion(nil, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
-		return 0
+		return exitOK
 	default:
 		fmt.Fprintf(stderr, "iothub: unknown command %q\n", args[0])
 		usage(stderr)
-		return 2
+		return exitUsage
 	}
 }
 
@@ -62,8 +78,18 @@ commands:
   device  run a simulated device that answers every direct method
   invoke  invoke a direct method on a device or module and print its answer
   bench   measure latency, throughput and scale (see BENCHMARKS.md)
+  version print the SDK and Go versions (also: iothub --version)
 
-Run "iothub <command> -h" for a command's flags.
+Run "iothub <command> -h" for a command's flags. Every command that prints
+results takes --output text (the default) or --output json: one JSON
+document per result, one per line.
+
+exit status:
+  0  success (hub and device: stopped by SIGINT or SIGTERM)
+  1  failure: the hub, the network or the run failed
+  2  bad usage: flags, arguments, files or connection string refused
+  3  invoke only: the device answered with a status outside 200-299
+  4  invoke only: the device was not online, or did not answer in time
 
 examples:
   # a local hub with one device; it prints both connection strings
@@ -74,7 +100,8 @@ examples:
   export IOTHUB_DEVICE_CONNECTION_STRING='HostName=localhost;DeviceId=dev1;SharedAccessKey=…'
   iothub device --ca-file ca.pem
 
-  # invoke "reboot" on it; prints {"status":200,"payload":…}
+  # invoke "reboot" on it; prints the device's status and payload
+  # (--output json: {"status":200,"payload":…})
   export IOTHUB_SERVICE_CONNECTION_STRING='HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=…'
   iothub invoke --ca-file ca.pem --device dev1 --method reboot --payload '{"delaySeconds":5}'
 

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/examples/internal/exampletest"
 	"github.com/iothub-go/iothub/iothubtest"
@@ -24,27 +26,18 @@ func TestRun(t *testing.T) {
 			var out exampletest.Buffer
 			done := make(chan error, 1)
 			go func() { done <- run(ctx, cfg, &out) }()
-			if err := hub.WaitOnline(ctx, "dev1"); err != nil {
-				t.Fatalf("device never came online: %v\n%s", err, out.String())
-			}
+			require.NoError(t, hub.WaitOnline(ctx, "dev1"), "device never came online:\n%s", out.String())
 
 			svc, err := service.NewClientFromConnectionString(hub.ServiceConnectionString(),
 				&service.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: hub.HTTPClient()}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			res, err := svc.InvokeDeviceMethod(ctx, "dev1", service.CloudToDeviceMethod{MethodName: "reboot", Payload: map[string]int{"delay": 1}, ResponseTimeout: 30 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res.Status != 200 || string(res.Payload) != `{"result":"Reboot started."}` {
-				t.Errorf("got %d %s", res.Status, res.Payload)
-			}
+			require.NoError(t, err)
+			assert.Equal(t, 200, res.Status, "status of the reboot call")
+			assert.Equal(t, `{"result":"Reboot started."}`, string(res.Payload), "payload of the reboot call")
 
 			cancel()
-			if err := <-done; err != nil {
-				t.Fatalf("run: %v", err)
-			}
+			require.NoError(t, <-done, "run")
 			exampletest.WantInOrder(t, out.String(), "waiting for direct method calls", `reboot requested (payload {"delay":1})`)
 			exampletest.WantInOrder(t, out.String(), "connection: connecting", "connection: connected") // reported asynchronously
 		})
@@ -52,7 +45,5 @@ func TestRun(t *testing.T) {
 }
 
 func TestNoConnectionString(t *testing.T) {
-	if err := run(context.Background(), config{}, &exampletest.Buffer{}); err == nil {
-		t.Error("no connection string: no error")
-	}
+	assert.Error(t, run(context.Background(), config{}, &exampletest.Buffer{}), "no connection string")
 }

@@ -4,13 +4,12 @@ import (
 	"testing"
 
 	"github.com/iothub-go/iothub/examples/internal/exampletest"
+	"github.com/stretchr/testify/require"
 )
 
 func TestRun(t *testing.T) {
 	var out exampletest.Buffer
-	if err := run(exampletest.Context(t), &out); err != nil {
-		t.Fatalf("run: %v\n%s", err, out.String())
-	}
+	require.NoError(t, run(exampletest.Context(t), &out), "run:\n%s", out.String())
 	exampletest.WantInOrder(t, out.String(),
 		"module:  gateway-1/sensor connected over mqtt",
 		"module:  gateway-1/updater connected over mqtt",

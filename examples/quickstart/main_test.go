@@ -1,16 +1,17 @@
 package main
 
 import (
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/iothub-go/iothub/device"
 	"github.com/iothub-go/iothub/examples/internal/exampletest"
 	"github.com/iothub-go/iothub/iothubtest"
-	"github.com/iothub-go/iothub/transport"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestMain lets TestProgram run this test binary as the quickstart program.
@@ -27,9 +28,7 @@ func TestInProcessHub(t *testing.T) {
 	for _, tr := range []string{"mqtt", "mqtt-ws"} {
 		t.Run(tr, func(t *testing.T) {
 			var out exampletest.Buffer
-			if err := run(exampletest.Context(t), config{Transport: tr}, &out); err != nil {
-				t.Fatalf("run: %v\n%s", err, out.String())
-			}
+			require.NoError(t, run(exampletest.Context(t), config{Transport: tr}, &out), "run:\n%s", out.String())
 			exampletest.WantInOrder(t, out.String(),
 				"hub:     started in-process",
 				"service: registered device quickstart-device",
@@ -55,19 +54,17 @@ func TestExistingHub(t *testing.T) {
 		DeviceConnectionString:  devCS,
 		CAFile:                  ca,
 	}, &out)
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, out.String())
-	}
+	require.NoError(t, err, "run:\n%s", out.String())
 	exampletest.WantInOrder(t, out.String(),
 		"hub:     localhost",
 		"device:  dev-1 connected over mqtt",
 		`service: dev-1 answered 200 {"result":"Reboot started."}`,
 	)
-	if strings.Contains(out.String(), "SharedAccessKey") {
-		t.Errorf("output shows a connection string:\n%s", out.String())
-	}
-	if calls := hub.Calls(); len(calls) != 1 || calls[0].DeviceID != "dev-1" || calls[0].Status != 200 {
-		t.Errorf("hub saw %+v, want one reboot of dev-1 answered 200", calls)
+	assert.NotContains(t, out.String(), "SharedAccessKey", "output shows a connection string")
+	calls := hub.Calls()
+	if assert.Len(t, calls, 1, "hub saw %+v, want one reboot of dev-1 answered 200", calls) {
+		assert.Equal(t, "dev-1", calls[0].DeviceID, "the call's device")
+		assert.Equal(t, 200, calls[0].Status, "the call's status")
 	}
 }
 
@@ -79,27 +76,19 @@ func TestExistingHubModule(t *testing.T) {
 	ca := exampletest.CAFile(t, hub)
 	var out exampletest.Buffer
 	err := run(exampletest.Context(t), config{ServiceConnectionString: hub.ServiceConnectionString(), DeviceConnectionString: modCS, CAFile: ca}, &out)
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, out.String())
-	}
+	require.NoError(t, err, "run:\n%s", out.String())
 	exampletest.WantInOrder(t, out.String(), `service: gw-1/agent answered 200`)
 }
 
 func TestErrors(t *testing.T) {
 	ctx := exampletest.Context(t)
 	var out exampletest.Buffer
-	if err := run(ctx, config{Transport: "http"}, &out); !errors.Is(err, transport.ErrUnsupported) {
-		t.Errorf("--transport http: got %v, want transport.ErrUnsupported", err)
-	}
-	if err := run(ctx, config{Transport: "carrier-pigeon"}, &out); err == nil || !strings.Contains(err.Error(), "want mqtt") {
-		t.Errorf("--transport carrier-pigeon: got %v", err)
-	}
-	if err := run(ctx, config{ServiceConnectionString: "HostName=h;SharedAccessKeyName=s;SharedAccessKey=aGVsbG8="}, &out); err == nil || !strings.Contains(err.Error(), "set both") {
-		t.Errorf("one connection string: got %v", err)
-	}
-	if err := run(ctx, config{ServiceConnectionString: "x", DeviceConnectionString: "y", CAFile: filepath.Join(t.TempDir(), "missing.pem")}, &out); err == nil {
-		t.Error("missing --ca-file: no error")
-	}
+	assert.ErrorIs(t, run(ctx, config{Transport: "http"}, &out), device.ErrUnsupported, "--transport http")
+	// The program's own usage errors have no sentinel: their text is what
+	// the user reads.
+	assert.ErrorContains(t, run(ctx, config{Transport: "carrier-pigeon"}, &out), "want mqtt", "--transport carrier-pigeon")
+	assert.ErrorContains(t, run(ctx, config{ServiceConnectionString: "HostName=h;SharedAccessKeyName=s;SharedAccessKey=aGVsbG8="}, &out), "set both", "one connection string")
+	assert.Error(t, run(ctx, config{ServiceConnectionString: "x", DeviceConnectionString: "y", CAFile: filepath.Join(t.TempDir(), "missing.pem")}, &out), "missing --ca-file")
 }
 
 // The program itself, as `go run ./examples/quickstart` runs it: no
@@ -109,9 +98,7 @@ func TestProgram(t *testing.T) {
 		cmd := exec.CommandContext(exampletest.Context(t), os.Args[0], "-test.run=^$")
 		cmd.Env = append(withoutHubEnv(os.Environ()), "QUICKSTART_AS_MAIN=1", "QUICKSTART_ARGS="+args)
 		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("quickstart %s: %v\n%s", args, err, out)
-		}
+		require.NoError(t, err, "quickstart %s:\n%s", args, out)
 		exampletest.WantInOrder(t, string(out), "started in-process", `answered 200 {"result":"Reboot started."}`)
 	}
 }

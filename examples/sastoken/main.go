@@ -1,6 +1,7 @@
 // Command sastoken shows the auth package end to end: it parses a device
 // connection string, mints a SAS token for the device as a client would, and
-// verifies that token as IoT Hub does.
+// reads back what the token grants and until when. (Verifying a token's
+// signature is the hub's job: it needs the key.)
 //
 //	go run ./examples/sastoken                     # uses a demo device
 //	go run ./examples/sastoken -cs "HostName=…;DeviceId=…;SharedAccessKey=…"
@@ -64,26 +65,15 @@ func run(cs string, out io.Writer) error {
 		fmt.Fprintln(out, "renew at:         ", tok.RenewAt.UTC().Format(time.RFC3339))
 	}
 
-	// The hub's side of the same exchange.
+	// What the token says, as anyone holding it can read it. Only the hub,
+	// which knows the key, can check the signature.
 	sas, err := auth.ParseSAS(tok.Value)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(out, "hub sees:         ", sas)
-	if conn.SharedAccessKey == "" {
-		fmt.Fprintln(out, "(a fixed SharedAccessSignature can only be verified by a hub that knows the key)")
-		return nil
-	}
-	err = sas.Verify(conn.Identity().Resource(), time.Now(), conn.SharedAccessKey, "")
-	fmt.Fprintln(out, "hub verification: ", verdict(err))
-	err = sas.Verify(auth.DeviceResource(conn.HostName, "some-other-device"), time.Now(), conn.SharedAccessKey, "")
-	fmt.Fprintln(out, "as another device:", verdict(err))
+	fmt.Fprintln(out, "parsed:           ", sas)
+	fmt.Fprintln(out, "resource:         ", sas.Resource)
+	fmt.Fprintln(out, "for this identity:", sas.Resource == conn.Identity().Resource())
+	fmt.Fprintln(out, "expires:          ", sas.Expiry.Format(time.RFC3339))
 	return nil
-}
-
-func verdict(err error) string {
-	if err != nil {
-		return "rejected: " + err.Error()
-	}
-	return "accepted"
 }

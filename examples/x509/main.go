@@ -35,7 +35,6 @@ import (
 	"github.com/iothub-go/iothub/device"
 	"github.com/iothub-go/iothub/iothubtest"
 	"github.com/iothub-go/iothub/service"
-	"github.com/iothub-go/iothub/transport"
 )
 
 func main() {
@@ -129,10 +128,10 @@ func run(ctx context.Context, out io.Writer) error {
 	}
 	defer impostor.Close(context.WithoutCancel(ctx))
 	err = impostor.Connect(ctx)
-	if !errors.Is(err, transport.ErrNotAuthorized) {
-		return fmt.Errorf("a certificate with another thumbprint: got %v, want transport.ErrNotAuthorized", err)
+	if !errors.Is(err, device.ErrNotAuthorized) {
+		return fmt.Errorf("a certificate with another thumbprint: got %v, want device.ErrNotAuthorized", err)
 	}
-	fmt.Fprintln(out, "device:  another certificate for the same id is refused (transport.ErrNotAuthorized)")
+	fmt.Fprintln(out, "device:  another certificate for the same id is refused (device.ErrNotAuthorized)")
 	return nil
 }
 

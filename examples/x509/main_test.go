@@ -5,13 +5,13 @@ import (
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/examples/internal/exampletest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestRun(t *testing.T) {
 	var out exampletest.Buffer
-	if err := run(exampletest.Context(t), &out); err != nil {
-		t.Fatalf("run: %v\n%s", err, out.String())
-	}
+	require.NoError(t, run(exampletest.Context(t), &out), "run:\n%s", out.String())
 	exampletest.WantInOrder(t, out.String(),
 		"cert:    self-signed CN=x509-device",
 		"service: registered x509-device as selfSigned",
@@ -23,20 +23,12 @@ func TestRun(t *testing.T) {
 
 func TestSelfSigned(t *testing.T) {
 	a, err := selfSigned("dev-1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	b, err := selfSigned("dev-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cn := a.Leaf().Subject.CommonName; cn != "dev-1" {
-		t.Errorf("CN = %q, want dev-1", cn)
-	}
-	if leaf := a.Leaf(); leaf.CheckSignature(leaf.SignatureAlgorithm, leaf.RawTBSCertificate, leaf.Signature) != nil || leaf.Issuer.String() != leaf.Subject.String() {
-		t.Error("not self-signed")
-	}
-	if auth.ComputeThumbprints(a.Leaf().Raw) == auth.ComputeThumbprints(b.Leaf().Raw) {
-		t.Error("two certificates share a thumbprint")
-	}
+	require.NoError(t, err)
+	assert.Equal(t, "dev-1", a.Leaf().Subject.CommonName, "CN")
+	leaf := a.Leaf()
+	assert.NoError(t, leaf.CheckSignature(leaf.SignatureAlgorithm, leaf.RawTBSCertificate, leaf.Signature), "not self-signed: the signature")
+	assert.Equal(t, leaf.Subject.String(), leaf.Issuer.String(), "not self-signed: the issuer")
+	assert.NotEqual(t, auth.ComputeThumbprints(a.Leaf().Raw), auth.ComputeThumbprints(b.Leaf().Raw), "two certificates share a thumbprint")
 }

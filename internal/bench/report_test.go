@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestTargetBounds checks the floors' arithmetic on a made-up run.
@@ -37,12 +40,10 @@ func TestTargetBounds(t *testing.T) {
 	check := func(name string, value, bound float64) {
 		t.Helper()
 		tg, ok := got[name]
-		if !ok {
-			t.Fatalf("no target %q", name)
-		}
-		if tg.Value != value || tg.Bound != bound || (bound != 0) != (tg.BoundDetail != "") {
-			t.Errorf("%s: value %v bound %v (%s), want %v and %v", name, tg.Value, tg.Bound, tg.BoundDetail, value, bound)
-		}
+		require.True(t, ok, "no target %q", name)
+		assert.Equal(t, value, tg.Value, "%s: value", name)
+		assert.Equal(t, bound, tg.Bound, "%s: bound", name)
+		assert.Equal(t, bound != 0, tg.BoundDetail != "", "%s: bound detail %q with bound %v", name, tg.BoundDetail, bound)
 	}
 	// 400/600; the invoker floor alone is 240/600.
 	check("latency vs Node device SDK (mqtt)", 0.667, 0.4)
@@ -58,8 +59,6 @@ func TestTargetBounds(t *testing.T) {
 	res.Targets = targets(res)
 	res.WriteTable(&buf)
 	for _, want := range []string{"Invoker floor", "net-http", `floor of "end-to-end throughput (MQTT over TLS)": 8000 at best`} {
-		if !strings.Contains(buf.String(), want) {
-			t.Errorf("table lacks %q:\n%s", want, buf.String())
-		}
+		assert.Contains(t, buf.String(), want, "table")
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
 )
 
 func TestPercentile(t *testing.T) {
@@ -13,49 +15,37 @@ func TestPercentile(t *testing.T) {
 		q    float64
 		want time.Duration
 	}{{0.5, 5}, {0.9, 9}, {0.99, 10}, {1, 10}, {0.01, 1}} {
-		if got := percentile(d, c.q); got != c.want {
-			t.Errorf("percentile(%v) = %v, want %v", c.q, got, c.want)
-		}
+		assert.Equal(t, c.want, percentile(d, c.q), "percentile(%v)", c.q)
 	}
-	if percentile(nil, 0.5) != 0 {
-		t.Error("percentile of nothing")
-	}
+	assert.Zero(t, percentile(nil, 0.5), "percentile of nothing")
 }
 
 func TestMedian(t *testing.T) {
-	if m := median([]float64{3, 1, 2}); m != 2 {
-		t.Errorf("median = %v", m)
-	}
-	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
-		t.Errorf("median = %v", m)
-	}
+	assert.Equal(t, 2.0, median([]float64{3, 1, 2}), "median of three")
+	assert.Equal(t, 2.5, median([]float64{4, 1, 3, 2}), "median of four")
 	l := medianLatency([]*Latency{{Calls: 1, P50: 10}, {Calls: 2, P50: 30}, {Calls: 3, P50: 20}})
-	if l.Calls != 6 || l.P50 != 20 {
-		t.Errorf("medianLatency = %+v", l)
-	}
+	assert.Equal(t, 6, l.Calls, "medianLatency calls: %+v", l)
+	assert.Equal(t, 20.0, l.P50, "medianLatency p50: %+v", l)
 }
 
 func TestPayloadJSON(t *testing.T) {
 	for _, n := range []int{0, 11, 100, 1000} {
 		p := payloadJSON(n)
-		if n >= 11 && len(p) != n {
-			t.Errorf("payloadJSON(%d) is %d bytes", n, len(p))
+		if n >= 11 {
+			assert.Len(t, p, n, "payloadJSON(%d)", n)
 		}
-		if !json.Valid(p) || p[0] != '{' {
-			t.Errorf("payloadJSON(%d) = %q", n, p)
+		assert.True(t, json.Valid(p), "payloadJSON(%d) = %q is not JSON", n, p)
+		if assert.NotEmpty(t, p, "payloadJSON(%d)", n) {
+			assert.Equal(t, byte('{'), p[0], "payloadJSON(%d) = %q", n, p)
 		}
 	}
 }
 
 func TestProcessSamples(t *testing.T) {
-	if rss() <= 0 {
-		t.Error("no VmRSS")
-	}
+	assert.Positive(t, rss(), "VmRSS")
 	c, err := procCPUSeconds(os.Getpid())
-	if err != nil || c < 0 {
-		t.Errorf("procCPUSeconds: %v %v", c, err)
+	if assert.NoError(t, err, "procCPUSeconds") {
+		assert.GreaterOrEqual(t, c, 0.0, "procCPUSeconds")
 	}
-	if statusKB([]byte("VmRSS:\t  1234 kB\n"), "VmRSS:") != 1234*1024 {
-		t.Error("statusKB")
-	}
+	assert.Equal(t, int64(1234*1024), statusKB([]byte("VmRSS:\t  1234 kB\n"), "VmRSS:"), "statusKB")
 }

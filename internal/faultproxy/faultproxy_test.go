@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/internal/faultproxy"
@@ -28,9 +29,7 @@ type server struct {
 func startServer(t *testing.T, echo bool) *server {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "listen")
 	s := &server{ln: ln}
 	s.wg.Add(1)
 	go func() {
@@ -100,9 +99,7 @@ func (s *server) conn(t *testing.T, i int) net.Conn {
 func newProxy(t *testing.T, upstream string) *faultproxy.Proxy {
 	t.Helper()
 	p, err := faultproxy.New(upstream)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "new proxy")
 	t.Cleanup(func() { p.Close() })
 	return p
 }
@@ -110,9 +107,7 @@ func newProxy(t *testing.T, upstream string) *faultproxy.Proxy {
 func dial(t *testing.T, p *faultproxy.Proxy) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "dial the proxy")
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -120,22 +115,15 @@ func dial(t *testing.T, p *faultproxy.Proxy) net.Conn {
 // waitFor polls cond with a generous deadline.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	require.Eventually(t, cond, 20*time.Second, 5*time.Millisecond, "timed out waiting for %s", what)
 }
 
 func readN(t *testing.T, c net.Conn, n int) string {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	buf := make([]byte, n)
-	if _, err := io.ReadFull(c, buf); err != nil {
-		t.Fatalf("read: %v", err)
-	}
+	_, err := io.ReadFull(c, buf)
+	require.NoError(t, err, "read")
 	_ = c.SetReadDeadline(time.Time{})
 	return string(buf)
 }
@@ -146,15 +134,11 @@ func TestForwards(t *testing.T) {
 	c := dial(t, p)
 	big := bytes.Repeat([]byte("0123456789"), 20000)
 	go c.Write(big)
-	if got := readN(t, c, len(big)); got != string(big) {
-		t.Fatal("echo differs")
-	}
+	require.True(t, readN(t, c, len(big)) == string(big), "echo differs")
 	waitFor(t, "one active connection", func() bool { return p.Active() == 1 })
 	c.Close()
 	waitFor(t, "no active connection", func() bool { return p.Active() == 0 })
-	if p.Accepted() != 1 {
-		t.Fatalf("accepted %d", p.Accepted())
-	}
+	require.Equal(t, 1, p.Accepted(), "accepted")
 }
 
 func TestCutResetsBothSides(t *testing.T) {
@@ -163,20 +147,16 @@ func TestCutResetsBothSides(t *testing.T) {
 	c := dial(t, p)
 	c.Write([]byte("x"))
 	readN(t, c, 1)
-	if n := p.Cut(); n != 1 {
-		t.Fatalf("cut %d connections", n)
-	}
+	require.Equal(t, 1, p.Cut(), "connections cut")
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
-		t.Fatalf("read after cut: %v", err)
-	}
+	_, err := c.Read(make([]byte, 1))
+	require.Error(t, err, "read after cut")
+	require.False(t, isTimeout(err), "read after cut: %v", err)
 	waitFor(t, "no active connection", func() bool { return p.Active() == 0 })
 	// New connections still work.
 	c2 := dial(t, p)
 	c2.Write([]byte("y"))
-	if readN(t, c2, 1) != "y" {
-		t.Fatal("no echo after cut")
-	}
+	require.Equal(t, "y", readN(t, c2, 1), "no echo after cut")
 }
 
 func TestStallHoldsEverythingUntilResume(t *testing.T) {
@@ -189,26 +169,21 @@ func TestStallHoldsEverythingUntilResume(t *testing.T) {
 	c.Write([]byte("bcd"))
 	// Nothing reaches the server while stalled.
 	time.Sleep(200 * time.Millisecond)
-	if got := s.received(); got != "a" {
-		t.Fatalf("server received %q during the stall", got)
-	}
+	require.Equal(t, "a", s.received(), "server received during the stall")
 	p.Resume()
 	waitFor(t, "held bytes delivered", func() bool { return s.received() == "abcd" })
-	if got := readN(t, c, 3); got != "bcd" {
-		t.Fatalf("echo after resume %q", got)
-	}
+	require.Equal(t, "bcd", readN(t, c, 3), "echo after resume")
 	// The server's FIN is held back too.
 	p.Stall()
 	s.conn(t, 0).Close()
 	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	if n, err := c.Read(make([]byte, 1)); n != 0 || !isTimeout(err) {
-		t.Fatalf("read during the stall: %d, %v; want a timeout", n, err)
-	}
+	n, err := c.Read(make([]byte, 1))
+	require.Zero(t, n, "bytes read during the stall")
+	require.True(t, isTimeout(err), "read during the stall: %v; want a timeout", err)
 	p.Resume()
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.ReadAll(c); err != nil {
-		t.Fatalf("after resume the client sees the server's close: %v", err)
-	}
+	_, err = io.ReadAll(c)
+	require.NoError(t, err, "after resume the client sees the server's close")
 	c.Close()
 	waitFor(t, "no active connection", func() bool { return p.Active() == 0 })
 }
@@ -235,9 +210,9 @@ func TestHalfClose(t *testing.T) {
 	waitFor(t, "one active connection", func() bool { return p.Active() == 1 })
 	p.HalfClose(faultproxy.ToClient)
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
-		t.Fatalf("client read after half-close: %d, %v; want EOF", n, err)
-	}
+	n, err := c.Read(make([]byte, 1))
+	require.Zero(t, n, "bytes read after half-close")
+	require.ErrorIs(t, err, io.EOF, "client read after half-close")
 	// The other direction still carries data.
 	c.Write([]byte("still"))
 	waitFor(t, "bytes after half-close", func() bool { return s.received() == "still" })
@@ -253,9 +228,8 @@ func TestHalfCloseUpstream(t *testing.T) {
 	p.HalfClose(faultproxy.ToUpstream)
 	// The server reads EOF and closes; the client then sees EOF too.
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.ReadAll(c); err != nil {
-		t.Fatalf("client: %v", err)
-	}
+	_, err := io.ReadAll(c)
+	require.NoError(t, err, "client")
 	c.Close()
 	waitFor(t, "no active connection", func() bool { return p.Active() == 0 })
 }
@@ -269,18 +243,14 @@ func TestDelayAndRate(t *testing.T) {
 	c.Write([]byte("ping"))
 	readN(t, c, 4)
 	// Lower bounds only: the delay applies in each direction.
-	if el := time.Since(start); el < 200*time.Millisecond {
-		t.Fatalf("round trip took %v with 100 ms of delay each way", el)
-	}
+	require.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond, "round trip with 100 ms of delay each way")
 	p.SetDelay(0)
 	p.SetRate(20000)
 	data := bytes.Repeat([]byte("z"), 10000)
 	start = time.Now()
 	go c.Write(data)
 	readN(t, c, len(data))
-	if el := time.Since(start); el < 400*time.Millisecond {
-		t.Fatalf("10 kB at 20 kB/s each way took %v", el)
-	}
+	require.GreaterOrEqual(t, time.Since(start), 400*time.Millisecond, "10 kB at 20 kB/s each way")
 }
 
 func TestRefuseAndSwitchUpstream(t *testing.T) {
@@ -293,35 +263,26 @@ func TestRefuseAndSwitchUpstream(t *testing.T) {
 		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
 		_, err = c.Read(make([]byte, 1))
 		c.Close()
-		if err == nil || isTimeout(err) {
-			t.Fatalf("a refused connection stayed open: %v", err)
-		}
+		require.Error(t, err, "a refused connection stayed open")
+		require.False(t, isTimeout(err), "a refused connection stayed open: %v", err)
 	}
 	p.SetRefuse(false)
 	p.SetUpstream(s2.ln.Addr().String())
 	c2 := dial(t, p)
 	c2.Write([]byte("two"))
 	waitFor(t, "bytes at the new upstream", func() bool { return s2.received() == "two" })
-	if s1.received() != "" {
-		t.Fatalf("old upstream got %q", s1.received())
-	}
-	if p.Accepted() != 2 {
-		t.Fatalf("accepted %d", p.Accepted())
-	}
+	require.Empty(t, s1.received(), "old upstream got data")
+	require.Equal(t, 2, p.Accepted(), "accepted")
 }
 
 func TestCloseEndsEverything(t *testing.T) {
 	s := startServer(t, true)
 	p, err := faultproxy.New(s.ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "new proxy")
 	var cs []net.Conn
 	for i := 0; i < 5; i++ {
 		c, err := net.Dial("tcp", p.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err, "dial the proxy")
 		defer c.Close()
 		cs = append(cs, c)
 	}
@@ -329,13 +290,10 @@ func TestCloseEndsEverything(t *testing.T) {
 	p.Stall()
 	p.Close()
 	p.Close()
-	if p.Active() != 0 {
-		t.Fatalf("active %d after Close", p.Active())
-	}
+	require.Zero(t, p.Active(), "active after Close")
 	for _, c := range cs {
 		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); err == nil {
-			t.Fatal("a connection survived Close")
-		}
+		_, err := c.Read(make([]byte, 1))
+		require.Error(t, err, "a connection survived Close")
 	}
 }

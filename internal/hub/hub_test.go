@@ -1,12 +1,10 @@
 package hub
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +15,7 @@ import (
 
 	amqp "github.com/Azure/go-amqp"
 	"github.com/coder/websocket"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/auth"
@@ -29,9 +28,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func startHub(t *testing.T) *Hub {
 	t.Helper()
 	h, err := Start(Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "start the hub")
 	t.Cleanup(func() { h.Close() })
 	return h
 }
@@ -43,9 +40,7 @@ func clientTLS(h *Hub) *tls.Config {
 func addDevice(t *testing.T, h *Hub, id string) string {
 	t.Helper()
 	d, herr := h.Engine.PutDevice(id, engine.Device{}, "")
-	if herr != nil {
-		t.Fatal(herr)
-	}
+	require.Nil(t, herr, "put device %s", id)
 	return *d.Authentication.SymmetricKey.PrimaryKey
 }
 
@@ -55,22 +50,16 @@ func echoDevice(t *testing.T, h *Hub, url, deviceID, key string) {
 	t.Helper()
 	id := auth.Identity{HostName: "localhost", DeviceID: deviceID}
 	tok, err := auth.SignSAS(id.Resource(), "", key, time.Now().Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	c, err := pahodev.Dial(t, pahodev.Options{URL: url, TLS: clientTLS(h), Identity: id, Password: tok})
-	if err != nil {
-		t.Fatalf("connect %s: %v", url, err)
-	}
+	require.NoError(t, err, "connect %s", url)
 	pahodev.Echo(t, c, 200)
 }
 
 func invoke(t *testing.T, h *Hub, deviceID, body string) (int, string) {
 	t.Helper()
 	st, b := invokeNoFatal(h, deviceID, body)
-	if st == 0 {
-		t.Fatal(b)
-	}
+	require.NotZero(t, st, b)
 	return st, b
 }
 
@@ -112,18 +101,15 @@ func TestOnePortServesEveryProtocol(t *testing.T) {
 				Status  int
 				Payload json.RawMessage
 			}
-			if err := json.Unmarshal([]byte(body), &got); err != nil || status != 200 {
-				t.Fatalf("invoke: %d %s (%v)", status, body, err)
-			}
-			if got.Status != 200 || string(got.Payload) != `{"a":[1,"two"]}` {
-				t.Fatalf("invoke result %s", body)
-			}
+			require.Equal(t, 200, status, "invoke: %s", body)
+			require.NoError(t, json.Unmarshal([]byte(body), &got), "invoke: %s", body)
+			require.Equal(t, 200, got.Status, "invoke result %s", body)
+			require.Equal(t, `{"a":[1,"two"]}`, string(got.Payload), "invoke result %s", body)
 			calls := h.Engine.Calls()
+			require.NotEmpty(t, calls, "no call recorded")
 			last := calls[len(calls)-1]
 			wantProto := map[string]string{"dev-tls": "mqtt", "dev-ws": "mqtt-ws"}[tc.device]
-			if last.Protocol != wantProto {
-				t.Fatalf("call carried by %q, want %q", last.Protocol, wantProto)
-			}
+			require.Equal(t, wantProto, last.Protocol, "call carried by")
 		})
 	}
 }
@@ -145,49 +131,31 @@ func TestAMQPOnOnePort(t *testing.T) {
 			var nc net.Conn
 			if tc.protocol == "amqp" {
 				c, err := tls.Dial("tcp", addr, clientTLS(h))
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err, "dial TLS")
 				nc = c
 			} else {
 				hc := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(h)}}
 				defer hc.CloseIdleConnections()
 				ws, _, err := websocket.Dial(ctx, "wss://"+addr+WebSocketPath,
 					&websocket.DialOptions{Subprotocols: []string{"AMQPWSB10"}, HTTPClient: hc})
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err, "dial WebSocket")
 				nc = websocket.NetConn(context.Background(), ws, websocket.MessageBinary)
 			}
 			conn, err := amqp.NewConn(ctx, nc, &amqp.ConnOptions{HostName: "localhost"})
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err, "AMQP connection")
 			defer conn.Close()
 			s, err := conn.NewSession(ctx, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err, "AMQP session")
 			id := auth.Identity{HostName: "localhost", DeviceID: tc.device}
 			tok, err := auth.SignSAS(id.Resource(), "", key, time.Now().Add(time.Hour))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if code := putToken(ctx, t, s, id.Resource(), tok); code != 200 {
-				t.Fatalf("put-token: status %d", code)
-			}
+			require.NoError(t, err)
+			require.Equal(t, int32(200), putToken(ctx, t, s, id.Resource(), tok), "put-token status")
 			addrPath := "/devices/" + tc.device + "/methods/devicebound"
 			resp, err := s.NewSender(ctx, addrPath, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err, "method response sender")
 			req, err := s.NewReceiver(ctx, addrPath, &amqp.ReceiverOptions{Credit: 10})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := h.Engine.WaitOnline(ctx, id); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err, "method request receiver")
+			require.NoError(t, h.Engine.WaitOnline(ctx, id), "wait for the device to be online")
 			go func() {
 				m, err := req.Receive(ctx, nil)
 				if err != nil {
@@ -201,13 +169,11 @@ func TestAMQPOnOnePort(t *testing.T) {
 				}, nil)
 			}()
 			status, body := invoke(t, h, tc.device, `{"methodName":"echo","payload":{"a":[1,"two"]},"responseTimeoutInSeconds":10}`)
-			if status != 200 || body != `{"status":200,"payload":{"a":[1,"two"]}}` {
-				t.Fatalf("invoke: %d %s", status, body)
-			}
+			require.Equal(t, 200, status, "invoke: %s", body)
+			require.Equal(t, `{"status":200,"payload":{"a":[1,"two"]}}`, body, "invoke")
 			calls := h.Engine.Calls()
-			if last := calls[len(calls)-1]; last.Protocol != tc.protocol {
-				t.Fatalf("call carried by %q, want %q", last.Protocol, tc.protocol)
-			}
+			require.NotEmpty(t, calls, "no call recorded")
+			require.Equal(t, tc.protocol, calls[len(calls)-1].Protocol, "call carried by")
 		})
 	}
 }
@@ -216,20 +182,15 @@ func TestAMQPOnOnePort(t *testing.T) {
 // garbage after TLS is dropped.
 func TestTLSRequired(t *testing.T) {
 	h := startHub(t)
-	if _, err := tls.Dial("tcp", h.Addrs()[0].String(), &tls.Config{ServerName: "localhost"}); err == nil {
-		t.Fatal("TLS handshake succeeded without trusting the hub's CA")
-	}
+	_, err := tls.Dial("tcp", h.Addrs()[0].String(), &tls.Config{ServerName: "localhost"})
+	require.Error(t, err, "TLS handshake succeeded without trusting the hub's CA")
 	c, err := tls.Dial("tcp", h.Addrs()[0].String(), clientTLS(h))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "dial TLS")
 	defer c.Close()
 	_, _ = c.Write([]byte("\x00\x00garbage\r\n\r\n"))
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	b, _ := io.ReadAll(c)
-	if !strings.HasPrefix(string(b), "HTTP/1.1 400") {
-		t.Fatalf("garbage got %q, want an HTTP 400", b)
-	}
+	require.True(t, strings.HasPrefix(string(b), "HTTP/1.1 400"), "garbage got %q, want an HTTP 400", b)
 }
 
 // TestServerChainHasNoRoot checks that the hub presents its chain as IoT
@@ -239,32 +200,24 @@ func TestTLSRequired(t *testing.T) {
 func TestServerChainHasNoRoot(t *testing.T) {
 	h := startHub(t)
 	c, err := tls.Dial("tcp", h.Addrs()[0].String(), clientTLS(h))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "dial TLS")
 	defer c.Close()
 	chain := c.ConnectionState().PeerCertificates
-	if len(chain) != 2 {
-		t.Fatalf("the hub presented %d certificates, want the leaf and its issuing CA", len(chain))
-	}
+	require.Len(t, chain, 2, "the hub should present the leaf and its issuing CA")
 	for i, cert := range chain {
-		if err := cert.CheckSignatureFrom(cert); err == nil || bytes.Equal(cert.RawIssuer, cert.RawSubject) {
-			t.Fatalf("certificate %d (%s) is self-signed: a root in the chain", i, cert.Subject)
-		}
-		if cert.Equal(h.CA.Cert) {
-			t.Fatalf("certificate %d is the hub's root CA", i)
-		}
+		require.Error(t, cert.CheckSignatureFrom(cert), "certificate %d (%s) is self-signed: a root in the chain", i, cert.Subject)
+		require.NotEqual(t, cert.RawSubject, cert.RawIssuer, "certificate %d (%s) is self-issued: a root in the chain", i, cert.Subject)
+		require.False(t, cert.Equal(h.CA.Cert), "certificate %d is the hub's root CA", i)
 	}
-	if !chain[1].IsCA || chain[1].CheckSignatureFrom(h.CA.Cert) != nil || chain[0].CheckSignatureFrom(chain[1]) != nil {
-		t.Fatalf("chain %s <- %s is not leaf <- issuing CA <- root", chain[0].Subject, chain[1].Subject)
-	}
+	notChain := fmt.Sprintf("chain %s <- %s is not leaf <- issuing CA <- root", chain[0].Subject, chain[1].Subject)
+	require.True(t, chain[1].IsCA, notChain)
+	require.NoError(t, chain[1].CheckSignatureFrom(h.CA.Cert), notChain)
+	require.NoError(t, chain[0].CheckSignatureFrom(chain[1]), notChain)
 
 	// Without the root, verification fails for an unknown authority.
 	_, err = tls.Dial("tcp", h.Addrs()[0].String(), &tls.Config{ServerName: "localhost", MinVersion: tls.VersionTLS12})
 	var unknown x509.UnknownAuthorityError
-	if !errors.As(err, &unknown) {
-		t.Fatalf("dial without the root: %v, want x509.UnknownAuthorityError", err)
-	}
+	require.ErrorAs(t, err, &unknown, "dial without the root")
 }
 
 // TestMQTTUsernameGatewayHost: the .NET device SDK puts GatewayHostName in
@@ -273,15 +226,11 @@ func TestServerChainHasNoRoot(t *testing.T) {
 // hub's host name.
 func TestMQTTUsernameGatewayHost(t *testing.T) {
 	h, err := Start(Options{HostName: "myhub.example"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "start the hub")
 	t.Cleanup(func() { h.Close() })
 	key := addDevice(t, h, "dev1")
 	tok, err := auth.SignSAS(auth.Identity{HostName: "myhub.example", DeviceID: "dev1"}.Resource(), "", key, time.Now().Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	addr := h.Addrs()[0].String()
 	for _, tc := range []struct {
 		host string
@@ -299,11 +248,10 @@ func TestMQTTUsernameGatewayHost(t *testing.T) {
 			conf := clientTLS(h)
 			c, err := pahodev.Dial(t, pahodev.Options{URL: "tls://" + addr, TLS: conf,
 				Identity: auth.Identity{HostName: tc.host, DeviceID: "dev1"}, Password: tok})
-			if tc.ok && err != nil {
-				t.Fatalf("user name host %q refused: %v", tc.host, err)
-			}
-			if !tc.ok && err == nil {
-				t.Fatalf("user name host %q accepted", tc.host)
+			if tc.ok {
+				require.NoError(t, err, "user name host %q refused", tc.host)
+			} else {
+				require.Error(t, err, "user name host %q accepted", tc.host)
 			}
 			if c != nil && err == nil {
 				c.Disconnect(0)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	amqp "github.com/Azure/go-amqp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/testutil/pahodev"
@@ -22,18 +24,12 @@ func cbsPut(t *testing.T, h *Hub, name, tok string) int32 {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	nc, err := tls.Dial("tcp", h.Addrs()[0].String(), clientTLS(h))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "dial TLS")
 	conn, err := amqp.NewConn(ctx, nc, &amqp.ConnOptions{HostName: "localhost"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "AMQP connection")
 	defer conn.Close()
 	s, err := conn.NewSession(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "AMQP session")
 	return putToken(ctx, t, s, name, tok)
 }
 
@@ -42,30 +38,21 @@ func cbsPut(t *testing.T, h *Hub, name, tok string) int32 {
 func putToken(ctx context.Context, t *testing.T, s *amqp.Session, name, tok string) int32 {
 	t.Helper()
 	snd, err := s.NewSender(ctx, "$cbs", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "CBS sender")
 	rcv, err := s.NewReceiver(ctx, "$cbs", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "CBS receiver")
 	err = snd.Send(ctx, &amqp.Message{
 		Properties: &amqp.MessageProperties{MessageID: "put-1"},
 		ApplicationProperties: map[string]any{"operation": "put-token",
 			"type": "servicebus.windows.net:sastoken", "name": name},
 		Value: tok,
 	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "send put-token")
 	reply, err := rcv.Receive(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "receive the put-token reply")
 	_ = rcv.AcceptMessage(ctx, reply)
-	if reply.Properties == nil || reply.Properties.CorrelationID != "put-1" {
-		t.Fatalf("put-token reply does not correlate: %+v", reply.Properties)
-	}
+	require.NotNil(t, reply.Properties, "put-token reply has no properties")
+	require.Equal(t, "put-1", reply.Properties.CorrelationID, "put-token reply does not correlate: %+v", reply.Properties)
 	code, _ := reply.ApplicationProperties["status-code"].(int32)
 	return code
 }
@@ -91,41 +78,32 @@ func TestOneSASDecision(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tok, err := auth.SignSAS(id.Resource(), "", key, time.Now().Add(-tc.age))
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			// HTTPS: device telemetry.
 			req, _ := http.NewRequest("POST", "https://"+addr+"/devices/"+url.PathEscape(dev)+"/messages/events?api-version=2021-04-12", strings.NewReader("{}"))
 			req.Header.Set("Authorization", tok)
 			hc := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(h)}}
 			resp, err := hc.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err, "HTTPS telemetry")
 			resp.Body.Close()
 			hc.CloseIdleConnections()
-			if got := resp.StatusCode == http.StatusNoContent; got != tc.ok {
-				t.Errorf("HTTPS: status %d, want accepted %v", resp.StatusCode, tc.ok)
-			}
+			assert.Equal(t, tc.ok, resp.StatusCode == http.StatusNoContent, "HTTPS: status %d, want accepted %v", resp.StatusCode, tc.ok)
 			// AMQP CBS, with the audience as Node sends it (encoded) and
 			// as .NET and C send it (raw).
 			for _, name := range []string{id.Resource(), "localhost/devices/" + dev} {
-				if got := cbsPut(t, h, name, tok) == 200; got != tc.ok {
-					t.Errorf("CBS put-token for %q: accepted %v, want %v", name, got, tc.ok)
-				}
+				assert.Equal(t, tc.ok, cbsPut(t, h, name, tok) == 200, "CBS put-token for %q accepted", name)
 			}
 			// MQTT: accepted, and still connected for a method call.
 			c, err := pahodev.Dial(t, pahodev.Options{URL: "tls://" + addr, TLS: clientTLS(h), Identity: id, Password: tok})
-			if (err == nil) != tc.ok {
-				t.Fatalf("MQTT: connect error %v, want accepted %v", err, tc.ok)
-			}
-			if err != nil {
+			if !tc.ok {
+				require.Error(t, err, "MQTT: connect accepted")
 				return
 			}
+			require.NoError(t, err, "MQTT: connect refused")
 			pahodev.Echo(t, c, 200)
-			if st, body := invoke(t, h, url.PathEscape(dev), `{"methodName":"m","payload":1}`); st != 200 || body != `{"status":200,"payload":1}` {
-				t.Fatalf("MQTT device after connecting with the token: %d %s", st, body)
-			}
+			st, body := invoke(t, h, url.PathEscape(dev), `{"methodName":"m","payload":1}`)
+			require.Equal(t, 200, st, "MQTT device after connecting with the token: %s", body)
+			require.Equal(t, `{"status":200,"payload":1}`, body, "MQTT device after connecting with the token")
 			c.Disconnect(0)
 		})
 	}

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // SetHTTPTimeouts shortens the HTTPS connection lifetimes for a test and
@@ -36,16 +38,14 @@ func TestHTTPConnectionLifetimes(t *testing.T) {
 		_ = c.SetReadDeadline(time.Now().Add(limit))
 		_, err := io.Copy(io.Discard, c)
 		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			t.Fatalf("the hub kept the connection open for %v", limit)
+		if errors.As(err, &ne) {
+			require.False(t, ne.Timeout(), "the hub kept the connection open for %v", limit)
 		}
 	}
 
 	t.Run("stalled body", func(t *testing.T) {
 		c, err := tls.Dial("tcp", addr, clientTLS(h))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err, "dial TLS")
 		defer c.Close()
 		_, _ = io.WriteString(c, "PUT /devices/x?api-version=2021-04-12 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{")
 		closedWithin(t, c, 30*time.Second)
@@ -53,28 +53,22 @@ func TestHTTPConnectionLifetimes(t *testing.T) {
 
 	t.Run("idle keep-alive", func(t *testing.T) {
 		c, err := tls.Dial("tcp", addr, clientTLS(h))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err, "dial TLS")
 		defer c.Close()
 		_, _ = io.WriteString(c, "GET /devices?api-version=2021-04-12 HTTP/1.1\r\nHost: localhost\r\n\r\n")
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err, "read the response")
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized || resp.Close {
-			t.Fatalf("got %d (close %v), want a kept-alive 401", resp.StatusCode, resp.Close)
-		}
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "want a kept-alive 401")
+		require.False(t, resp.Close, "want a kept-alive 401, got Connection: close")
 		closedWithin(t, c, 30*time.Second)
 	})
 
 	// Both deadlines have passed: the WebSocket device still answers, and a
 	// call that waits longer than the body deadline is not cut short.
 	st, body := invoke(t, h, "dev-ws", `{"methodName":"m","payload":"ws"}`)
-	if st != 200 || body != `{"status":200,"payload":"ws"}` {
-		t.Fatalf("invoke over WebSocket after the deadlines: %d %s", st, body)
-	}
+	require.Equal(t, 200, st, "invoke over WebSocket after the deadlines: %s", body)
+	require.Equal(t, `{"status":200,"payload":"ws"}`, body, "invoke over WebSocket after the deadlines")
 	key2 := addDevice(t, h, "dev-late")
 	done := make(chan [2]any, 1)
 	go func() {
@@ -83,19 +77,16 @@ func TestHTTPConnectionLifetimes(t *testing.T) {
 	}()
 	// Connect only once the call has outlived the body deadline.
 	idle, err := tls.Dial("tcp", addr, clientTLS(h))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "dial TLS")
 	_, _ = io.WriteString(idle, "GET /devices?api-version=2021-04-12 HTTP/1.1\r\nHost: localhost\r\n\r\n")
 	closedWithin(t, idle, 30*time.Second)
 	idle.Close()
 	echoDevice(t, h, "tls://"+addr, "dev-late", key2)
 	select {
 	case r := <-done:
-		if r[0] != 200 || r[1] != `{"status":200,"payload":"late"}` {
-			t.Fatalf("late call: %v %v", r[0], r[1])
-		}
+		require.Equal(t, 200, r[0], "late call: %v", r[1])
+		require.Equal(t, `{"status":200,"payload":"late"}`, r[1], "late call")
 	case <-time.After(time.Minute):
-		t.Fatal("the late call never returned")
+		require.FailNow(t, "the late call never returned")
 	}
 }

@@ -1,18 +1,18 @@
 package transports
 
 import (
-	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
 )
 
 func TestByName(t *testing.T) {
 	for _, n := range Names {
 		tr, err := ByName(n)
-		if err != nil || tr == nil || tr.Name() != n {
-			t.Errorf("%s: %v, %v", n, tr, err)
+		if assert.NoError(t, err, n) && assert.NotNil(t, tr, n) {
+			assert.Equal(t, n, tr.Name())
 		}
 	}
-	if _, err := ByName("carrier-pigeon"); err == nil || !strings.Contains(err.Error(), `"carrier-pigeon"`) {
-		t.Errorf("unknown name: %v", err)
-	}
+	_, err := ByName("carrier-pigeon")
+	assert.ErrorContains(t, err, `"carrier-pigeon"`, "unknown name")
 }

@@ -23,15 +23,11 @@ import (
 	amqp "github.com/Azure/go-amqp"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/apiversion"
 	"github.com/iothub-go/iothub/transport"
+	"github.com/iothub-go/iothub/transport/internal/eventcheck"
 	"github.com/iothub-go/iothub/transport/internal/netdial"
 )
-
-// APIVersion is the IoT Hub API version sent in link properties.
-const APIVersion = "2021-04-12"
-
-// WebSocketPath is the path of IoT Hub's WebSocket endpoint.
-const WebSocketPath = "/$iothub/websocket"
 
 // Options configures the AMQP transport. The zero value is AMQP over TLS.
 type Options struct {
@@ -93,7 +89,7 @@ func (t *Transport) dialNet(ctx context.Context, cfg transport.Config) (net.Conn
 	tlsConf := netdial.ClientTLS(cfg.TLSConfig, host)
 	var nc net.Conn
 	if t.ws {
-		nc, err = netdial.WebSocket(ctx, hp, WebSocketPath, "AMQPWSB10", tlsConf, -1)
+		nc, err = netdial.WebSocket(ctx, hp, "AMQPWSB10", tlsConf, -1)
 	} else {
 		nc, err = netdial.TLS(ctx, hp, tlsConf)
 	}
@@ -305,15 +301,17 @@ func (c *conn) address(suffix string) string {
 	return a + suffix
 }
 
-// isUnauthorized reports an AMQP error meaning refused credentials.
-func isUnauthorized(err error) bool {
-	var ae *amqp.Error
-	return errors.As(err, &ae) && ae.Condition == amqp.ErrCondUnauthorizedAccess
-}
-
+// wrap adds what was being done to err, and the transport sentinel its
+// AMQP condition means, if any.
 func wrap(what string, err error) error {
-	if isUnauthorized(err) {
-		return fmt.Errorf("%w: amqp: %s: %v", transport.ErrNotAuthorized, what, err)
+	var ae *amqp.Error
+	if errors.As(err, &ae) {
+		switch ae.Condition {
+		case amqp.ErrCondUnauthorizedAccess:
+			return fmt.Errorf("%w: amqp: %s: %v", transport.ErrNotAuthorized, what, err)
+		case amqp.ErrCondMessageSizeExceeded:
+			return fmt.Errorf("%w: amqp: %s: %v", transport.ErrMessageTooLarge, what, err)
+		}
 	}
 	return fmt.Errorf("iothub: amqp: %s: %w", what, err)
 }
@@ -398,7 +396,7 @@ func toInt(v any) (int64, bool) {
 
 func (c *conn) linkProperties() map[string]any {
 	return map[string]any{
-		"com.microsoft:api-version":            APIVersion,
+		"com.microsoft:api-version":            apiversion.Current,
 		"com.microsoft:channel-correlation-id": "methods:" + newUUID().String(),
 		"com.microsoft:client-version":         c.info,
 	}
@@ -536,6 +534,9 @@ func (c *conn) RespondMethod(ctx context.Context, requestID string, resp *transp
 // SendEvent sends msg on the telemetry link and waits for the hub to
 // accept it.
 func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
+	if err := eventcheck.Check(msg); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	s := c.events
 	c.mu.Unlock()

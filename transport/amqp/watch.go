@@ -47,10 +47,17 @@ func (w *frameWatch) Read(p []byte) (int, error) {
 // (go-amqp adopts a peer's max-message-size of 0, "no limit", in place of
 // its own), fails the connection with an error wrapping
 // ErrMessageTooLarge, and the device client reconnects.
+//
+// It bounds what the hub sends. What a device sends is bounded by
+// transport.MaxMessageSize (device.MaxMessageSize), the same number of
+// bytes, and a message over that is refused by SendEvent with
+// transport.ErrMessageTooLarge.
 const MaxMessageSize = 256 * 1024
 
 // ErrMessageTooLarge is wrapped by the error of a connection whose hub sent
-// a message larger than MaxMessageSize. Use errors.Is.
+// a message larger than MaxMessageSize, seen in the device client's
+// connection status. It is not transport.ErrMessageTooLarge, SendEvent's
+// refusal of a message the device would send. Use errors.Is.
 var ErrMessageTooLarge = errors.New("iothub: amqp: the hub sent a message larger than the limit")
 
 // maxKept is how much of a frame body the scanner keeps: enough for the

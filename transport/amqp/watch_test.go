@@ -152,13 +152,11 @@ func FuzzFrameScanner(f *testing.F) {
 		n := max(int(chunk), 1)
 		for i := 0; i < len(b); i += n {
 			sc.feed(b[i:min(i+n, len(b))])
-			if len(sc.kept) > maxKept || len(sc.links) > maxLinks || len(sc.partial) > maxLinks {
-				t.Fatalf("kept %d bytes of a body, %d links and %d unfinished messages", len(sc.kept), len(sc.links), len(sc.partial))
-			}
+			require.LessOrEqual(t, len(sc.kept), maxKept, "bytes kept of a body")
+			require.LessOrEqual(t, len(sc.links), maxLinks, "links kept")
+			require.LessOrEqual(t, len(sc.partial), maxLinks, "unfinished messages kept")
 			for _, n := range sc.partial {
-				if n > MaxMessageSize {
-					t.Fatalf("an unfinished message of %d bytes passed", n)
-				}
+				require.LessOrEqual(t, n, MaxMessageSize, "an unfinished message passed")
 			}
 		}
 	})

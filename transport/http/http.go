@@ -6,6 +6,13 @@
 // transport refuses method handlers at once with an error wrapping
 // transport.ErrUnsupported; use transport/mqtt or transport/amqp to receive
 // methods.
+//
+// SendEvent refuses, before sending, a message property whose name or value
+// holds a character other than ASCII letters, digits and
+// ! # $ % & ' * + - . ^ _ ` | ~ (IoT Hub carries properties in HTTP headers
+// here), with an error wrapping transport.ErrInvalidProperty. The hub's
+// refusals come back as a [*StatusError], which errors.Is matches against
+// the sentinels of package transport (see StatusError.Unwrap).
 package http
 
 import (
@@ -21,11 +28,10 @@ import (
 	"time"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/apiversion"
 	"github.com/iothub-go/iothub/transport"
+	"github.com/iothub-go/iothub/transport/internal/eventcheck"
 )
-
-// APIVersion is the IoT Hub API version of the requests.
-const APIVersion = "2021-04-12"
 
 // Options configures the HTTPS transport. The zero value is ready to use.
 type Options struct {
@@ -51,11 +57,12 @@ func New(opts *Options) *Transport {
 // Name returns "http".
 func (t *Transport) Name() string { return "http" }
 
-// ErrNoMethods is the error for direct methods over HTTPS.
-var ErrNoMethods = fmt.Errorf("%w: IoT Hub does not deliver direct methods over HTTPS; use MQTT or AMQP (transport/mqtt, transport/amqp)", transport.ErrUnsupported)
+// errNoMethods is the error for direct methods over HTTPS.
+var errNoMethods = fmt.Errorf("%w: IoT Hub does not deliver direct methods over HTTPS; use MQTT or AMQP (transport/mqtt, transport/amqp)", transport.ErrUnsupported)
 
-// MethodSupport returns ErrNoMethods.
-func (t *Transport) MethodSupport() error { return ErrNoMethods }
+// MethodSupport returns an error wrapping transport.ErrUnsupported: IoT Hub
+// does not deliver direct methods over HTTPS.
+func (t *Transport) MethodSupport() error { return errNoMethods }
 
 // Dial prepares a client for the identity. HTTPS has no standing
 // connection, so Dial does no I/O: bad credentials show up in SendEvent.
@@ -95,13 +102,13 @@ type conn struct {
 	closed bool
 }
 
-func (c *conn) SubscribeMethods(context.Context) error { return ErrNoMethods }
+func (c *conn) SubscribeMethods(context.Context) error { return errNoMethods }
 
 // UnsubscribeMethods has nothing to end: HTTPS never subscribes.
 func (c *conn) UnsubscribeMethods(context.Context) error { return nil }
 
 func (c *conn) RespondMethod(context.Context, string, *transport.MethodResponse) error {
-	return ErrNoMethods
+	return errNoMethods
 }
 
 // UpdateToken replaces the SAS token used for later requests.
@@ -126,17 +133,17 @@ func (c *conn) Close() error {
 	return nil
 }
 
-// CheckProperty reports whether name and value may be sent over HTTPS:
+// checkProperty reports whether name and value may be sent over HTTPS:
 // IoT Hub allows only ASCII letters, digits and ! # $ % & ' * + - . ^ _ ` | ~
 // in property names and values there.
-func CheckProperty(name, value string) error {
+func checkProperty(name, value string) error {
 	if name == "" {
-		return errors.New("iothub: http: empty property name")
+		return fmt.Errorf("%w: http: empty property name", transport.ErrInvalidProperty)
 	}
 	for _, s := range []string{name, value} {
 		for i := 0; i < len(s); i++ {
 			if !isTokenChar(s[i]) {
-				return fmt.Errorf("iothub: http: property %q: character %q is not allowed over HTTPS (only ASCII letters, digits and !#$%%&'*+-.^_`|~)", name, string(rune(s[i])))
+				return fmt.Errorf("%w: http: property %q: character %q is not allowed over HTTPS (only ASCII letters, digits and !#$%%&'*+-.^_`|~)", transport.ErrInvalidProperty, name, string(rune(s[i])))
 			}
 		}
 	}
@@ -157,8 +164,11 @@ func isTokenChar(c byte) bool {
 
 // SendEvent posts msg and returns once the hub answered 204.
 func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
+	if err := eventcheck.Check(msg); err != nil {
+		return err
+	}
 	for k, v := range msg.Properties {
-		if err := CheckProperty(k, v); err != nil {
+		if err := checkProperty(k, v); err != nil {
 			return err
 		}
 	}
@@ -167,7 +177,7 @@ func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
 		path += "/modules/" + url.PathEscape(c.id.ModuleID)
 	}
 	path += "/messages/events"
-	req, err := nethttp.NewRequestWithContext(ctx, nethttp.MethodPost, c.base+path+"?api-version="+APIVersion, bytes.NewReader(msg.Body))
+	req, err := nethttp.NewRequestWithContext(ctx, nethttp.MethodPost, c.base+path+"?api-version="+apiversion.Current, bytes.NewReader(msg.Body))
 	if err != nil {
 		return fmt.Errorf("iothub: http: %w", err)
 	}
@@ -209,8 +219,6 @@ func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
 	switch {
 	case resp.StatusCode == nethttp.StatusNoContent || resp.StatusCode == nethttp.StatusOK:
 		return nil
-	case resp.StatusCode == nethttp.StatusUnauthorized:
-		return fmt.Errorf("%w: http: %s", transport.ErrNotAuthorized, resp.Status)
 	case isRedirect(resp.StatusCode):
 		return fmt.Errorf("%w: the hub answered %d with Location %q", ErrRedirect, resp.StatusCode, clip(resp.Header.Get("Location")))
 	}
@@ -240,7 +248,9 @@ func clip(s string) string {
 	return s
 }
 
-// StatusError is a non-success answer of the hub to a device request.
+// StatusError is a non-success answer of the hub to a device request. Use
+// errors.As to reach it, and errors.Is to test it against the sentinels of
+// package transport (see Unwrap).
 type StatusError struct {
 	StatusCode int    // HTTP status
 	ErrorCode  string // iothub-errorcode header, e.g. "MessageTooLarge"
@@ -250,6 +260,32 @@ type StatusError struct {
 // Error describes the hub's answer.
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("iothub: http: the hub answered %d %s: %s", e.StatusCode, e.ErrorCode, e.Body)
+}
+
+// Unwrap returns the sentinel of package transport that the status means,
+// so that errors.Is matches it:
+//
+//   - 401: transport.ErrNotAuthorized (a missing, invalid or expired token,
+//     or an unknown device)
+//   - 413: transport.ErrMessageTooLarge
+//   - 429: transport.ErrThrottled
+//   - 503: transport.ErrServiceUnavailable
+//
+// Other statuses give nil. A 403 is not ErrNotAuthorized: IoT Hub answers
+// 403 for exhausted quotas (403002 IoTHubQuotaExceeded) and tier limits, not
+// for credentials.
+func (e *StatusError) Unwrap() error {
+	switch e.StatusCode {
+	case nethttp.StatusUnauthorized:
+		return transport.ErrNotAuthorized
+	case nethttp.StatusRequestEntityTooLarge:
+		return transport.ErrMessageTooLarge
+	case nethttp.StatusTooManyRequests:
+		return transport.ErrThrottled
+	case nethttp.StatusServiceUnavailable:
+		return transport.ErrServiceUnavailable
+	}
+	return nil
 }
 
 var _ transport.TokenUpdater = (*conn)(nil)

@@ -3,6 +3,7 @@ package http
 import (
 	"context"
 	"errors"
+	"fmt"
 	nethttp "net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/apiversion"
 	"github.com/iothub-go/iothub/transport"
 )
 
@@ -32,8 +34,11 @@ func TestCheckProperty(t *testing.T) {
 		{"a", "é", false},
 		{"a", "", true},
 	} {
-		if err := CheckProperty(tc.name, tc.value); (err == nil) != tc.ok {
-			t.Errorf("CheckProperty(%q, %q) = %v, want ok=%v", tc.name, tc.value, err, tc.ok)
+		err := checkProperty(tc.name, tc.value)
+		if tc.ok {
+			assert.NoError(t, err, "checkProperty(%q, %q)", tc.name, tc.value)
+		} else {
+			assert.ErrorIs(t, err, transport.ErrInvalidProperty, "checkProperty(%q, %q)", tc.name, tc.value)
 		}
 	}
 }
@@ -57,36 +62,87 @@ func TestSendEventRequestAndErrors(t *testing.T) {
 		TLSConfig: srv.Client().Transport.(*nethttp.Transport).TLSClientConfig,
 	}
 	c, err := New(nil).Dial(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	msg := &transport.Message{Body: []byte("b"), MessageID: "m", CorrelationID: "c", ContentType: "application/json",
 		ContentEncoding: "utf-8", Properties: map[string]string{"k": "v"}}
-	if err := c.SendEvent(context.Background(), msg); err != nil {
-		t.Fatal(err)
-	}
-	if got.URL.EscapedPath() != "/devices/dev%231/modules/m1/messages/events" || got.URL.Query().Get("api-version") != APIVersion {
-		t.Errorf("request URL %s", got.URL)
-	}
+	require.NoError(t, c.SendEvent(context.Background(), msg))
+	assert.Equal(t, "/devices/dev%231/modules/m1/messages/events", got.URL.EscapedPath(), "request path")
+	assert.Equal(t, apiversion.Current, got.URL.Query().Get("api-version"), "request api-version")
 	for k, v := range map[string]string{"Authorization": cfg.Token, "Iothub-Messageid": "m", "Iothub-Correlationid": "c",
 		"Iothub-Contenttype": "application/json", "Iothub-Contentencoding": "utf-8", "Iothub-App-K": "v"} {
-		if got.Header.Get(k) != v {
-			t.Errorf("header %s = %q, want %q", k, got.Header.Get(k), v)
-		}
+		assert.Equal(t, v, got.Header.Get(k), "header %s", k)
 	}
 	status = nethttp.StatusRequestEntityTooLarge
+	err = c.SendEvent(context.Background(), msg)
 	var se *StatusError
-	if err := c.SendEvent(context.Background(), msg); !errors.As(err, &se) || se.StatusCode != 413 || se.ErrorCode != "MessageTooLarge" {
-		t.Fatalf("413 answer: %v", err)
-	}
+	require.ErrorAs(t, err, &se, "413 answer")
+	assert.Equal(t, 413, se.StatusCode, "413 answer")
+	assert.Equal(t, "MessageTooLarge", se.ErrorCode, "413 answer")
+	require.ErrorIs(t, err, transport.ErrMessageTooLarge, "413 answer")
 	status = nethttp.StatusUnauthorized
-	if err := c.SendEvent(context.Background(), msg); !errors.Is(err, transport.ErrNotAuthorized) {
-		t.Fatalf("401 answer: %v", err)
+	require.ErrorIs(t, c.SendEvent(context.Background(), msg), transport.ErrNotAuthorized, "401 answer")
+	require.ErrorIs(t, c.SubscribeMethods(context.Background()), transport.ErrUnsupported, "SubscribeMethods")
+}
+
+// A StatusError matches the transport sentinel its status means, and no
+// other; a 403 (IoT Hub's quota and tier refusals) is not a credentials
+// error.
+func TestStatusErrorIs(t *testing.T) {
+	sentinels := []error{transport.ErrNotAuthorized, transport.ErrMessageTooLarge, transport.ErrThrottled, transport.ErrServiceUnavailable}
+	for _, tc := range []struct {
+		status int
+		want   error
+	}{
+		{401, transport.ErrNotAuthorized},
+		{403, nil},
+		{413, transport.ErrMessageTooLarge},
+		{429, transport.ErrThrottled},
+		{503, transport.ErrServiceUnavailable},
+		{400, nil},
+		{500, nil},
+	} {
+		err := fmt.Errorf("wrapped: %w", &StatusError{StatusCode: tc.status})
+		for _, s := range sentinels {
+			assert.Equal(t, s == tc.want, errors.Is(err, s), "errors.Is(%d, %v)", tc.status, s)
+		}
+		var se *StatusError
+		require.ErrorAs(t, err, &se, "status %d", tc.status)
+		assert.Equal(t, tc.status, se.StatusCode)
 	}
-	if err := c.SubscribeMethods(context.Background()); !errors.Is(err, transport.ErrUnsupported) {
-		t.Fatalf("SubscribeMethods: %v", err)
+}
+
+// SendEvent refuses, before any request, messages IoT Hub would refuse, and
+// says why with a sentinel.
+func TestSendEventRefusals(t *testing.T) {
+	var posts atomic.Int32
+	srv := httptest.NewTLSServer(nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		posts.Add(1)
+		w.WriteHeader(nethttp.StatusNoContent)
+	}))
+	defer srv.Close()
+	c, err := New(nil).Dial(context.Background(), transport.Config{
+		Identity:  auth.Identity{HostName: "h", DeviceID: "d"},
+		Address:   strings.TrimPrefix(srv.URL, "https://"),
+		TLSConfig: srv.Client().Transport.(*nethttp.Transport).TLSClientConfig,
+	})
+	require.NoError(t, err)
+	defer c.Close()
+	for _, tc := range []struct {
+		name string
+		msg  *transport.Message
+		want error
+	}{
+		{"too large", &transport.Message{Body: make([]byte, transport.MaxMessageSize+1)}, transport.ErrMessageTooLarge},
+		{"empty property name", &transport.Message{Properties: map[string]string{"": "v"}}, transport.ErrInvalidProperty},
+		{"space in a name", &transport.Message{Properties: map[string]string{"a b": "v"}}, transport.ErrInvalidProperty},
+		{"non-ASCII value", &transport.Message{Properties: map[string]string{"a": "é"}}, transport.ErrInvalidProperty},
+	} {
+		assert.ErrorIs(t, c.SendEvent(context.Background(), tc.msg), tc.want, tc.name)
 	}
+	assert.Zero(t, posts.Load(), "requests sent for refused messages")
+	require.NoError(t, c.SendEvent(context.Background(), &transport.Message{Body: make([]byte, transport.MaxMessageSize)}), "a message at the limit")
+	assert.Equal(t, int32(1), posts.Load(), "requests")
 }
 
 // Issue 16.2: a 307 from the hub's https address to plain http is not

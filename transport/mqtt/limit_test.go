@@ -3,7 +3,6 @@ package mqtt
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"io"
 	"log/slog"
 	"runtime"
@@ -97,7 +96,7 @@ func TestHostilePacketLength(t *testing.T) {
 		select {
 		case <-c.Done():
 		case <-ctx.Done():
-			t.Fatal("the connection survived a 256 MiB packet header")
+			require.FailNow(t, "the connection survived a 256 MiB packet header")
 		}
 		var after runtime.MemStats
 		runtime.ReadMemStats(&after)
@@ -147,11 +146,9 @@ func FuzzPacketLimit(f *testing.F) {
 			got = l.feed(b[i:min(i+n, len(b))])
 		}
 		want := referenceCheck(b, int(limit))
-		if (got == nil) != (want == nil) {
-			t.Fatalf("feed: %v; reference: %v", got, want)
-		}
-		if got != nil && !errors.Is(got, ErrPacketTooLarge) {
-			t.Fatalf("error %v does not wrap ErrPacketTooLarge", got)
+		require.Equal(t, want == nil, got == nil, "feed: %v; reference: %v", got, want)
+		if got != nil {
+			require.ErrorIs(t, got, ErrPacketTooLarge)
 		}
 	})
 }

@@ -26,19 +26,16 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/apiversion"
 	"github.com/iothub-go/iothub/transport"
+	"github.com/iothub-go/iothub/transport/internal/eventcheck"
 	"github.com/iothub-go/iothub/transport/internal/netdial"
 )
-
-// APIVersion is the IoT Hub API version sent in the MQTT username.
-const APIVersion = "2021-04-12"
 
 const (
 	defaultTLSPort = "8883"
 	defaultWSPort  = "443"
-	// WebSocketPath is the path of IoT Hub's WebSocket endpoint.
-	WebSocketPath = "/$iothub/websocket"
-	methodsFilter = "$iothub/methods/POST/#"
+	methodsFilter  = "$iothub/methods/POST/#"
 )
 
 // Options configures the MQTT transport. The zero value is MQTT over TLS.
@@ -80,10 +77,10 @@ func (t *Transport) Name() string {
 // MethodSupport returns nil: MQTT carries direct methods.
 func (t *Transport) MethodSupport() error { return nil }
 
-// Username returns IoT Hub's MQTT username for cfg:
+// username returns IoT Hub's MQTT username for cfg:
 // "{host}/{deviceId}[/{moduleId}]/?api-version=…&DeviceClientType=…".
-func Username(cfg transport.Config) string {
-	return cfg.Identity.HostName + "/" + cfg.Identity.String() + "/?api-version=" + APIVersion +
+func username(cfg transport.Config) string {
+	return cfg.Identity.HostName + "/" + cfg.Identity.String() + "/?api-version=" + apiversion.Current +
 		"&DeviceClientType=" + url.QueryEscape(cfg.ProductInfo)
 }
 
@@ -99,7 +96,7 @@ func (t *Transport) brokerURL(addr string) (broker, hostport, host string, err e
 		return "", "", "", fmt.Errorf("iothub: mqtt: %w", err)
 	}
 	if t.ws {
-		return "wss://" + hostport + WebSocketPath, hostport, host, nil
+		return "wss://" + hostport + netdial.WebSocketPath, hostport, host, nil
 	}
 	return "tls://" + hostport, hostport, host, nil
 }
@@ -135,7 +132,7 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		var nc net.Conn
 		var err error
 		if t.ws {
-			nc, err = netdial.WebSocket(ctx, hp, WebSocketPath, "mqtt", tlsConf, wsReadLimit)
+			nc, err = netdial.WebSocket(ctx, hp, "mqtt", tlsConf, wsReadLimit)
 		} else {
 			nc, err = netdial.TLS(ctx, hp, tlsConf)
 		}
@@ -148,7 +145,7 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 	o := paho.NewClientOptions().
 		AddBroker(broker).
 		SetClientID(cfg.Identity.String()).
-		SetUsername(Username(cfg)).
+		SetUsername(username(cfg)).
 		SetProtocolVersion(4). // MQTT 3.1.1 only: never fall back to 3.1
 		SetCleanSession(false).
 		SetAutoReconnect(false). // package device reconnects, with its policy
@@ -285,8 +282,8 @@ func (c *conn) endedErr() error {
 // is lost between its status check and the hand-over to its writer, so it
 // runs on a goroutine of its own, which ends by that timeout at the latest.
 func (c *conn) publish(ctx context.Context, topic string, qos byte, payload []byte) error {
-	if len(topic) > MaxTopicLength {
-		return fmt.Errorf("%w: it would be %d bytes", ErrTopicTooLong, len(topic))
+	if len(topic) > maxTopicLength {
+		return fmt.Errorf("a topic of %d bytes does not fit in an MQTT packet", len(topic))
 	}
 	ch := make(chan paho.Token, 1)
 	go func() { ch <- c.client.Publish(topic, qos, false, payload) }()
@@ -302,7 +299,7 @@ func (c *conn) publish(ctx context.Context, topic string, qos byte, payload []by
 
 // onMethod is paho's route for method requests, installed before CONNECT.
 func (c *conn) onMethod(_ paho.Client, m paho.Message) {
-	name, rid, ok := ParseMethodTopic(m.Topic())
+	name, rid, ok := parseMethodTopic(m.Topic())
 	if !ok {
 		c.log.Debug("mqtt: ignoring a malformed method topic")
 		return
@@ -364,25 +361,32 @@ func (c *conn) RespondMethod(ctx context.Context, requestID string, resp *transp
 	return nil
 }
 
-// MaxTopicLength is the longest topic an MQTT packet can carry: 65,535
+// maxTopicLength is the longest topic an MQTT packet can carry: 65,535
 // bytes (a UTF-8 string with a 2-byte length, MQTT 3.1.1 section 1.5.3).
-const MaxTopicLength = 65535
+const maxTopicLength = 65535
 
 // ErrTopicTooLong is wrapped by SendEvent's error when the message's
 // properties, URL-encoded into the topic as IoT Hub's MQTT dialect wants,
-// make the topic longer than MaxTopicLength. Nothing is sent then: the MQTT
-// library would cut the topic, shortening one property and losing the
-// following ones. Percent-encoding makes a property up to three times (a
-// non-ASCII character up to six times) its length in the topic; send large
-// values in the body, or over AMQP. Use errors.Is.
-var ErrTopicTooLong = errors.New("iothub: mqtt: the message's properties make the MQTT topic longer than 65,535 bytes")
+// make the topic longer than the 65,535 bytes an MQTT packet can carry.
+// Nothing is sent then: the MQTT library would cut the topic, shortening
+// one property and losing the following ones. Percent-encoding makes a
+// property up to three times (a non-ASCII character up to six times) its
+// length in the topic; send large values in the body, or over AMQP.
+//
+// It wraps transport.ErrInvalidProperty, so errors.Is matches either.
+var ErrTopicTooLong = fmt.Errorf("%w: mqtt: the message's properties make the MQTT topic longer than 65,535 bytes", transport.ErrInvalidProperty)
 
 // SendEvent publishes msg at QoS 1 on the identity's events topic, with
 // its properties URL-encoded in the topic, and waits for the PUBACK. It
-// fails with ErrTopicTooLong when the topic would not fit in a packet.
+// refuses a message over transport.MaxMessageSize or with an empty property
+// name (see package transport), and one whose topic would not fit in a
+// packet, with ErrTopicTooLong.
 func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
-	topic := EventTopic(c.id, msg)
-	if len(topic) > MaxTopicLength {
+	if err := eventcheck.Check(msg); err != nil {
+		return err
+	}
+	topic := eventTopic(c.id, msg)
+	if len(topic) > maxTopicLength {
 		return fmt.Errorf("%w: it would be %d bytes", ErrTopicTooLong, len(topic))
 	}
 	if err := c.publish(ctx, topic, 1, msg.Body); err != nil {
@@ -391,11 +395,11 @@ func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
 	return nil
 }
 
-// EventTopic returns the MQTT topic for a device-to-cloud message:
+// eventTopic returns the MQTT topic for a device-to-cloud message:
 // "devices/{id}[/modules/{mid}]/messages/events/" and the property bag,
 // system properties ($.mid, $.cid, $.ct, $.ce) first, then application
 // properties in name order, each URL-encoded.
-func EventTopic(id auth.Identity, msg *transport.Message) string {
+func eventTopic(id auth.Identity, msg *transport.Message) string {
 	var b strings.Builder
 	b.WriteString("devices/" + id.DeviceID)
 	if id.ModuleID != "" {
@@ -435,10 +439,10 @@ func escape(s string) string {
 	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
 }
 
-// ParseMethodTopic splits a method request topic,
+// parseMethodTopic splits a method request topic,
 // "$iothub/methods/POST/{name}/?$rid={rid}" (the "/" before "?" is
 // optional), into the method name and request id.
-func ParseMethodTopic(topic string) (name, rid string, ok bool) {
+func parseMethodTopic(topic string) (name, rid string, ok bool) {
 	rest, found := strings.CutPrefix(topic, "$iothub/methods/POST/")
 	if !found {
 		return "", "", false

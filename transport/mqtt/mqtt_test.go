@@ -1,9 +1,12 @@
 package mqtt
 
 import (
+	"context"
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/auth"
@@ -29,10 +32,8 @@ func TestParseMethodTopic(t *testing.T) {
 		{"devices/d/messages/devicebound/x", "", "", false},
 		{"", "", "", false},
 	} {
-		name, rid, ok := ParseMethodTopic(tc.topic)
-		if name != tc.name || rid != tc.rid || ok != tc.ok {
-			t.Errorf("ParseMethodTopic(%q) = %q, %q, %v; want %q, %q, %v", tc.topic, name, rid, ok, tc.name, tc.rid, tc.ok)
-		}
+		name, rid, ok := parseMethodTopic(tc.topic)
+		assert.Equal(t, []any{tc.name, tc.rid, tc.ok}, []any{name, rid, ok}, "parseMethodTopic(%q)", tc.topic)
 	}
 }
 
@@ -44,20 +45,22 @@ func FuzzParseMethodTopic(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, topic string) {
-		name, rid, ok := ParseMethodTopic(topic)
+		name, rid, ok := parseMethodTopic(topic)
 		if !ok {
-			if name != "" || rid != "" {
-				t.Fatalf("failed parse returned %q, %q", name, rid)
-			}
+			require.Empty(t, name, "name of a failed parse")
+			require.Empty(t, rid, "rid of a failed parse")
 			return
 		}
-		if name == "" || rid == "" || strings.ContainsAny(name, "/?") {
-			t.Fatalf("ParseMethodTopic(%q) = %q, %q", topic, name, rid)
-		}
+		require.NotEmpty(t, name, "parseMethodTopic(%q)", topic)
+		require.NotEmpty(t, rid, "parseMethodTopic(%q)", topic)
+		require.NotContains(t, name, "/", "parseMethodTopic(%q)", topic)
+		require.NotContains(t, name, "?", "parseMethodTopic(%q)", topic)
 		// A topic rebuilt from the parts parses to the same parts.
-		n2, r2, ok2 := ParseMethodTopic("$iothub/methods/POST/" + name + "/?$rid=" + rid)
-		if !ok2 || n2 != name || (r2 != rid && !strings.Contains(rid, "&")) {
-			t.Fatalf("round trip of %q: %q, %q, %v", topic, n2, r2, ok2)
+		n2, r2, ok2 := parseMethodTopic("$iothub/methods/POST/" + name + "/?$rid=" + rid)
+		require.True(t, ok2, "round trip of %q", topic)
+		require.Equal(t, name, n2, "round trip of %q", topic)
+		if !strings.Contains(rid, "&") {
+			require.Equal(t, rid, r2, "round trip of %q", topic)
 		}
 	})
 }
@@ -65,9 +68,7 @@ func FuzzParseMethodTopic(f *testing.F) {
 func TestUsernameAndBroker(t *testing.T) {
 	cfg := transport.Config{Identity: auth.Identity{HostName: "h.azure-devices.net", DeviceID: "d1", ModuleID: "m1"}, ProductInfo: "iothub-go/0.1.0 (go1.26; linux/amd64)"}
 	want := "h.azure-devices.net/d1/m1/?api-version=2021-04-12&DeviceClientType=iothub-go%2F0.1.0+%28go1.26%3B+linux%2Famd64%29"
-	if got := Username(cfg); got != want {
-		t.Errorf("Username = %q, want %q", got, want)
-	}
+	assert.Equal(t, want, username(cfg), "username")
 	for _, tc := range []struct {
 		ws         bool
 		addr, url  string
@@ -80,11 +81,28 @@ func TestUsernameAndBroker(t *testing.T) {
 		{false, "[::1]:8883", "tls://[::1]:8883", "::1"},
 	} {
 		url, _, sn, err := New(&Options{WebSocket: tc.ws}).brokerURL(tc.addr)
-		if err != nil || url != tc.url || sn != tc.serverName {
-			t.Errorf("brokerURL(%q, ws=%v) = %q, %q, %v; want %q, %q", tc.addr, tc.ws, url, sn, err, tc.url, tc.serverName)
+		if assert.NoError(t, err, "brokerURL(%q, ws=%v)", tc.addr, tc.ws) {
+			assert.Equal(t, tc.url, url, "brokerURL(%q, ws=%v)", tc.addr, tc.ws)
+			assert.Equal(t, tc.serverName, sn, "brokerURL(%q, ws=%v) server name", tc.addr, tc.ws)
 		}
 	}
-	if _, _, _, err := New(nil).brokerURL(""); err == nil {
-		t.Error("empty address accepted")
-	}
+	_, _, _, err := New(nil).brokerURL("")
+	assert.Error(t, err, "empty address accepted")
+}
+
+// SendEvent refuses, before publishing anything, a message over the size
+// limit, one with an empty property name and one whose properties make the
+// topic too long; each error wraps its sentinel. (The conn has no MQTT
+// client: a publish would panic.)
+func TestSendEventRefusals(t *testing.T) {
+	c := &conn{id: auth.Identity{HostName: "h", DeviceID: "d"}}
+	ctx := context.Background()
+	err := c.SendEvent(ctx, &transport.Message{Body: make([]byte, transport.MaxMessageSize+1)})
+	require.ErrorIs(t, err, transport.ErrMessageTooLarge)
+	err = c.SendEvent(ctx, &transport.Message{Properties: map[string]string{"": "v"}})
+	require.ErrorIs(t, err, transport.ErrInvalidProperty)
+	err = c.SendEvent(ctx, &transport.Message{Properties: map[string]string{"a": strings.Repeat("é", 12000)}})
+	require.ErrorIs(t, err, ErrTopicTooLong)
+	require.ErrorIs(t, err, transport.ErrInvalidProperty, "ErrTopicTooLong is an invalid property")
+	assert.NotErrorIs(t, err, transport.ErrMessageTooLarge)
 }

@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iothub-go/iothub/internal/testutil/syncbuf"
+	"github.com/stretchr/testify/require"
 
+	"github.com/iothub-go/iothub/internal/testutil/syncbuf"
 	"github.com/iothub-go/iothub/iothubtest"
 )
 
@@ -33,9 +34,7 @@ func WantInOrder(t *testing.T, out string, want ...string) {
 	rest := out
 	for _, w := range want {
 		i := strings.Index(rest, w)
-		if i < 0 {
-			t.Fatalf("output lacks %q (in this order); got:\n%s", w, out)
-		}
+		require.GreaterOrEqual(t, i, 0, "output lacks %q (in this order); got:\n%s", w, out)
 		rest = rest[i+len(w):]
 	}
 }
@@ -45,8 +44,6 @@ func WantInOrder(t *testing.T, out string, want ...string) {
 func CAFile(t *testing.T, hub *iothubtest.Server) string {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(file, hub.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(file, hub.CACertPEM(), 0o600))
 	return file
 }

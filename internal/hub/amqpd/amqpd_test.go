@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -22,10 +21,13 @@ import (
 
 	amqp "github.com/Azure/go-amqp"
 	"github.com/coder/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/internal/hubauth"
 	"github.com/iothub-go/iothub/internal/testutil/pkitest"
 )
 
@@ -40,30 +42,28 @@ func TestNoSASLCBSMethodRoundTrip(t *testing.T) {
 	s := newSession(t, c)
 	cb := newCBS(t, s)
 	tok := token(t, "dev1", key, time.Now().Add(time.Hour))
-	if code, desc := cb.putToken(t, url.QueryEscape(testHost+"/devices/dev1"), tok); code != 200 {
-		t.Fatalf("put-token = %d %q, want 200", code, desc)
-	}
+	code, desc := cb.putToken(t, url.QueryEscape(testHost+"/devices/dev1"), tok)
+	require.Equal(t, int32(200), code, "put-token: %q", desc)
 	d := mustAttachMethods(t, s, "dev1")
 	roundTrip(t, f, d, `{"delay":5,"who":"amqp"}`)
 
 	calls := f.e.Calls()
-	if last := calls[len(calls)-1]; last.Protocol != "amqp" || last.Status != 200 {
-		t.Fatalf("call record %+v, want protocol amqp status 200", last)
-	}
+	require.NotEmpty(t, calls, "call records")
+	last := calls[len(calls)-1]
+	assert.Equal(t, "amqp", last.Protocol, "call record %+v: protocol", last)
+	assert.Equal(t, 200, last.Status, "call record %+v: status", last)
 
 	// A string correlation-id in uuid form (what Node sends for a
 	// non-v1–v5 id) and a status of another integer type are accepted.
 	call := f.invoke("dev1", "other", nil, 10*time.Second)
 	r := d.next(t)
-	if len(r.payload) != 0 || r.name != "other" {
-		t.Fatalf("request %q %q, want other with an empty data section", r.name, r.payload)
-	}
-	if err := d.respond(t, strings.ToUpper(r.corr.String()), int64(201), nil); err != nil {
-		t.Fatal(err)
-	}
-	if res := waitInvoke(t, call); res.err != nil || res.res.Status != 201 || len(res.res.Payload) != 0 {
-		t.Fatalf("invoke = %+v, %v", res.res, res.err)
-	}
+	require.Equal(t, "other", r.name, "request method name")
+	require.Empty(t, r.payload, "want an empty data section")
+	require.NoError(t, d.respond(t, strings.ToUpper(r.corr.String()), int64(201), nil))
+	res := waitInvoke(t, call)
+	require.Nil(t, res.err, "invoke")
+	assert.Equal(t, 201, res.res.Status, "invoke status")
+	assert.Empty(t, res.res.Payload, "invoke payload")
 }
 
 func TestCBSMessageIDTypes(t *testing.T) {
@@ -74,9 +74,8 @@ func TestCBSMessageIDTypes(t *testing.T) {
 	tok := token(t, "dev1", key, time.Now().Add(time.Hour))
 	for _, id := range []any{uint64(7), uint64(1 << 40), amqp.UUID(newUUID()), []byte("bin-id"), "str-id"} {
 		// .NET's token type and an unencoded audience.
-		if code, desc := cb.putTokenWith(t, id, "azure-devices.net:sastoken", testHost+"/devices/dev1", tok); code != 200 {
-			t.Fatalf("put-token with message-id %#v = %d %q", id, code, desc)
-		}
+		code, desc := cb.putTokenWith(t, id, "azure-devices.net:sastoken", testHost+"/devices/dev1", tok)
+		require.Equal(t, int32(200), code, "put-token with message-id %#v: %q", id, desc)
 	}
 }
 
@@ -86,9 +85,8 @@ func TestSASLAnonymousAndCBS(t *testing.T) {
 	c := f.mustConnect(&amqp.ConnOptions{SASLType: amqp.SASLTypeAnonymous()}, nil)
 	s := newSession(t, c)
 	cb := newCBS(t, s)
-	if code, desc := cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour))); code != 200 {
-		t.Fatalf("put-token = %d %q", code, desc)
-	}
+	code, desc := cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour)))
+	require.Equal(t, int32(200), code, "put-token: %q", desc)
 	roundTrip(t, f, mustAttachMethods(t, s, "dev1"), `[1,2]`)
 }
 
@@ -99,26 +97,20 @@ func TestSASLMSSBCBS(t *testing.T) {
 	key := f.addDevice("dev1")
 	r := f.rawDial()
 	r.write(headerSASL)
-	if h := r.readHeader(); string(h) != string(headerSASL) {
-		t.Fatalf("server header %q", h)
-	}
-	if _, ok := r.mustNext().body.(*saslMechanismsFrame); !ok {
-		t.Fatal("no sasl-mechanisms")
-	}
+	require.Equal(t, string(headerSASL), string(r.readHeader()), "server header")
+	require.IsType(t, &saslMechanismsFrame{}, r.mustNext().body, "no sasl-mechanisms")
 	r.frame(frameTypeSASL, 0, performative(descSASLInit, Symbol("MSSBCBS"), []byte{}), nil)
-	if o, ok := r.mustNext().body.(*saslOutcomeFrame); !ok || o.code != saslOK {
-		t.Fatalf("sasl-outcome %+v, want ok", o)
-	}
+	body := r.mustNext().body
+	o, ok := body.(*saslOutcomeFrame)
+	require.True(t, ok, "got %T, want sasl-outcome", body)
+	require.Equal(t, uint8(saslOK), o.code, "sasl-outcome %+v, want ok", o)
 	c, err := amqp.NewConn(ctxT(t), r.c, &amqp.ConnOptions{HostName: "localhost"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	s := newSession(t, c)
 	cb := newCBS(t, s)
-	if code, desc := cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour))); code != 200 {
-		t.Fatalf("put-token = %d %q", code, desc)
-	}
+	code, desc := cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour)))
+	require.Equal(t, int32(200), code, "put-token: %q", desc)
 	roundTrip(t, f, mustAttachMethods(t, s, "dev1"), `"x"`)
 }
 
@@ -127,15 +119,17 @@ func TestSASLMechanismsOffered(t *testing.T) {
 	r := f.rawDial()
 	r.write(headerSASL)
 	r.readHeader()
-	m, ok := r.mustNext().body.(*saslMechanismsFrame)
-	if !ok || fmt.Sprint(m.mechanisms) != "[MSSBCBS ANONYMOUS PLAIN]" {
-		t.Fatalf("sasl-mechanisms %+v", m)
-	}
+	body := r.mustNext().body
+	m, ok := body.(*saslMechanismsFrame)
+	require.True(t, ok, "got %T, want sasl-mechanisms", body)
+	assert.Equal(t, "[MSSBCBS ANONYMOUS PLAIN]", fmt.Sprint(m.mechanisms), "sasl-mechanisms")
 	// An unknown mechanism is refused with an outcome, not a dropped socket.
 	r.frame(frameTypeSASL, 0, performative(descSASLInit, Symbol("EXTERNAL"), []byte{}), nil)
-	if o, ok := r.mustNext().body.(*saslOutcomeFrame); !ok || o.code != saslAuth || len(o.data) == 0 {
-		t.Fatalf("sasl-outcome %+v, want auth with a reason", o)
-	}
+	body = r.mustNext().body
+	o, ok := body.(*saslOutcomeFrame)
+	require.True(t, ok, "got %T, want sasl-outcome", body)
+	assert.Equal(t, uint8(saslAuth), o.code, "sasl-outcome %+v, want auth", o)
+	assert.NotEmpty(t, o.data, "sasl-outcome %+v, want a reason", o)
 }
 
 func TestSASLPlain(t *testing.T) {
@@ -150,9 +144,8 @@ func TestSASLPlain(t *testing.T) {
 		s := newSession(t, c)
 		roundTrip(t, f, mustAttachMethods(t, s, "dev1"), `{"plain":1}`)
 		// The token covers only its own identity.
-		if _, err := attachMethods(t, s, "dev2", 1); remoteErr(err) == nil || remoteErr(err).Condition != amqp.ErrCondUnauthorizedAccess {
-			t.Fatalf("attach for another device: %v, want unauthorized-access", err)
-		}
+		_, err := attachMethods(t, s, "dev2", 1)
+		requireCondition(t, err, amqp.ErrCondUnauthorizedAccess, "attach for another device: %v, want unauthorized-access", err)
 	})
 	t.Run("module token", func(t *testing.T) {
 		c := f.mustConnect(&amqp.ConnOptions{SASLType: amqp.SASLTypePlain("dev2/modules/mod1@sas."+hub, token(t, "dev2/mod1", modKey, time.Now().Add(time.Hour)))}, nil)
@@ -179,11 +172,10 @@ func TestSASLPlain(t *testing.T) {
 			c, err := f.connect(&amqp.ConnOptions{SASLType: amqp.SASLTypePlain(tc.user, tc.pass)}, nil)
 			if err == nil {
 				c.Close()
-				t.Fatal("connection accepted")
 			}
-			if !strings.Contains(err.Error(), "SASL PLAIN auth failed with code 0x1") {
-				t.Fatalf("error %v, want a SASL auth failure", err)
-			}
+			require.Error(t, err, "connection accepted")
+			// go-amqp has no typed error for a refused SASL outcome.
+			assert.ErrorContains(t, err, "SASL PLAIN auth failed with code 0x1", "want a SASL auth failure")
 		})
 	}
 }
@@ -195,18 +187,16 @@ func TestSASLPlainExpiryClosesConnection(t *testing.T) {
 	key := f.addDevice("dev1")
 	hub := strings.Split(testHost, ".")[0]
 	// Accepted for the five minutes of skew after se, then closed.
-	exp := time.Now().Add(-auth.MaxClockSkew + 2*time.Second).Truncate(time.Second).Add(time.Second)
+	exp := time.Now().Add(-hubauth.MaxClockSkew + 2*time.Second).Truncate(time.Second).Add(time.Second)
 	c := f.mustConnect(&amqp.ConnOptions{SASLType: amqp.SASLTypePlain("dev1@sas."+hub, token(t, "dev1", key, exp))}, nil)
 	mustAttachMethods(t, newSession(t, c), "dev1")
 	f.waitOnline("dev1")
 	select {
 	case <-c.Done():
 	case <-time.After(waitLong):
-		t.Fatal("connection still open after its PLAIN token expired")
+		require.FailNow(t, "connection still open after its PLAIN token expired")
 	}
-	if e := remoteErr(c.Err()); e == nil || e.Condition != amqp.ErrCondUnauthorizedAccess {
-		t.Fatalf("connection error %v, want unauthorized-access", c.Err())
-	}
+	requireCondition(t, c.Err(), amqp.ErrCondUnauthorizedAccess, "connection error %v, want unauthorized-access", c.Err())
 }
 
 func TestModuleIdentity(t *testing.T) {
@@ -216,14 +206,12 @@ func TestModuleIdentity(t *testing.T) {
 	c := f.mustConnect(nil, nil)
 	s := newSession(t, c)
 	cb := newCBS(t, s)
-	if code, desc := cb.putToken(t, testHost+"/devices/edge1/modules/mod1", token(t, "edge1/mod1", key, time.Now().Add(time.Hour))); code != 200 {
-		t.Fatalf("put-token = %d %q", code, desc)
-	}
+	code, desc := cb.putToken(t, testHost+"/devices/edge1/modules/mod1", token(t, "edge1/mod1", key, time.Now().Add(time.Hour)))
+	require.Equal(t, int32(200), code, "put-token: %q", desc)
 	roundTrip(t, f, mustAttachMethods(t, s, "edge1/mod1"), `{}`)
 	// The module's token does not cover its device.
-	if _, err := attachMethods(t, s, "edge1", 1); remoteErr(err) == nil || remoteErr(err).Condition != amqp.ErrCondUnauthorizedAccess {
-		t.Fatalf("attach for the device: %v, want unauthorized-access", err)
-	}
+	_, err := attachMethods(t, s, "edge1", 1)
+	requireCondition(t, err, amqp.ErrCondUnauthorizedAccess, "attach for the device: %v, want unauthorized-access", err)
 }
 
 // The .NET and C spellings of the address are accepted.
@@ -246,13 +234,12 @@ func TestAddressSpellings(t *testing.T) {
 		{"/devices/d%zz/methods/devicebound", auth.Identity{}, nodeNone},
 	} {
 		id, node := parseIdentityAddress(tc.addr)
-		if node != tc.node || id != tc.id {
-			t.Errorf("parseIdentityAddress(%q) = %+v %v, want %+v %v", tc.addr, id, node, tc.id, tc.node)
-		}
+		assert.Equal(t, tc.node, node, "parseIdentityAddress(%q): node", tc.addr)
+		assert.Equal(t, tc.id, id, "parseIdentityAddress(%q): identity", tc.addr)
 	}
-	if !isCBSAddress("$cbs") || !isCBSAddress("/$CBS") || isCBSAddress("$cbsx") {
-		t.Error("isCBSAddress")
-	}
+	assert.True(t, isCBSAddress("$cbs"), "isCBSAddress($cbs)")
+	assert.True(t, isCBSAddress("/$CBS"), "isCBSAddress(/$CBS)")
+	assert.False(t, isCBSAddress("$cbsx"), "isCBSAddress($cbsx)")
 }
 
 // Telemetry on /devices/{id}/messages/events reaches the engine, with
@@ -262,48 +249,39 @@ func TestTelemetry(t *testing.T) {
 	key := f.addDevice("dev1")
 	c := f.mustConnect(nil, nil)
 	s := newSession(t, c)
-	if _, err := s.NewSender(ctxT(t), "/devices/dev1/messages/events", nil); remoteErr(err) == nil ||
-		remoteErr(err).Condition != amqp.ErrCondUnauthorizedAccess {
-		t.Fatalf("telemetry link without a token: %v, want unauthorized-access", err)
-	}
+	_, err := s.NewSender(ctxT(t), "/devices/dev1/messages/events", nil)
+	requireCondition(t, err, amqp.ErrCondUnauthorizedAccess, "telemetry link without a token: %v, want unauthorized-access", err)
 	cb := newCBS(t, s)
-	if code, _ := cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour))); code != 200 {
-		t.Fatal("put-token failed")
-	}
+	code, _ := cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour)))
+	require.Equal(t, int32(200), code, "put-token failed")
 	snd, err := s.NewSender(ctxT(t), "/devices/dev1/messages/events", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	ct, ce := "application/json", "utf-8"
 	err = snd.Send(ctxT(t), &amqp.Message{
 		Properties:            &amqp.MessageProperties{MessageID: "m-1", CorrelationID: uint64(9), ContentType: &ct, ContentEncoding: &ce},
 		ApplicationProperties: map[string]any{"temp": "high", "n": int32(3)},
 		Data:                  [][]byte{[]byte(`{"t":21.5}`)},
 	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	evs, err := f.e.WaitEvents(ctxT(t), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	ev := evs[0]
-	if ev.Identity.DeviceID != "dev1" || ev.Protocol != "amqp" || string(ev.Body) != `{"t":21.5}` ||
-		ev.MessageID != "m-1" || ev.CorrelationID != "9" || ev.ContentType != ct || ev.ContentEncoding != ce ||
-		ev.Properties["temp"] != "high" || ev.Properties["n"] != "3" {
-		t.Fatalf("event %+v", ev)
-	}
-	if err := snd.Send(ctxT(t), &amqp.Message{Value: "as amqp-value"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if evs, err := f.e.WaitEvents(ctxT(t), 2); err != nil || string(evs[1].Body) != "as amqp-value" {
-		t.Fatalf("second event: %v %v", evs, err)
-	}
+	assert.Equal(t, "dev1", ev.Identity.DeviceID, "event device id")
+	assert.Equal(t, "amqp", ev.Protocol, "event protocol")
+	assert.Equal(t, `{"t":21.5}`, string(ev.Body), "event body")
+	assert.Equal(t, "m-1", ev.MessageID, "event message-id")
+	assert.Equal(t, "9", ev.CorrelationID, "event correlation-id")
+	assert.Equal(t, ct, ev.ContentType, "event content-type")
+	assert.Equal(t, ce, ev.ContentEncoding, "event content-encoding")
+	assert.Equal(t, "high", ev.Properties["temp"], "event property temp")
+	assert.Equal(t, "3", ev.Properties["n"], "event property n")
+	require.NoError(t, snd.Send(ctxT(t), &amqp.Message{Value: "as amqp-value"}, nil))
+	evs, err = f.e.WaitEvents(ctxT(t), 2)
+	require.NoError(t, err, "second event")
+	assert.Equal(t, "as amqp-value", string(evs[1].Body), "second event body")
 	// The hub does not send on the telemetry node.
-	if _, err := s.NewReceiver(ctxT(t), "/devices/dev1/messages/events", nil); remoteErr(err) == nil ||
-		remoteErr(err).Condition != amqp.ErrCondNotAllowed {
-		t.Fatalf("receiver on the telemetry node: %v, want not-allowed", err)
-	}
+	_, err = s.NewReceiver(ctxT(t), "/devices/dev1/messages/events", nil)
+	requireCondition(t, err, amqp.ErrCondNotAllowed, "receiver on the telemetry node: %v, want not-allowed", err)
 }
 
 func TestLargePayloads(t *testing.T) {
@@ -314,24 +292,20 @@ func TestLargePayloads(t *testing.T) {
 	c := f.mustConnect(&amqp.ConnOptions{MaxFrameSize: 4096}, nil)
 	s := newSession(t, c)
 	cb := newCBS(t, s)
-	if code, _ := cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour))); code != 200 {
-		t.Fatal("put-token failed")
-	}
+	code, _ := cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour)))
+	require.Equal(t, int32(200), code, "put-token failed")
 	d := mustAttachMethods(t, s, "dev1")
 	f.waitOnline("dev1")
 	big := `"` + strings.Repeat("a", engine.MaxPayload-2) + `"`
 	call := f.invoke("dev1", "big", []byte(big), 10*time.Second)
 	r := d.next(t)
-	if string(r.payload) != big {
-		t.Fatalf("request payload of %d bytes, want %d", len(r.payload), len(big))
-	}
+	// Compared without testify's diff, which would print both payloads.
+	require.True(t, string(r.payload) == big, "request payload of %d bytes, want %d", len(r.payload), len(big))
 	resp := bytes.Repeat([]byte("b"), 200*1024)
-	if err := d.respond(t, r.corr, int32(200), resp); err != nil {
-		t.Fatal(err)
-	}
-	if res := waitInvoke(t, call); res.err != nil || !bytes.Equal(res.res.Payload, resp) {
-		t.Fatalf("invoke: %v, payload %d bytes", res.err, len(res.res.Payload))
-	}
+	require.NoError(t, d.respond(t, r.corr, int32(200), resp))
+	res := waitInvoke(t, call)
+	require.Nil(t, res.err, "invoke")
+	assert.True(t, bytes.Equal(res.res.Payload, resp), "invoke payload of %d bytes, want %d", len(res.res.Payload), len(resp))
 }
 
 func TestPutTokenErrors(t *testing.T) {
@@ -346,7 +320,7 @@ func TestPutTokenErrors(t *testing.T) {
 		want                     int32
 	}{
 		{"wrong key", "servicebus.windows.net:sastoken", testHost + "/devices/dev1", token(t, "dev1", testkey.New(), time.Now().Add(time.Hour)), 401},
-		{"expired", "servicebus.windows.net:sastoken", testHost + "/devices/dev1", token(t, "dev1", key, time.Now().Add(-auth.MaxClockSkew-time.Minute)), 401},
+		{"expired", "servicebus.windows.net:sastoken", testHost + "/devices/dev1", token(t, "dev1", key, time.Now().Add(-hubauth.MaxClockSkew-time.Minute)), 401},
 		// Within the 5 minutes of skew that every endpoint allows.
 		{"60 s past se", "servicebus.windows.net:sastoken", testHost + "/devices/dev1", token(t, "dev1", key, time.Now().Add(-time.Minute)), 200},
 		{"another identity's audience", "servicebus.windows.net:sastoken", testHost + "/devices/dev2", good, 401},
@@ -360,15 +334,9 @@ func TestPutTokenErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, desc := cb.putTokenWith(t, newUUID().String(), tc.typ, tc.audience, tc.tok)
-			if code != tc.want {
-				t.Fatalf("put-token = %d %q, want %d", code, desc, tc.want)
-			}
-			if desc == "" {
-				t.Fatal("empty status-description")
-			}
-			if strings.Contains(desc, "sig=") {
-				t.Fatalf("status-description leaks the token: %q", desc)
-			}
+			require.Equal(t, tc.want, code, "put-token: %q", desc)
+			assert.NotEmpty(t, desc, "empty status-description")
+			assert.NotContains(t, desc, "sig=", "status-description leaks the token")
 		})
 	}
 }
@@ -379,26 +347,20 @@ func TestAttachRefused(t *testing.T) {
 	c := f.mustConnect(nil, nil)
 	s := newSession(t, c)
 	_, err := attachMethods(t, s, "dev1", 1)
-	e := remoteErr(err)
-	if e == nil || e.Condition != amqp.ErrCondUnauthorizedAccess {
-		t.Fatalf("attach without a token: %v, want amqp:unauthorized-access", err)
-	}
+	e := requireCondition(t, err, amqp.ErrCondUnauthorizedAccess, "attach without a token: %v, want amqp:unauthorized-access", err)
 	var desc struct {
 		ErrorCode  int    `json:"errorCode"`
 		Message    string `json:"message"`
 		TrackingID string `json:"trackingId"`
 	}
-	if err := json.Unmarshal([]byte(e.Description), &desc); err != nil || desc.ErrorCode != 401002 || desc.TrackingID == "" || desc.Message == "" {
-		t.Fatalf("description %q is not IoT Hub's JSON error (%v)", e.Description, err)
-	}
-	if e.Info["com.microsoft:tracking-id"] != desc.TrackingID {
-		t.Fatalf("info %v lacks the tracking id", e.Info)
-	}
+	require.NoError(t, json.Unmarshal([]byte(e.Description), &desc), "description %q is not IoT Hub's JSON error", e.Description)
+	assert.Equal(t, 401002, desc.ErrorCode, "description %q: errorCode", e.Description)
+	assert.NotEmpty(t, desc.TrackingID, "description %q: trackingId", e.Description)
+	assert.NotEmpty(t, desc.Message, "description %q: message", e.Description)
+	assert.Equal(t, desc.TrackingID, e.Info["com.microsoft:tracking-id"], "info %v lacks the tracking id", e.Info)
 
 	_, err = s.NewReceiver(ctxT(t), "/devices/dev1/messages/deviceBound", nil)
-	if e := remoteErr(err); e == nil || e.Condition != amqp.ErrCondNotFound {
-		t.Fatalf("attach to an unknown address: %v, want amqp:not-found", err)
-	}
+	requireCondition(t, err, amqp.ErrCondNotFound, "attach to an unknown address: %v, want amqp:not-found", err)
 	// The session and connection survive refusals.
 	cb := newCBS(t, s)
 	_ = cb
@@ -414,37 +376,29 @@ func TestTokenExpiryAndRefresh(t *testing.T) {
 	s := newSession(t, c)
 	cb := newCBS(t, s)
 	// se is in the past: these tokens hold for the five minutes of skew.
-	soon := time.Now().Add(-auth.MaxClockSkew + 2*time.Second).Truncate(time.Second).Add(time.Second)
+	soon := time.Now().Add(-hubauth.MaxClockSkew + 2*time.Second).Truncate(time.Second).Add(time.Second)
 	for _, id := range []string{"dev1", "dev2"} {
 		k := map[string]string{"dev1": key, "dev2": key2}[id]
-		if code, desc := cb.putToken(t, testHost+"/devices/"+id, token(t, id, k, soon)); code != 200 {
-			t.Fatalf("put-token %s = %d %q", id, code, desc)
-		}
+		code, desc := cb.putToken(t, testHost+"/devices/"+id, token(t, id, k, soon))
+		require.Equal(t, int32(200), code, "put-token %s: %q", id, desc)
 	}
 	d1 := mustAttachMethods(t, s, "dev1")
 	d2 := mustAttachMethods(t, s, "dev2")
 	f.waitOnline("dev1")
 	f.waitOnline("dev2")
 	// Refresh dev2 only.
-	if code, desc := cb.putToken(t, testHost+"/devices/dev2", token(t, "dev2", key2, time.Now().Add(time.Hour))); code != 200 {
-		t.Fatalf("refresh = %d %q", code, desc)
-	}
+	code, desc := cb.putToken(t, testHost+"/devices/dev2", token(t, "dev2", key2, time.Now().Add(time.Hour)))
+	require.Equal(t, int32(200), code, "refresh: %q", desc)
 	_, err := d1.req.Receive(ctxT(t), nil)
-	if e := remoteErr(err); e == nil || e.Condition != amqp.ErrCondUnauthorizedAccess {
-		t.Fatalf("dev1 request link: %v, want detached with unauthorized-access", err)
-	}
-	if !strings.Contains(remoteErr(err).Description, `"errorCode":401002`) {
-		t.Fatalf("description %q", remoteErr(err).Description)
-	}
+	e := requireCondition(t, err, amqp.ErrCondUnauthorizedAccess, "dev1 request link: %v, want detached with unauthorized-access", err)
+	assert.Contains(t, e.Description, `"errorCode":401002`, "description")
 	time.Sleep(time.Until(soon) + 300*time.Millisecond)
 	roundTrip(t, f, d2, `{"refreshed":true}`)
-	if r := waitInvoke(t, f.invoke("dev1", "m", nil, 5*time.Second)); r.err == nil || r.err.Code != engine.CodeDeviceNotOnline {
-		t.Fatalf("invoke on the expired identity: %v, want 404103", r.err)
-	}
+	r := waitInvoke(t, f.invoke("dev1", "m", nil, 5*time.Second))
+	requireCode(t, r, engine.CodeDeviceNotOnline, "invoke on the expired identity: %v, want 404103", r.err)
 	// A new token lets the identity attach again on the same connection.
-	if code, _ := cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour))); code != 200 {
-		t.Fatal("put-token after expiry failed")
-	}
+	code, _ = cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour)))
+	require.Equal(t, int32(200), code, "put-token after expiry failed")
 	roundTrip(t, f, mustAttachMethods(t, s, "dev1"), `{"again":true}`)
 }
 
@@ -457,9 +411,8 @@ func TestHubPolicyTokenMultiplexes(t *testing.T) {
 	c := f.mustConnect(nil, nil)
 	s := newSession(t, c)
 	cb := newCBS(t, s)
-	if code, desc := cb.putToken(t, testHost, f.ownerToken(testHost, time.Now().Add(time.Hour))); code != 200 {
-		t.Fatalf("put-token = %d %q", code, desc)
-	}
+	code, desc := cb.putToken(t, testHost, f.ownerToken(testHost, time.Now().Add(time.Hour)))
+	require.Equal(t, int32(200), code, "put-token: %q", desc)
 	d1 := mustAttachMethods(t, s, "dev1")
 	d2 := mustAttachMethods(t, newSession(t, c), "dev2")
 	roundTrip(t, f, d1, `1`)
@@ -479,9 +432,8 @@ func TestKickedByNewConnection(t *testing.T) {
 		ds := map[string]*device{}
 		for _, id := range ids {
 			k := map[string]string{"dev1": key, "dev2": key2}[id]
-			if code, _ := cb.putToken(t, testHost+"/devices/"+id, token(t, id, k, time.Now().Add(time.Hour))); code != 200 {
-				t.Fatal("put-token failed")
-			}
+			code, _ := cb.putToken(t, testHost+"/devices/"+id, token(t, id, k, time.Now().Add(time.Hour)))
+			require.Equal(t, int32(200), code, "put-token failed")
 			ds[id] = mustAttachMethods(t, s, id)
 		}
 		return c, s, ds
@@ -490,15 +442,14 @@ func TestKickedByNewConnection(t *testing.T) {
 	f.waitOnline("dev1")
 	_, _, newer := open("dev1")
 	_, err := old["dev1"].req.Receive(ctxT(t), nil)
-	if e := remoteErr(err); e == nil || e.Condition != amqp.ErrCondStolen || !strings.Contains(e.Description, `"errorCode":409002`) {
-		t.Fatalf("old link: %v, want amqp:link:stolen with 409002 LinkCreationConflict", err)
-	}
+	e := requireCondition(t, err, amqp.ErrCondStolen, "old link: %v, want amqp:link:stolen with 409002 LinkCreationConflict", err)
+	assert.Contains(t, e.Description, `"errorCode":409002`, "old link: want 409002 LinkCreationConflict")
 	roundTrip(t, f, newer["dev1"], `"new"`)
 	// The other identity on the first connection is untouched.
 	roundTrip(t, f, old["dev2"], `"other"`)
 	select {
 	case <-c1.Done():
-		t.Fatalf("first connection closed: %v", c1.Err())
+		require.FailNow(t, "first connection closed", "%v", c1.Err())
 	default:
 	}
 }
@@ -507,20 +458,18 @@ func TestX509(t *testing.T) {
 	f := newFixture(t)
 	cert := pkitest.SelfSigned(t, "certdev")
 	tp := auth.ComputeThumbprints(cert.Certificate[0]).SHA256
-	if _, herr := f.e.PutDevice("certdev", engine.Device{Authentication: engine.Authentication{
+	_, herr := f.e.PutDevice("certdev", engine.Device{Authentication: engine.Authentication{
 		Type: engine.AuthSelfSigned, X509Thumbprint: engine.X509Thumbprint{PrimaryThumbprint: &tp},
-	}}, ""); herr != nil {
-		t.Fatal(herr)
-	}
+	}}, "")
+	require.Nil(t, herr)
 	c := f.mustConnect(nil, &cert)
 	roundTrip(t, f, mustAttachMethods(t, newSession(t, c), "certdev"), `{"x509":true}`)
 
 	wrong := pkitest.SelfSigned(t, "certdev")
 	c2 := f.mustConnect(nil, &wrong)
 	_, err := attachMethods(t, newSession(t, c2), "certdev", 1)
-	if e := remoteErr(err); e == nil || e.Condition != amqp.ErrCondUnauthorizedAccess || !strings.Contains(e.Description, "humbprint") {
-		t.Fatalf("wrong certificate: %v, want unauthorized-access about the thumbprint", err)
-	}
+	e := requireCondition(t, err, amqp.ErrCondUnauthorizedAccess, "wrong certificate: %v, want unauthorized-access about the thumbprint", err)
+	assert.Contains(t, e.Description, "humbprint", "wrong certificate: want unauthorized-access about the thumbprint")
 }
 
 // A device that grants no credit never blocks the engine: requests wait
@@ -532,13 +481,10 @@ func TestCreditExhaustion(t *testing.T) {
 	c := f.mustConnect(nil, nil)
 	s := newSession(t, c)
 	cb := newCBS(t, s)
-	if code, _ := cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour))); code != 200 {
-		t.Fatal("put-token failed")
-	}
+	code, _ := cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour)))
+	require.Equal(t, int32(200), code, "put-token failed")
 	d, err := attachMethods(t, s, "dev1", -1) // manual credit, none issued
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	f.waitOnline("dev1")
 	var calls []<-chan invokeResult
 	for i := 0; i < maxQueued; i++ {
@@ -546,34 +492,25 @@ func TestCreditExhaustion(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond) // let them queue
 	r := waitInvoke(t, f.invoke("dev1", "m", nil, 2*time.Second))
-	if r.err == nil || r.err.Code != engine.CodeDeviceNotOnline {
-		t.Fatalf("call beyond the queue: %v, want 404103 (not a 504 after the response timeout)", r.err)
-	}
+	requireCode(t, r, engine.CodeDeviceNotOnline, "call beyond the queue: %v, want 404103 (not a 504 after the response timeout)", r.err)
 	for _, ch := range calls {
-		if r := waitInvoke(t, ch); r.err == nil || r.err.Code != engine.CodeGatewayTimeout {
-			t.Fatalf("queued call: %v, want 504101", r.err)
-		}
+		r := waitInvoke(t, ch)
+		requireCode(t, r, engine.CodeGatewayTimeout, "queued call: %v, want 504101", r.err)
 	}
 	// Credit releases the queue (stale requests; their answers are dropped).
-	if err := d.req.IssueCredit(100); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, d.req.IssueCredit(100))
 	for i := 0; i < maxQueued; i++ {
 		m, err := d.req.Receive(ctxT(t), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		checkRequest(t, m)
 		_ = d.req.AcceptMessage(ctxT(t), m)
 	}
 	call := f.invoke("dev1", "fresh", []byte(`1`), 10*time.Second)
 	fresh := d.next(t)
-	if err := d.respond(t, fresh.corr, int32(200), []byte(`2`)); err != nil {
-		t.Fatal(err)
-	}
-	if r := waitInvoke(t, call); r.err != nil || string(r.res.Payload) != `2` {
-		t.Fatalf("fresh call: %+v %v", r.res, r.err)
-	}
+	require.NoError(t, d.respond(t, fresh.corr, int32(200), []byte(`2`)))
+	r = waitInvoke(t, call)
+	require.Nil(t, r.err, "fresh call")
+	assert.Equal(t, `2`, string(r.res.Payload), "fresh call payload")
 }
 
 // Malformed input ends only its own connection, with an AMQP close that
@@ -584,9 +521,8 @@ func TestMalformedFrames(t *testing.T) {
 	c := f.mustConnect(nil, nil)
 	s := newSession(t, c)
 	cb := newCBS(t, s)
-	if code, _ := cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour))); code != 200 {
-		t.Fatal("put-token failed")
-	}
+	code, _ := cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour)))
+	require.Equal(t, int32(200), code, "put-token failed")
 	d := mustAttachMethods(t, s, "dev1")
 
 	for _, tc := range []struct {
@@ -605,33 +541,28 @@ func TestMalformedFrames(t *testing.T) {
 			r.open()
 			r.write(tc.bytes)
 			e := r.expectClose()
-			if e == nil || e.condition != tc.cond {
-				t.Fatalf("close error %v, want %s", e, tc.cond)
-			}
+			require.NotNil(t, e, "close without an error, want %s", tc.cond)
+			assert.Equal(t, tc.cond, e.condition, "close error %v", e)
 		})
 	}
 	t.Run("bad protocol header", func(t *testing.T) {
 		r := f.rawDial()
 		r.write([]byte("AMQP\x01\x01\x00\x00"))
-		if h := r.readHeader(); string(h) != string(headerAMQP) {
-			t.Fatalf("server answered %q, want its supported header", h)
-		}
+		assert.Equal(t, string(headerAMQP), string(r.readHeader()), "server answered, want its supported header")
 	})
 	t.Run("http", func(t *testing.T) {
 		r := f.rawDial()
 		r.write([]byte("GET / HTTP/1.1\r\n\r\n"))
-		if h := r.readHeader(); string(h) != string(headerAMQP) {
-			t.Fatalf("server answered %q, want its supported header", h)
-		}
+		assert.Equal(t, string(headerAMQP), string(r.readHeader()), "server answered, want its supported header")
 	})
 	t.Run("frame before open", func(t *testing.T) {
 		r := f.rawDial()
 		r.write(headerAMQP)
 		r.readHeader()
 		r.frame(frameTypeAMQP, 0, performative(descBegin, nil, uint32(0), uint32(10), uint32(10)), nil)
-		if e := r.expectClose(); e == nil || e.condition != condFramingError {
-			t.Fatalf("close error %v", e)
-		}
+		e := r.expectClose()
+		require.NotNil(t, e, "close without an error, want %s", condFramingError)
+		assert.Equal(t, condFramingError, e.condition, "close error %v", e)
 	})
 	t.Run("transfer on unattached handle", func(t *testing.T) {
 		r := f.rawDial()
@@ -642,9 +573,8 @@ func TestMalformedFrames(t *testing.T) {
 		for {
 			fr := r.mustNext()
 			if e, ok := fr.body.(*end); ok {
-				if e.err == nil || e.err.condition != condUnattachedHandle {
-					t.Fatalf("end error %v", e.err)
-				}
+				require.NotNil(t, e.err, "end without an error, want %s", condUnattachedHandle)
+				assert.Equal(t, condUnattachedHandle, e.err.condition, "end error %v", e.err)
 				break
 			}
 		}
@@ -657,9 +587,7 @@ func TestMalformedFrames(t *testing.T) {
 func mustFrame(tb testing.TB, body any) []byte {
 	tb.Helper()
 	b, err := appendFrame(nil, frameTypeAMQP, 0, body, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	return b
 }
 
@@ -690,9 +618,8 @@ func TestMessageSizeExceeded(t *testing.T) {
 	for {
 		fr := r.mustNext()
 		if dt, ok := fr.body.(*detach); ok {
-			if dt.err == nil || dt.err.condition != condMessageSize {
-				t.Fatalf("detach error %v, want %s", dt.err, condMessageSize)
-			}
+			require.NotNil(t, dt.err, "detach without an error, want %s", condMessageSize)
+			assert.Equal(t, condMessageSize, dt.err.condition, "detach error %v", dt.err)
 			return
 		}
 	}
@@ -706,15 +633,15 @@ func TestIdleTimeoutAndHeartbeats(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond)
 	select {
 	case <-c.Done():
-		t.Fatalf("quiet connection closed: %v", c.Err())
+		require.FailNow(t, "quiet connection closed", "%v", c.Err())
 	default:
 	}
 	// A client that sends nothing is closed with resource-limit-exceeded.
 	r := f.rawDial()
 	r.open()
-	if e := r.expectClose(); e == nil || e.condition != condResourceLimit {
-		t.Fatalf("close error %v, want %s", e, condResourceLimit)
-	}
+	e := r.expectClose()
+	require.NotNil(t, e, "close without an error, want %s", condResourceLimit)
+	assert.Equal(t, condResourceLimit, e.condition, "close error %v", e)
 }
 
 func TestWebSocket(t *testing.T) {
@@ -746,53 +673,38 @@ func TestWebSocket(t *testing.T) {
 	ctx := ctxT(t)
 	ws, _, err := websocket.Dial(ctx, "wss://"+strings.TrimPrefix(hs.URL, "https://")+"/$iothub/websocket",
 		&websocket.DialOptions{Subprotocols: []string{"AMQPWSB10"}, HTTPClient: hs.Client()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	nc := websocket.NetConn(context.Background(), ws, websocket.MessageBinary)
 	c, err := amqp.NewConn(ctx, nc, &amqp.ConnOptions{HostName: "localhost"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	s := newSession(t, c)
 	cb := newCBS(t, s)
-	if code, _ := cb.putToken(t, testHost+"/devices/wsdev", token(t, "wsdev", key, time.Now().Add(time.Hour))); code != 200 {
-		t.Fatal("put-token failed")
-	}
+	code, _ := cb.putToken(t, testHost+"/devices/wsdev", token(t, "wsdev", key, time.Now().Add(time.Hour)))
+	require.Equal(t, int32(200), code, "put-token failed")
 	roundTrip(t, f, mustAttachMethods(t, s, "wsdev"), `{"ws":true}`)
 	calls := f.e.Calls()
-	if p := calls[len(calls)-1].Protocol; p != "amqp-ws" {
-		t.Fatalf("protocol = %q, want amqp-ws", p)
-	}
+	require.NotEmpty(t, calls, "call records")
+	assert.Equal(t, "amqp-ws", calls[len(calls)-1].Protocol, "protocol")
 }
 
 // Close ends open connections with amqp:connection:forced.
 func TestServerClose(t *testing.T) {
-	if _, err := New(nil, nil); err == nil {
-		t.Fatal("New(nil engine) did not fail")
-	}
+	_, err := New(nil, nil)
+	require.Error(t, err, "New(nil engine) did not fail")
 	f := newFixture(t)
 	c := f.mustConnect(nil, nil)
-	if err := f.srv.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, f.srv.Close())
 	select {
 	case <-c.Done():
 	case <-time.After(waitLong):
-		t.Fatal("connection still open after Close")
+		require.FailNow(t, "connection still open after Close")
 	}
-	if e := remoteErr(c.Err()); e == nil || e.Condition != amqp.ErrCondConnectionForced {
-		t.Fatalf("connection error %v, want amqp:connection:forced", c.Err())
-	}
+	requireCondition(t, c.Err(), amqp.ErrCondConnectionForced, "connection error %v, want amqp:connection:forced", c.Err())
 	p1, p2 := net.Pipe()
 	defer p2.Close()
-	if err := f.srv.ServeConn(p1, ConnInfo{}); err != ErrServerClosed {
-		t.Fatalf("ServeConn after Close = %v, want ErrServerClosed", err)
-	}
-	if err := f.srv.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
+	assert.ErrorIs(t, f.srv.ServeConn(p1, ConnInfo{}), ErrServerClosed, "ServeConn after Close")
+	assert.NoError(t, f.srv.Close(), "second Close")
 }
 
 // Logs never carry tokens or payloads.
@@ -816,13 +728,9 @@ func TestLogRedaction(t *testing.T) {
 	sig := tok[strings.Index(tok, "sig=")+4:]
 	sig = sig[:strings.IndexByte(sig, '&')]
 	for _, secret := range []string{sig, key, "secret-payload", `{"ok":true}`} {
-		if strings.Contains(out, secret) {
-			t.Fatalf("log leaks %q:\n%s", secret, out)
-		}
+		assert.NotContains(t, out, secret, "log leaks %q", secret)
 	}
-	if !strings.Contains(out, "amqp cbs put-token") {
-		t.Fatalf("log has no put-token events:\n%s", out)
-	}
+	assert.Contains(t, out, "amqp cbs put-token", "log has no put-token events")
 }
 
 // The hub holds transfers back while the client's session window is
@@ -834,9 +742,7 @@ func TestSessionWindowAndDrain(t *testing.T) {
 	r.open()
 	// A session whose incoming-window is 0: the hub may not send transfers.
 	r.frame(frameTypeAMQP, 0, performative(descBegin, nil, uint32(0), uint32(0), uint32(100)), nil)
-	if _, ok := r.mustNext().body.(*begin); !ok {
-		t.Fatal("no begin")
-	}
+	require.IsType(t, &begin{}, r.mustNext().body, "no begin")
 	r.frame(frameTypeAMQP, 0, performative(descAttach, "cbs-out", uint32(0), true, nil, nil,
 		performative(descSource, "$cbs"), performative(descTarget, "cbs")), nil)
 	r.frame(frameTypeAMQP, 0, performative(descAttach, "cbs-in", uint32(1), false, nil, nil,
@@ -850,7 +756,7 @@ func TestSessionWindowAndDrain(t *testing.T) {
 	for !accepted {
 		switch p := r.mustNext().body.(type) {
 		case *transfer:
-			t.Fatal("transfer sent into a closed session window")
+			require.FailNow(t, "transfer sent into a closed session window")
 		case *disposition:
 			accepted = p.receiver && p.first == 0 && p.settled
 		}
@@ -863,19 +769,13 @@ func TestSessionWindowAndDrain(t *testing.T) {
 		if !ok {
 			continue
 		}
-		if tr.handle != 0 || tr.settled {
-			t.Fatalf("reply transfer %+v", tr)
-		}
+		require.Equal(t, uint32(0), tr.handle, "reply transfer %+v: handle", tr)
+		require.False(t, tr.settled, "reply transfer %+v: settled", tr)
 		m, err := decodeMessage(fr.payload)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if m.correlationID != uint64(42) {
-			t.Fatalf("reply correlation-id %#v, want ulong 42", m.correlationID)
-		}
-		if v, _ := m.appProps.Get("status-code"); v != int32(200) {
-			t.Fatalf("status-code %#v", v)
-		}
+		require.NoError(t, err)
+		require.Equal(t, uint64(42), m.correlationID, "reply correlation-id, want ulong 42")
+		v, _ := m.appProps.Get("status-code")
+		require.Equal(t, int32(200), v, "status-code")
 		break
 	}
 	// Drain: the hub has nothing to send, so it uses up the credit.
@@ -886,9 +786,11 @@ func TestSessionWindowAndDrain(t *testing.T) {
 		if !ok || fl.handle == nil || *fl.handle != 0 {
 			continue
 		}
-		if !fl.drain || *fl.linkCredit != 0 || *fl.deliveryCount != 8 {
-			t.Fatalf("drain answer: delivery-count %d credit %d drain %v, want 8 0 true", *fl.deliveryCount, *fl.linkCredit, fl.drain)
-		}
+		require.True(t, fl.drain, "drain answer: drain")
+		require.NotNil(t, fl.linkCredit, "drain answer: link-credit")
+		require.NotNil(t, fl.deliveryCount, "drain answer: delivery-count")
+		require.Equal(t, uint32(0), *fl.linkCredit, "drain answer: link-credit")
+		require.Equal(t, uint32(8), *fl.deliveryCount, "drain answer: delivery-count")
 		break
 	}
 }
@@ -906,46 +808,36 @@ func TestEngineCloses(t *testing.T) {
 		c := f.mustConnect(nil, nil)
 		s := newSession(t, c)
 		cb := newCBS(t, s)
-		if code, _ := cb.putToken(t, testHost+"/devices/"+id, token(t, id, keys[id], time.Now().Add(time.Hour))); code != 200 {
-			t.Fatal("put-token failed")
-		}
+		code, _ := cb.putToken(t, testHost+"/devices/"+id, token(t, id, keys[id], time.Now().Add(time.Hour)))
+		require.Equal(t, int32(200), code, "put-token failed")
 		d := mustAttachMethods(t, s, id)
 		f.waitOnline(id)
 		return c, d
 	}
 
 	_, d := open("gone")
-	if herr := f.e.DeleteDevice("gone", "*"); herr != nil {
-		t.Fatal(herr)
-	}
+	require.Nil(t, f.e.DeleteDevice("gone", "*"))
 	_, err := d.req.Receive(ctxT(t), nil)
-	if e := remoteErr(err); e == nil || e.Condition != amqp.ErrCondNotFound || !strings.Contains(e.Description, "404001") {
-		t.Fatalf("deleted device's link: %v, want amqp:not-found with 404001", err)
-	}
+	e := requireCondition(t, err, amqp.ErrCondNotFound, "deleted device's link: %v, want amqp:not-found with 404001", err)
+	assert.Contains(t, e.Description, "404001", "deleted device's link: want 404001")
 
 	c, d := open("revoked")
 	f.e.ExpireTokens(ident("revoked"))
 	_, err = d.req.Receive(ctxT(t), nil)
-	if e := remoteErr(err); e == nil || e.Condition != amqp.ErrCondUnauthorizedAccess {
-		t.Fatalf("revoked identity's link: %v, want amqp:unauthorized-access", err)
-	}
+	requireCondition(t, err, amqp.ErrCondUnauthorizedAccess, "revoked identity's link: %v, want amqp:unauthorized-access", err)
 	// The revoked token no longer attaches; the connection is still up.
-	if _, err := attachMethods(t, newSession(t, c), "revoked", 1); remoteErr(err) == nil || remoteErr(err).Condition != amqp.ErrCondUnauthorizedAccess {
-		t.Fatalf("attach with a revoked token: %v", err)
-	}
+	_, err = attachMethods(t, newSession(t, c), "revoked", 1)
+	requireCondition(t, err, amqp.ErrCondUnauthorizedAccess, "attach with a revoked token: %v", err)
 
 	c, _ = open("dropped")
-	if !f.e.DropConnection(ident("dropped")) {
-		t.Fatal("DropConnection found no connection")
-	}
+	require.True(t, f.e.DropConnection(ident("dropped")), "DropConnection found no connection")
 	select {
 	case <-c.Done():
 	case <-time.After(waitLong):
-		t.Fatal("connection survived DropConnection")
+		require.FailNow(t, "connection survived DropConnection")
 	}
-	if e := remoteErr(c.Err()); e != nil {
-		t.Fatalf("dropped connection got a close frame %v, want a bare drop", e)
-	}
+	e = remoteErr(c.Err())
+	assert.Nil(t, e, "dropped connection got a close frame, want a bare drop")
 }
 
 // TestUnauthenticatedConnectionIsClosed: a connection that authenticates
@@ -956,21 +848,21 @@ func TestUnauthenticatedConnectionIsClosed(t *testing.T) {
 	key := f.addDevice("dev1")
 	authed := f.mustConnect(nil, nil)
 	s := newSession(t, authed)
-	if code, _ := newCBS(t, s).putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour))); code != 200 {
-		t.Fatal("put-token failed")
-	}
+	code, _ := newCBS(t, s).putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour)))
+	require.Equal(t, int32(200), code, "put-token failed")
 	d := mustAttachMethods(t, s, "dev1")
 
 	idle := f.mustConnect(&amqp.ConnOptions{IdleTimeout: 10 * time.Second}, nil) // the hub heartbeats it
 	newSession(t, idle)
 	select {
 	case <-idle.Done():
+		err := idle.Err()
 		var ce *amqp.ConnError
-		if err := idle.Err(); !errors.As(err, &ce) || ce.RemoteErr == nil || ce.RemoteErr.Condition != amqp.ErrCondUnauthorizedAccess {
-			t.Fatalf("closed with %v, want amqp:unauthorized-access", err)
-		}
+		require.ErrorAs(t, err, &ce, "closed with %v, want amqp:unauthorized-access", err)
+		require.NotNil(t, ce.RemoteErr, "closed with %v, want amqp:unauthorized-access", err)
+		require.Equal(t, amqp.ErrCondUnauthorizedAccess, ce.RemoteErr.Condition, "closed with %v, want amqp:unauthorized-access", err)
 	case <-time.After(30 * time.Second):
-		t.Fatal("an unauthenticated connection is still open")
+		require.FailNow(t, "an unauthenticated connection is still open")
 	}
 	roundTrip(t, f, d, `"still here"`)
 }
@@ -984,9 +876,7 @@ func TestSessionPendingBytesBounded(t *testing.T) {
 	r := f.rawDial()
 	r.open()
 	r.frame(frameTypeAMQP, 0, performative(descBegin, nil, uint32(0), uint32(0), uint32(100)), nil)
-	if _, ok := r.mustNext().body.(*begin); !ok {
-		t.Fatal("no begin")
-	}
+	require.IsType(t, &begin{}, r.mustNext().body, "no begin")
 	r.frame(frameTypeAMQP, 0, performative(descAttach, "cbs-out", uint32(0), true, nil, nil,
 		performative(descSource, "$cbs"), performative(descTarget, "cbs")), nil)
 	r.frame(frameTypeAMQP, 0, performative(descAttach, "cbs-in", uint32(1), false, nil, nil,
@@ -1001,11 +891,10 @@ func TestSessionPendingBytesBounded(t *testing.T) {
 		fr := r.mustNext()
 		switch p := fr.body.(type) {
 		case *transfer:
-			t.Fatal("transfer sent into a closed session window")
+			require.FailNow(t, "transfer sent into a closed session window")
 		case *end:
-			if p.err == nil || p.err.condition != condResourceLimit {
-				t.Fatalf("session ended with %+v, want amqp:resource-limit-exceeded", p.err)
-			}
+			require.NotNil(t, p.err, "session ended without an error, want amqp:resource-limit-exceeded")
+			assert.Equal(t, condResourceLimit, p.err.condition, "session ended with %+v, want amqp:resource-limit-exceeded", p.err)
 			return
 		}
 	}
@@ -1024,9 +913,8 @@ func putTokenMessage(t *testing.T, id uint64, tok string) []byte {
 		Described{Descriptor: uint64(descAMQPValue), Value: tok},
 	} {
 		var err error
-		if req, err = appendValue(req, sec); err != nil {
-			t.Fatal(err)
-		}
+		req, err = appendValue(req, sec)
+		require.NoError(t, err)
 	}
 	return req
 }

@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"math"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	amqp "github.com/Azure/go-amqp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestCodecRoundTrip(t *testing.T) {
@@ -32,28 +33,22 @@ func TestCodecRoundTrip(t *testing.T) {
 		Described{Descriptor: Symbol("com.example:x"), Value: "v"},
 	} {
 		b, err := appendValue(nil, v)
-		if err != nil {
-			t.Fatalf("encode %#v: %v", v, err)
-		}
+		require.NoError(t, err, "encode %#v", v)
 		got, rest, err := decodeValue(b)
-		if err != nil || len(rest) != 0 {
-			t.Fatalf("decode %#v (% x): %v, %d bytes left", v, b, err, len(rest))
-		}
+		require.NoError(t, err, "decode %#v (% x)", v, b)
+		require.Empty(t, rest, "decode %#v (% x): bytes left", v, b)
 		if l, ok := v.(List); ok && len(l) == 0 {
 			v = List{}
 		}
 		if m, ok := v.(Map); ok && len(m) == 0 {
 			v = Map{}
 		}
-		if !reflect.DeepEqual(got, v) {
-			t.Fatalf("round trip of %#v gave %#v", v, got)
-		}
+		require.Equal(t, v, got, "round trip of %#v", v)
 	}
 	b, _ := appendValue(nil, []Symbol{"MSSBCBS", "PLAIN"})
 	got, _, err := decodeValue(b)
-	if err != nil || !reflect.DeepEqual(got, Array{Symbol("MSSBCBS"), Symbol("PLAIN")}) {
-		t.Fatalf("symbol array: %#v %v", got, err)
-	}
+	require.NoError(t, err, "symbol array")
+	assert.Equal(t, Array{Symbol("MSSBCBS"), Symbol("PLAIN")}, got, "symbol array")
 }
 
 // Encodings other implementations use that the hub never writes.
@@ -81,9 +76,9 @@ func TestDecodeEncodings(t *testing.T) {
 		{"described symbol descriptor", []byte{0x00, 0xa3, 1, 'd', 0x40}, Described{Symbol("d"), nil}},
 	} {
 		got, rest, err := decodeValue(tc.b)
-		if err != nil || len(rest) != 0 || !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("%s: %#v (%d left, %v), want %#v", tc.name, got, len(rest), err, tc.want)
-		}
+		assert.NoError(t, err, tc.name)
+		assert.Empty(t, rest, "%s: bytes left", tc.name)
+		assert.Equal(t, tc.want, got, tc.name)
 	}
 }
 
@@ -118,9 +113,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"descriptor of bad type", []byte{0x00, 0xa1, 1, 'x', 0x40}},
 		{"double-described array", []byte{0xe0, 5, 1, 0x00, 0x53, 1, 0x00}},
 	} {
-		if v, _, err := decodeValue(tc.b); err == nil || !errors.Is(err, errDecode) {
-			t.Errorf("%s: decoded %#v, %v; want a decode error", tc.name, v, err)
-		}
+		v, _, err := decodeValue(tc.b)
+		assert.ErrorIs(t, err, errDecode, "%s: decoded %#v; want a decode error", tc.name, v)
 	}
 }
 
@@ -136,62 +130,50 @@ func TestMessageInterop(t *testing.T) {
 		Data:                  [][]byte{[]byte("ab"), []byte("cd")},
 	}
 	b, err := m.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	got, err := decodeMessage(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.messageID != "mid" || got.correlationID != UUID(corr) || got.replyTo != "cbs" || got.to != "$cbs" ||
-		string(got.data) != "abcd" {
-		t.Fatalf("decoded %+v", got)
-	}
-	if v, _ := got.appProps.getFold("iothub-STATUS"); v != int32(201) {
-		t.Fatalf("IoThub-status = %#v", v)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, "mid", got.messageID, "decoded message-id")
+	assert.Equal(t, UUID(corr), got.correlationID, "decoded correlation-id")
+	assert.Equal(t, "cbs", got.replyTo, "decoded reply-to")
+	assert.Equal(t, "$cbs", got.to, "decoded to")
+	assert.Equal(t, "abcd", string(got.data), "decoded data")
+	v, _ := got.appProps.getFold("iothub-STATUS")
+	assert.Equal(t, int32(201), v, "IoThub-status")
 
 	out := outMessage{correlationID: UUID(corr), appProps: Map{{Key: "IoThub-methodname", Value: "reboot"}}, data: []byte(`{}`), hasData: true}
 	enc, err := out.encode()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var back amqp.Message
-	if err := back.UnmarshalBinary(enc); err != nil {
-		t.Fatal(err)
-	}
-	if back.Properties.CorrelationID != corr || back.ApplicationProperties["IoThub-methodname"] != "reboot" ||
-		len(back.Data) != 1 || string(back.Data[0]) != `{}` {
-		t.Fatalf("go-amqp decoded %+v", back)
-	}
+	require.NoError(t, back.UnmarshalBinary(enc))
+	require.NotNil(t, back.Properties, "go-amqp decoded %+v", back)
+	assert.Equal(t, corr, back.Properties.CorrelationID, "go-amqp decoded correlation-id")
+	assert.Equal(t, "reboot", back.ApplicationProperties["IoThub-methodname"], "go-amqp decoded IoThub-methodname")
+	assert.Equal(t, [][]byte{[]byte(`{}`)}, back.Data, "go-amqp decoded data")
 	// An empty payload is one empty data section.
 	out.data = nil
 	enc, _ = out.encode()
 	back = amqp.Message{}
-	if err := back.UnmarshalBinary(enc); err != nil || len(back.Data) != 1 || len(back.Data[0]) != 0 {
-		t.Fatalf("empty payload: %+v %v", back.Data, err)
-	}
+	require.NoError(t, back.UnmarshalBinary(enc), "empty payload")
+	require.Len(t, back.Data, 1, "empty payload: data sections")
+	assert.Empty(t, back.Data[0], "empty payload")
 }
 
 func ptr[T any](v T) *T { return &v }
 
 func TestUUIDFormat(t *testing.T) {
 	u := UUID{0x7c, 0x4a, 0x52, 0xbb, 0x01, 0x02, 0x43, 0x04, 0x85, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0xff}
-	if s := u.String(); s != "7c4a52bb-0102-4304-8506-0708090a0bff" {
-		t.Fatalf("String = %s", s)
-	}
-	if p, ok := parseUUID("7C4A52BB-0102-4304-8506-0708090A0BFF"); !ok || p != u {
-		t.Fatal("parseUUID of the upper-case form")
-	}
+	assert.Equal(t, "7c4a52bb-0102-4304-8506-0708090a0bff", u.String(), "String")
+	p, ok := parseUUID("7C4A52BB-0102-4304-8506-0708090A0BFF")
+	assert.True(t, ok, "parseUUID of the upper-case form")
+	assert.Equal(t, u, p, "parseUUID of the upper-case form")
 	for _, bad := range []string{"", "7c4a52bb01024304850607080900bff", "7c4a52bb-0102-4304-8506-0708090a0bfg", "7c4a52bb-0102-4304-8506_0708090a0bff"} {
-		if _, ok := parseUUID(bad); ok {
-			t.Errorf("parseUUID(%q) succeeded", bad)
-		}
+		_, ok := parseUUID(bad)
+		assert.False(t, ok, "parseUUID(%q) succeeded", bad)
 	}
 	n := newUUID()
-	if n[6]>>4 != 4 || n[8]>>6 != 2 {
-		t.Fatalf("newUUID %s is not version 4", n)
-	}
+	assert.Equal(t, byte(4), n[6]>>4, "newUUID %s is not version 4", n)
+	assert.Equal(t, byte(2), n[8]>>6, "newUUID %s is not an RFC 4122 variant", n)
 }
 
 // seedFrames returns valid frames of every kind, for tests and fuzzing.
@@ -200,9 +182,7 @@ func seedFrames(tb testing.TB) [][]byte {
 	var out [][]byte
 	add := func(typ byte, body any, payload []byte) {
 		b, err := appendFrame(nil, typ, 1, body, payload)
-		if err != nil {
-			tb.Fatal(err)
-		}
+		require.NoError(tb, err)
 		out = append(out, b)
 	}
 	msg, _ := (&outMessage{correlationID: newUUID(), appProps: Map{{Key: "IoThub-methodname", Value: "m"}}, data: []byte(`{"a":1}`), hasData: true}).encode()
@@ -227,24 +207,25 @@ func seedFrames(tb testing.TB) [][]byte {
 func TestDecodeFrames(t *testing.T) {
 	for i, b := range seedFrames(t) {
 		f, err := decodeFrame(b, MaxFrameSize)
-		if err != nil {
-			t.Fatalf("seed %d: %v", i, err)
-		}
+		require.NoError(t, err, "seed %d", i)
 		if a, ok := f.body.(*attach); ok {
-			if a.source == nil || a.source.address != "/devices/d/methods/devicebound" || len(a.source.raw) == 0 ||
-				a.target == nil || a.target.address != "t" || len(a.properties) != 1 {
-				t.Fatalf("attach %+v", a)
-			}
+			require.NotNil(t, a.source, "attach %+v: source", a)
+			require.NotNil(t, a.target, "attach %+v: target", a)
+			assert.Equal(t, "/devices/d/methods/devicebound", a.source.address, "attach source address")
+			assert.NotEmpty(t, a.source.raw, "attach raw source")
+			assert.Equal(t, "t", a.target.address, "attach target address")
+			assert.Len(t, a.properties, 1, "attach properties")
 			// The raw terminus re-decodes to the same source.
-			if v, rest, err := decodeValue(a.source.raw); err != nil || len(rest) != 0 {
-				t.Fatalf("raw source %v %v", v, err)
-			}
+			v, rest, err := decodeValue(a.source.raw)
+			assert.NoError(t, err, "raw source %v", v)
+			assert.Empty(t, rest, "raw source %v: bytes left", v)
 		}
 		if tr, ok := f.body.(*transfer); ok {
 			m, err := decodeMessage(f.payload)
-			if err != nil || !tr.more || !tr.settled || string(m.data) != `{"a":1}` {
-				t.Fatalf("transfer %+v, message %+v %v", tr, m, err)
-			}
+			require.NoError(t, err, "transfer %+v: message", tr)
+			assert.True(t, tr.more, "transfer %+v: more", tr)
+			assert.True(t, tr.settled, "transfer %+v: settled", tr)
+			assert.Equal(t, `{"a":1}`, string(m.data), "transfer message data")
 		}
 	}
 }
@@ -265,19 +246,14 @@ func FuzzDecodeValue(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		v, rest, err := decodeValue(b)
 		if err != nil {
-			if !errors.Is(err, errDecode) {
-				t.Fatalf("error %v does not wrap errDecode", err)
-			}
+			require.ErrorIs(t, err, errDecode)
 			return
 		}
-		if len(rest) > len(b) {
-			t.Fatal("rest longer than input")
-		}
+		require.LessOrEqual(t, len(rest), len(b), "rest longer than input")
 		// Whatever decodes and can be encoded decodes again.
 		if enc, err := appendValue(nil, v); err == nil {
-			if _, _, err := decodeValue(enc); err != nil {
-				t.Fatalf("re-decoding %#v: %v", v, err)
-			}
+			_, _, err := decodeValue(enc)
+			require.NoError(t, err, "re-decoding %#v", v)
 		}
 		_, _ = decodeMessage(b)
 	})
@@ -293,17 +269,15 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := decodeFrame(b, MaxFrameSize)
 		if err != nil {
-			if !errors.Is(err, errDecode) && !errors.Is(err, errFraming) {
-				t.Fatalf("error %v is neither a decode nor a framing error", err)
-			}
+			require.True(t, errors.Is(err, errDecode) || errors.Is(err, errFraming),
+				"error %v is neither a decode nor a framing error", err)
 			return
 		}
 		if a, ok := fr.body.(*attach); ok {
 			for _, term := range []*terminus{a.source, a.target} {
 				if term != nil {
-					if _, _, err := decodeValue(term.raw); err != nil {
-						t.Fatalf("raw terminus does not decode: %v", err)
-					}
+					_, _, err := decodeValue(term.raw)
+					require.NoError(t, err, "raw terminus does not decode")
 				}
 			}
 		}
@@ -311,8 +285,7 @@ func FuzzDecodeFrame(f *testing.F) {
 			_, _ = decodeMessage(fr.payload)
 		}
 		// The same bytes read as a stream give the same result.
-		if _, err := readFrame(bytes.NewReader(b), MaxFrameSize); err != nil {
-			t.Fatalf("readFrame fails where decodeFrame succeeded: %v", err)
-		}
+		_, err = readFrame(bytes.NewReader(b), MaxFrameSize)
+		require.NoError(t, err, "readFrame fails where decodeFrame succeeded")
 	})
 }

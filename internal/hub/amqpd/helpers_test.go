@@ -17,6 +17,8 @@ import (
 	"github.com/iothub-go/iothub/internal/testutil/pkitest"
 
 	amqp "github.com/Azure/go-amqp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
@@ -57,21 +59,15 @@ func newFixture(tb testing.TB, configure ...func(*Server)) *fixture {
 func newFixtureLog(tb testing.TB, log *slog.Logger, configure ...func(*Server)) *fixture {
 	tb.Helper()
 	e, err := engine.New(engine.Config{HostName: testHost, Logger: log})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	srv, err := New(e, log)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	for _, c := range configure {
 		c(srv)
 	}
 	serverCert, pool := pkitest.ServerCert(tb)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	f := &fixture{tb: tb, e: e, srv: srv, ln: ln, addr: ln.Addr().String(), pool: pool}
 	conf := &tls.Config{
 		Certificates: []tls.Certificate{serverCert},
@@ -106,9 +102,7 @@ func newFixtureLog(tb testing.TB, log *slog.Logger, configure ...func(*Server)) 
 	tb.Cleanup(func() {
 		ln.Close()
 		e.Close()
-		if err := srv.Close(); err != nil {
-			tb.Error(err)
-		}
+		assert.NoError(tb, srv.Close())
 		f.wg.Wait()
 	})
 	return f
@@ -122,9 +116,7 @@ func (f *fixture) clientTLS() *tls.Config {
 func (f *fixture) addDevice(id string) string {
 	f.tb.Helper()
 	d, herr := f.e.PutDevice(id, engine.Device{}, "")
-	if herr != nil {
-		f.tb.Fatal(herr)
-	}
+	require.Nil(f.tb, herr)
 	return *d.Authentication.SymmetricKey.PrimaryKey
 }
 
@@ -132,9 +124,7 @@ func (f *fixture) addDevice(id string) string {
 func (f *fixture) addModule(deviceID, moduleID string) string {
 	f.tb.Helper()
 	m, herr := f.e.PutModule(deviceID, moduleID, engine.Module{}, "")
-	if herr != nil {
-		f.tb.Fatal(herr)
-	}
+	require.Nil(f.tb, herr)
 	return *m.Authentication.SymmetricKey.PrimaryKey
 }
 
@@ -147,9 +137,7 @@ func ident(clientID string) auth.Identity {
 func token(tb testing.TB, clientID, key string, expiry time.Time) string {
 	tb.Helper()
 	tok, err := auth.SignSAS(ident(clientID).Resource(), "", key, expiry)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	return tok
 }
 
@@ -158,9 +146,7 @@ func (f *fixture) ownerToken(resource string, expiry time.Time) string {
 	f.tb.Helper()
 	p, _ := f.e.Policy("iothubowner")
 	tok, err := auth.SignSAS(resource, p.Name, p.PrimaryKey, expiry)
-	if err != nil {
-		f.tb.Fatal(err)
-	}
+	require.NoError(f.tb, err)
 	return tok
 }
 
@@ -178,9 +164,7 @@ func (f *fixture) dialTLS(cert *tls.Certificate) *tls.Conn {
 		conf.Certificates = []tls.Certificate{*cert}
 	}
 	c, err := tls.Dial("tcp", f.addr, conf)
-	if err != nil {
-		f.tb.Fatal(err)
-	}
+	require.NoError(f.tb, err)
 	return c
 }
 
@@ -199,9 +183,7 @@ func (f *fixture) connect(opts *amqp.ConnOptions, cert *tls.Certificate) (*amqp.
 func (f *fixture) mustConnect(opts *amqp.ConnOptions, cert *tls.Certificate) *amqp.Conn {
 	f.tb.Helper()
 	c, err := f.connect(opts, cert)
-	if err != nil {
-		f.tb.Fatalf("amqp connect: %v", err)
-	}
+	require.NoError(f.tb, err, "amqp connect")
 	f.tb.Cleanup(func() { c.Close() })
 	return c
 }
@@ -209,9 +191,7 @@ func (f *fixture) mustConnect(opts *amqp.ConnOptions, cert *tls.Certificate) *am
 func newSession(tb testing.TB, c *amqp.Conn) *amqp.Session {
 	tb.Helper()
 	s, err := c.NewSession(ctxT(tb), nil)
-	if err != nil {
-		tb.Fatalf("begin: %v", err)
-	}
+	require.NoError(tb, err, "begin")
 	return s
 }
 
@@ -225,13 +205,9 @@ func newCBS(tb testing.TB, s *amqp.Session) *cbs {
 	tb.Helper()
 	ctx := ctxT(tb)
 	snd, err := s.NewSender(ctx, "$cbs", &amqp.SenderOptions{Name: "cbs-sender"})
-	if err != nil {
-		tb.Fatalf("attach $cbs sender: %v", err)
-	}
+	require.NoError(tb, err, "attach $cbs sender")
 	rcv, err := s.NewReceiver(ctx, "$cbs", &amqp.ReceiverOptions{Name: "cbs-receiver", Credit: 10, TargetAddress: "cbs"})
-	if err != nil {
-		tb.Fatalf("attach $cbs receiver: %v", err)
-	}
+	require.NoError(tb, err, "attach $cbs receiver")
 	return &cbs{snd: snd, rcv: rcv}
 }
 
@@ -253,23 +229,15 @@ func (c *cbs) putTokenWith(tb testing.TB, messageID any, typ, audience, tok stri
 		},
 		Value: tok,
 	}
-	if err := c.snd.Send(ctx, msg, nil); err != nil {
-		tb.Fatalf("put-token send: %v", err)
-	}
+	require.NoError(tb, c.snd.Send(ctx, msg, nil), "put-token send")
 	reply, err := c.rcv.Receive(ctx, nil)
-	if err != nil {
-		tb.Fatalf("put-token reply: %v", err)
-	}
-	if err := c.rcv.AcceptMessage(ctx, reply); err != nil {
-		tb.Fatalf("accept put-token reply: %v", err)
-	}
-	if reply.Properties == nil || !sameID(reply.Properties.CorrelationID, messageID) {
-		tb.Fatalf("put-token reply correlation-id %#v, want %#v", reply.Properties, messageID)
-	}
+	require.NoError(tb, err, "put-token reply")
+	require.NoError(tb, c.rcv.AcceptMessage(ctx, reply), "accept put-token reply")
+	require.NotNil(tb, reply.Properties, "put-token reply has no properties, want correlation-id %#v", messageID)
+	require.True(tb, sameID(reply.Properties.CorrelationID, messageID),
+		"put-token reply correlation-id %#v, want %#v", reply.Properties.CorrelationID, messageID)
 	code, ok := reply.ApplicationProperties["status-code"].(int32)
-	if !ok {
-		tb.Fatalf("put-token reply status-code %#v is not an int32", reply.ApplicationProperties["status-code"])
-	}
+	require.True(tb, ok, "put-token reply status-code %#v is not an int32", reply.ApplicationProperties["status-code"])
 	desc, _ := reply.ApplicationProperties["status-description"].(string)
 	return code, desc
 }
@@ -324,9 +292,7 @@ func attachMethods(tb testing.TB, s *amqp.Session, clientID string, credit int32
 func mustAttachMethods(tb testing.TB, s *amqp.Session, clientID string) *device {
 	tb.Helper()
 	d, err := attachMethods(tb, s, clientID, 10)
-	if err != nil {
-		tb.Fatalf("attach method links of %s: %v", clientID, err)
-	}
+	require.NoError(tb, err, "attach method links of %s", clientID)
 	return d
 }
 
@@ -343,31 +309,19 @@ func (d *device) next(tb testing.TB) request {
 	tb.Helper()
 	ctx := ctxT(tb)
 	m, err := d.req.Receive(ctx, nil)
-	if err != nil {
-		tb.Fatalf("%s: receive request: %v", d.id, err)
-	}
-	if err := d.req.AcceptMessage(ctx, m); err != nil {
-		tb.Fatalf("%s: accept request: %v", d.id, err)
-	}
+	require.NoError(tb, err, "%s: receive request", d.id)
+	require.NoError(tb, d.req.AcceptMessage(ctx, m), "%s: accept request", d.id)
 	return checkRequest(tb, m)
 }
 
 func checkRequest(tb testing.TB, m *amqp.Message) request {
 	tb.Helper()
-	if m.Properties == nil {
-		tb.Fatal("request has no properties")
-	}
+	require.NotNil(tb, m.Properties, "request has no properties")
 	corr, ok := m.Properties.CorrelationID.(amqp.UUID)
-	if !ok {
-		tb.Fatalf("request correlation-id %#v is not an AMQP uuid", m.Properties.CorrelationID)
-	}
+	require.True(tb, ok, "request correlation-id %#v is not an AMQP uuid", m.Properties.CorrelationID)
 	name, ok := m.ApplicationProperties["IoThub-methodname"].(string)
-	if !ok {
-		tb.Fatalf("request IoThub-methodname %#v is not a string", m.ApplicationProperties["IoThub-methodname"])
-	}
-	if len(m.Data) != 1 {
-		tb.Fatalf("request body has %d data sections (value %#v), want 1", len(m.Data), m.Value)
-	}
+	require.True(tb, ok, "request IoThub-methodname %#v is not a string", m.ApplicationProperties["IoThub-methodname"])
+	require.Len(tb, m.Data, 1, "request body data sections (value %#v)", m.Value)
 	return request{name: name, corr: corr, payload: m.Data[0], msg: m}
 }
 
@@ -404,17 +358,22 @@ func waitInvoke(tb testing.TB, ch <-chan invokeResult) invokeResult {
 	case r := <-ch:
 		return r
 	case <-time.After(waitLong + 10*time.Second):
-		tb.Fatal("the method call did not finish")
+		require.FailNow(tb, "the method call did not finish")
 		return invokeResult{}
 	}
+}
+
+// requireCode checks that a method call failed with the hub error code.
+func requireCode(tb testing.TB, r invokeResult, code int, msgAndArgs ...any) {
+	tb.Helper()
+	require.NotNil(tb, r.err, msgAndArgs...)
+	require.Equal(tb, code, r.err.Code, msgAndArgs...)
 }
 
 // waitOnline waits until the identity is connected and subscribed.
 func (f *fixture) waitOnline(clientID string) {
 	f.tb.Helper()
-	if err := f.e.WaitOnline(ctxT(f.tb), ident(clientID)); err != nil {
-		f.tb.Fatalf("%s never came online: %v", clientID, err)
-	}
+	require.NoError(f.tb, f.e.WaitOnline(ctxT(f.tb), ident(clientID)), "%s never came online", clientID)
 }
 
 // roundTrip invokes a method and answers it from d, checking both sides.
@@ -423,16 +382,13 @@ func roundTrip(tb testing.TB, f *fixture, d *device, payload string) {
 	f.waitOnline(d.id)
 	call := f.invoke(d.id, "reboot", []byte(payload), 10*time.Second)
 	r := d.next(tb)
-	if r.name != "reboot" || string(r.payload) != payload {
-		tb.Fatalf("request %q %q, want reboot %q", r.name, r.payload, payload)
-	}
-	if err := d.respond(tb, r.corr, int32(200), []byte(`{"ok":true}`)); err != nil {
-		tb.Fatalf("respond: %v", err)
-	}
+	require.Equal(tb, "reboot", r.name, "request method name")
+	require.Equal(tb, payload, string(r.payload), "request payload")
+	require.NoError(tb, d.respond(tb, r.corr, int32(200), []byte(`{"ok":true}`)), "respond")
 	res := waitInvoke(tb, call)
-	if res.err != nil || res.res.Status != 200 || string(res.res.Payload) != `{"ok":true}` {
-		tb.Fatalf("invoke = %+v, %v", res.res, res.err)
-	}
+	require.Nil(tb, res.err, "invoke")
+	require.Equal(tb, 200, res.res.Status, "invoke status")
+	require.Equal(tb, `{"ok":true}`, string(res.res.Payload), "invoke payload")
 }
 
 // remoteErr returns the AMQP error a link or connection error carries.
@@ -450,6 +406,16 @@ func remoteErr(err error) *amqp.Error {
 		return ce.RemoteErr
 	}
 	return nil
+}
+
+// requireCondition checks that err carries an AMQP error with condition
+// cond, and returns that error.
+func requireCondition(tb testing.TB, err error, cond amqp.ErrCond, msgAndArgs ...any) *amqp.Error {
+	tb.Helper()
+	e := remoteErr(err)
+	require.NotNil(tb, e, msgAndArgs...)
+	require.Equal(tb, cond, e.Condition, msgAndArgs...)
+	return e
 }
 
 // Raw AMQP, for what go-amqp cannot send.
@@ -470,17 +436,14 @@ func (f *fixture) rawDial() *rawConn {
 func (r *rawConn) write(b []byte) {
 	r.tb.Helper()
 	_ = r.c.SetWriteDeadline(time.Now().Add(waitLong))
-	if _, err := r.c.Write(b); err != nil {
-		r.tb.Fatalf("raw write: %v", err)
-	}
+	_, err := r.c.Write(b)
+	require.NoError(r.tb, err, "raw write")
 }
 
 func (r *rawConn) frame(typ byte, ch uint16, body any, payload []byte) {
 	r.tb.Helper()
 	b, err := appendFrame(nil, typ, ch, body, payload)
-	if err != nil {
-		r.tb.Fatal(err)
-	}
+	require.NoError(r.tb, err)
 	r.write(b)
 }
 
@@ -488,9 +451,8 @@ func (r *rawConn) readHeader() []byte {
 	r.tb.Helper()
 	_ = r.c.SetReadDeadline(time.Now().Add(waitLong))
 	b := make([]byte, 8)
-	if _, err := io.ReadFull(r.c, b); err != nil {
-		r.tb.Fatalf("raw read header: %v", err)
-	}
+	_, err := io.ReadFull(r.c, b)
+	require.NoError(r.tb, err, "raw read header")
 	return b
 }
 
@@ -508,9 +470,7 @@ func (r *rawConn) next() (frame, error) {
 func (r *rawConn) mustNext() frame {
 	r.tb.Helper()
 	f, err := r.next()
-	if err != nil {
-		r.tb.Fatalf("raw read frame: %v", err)
-	}
+	require.NoError(r.tb, err, "raw read frame")
 	return f
 }
 
@@ -518,15 +478,9 @@ func (r *rawConn) mustNext() frame {
 func (r *rawConn) open() {
 	r.tb.Helper()
 	r.write(headerAMQP)
-	if h := r.readHeader(); string(h) != string(headerAMQP) {
-		r.tb.Fatalf("server header %q", h)
-	}
+	require.Equal(r.tb, string(headerAMQP), string(r.readHeader()), "server header")
 	r.frame(frameTypeAMQP, 0, performative(descOpen, "raw-client"), nil)
-	if f := r.mustNext(); f.body == nil {
-		r.tb.Fatal("no open")
-	} else if _, ok := f.body.(*open); !ok {
-		r.tb.Fatalf("got %T, want open", f.body)
-	}
+	require.IsType(r.tb, &open{}, r.mustNext().body, "want open")
 }
 
 // expectClose reads frames until a close and returns its error.
@@ -534,9 +488,7 @@ func (r *rawConn) expectClose() *amqpError {
 	r.tb.Helper()
 	for {
 		f, err := r.next()
-		if err != nil {
-			r.tb.Fatalf("no close frame before: %v", err)
-		}
+		require.NoError(r.tb, err, "no close frame before")
 		if c, ok := f.body.(*closePerf); ok {
 			return c.err
 		}

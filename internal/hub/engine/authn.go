@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hubauth"
 )
 
 // AddBearerToken makes the hub accept "Authorization: Bearer token" on the
@@ -51,18 +52,18 @@ func unauthorized(format string, args ...any) *Error {
 }
 
 // EffectiveExpiry is when the hub stops honouring tok: its expiry plus the
-// five minutes of clock skew that IoT Hub allows (auth.MaxClockSkew). It
+// five minutes of clock skew that IoT Hub allows (hubauth.MaxClockSkew). It
 // is the one expiry every endpoint uses, both to accept a token and to
 // close a connection that holds it; IoT Hub has been seen dropping MQTT
 // devices some minutes after se, not at it (docs/hub-fidelity.md).
-func EffectiveExpiry(tok *auth.SAS) time.Time { return tok.Expiry.Add(auth.MaxClockSkew) }
+func EffectiveExpiry(tok *hubauth.SAS) time.Time { return tok.Expiry.Add(hubauth.MaxClockSkew) }
 
 // AuthenticateSAS checks the SAS token a device or module connection
 // presents for id, and returns its effective expiry (EffectiveExpiry). A
 // token signed by a hub policy needs DeviceConnect. Every device token
 // decision of every protocol goes through here or AuthenticateHubPolicy.
 func (e *Engine) AuthenticateSAS(id auth.Identity, token string) (time.Time, *Error) {
-	tok, err := auth.ParseSAS(token)
+	tok, err := hubauth.ParseSAS(token)
 	if err != nil {
 		return time.Time{}, unauthorized("%s", trimPrefix(err))
 	}
@@ -85,7 +86,7 @@ func (e *Engine) AuthenticateSAS(id auth.Identity, token string) (time.Time, *Er
 		if !ok {
 			return time.Time{}, unauthorized("Authorization rule '%s' not found", tok.KeyName)
 		}
-		if err := p.Authorize(tok, target, auth.RightsDeviceConnect, now); err != nil {
+		if err := p.Authorize(tok, target, hubauth.RightsDeviceConnect, now); err != nil {
 			return time.Time{}, unauthorized("%s", trimPrefix(err))
 		}
 		return EffectiveExpiry(tok), nil
@@ -107,7 +108,7 @@ func (e *Engine) AuthenticateSAS(id auth.Identity, token string) (time.Time, *Er
 // DeviceConnect. It returns the token's effective expiry; the identities
 // it covers are checked with AuthenticateSAS when they are used.
 func (e *Engine) AuthenticateHubPolicy(keyName, token string) (time.Time, *Error) {
-	tok, err := auth.ParseSAS(token)
+	tok, err := hubauth.ParseSAS(token)
 	if err != nil {
 		return time.Time{}, unauthorized("%s", trimPrefix(err))
 	}
@@ -127,7 +128,7 @@ func (e *Engine) AuthenticateHubPolicy(keyName, token string) (time.Time, *Error
 	if !strings.EqualFold(res, host) && !(len(res) > len(host) && strings.EqualFold(res[:len(host)+1], host+"/")) {
 		return time.Time{}, unauthorized("The token is for %s, not this hub", res)
 	}
-	if err := p.Authorize(tok, res, auth.RightsDeviceConnect, e.now()); err != nil {
+	if err := p.Authorize(tok, res, hubauth.RightsDeviceConnect, e.now()); err != nil {
 		return time.Time{}, unauthorized("%s", trimPrefix(err))
 	}
 	return EffectiveExpiry(tok), nil
@@ -153,7 +154,7 @@ func (e *Engine) AuthenticateCert(id auth.Identity, chain []*x509.Certificate) *
 	a := rec.auth()
 	switch a.Type {
 	case AuthSelfSigned:
-		err := auth.CheckThumbprint(chain[0], deref(a.X509Thumbprint.PrimaryThumbprint), deref(a.X509Thumbprint.SecondaryThumbprint), now)
+		err := hubauth.CheckThumbprint(chain[0], deref(a.X509Thumbprint.PrimaryThumbprint), deref(a.X509Thumbprint.SecondaryThumbprint), now)
 		if err != nil {
 			return unauthorized("%s", trimPrefix(err))
 		}
@@ -162,7 +163,7 @@ func (e *Engine) AuthenticateCert(id auth.Identity, chain []*x509.Certificate) *
 			return unauthorized("No verified CA certificate is registered with the hub")
 		}
 		cid := auth.Identity{DeviceID: id.DeviceID, ModuleID: id.ModuleID}
-		if err := auth.CheckCASigned(chain, e.cas, cid, now); err != nil {
+		if err := hubauth.CheckCASigned(chain, e.cas, cid, now); err != nil {
 			return unauthorized("%s", trimPrefix(err))
 		}
 	default:
@@ -181,7 +182,7 @@ func (e *Engine) enabledLocked(id auth.Identity) *Error {
 // AuthorizeService checks the Authorization header of a service API request
 // for path (without query) and the rights the operation needs: a policy SAS
 // token covering host+path, or a Bearer token issued with AddBearerToken.
-func (e *Engine) AuthorizeService(header, path string, need auth.Rights) *Error {
+func (e *Engine) AuthorizeService(header, path string, need hubauth.Rights) *Error {
 	if header == "" {
 		return unauthorized("Authorization header missing")
 	}
@@ -227,7 +228,7 @@ func (e *Engine) AuthorizeService(header, path string, need auth.Rights) *Error 
 		}
 		return nil
 	}
-	tok, err := auth.ParseSAS(header)
+	tok, err := hubauth.ParseSAS(header)
 	if err != nil {
 		return unauthorized("%s", trimPrefix(err))
 	}
@@ -250,8 +251,8 @@ func (e *Engine) AuthorizeService(header, path string, need auth.Rights) *Error 
 // verifiedToken is a service token whose signature the hub verified, and
 // the policy that signed it.
 type verifiedToken struct {
-	tok    *auth.SAS
-	policy auth.Policy
+	tok    *hubauth.SAS
+	policy hubauth.Policy
 }
 
 // Bounds of the remembered service tokens: headers longer than
@@ -262,7 +263,7 @@ const (
 	maxVerifiedHeader = 1024
 )
 
-func (e *Engine) remember(header string, tok *auth.SAS, p auth.Policy) {
+func (e *Engine) remember(header string, tok *hubauth.SAS, p hubauth.Policy) {
 	if len(header) > maxVerifiedHeader {
 		return
 	}

@@ -5,7 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hubauth"
 )
 
 // TestAuthorizeServiceRemembered checks that a remembered token gives
@@ -16,9 +19,7 @@ func TestAuthorizeServiceRemembered(t *testing.T) {
 	p, _ := e.Policy("service")
 	sign := func(resource string, ttl time.Duration) string {
 		tok, err := auth.SignSAS(resource, p.Name, p.PrimaryKey, c.now().Add(ttl))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		return tok
 	}
 	remembered := func() int {
@@ -28,79 +29,65 @@ func TestAuthorizeServiceRemembered(t *testing.T) {
 	}
 	// fresh answers as an engine that never saw the token would: one
 	// with the same policies and clock.
-	fresh := func(header, path string, need auth.Rights) *Error {
+	fresh := func(header, path string, need hubauth.Rights) *Error {
 		f := &Engine{hostName: e.hostName, now: e.now, policies: e.policies, verified: map[string]verifiedToken{}}
 		return f.AuthorizeService(header, path, need)
 	}
 	same := func(what string, got, want *Error) {
 		t.Helper()
-		if (got == nil) != (want == nil) || (got != nil && (got.Code != want.Code || got.Message != want.Message)) {
-			t.Fatalf("%s: remembered token gave %v, a fresh check %v", what, got, want)
+		require.Equal(t, want == nil, got == nil, "%s: remembered token gave %v, a fresh check %v", what, got, want)
+		if got != nil {
+			require.Equal(t, want.Code, got.Code, "%s: code of the remembered token's refusal", what)
+			require.Equal(t, want.Message, got.Message, "%s: message of the remembered token's refusal", what)
 		}
 	}
 
 	devTok := sign("h.azure-devices.net/twins/dev1", time.Hour)
 	const path = "/twins/dev1/methods"
-	if herr := e.AuthorizeService(devTok, path, auth.RightsServiceConnect); herr != nil {
-		t.Fatal(herr)
-	}
-	if n := remembered(); n != 1 {
-		t.Fatalf("%d tokens remembered after a success, want 1", n)
-	}
+	require.Nil(t, e.AuthorizeService(devTok, path, hubauth.RightsServiceConnect))
+	require.Equal(t, 1, remembered(), "tokens remembered after a success")
 	for _, c := range []struct {
 		what, path string
-		need       auth.Rights
+		need       hubauth.Rights
 	}{
-		{"same path", path, auth.RightsServiceConnect},
-		{"literal case differs", "/Twins/dev1/methods", auth.RightsServiceConnect},
-		{"escaped", "/twins/dev%31/methods", auth.RightsServiceConnect},
-		{"another device", "/twins/dev2/methods", auth.RightsServiceConnect},
-		{"a prefix of the resource", "/twins/dev10/methods", auth.RightsServiceConnect},
-		{"rights the policy lacks", path, auth.RightsRegistryWrite},
+		{"same path", path, hubauth.RightsServiceConnect},
+		{"literal case differs", "/Twins/dev1/methods", hubauth.RightsServiceConnect},
+		{"escaped", "/twins/dev%31/methods", hubauth.RightsServiceConnect},
+		{"another device", "/twins/dev2/methods", hubauth.RightsServiceConnect},
+		{"a prefix of the resource", "/twins/dev10/methods", hubauth.RightsServiceConnect},
+		{"rights the policy lacks", path, hubauth.RightsRegistryWrite},
 	} {
 		same(c.what, e.AuthorizeService(devTok, c.path, c.need), fresh(devTok, c.path, c.need))
 	}
-	if herr := e.AuthorizeService(devTok, "/twins/dev2/methods", auth.RightsServiceConnect); herr == nil || herr.Code != CodeUnauthorized {
-		t.Fatalf("another device's path was allowed: %v", herr)
-	}
+	herr := e.AuthorizeService(devTok, "/twins/dev2/methods", hubauth.RightsServiceConnect)
+	require.NotNil(t, herr, "another device's path was allowed")
+	require.Equal(t, CodeUnauthorized, herr.Code, "another device's path: %v", herr)
 	// Failures are not remembered: a forged signature never is.
 	good := sign("h.azure-devices.net", time.Hour)
 	i := strings.Index(good, "sig=") + len("sig=")
 	forged := good[:i] + "AAAA" + good[i+4:] // same sr, se and skn
-	if forged == good {
-		t.Fatal("forgery did not change the token")
-	}
+	require.NotEqual(t, good, forged, "forgery did not change the token")
 	for range 2 {
-		if herr := e.AuthorizeService(forged, path, auth.RightsServiceConnect); herr == nil || herr.Code != CodeUnauthorized {
-			t.Fatalf("forged token: %v", herr)
-		}
+		herr := e.AuthorizeService(forged, path, hubauth.RightsServiceConnect)
+		require.NotNil(t, herr, "forged token was accepted")
+		require.Equal(t, CodeUnauthorized, herr.Code, "forged token: %v", herr)
 	}
-	if n := remembered(); n != 1 {
-		t.Fatalf("%d tokens remembered after failures, want 1", n)
-	}
+	require.Equal(t, 1, remembered(), "tokens remembered after failures")
 	// Past expiry and the clock-skew allowance the remembered token fails,
 	// as a fresh one does.
-	c.add(time.Hour + auth.MaxClockSkew + time.Second)
-	got := e.AuthorizeService(devTok, path, auth.RightsServiceConnect)
-	same("expired", got, fresh(devTok, path, auth.RightsServiceConnect))
-	if got == nil {
-		t.Fatal("an expired remembered token was accepted")
-	}
+	c.add(time.Hour + hubauth.MaxClockSkew + time.Second)
+	got := e.AuthorizeService(devTok, path, hubauth.RightsServiceConnect)
+	same("expired", got, fresh(devTok, path, hubauth.RightsServiceConnect))
+	require.NotNil(t, got, "an expired remembered token was accepted")
 	// Long headers are never remembered, and the memory is bounded.
 	padded := sign("h.azure-devices.net", time.Hour) + "&x=" + strings.Repeat("p", maxVerifiedHeader)
-	if herr := e.AuthorizeService(padded, path, auth.RightsServiceConnect); herr != nil {
-		t.Fatal(herr)
-	}
-	if _, ok := e.verified[padded]; ok {
-		t.Fatal("a long header was remembered")
-	}
+	require.Nil(t, e.AuthorizeService(padded, path, hubauth.RightsServiceConnect))
+	require.NotContains(t, e.verified, padded, "a long header was remembered")
 	for i := range maxVerified + 10 {
 		tok := sign("h.azure-devices.net", time.Duration(i+1)*time.Second+time.Hour)
-		if herr := e.AuthorizeService(tok, path, auth.RightsServiceConnect); herr != nil {
-			t.Fatal(herr)
-		}
+		require.Nil(t, e.AuthorizeService(tok, path, hubauth.RightsServiceConnect))
 	}
-	if n := remembered(); n == 0 || n > maxVerified {
-		t.Fatalf("%d remembered tokens, bound %d", n, maxVerified)
-	}
+	n := remembered()
+	require.Positive(t, n, "remembered tokens")
+	require.LessOrEqual(t, n, maxVerified, "remembered tokens")
 }

@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hubauth"
 )
 
 // Config configures an Engine.
@@ -50,7 +50,7 @@ type Engine struct {
 	cas      *x509.CertPool
 
 	mu        sync.Mutex
-	policies  map[string]auth.Policy
+	policies  map[string]hubauth.Policy
 	bearer    map[string]time.Time // accepted Entra test tokens -> expiry
 	devices   map[string]*identityRecord
 	scopes    map[string]string   // edge device scope -> device id
@@ -86,7 +86,7 @@ func New(cfg Config) (*Engine, error) {
 		now:      cfg.Now,
 		log:      log,
 		cas:      cfg.TrustedCAs,
-		policies: map[string]auth.Policy{},
+		policies: map[string]hubauth.Policy{},
 		bearer:   map[string]time.Time{},
 		devices:  map[string]*identityRecord{},
 		scopes:   map[string]string{},
@@ -96,8 +96,8 @@ func New(cfg Config) (*Engine, error) {
 		verified: map[string]verifiedToken{},
 		etagSeq:  318751955,
 	}
-	for name, rights := range auth.DefaultPolicyRights() {
-		p := auth.Policy{Name: name, PrimaryKey: newKey(), SecondaryKey: newKey(), Rights: rights}
+	for name, rights := range hubauth.DefaultPolicyRights() {
+		p := hubauth.Policy{Name: name, PrimaryKey: newKey(), SecondaryKey: newKey(), Rights: rights}
 		if name == "iothubowner" && cfg.OwnerKey != "" {
 			b, err := decodeBase64(cfg.OwnerKey)
 			if err != nil || len(b) < 16 || len(b) > 64 {
@@ -145,7 +145,7 @@ func (e *Engine) AcceptsHostName(host string) bool {
 }
 
 // Policy returns a shared access policy by name.
-func (e *Engine) Policy(name string) (auth.Policy, bool) {
+func (e *Engine) Policy(name string) (hubauth.Policy, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	p, ok := e.policies[name]

@@ -3,13 +3,16 @@ package engine
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hubauth"
 )
 
 // clock is a settable Config.Now.
@@ -34,17 +37,21 @@ func newEventEngine(t *testing.T) (*Engine, *clock) {
 	t.Helper()
 	c := &clock{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
 	e, err := New(Config{HostName: "h.azure-devices.net", Now: c.now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(e.Close)
-	if _, herr := e.PutDevice("dev1", Device{}, ""); herr != nil {
-		t.Fatal(herr)
-	}
-	if _, herr := e.PutModule("dev1", "mod1", Module{}, ""); herr != nil {
-		t.Fatal(herr)
-	}
+	_, herr := e.PutDevice("dev1", Device{}, "")
+	require.Nil(t, herr, "put dev1")
+	_, herr = e.PutModule("dev1", "mod1", Module{}, "")
+	require.Nil(t, herr, "put dev1/mod1")
 	return e, c
+}
+
+// assertCode checks that herr is a hub error with code. (herr is a
+// *Error, so it is checked with Nil/NotNil: as an error interface a nil
+// *Error is not nil.)
+func assertCode(t *testing.T, code int, herr *Error, msgAndArgs ...any) bool {
+	t.Helper()
+	return assert.NotNil(t, herr, msgAndArgs...) && assert.Equal(t, code, herr.Code, msgAndArgs...)
 }
 
 func TestReceiveEvent(t *testing.T) {
@@ -52,26 +59,26 @@ func TestReceiveEvent(t *testing.T) {
 	dev := auth.Identity{DeviceID: "dev1"}
 	body := []byte("hello")
 	props := map[string]string{"a": "1"}
-	if herr := e.ReceiveEvent(Event{Identity: dev, Protocol: "mqtt", Body: body, Properties: props, MessageID: "m", CorrelationID: "c",
-		ContentType: "application/json", ContentEncoding: "utf-8"}); herr != nil {
-		t.Fatal(herr)
-	}
+	require.Nil(t, e.ReceiveEvent(Event{Identity: dev, Protocol: "mqtt", Body: body, Properties: props, MessageID: "m", CorrelationID: "c",
+		ContentType: "application/json", ContentEncoding: "utf-8"}))
 	// The engine keeps its own copy.
 	body[0], props["a"] = 'X', "changed"
 	evs := e.Events()
-	if len(evs) != 1 {
-		t.Fatalf("%d events", len(evs))
-	}
+	require.Len(t, evs, 1, "events")
 	ev := evs[0]
-	if string(ev.Body) != "hello" || ev.Properties["a"] != "1" || ev.Identity.HostName != "h.azure-devices.net" ||
-		ev.MessageID != "m" || ev.CorrelationID != "c" || ev.ContentType != "application/json" || ev.ContentEncoding != "utf-8" ||
-		!ev.EnqueuedTime.Equal(c.now()) || ev.Protocol != "mqtt" {
-		t.Fatalf("event %+v", ev)
-	}
+	require.Equal(t, "hello", string(ev.Body), "event body")
+	require.Equal(t, "1", ev.Properties["a"], "event property a")
+	require.Equal(t, "h.azure-devices.net", ev.Identity.HostName, "event identity's host name")
+	require.Equal(t, "m", ev.MessageID, "event message ID")
+	require.Equal(t, "c", ev.CorrelationID, "event correlation ID")
+	require.Equal(t, "application/json", ev.ContentType, "event content type")
+	require.Equal(t, "utf-8", ev.ContentEncoding, "event content encoding")
+	require.True(t, ev.EnqueuedTime.Equal(c.now()), "event enqueued at %v, want %v", ev.EnqueuedTime, c.now())
+	require.Equal(t, "mqtt", ev.Protocol, "event protocol")
 	evs[0].Body[0], evs[0].Properties["a"] = 'Y', "reader"
-	if again := e.Events()[0]; string(again.Body) != "hello" || again.Properties["a"] != "1" {
-		t.Fatalf("a reader changed the stored event: %+v", again)
-	}
+	again := e.Events()[0]
+	require.Equal(t, "hello", string(again.Body), "a reader changed the stored event's body")
+	require.Equal(t, "1", again.Properties["a"], "a reader changed the stored event's properties")
 
 	for _, tc := range []struct {
 		name string
@@ -84,44 +91,28 @@ func TestReceiveEvent(t *testing.T) {
 		{"unknown device", Event{Identity: auth.Identity{DeviceID: "nobody"}}, CodeUnauthorized},
 		{"unknown module", Event{Identity: auth.Identity{DeviceID: "dev1", ModuleID: "nobody"}}, CodeUnauthorized},
 	} {
-		herr := e.ReceiveEvent(tc.ev)
-		if herr == nil || herr.Code != tc.code {
-			t.Errorf("%s: %v, want %d", tc.name, herr, tc.code)
-		}
+		assertCode(t, tc.code, e.ReceiveEvent(tc.ev), tc.name)
 	}
-	if herr := e.ReceiveEvent(Event{Identity: dev, Body: make([]byte, MaxEventSize-2), Properties: map[string]string{"a": "b"}}); herr != nil {
-		t.Errorf("exactly 256 KB: %v", herr)
-	}
-	if _, herr := e.PutDevice("dev1", Device{Status: "disabled"}, "*"); herr != nil {
-		t.Fatal(herr)
-	}
-	if herr := e.ReceiveEvent(Event{Identity: dev}); herr == nil || herr.Code != CodeUnauthorized {
-		t.Errorf("disabled device: %v", herr)
-	}
-	if n := e.EventCount(); n != 2 {
-		t.Errorf("EventCount = %d, want 2", n)
-	}
+	assert.Nil(t, e.ReceiveEvent(Event{Identity: dev, Body: make([]byte, MaxEventSize-2), Properties: map[string]string{"a": "b"}}), "exactly 256 KB")
+	_, herr := e.PutDevice("dev1", Device{Status: "disabled"}, "*")
+	require.Nil(t, herr, "disable dev1")
+	assertCode(t, CodeUnauthorized, e.ReceiveEvent(Event{Identity: dev}), "disabled device")
+	assert.Equal(t, uint64(2), e.EventCount(), "EventCount")
 }
 
 func TestEventLastActivity(t *testing.T) {
 	e, c := newEventEngine(t)
 	c.add(time.Minute)
-	if herr := e.ReceiveEvent(Event{Identity: auth.Identity{DeviceID: "dev1", ModuleID: "mod1"}}); herr != nil {
-		t.Fatal(herr)
-	}
+	require.Nil(t, e.ReceiveEvent(Event{Identity: auth.Identity{DeviceID: "dev1", ModuleID: "mod1"}}))
 	m, _ := e.GetModule("dev1", "mod1")
 	d, _ := e.GetDevice("dev1")
-	if m.LastActivityTime != "2026-05-01T12:01:00.0000000Z" || d.LastActivityTime != zeroTime {
-		t.Fatalf("after a module event: module %s, device %s", m.LastActivityTime, d.LastActivityTime)
-	}
+	require.Equal(t, "2026-05-01T12:01:00.0000000Z", m.LastActivityTime, "module's last activity after a module event")
+	require.Equal(t, zeroTime, d.LastActivityTime, "device's last activity after a module event")
 	c.add(time.Minute)
-	if herr := e.ReceiveEvent(Event{Identity: auth.Identity{DeviceID: "dev1"}}); herr != nil {
-		t.Fatal(herr)
-	}
+	require.Nil(t, e.ReceiveEvent(Event{Identity: auth.Identity{DeviceID: "dev1"}}))
 	d2, _ := e.GetDevice("dev1")
-	if d2.LastActivityTime != "2026-05-01T12:02:00.0000000Z" || d2.ETag != d.ETag {
-		t.Fatalf("after a device event: %s (etag %s→%s)", d2.LastActivityTime, d.ETag, d2.ETag)
-	}
+	require.Equal(t, "2026-05-01T12:02:00.0000000Z", d2.LastActivityTime, "device's last activity after a device event")
+	require.Equal(t, d.ETag, d2.ETag, "a device event changed the device's etag")
 }
 
 func TestEventsBounded(t *testing.T) {
@@ -129,36 +120,29 @@ func TestEventsBounded(t *testing.T) {
 	dev := auth.Identity{DeviceID: "dev1"}
 	const extra = 25
 	for i := 0; i < MaxStoredEvents+extra; i++ {
-		if herr := e.ReceiveEvent(Event{Identity: dev, Body: []byte{byte(i), byte(i >> 8)}}); herr != nil {
-			t.Fatal(herr)
-		}
+		require.Nil(t, e.ReceiveEvent(Event{Identity: dev, Body: []byte{byte(i), byte(i >> 8)}}))
 	}
 	evs := e.Events()
-	if len(evs) != MaxStoredEvents {
-		t.Fatalf("stored %d events, want %d", len(evs), MaxStoredEvents)
-	}
+	require.Len(t, evs, MaxStoredEvents, "stored events")
 	first := int(evs[0].Body[0]) | int(evs[0].Body[1])<<8
 	last := int(evs[len(evs)-1].Body[0]) | int(evs[len(evs)-1].Body[1])<<8
-	if first != extra || last != MaxStoredEvents+extra-1 {
-		t.Fatalf("kept events %d..%d, want %d..%d", first, last, extra, MaxStoredEvents+extra-1)
-	}
-	if n := e.EventCount(); n != MaxStoredEvents+extra {
-		t.Fatalf("EventCount = %d", n)
-	}
+	require.Equal(t, extra, first, "first kept event")
+	require.Equal(t, MaxStoredEvents+extra-1, last, "last kept event")
+	require.Equal(t, uint64(MaxStoredEvents+extra), e.EventCount(), "EventCount")
 	// WaitEvents counts every accepted event, stored or forgotten.
 	got, err := e.WaitEvents(context.Background(), MaxStoredEvents+extra)
-	if err != nil || len(got) != MaxStoredEvents {
-		t.Fatalf("WaitEvents: %d, %v", len(got), err)
-	}
+	require.NoError(t, err, "WaitEvents")
+	require.Len(t, got, MaxStoredEvents, "WaitEvents")
 	// EventsAfter skips the forgotten ones.
 	got, seq, err := e.EventsAfter(context.Background(), 3)
-	if err != nil || seq != MaxStoredEvents+extra || len(got) != MaxStoredEvents {
-		t.Fatalf("EventsAfter(3) = %d events, seq %d, %v", len(got), seq, err)
-	}
+	require.NoError(t, err, "EventsAfter(3)")
+	require.Equal(t, uint64(MaxStoredEvents+extra), seq, "EventsAfter(3) seq")
+	require.Len(t, got, MaxStoredEvents, "EventsAfter(3)")
 	got, seq, err = e.EventsAfter(context.Background(), MaxStoredEvents+extra-2)
-	if err != nil || seq != MaxStoredEvents+extra || len(got) != 2 || got[1].Body[0] != byte((MaxStoredEvents+extra-1)%256) {
-		t.Fatalf("EventsAfter(n-2) = %d events, seq %d, %v", len(got), seq, err)
-	}
+	require.NoError(t, err, "EventsAfter(n-2)")
+	require.Equal(t, uint64(MaxStoredEvents+extra), seq, "EventsAfter(n-2) seq")
+	require.Len(t, got, 2, "EventsAfter(n-2)")
+	require.Equal(t, byte((MaxStoredEvents+extra-1)%256), got[1].Body[0], "EventsAfter(n-2) last event")
 }
 
 func TestWaitEvents(t *testing.T) {
@@ -169,12 +153,11 @@ func TestWaitEvents(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	evs, err := e.WaitEvents(ctx, 1)
 	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) || len(evs) != 0 {
-		t.Fatalf("WaitEvents on an empty hub: %d, %v", len(evs), err)
-	}
-	if evs, err := e.WaitEvents(context.Background(), 0); err != nil || len(evs) != 0 {
-		t.Fatalf("WaitEvents(0): %d, %v", len(evs), err)
-	}
+	require.ErrorIs(t, err, context.DeadlineExceeded, "WaitEvents on an empty hub")
+	require.Empty(t, evs, "WaitEvents on an empty hub")
+	evs, err = e.WaitEvents(context.Background(), 0)
+	require.NoError(t, err, "WaitEvents(0)")
+	require.Empty(t, evs, "WaitEvents(0)")
 
 	type result struct {
 		evs []Event
@@ -193,41 +176,37 @@ func TestWaitEvents(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		select {
 		case r := <-waiting:
-			t.Fatalf("WaitEvents(3) returned after %d events: %+v", i, r)
+			require.Failf(t, "early return", "WaitEvents(3) returned after %d events: %+v", i, r)
 		case r := <-next:
-			t.Fatalf("EventsAfter(2) returned after %d events: %+v", i, r)
+			require.Failf(t, "early return", "EventsAfter(2) returned after %d events: %+v", i, r)
 		default:
 		}
-		if herr := e.ReceiveEvent(Event{Identity: dev, Body: []byte{byte('a' + i)}}); herr != nil {
-			t.Fatal(herr)
-		}
+		require.Nil(t, e.ReceiveEvent(Event{Identity: dev, Body: []byte{byte('a' + i)}}))
 	}
 	for _, ch := range []chan result{waiting, next} {
 		select {
 		case r := <-ch:
-			if r.err != nil || len(r.evs) == 0 || r.evs[len(r.evs)-1].Body[0] != 'c' {
-				t.Fatalf("waiter got %+v", r)
-			}
+			require.NoError(t, r.err, "waiter")
+			require.NotEmpty(t, r.evs, "waiter")
+			require.Equal(t, byte('c'), r.evs[len(r.evs)-1].Body[0], "waiter's last event: %+v", r)
 		case <-time.After(5 * time.Second):
-			t.Fatal("a waiter was not woken")
+			require.FailNow(t, "a waiter was not woken")
 		}
 	}
 	ctx, cancel = context.WithCancel(context.Background())
 	cancel()
-	if evs, seq, err := e.EventsAfter(ctx, 3); !errors.Is(err, context.Canceled) || evs != nil || seq != 3 {
-		t.Fatalf("EventsAfter with a cancelled ctx: %v %d %v", evs, seq, err)
-	}
+	evs, seq, err := e.EventsAfter(ctx, 3)
+	require.ErrorIs(t, err, context.Canceled, "EventsAfter with a cancelled ctx")
+	require.Nil(t, evs, "EventsAfter with a cancelled ctx")
+	require.Equal(t, uint64(3), seq, "EventsAfter with a cancelled ctx")
 }
 
 func TestPeerCertificatesContext(t *testing.T) {
-	if PeerCertificates(context.Background()) != nil {
-		t.Fatal("empty context has certificates")
-	}
+	require.Nil(t, PeerCertificates(context.Background()), "empty context has certificates")
 	chain := []*x509.Certificate{{Raw: []byte{1}}}
 	got := PeerCertificates(WithPeerCertificates(context.Background(), chain))
-	if len(got) != 1 || got[0] != chain[0] {
-		t.Fatalf("PeerCertificates = %v", got)
-	}
+	require.Len(t, got, 1, "PeerCertificates")
+	require.Same(t, chain[0], got[0], "PeerCertificates")
 }
 
 // TestEventsBoundedByBytes: large events are forgotten by size, not only by
@@ -239,24 +218,18 @@ func TestEventsBoundedByBytes(t *testing.T) {
 	const n = 300 // 75 MB of bodies
 	for i := 0; i < n; i++ {
 		body[0], body[1] = byte(i), byte(i>>8)
-		if herr := e.ReceiveEvent(Event{Identity: dev, Body: body}); herr != nil {
-			t.Fatal(herr)
-		}
+		require.Nil(t, e.ReceiveEvent(Event{Identity: dev, Body: body}))
 	}
 	evs := e.Events()
 	total := 0
 	for _, ev := range evs {
 		total += ev.Size()
 	}
-	if total > MaxStoredEventBytes || len(evs) < MaxStoredEventBytes/(len(body)+1024) {
-		t.Fatalf("kept %d events of %d bytes in all; want the newest ones within %d bytes", len(evs), total, MaxStoredEventBytes)
-	}
-	if last := evs[len(evs)-1]; int(last.Body[0])|int(last.Body[1])<<8 != n-1 {
-		t.Fatal("the newest event is not kept")
-	}
-	if c := e.EventCount(); c != n {
-		t.Fatalf("EventCount = %d, want %d", c, n)
-	}
+	require.LessOrEqual(t, total, MaxStoredEventBytes, "bytes of the %d kept events", len(evs))
+	require.GreaterOrEqual(t, len(evs), MaxStoredEventBytes/(len(body)+1024), "kept events (%d bytes in all)", total)
+	last := evs[len(evs)-1]
+	require.Equal(t, n-1, int(last.Body[0])|int(last.Body[1])<<8, "the newest event is not kept")
+	require.Equal(t, uint64(n), e.EventCount(), "EventCount")
 }
 
 // TestBearerTokensForgotten: the engine remembers a bounded number of
@@ -271,9 +244,7 @@ func TestBearerTokensForgotten(t *testing.T) {
 	e.mu.Lock()
 	n := len(e.bearer)
 	e.mu.Unlock()
-	if n != 1 {
-		t.Fatalf("%d bearer tokens remembered, want only the fresh one", n)
-	}
+	require.Equal(t, 1, n, "bearer tokens remembered, want only the fresh one")
 	for i := 0; i < 2*maxBearerTokens; i++ {
 		e.AddBearerToken(fmt.Sprintf("live-%d", i), c.now().Add(time.Duration(i+2)*time.Hour))
 	}
@@ -281,12 +252,10 @@ func TestBearerTokensForgotten(t *testing.T) {
 	n = len(e.bearer)
 	_, newest := e.bearer[fmt.Sprintf("live-%d", 2*maxBearerTokens-1)]
 	e.mu.Unlock()
-	if n > maxBearerTokens || !newest {
-		t.Fatalf("%d bearer tokens remembered (newest kept: %v), want at most %d", n, newest, maxBearerTokens)
-	}
-	if herr := e.AuthorizeService("Bearer "+fmt.Sprintf("live-%d", 2*maxBearerTokens-1), "/devices", auth.RightsRegistryRead); herr != nil {
-		t.Fatalf("the newest token is refused: %v", herr)
-	}
+	require.LessOrEqual(t, n, maxBearerTokens, "bearer tokens remembered")
+	require.True(t, newest, "the newest bearer token is not kept")
+	herr := e.AuthorizeService("Bearer "+fmt.Sprintf("live-%d", 2*maxBearerTokens-1), "/devices", hubauth.RightsRegistryRead)
+	require.Nil(t, herr, "the newest token is refused")
 }
 
 // TestCallsBoundedByBytes: call records with large payloads are forgotten
@@ -305,7 +274,7 @@ func TestCallsBoundedByBytes(t *testing.T) {
 	for _, c := range calls {
 		total += len(c.Payload)
 	}
-	if total > MaxStoredCallBytes || len(calls) < MaxStoredCallBytes/(MaxPayload+1024) || calls[len(calls)-1].Method != fmt.Sprint(n-1) {
-		t.Fatalf("kept %d calls of %d payload bytes; want the newest within %d bytes", len(calls), total, MaxStoredCallBytes)
-	}
+	require.LessOrEqual(t, total, MaxStoredCallBytes, "payload bytes of the %d kept calls", len(calls))
+	require.GreaterOrEqual(t, len(calls), MaxStoredCallBytes/(MaxPayload+1024), "kept calls (%d payload bytes)", total)
+	require.Equal(t, fmt.Sprint(n-1), calls[len(calls)-1].Method, "the newest call is not kept")
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hubauth"
 )
 
 // Authentication types of registry identities.
@@ -151,7 +152,7 @@ func normalizeAuth(a Authentication) (Authentication, *Error) {
 			if t == "" {
 				continue
 			}
-			if err := auth.CheckThumbprintSyntax(t); err != nil {
+			if err := hubauth.CheckThumbprintSyntax(t); err != nil {
 				return out, NewError(CodeArgumentInvalid, "%s", strings.TrimPrefix(err.Error(), "iothub: "))
 			}
 		}

@@ -1,7 +1,6 @@
 package httpd
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,13 +8,15 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"io"
-	"maps"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
@@ -26,9 +27,7 @@ func deviceToken(t *testing.T, id auth.Identity, key string, expiry time.Time) s
 	t.Helper()
 	id.HostName = testHost
 	tok, err := auth.SignSAS(id.Resource(), "", key, expiry)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "sign a token for %v", id)
 	return tok
 }
 
@@ -80,20 +79,21 @@ func TestEventsHTTP(t *testing.T) {
 			authz: h.tokenAt("iothubowner", testHost+"/devices", time.Now().Add(time.Hour)), body: "owner"},
 	} {
 		res := h.postEvent(tc.path, tc.body, tc.authz, tc.headers)
-		if res.status != http.StatusNoContent || len(res.body) != 0 {
-			t.Fatalf("%s: %d %s", tc.name, res.status, res.body)
-		}
+		require.Equal(t, http.StatusNoContent, res.status, "%s: body %s", tc.name, res.body)
+		require.Empty(t, res.body, "%s: body", tc.name)
 		evs := h.e.Events()
-		if len(evs) != i+1 {
-			t.Fatalf("%s: engine holds %d events, want %d", tc.name, len(evs), i+1)
-		}
+		require.Len(t, evs, i+1, "%s: events in the engine", tc.name)
 		ev := evs[i]
-		if ev.Identity.ModuleID != tc.module || ev.Protocol != "http" || string(ev.Body) != tc.body ||
-			ev.MessageID != tc.mid || ev.CorrelationID != tc.cid || ev.ContentType != tc.ct || ev.ContentEncoding != tc.ce {
-			t.Errorf("%s: event %+v", tc.name, ev)
-		}
-		if len(ev.Properties) != len(tc.props) || (len(tc.props) > 0 && !maps.Equal(ev.Properties, tc.props)) {
-			t.Errorf("%s: properties %q, want %q", tc.name, ev.Properties, tc.props)
+		assert.Equal(t, tc.module, ev.Identity.ModuleID, "%s: module", tc.name)
+		assert.Equal(t, "http", ev.Protocol, "%s: protocol", tc.name)
+		assert.Equal(t, tc.body, string(ev.Body), "%s: body", tc.name)
+		assert.Equal(t, tc.mid, ev.MessageID, "%s: message ID", tc.name)
+		assert.Equal(t, tc.cid, ev.CorrelationID, "%s: correlation ID", tc.name)
+		assert.Equal(t, tc.ct, ev.ContentType, "%s: content type", tc.name)
+		assert.Equal(t, tc.ce, ev.ContentEncoding, "%s: content encoding", tc.name)
+		assert.Len(t, ev.Properties, len(tc.props), "%s: properties", tc.name)
+		if len(tc.props) > 0 {
+			assert.Equal(t, tc.props, ev.Properties, "%s: properties", tc.name)
 		}
 	}
 }
@@ -155,16 +155,13 @@ func TestEventsHTTPRefused(t *testing.T) {
 		}
 		res := h.do(request{method: method, path: tc.path, auth: tc.authz, headers: tc.headers, body: tc.body})
 		if tc.code == 405 {
-			if res.status != 405 || res.header.Get("Allow") != "POST" {
-				t.Errorf("%s: %d Allow=%q", tc.name, res.status, res.header.Get("Allow"))
-			}
+			assert.Equal(t, 405, res.status, "%s: status", tc.name)
+			assert.Equal(t, "POST", res.header.Get("Allow"), "%s: Allow", tc.name)
 			continue
 		}
 		t.Run(tc.name, func(t *testing.T) { wantError(t, res, tc.code) })
 	}
-	if n := h.e.EventCount(); n != 0 {
-		t.Fatalf("refused requests stored %d events", n)
-	}
+	require.Zero(t, h.e.EventCount(), "events stored by refused requests")
 
 	// A repeated application property.
 	req, _ := http.NewRequest(http.MethodPost, h.srv.URL+path, strings.NewReader("x"))
@@ -172,66 +169,52 @@ func TestEventsHTTPRefused(t *testing.T) {
 	req.Header.Add("iothub-app-a", "1")
 	req.Header.Add("iothub-app-a", "2")
 	res, err := h.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "post with a repeated property")
 	b, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	wantError(t, response{status: res.StatusCode, header: res.Header, body: b}, engine.CodeArgumentInvalid)
 
 	// At exactly 256 KB the message is accepted.
 	ok := h.postEvent(path, strings.Repeat("x", engine.MaxEventSize-2), devTok, map[string]string{"iothub-app-a": "b"})
-	if ok.status != http.StatusNoContent {
-		t.Fatalf("256 KB message: %d %s", ok.status, ok.body)
-	}
+	require.Equal(t, http.StatusNoContent, ok.status, "256 KB message: %s", ok.body)
 
 	// An empty value is allowed.
 	req, _ = http.NewRequest(http.MethodPost, h.srv.URL+path, strings.NewReader("x"))
 	req.Header.Set("Authorization", devTok)
 	req.Header["Iothub-App-Empty"] = []string{""}
 	res, err = h.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "post with an empty property value")
 	res.Body.Close()
 	evs := h.e.Events()
-	if res.StatusCode != http.StatusNoContent || len(evs) != 2 || evs[1].Properties["empty"] != "" || len(evs[1].Properties) != 1 {
-		t.Fatalf("empty property value: %d, events %+v", res.StatusCode, evs)
-	}
+	require.Equal(t, http.StatusNoContent, res.StatusCode, "empty property value")
+	require.Equal(t, 2, len(evs), "events stored") // not Len: it would print 256 KB
+	require.Equal(t, map[string]string{"empty": ""}, evs[1].Properties, "empty property value")
 }
 
 func TestEventsHTTPLastActivity(t *testing.T) {
 	h := newTestHub(t)
 	dev := h.createDevice("dev1")
 	tok := deviceToken(t, auth.Identity{DeviceID: "dev1"}, *dev.Authentication.SymmetricKey.PrimaryKey, time.Now().Add(time.Hour))
-	if dev.LastActivityTime != "0001-01-01T00:00:00" {
-		t.Fatalf("new device lastActivityTime %q", dev.LastActivityTime)
-	}
+	require.Equal(t, "0001-01-01T00:00:00", dev.LastActivityTime, "new device lastActivityTime")
 	start := time.Now().UTC()
-	if res := h.postEvent("/devices/dev1/messages/events?"+apiVersion, "x", tok, nil); res.status != http.StatusNoContent {
-		t.Fatalf("%d %s", res.status, res.body)
-	}
+	res := h.postEvent("/devices/dev1/messages/events?"+apiVersion, "x", tok, nil)
+	require.Equal(t, http.StatusNoContent, res.status, "body %s", res.body)
 	after, _ := h.e.GetDevice("dev1")
 	got, err := time.Parse("2006-01-02T15:04:05.0000000Z", after.LastActivityTime)
-	if err != nil || got.Before(start.Truncate(time.Microsecond)) || got.After(time.Now()) {
-		t.Fatalf("lastActivityTime %q (%v), want about %v", after.LastActivityTime, err, start)
-	}
-	if after.ETag != dev.ETag || after.ConnectionState != "Disconnected" {
-		t.Fatalf("telemetry changed etag %q→%q or connection state %q", dev.ETag, after.ETag, after.ConnectionState)
-	}
-	res := h.registry(http.MethodGet, "/devices/dev1", "", nil)
-	if !bytes.Contains(res.body, []byte(`"lastActivityTime":"`+after.LastActivityTime+`"`)) {
-		t.Fatalf("registry GET does not show the new lastActivityTime: %s", res.body)
-	}
+	require.NoError(t, err, "lastActivityTime %q", after.LastActivityTime)
+	require.False(t, got.Before(start.Truncate(time.Microsecond)), "lastActivityTime %q, want about %v", after.LastActivityTime, start)
+	require.False(t, got.After(time.Now()), "lastActivityTime %q, want about %v", after.LastActivityTime, start)
+	require.Equal(t, dev.ETag, after.ETag, "telemetry changed the etag")
+	require.Equal(t, "Disconnected", after.ConnectionState, "telemetry changed the connection state")
+	res = h.registry(http.MethodGet, "/devices/dev1", "", nil)
+	require.Contains(t, string(res.body), `"lastActivityTime":"`+after.LastActivityTime+`"`, "registry GET does not show the new lastActivityTime")
 }
 
 // clientCert returns a self-signed client certificate with CN = cn.
 func clientCert(t *testing.T, cn string) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: cn},
@@ -241,13 +224,9 @@ func clientCert(t *testing.T, cn string) tls.Certificate {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
@@ -262,18 +241,14 @@ func addX509(t *testing.T, e *engine.Engine, id auth.Identity, cert tls.Certific
 	} else {
 		_, herr = e.PutModule(id.DeviceID, id.ModuleID, engine.Module{Authentication: a}, "")
 	}
-	if herr != nil {
-		t.Fatal(herr)
-	}
+	require.Nil(t, herr, "register %v", id)
 }
 
 // X.509 devices over real mutual TLS (the handler reads r.TLS when the
 // context carries no chain).
 func TestEventsHTTPX509(t *testing.T) {
 	e, err := engine.New(engine.Config{HostName: testHost})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "new engine")
 	srv := httptest.NewUnstartedServer(NewHandler(e))
 	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
 	srv.StartTLS()
@@ -286,7 +261,7 @@ func TestEventsHTTPX509(t *testing.T) {
 	addX509(t, e, auth.Identity{DeviceID: "x509dev", ModuleID: "m"}, good)
 	e.PutDevice("sasdev", engine.Device{}, "")
 
-	post := func(cert *tls.Certificate, path string) response {
+	post := func(t *testing.T, cert *tls.Certificate, path string) response {
 		t.Helper()
 		tr := srv.Client().Transport.(*http.Transport).Clone()
 		if cert != nil {
@@ -296,23 +271,20 @@ func TestEventsHTTPX509(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+path+"?"+apiVersion, strings.NewReader("x509 body"))
 		req.Header.Set("iothub-app-via", "cert")
 		res, err := (&http.Client{Transport: tr}).Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err, "post %s", path)
 		defer res.Body.Close()
 		b, _ := io.ReadAll(res.Body)
 		return response{status: res.StatusCode, header: res.Header, body: b}
 	}
-	if res := post(&good, "/devices/x509dev/messages/events"); res.status != http.StatusNoContent {
-		t.Fatalf("X.509 device: %d %s", res.status, res.body)
-	}
-	if res := post(&good, "/devices/x509dev/modules/m/messages/events"); res.status != http.StatusNoContent {
-		t.Fatalf("X.509 module: %d %s", res.status, res.body)
-	}
+	res := post(t, &good, "/devices/x509dev/messages/events")
+	require.Equal(t, http.StatusNoContent, res.status, "X.509 device: %s", res.body)
+	res = post(t, &good, "/devices/x509dev/modules/m/messages/events")
+	require.Equal(t, http.StatusNoContent, res.status, "X.509 module: %s", res.body)
 	evs := e.Events()
-	if len(evs) != 2 || evs[0].Identity.DeviceID != "x509dev" || evs[1].Identity.ModuleID != "m" || evs[0].Properties["via"] != "cert" {
-		t.Fatalf("events %+v", evs)
-	}
+	require.Len(t, evs, 2, "events")
+	require.Equal(t, "x509dev", evs[0].Identity.DeviceID, "first event's device")
+	require.Equal(t, "m", evs[1].Identity.ModuleID, "second event's module")
+	require.Equal(t, "cert", evs[0].Properties["via"], "first event's property via")
 	for _, tc := range []struct {
 		name string
 		cert *tls.Certificate
@@ -322,20 +294,16 @@ func TestEventsHTTPX509(t *testing.T) {
 		{"no certificate", nil, "/devices/x509dev/messages/events"},
 		{"certificate for a SAS device", &good, "/devices/sasdev/messages/events"},
 	} {
-		t.Run(tc.name, func(t *testing.T) { wantError(t, post(tc.cert, tc.path), engine.CodeUnauthorized) })
+		t.Run(tc.name, func(t *testing.T) { wantError(t, post(t, tc.cert, tc.path), engine.CodeUnauthorized) })
 	}
-	if n := e.EventCount(); n != 2 {
-		t.Fatalf("refused requests stored events: %d", n)
-	}
+	require.Equal(t, uint64(2), e.EventCount(), "refused requests stored events")
 }
 
 // The hub's front end terminates TLS itself and hands the chain over in
 // the request context (engine.WithPeerCertificates).
 func TestEventsHTTPPeerCertificatesContext(t *testing.T) {
 	e, err := engine.New(engine.Config{HostName: testHost})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "new engine")
 	t.Cleanup(e.Close)
 	cert := clientCert(t, "ctxdev")
 	addX509(t, e, auth.Identity{DeviceID: "ctxdev"}, cert)
@@ -353,13 +321,11 @@ func TestEventsHTTPPeerCertificatesContext(t *testing.T) {
 		req = req.WithContext(engine.WithPeerCertificates(req.Context(), tc.chain))
 		rec := httptest.NewRecorder()
 		handler.ServeHTTP(rec, req)
-		if rec.Code != tc.want {
-			t.Errorf("%s: %d %s", tc.name, rec.Code, rec.Body)
-		}
+		assert.Equal(t, tc.want, rec.Code, "%s: body %s", tc.name, rec.Body)
 	}
-	if evs := e.Events(); len(evs) != 1 || string(evs[0].Body) != "ctx" {
-		t.Fatalf("events %+v", evs)
-	}
+	evs := e.Events()
+	require.Len(t, evs, 1, "events")
+	require.Equal(t, "ctx", string(evs[0].Body), "event body")
 }
 
 func TestMatchEventsRoute(t *testing.T) {
@@ -380,9 +346,9 @@ func TestMatchEventsRoute(t *testing.T) {
 		{"/twins/d1/messages/events", "", "", false},
 	} {
 		id, ok := matchEventsRoute(tc.path)
-		if ok != tc.ok || id.DeviceID != tc.dev || id.ModuleID != tc.mod {
-			t.Errorf("matchEventsRoute(%q) = %+v %v", tc.path, id, ok)
-		}
+		assert.Equal(t, tc.ok, ok, "matchEventsRoute(%q) matches", tc.path)
+		assert.Equal(t, tc.dev, id.DeviceID, "matchEventsRoute(%q) device", tc.path)
+		assert.Equal(t, tc.mod, id.ModuleID, "matchEventsRoute(%q) module", tc.path)
 	}
 }
 
@@ -393,8 +359,6 @@ func TestValidPropertyText(t *testing.T) {
 		"a=b": false, "a?b": false, "(a)": false, "a@b": false, "é": false, "a\tb": false,
 		"{}": false, "[]": false, `a\b`: false, "<>": false,
 	} {
-		if got := validPropertyText(s); got != want {
-			t.Errorf("validPropertyText(%q) = %v", s, got)
-		}
+		assert.Equal(t, want, validPropertyText(s), "validPropertyText(%q)", s)
 	}
 }

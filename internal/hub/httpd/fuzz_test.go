@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
 )
@@ -17,15 +19,17 @@ import (
 // that agrees with it.
 func want4xx(t *testing.T, herr *engine.Error) {
 	t.Helper()
-	if herr.Status < 400 || herr.Status > 499 || herr.Code/1000 != herr.Status || herr.Message == "" {
-		t.Fatalf("bad error %#v", herr)
-	}
-	if inner := parseMethodShape(t, methodErrorBodyBytes(herr, time.Now())); inner.ErrorCode != herr.Code || inner.Message != herr.Message {
-		t.Fatalf("method error body does not round-trip: %+v", inner)
-	}
-	if name, text := parseRegistryShape(t, errorBodyBytes(herr, time.Now())); name != herr.Name || text != strings.ReplaceAll(herr.Message, ";", ",") {
-		t.Fatalf("registry error body does not round-trip: %s;%s", name, text)
-	}
+	require.NotNil(t, herr)
+	require.GreaterOrEqual(t, herr.Status, 400, "bad error %#v", herr)
+	require.LessOrEqual(t, herr.Status, 499, "bad error %#v", herr)
+	require.Equal(t, herr.Status, herr.Code/1000, "bad error %#v", herr)
+	require.NotEmpty(t, herr.Message, "bad error %#v", herr)
+	inner := parseMethodShape(t, methodErrorBodyBytes(herr, time.Now()))
+	require.Equal(t, herr.Code, inner.ErrorCode, "method error body does not round-trip: %+v", inner)
+	require.Equal(t, herr.Message, inner.Message, "method error body does not round-trip: %+v", inner)
+	name, text := parseRegistryShape(t, errorBodyBytes(herr, time.Now()))
+	require.Equal(t, herr.Name, name, "registry error body does not round-trip: %s;%s", name, text)
+	require.Equal(t, strings.ReplaceAll(herr.Message, ";", ","), text, "registry error body does not round-trip: %s;%s", name, text)
 }
 
 func FuzzMethodRequestBody(f *testing.F) {
@@ -50,27 +54,25 @@ func FuzzMethodRequestBody(f *testing.F) {
 			want4xx(t, herr)
 			return
 		}
-		if !engine.ValidMethodName(call.Name) {
-			t.Fatalf("accepted invalid name %q", call.Name)
-		}
-		if call.ResponseTimeout < 5*time.Second || call.ResponseTimeout > 300*time.Second || call.ResponseTimeout%time.Second != 0 {
-			t.Fatalf("response timeout %v", call.ResponseTimeout)
-		}
-		if call.ConnectTimeout < 0 || call.ConnectTimeout > 300*time.Second || call.ConnectTimeout%time.Second != 0 {
-			t.Fatalf("connect timeout %v", call.ConnectTimeout)
-		}
+		require.True(t, engine.ValidMethodName(call.Name), "accepted invalid name %q", call.Name)
+		require.GreaterOrEqual(t, call.ResponseTimeout, 5*time.Second, "response timeout")
+		require.LessOrEqual(t, call.ResponseTimeout, 300*time.Second, "response timeout")
+		require.Zero(t, call.ResponseTimeout%time.Second, "response timeout %v is not whole seconds", call.ResponseTimeout)
+		require.GreaterOrEqual(t, call.ConnectTimeout, time.Duration(0), "connect timeout")
+		require.LessOrEqual(t, call.ConnectTimeout, 300*time.Second, "connect timeout")
+		require.Zero(t, call.ConnectTimeout%time.Second, "connect timeout %v is not whole seconds", call.ConnectTimeout)
 		if call.Payload != nil {
-			if len(call.Payload) == 0 || len(call.Payload) > engine.MaxPayload || !json.Valid(call.Payload) {
-				t.Fatalf("payload %q", call.Payload)
-			}
+			require.NotEmpty(t, call.Payload, "payload %q", call.Payload)
+			require.LessOrEqual(t, len(call.Payload), engine.MaxPayload, "payload length")
+			require.True(t, json.Valid(call.Payload), "payload %q is not JSON", call.Payload)
 		}
 		// The success body built from a device answer is valid JSON or a
 		// 4xx hub error.
 		out, herr := methodResponseBody(engine.MethodResult{Status: 200, Payload: call.Payload})
 		if herr != nil {
 			want4xx(t, herr)
-		} else if !json.Valid(out) {
-			t.Fatalf("response body %q is not JSON", out)
+		} else {
+			require.True(t, json.Valid(out), "response body %q is not JSON", out)
 		}
 	})
 }
@@ -88,9 +90,7 @@ func FuzzRegistryDeviceBody(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	e, err := engine.New(engine.Config{HostName: testHost})
-	if err != nil {
-		f.Fatal(err)
-	}
+	require.NoError(f, err, "new engine")
 	f.Cleanup(e.Close)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		d, herr := decodeDevice(body)
@@ -107,9 +107,9 @@ func FuzzRegistryDeviceBody(f *testing.F) {
 		}
 		defer func() { _ = e.DeleteDevice("fuzz", "") }()
 		again, herr := decodeDevice(marshal(out))
-		if herr != nil || again.ETag != out.ETag || again.DeviceID != "fuzz" {
-			t.Fatalf("stored device does not round-trip: %v %+v", herr, again)
-		}
+		require.Nil(t, herr, "stored device does not round-trip")
+		require.Equal(t, out.ETag, again.ETag, "stored device does not round-trip: %+v", again)
+		require.Equal(t, "fuzz", again.DeviceID, "stored device does not round-trip: %+v", again)
 	})
 }
 
@@ -127,15 +127,11 @@ func FuzzBulkRegistryBody(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	e, err := engine.New(engine.Config{HostName: testHost})
-	if err != nil {
-		f.Fatal(err)
-	}
+	require.NoError(f, err, "new engine")
 	f.Cleanup(e.Close)
 	p, _ := e.Policy("registryReadWrite")
 	tok, err := auth.SignSAS(testHost, p.Name, p.PrimaryKey, time.Now().Add(24*time.Hour))
-	if err != nil {
-		f.Fatal(err)
-	}
+	require.NoError(f, err)
 	h := NewHandler(e)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req := httptest.NewRequest(http.MethodPost, "https://"+testHost+"/devices?api-version=2021-04-12", bytes.NewReader(body))
@@ -149,17 +145,13 @@ func FuzzBulkRegistryBody(f *testing.F) {
 		}()
 		// Every answer is 200 or 400 with JSON: a bulk result, or a hub
 		// error for a request refused as a whole.
-		if rec.Code != http.StatusOK && rec.Code != http.StatusBadRequest {
-			t.Fatalf("status %d: %s", rec.Code, rec.Body)
-		}
-		if !json.Valid(rec.Body.Bytes()) {
-			t.Fatalf("body %q is not JSON", rec.Body)
-		}
+		require.Contains(t, []int{http.StatusOK, http.StatusBadRequest}, rec.Code, "status; body %s", rec.Body)
+		require.True(t, json.Valid(rec.Body.Bytes()), "body %q is not JSON", rec.Body)
 		var r bulkResult
 		if rec.Header().Get("iothub-errorcode") == "" {
-			if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil || r.IsSuccessful != (rec.Code == http.StatusOK) || r.Errors == nil {
-				t.Fatalf("bulk result %s: %v", rec.Body, err)
-			}
+			require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &r), "bulk result %s", rec.Body)
+			require.Equal(t, rec.Code == http.StatusOK, r.IsSuccessful, "bulk result %s", rec.Body)
+			require.NotNil(t, r.Errors, "bulk result %s", rec.Body)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/auth"
@@ -38,15 +41,22 @@ type testHub struct {
 func newTestHub(t *testing.T) *testHub {
 	t.Helper()
 	e, err := engine.New(engine.Config{HostName: testHost})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "new engine")
 	srv := httptest.NewTLSServer(NewHandler(e))
 	// Cleanups run last-in first-out: the engine closes first (ending
 	// device sessions and pending calls), then the server.
 	t.Cleanup(srv.Close)
 	t.Cleanup(e.Close)
 	return &testHub{t: t, e: e, srv: srv}
+}
+
+// in returns h failing t (a subtest's) instead of the test that made h:
+// a subtest runs on its own goroutine, where the parent must not fail now.
+// Cleanups the copy registers run when t ends.
+func (h *testHub) in(t *testing.T) *testHub {
+	c := *h
+	c.t = t
+	return &c
 }
 
 // token signs a one-hour SAS token with a hub policy's primary key.
@@ -58,13 +68,9 @@ func (h *testHub) token(policy string) string {
 func (h *testHub) tokenAt(policy, resource string, expiry time.Time) string {
 	h.t.Helper()
 	p, ok := h.e.Policy(policy)
-	if !ok {
-		h.t.Fatalf("no policy %q", policy)
-	}
+	require.True(h.t, ok, "no policy %q", policy)
 	tok, err := auth.SignSAS(resource, p.Name, p.PrimaryKey, expiry)
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	require.NoError(h.t, err, "sign a token for %s", policy)
 	return tok
 }
 
@@ -98,9 +104,7 @@ func (h *testHub) do(rq request) response {
 		body = bytes.NewBufferString(rq.body)
 	}
 	req, err := http.NewRequestWithContext(ctx, rq.method, h.srv.URL+rq.path, body)
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	require.NoError(h.t, err, "new request")
 	if rq.body != "" {
 		req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	}
@@ -115,14 +119,10 @@ func (h *testHub) do(rq request) response {
 		}
 	}
 	res, err := h.srv.Client().Do(req)
-	if err != nil {
-		h.t.Fatalf("%s %s: %v", rq.method, rq.path, err)
-	}
+	require.NoError(h.t, err, "%s %s", rq.method, rq.path)
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	require.NoError(h.t, err, "read the body of %s %s", rq.method, rq.path)
 	return response{status: res.StatusCode, header: res.Header, body: b}
 }
 
@@ -141,18 +141,14 @@ func (h *testHub) registry(method, path, body string, headers map[string]string)
 func (h *testHub) createDevice(id string) engine.Device {
 	h.t.Helper()
 	d, herr := h.e.PutDevice(id, engine.Device{}, "")
-	if herr != nil {
-		h.t.Fatal(herr)
-	}
+	require.Nil(h.t, herr, "create device %s", id)
 	return d
 }
 
 func (h *testHub) createModule(deviceID, moduleID string) engine.Module {
 	h.t.Helper()
 	m, herr := h.e.PutModule(deviceID, moduleID, engine.Module{}, "")
-	if herr != nil {
-		h.t.Fatal(herr)
-	}
+	require.Nil(h.t, herr, "create module %s/%s", deviceID, moduleID)
 	return m
 }
 
@@ -165,26 +161,16 @@ var (
 // content type and a shape A body. It returns the inner message.
 func wantError(t *testing.T, res response, code int) string {
 	t.Helper()
-	if want := code / 1000; res.status != want {
-		t.Fatalf("status = %d, want %d; body %s", res.status, want, res.body)
-	}
-	if name := engine.CodeName(code); res.header.Get("iothub-errorcode") != name {
-		t.Errorf("iothub-errorcode = %q, want %q", res.header.Get("iothub-errorcode"), name)
-	}
-	if ct := res.header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
-		t.Errorf("Content-Type = %q", ct)
-	}
+	require.Equal(t, code/1000, res.status, "status; body %s", res.body)
+	assert.Equal(t, engine.CodeName(code), res.header.Get("iothub-errorcode"), "iothub-errorcode")
+	assert.Equal(t, "application/json; charset=utf-8", res.header.Get("Content-Type"), "Content-Type")
 	if bytes.Contains(res.body, []byte(`"Message":"ErrorCode:`)) {
 		name, msg := parseRegistryShape(t, res.body)
-		if want := engine.CodeName(code); name != want && name != strconv.Itoa(code) {
-			t.Errorf("ErrorCode:%s, want %s; body %s", name, want, res.body)
-		}
+		assert.Contains(t, []string{engine.CodeName(code), strconv.Itoa(code)}, name, "ErrorCode; body %s", res.body)
 		return msg
 	}
 	inner := parseMethodShape(t, res.body)
-	if inner.ErrorCode != code {
-		t.Errorf("errorCode = %d, want %d; body %s", inner.ErrorCode, code, res.body)
-	}
+	assert.Equal(t, code, inner.ErrorCode, "errorCode; body %s", res.body)
 	return inner.Message
 }
 
@@ -217,17 +203,17 @@ var legacyTrackingPattern = regexp.MustCompile(`^Tracking ID:[0-9a-f]{32}-G:0-Ti
 func parseRegistryShape(t *testing.T, body []byte) (name, text string) {
 	t.Helper()
 	var outer map[string]string
-	if err := json.Unmarshal(body, &outer); err != nil {
-		t.Fatalf("error body is not a JSON object of strings: %v: %s", err, body)
-	}
-	if len(outer) != 2 || !legacyTrackingPattern.MatchString(outer["ExceptionMessage"]) {
-		t.Fatalf("error body has wrong fields or ExceptionMessage: %s", body)
-	}
+	require.NoError(t, json.Unmarshal(body, &outer), "error body is not a JSON object of strings: %s", body)
+	require.Len(t, outer, 2, "error body has wrong fields: %s", body)
+	require.Regexp(t, legacyTrackingPattern, outer["ExceptionMessage"], "error body's ExceptionMessage: %s", body)
 	parts := strings.Split(outer["Message"], ";")
 	head := strings.Split(parts[0], ":")
-	if len(parts) != 2 || len(head) != 2 || head[0] != "ErrorCode" || head[1] == "" || parts[1] == "" {
-		t.Fatalf("Message %q is not ErrorCode:<name>;<text>", outer["Message"])
-	}
+	notForm := fmt.Sprintf("Message %q is not ErrorCode:<name>;<text>", outer["Message"])
+	require.Len(t, parts, 2, notForm)
+	require.Len(t, head, 2, notForm)
+	require.Equal(t, "ErrorCode", head[0], notForm)
+	require.NotEmpty(t, head[1], notForm)
+	require.NotEmpty(t, parts[1], notForm)
 	return head[1], parts[1]
 }
 
@@ -236,41 +222,23 @@ func parseRegistryShape(t *testing.T, body []byte) (name, text string) {
 func parseMethodShape(t *testing.T, body []byte) errorPayload {
 	t.Helper()
 	var outer map[string]json.RawMessage
-	if err := json.Unmarshal(body, &outer); err != nil {
-		t.Fatalf("error body is not JSON: %v: %s", err, body)
-	}
-	if len(outer) != 2 || string(outer["ExceptionMessage"]) != `""` {
-		t.Fatalf("outer error body has wrong fields: %s", body)
-	}
+	require.NoError(t, json.Unmarshal(body, &outer), "error body is not JSON: %s", body)
+	require.Len(t, outer, 2, "outer error body has wrong fields: %s", body)
+	require.Equal(t, `""`, string(outer["ExceptionMessage"]), "outer error body's ExceptionMessage: %s", body)
 	var msg string
-	if err := json.Unmarshal(outer["Message"], &msg); err != nil {
-		t.Fatalf("outer Message is not a string: %s", body)
-	}
+	require.NoError(t, json.Unmarshal(outer["Message"], &msg), "outer Message is not a string: %s", body)
 	var fields map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(msg), &fields); err != nil {
-		t.Fatalf("inner Message is not JSON: %v: %s", err, msg)
-	}
+	require.NoError(t, json.Unmarshal([]byte(msg), &fields), "inner Message is not JSON: %s", msg)
 	for _, k := range []string{"errorCode", "trackingId", "message", "timestampUtc"} {
-		if _, ok := fields[k]; !ok {
-			t.Fatalf("inner error lacks %s: %s", k, msg)
-		}
+		require.Contains(t, fields, k, "inner error lacks %s: %s", k, msg)
 	}
-	if len(fields["errorCode"]) == 0 || fields["errorCode"][0] == '"' {
-		t.Fatalf("errorCode is not a number: %s", msg)
-	}
+	require.NotEmpty(t, fields["errorCode"], "errorCode is not a number: %s", msg)
+	require.NotEqual(t, byte('"'), fields["errorCode"][0], "errorCode is not a number: %s", msg)
 	var inner errorPayload
-	if err := json.Unmarshal([]byte(msg), &inner); err != nil {
-		t.Fatalf("inner error: %v: %s", err, msg)
-	}
-	if !trackingIDPattern.MatchString(inner.TrackingID) {
-		t.Errorf("trackingId %q has the wrong form", inner.TrackingID)
-	}
-	if !timestampPattern.MatchString(inner.TimestampUTC) {
-		t.Errorf("timestampUtc %q has the wrong form", inner.TimestampUTC)
-	}
-	if inner.Message == "" {
-		t.Errorf("empty message")
-	}
+	require.NoError(t, json.Unmarshal([]byte(msg), &inner), "inner error: %s", msg)
+	assert.Regexp(t, trackingIDPattern, inner.TrackingID, "trackingId has the wrong form")
+	assert.Regexp(t, timestampPattern, inner.TimestampUTC, "timestampUtc has the wrong form")
+	assert.NotEmpty(t, inner.Message, "empty message")
 	return inner
 }
 
@@ -365,7 +333,7 @@ func (d *fakeDevice) lastCall(t *testing.T) fakeCall {
 	case c := <-d.calls:
 		return c
 	default:
-		t.Fatal("the device received no method call")
+		require.FailNow(t, "the device received no method call")
 		return fakeCall{}
 	}
 }

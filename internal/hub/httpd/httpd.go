@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/internal/hubauth"
 )
 
 // Body size limits. They bound memory per request; anything larger is
@@ -215,14 +215,14 @@ func checkAPIVersion(q url.Values) *engine.Error {
 }
 
 // rightsFor is the permission a request needs.
-func rightsFor(k routeKind, method string) auth.Rights {
+func rightsFor(k routeKind, method string) hubauth.Rights {
 	switch {
 	case k == routeDeviceMethod || k == routeModuleMethod || k == routeServiceStats:
-		return auth.RightsServiceConnect
+		return hubauth.RightsServiceConnect
 	case method == http.MethodGet:
-		return auth.RightsRegistryRead
+		return hubauth.RightsRegistryRead
 	default:
-		return auth.RightsRegistryWrite
+		return hubauth.RightsRegistryWrite
 	}
 }
 

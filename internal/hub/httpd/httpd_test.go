@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
 )
@@ -29,18 +32,12 @@ func TestAuthorization(t *testing.T) {
 		return *d.Authentication.SymmetricKey.PrimaryKey
 	}()
 	deviceToken, err := auth.SignSAS(auth.DeviceResource(testHost, "dev1"), "", devKey, time.Now().Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	owner, _ := h.e.Policy("iothubowner")
 	secondary, err := auth.SignSAS(testHost, "iothubowner", owner.SecondaryKey, time.Now().Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	unknownPolicy, err := auth.SignSAS(testHost, "nosuchpolicy", owner.PrimaryKey, time.Now().Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	h.e.AddBearerToken("good-bearer", time.Now().Add(time.Hour))
 	h.e.AddBearerToken("old-bearer", time.Now().Add(-time.Minute))
 
@@ -89,6 +86,7 @@ func TestAuthorization(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			h := h.in(t)
 			var rq request
 			switch tt.op {
 			case invoke:
@@ -105,9 +103,7 @@ func TestAuthorization(t *testing.T) {
 			rq.auth = tt.header
 			res := h.do(rq)
 			if tt.ok {
-				if res.status >= 300 {
-					t.Fatalf("status %d: %s", res.status, res.body)
-				}
+				require.Less(t, res.status, 300, "status; body %s", res.body)
 				return
 			}
 			wantError(t, res, engine.CodeUnauthorized)
@@ -116,12 +112,10 @@ func TestAuthorization(t *testing.T) {
 			if i := strings.Index(tt.header, "sig="); i >= 0 {
 				secret, _, _ = strings.Cut(tt.header[i+4:], "&")
 			}
-			if len(secret) > 4 && strings.Contains(string(res.body), secret) {
-				t.Errorf("error body echoes the credential: %s", res.body)
+			if len(secret) > 4 {
+				assert.NotContains(t, string(res.body), secret, "error body echoes the credential")
 			}
-			if strings.Contains(string(res.body), owner.PrimaryKey) {
-				t.Errorf("error body echoes a key: %s", res.body)
-			}
+			assert.NotContains(t, string(res.body), owner.PrimaryKey, "error body echoes a key")
 		})
 	}
 }
@@ -139,10 +133,8 @@ func TestAPIVersion(t *testing.T) {
 		"api-version=2021-04-12&api-version=garbage",
 	} {
 		t.Run(q, func(t *testing.T) {
-			res := h.do(request{method: http.MethodGet, path: "/devices/dev1?" + q, auth: tok})
-			if res.status != http.StatusOK {
-				t.Fatalf("status %d: %s", res.status, res.body)
-			}
+			res := h.in(t).do(request{method: http.MethodGet, path: "/devices/dev1?" + q, auth: tok})
+			require.Equal(t, http.StatusOK, res.status, "body %s", res.body)
 		})
 	}
 	for _, q := range []string{
@@ -152,7 +144,7 @@ func TestAPIVersion(t *testing.T) {
 		"api-version=2021-13-01", "api-version=2021-04-1a", "api-version=2021/04/12", "api-version=-preview",
 	} {
 		t.Run("bad "+q, func(t *testing.T) {
-			wantError(t, h.do(request{method: http.MethodGet, path: "/devices/dev1?" + q, auth: tok}), engine.CodeInvalidProtocolVersion)
+			wantError(t, h.in(t).do(request{method: http.MethodGet, path: "/devices/dev1?" + q, auth: tok}), engine.CodeInvalidProtocolVersion)
 		})
 	}
 	// The api-version is checked before authorization.
@@ -166,41 +158,32 @@ func TestServiceFaults(t *testing.T) {
 	h.e.FailServiceRequests(engine.CodeThrottling, 1)
 	res := h.invoke("/twins/dev1/methods", `{"methodName":"m"}`)
 	wantError(t, res, engine.CodeThrottling)
-	if res.header.Get("iothub-errorcode") != "ThrottlingException" {
-		t.Errorf("iothub-errorcode = %q", res.header.Get("iothub-errorcode"))
-	}
-	if ra := res.header.Get("Retry-After"); ra != "" {
-		t.Errorf("Retry-After = %q; IoT Hub is not known to send one", ra)
-	}
-	if res = h.invoke("/twins/dev1/methods", `{"methodName":"m"}`); res.status != http.StatusOK {
-		t.Fatalf("after the fault: %d %s", res.status, res.body)
-	}
+	assert.Equal(t, "ThrottlingException", res.header.Get("iothub-errorcode"), "iothub-errorcode")
+	assert.Empty(t, res.header.Get("Retry-After"), "Retry-After: IoT Hub is not known to send one")
+	res = h.invoke("/twins/dev1/methods", `{"methodName":"m"}`)
+	require.Equal(t, http.StatusOK, res.status, "after the fault: %s", res.body)
 
 	// Faults are taken only by authorized requests, once each, on any route.
 	h.e.FailServiceRequests(engine.CodeServiceUnavailable, 2)
 	wantError(t, h.do(request{method: http.MethodGet, path: "/devices?" + apiVersion}), engine.CodeUnauthorized)
 	wantError(t, h.registry(http.MethodGet, "/devices", "", nil), engine.CodeServiceUnavailable)
 	wantError(t, h.registry(http.MethodPut, "/devices/new", `{}`, nil), engine.CodeServiceUnavailable)
-	if _, herr := h.e.GetDevice("new"); herr == nil {
-		t.Error("a faulted PUT created the device")
-	}
+	_, herr := h.e.GetDevice("new")
+	assert.NotNil(t, herr, "a faulted PUT created the device")
 	wantOK(t, h.registry(http.MethodPut, "/devices/new", `{}`, nil))
 
 	// A code without a name: no iothub-errorcode header, status from the code.
 	h.e.FailServiceRequests(429004, 1)
 	res = h.registry(http.MethodGet, "/devices", "", nil)
-	if res.status != http.StatusTooManyRequests || res.header.Get("iothub-errorcode") != "" {
-		t.Fatalf("got %d %v", res.status, res.header)
-	}
-	if name, _ := parseRegistryShape(t, res.body); name != "429004" {
-		t.Errorf("ErrorCode:%s, want 429004", name)
-	}
+	require.Equal(t, http.StatusTooManyRequests, res.status, "body %s", res.body)
+	require.Empty(t, res.header.Get("iothub-errorcode"), "iothub-errorcode")
+	name, _ := parseRegistryShape(t, res.body)
+	assert.Equal(t, "429004", name, "ErrorCode")
 
 	// A code outside IoT Hub's scheme still gives a valid HTTP answer.
 	h.e.FailServiceRequests(42, 1)
-	if res = h.registry(http.MethodGet, "/devices", "", nil); res.status != http.StatusInternalServerError {
-		t.Fatalf("status %d", res.status)
-	}
+	res = h.registry(http.MethodGet, "/devices", "", nil)
+	require.Equal(t, http.StatusInternalServerError, res.status, "status for code 42")
 }
 
 func TestUnknownPathsAndMethods(t *testing.T) {
@@ -209,20 +192,15 @@ func TestUnknownPathsAndMethods(t *testing.T) {
 	for _, p := range []string{"/", "/foo", "/twins/dev1", "/twins/dev1/methods/x", "/twins//methods",
 		"/devices//modules", "/devices/dev1/modules/m1/x", "/twins/dev1/modules/m1", "/devices/dev1/twin/x/y"} {
 		t.Run("404 "+p, func(t *testing.T) {
+			h := h.in(t)
 			res := h.do(request{method: http.MethodGet, path: p + "?" + apiVersion, auth: h.token("iothubowner")})
-			if res.status != http.StatusNotFound {
-				t.Fatalf("status %d: %s", res.status, res.body)
-			}
-			if res.header.Get("iothub-errorcode") != "" {
-				t.Errorf("iothub-errorcode = %q", res.header.Get("iothub-errorcode"))
-			}
+			require.Equal(t, http.StatusNotFound, res.status, "body %s", res.body)
+			assert.Empty(t, res.header.Get("iothub-errorcode"), "iothub-errorcode")
 			var body map[string]string
-			if err := json.Unmarshal(res.body, &body); err != nil || body["Message"] == "" || len(body) != 2 {
-				t.Fatalf("body %s", res.body)
-			}
-			if _, ok := body["ExceptionMessage"]; !ok {
-				t.Errorf("body %s lacks ExceptionMessage", res.body)
-			}
+			require.NoError(t, json.Unmarshal(res.body, &body), "body %s", res.body)
+			require.NotEmpty(t, body["Message"], "body %s", res.body)
+			require.Len(t, body, 2, "body %s", res.body)
+			assert.Contains(t, body, "ExceptionMessage", "body %s lacks ExceptionMessage", res.body)
 		})
 	}
 	for _, c := range []struct{ method, path, allow string }{
@@ -235,10 +213,10 @@ func TestUnknownPathsAndMethods(t *testing.T) {
 		{http.MethodPost, "/statistics/service", "GET"},
 	} {
 		t.Run("405 "+c.method+" "+c.path, func(t *testing.T) {
+			h := h.in(t)
 			res := h.do(request{method: c.method, path: c.path + "?" + apiVersion, auth: h.token("iothubowner")})
-			if res.status != http.StatusMethodNotAllowed || res.header.Get("Allow") != c.allow {
-				t.Fatalf("got %d Allow %q: %s", res.status, res.header.Get("Allow"), res.body)
-			}
+			require.Equal(t, http.StatusMethodNotAllowed, res.status, "body %s", res.body)
+			require.Equal(t, c.allow, res.header.Get("Allow"), "Allow")
 		})
 	}
 	// Literal path segments are case-insensitive; one trailing slash is ignored.
@@ -252,12 +230,10 @@ func TestRegistryErrorBodyShape(t *testing.T) {
 	now := time.Date(2019, 9, 23, 16, 17, 8, 0, time.UTC)
 	body := errorBodyBytes(herr, now)
 	name, text := parseRegistryShape(t, body)
-	if name != "DeviceNotFound" || text != `Device "a,b" <x> & not registered.` {
-		t.Errorf("ErrorCode:%s;%s", name, text)
-	}
-	if !strings.HasSuffix(string(body), `-G:0-TimeStamp:09/23/2019 16:17:08"}`) || strings.Contains(string(body), `\u003c`) {
-		t.Errorf("body = %s", body)
-	}
+	assert.Equal(t, "DeviceNotFound", name, "ErrorCode")
+	assert.Equal(t, `Device "a,b" <x> & not registered.`, text, "error text")
+	assert.True(t, strings.HasSuffix(string(body), `-G:0-TimeStamp:09/23/2019 16:17:08"}`), "body = %s", body)
+	assert.NotContains(t, string(body), `\u003c`, "body escapes HTML")
 }
 
 func TestMethodErrorBodyShape(t *testing.T) {
@@ -265,22 +241,14 @@ func TestMethodErrorBodyShape(t *testing.T) {
 	now := time.Date(2022, 10, 19, 16, 47, 22, 20325700, time.UTC)
 	body := methodErrorBodyBytes(herr, now)
 	inner := parseMethodShape(t, body)
-	if inner.Message != herr.Message || inner.ErrorCode != 404103 {
-		t.Errorf("inner = %+v", inner)
-	}
-	if inner.TimestampUTC != "2022-10-19T16:47:22.0203257Z" {
-		t.Errorf("timestampUtc = %q", inner.TimestampUTC)
-	}
-	if !strings.HasSuffix(inner.TrackingID, "-G:0-TimeStamp:10/19/2022 16:47:22") {
-		t.Errorf("trackingId = %q", inner.TrackingID)
-	}
+	assert.Equal(t, herr.Message, inner.Message, "inner message")
+	assert.Equal(t, 404103, inner.ErrorCode, "inner errorCode")
+	assert.Equal(t, "2022-10-19T16:47:22.0203257Z", inner.TimestampUTC, "timestampUtc")
+	assert.True(t, strings.HasSuffix(inner.TrackingID, "-G:0-TimeStamp:10/19/2022 16:47:22"), "trackingId = %q", inner.TrackingID)
 	prefix := `{"Message":"{\"errorCode\":404103,\"trackingId\":\"`
-	if !strings.HasPrefix(string(body), prefix) || !strings.HasSuffix(string(body), `Z\"}","ExceptionMessage":""}`) {
-		t.Errorf("body = %s", body)
-	}
-	if strings.Contains(string(body), `\u003c`) {
-		t.Errorf("body escapes HTML: %s", body)
-	}
+	assert.True(t, strings.HasPrefix(string(body), prefix), "body = %s", body)
+	assert.True(t, strings.HasSuffix(string(body), `Z\"}","ExceptionMessage":""}`), "body = %s", body)
+	assert.NotContains(t, string(body), `\u003c`, "body escapes HTML")
 }
 
 func TestMatchRoute(t *testing.T) {
@@ -302,9 +270,12 @@ func TestMatchRoute(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got, err := matchRoute(tt.path)
-		if (err != nil) != tt.err || got != tt.want {
-			t.Errorf("matchRoute(%q) = %+v, %v; want %+v, error %v", tt.path, got, err, tt.want, tt.err)
+		if tt.err {
+			assert.Error(t, err, "matchRoute(%q)", tt.path)
+		} else {
+			assert.NoError(t, err, "matchRoute(%q)", tt.path)
 		}
+		assert.Equal(t, tt.want, got, "matchRoute(%q)", tt.path)
 	}
 }
 
@@ -313,9 +284,8 @@ func TestLongValuesAreTruncatedInMessages(t *testing.T) {
 	long := strings.Repeat("x", 300)
 	res := h.do(request{method: http.MethodGet, path: "/devices/dev1?api-version=" + long, auth: h.token("iothubowner")})
 	msg := wantError(t, res, engine.CodeInvalidProtocolVersion)
-	if strings.Contains(msg, long) || !strings.Contains(msg, "…") {
-		t.Errorf("message = %q", msg)
-	}
+	assert.NotContains(t, msg, long, "message")
+	assert.Contains(t, msg, "…", "message")
 }
 
 // TestErrorShapesPerEndpoint: each endpoint family answers errors in the

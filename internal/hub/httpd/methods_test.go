@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
 )
@@ -41,23 +44,16 @@ func TestInvokePayloads(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			h := h.in(t)
 			res := h.invoke("/twins/dev1/methods", tt.body)
-			if res.status != http.StatusOK {
-				t.Fatalf("status %d: %s", res.status, res.body)
-			}
-			if ct := res.header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
-				t.Errorf("Content-Type = %q", ct)
-			}
-			if want := `{"status":200,"payload":` + tt.wantOut + `}`; string(res.body) != want {
-				t.Errorf("body = %s, want %s", res.body, want)
-			}
+			require.Equal(t, http.StatusOK, res.status, "body %s", res.body)
+			assert.Equal(t, "application/json; charset=utf-8", res.header.Get("Content-Type"), "Content-Type")
+			assert.Equal(t, `{"status":200,"payload":`+tt.wantOut+`}`, string(res.body), "body")
 			c := dev.lastCall(t)
 			if tt.wantPayload == "" {
-				if c.payload != nil {
-					t.Errorf("device payload = %q, want nil", c.payload)
-				}
-			} else if string(c.payload) != tt.wantPayload {
-				t.Errorf("device payload = %s, want %s", c.payload, tt.wantPayload)
+				assert.Nil(t, c.payload, "device payload")
+			} else {
+				assert.Equal(t, tt.wantPayload, string(c.payload), "device payload")
 			}
 		})
 	}
@@ -81,6 +77,7 @@ func TestInvokeDeviceAnswers(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			h := h.in(t)
 			id := "answers" + string(rune('a'+i))
 			h.device(id, func(string, []byte) (int, []byte, bool) { return tt.status, []byte(tt.body), true })
 			res := h.invoke("/twins/"+id+"/methods", `{"methodName":"m"}`)
@@ -88,9 +85,8 @@ func TestInvokeDeviceAnswers(t *testing.T) {
 				wantError(t, res, tt.wantCode)
 				return
 			}
-			if res.status != http.StatusOK || string(res.body) != tt.wantBody {
-				t.Fatalf("got %d %s, want 200 %s", res.status, res.body, tt.wantBody)
-			}
+			require.Equal(t, http.StatusOK, res.status, "body %s", res.body)
+			require.Equal(t, tt.wantBody, string(res.body), "body")
 		})
 	}
 }
@@ -102,12 +98,11 @@ func TestInvokeModule(t *testing.T) {
 	dev, _ := h.connect(auth.Identity{DeviceID: "edge1", ModuleID: "mod1"},
 		func(name string, _ []byte) (int, []byte, bool) { return 200, []byte(`"` + name + `"`), true }, true)
 	res := h.invoke("/twins/edge1/modules/mod1/methods", `{"methodName":"getState","payload":{"k":1}}`)
-	if res.status != http.StatusOK || string(res.body) != `{"status":200,"payload":"getState"}` {
-		t.Fatalf("got %d %s", res.status, res.body)
-	}
-	if c := dev.lastCall(t); c.name != "getState" || string(c.payload) != `{"k":1}` {
-		t.Errorf("device saw %q %s", c.name, c.payload)
-	}
+	require.Equal(t, http.StatusOK, res.status, "body %s", res.body)
+	require.Equal(t, `{"status":200,"payload":"getState"}`, string(res.body), "body")
+	c := dev.lastCall(t)
+	assert.Equal(t, "getState", c.name, "method the device saw")
+	assert.Equal(t, `{"k":1}`, string(c.payload), "payload the device saw")
 
 	// The device itself is not online: its module's connection does not count.
 	wantError(t, h.invoke("/twins/edge1/methods", `{"methodName":"m"}`), engine.CodeDeviceNotOnline)
@@ -121,9 +116,8 @@ func TestInvokeSpecialCharacterIDs(t *testing.T) {
 	h.device(id, echo)
 	escaped := "dev%231%3F%25x+y=z$'(a)"
 	res := h.invoke("/twins/"+escaped+"/methods", `{"methodName":"m","payload":7}`)
-	if res.status != http.StatusOK || string(res.body) != `{"status":200,"payload":7}` {
-		t.Fatalf("got %d %s", res.status, res.body)
-	}
+	require.Equal(t, http.StatusOK, res.status, "body %s", res.body)
+	require.Equal(t, `{"status":200,"payload":7}`, string(res.body), "body")
 	// A different id that only differs by the escaping must not match.
 	wantError(t, h.invoke("/twins/dev%231/methods", `{"methodName":"m"}`), engine.CodeDeviceNotFound)
 }
@@ -135,13 +129,9 @@ func TestInvokeNotFoundAndOffline(t *testing.T) {
 	h.connect(auth.Identity{DeviceID: "unsubscribed"}, echo, false)
 
 	msg := wantError(t, h.invoke("/twins/unknown/methods", `{"methodName":"m"}`), engine.CodeDeviceNotFound)
-	if !strings.Contains(msg, "unknown") {
-		t.Errorf("message %q does not name the device", msg)
-	}
+	assert.Contains(t, msg, "unknown", "the message does not name the device")
 	msg = wantError(t, h.invoke("/twins/offline/methods", `{"methodName":"m","connectTimeoutInSeconds":0}`), engine.CodeDeviceNotOnline)
-	if !strings.Contains(msg, "aka.ms/iothub404103") {
-		t.Errorf("message %q", msg)
-	}
+	assert.Contains(t, msg, "aka.ms/iothub404103", "message")
 	wantError(t, h.invoke("/twins/unsubscribed/methods", `{"methodName":"m"}`), engine.CodeDeviceNotOnline)
 }
 
@@ -151,7 +141,7 @@ func TestInvokeDeviceComesOnlineDuringConnectTimeout(t *testing.T) {
 	done := make(chan response, 1)
 	tok := h.token("service")
 	go func() {
-		// t.Fatal must not run off the test goroutine: doNoFatal reports
+		// require must not run off the test goroutine: doNoFatal reports
 		// failures through the response.
 		done <- h.doNoFatal(request{method: http.MethodPost, path: "/twins/late/methods?" + apiVersion,
 			body: `{"methodName":"m","payload":"hi","connectTimeoutInSeconds":20}`, auth: tok})
@@ -160,11 +150,10 @@ func TestInvokeDeviceComesOnlineDuringConnectTimeout(t *testing.T) {
 	h.connect(auth.Identity{DeviceID: "late"}, echo, true)
 	select {
 	case res := <-done:
-		if res.status != http.StatusOK || string(res.body) != `{"status":200,"payload":"hi"}` {
-			t.Fatalf("got %d %s", res.status, res.body)
-		}
+		require.Equal(t, http.StatusOK, res.status, "body %s", res.body)
+		require.Equal(t, `{"status":200,"payload":"hi"}`, string(res.body), "body")
 	case <-time.After(25 * time.Second):
-		t.Fatal("the call did not finish")
+		require.FailNow(t, "the call did not finish")
 	}
 }
 
@@ -190,14 +179,14 @@ func TestInvokeDeviceDisconnectsMidCall(t *testing.T) {
 	select {
 	case <-dev.calls:
 	case <-ctx.Done():
-		t.Fatal("the device never received the call")
+		require.FailNow(t, "the device never received the call")
 	}
 	sess.Disconnect()
 	select {
 	case res := <-done:
 		wantError(t, res, engine.CodeDeviceNotOnline)
 	case <-ctx.Done():
-		t.Fatal("the call did not end when the device disconnected")
+		require.FailNow(t, "the call did not end when the device disconnected")
 	}
 }
 
@@ -206,18 +195,16 @@ func TestInvokeBadTimeouts(t *testing.T) {
 	h.device("dev1", echo)
 	for _, v := range []string{"4", "301", "-1", "0", "1.5", `"x"`, `"30"`, "true", "{}", "[]", "1e400", "99999999999999999999"} {
 		t.Run("response "+v, func(t *testing.T) {
+			h := h.in(t)
 			res := h.invoke("/twins/dev1/methods", `{"methodName":"m","responseTimeoutInSeconds":`+v+`}`)
-			if msg := wantError(t, res, engine.CodeArgumentInvalid); msg != "responseTimeoutInSeconds must be within [5; 300]." {
-				t.Errorf("message = %q", msg)
-			}
+			assert.Equal(t, "responseTimeoutInSeconds must be within [5; 300].", wantError(t, res, engine.CodeArgumentInvalid), "message")
 		})
 	}
 	for _, v := range []string{"-1", "301", "2.5", `"x"`, "false"} {
 		t.Run("connect "+v, func(t *testing.T) {
+			h := h.in(t)
 			res := h.invoke("/twins/dev1/methods", `{"methodName":"m","connectTimeoutInSeconds":`+v+`}`)
-			if msg := wantError(t, res, engine.CodeArgumentInvalid); msg != "connectTimeoutInSeconds must be within [0; 300]." {
-				t.Errorf("message = %q", msg)
-			}
+			assert.Equal(t, "connectTimeoutInSeconds must be within [0; 300].", wantError(t, res, engine.CodeArgumentInvalid), "message")
 		})
 	}
 }
@@ -248,7 +235,7 @@ func TestInvokeBadMethodNames(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			wantError(t, h.invoke("/twins/dev1/methods", tt.body), tt.code)
+			wantError(t, h.in(t).invoke("/twins/dev1/methods", tt.body), tt.code)
 		})
 	}
 }
@@ -260,12 +247,8 @@ func TestInvokePayloadLimits(t *testing.T) {
 	// Exactly MaxPayload bytes of payload JSON text is accepted.
 	exact := `"` + strings.Repeat("a", engine.MaxPayload-2) + `"`
 	res := h.invoke("/twins/dev1/methods", `{"methodName":"m","payload":`+exact+`}`)
-	if res.status != http.StatusOK {
-		t.Fatalf("status %d: %s", res.status, res.body)
-	}
-	if c := dev.lastCall(t); len(c.payload) != engine.MaxPayload {
-		t.Errorf("device got %d bytes", len(c.payload))
-	}
+	require.Equal(t, http.StatusOK, res.status, "body %s", res.body)
+	assert.Equal(t, engine.MaxPayload, len(dev.lastCall(t).payload), "bytes the device got")
 
 	over := `"` + strings.Repeat("a", engine.MaxPayload-1) + `"`
 	wantError(t, h.invoke("/twins/dev1/methods", `{"methodName":"m","payload":`+over+`}`), engine.CodeMessageTooLarge)
@@ -275,7 +258,7 @@ func TestInvokePayloadLimits(t *testing.T) {
 	wantError(t, h.invoke("/twins/dev1/methods", huge), engine.CodeMessageTooLarge)
 	select {
 	case c := <-dev.calls:
-		t.Errorf("oversized request reached the device: %q", c.name)
+		assert.Failf(t, "oversized request reached the device", "method %q", c.name)
 	default:
 	}
 }
@@ -288,7 +271,7 @@ func TestInvokeMalformedBodies(t *testing.T) {
 		`{"methodName":"m"} trailing`, `{"methodName":"m",}`, `{"methodName":"m"}{}`,
 	} {
 		t.Run(body, func(t *testing.T) {
-			wantError(t, h.invoke("/twins/dev1/methods", body), engine.CodeIotHubFormatError)
+			wantError(t, h.in(t).invoke("/twins/dev1/methods", body), engine.CodeIotHubFormatError)
 		})
 	}
 }
@@ -298,21 +281,18 @@ func TestInvokeContentTypes(t *testing.T) {
 	h.device("dev1", echo)
 	for _, ct := range []string{"application/json", "application/json; charset=utf-8", "Application/JSON;charset=UTF-8", ""} {
 		t.Run(ct, func(t *testing.T) {
+			h := h.in(t)
 			res := h.do(request{method: http.MethodPost, path: "/twins/dev1/methods?" + apiVersion,
 				body: `{"methodName":"m","payload":1}`, auth: h.token("service"),
 				headers: map[string]string{"Content-Type": ct, "User-Agent": "", "Request-Id": ""}})
-			if res.status != http.StatusOK {
-				t.Fatalf("status %d: %s", res.status, res.body)
-			}
+			require.Equal(t, http.StatusOK, res.status, "body %s", res.body)
 		})
 	}
 	// .NET v1 headers: Accept, the odd "UserAgent" header, no Request-Id.
 	res := h.do(request{method: http.MethodPost, path: "/twins/dev1/methods?" + apiVersion,
 		body: `{"methodName":"m","payload":1}`, auth: h.token("service"),
 		headers: map[string]string{"Accept": "application/json", "UserAgent": "Microsoft.Azure.Devices/1.0"}})
-	if res.status != http.StatusOK {
-		t.Fatalf("status %d: %s", res.status, res.body)
-	}
+	require.Equal(t, http.StatusOK, res.status, "body %s", res.body)
 }
 
 func TestInvokeCallRecord(t *testing.T) {
@@ -320,9 +300,10 @@ func TestInvokeCallRecord(t *testing.T) {
 	h.device("dev1", echo)
 	h.invoke("/twins/dev1/methods", `{"methodName":"rec","payload":[1],"responseTimeoutInSeconds":42}`)
 	calls := h.e.Calls()
-	if len(calls) != 1 || calls[0].Method != "rec" || string(calls[0].Payload) != "[1]" || calls[0].Status != 200 {
-		t.Fatalf("calls = %+v", calls)
-	}
+	require.Len(t, calls, 1, "calls")
+	require.Equal(t, "rec", calls[0].Method, "call record's method")
+	require.Equal(t, "[1]", string(calls[0].Payload), "call record's payload")
+	require.Equal(t, 200, calls[0].Status, "call record's status")
 }
 
 // doNoFatal is do for use off the test goroutine: failures come back as

@@ -7,36 +7,31 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/internal/hub/engine"
 )
 
 func decodeJSON[T any](t *testing.T, res response) T {
 	t.Helper()
 	var v T
-	if err := json.Unmarshal(res.body, &v); err != nil {
-		t.Fatalf("status %d, body not JSON: %v: %s", res.status, err, res.body)
-	}
+	require.NoError(t, json.Unmarshal(res.body, &v), "status %d, body not JSON: %s", res.status, res.body)
 	return v
 }
 
 func wantOK(t *testing.T, res response) {
 	t.Helper()
-	if res.status != http.StatusOK {
-		t.Fatalf("status %d: %s", res.status, res.body)
-	}
-	if ct := res.header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
-		t.Errorf("Content-Type = %q", ct)
-	}
+	require.Equal(t, http.StatusOK, res.status, "body %s", res.body)
+	assert.Equal(t, "application/json; charset=utf-8", res.header.Get("Content-Type"), "Content-Type")
 }
 
 func wantKey32(t *testing.T, k *string) {
 	t.Helper()
-	if k == nil {
-		t.Fatal("key missing")
-	}
+	require.NotNil(t, k, "key missing")
 	b, err := base64.StdEncoding.DecodeString(*k)
-	if err != nil || len(b) != 32 {
-		t.Errorf("key %q is not base64 of 32 bytes", *k)
+	if assert.NoError(t, err, "key %q is not base64", *k) {
+		assert.Len(t, b, 32, "key %q is not base64 of 32 bytes", *k)
 	}
 }
 
@@ -47,21 +42,19 @@ func TestDeviceLifecycle(t *testing.T) {
 	res := h.registry(http.MethodPut, "/devices/dev1", `{"deviceId":"dev1"}`, nil)
 	wantOK(t, res)
 	d := decodeJSON[engine.Device](t, res)
-	if d.DeviceID != "dev1" || d.Status != "enabled" || d.ETag == "" || d.GenerationID == "" ||
-		d.Authentication.Type != "sas" || d.ConnectionState != "Disconnected" {
-		t.Fatalf("created device = %+v", d)
-	}
+	require.Equal(t, "dev1", d.DeviceID, "created device = %+v", d)
+	require.Equal(t, "enabled", d.Status, "created device = %+v", d)
+	require.NotEmpty(t, d.ETag, "created device = %+v", d)
+	require.NotEmpty(t, d.GenerationID, "created device = %+v", d)
+	require.Equal(t, "sas", d.Authentication.Type, "created device = %+v", d)
+	require.Equal(t, "Disconnected", d.ConnectionState, "created device = %+v", d)
 	wantKey32(t, d.Authentication.SymmetricKey.PrimaryKey)
 	wantKey32(t, d.Authentication.SymmetricKey.SecondaryKey)
-	if got := res.header.Get("ETag"); got != `"`+d.ETag+`"` {
-		t.Errorf("ETag header = %q, want %q", got, `"`+d.ETag+`"`)
-	}
+	assert.Equal(t, `"`+d.ETag+`"`, res.header.Get("ETag"), "ETag header")
 	// IoT Hub's field names are on the wire.
 	for _, f := range []string{`"deviceId"`, `"generationId"`, `"etag"`, `"connectionState"`, `"statusReason":null`,
 		`"authentication"`, `"symmetricKey"`, `"x509Thumbprint"`, `"capabilities"`, `"parentScopes":[]`} {
-		if !strings.Contains(string(res.body), f) {
-			t.Errorf("body lacks %s: %s", f, res.body)
-		}
+		assert.Contains(t, string(res.body), f, "body lacks a field")
 	}
 
 	// Duplicate create.
@@ -70,12 +63,12 @@ func TestDeviceLifecycle(t *testing.T) {
 	// Get.
 	res = h.registry(http.MethodGet, "/devices/dev1", "", nil)
 	wantOK(t, res)
-	if g := decodeJSON[engine.Device](t, res); g.ETag != d.ETag || *g.Authentication.SymmetricKey.PrimaryKey != *d.Authentication.SymmetricKey.PrimaryKey {
-		t.Errorf("get = %+v", g)
+	g := decodeJSON[engine.Device](t, res)
+	assert.Equal(t, d.ETag, g.ETag, "get = %+v", g)
+	if assert.NotNil(t, g.Authentication.SymmetricKey.PrimaryKey, "get = %+v", g) {
+		assert.Equal(t, *d.Authentication.SymmetricKey.PrimaryKey, *g.Authentication.SymmetricKey.PrimaryKey, "get's primary key")
 	}
-	if got := res.header.Get("ETag"); got != `"`+d.ETag+`"` {
-		t.Errorf("GET ETag header = %q", got)
-	}
+	assert.Equal(t, `"`+d.ETag+`"`, res.header.Get("ETag"), "GET ETag header")
 
 	// Update with the current etag, in each accepted If-Match form.
 	etag := d.ETag
@@ -85,9 +78,10 @@ func TestDeviceLifecycle(t *testing.T) {
 			map[string]string{"If-Match": ifMatch})
 		wantOK(t, res)
 		u := decodeJSON[engine.Device](t, res)
-		if u.Status != "disabled" || u.StatusReason == nil || *u.StatusReason != "maintenance" || u.ETag == etag {
-			t.Fatalf("If-Match %s: updated = %+v", ifMatch, u)
-		}
+		require.Equal(t, "disabled", u.Status, "If-Match %s: updated = %+v", ifMatch, u)
+		require.NotNil(t, u.StatusReason, "If-Match %s: updated = %+v", ifMatch, u)
+		require.Equal(t, "maintenance", *u.StatusReason, "If-Match %s: updated = %+v", ifMatch, u)
+		require.NotEqual(t, etag, u.ETag, "If-Match %s: the etag did not change", ifMatch)
 		etag = u.ETag
 	}
 
@@ -103,9 +97,8 @@ func TestDeviceLifecycle(t *testing.T) {
 	// Delete with a stale etag is 412, then 204 with no body, then 404.
 	wantError(t, h.registry(http.MethodDelete, "/devices/dev1", "", map[string]string{"If-Match": `"` + d.ETag + `"`}), engine.CodePreconditionFailed)
 	res = h.registry(http.MethodDelete, "/devices/dev1", "", map[string]string{"If-Match": `"*"`})
-	if res.status != http.StatusNoContent || len(res.body) != 0 {
-		t.Fatalf("delete: %d %q", res.status, res.body)
-	}
+	require.Equal(t, http.StatusNoContent, res.status, "delete: %q", res.body)
+	require.Empty(t, res.body, "delete")
 	wantError(t, h.registry(http.MethodGet, "/devices/dev1", "", nil), engine.CodeDeviceNotFound)
 	wantError(t, h.registry(http.MethodDelete, "/devices/dev1", "", nil), engine.CodeDeviceNotFound)
 }
@@ -114,9 +107,7 @@ func TestDeviceDeleteWithoutIfMatch(t *testing.T) {
 	h := newTestHub(t)
 	h.createDevice("dev1")
 	res := h.registry(http.MethodDelete, "/devices/dev1", "", nil)
-	if res.status != http.StatusNoContent {
-		t.Fatalf("status %d: %s", res.status, res.body)
-	}
+	require.Equal(t, http.StatusNoContent, res.status, "body %s", res.body)
 }
 
 func TestDeviceAuthentication(t *testing.T) {
@@ -133,9 +124,8 @@ func TestDeviceAuthentication(t *testing.T) {
 		`{"authentication":{"type":"sas","symmetricKey":{"primaryKey":"`+key16+`","secondaryKey":"`+key64+`"}}}`, nil)
 	wantOK(t, res)
 	d := decodeJSON[engine.Device](t, res)
-	if *d.Authentication.SymmetricKey.PrimaryKey != key16 || *d.Authentication.SymmetricKey.SecondaryKey != key64 {
-		t.Errorf("keys not kept: %+v", d.Authentication.SymmetricKey)
-	}
+	assert.Equal(t, key16, deref(d.Authentication.SymmetricKey.PrimaryKey), "primary key not kept")
+	assert.Equal(t, key64, deref(d.Authentication.SymmetricKey.SecondaryKey), "secondary key not kept")
 
 	for name, body := range map[string]string{
 		"short key":      `{"authentication":{"type":"sas","symmetricKey":{"primaryKey":"` + key15 + `"}}}`,
@@ -148,7 +138,7 @@ func TestDeviceAuthentication(t *testing.T) {
 		"id mismatch":    `{"deviceId":"other"}`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			wantError(t, h.registry(http.MethodPut, "/devices/rejected", body, nil), engine.CodeArgumentInvalid)
+			wantError(t, h.in(t).registry(http.MethodPut, "/devices/rejected", body, nil), engine.CodeArgumentInvalid)
 		})
 	}
 
@@ -157,18 +147,18 @@ func TestDeviceAuthentication(t *testing.T) {
 		`{"authentication":{"type":"selfSigned","x509Thumbprint":{"primaryThumbprint":"`+sha1+`","secondaryThumbprint":"`+sha256+`"}}}`, nil)
 	wantOK(t, res)
 	d = decodeJSON[engine.Device](t, res)
-	if d.Authentication.Type != "selfSigned" || d.Authentication.X509Thumbprint.PrimaryThumbprint == nil ||
-		!strings.EqualFold(*d.Authentication.X509Thumbprint.PrimaryThumbprint, sha1) ||
-		d.Authentication.SymmetricKey.PrimaryKey != nil {
-		t.Errorf("selfSigned device = %+v", d.Authentication)
+	assert.Equal(t, "selfSigned", d.Authentication.Type, "selfSigned device = %+v", d.Authentication)
+	if assert.NotNil(t, d.Authentication.X509Thumbprint.PrimaryThumbprint, "selfSigned device = %+v", d.Authentication) {
+		assert.True(t, strings.EqualFold(*d.Authentication.X509Thumbprint.PrimaryThumbprint, sha1),
+			"primary thumbprint %q, want %q", *d.Authentication.X509Thumbprint.PrimaryThumbprint, sha1)
 	}
+	assert.Nil(t, d.Authentication.SymmetricKey.PrimaryKey, "selfSigned device has a key")
 
 	// CA-signed.
 	res = h.registry(http.MethodPut, "/devices/ca", `{"authentication":{"type":"certificateAuthority"}}`, nil)
 	wantOK(t, res)
-	if d = decodeJSON[engine.Device](t, res); d.Authentication.Type != "certificateAuthority" {
-		t.Errorf("CA device = %+v", d.Authentication)
-	}
+	d = decodeJSON[engine.Device](t, res)
+	assert.Equal(t, "certificateAuthority", d.Authentication.Type, "CA device = %+v", d.Authentication)
 }
 
 func TestRegistryBadBodies(t *testing.T) {
@@ -177,12 +167,12 @@ func TestRegistryBadBodies(t *testing.T) {
 	common := []string{"", "null", "[]", "{", `{"authentication":"sas"}`, `{"authentication":{"type":1}}`, `{} {}`}
 	for _, body := range append(common, `{"status":5}`, `{"capabilities":{"iotEdge":"yes"}}`) {
 		t.Run("device "+body, func(t *testing.T) {
-			wantError(t, h.registry(http.MethodPut, "/devices/bad", body, nil), engine.CodeIotHubFormatError)
+			wantError(t, h.in(t).registry(http.MethodPut, "/devices/bad", body, nil), engine.CodeIotHubFormatError)
 		})
 	}
 	for _, body := range append(common, `{"managedBy":[]}`) {
 		t.Run("module "+body, func(t *testing.T) {
-			wantError(t, h.registry(http.MethodPut, "/devices/dev1/modules/bad", body, nil), engine.CodeIotHubFormatError)
+			wantError(t, h.in(t).registry(http.MethodPut, "/devices/dev1/modules/bad", body, nil), engine.CodeIotHubFormatError)
 		})
 	}
 	huge := `{"statusReason":"` + strings.Repeat("x", 2*maxRegistryBody) + `"}`
@@ -191,9 +181,9 @@ func TestRegistryBadBodies(t *testing.T) {
 	// Unknown fields and read-only fields are ignored.
 	res := h.registry(http.MethodPut, "/devices/extra", `{"deviceId":"extra","etag":"bogus","connectionState":"Connected","whatever":[1,2]}`, nil)
 	wantOK(t, res)
-	if d := decodeJSON[engine.Device](t, res); d.ETag == "bogus" || d.ConnectionState != "Disconnected" {
-		t.Errorf("device = %+v", d)
-	}
+	d := decodeJSON[engine.Device](t, res)
+	assert.NotEqual(t, "bogus", d.ETag, "a read-only etag was taken")
+	assert.Equal(t, "Disconnected", d.ConnectionState, "a read-only connection state was taken")
 }
 
 func TestModuleLifecycle(t *testing.T) {
@@ -208,24 +198,22 @@ func TestModuleLifecycle(t *testing.T) {
 	res := h.registry(http.MethodPut, "/devices/edge/modules/m1", `{"moduleId":"m1","deviceId":"edge","managedBy":"iotEdge"}`, nil)
 	wantOK(t, res)
 	m := decodeJSON[engine.Module](t, res)
-	if m.ModuleID != "m1" || m.DeviceID != "edge" || m.ManagedBy == nil || *m.ManagedBy != "iotEdge" || m.ETag == "" {
-		t.Fatalf("module = %+v", m)
-	}
+	require.Equal(t, "m1", m.ModuleID, "module = %+v", m)
+	require.Equal(t, "edge", m.DeviceID, "module = %+v", m)
+	require.NotNil(t, m.ManagedBy, "module = %+v", m)
+	require.Equal(t, "iotEdge", *m.ManagedBy, "module = %+v", m)
+	require.NotEmpty(t, m.ETag, "module = %+v", m)
 	wantKey32(t, m.Authentication.SymmetricKey.PrimaryKey)
-	if got := res.header.Get("ETag"); got != `"`+m.ETag+`"` {
-		t.Errorf("ETag header = %q", got)
-	}
-	if !strings.Contains(string(res.body), `"moduleId":"m1"`) || !strings.Contains(string(res.body), `"managedBy":"iotEdge"`) {
-		t.Errorf("body = %s", res.body)
-	}
+	assert.Equal(t, `"`+m.ETag+`"`, res.header.Get("ETag"), "ETag header")
+	assert.Contains(t, string(res.body), `"moduleId":"m1"`, "body")
+	assert.Contains(t, string(res.body), `"managedBy":"iotEdge"`, "body")
 
 	wantError(t, h.registry(http.MethodPut, "/devices/edge/modules/m1", `{}`, nil), engine.CodeModuleAlreadyExistsOnDevice)
 
 	res = h.registry(http.MethodGet, "/devices/edge/modules/m1", "", nil)
 	wantOK(t, res)
-	if g := decodeJSON[engine.Module](t, res); g.ETag != m.ETag {
-		t.Errorf("get = %+v", g)
-	}
+	g := decodeJSON[engine.Module](t, res)
+	assert.Equal(t, m.ETag, g.ETag, "get = %+v", g)
 
 	// Update: stale etag 412, current etag 200, * forces.
 	res = h.registry(http.MethodPut, "/devices/edge/modules/m1", `{}`, map[string]string{"If-Match": `"` + m.ETag + `"`})
@@ -238,15 +226,15 @@ func TestModuleLifecycle(t *testing.T) {
 	res = h.registry(http.MethodGet, "/devices/edge/modules", "", nil)
 	wantOK(t, res)
 	mods := decodeJSON[[]engine.Module](t, res)
-	if len(mods) != 2 || mods[0].ModuleID != "m0" || mods[1].ModuleID != "m1" {
-		t.Errorf("modules = %+v", mods)
+	if assert.Len(t, mods, 2, "modules") {
+		assert.Equal(t, "m0", mods[0].ModuleID, "first module")
+		assert.Equal(t, "m1", mods[1].ModuleID, "second module")
 	}
 
 	wantError(t, h.registry(http.MethodDelete, "/devices/edge/modules/m1", "", map[string]string{"If-Match": `"stale"`}), engine.CodePreconditionFailed)
 	res = h.registry(http.MethodDelete, "/devices/edge/modules/m1", "", map[string]string{"If-Match": `"*"`})
-	if res.status != http.StatusNoContent || len(res.body) != 0 {
-		t.Fatalf("delete: %d %q", res.status, res.body)
-	}
+	require.Equal(t, http.StatusNoContent, res.status, "delete: %q", res.body)
+	require.Empty(t, res.body, "delete")
 	wantError(t, h.registry(http.MethodGet, "/devices/edge/modules/m1", "", nil), engine.CodeModuleNotFound)
 	wantError(t, h.registry(http.MethodDelete, "/devices/edge/modules/m1", "", nil), engine.CodeModuleNotFound)
 
@@ -254,36 +242,36 @@ func TestModuleLifecycle(t *testing.T) {
 	h.createDevice("bare")
 	res = h.registry(http.MethodGet, "/devices/bare/modules", "", nil)
 	wantOK(t, res)
-	if string(res.body) != "[]" {
-		t.Errorf("empty list = %s", res.body)
-	}
+	assert.Equal(t, "[]", string(res.body), "empty list")
 }
 
 func TestListDevices(t *testing.T) {
 	h := newTestHub(t)
 	res := h.registry(http.MethodGet, "/devices", "", nil)
 	wantOK(t, res)
-	if string(res.body) != "[]" {
-		t.Errorf("empty list = %s", res.body)
-	}
+	assert.Equal(t, "[]", string(res.body), "empty list")
 	for _, id := range []string{"c", "a", "b"} {
 		h.createDevice(id)
 	}
 	res = h.registry(http.MethodGet, "/devices", "", nil)
 	wantOK(t, res)
-	if ds := decodeJSON[[]engine.Device](t, res); len(ds) != 3 || ds[0].DeviceID != "a" || ds[2].DeviceID != "c" {
-		t.Errorf("list = %+v", ds)
+	ds := decodeJSON[[]engine.Device](t, res)
+	if assert.Len(t, ds, 3, "list") {
+		assert.Equal(t, "a", ds[0].DeviceID, "first device listed")
+		assert.Equal(t, "c", ds[2].DeviceID, "last device listed")
 	}
 	res = h.do(request{method: http.MethodGet, path: "/devices?top=2&" + apiVersion, auth: h.token("registryRead")})
 	wantOK(t, res)
-	if ds := decodeJSON[[]engine.Device](t, res); len(ds) != 2 || ds[1].DeviceID != "b" {
-		t.Errorf("top=2 list = %+v", ds)
+	ds = decodeJSON[[]engine.Device](t, res)
+	if assert.Len(t, ds, 2, "top=2 list") {
+		assert.Equal(t, "b", ds[1].DeviceID, "top=2 list's second device")
 	}
 	for _, top := range []string{"1", "1000"} {
 		wantOK(t, h.do(request{method: http.MethodGet, path: "/devices?" + apiVersion + "&top=" + top, auth: h.token("registryRead")}))
 	}
 	for _, top := range []string{"0", "1001", "-1", "x", "2.5"} {
 		t.Run(top, func(t *testing.T) {
+			h := h.in(t)
 			wantError(t, h.do(request{method: http.MethodGet, path: "/devices?top=" + top + "&" + apiVersion, auth: h.token("registryRead")}),
 				engine.CodeArgumentInvalid)
 		})
@@ -297,12 +285,9 @@ func TestRegistrySpecialCharacterIDs(t *testing.T) {
 	const good = "a#b?c%d$'()=@"
 	res := h.registry(http.MethodPut, "/devices/a%23b%3Fc%25d$'()=@", `{}`, nil)
 	wantOK(t, res)
-	if d := decodeJSON[engine.Device](t, res); d.DeviceID != good {
-		t.Errorf("deviceId = %q, want %q", d.DeviceID, good)
-	}
-	if _, herr := h.e.GetDevice(good); herr != nil {
-		t.Error(herr)
-	}
+	assert.Equal(t, good, decodeJSON[engine.Device](t, res).DeviceID, "deviceId")
+	_, herr := h.e.GetDevice(good)
+	assert.Nil(t, herr, "get %q", good)
 	// Lower-case hex escapes name the same id.
 	wantOK(t, h.registry(http.MethodGet, "/devices/a%23b%3fc%25d$'()=@", "", nil))
 	// An encoded slash is part of the id, not a path separator.

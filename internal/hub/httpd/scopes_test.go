@@ -3,9 +3,9 @@ package httpd
 import (
 	"fmt"
 	"net/http"
-	"regexp"
-	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/internal/hub/engine"
 )
@@ -43,58 +43,46 @@ func TestEdgeDeviceScopes(t *testing.T) {
 	// An edge device gets ms-azure-iot-edge://{deviceId}-{generationId}
 	// and no parent.
 	top := h.putOK(t, "top", fmt.Sprintf(edge, "top", ""), "")
-	if scopeOf(top) != "ms-azure-iot-edge://top-"+top.GenerationID || !regexp.MustCompile(`^[0-9]{18}$`).MatchString(top.GenerationID) {
-		t.Fatalf("edge device scope %q, generationId %q", scopeOf(top), top.GenerationID)
-	}
-	if top.ParentScopes == nil || len(top.ParentScopes) != 0 {
-		t.Fatalf("edge device parentScopes %#v, want []", top.ParentScopes)
-	}
-	if res := h.put("plain", `{"deviceId":"plain"}`, ""); !strings.Contains(string(res.body), `"deviceScope":null,"parentScopes":[]`) {
-		t.Fatalf("a plain device: %s", res.body)
-	}
+	require.Equal(t, "ms-azure-iot-edge://top-"+top.GenerationID, scopeOf(top), "edge device scope")
+	require.Regexp(t, `^[0-9]{18}$`, top.GenerationID, "edge device generationId")
+	require.NotNil(t, top.ParentScopes, "edge device parentScopes, want []")
+	require.Empty(t, top.ParentScopes, "edge device parentScopes, want []")
+	res := h.put("plain", `{"deviceId":"plain"}`, "")
+	require.Contains(t, string(res.body), `"deviceScope":null,"parentScopes":[]`, "a plain device")
 
 	// A leaf created with the edge's scope keeps it; parentScopes names
 	// the edge.
 	leaf := h.putOK(t, "leaf", `{"deviceId":"leaf","deviceScope":"`+scopeOf(top)+`"}`, "")
-	if scopeOf(leaf) != scopeOf(top) || len(leaf.ParentScopes) != 1 || leaf.ParentScopes[0] != scopeOf(top) {
-		t.Fatalf("leaf scope %q parents %v", scopeOf(leaf), leaf.ParentScopes)
-	}
+	require.Equal(t, scopeOf(top), scopeOf(leaf), "leaf scope")
+	require.Equal(t, []string{scopeOf(top)}, leaf.ParentScopes, "leaf parents")
 	// A leaf given only parentScopes (the az CLI's edge config import)
 	// gets the matching deviceScope.
 	leaf2 := h.putOK(t, "leaf2", `{"deviceId":"leaf2","parentScopes":["`+scopeOf(top)+`"]}`, "")
-	if scopeOf(leaf2) != scopeOf(top) {
-		t.Fatalf("leaf2 scope %q", scopeOf(leaf2))
-	}
+	require.Equal(t, scopeOf(top), scopeOf(leaf2), "leaf2 scope")
 
 	// A child edge device keeps its own scope and names its parent.
 	child := h.putOK(t, "child", fmt.Sprintf(edge, "child", `,"parentScopes":["`+scopeOf(top)+`"]`), "")
-	if scopeOf(child) != "ms-azure-iot-edge://child-"+child.GenerationID || len(child.ParentScopes) != 1 || child.ParentScopes[0] != scopeOf(top) {
-		t.Fatalf("child edge scope %q parents %v", scopeOf(child), child.ParentScopes)
-	}
+	require.Equal(t, "ms-azure-iot-edge://child-"+child.GenerationID, scopeOf(child), "child edge scope")
+	require.Equal(t, []string{scopeOf(top)}, child.ParentScopes, "child edge parents")
 	// An update without parentScopes (az iot hub device-identity update)
 	// keeps the parent; [] removes it.
 	child = h.putOK(t, "child", fmt.Sprintf(edge, "child", ""), "*")
-	if len(child.ParentScopes) != 1 {
-		t.Fatalf("update without parentScopes dropped the parent: %v", child.ParentScopes)
-	}
+	require.Len(t, child.ParentScopes, 1, "update without parentScopes dropped the parent")
 	// A GET-modify-PUT that repeats the edge's own scope is fine.
 	child = h.putOK(t, "child", fmt.Sprintf(edge, "child", `,"deviceScope":"`+scopeOf(child)+`","parentScopes":[]`), "*")
-	if len(child.ParentScopes) != 0 {
-		t.Fatalf("parentScopes [] kept the parent: %v", child.ParentScopes)
-	}
+	require.Empty(t, child.ParentScopes, "parentScopes [] kept the parent")
 	child = h.putOK(t, "child", fmt.Sprintf(edge, "child", `,"parentScopes":["`+scopeOf(top)+`"]`), "*")
 
 	// Moving a leaf: deviceScope wins over a stale parentScopes (the az
 	// CLI sends the GET body back with only deviceScope changed).
 	leaf = h.putOK(t, "leaf", `{"deviceId":"leaf","deviceScope":"`+scopeOf(child)+`","parentScopes":["`+scopeOf(top)+`"]}`, "*")
-	if scopeOf(leaf) != scopeOf(child) || leaf.ParentScopes[0] != scopeOf(child) {
-		t.Fatalf("moved leaf scope %q parents %v", scopeOf(leaf), leaf.ParentScopes)
-	}
+	require.Equal(t, scopeOf(child), scopeOf(leaf), "moved leaf scope")
+	require.NotEmpty(t, leaf.ParentScopes, "moved leaf parents")
+	require.Equal(t, scopeOf(child), leaf.ParentScopes[0], "moved leaf parents %v", leaf.ParentScopes)
 	// "" removes a leaf's parent.
 	leaf = h.putOK(t, "leaf", `{"deviceId":"leaf","deviceScope":""}`, "*")
-	if leaf.DeviceScope != nil || len(leaf.ParentScopes) != 0 {
-		t.Fatalf("cleared leaf scope %v parents %v", leaf.DeviceScope, leaf.ParentScopes)
-	}
+	require.Nil(t, leaf.DeviceScope, "cleared leaf scope")
+	require.Empty(t, leaf.ParentScopes, "cleared leaf parents")
 
 	// Refusals: 400028 InvalidDeviceScope.
 	for _, tc := range []struct{ name, id, body, ifMatch string }{
@@ -108,13 +96,13 @@ func TestEdgeDeviceScopes(t *testing.T) {
 		{"cycle", "top", fmt.Sprintf(edge, "top", `,"parentScopes":["`+scopeOf(child)+`"]`), "*"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			wantError(t, h.put(tc.id, tc.body, tc.ifMatch), engine.CodeInvalidDeviceScope)
+			wantError(t, h.in(t).put(tc.id, tc.body, tc.ifMatch), engine.CodeInvalidDeviceScope)
 		})
 	}
 	// A refused update changes nothing.
-	if d := h.putOK(t, "top", fmt.Sprintf(edge, "top", ""), "*"); scopeOf(d) != scopeOf(top) || len(d.ParentScopes) != 0 {
-		t.Fatalf("top after refusals: scope %q parents %v", scopeOf(d), d.ParentScopes)
-	}
+	d := h.putOK(t, "top", fmt.Sprintf(edge, "top", ""), "*")
+	require.Equal(t, scopeOf(top), scopeOf(d), "top's scope after refusals")
+	require.Empty(t, d.ParentScopes, "top's parents after refusals")
 
 	// Five generations below the top; the fifth cannot have children.
 	parent := scopeOf(top)
@@ -133,9 +121,10 @@ func TestEdgeDeviceScopes(t *testing.T) {
 
 	// Bulk operations accept a leaf scope that names no edge device, as
 	// the service did in the .NET SDK's e2e test.
-	res := h.registry(http.MethodPost, "/devices", `[{"id":"bulk1","importMode":"create","deviceScope":"someScope1"}]`, nil)
+	res = h.registry(http.MethodPost, "/devices", `[{"id":"bulk1","importMode":"create","deviceScope":"someScope1"}]`, nil)
 	wantOK(t, res)
-	if d := h.putOK(t, "bulk1", `{"deviceId":"bulk1","deviceScope":"someScope1"}`, "*"); scopeOf(d) != "someScope1" || d.ParentScopes[0] != "someScope1" {
-		t.Fatalf("bulk-created leaf scope %q parents %v", scopeOf(d), d.ParentScopes)
-	}
+	d = h.putOK(t, "bulk1", `{"deviceId":"bulk1","deviceScope":"someScope1"}`, "*")
+	require.Equal(t, "someScope1", scopeOf(d), "bulk-created leaf scope")
+	require.NotEmpty(t, d.ParentScopes, "bulk-created leaf parents")
+	require.Equal(t, "someScope1", d.ParentScopes[0], "bulk-created leaf parents %v", d.ParentScopes)
 }

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/internal/testutil/pkitest"
 )
 
@@ -86,23 +89,21 @@ func parallel(tb testing.TB, n int, dial func(i int) net.Conn) []net.Conn {
 	}
 	close(next)
 	wg.Wait()
-	for _, c := range conns {
-		if c == nil {
-			tb.FailNow()
-		}
+	for i, c := range conns {
+		require.NotNil(tb, c, "connection %d failed", i)
 	}
 	return conns
 }
 
 // rawDevice connects and subscribes one device with hand-written packets.
 func rawDevice(tb testing.TB, f *fixture, clientID, sas string) net.Conn {
+	// Runs on parallel's dialers: assert only, never require.
 	c, err := tls.Dial("tcp", f.addr, f.clientTLS())
-	if err != nil {
-		tb.Error(err)
+	if !assert.NoError(tb, err) {
 		return nil
 	}
 	fail := func(what string, err error) net.Conn {
-		tb.Errorf("%s %s: %v", clientID, what, err)
+		assert.Fail(tb, clientID+" "+what, "%v", err)
 		c.Close()
 		return nil
 	}
@@ -124,19 +125,12 @@ func rawDevice(tb testing.TB, f *fixture, clientID, sas string) net.Conn {
 
 // waitIdle waits until the server has cleaned up every connection.
 func waitIdle(tb testing.TB, f *fixture) {
-	deadline := time.Now().Add(time.Minute)
-	for {
+	require.EventuallyWithT(tb, func(c *assert.CollectT) {
 		f.srv.mu.Lock()
 		left := len(f.srv.links)
 		f.srv.mu.Unlock()
-		if left == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%d connections still open", left)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		assert.Zero(c, left, "connections still open")
+	}, time.Minute, 10*time.Millisecond)
 }
 
 // bareTLSPairHeap returns the heap per idle TLS connection pair, both ends
@@ -144,9 +138,7 @@ func waitIdle(tb testing.TB, f *fixture) {
 func bareTLSPairHeap(tb testing.TB, n int) float64 {
 	cert, pool := pkitest.ServerCert(tb)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -174,14 +166,12 @@ func bareTLSPairHeap(tb testing.TB, n int) float64 {
 	before := memNow()
 	conns := parallel(tb, n, func(int) net.Conn {
 		c, err := tls.Dial("tcp", ln.Addr().String(), conf)
-		if err != nil {
-			tb.Error(err)
+		if !assert.NoError(tb, err) {
 			return nil
 		}
 		// One byte makes the server finish its side of the handshake.
-		if _, err := c.Write([]byte{0}); err != nil {
-			tb.Error(err)
-		}
+		_, err = c.Write([]byte{0})
+		assert.NoError(tb, err)
 		return c
 	})
 	time.Sleep(200 * time.Millisecond) // let the servers read the byte

@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
@@ -71,18 +73,14 @@ func TestParseEventTopic(t *testing.T) {
 	} {
 		got, err := parseEventTopic(tc.topic, tc.id)
 		if tc.bad {
-			if err == nil {
-				t.Errorf("parseEventTopic(%q, %s) = %+v, want an error", tc.topic, tc.id, got)
-			}
+			assert.Error(t, err, "parseEventTopic(%q, %s) = %+v, want an error", tc.topic, tc.id, got)
 			continue
 		}
-		if err != nil {
-			t.Errorf("parseEventTopic(%q, %s): %v", tc.topic, tc.id, err)
+		if !assert.NoError(t, err, "parseEventTopic(%q, %s)", tc.topic, tc.id) {
 			continue
 		}
-		if !sameEventTopic(got, tc.want) {
-			t.Errorf("parseEventTopic(%q)\n got %+v\nwant %+v", tc.topic, got, tc.want)
-		}
+		// sameEventTopic, not assert.Equal: a nil and an empty property map are the same.
+		assert.True(t, sameEventTopic(got, tc.want), "parseEventTopic(%q)\n got %+v\nwant %+v", tc.topic, got, tc.want)
 	}
 }
 
@@ -140,32 +138,23 @@ func FuzzParseEventTopic(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if classifyTopic(topic, id) != topicTelemetry && !strings.ContainsAny(topic, "+#\x00") {
-			t.Fatalf("%q parsed as telemetry of %s but is not classified as such", topic, clientID)
-		}
-		if !strings.HasPrefix(topic, identityPrefix(id)+"messages/events") {
-			t.Fatalf("%q accepted for %s", topic, clientID)
-		}
+		require.True(t, classifyTopic(topic, id) == topicTelemetry || strings.ContainsAny(topic, "+#\x00"),
+			"%q parsed as telemetry of %s but is not classified as such", topic, clientID)
+		require.True(t, strings.HasPrefix(topic, identityPrefix(id)+"messages/events"), "%q accepted for %s", topic, clientID)
 		valid := utf8.ValidString(got.MessageID + got.CorrelationID + got.ContentType + got.ContentEncoding)
 		for k, v := range got.Properties {
-			if k == "" {
-				t.Fatalf("%q: empty property name", topic)
-			}
-			if strings.HasPrefix(k, "$.") && (k == propMessageID || ignoredSystemProps[k]) {
-				t.Fatalf("%q: system property %q kept as an application property", topic, k)
-			}
+			require.NotEmpty(t, k, "%q: empty property name", topic)
+			require.False(t, strings.HasPrefix(k, "$.") && (k == propMessageID || ignoredSystemProps[k]),
+				"%q: system property %q kept as an application property", topic, k)
 			valid = valid && utf8.ValidString(k) && utf8.ValidString(v)
 		}
-		if got.size() > len(topic) {
-			t.Fatalf("%q: decoded properties (%d bytes) larger than the topic", topic, got.size())
-		}
+		require.LessOrEqual(t, got.size(), len(topic), "%q: decoded properties larger than the topic", topic)
 		if !valid {
 			return // escaped non-UTF-8 is not decoded, so it does not round-trip
 		}
 		again, err := parseEventTopic(formatEventTopic(id, got), id)
-		if err != nil || !sameEventTopic(again, got) {
-			t.Fatalf("round trip of %q: %+v, %v; want %+v", topic, again, err, got)
-		}
+		require.NoError(t, err, "round trip of %q", topic)
+		require.True(t, sameEventTopic(again, got), "round trip of %q: %+v; want %+v", topic, again, got)
 	})
 }
 
@@ -188,8 +177,11 @@ func TestCheckEventPacket(t *testing.T) {
 		{pk("$iothub/methods/res/200/?$rid=1", engine.MaxEventSize+1), ""}, // not telemetry
 	} {
 		got := checkEventPacket(tc.pk, id)
-		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
-			t.Errorf("checkEventPacket(%q, %d bytes) = %q, want %q", tc.pk.TopicName, len(tc.pk.Payload), got, tc.want)
+		if tc.want == "" {
+			assert.Empty(t, got, "checkEventPacket(%q, %d bytes)", tc.pk.TopicName, len(tc.pk.Payload))
+		} else {
+			// The refusal is a reason string for the log, not an error.
+			assert.Contains(t, got, tc.want, "checkEventPacket(%q, %d bytes)", tc.pk.TopicName, len(tc.pk.Payload))
 		}
 	}
 }
@@ -200,9 +192,7 @@ func (f *fixture) waitEvents(n int) []engine.Event {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()
 	evs, err := f.e.WaitEvents(ctx, n)
-	if err != nil {
-		f.tb.Fatalf("waiting for %d events: %v (have %d)", n, err, len(evs))
-	}
+	require.NoError(f.tb, err, "waiting for %d events (have %d)", n, len(evs))
 	return evs
 }
 
@@ -231,40 +221,38 @@ func TestTelemetry(t *testing.T) {
 		{"devices/dev1/messages/events/$.ct=text%2Fplain&alert", 0, "x", want{ct: "text/plain", props: map[string]string{"alert": ""}}},
 	} {
 		if tc.qos == 1 {
-			if err := d.publish(t, tc.topic, 1, []byte(tc.body)); err != nil {
-				t.Fatalf("publish %d: %v", i, err)
-			}
+			require.NoError(t, d.publish(t, tc.topic, 1, []byte(tc.body)), "publish %d", i)
 			// The PUBACK comes after the engine accepted the message.
-			if n := len(f.e.Events()); n != i+1 {
-				t.Fatalf("after the PUBACK of message %d the engine holds %d events", i, n)
-			}
-		} else if err := d.publish(t, tc.topic, 0, []byte(tc.body)); err != nil {
-			t.Fatalf("publish %d: %v", i, err)
+			n := len(f.e.Events())
+			require.Equal(t, i+1, n, "after the PUBACK of message %d the engine holds %d events", i, n)
+		} else {
+			require.NoError(t, d.publish(t, tc.topic, 0, []byte(tc.body)), "publish %d", i)
 		}
 		ev := f.waitEvents(i + 1)[i]
 		w := tc.want
-		if ev.Identity.DeviceID != "dev1" || ev.Identity.ModuleID != "" || ev.Identity.HostName != testHost ||
-			ev.Protocol != "mqtt" || string(ev.Body) != tc.body || ev.EnqueuedTime.IsZero() {
-			t.Errorf("event %d = %+v", i, ev)
-		}
-		if ev.MessageID != w.mid || ev.CorrelationID != w.cid || ev.ContentType != w.ct || ev.ContentEncoding != w.ce {
-			t.Errorf("event %d system properties mid=%q cid=%q ct=%q ce=%q, want %+v", i, ev.MessageID, ev.CorrelationID, ev.ContentType, ev.ContentEncoding, w)
-		}
-		if len(ev.Properties) != len(w.props) || (len(w.props) > 0 && !maps.Equal(ev.Properties, w.props)) {
-			t.Errorf("event %d properties %q, want %q", i, ev.Properties, w.props)
+		assert.Equal(t, "dev1", ev.Identity.DeviceID, "event %d device id", i)
+		assert.Empty(t, ev.Identity.ModuleID, "event %d module id", i)
+		assert.Equal(t, testHost, ev.Identity.HostName, "event %d host name", i)
+		assert.Equal(t, "mqtt", ev.Protocol, "event %d protocol", i)
+		assert.Equal(t, tc.body, string(ev.Body), "event %d body", i)
+		assert.False(t, ev.EnqueuedTime.IsZero(), "event %d has no enqueued time", i)
+		assert.Equal(t, w.mid, ev.MessageID, "event %d message id", i)
+		assert.Equal(t, w.cid, ev.CorrelationID, "event %d correlation id", i)
+		assert.Equal(t, w.ct, ev.ContentType, "event %d content type", i)
+		assert.Equal(t, w.ce, ev.ContentEncoding, "event %d content encoding", i)
+		if len(w.props) == 0 {
+			assert.Empty(t, ev.Properties, "event %d properties", i)
+		} else {
+			assert.Equal(t, w.props, ev.Properties, "event %d properties", i)
 		}
 	}
 	d.stillUp(t)
 
 	// lastActivityTime moves with telemetry (the format sorts as text).
 	after, _ := f.e.GetDevice("dev1")
-	if !(before.LastActivityTime < connected.LastActivityTime && connected.LastActivityTime < after.LastActivityTime) {
-		t.Errorf("lastActivityTime %s → connect %s → telemetry %s, want increasing",
-			before.LastActivityTime, connected.LastActivityTime, after.LastActivityTime)
-	}
-	if after.ETag != before.ETag {
-		t.Errorf("telemetry changed the device etag")
-	}
+	assert.Less(t, before.LastActivityTime, connected.LastActivityTime, "lastActivityTime at connect, want increasing")
+	assert.Less(t, connected.LastActivityTime, after.LastActivityTime, "lastActivityTime after telemetry, want increasing")
+	assert.Equal(t, before.ETag, after.ETag, "telemetry changed the device etag")
 }
 
 func TestModuleTelemetry(t *testing.T) {
@@ -272,18 +260,15 @@ func TestModuleTelemetry(t *testing.T) {
 	f.addDevice("edge1")
 	key := f.addModule("edge1", "mod1")
 	d := f.connect(f.sasOpts("edge1/mod1", key))
-	if err := d.publish(t, "devices/edge1/modules/mod1/messages/events/%24.mid=7&k=v", 1, []byte("from a module")); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, d.publish(t, "devices/edge1/modules/mod1/messages/events/%24.mid=7&k=v", 1, []byte("from a module")))
 	ev := f.waitEvents(1)[0]
-	if ev.Identity.DeviceID != "edge1" || ev.Identity.ModuleID != "mod1" || ev.MessageID != "7" || ev.Properties["k"] != "v" {
-		t.Fatalf("module event = %+v", ev)
-	}
+	assert.Equal(t, "edge1", ev.Identity.DeviceID, "module event device id")
+	assert.Equal(t, "mod1", ev.Identity.ModuleID, "module event module id")
+	assert.Equal(t, "7", ev.MessageID, "module event message id")
+	assert.Equal(t, "v", ev.Properties["k"], "module event property k")
 	m, _ := f.e.GetModule("edge1", "mod1")
 	dev, _ := f.e.GetDevice("edge1")
-	if m.LastActivityTime <= dev.LastActivityTime {
-		t.Errorf("module lastActivityTime %s not after the device's %s", m.LastActivityTime, dev.LastActivityTime)
-	}
+	assert.Greater(t, m.LastActivityTime, dev.LastActivityTime, "module lastActivityTime not after the device's")
 }
 
 // Messages the hub cannot accept close the connection, are never
@@ -309,12 +294,11 @@ func TestTelemetryRefused(t *testing.T) {
 			d := f.connect(f.sasOpts("dev1", key))
 			tok := d.c.Publish(tc.topic, tc.qos, false, make([]byte, tc.body))
 			d.waitLost(t)
-			if tc.qos == 1 && tok.WaitTimeout(100*time.Millisecond) && tok.Error() == nil {
-				t.Errorf("the refused QoS 1 message was acknowledged")
+			if tc.qos == 1 {
+				acked := tok.WaitTimeout(100*time.Millisecond) && tok.Error() == nil
+				assert.False(t, acked, "the refused QoS 1 message was acknowledged")
 			}
-			if n := f.e.EventCount(); n != 0 {
-				t.Errorf("the engine accepted %d events", n)
-			}
+			assert.Zero(t, f.e.EventCount(), "the engine accepted events")
 		})
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/iothub-go/iothub/internal/testutil/pkitest"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
@@ -51,21 +53,15 @@ func testLogger() *slog.Logger {
 func newFixture(tb testing.TB, configure ...func(*Server)) *fixture {
 	tb.Helper()
 	e, err := engine.New(engine.Config{HostName: testHost, Logger: testLogger()})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	srv, err := New(e, testLogger())
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	for _, c := range configure {
 		c(srv)
 	}
 	serverCert, pool := pkitest.ServerCert(tb)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	f := &fixture{tb: tb, e: e, srv: srv, ln: ln, addr: ln.Addr().String(), pool: pool}
 	conf := &tls.Config{
 		Certificates: []tls.Certificate{serverCert},
@@ -98,9 +94,7 @@ func newFixture(tb testing.TB, configure ...func(*Server)) *fixture {
 	tb.Cleanup(func() {
 		ln.Close()
 		e.Close()
-		if err := srv.Close(); err != nil {
-			tb.Error(err)
-		}
+		assert.NoError(tb, srv.Close())
 		f.wg.Wait()
 	})
 	return f
@@ -114,9 +108,7 @@ func (f *fixture) clientTLS() *tls.Config {
 func (f *fixture) addDevice(id string) string {
 	f.tb.Helper()
 	d, herr := f.e.PutDevice(id, engine.Device{}, "")
-	if herr != nil {
-		f.tb.Fatal(herr)
-	}
+	require.Nil(f.tb, herr)
 	return *d.Authentication.SymmetricKey.PrimaryKey
 }
 
@@ -124,9 +116,7 @@ func (f *fixture) addDevice(id string) string {
 func (f *fixture) addModule(deviceID, moduleID string) string {
 	f.tb.Helper()
 	m, herr := f.e.PutModule(deviceID, moduleID, engine.Module{}, "")
-	if herr != nil {
-		f.tb.Fatal(herr)
-	}
+	require.Nil(f.tb, herr)
 	return *m.Authentication.SymmetricKey.PrimaryKey
 }
 
@@ -139,9 +129,7 @@ func ident(clientID string) auth.Identity {
 func token(tb testing.TB, clientID, key string, expiry time.Time) string {
 	tb.Helper()
 	tok, err := auth.SignSAS(ident(clientID).Resource(), "", key, expiry)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	return tok
 }
 
@@ -235,9 +223,7 @@ func (f *fixture) dial(o connOpts) (*device, byte, error) {
 	d.c = paho.NewClient(po)
 	f.tb.Cleanup(func() { d.c.Disconnect(50) })
 	tok := d.c.Connect()
-	if !tok.WaitTimeout(waitLong) {
-		f.tb.Fatal("CONNECT did not complete")
-	}
+	require.True(f.tb, tok.WaitTimeout(waitLong), "CONNECT did not complete")
 	return d, tok.(*paho.ConnectToken).ReturnCode(), tok.Error()
 }
 
@@ -245,9 +231,8 @@ func (f *fixture) dial(o connOpts) (*device, byte, error) {
 func (f *fixture) connect(o connOpts) *device {
 	f.tb.Helper()
 	d, code, err := f.dial(o)
-	if err != nil || code != 0 {
-		f.tb.Fatalf("connect %s: code %d, %v", o.clientID, code, err)
-	}
+	require.NoError(f.tb, err, "connect %s: code %d", o.clientID, code)
+	require.Equal(f.tb, byte(0), code, "connect %s: CONNACK code", o.clientID)
 	return d
 }
 
@@ -259,12 +244,8 @@ func (d *device) handler(_ paho.Client, m paho.Message) {
 func (d *device) subscribe(tb testing.TB, filter string, qos byte) byte {
 	tb.Helper()
 	tok := d.c.Subscribe(filter, qos, d.handler)
-	if !tok.WaitTimeout(waitLong) {
-		tb.Fatalf("SUBSCRIBE %s did not complete", filter)
-	}
-	if err := tok.Error(); err != nil {
-		tb.Fatalf("SUBSCRIBE %s: %v", filter, err)
-	}
+	require.True(tb, tok.WaitTimeout(waitLong), "SUBSCRIBE %s did not complete", filter)
+	require.NoError(tb, tok.Error(), "SUBSCRIBE %s", filter)
 	return tok.(*paho.SubscribeToken).Result()[filter]
 }
 
@@ -285,7 +266,7 @@ func (d *device) next(tb testing.TB) msg {
 	case m := <-d.msgs:
 		return m
 	case <-time.After(waitLong):
-		tb.Fatal("no message arrived")
+		require.FailNow(tb, "no message arrived")
 		return msg{}
 	}
 }
@@ -295,7 +276,7 @@ func (d *device) none(tb testing.TB, wait time.Duration) {
 	tb.Helper()
 	select {
 	case m := <-d.msgs:
-		tb.Fatalf("unexpected message on %s", m.topic)
+		require.FailNow(tb, "unexpected message", "on %s", m.topic)
 	case <-time.After(wait):
 	}
 }
@@ -306,7 +287,7 @@ func (d *device) waitLost(tb testing.TB) {
 	select {
 	case <-d.lost:
 	case <-time.After(waitLong):
-		tb.Fatal("the connection was not closed")
+		require.FailNow(tb, "the connection was not closed")
 	}
 }
 
@@ -315,12 +296,10 @@ func (d *device) stillUp(tb testing.TB) {
 	tb.Helper()
 	select {
 	case err := <-d.lost:
-		tb.Fatalf("connection lost: %v", err)
+		require.FailNow(tb, "connection lost", "%v", err)
 	default:
 	}
-	if !d.c.IsConnectionOpen() {
-		tb.Fatal("connection is not open")
-	}
+	require.True(tb, d.c.IsConnectionOpen(), "connection is not open")
 }
 
 type invokeResult struct {
@@ -346,21 +325,26 @@ func waitInvoke(tb testing.TB, ch <-chan invokeResult) invokeResult {
 	case r := <-ch:
 		return r
 	case <-time.After(waitLong + 10*time.Second):
-		tb.Fatal("the method call did not finish")
+		require.FailNow(tb, "the method call did not finish")
 		return invokeResult{}
 	}
+}
+
+// requireCode checks that a method call failed with the hub error code.
+func requireCode(tb testing.TB, r invokeResult, code int, msgAndArgs ...any) {
+	tb.Helper()
+	require.NotNil(tb, r.err, msgAndArgs...)
+	require.Equal(tb, code, r.err.Code, msgAndArgs...)
 }
 
 // ridOf checks that m is a method request for name and returns its rid.
 func ridOf(tb testing.TB, m msg, name string) string {
 	tb.Helper()
 	rest, ok := strings.CutPrefix(m.topic, "$iothub/methods/POST/"+name+"/?$rid=")
-	if !ok || rest == "" {
-		tb.Fatalf("request topic = %q, want $iothub/methods/POST/%s/?$rid={rid}", m.topic, name)
-	}
-	if m.qos != 0 || m.retain {
-		tb.Fatalf("request qos %d retain %v, want 0 false", m.qos, m.retain)
-	}
+	require.True(tb, ok, "request topic = %q, want $iothub/methods/POST/%s/?$rid={rid}", m.topic, name)
+	require.NotEmpty(tb, rest, "request topic = %q, want $iothub/methods/POST/%s/?$rid={rid}", m.topic, name)
+	require.Equal(tb, byte(0), m.qos, "request qos")
+	require.False(tb, m.retain, "request retain")
 	return rest
 }
 
@@ -424,9 +408,7 @@ func subscribePacket(id uint16, filter string, qos byte) []byte {
 func (f *fixture) rawDial() *tls.Conn {
 	f.tb.Helper()
 	c, err := tls.Dial("tcp", f.addr, f.clientTLS())
-	if err != nil {
-		f.tb.Fatal(err)
-	}
+	require.NoError(f.tb, err)
 	return c
 }
 

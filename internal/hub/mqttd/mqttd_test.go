@@ -7,16 +7,20 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/internal/hubauth"
 	"github.com/iothub-go/iothub/internal/testutil/pkitest"
 	"github.com/iothub-go/iothub/internal/testutil/testkey"
 )
@@ -32,28 +36,19 @@ func roundTrip(t *testing.T, f *fixture, d *device, clientID string) {
 	call := f.invoke(clientID, "reboot", []byte(`{"delay":5}`), 0)
 	m := d.next(t)
 	rid := ridOf(t, m, "reboot")
-	if string(m.payload) != `{"delay":5}` {
-		t.Fatalf("request payload = %q", m.payload)
-	}
-	if err := d.publish(t, "$iothub/methods/res/200/?$rid="+rid, 0, []byte(`{"rebooted":true}`)); err != nil {
-		t.Fatal(err)
-	}
+	require.Equal(t, `{"delay":5}`, string(m.payload), "request payload")
+	require.NoError(t, d.publish(t, "$iothub/methods/res/200/?$rid="+rid, 0, []byte(`{"rebooted":true}`)))
 	r := waitInvoke(t, call)
-	if r.err != nil {
-		t.Fatalf("invoke: %v", r.err)
-	}
-	if r.res.Status != 200 || string(r.res.Payload) != `{"rebooted":true}` {
-		t.Fatalf("invoke result = %d %q", r.res.Status, r.res.Payload)
-	}
+	require.Nil(t, r.err, "invoke")
+	require.Equal(t, 200, r.res.Status, "invoke result status")
+	require.Equal(t, `{"rebooted":true}`, string(r.res.Payload), "invoke result payload")
 }
 
 func TestMethodRoundTrip(t *testing.T) {
 	f := newFixture(t)
 	key := f.addDevice("dev1")
 	d := f.connect(f.sasOpts("dev1", key))
-	if got := d.subscribe(t, "$iothub/methods/POST/#", 0); got != 0 {
-		t.Fatalf("granted QoS %d, want 0", got)
-	}
+	require.Equal(t, byte(0), d.subscribe(t, "$iothub/methods/POST/#", 0), "granted QoS")
 	roundTrip(t, f, d, "dev1")
 
 	// A call without a payload reaches the device as an empty body; an empty
@@ -61,30 +56,24 @@ func TestMethodRoundTrip(t *testing.T) {
 	call := f.invoke("dev1", "ping", nil, 0)
 	m := d.next(t)
 	rid := ridOf(t, m, "ping")
-	if len(m.payload) != 0 {
-		t.Fatalf("payload = %q, want empty", m.payload)
-	}
-	if err := d.publish(t, "$iothub/methods/res/404/?$rid="+rid, 0, nil); err != nil {
-		t.Fatal(err)
-	}
+	require.Empty(t, m.payload, "request payload")
+	require.NoError(t, d.publish(t, "$iothub/methods/res/404/?$rid="+rid, 0, nil))
 	r := waitInvoke(t, call)
-	if r.err != nil || r.res.Status != 404 || len(r.res.Payload) != 0 {
-		t.Fatalf("invoke = %+v, %v", r.res, r.err)
-	}
+	require.Nil(t, r.err, "invoke")
+	assert.Equal(t, 404, r.res.Status, "invoke status")
+	assert.Empty(t, r.res.Payload, "invoke payload")
 
 	calls := f.e.Calls()
-	if len(calls) != 2 || calls[0].Protocol != "mqtt" {
-		t.Fatalf("calls = %+v", calls)
-	}
+	require.Len(t, calls, 2, "call records")
+	assert.Equal(t, "mqtt", calls[0].Protocol, "call record protocol")
 }
 
 func TestConnectRefused(t *testing.T) {
 	f := newFixture(t)
 	key := f.addDevice("dev1")
 	otherKey := f.addDevice("dev2")
-	if _, herr := f.e.PutDevice("off", engine.Device{Status: "disabled"}, ""); herr != nil {
-		t.Fatal(herr)
-	}
+	_, herr := f.e.PutDevice("off", engine.Device{Status: "disabled"}, "")
+	require.Nil(t, herr)
 	offKey := func() string {
 		d, _ := f.e.GetDevice("off")
 		return *d.Authentication.SymmetricKey.PrimaryKey
@@ -139,9 +128,8 @@ func TestConnectRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.o.clean = true
 			_, code, err := f.dial(tc.o)
-			if err == nil || code != tc.want {
-				t.Fatalf("CONNACK %d (%v), want %d", code, err, tc.want)
-			}
+			require.Error(t, err, "CONNACK %d, want %d", code, tc.want)
+			assert.Equal(t, tc.want, code, "CONNACK (%v)", err)
 		})
 	}
 
@@ -169,19 +157,13 @@ func TestConnectMQTT5Refused(t *testing.T) {
 	key := f.addDevice("dev1")
 	c := f.rawDial()
 	defer c.Close()
-	if _, err := c.Write(connectPacket(5, "dev1", username("dev1"), token(t, "dev1", key, time.Now().Add(time.Hour)))); err != nil {
-		t.Fatal(err)
-	}
+	_, err := c.Write(connectPacket(5, "dev1", username("dev1"), token(t, "dev1", key, time.Now().Add(time.Hour))))
+	require.NoError(t, err)
 	b, err := readN(c, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(b, []byte{0x20, 0x02, 0x00, 0x01}) {
-		t.Fatalf("CONNACK = % x, want 20 02 00 01", b)
-	}
-	if _, err := readN(c, 1); err == nil {
-		t.Fatal("connection still open after CONNACK 1")
-	}
+	require.NoError(t, err)
+	require.Equal(t, []byte{0x20, 0x02, 0x00, 0x01}, b, "CONNACK")
+	_, err = readN(c, 1)
+	assert.Error(t, err, "connection still open after CONNACK 1")
 }
 
 func TestQoS2PublishCloses(t *testing.T) {
@@ -192,9 +174,7 @@ func TestQoS2PublishCloses(t *testing.T) {
 	d.c.Publish("devices/dev1/messages/events/", 2, false, []byte("x"))
 	d.waitLost(t)
 	r := waitInvoke(t, f.invoke("dev1", "m", nil, 0))
-	if r.err == nil || r.err.Code != engine.CodeDeviceNotOnline {
-		t.Fatalf("invoke after close = %v, want 404103", r.err)
-	}
+	requireCode(t, r, engine.CodeDeviceNotOnline, "invoke after close = %v, want 404103", r.err)
 }
 
 func TestForbiddenPublishCloses(t *testing.T) {
@@ -249,9 +229,7 @@ func TestSubscribeGrants(t *testing.T) {
 		{"$iothub/twin/PATCH/properties/desired/#", 1, 1},
 		{"devices/dev1/messages/devicebound/#", 2, 1},
 	} {
-		if got := d.subscribe(t, tc.filter, tc.qos); got != tc.want {
-			t.Errorf("SUBSCRIBE %s QoS %d granted %d, want %d", tc.filter, tc.qos, got, tc.want)
-		}
+		assert.Equal(t, tc.want, d.subscribe(t, tc.filter, tc.qos), "SUBSCRIBE %s QoS %d: granted QoS", tc.filter, tc.qos)
 	}
 	roundTrip(t, f, d, "dev1")
 	d.stillUp(t)
@@ -263,13 +241,10 @@ func TestUnsubscribe(t *testing.T) {
 	d := f.connect(f.sasOpts("dev1", key))
 	d.subscribe(t, "$iothub/methods/POST/#", 0)
 	tok := d.c.Unsubscribe("$iothub/methods/POST/#")
-	if !tok.WaitTimeout(waitLong) || tok.Error() != nil {
-		t.Fatalf("UNSUBSCRIBE: %v", tok.Error())
-	}
+	require.True(t, tok.WaitTimeout(waitLong), "UNSUBSCRIBE did not complete")
+	require.NoError(t, tok.Error(), "UNSUBSCRIBE")
 	r := waitInvoke(t, f.invoke("dev1", "m", nil, 0))
-	if r.err == nil || r.err.Code != engine.CodeDeviceNotOnline {
-		t.Fatalf("invoke after UNSUBSCRIBE = %v, want 404103", r.err)
-	}
+	requireCode(t, r, engine.CodeDeviceNotOnline, "invoke after UNSUBSCRIBE = %v, want 404103", r.err)
 	d.none(t, 100*time.Millisecond)
 	d.stillUp(t)
 }
@@ -323,9 +298,7 @@ func TestPersistentSession(t *testing.T) {
 		o.clean = true
 		d2 := f.connect(o)
 		r := waitInvoke(t, f.invoke("dev1", "m", nil, time.Second))
-		if r.err == nil || r.err.Code != engine.CodeDeviceNotOnline {
-			t.Fatalf("invoke = %v, want 404103", r.err)
-		}
+		requireCode(t, r, engine.CodeDeviceNotOnline, "invoke = %v, want 404103", r.err)
 		d2.none(t, 50*time.Millisecond)
 	})
 }
@@ -336,14 +309,12 @@ func TestTokenExpiryDropsConnection(t *testing.T) {
 	o := f.sasOpts("dev1", key)
 	// se is in the past: the token holds for the five minutes of skew
 	// that every endpoint allows, and the connection is dropped then.
-	o.pass = token(t, "dev1", key, time.Now().Add(-auth.MaxClockSkew+2*time.Second))
+	o.pass = token(t, "dev1", key, time.Now().Add(-hubauth.MaxClockSkew+2*time.Second))
 	d := f.connect(o)
 	d.subscribe(t, "$iothub/methods/POST/#", 0)
 	d.waitLost(t) // the engine closes the connection when the token expires
 	r := waitInvoke(t, f.invoke("dev1", "m", nil, 0))
-	if r.err == nil || r.err.Code != engine.CodeDeviceNotOnline {
-		t.Fatalf("invoke after expiry = %v, want 404103", r.err)
-	}
+	requireCode(t, r, engine.CodeDeviceNotOnline, "invoke after expiry = %v, want 404103", r.err)
 }
 
 func TestResponses(t *testing.T) {
@@ -355,12 +326,11 @@ func TestResponses(t *testing.T) {
 	// QoS 1 response: PUBACKed and delivered.
 	call := f.invoke("dev1", "get", []byte(`"x"`), 0)
 	rid := ridOf(t, d.next(t), "get")
-	if err := d.publish(t, "$iothub/methods/res/201/?$rid="+rid, 1, []byte(`[1,2]`)); err != nil {
-		t.Fatalf("QoS 1 response: %v", err)
-	}
-	if r := waitInvoke(t, call); r.err != nil || r.res.Status != 201 || string(r.res.Payload) != `[1,2]` {
-		t.Fatalf("invoke = %+v, %v", r.res, r.err)
-	}
+	require.NoError(t, d.publish(t, "$iothub/methods/res/201/?$rid="+rid, 1, []byte(`[1,2]`)), "QoS 1 response")
+	r := waitInvoke(t, call)
+	require.Nil(t, r.err, "invoke")
+	assert.Equal(t, 201, r.res.Status, "invoke status")
+	assert.Equal(t, `[1,2]`, string(r.res.Payload), "invoke payload")
 
 	// Unknown rid and malformed topics: PUBACKed, dropped, connection up.
 	for _, topic := range []string{
@@ -370,17 +340,13 @@ func TestResponses(t *testing.T) {
 		"$iothub/methods/res/200/",
 		"$iothub/methods/res/200?$rid=1",
 	} {
-		if err := d.publish(t, topic, 1, []byte(`{}`)); err != nil {
-			t.Fatalf("%s: %v", topic, err)
-		}
+		require.NoError(t, d.publish(t, topic, 1, []byte(`{}`)), "%s", topic)
 	}
 	d.stillUp(t)
 
 	// Telemetry is accepted (and dropped for now).
 	for _, topic := range []string{"devices/dev1/messages/events/", "devices/dev1/messages/events/a=b&%24.ct=application%2Fjson"} {
-		if err := d.publish(t, topic, 1, []byte(`{"t":1}`)); err != nil {
-			t.Fatalf("%s: %v", topic, err)
-		}
+		require.NoError(t, d.publish(t, topic, 1, []byte(`{"t":1}`)), "%s", topic)
 	}
 	d.stillUp(t)
 	roundTrip(t, f, d, "dev1")
@@ -390,9 +356,7 @@ func TestPacketTooLarge(t *testing.T) {
 	f := newFixture(t)
 	key := f.addDevice("dev1")
 	d := f.connect(f.sasOpts("dev1", key))
-	if err := d.publish(t, "devices/dev1/messages/events/", 1, make([]byte, 200*1024)); err != nil {
-		t.Fatalf("200 KB telemetry: %v", err)
-	}
+	require.NoError(t, d.publish(t, "devices/dev1/messages/events/", 1, make([]byte, 200*1024)), "200 KB telemetry")
 	d.stillUp(t)
 	d.c.Publish("devices/dev1/messages/events/", 1, false, make([]byte, MaxPacketSize))
 	d.waitLost(t)
@@ -412,20 +376,17 @@ func TestCannotAnswerAnotherDevicesRequest(t *testing.T) {
 	a.none(t, 50*time.Millisecond) // only devB gets devB's request
 
 	// devA answers devB's rid: acknowledged, but the call stays open.
-	if err := a.publish(t, "$iothub/methods/res/299/?$rid="+rid, 1, []byte(`"stolen"`)); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, a.publish(t, "$iothub/methods/res/299/?$rid="+rid, 1, []byte(`"stolen"`)))
 	select {
 	case r := <-call:
-		t.Fatalf("devA completed devB's call: %+v %v", r.res, r.err)
+		require.FailNow(t, "devA completed devB's call", "%+v %v", r.res, r.err)
 	case <-time.After(200 * time.Millisecond):
 	}
-	if err := b.publish(t, "$iothub/methods/res/200/?$rid="+rid, 0, []byte(`"mine"`)); err != nil {
-		t.Fatal(err)
-	}
-	if r := waitInvoke(t, call); r.err != nil || r.res.Status != 200 || string(r.res.Payload) != `"mine"` {
-		t.Fatalf("invoke = %+v, %v", r.res, r.err)
-	}
+	require.NoError(t, b.publish(t, "$iothub/methods/res/200/?$rid="+rid, 0, []byte(`"mine"`)))
+	r := waitInvoke(t, call)
+	require.Nil(t, r.err, "invoke")
+	assert.Equal(t, 200, r.res.Status, "invoke status")
+	assert.Equal(t, `"mine"`, string(r.res.Payload), "invoke payload")
 	a.stillUp(t)
 }
 
@@ -436,9 +397,7 @@ func TestX509SelfSigned(t *testing.T) {
 	_, herr := f.e.PutDevice("certdev", engine.Device{Authentication: engine.Authentication{
 		Type: engine.AuthSelfSigned, X509Thumbprint: engine.X509Thumbprint{PrimaryThumbprint: &tp},
 	}}, "")
-	if herr != nil {
-		t.Fatal(herr)
-	}
+	require.Nil(t, herr)
 	o := connOpts{clientID: "certdev", user: username("certdev"), hasUser: true, clean: true, cert: &cert}
 	d := f.connect(o)
 	d.subscribe(t, "$iothub/methods/POST/#", 0)
@@ -447,13 +406,13 @@ func TestX509SelfSigned(t *testing.T) {
 
 	wrong := pkitest.SelfSigned(t, "certdev")
 	o.cert = &wrong
-	if _, code, err := f.dial(o); err == nil || code != 5 {
-		t.Fatalf("wrong certificate: CONNACK %d (%v), want 5", code, err)
-	}
+	_, code, err := f.dial(o)
+	assert.Error(t, err, "wrong certificate: CONNACK %d, want 5", code)
+	assert.Equal(t, byte(5), code, "wrong certificate: CONNACK (%v)", err)
 	o.cert = nil
-	if _, code, err := f.dial(o); err == nil || code != 5 {
-		t.Fatalf("no certificate: CONNACK %d (%v), want 5", code, err)
-	}
+	_, code, err = f.dial(o)
+	assert.Error(t, err, "no certificate: CONNACK %d, want 5", code)
+	assert.Equal(t, byte(5), code, "no certificate: CONNACK (%v)", err)
 }
 
 func TestModule(t *testing.T) {
@@ -463,16 +422,12 @@ func TestModule(t *testing.T) {
 	d := f.connect(f.sasOpts("edge1/mod1", key))
 	d.subscribe(t, "$iothub/methods/POST/#", 1)
 	roundTrip(t, f, d, "edge1/mod1")
-	if err := d.publish(t, "devices/edge1/modules/mod1/messages/events/", 1, []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, d.publish(t, "devices/edge1/modules/mod1/messages/events/", 1, []byte(`{}`)))
 	d.stillUp(t)
 
 	// The device identity is a different one: not online.
 	r := waitInvoke(t, f.invoke("edge1", "m", nil, 0))
-	if r.err == nil || r.err.Code != engine.CodeDeviceNotOnline {
-		t.Fatalf("invoke on the device = %v, want 404103", r.err)
-	}
+	requireCode(t, r, engine.CodeDeviceNotOnline, "invoke on the device = %v, want 404103", r.err)
 	// A module may not use its device's telemetry topic.
 	d.c.Publish("devices/edge1/messages/events/", 0, false, []byte(`{}`))
 	d.waitLost(t)
@@ -504,9 +459,8 @@ func TestWebSocket(t *testing.T) {
 	d.subscribe(t, "$iothub/methods/POST/#", 0)
 	roundTrip(t, f, d, "wsdev")
 	calls := f.e.Calls()
-	if calls[len(calls)-1].Protocol != "mqtt-ws" {
-		t.Fatalf("protocol = %q, want mqtt-ws", calls[len(calls)-1].Protocol)
-	}
+	require.NotEmpty(t, calls, "call records")
+	assert.Equal(t, "mqtt-ws", calls[len(calls)-1].Protocol, "protocol")
 	d.c.Disconnect(50)
 }
 
@@ -521,18 +475,17 @@ func TestWill(t *testing.T) {
 	d.c.Disconnect(50)
 
 	o.will = "devices/dev2/messages/events/"
-	if _, _, err := f.dial(o); err == nil {
-		t.Fatal("CONNECT with another identity's will topic was accepted")
-	}
+	_, _, err := f.dial(o)
+	assert.Error(t, err, "CONNECT with another identity's will topic was accepted")
 }
 
 func TestConnectTimeout(t *testing.T) {
 	f := newFixture(t, func(s *Server) { s.connectWait = 200 * time.Millisecond })
 	c := f.rawDial()
 	defer c.Close()
-	if _, err := readN(c, 1); err == nil || strings.Contains(err.Error(), "timeout") {
-		t.Fatalf("read = %v, want the hub to close a connection that sends no CONNECT", err)
-	}
+	_, err := readN(c, 1)
+	require.Error(t, err, "read succeeded, want the hub to close a connection that sends no CONNECT")
+	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded, "read timed out, want the hub to close a connection that sends no CONNECT")
 }
 
 func TestMochiLogRedaction(t *testing.T) {
@@ -544,37 +497,23 @@ func TestMochiLogRedaction(t *testing.T) {
 	log.Info("packet", "pk", pk, "packet", &pk, "n", 1)
 	log.With("pk", pk).Warn("again")
 	out := buf.String()
-	if strings.Contains(out, "secret") {
-		t.Fatalf("log leaks a secret: %s", out)
-	}
-	if !strings.Contains(out, "level=DEBUG msg=packet") || !strings.Contains(out, "level=WARN msg=again") {
-		t.Fatalf("log = %s", out)
-	}
+	assert.NotContains(t, out, "secret", "log leaks a secret")
+	assert.Contains(t, out, "level=DEBUG msg=packet", "log")
+	assert.Contains(t, out, "level=WARN msg=again", "log")
 }
 
 func TestServeConnAfterClose(t *testing.T) {
-	if _, err := New(nil, nil); err == nil {
-		t.Fatal("New(nil engine) did not fail")
-	}
+	_, err := New(nil, nil)
+	require.Error(t, err, "New(nil engine) did not fail")
 	e, err := engine.New(engine.Config{HostName: testHost})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	srv, err := New(e, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, srv.Close())
+	require.NoError(t, srv.Close(), "second Close")
 	c1, c2 := net.Pipe()
 	defer c2.Close()
-	if err := srv.ServeConn(c1, ConnInfo{}); err != ErrServerClosed {
-		t.Fatalf("ServeConn after Close = %v, want ErrServerClosed", err)
-	}
+	assert.ErrorIs(t, srv.ServeConn(c1, ConnInfo{}), ErrServerClosed, "ServeConn after Close")
 }
 
 // TestPersistentSessionDiesWithIdentity: a clean=false session does not
@@ -593,24 +532,19 @@ func TestPersistentSessionDiesWithIdentity(t *testing.T) {
 
 			if change == "keys changed" {
 				newKey := testkey.New()
-				if _, herr := f.e.PutDevice("dev1", engine.Device{Authentication: engine.Authentication{Type: engine.AuthSAS,
-					SymmetricKey: engine.SymmetricKey{PrimaryKey: &newKey, SecondaryKey: &newKey}}}, "*"); herr != nil {
-					t.Fatal(herr)
-				}
+				_, herr := f.e.PutDevice("dev1", engine.Device{Authentication: engine.Authentication{Type: engine.AuthSAS,
+					SymmetricKey: engine.SymmetricKey{PrimaryKey: &newKey, SecondaryKey: &newKey}}}, "*")
+				require.Nil(t, herr)
 				key = newKey
 			} else {
-				if herr := f.e.DeleteDevice("dev1", "*"); herr != nil {
-					t.Fatal(herr)
-				}
+				require.Nil(t, f.e.DeleteDevice("dev1", "*"))
 				key = f.addDevice("dev1")
 			}
 			o = f.sasOpts("dev1", key)
 			o.clean = false
 			d2 := f.connect(o)
 			r := waitInvoke(t, f.invoke("dev1", "m", nil, 0))
-			if r.err == nil || r.err.Code != engine.CodeDeviceNotOnline {
-				t.Fatalf("invoke = %+v, %v; want 404103: the new identity never subscribed", r.res, r.err)
-			}
+			requireCode(t, r, engine.CodeDeviceNotOnline, "invoke = %+v, %v; want 404103: the new identity never subscribed", r.res, r.err)
 			d2.none(t, 50*time.Millisecond)
 		})
 	}
@@ -629,10 +563,11 @@ func TestAbandonedSessionExpires(t *testing.T) {
 	d.c.Disconnect(50)
 	// Other devices connecting make the server sweep; wait until it has
 	// dropped dev1's session (mochi keeps stop times in whole seconds).
+	// Not require.Eventually: f.connect must run on the test goroutine.
 	deadline := time.Now().Add(30 * time.Second)
 	for f.srv.hasSession("dev1") {
 		if time.Now().After(deadline) {
-			t.Fatal("the abandoned session is still kept")
+			require.FailNow(t, "the abandoned session is still kept")
 		}
 		time.Sleep(200 * time.Millisecond)
 		other := f.connect(f.sasOpts("dev2", key2))

@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
 )
@@ -27,9 +30,13 @@ func TestParseClientID(t *testing.T) {
 		{strings.Repeat("a", 129), "", "", false},
 	} {
 		id, err := parseClientID(tc.in)
-		if (err == nil) != tc.ok || id.DeviceID != tc.dev || id.ModuleID != tc.mod {
-			t.Errorf("parseClientID(%q) = %+v, %v", tc.in, id, err)
+		if tc.ok {
+			assert.NoError(t, err, "parseClientID(%q)", tc.in)
+		} else {
+			assert.Error(t, err, "parseClientID(%q) = %+v", tc.in, id)
 		}
+		assert.Equal(t, tc.dev, id.DeviceID, "parseClientID(%q): device id", tc.in)
+		assert.Equal(t, tc.mod, id.ModuleID, "parseClientID(%q): module id", tc.in)
 	}
 }
 
@@ -50,17 +57,13 @@ func TestParseUsername(t *testing.T) {
 		{"h.net/dev/DeviceClientType=x&api-version=1", "dev", "h.net", "1", map[string]string{"DeviceClientType": "x"}},
 	} {
 		u, err := parseUsername(tc.user, tc.clientID)
-		if err != nil {
-			t.Errorf("parseUsername(%q, %q): %v", tc.user, tc.clientID, err)
+		if !assert.NoError(t, err, "parseUsername(%q, %q)", tc.user, tc.clientID) {
 			continue
 		}
-		if u.Host != tc.host || u.Params["api-version"] != tc.api {
-			t.Errorf("parseUsername(%q) = %+v", tc.user, u)
-		}
+		assert.Equal(t, tc.host, u.Host, "parseUsername(%q): host", tc.user)
+		assert.Equal(t, tc.api, u.Params["api-version"], "parseUsername(%q): api-version", tc.user)
 		for k, v := range tc.params {
-			if u.Params[k] != v {
-				t.Errorf("parseUsername(%q): %s = %q, want %q", tc.user, k, u.Params[k], v)
-			}
+			assert.Equal(t, v, u.Params[k], "parseUsername(%q): %s", tc.user, k)
 		}
 	}
 	for _, tc := range []struct{ user, clientID string }{
@@ -80,9 +83,8 @@ func TestParseUsername(t *testing.T) {
 		{"h.net/dev/?api-version=1", "dev/mod"},
 		{"h.net//?api-version=1", ""},
 	} {
-		if u, err := parseUsername(tc.user, tc.clientID); err == nil {
-			t.Errorf("parseUsername(%q, %q) = %+v, want an error", tc.user, tc.clientID, u)
-		}
+		u, err := parseUsername(tc.user, tc.clientID)
+		assert.Error(t, err, "parseUsername(%q, %q) = %+v, want an error", tc.user, tc.clientID, u)
 	}
 }
 
@@ -108,9 +110,9 @@ func TestParseMethodResponseTopic(t *testing.T) {
 		{"$iothub/methods/POST/200/?$rid=1", 0, "", false},
 	} {
 		status, rid, ok := parseMethodResponseTopic(tc.topic)
-		if ok != tc.ok || status != tc.status || rid != tc.rid {
-			t.Errorf("parseMethodResponseTopic(%q) = %d, %q, %v", tc.topic, status, rid, ok)
-		}
+		assert.Equal(t, tc.ok, ok, "parseMethodResponseTopic(%q): ok", tc.topic)
+		assert.Equal(t, tc.status, status, "parseMethodResponseTopic(%q): status", tc.topic)
+		assert.Equal(t, tc.rid, rid, "parseMethodResponseTopic(%q): rid", tc.topic)
 	}
 }
 
@@ -136,9 +138,7 @@ func TestClassify(t *testing.T) {
 		{"$iothub/methods/POST/x/?$rid=1", dev, topicForbidden},
 		{"", dev, topicForbidden},
 	} {
-		if got := classifyTopic(tc.topic, tc.id); got != tc.want {
-			t.Errorf("classifyTopic(%q, %s) = %d, want %d", tc.topic, tc.id, got, tc.want)
-		}
+		assert.Equal(t, tc.want, classifyTopic(tc.topic, tc.id), "classifyTopic(%q, %s)", tc.topic, tc.id)
 	}
 	for _, tc := range []struct {
 		filter string
@@ -157,9 +157,7 @@ func TestClassify(t *testing.T) {
 		{"#", dev, filterForbidden},
 		{"", dev, filterForbidden},
 	} {
-		if got := classifyFilter(tc.filter, tc.id); got != tc.want {
-			t.Errorf("classifyFilter(%q, %s) = %d, want %d", tc.filter, tc.id, got, tc.want)
-		}
+		assert.Equal(t, tc.want, classifyFilter(tc.filter, tc.id), "classifyFilter(%q, %s)", tc.filter, tc.id)
 	}
 }
 
@@ -172,28 +170,23 @@ func FuzzParseUsername(f *testing.F) {
 	f.Add("", "")
 	f.Add("h//?api-version=1", "")
 	f.Fuzz(func(t *testing.T, username, clientID string) {
-		if id, err := parseClientID(clientID); err == nil && id.String() != clientID {
-			t.Fatalf("parseClientID(%q) = %s", clientID, id)
+		if id, err := parseClientID(clientID); err == nil {
+			require.Equal(t, clientID, id.String(), "parseClientID(%q)", clientID)
 		}
 		u, err := parseUsername(username, clientID)
 		if err != nil {
 			return
 		}
-		if u.Host == "" || strings.Contains(u.Host, "/") || u.Params["api-version"] == "" {
-			t.Fatalf("accepted %q with %+v", username, u)
-		}
-		if !strings.HasPrefix(username, u.Host+"/"+clientID+"/") {
-			t.Fatalf("accepted %q for client id %q", username, clientID)
-		}
+		require.NotEmpty(t, u.Host, "accepted %q with %+v", username, u)
+		require.NotContains(t, u.Host, "/", "accepted %q with %+v", username, u)
+		require.NotEmpty(t, u.Params["api-version"], "accepted %q with %+v", username, u)
+		require.True(t, strings.HasPrefix(username, u.Host+"/"+clientID+"/"), "accepted %q for client id %q", username, clientID)
 		extra := maps.Clone(u.Params)
 		delete(extra, "api-version")
 		again, err := parseUsername(formatUsername(u.Host, clientID, u.Params["api-version"], extra), clientID)
-		if err != nil {
-			t.Fatalf("round trip of %q: %v", username, err)
-		}
-		if again.Host != u.Host || !maps.Equal(again.Params, u.Params) {
-			t.Fatalf("round trip of %q: %+v, want %+v", username, again, u)
-		}
+		require.NoError(t, err, "round trip of %q", username)
+		require.Equal(t, u.Host, again.Host, "round trip of %q: host", username)
+		require.True(t, maps.Equal(again.Params, u.Params), "round trip of %q: %+v, want %+v", username, again, u)
 	})
 }
 
@@ -210,37 +203,28 @@ func FuzzParseTopic(f *testing.F) {
 		dev, mod, _ := strings.Cut(clientID, "/")
 		id := auth.Identity{DeviceID: dev, ModuleID: mod}
 		if status, rid, ok := parseMethodResponseTopic(topic); ok {
-			if rid == "" || strings.Contains(rid, "&") {
-				t.Fatalf("%q: rid %q", topic, rid)
-			}
+			require.NotEmpty(t, rid, "%q: rid", topic)
+			require.NotContains(t, rid, "&", "%q: rid %q", topic, rid)
 			s2, r2, ok2 := parseMethodResponseTopic(methodResponseTopic(status, rid))
-			if !ok2 || s2 != status || r2 != rid {
-				t.Fatalf("round trip of %q: %d %q %v", topic, s2, r2, ok2)
-			}
-			if classifyTopic(topic, id) != topicMethodResponse {
-				t.Fatalf("%q parses as a response but is not classified as one", topic)
-			}
+			require.True(t, ok2, "round trip of %q", topic)
+			require.Equal(t, status, s2, "round trip of %q: status", topic)
+			require.Equal(t, rid, r2, "round trip of %q: rid", topic)
+			require.Equal(t, topicMethodResponse, classifyTopic(topic, id), "%q parses as a response but is not classified as one", topic)
 		}
 		switch classifyTopic(topic, id) {
 		case topicTelemetry:
-			if !strings.HasPrefix(topic, identityPrefix(id)+"messages/events") || strings.ContainsAny(topic, "+#") {
-				t.Fatalf("%q accepted as telemetry of %s", topic, clientID)
-			}
+			require.True(t, strings.HasPrefix(topic, identityPrefix(id)+"messages/events"), "%q accepted as telemetry of %s", topic, clientID)
+			require.False(t, strings.ContainsAny(topic, "+#"), "%q accepted as telemetry of %s", topic, clientID)
 		case topicMethodResponse:
-			if !strings.HasPrefix(topic, methodResponsePfx) {
-				t.Fatalf("%q classified as a method response", topic)
-			}
+			require.True(t, strings.HasPrefix(topic, methodResponsePfx), "%q classified as a method response", topic)
 		}
 		switch classifyFilter(topic, id) {
 		case filterForbidden:
 		case filterCloudToDevice:
-			if mod != "" || topic != "devices/"+dev+"/messages/devicebound/#" {
-				t.Fatalf("%q accepted as the C2D filter of %s", topic, clientID)
-			}
+			require.Empty(t, mod, "%q accepted as the C2D filter of %s", topic, clientID)
+			require.Equal(t, "devices/"+dev+"/messages/devicebound/#", topic, "%q accepted as the C2D filter of %s", topic, clientID)
 		default:
-			if topic != methodsFilter && topic != twinResponseFilter && topic != twinDesiredFilter {
-				t.Fatalf("%q accepted as a filter", topic)
-			}
+			require.Contains(t, []string{methodsFilter, twinResponseFilter, twinDesiredFilter}, topic, "%q accepted as a filter", topic)
 		}
 	})
 }
@@ -259,8 +243,11 @@ func TestCheckTopicName(t *testing.T) {
 		{"$iothub/methods/POST/a\x00/?$rid=1", false},
 		{"$iothub/methods/POST/\xff/?$rid=1", false},
 	} {
-		if err := checkTopicName(tc.topic); (err == nil) != tc.ok {
-			t.Errorf("checkTopicName(%.40q) = %v, want ok %v", tc.topic, err, tc.ok)
+		err := checkTopicName(tc.topic)
+		if tc.ok {
+			assert.NoError(t, err, "checkTopicName(%.40q)", tc.topic)
+		} else {
+			assert.Error(t, err, "checkTopicName(%.40q)", tc.topic)
 		}
 	}
 }
@@ -275,9 +262,7 @@ func TestUnsendableMethodName(t *testing.T) {
 	d.subscribe(t, "$iothub/methods/POST/#", 0)
 	for _, name := range []string{"a+b", "a#", strings.Repeat("n", 70000)} {
 		r := waitInvoke(t, f.invoke("dev1", name, nil, 0))
-		if r.err == nil || r.err.Code != engine.CodeArgumentInvalid {
-			t.Fatalf("invoke %.20q: %+v, %v; want 400004", name, r.res, r.err)
-		}
+		requireCode(t, r, engine.CodeArgumentInvalid, "invoke %.20q: %+v, %v; want 400004", name, r.res, r.err)
 	}
 	roundTrip(t, f, d, "dev1") // the connection still works, and got nothing else first
 }

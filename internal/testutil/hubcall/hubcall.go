@@ -15,7 +15,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/apiversion"
 	"github.com/iothub-go/iothub/iothubtest"
 )
 
@@ -24,9 +27,7 @@ import (
 func Do(t testing.TB, s *iothubtest.Server, method, path, body, authorization string) (int, string) {
 	t.Helper()
 	st, b, err := do(s, method, path, body, authorization)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "%s %s", method, path)
 	return st, b
 }
 
@@ -72,18 +73,16 @@ func ownerToken(s *iothubtest.Server) (string, error) {
 func Service(t testing.TB, s *iothubtest.Server, method, path, body string) (int, string) {
 	t.Helper()
 	tok, err := ownerToken(s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "iothubowner token")
 	return Do(t, s, method, path, body, tok)
 }
 
 func methodsPath(id string) string {
 	dev, mod, _ := strings.Cut(id, "/")
 	if mod != "" {
-		return "/twins/" + dev + "/modules/" + mod + "/methods?api-version=2021-04-12"
+		return "/twins/" + dev + "/modules/" + mod + "/methods?api-version=" + apiversion.Current
 	}
-	return "/twins/" + dev + "/methods?api-version=2021-04-12"
+	return "/twins/" + dev + "/methods?api-version=" + apiversion.Current
 }
 
 // Invoke posts a method invocation body to id ("deviceID" or

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/auth"
 )
@@ -85,7 +86,6 @@ func Serve(t testing.TB, c paho.Client, answer func(payload []byte) (int, []byte
 		status, body := answer(m.Payload())
 		c.Publish("$iothub/methods/res/"+strconv.Itoa(status)+"/?$rid="+topic[i+6:], 0, false, body)
 	})
-	if !tk.WaitTimeout(15*time.Second) || tk.Error() != nil {
-		t.Fatalf("pahodev: subscribe: %v", tk.Error())
-	}
+	require.True(t, tk.WaitTimeout(15*time.Second), "pahodev: subscribe timed out")
+	require.NoError(t, tk.Error(), "pahodev: subscribe")
 }

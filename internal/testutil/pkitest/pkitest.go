@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/internal/pki"
 )
 
@@ -16,13 +18,9 @@ import (
 func ServerCert(tb testing.TB) (tls.Certificate, *x509.CertPool) {
 	tb.Helper()
 	ca, err := pki.NewCA("test CA")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err, "pkitest: new CA")
 	leaf, err := ca.IssueServer("127.0.0.1", "localhost")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err, "pkitest: issue server certificate")
 	return leaf, ca.Pool()
 }
 
@@ -31,8 +29,6 @@ func ServerCert(tb testing.TB) (tls.Certificate, *x509.CertPool) {
 func SelfSigned(tb testing.TB, cn string) tls.Certificate {
 	tb.Helper()
 	cert, err := pki.SelfSigned(cn, 24*time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err, "pkitest: self-signed certificate")
 	return cert
 }

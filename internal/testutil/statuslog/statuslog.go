@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/device"
 )
 
@@ -77,7 +80,7 @@ func (l *Log) WaitFor(t testing.TB, st device.ConnectionState) device.Connection
 		select {
 		case <-l.wake:
 		case <-timeout.C:
-			t.Fatalf("no %v status within 90 s; statuses so far: %v", st, l.All())
+			require.FailNowf(t, "status timeout", "no %v status within 90 s; statuses so far: %v", st, l.All())
 		}
 	}
 }
@@ -93,9 +96,8 @@ func (l *Log) Skip() {
 // with a reason, after what, and then that it is connected again.
 func (l *Log) Reconnected(t testing.TB, what string) {
 	t.Helper()
-	if s := l.WaitFor(t, device.ConnectionStateConnecting); s.Err == nil {
-		t.Fatalf("the status after %s gives no reason", what)
-	}
+	s := l.WaitFor(t, device.ConnectionStateConnecting)
+	require.Error(t, s.Err, "the status after %s gives no reason", what)
 	l.WaitFor(t, device.ConnectionStateConnected)
 }
 
@@ -105,24 +107,16 @@ func (l *Log) Reconnected(t testing.TB, what string) {
 func (l *Log) Check(t testing.TB, who string) {
 	t.Helper()
 	all := l.All()
-	if len(all) == 0 {
-		t.Errorf("%s: no status reported", who)
+	if !assert.NotEmpty(t, all, "%s: no status reported", who) {
 		return
 	}
-	if all[0].State != device.ConnectionStateConnecting {
-		t.Errorf("%s: first status %v, want connecting", who, all[0].State)
-	}
-	if last := all[len(all)-1]; last.State != device.ConnectionStateClosed {
-		t.Errorf("%s: last status %v, want closed; all: %v", who, last.State, all)
-	}
+	assert.Equal(t, device.ConnectionStateConnecting, all[0].State, "%s: first status", who)
+	assert.Equal(t, device.ConnectionStateClosed, all[len(all)-1].State, "%s: last status; all: %v", who, all)
 	for i := 1; i < len(all); i++ {
 		prev, cur := all[i-1], all[i]
-		if prev.State == device.ConnectionStateConnected && cur.State == device.ConnectionStateConnected {
-			t.Errorf("%s: connected reported twice in a row (status %d)", who, i)
-		}
-		if prev.State == device.ConnectionStateClosed {
-			t.Errorf("%s: status %v after closed", who, cur.State)
-		}
+		assert.False(t, prev.State == device.ConnectionStateConnected && cur.State == device.ConnectionStateConnected,
+			"%s: connected reported twice in a row (status %d)", who, i)
+		assert.NotEqual(t, device.ConnectionStateClosed, prev.State, "%s: status %v after closed", who, cur.State)
 	}
 }
 

@@ -49,11 +49,15 @@ func TLS(ctx context.Context, hostport string, conf *tls.Config) (net.Conn, erro
 	return d.DialContext(ctx, "tcp", hostport)
 }
 
-// WebSocket opens a binary WebSocket to wss://hostport+path with the given
-// subprotocol and returns it as a net.Conn. It honours HTTPS_PROXY and
+// WebSocketPath is the path of IoT Hub's WebSocket endpoint, for MQTT and
+// AMQP alike.
+const WebSocketPath = "/$iothub/websocket"
+
+// WebSocket opens a binary WebSocket to wss://hostport+WebSocketPath with
+// the given subprotocol and returns it as a net.Conn. It honours HTTPS_PROXY and
 // NO_PROXY, read on every call (http.ProxyFromEnvironment reads them once
 // per process). readLimit bounds one WebSocket message.
-func WebSocket(ctx context.Context, hostport, path, subprotocol string, conf *tls.Config, readLimit int64) (net.Conn, error) {
+func WebSocket(ctx context.Context, hostport, subprotocol string, conf *tls.Config, readLimit int64) (net.Conn, error) {
 	proxy := httpproxy.FromEnvironment().ProxyFunc()
 	tr := &http.Transport{
 		TLSClientConfig: conf,
@@ -65,7 +69,7 @@ func WebSocket(ctx context.Context, hostport, path, subprotocol string, conf *tl
 		// Never follow a redirect: it could lead to plain HTTP.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	wc, _, err := websocket.Dial(ctx, "wss://"+hostport+path, &websocket.DialOptions{
+	wc, _, err := websocket.Dial(ctx, "wss://"+hostport+WebSocketPath, &websocket.DialOptions{
 		HTTPClient:   hc,
 		Subprotocols: []string{subprotocol},
 	})

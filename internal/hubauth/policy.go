@@ -1,4 +1,4 @@
-package auth
+package hubauth
 
 import (
 	"errors"
@@ -74,7 +74,7 @@ type Policy struct {
 func (p Policy) String() string { return fmt.Sprintf("%s (%s)", p.Name, p.Rights) }
 
 // GoString redacts like String.
-func (p Policy) GoString() string { return fmt.Sprintf("auth.Policy(%q)", p.String()) }
+func (p Policy) GoString() string { return fmt.Sprintf("hubauth.Policy(%q)", p.String()) }
 
 // DefaultPolicyRights returns the rights of the five policies every IoT Hub
 // is created with: iothubowner, service, device, registryRead and
