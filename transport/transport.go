@@ -79,6 +79,13 @@ var ErrMessageTooLarge = errors.New("iothub: message too large")
 // (mqtt.ErrTopicTooLong). Nothing is sent then.
 var ErrInvalidProperty = errors.New("iothub: invalid message property")
 
+// ErrHubMessageTooLarge is wrapped by the error of a connection that the
+// hub sent more than the transport accepts from it (mqtt.MaxPacketSize,
+// amqp.MaxMessageSize), seen in the device client's connection status; the
+// client then reconnects. It is about what the hub sends, unlike
+// [ErrMessageTooLarge], which is about what the device sends.
+var ErrHubMessageTooLarge = errors.New("iothub: the hub sent a message larger than the transport accepts")
+
 // ErrThrottled is wrapped by SendEvent's error when the hub throttles the
 // device (HTTPS 429, e.g. 429001 ThrottlingException). Sending again later
 // may succeed.

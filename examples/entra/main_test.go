@@ -4,14 +4,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/iothub-go/iothub/examples/internal/exampletest"
 )
 
 func TestRun(t *testing.T) {
 	var out exampletest.Buffer
-	if err := run(exampletest.Context(t), &out); err != nil {
-		t.Fatalf("run: %v\n%s", err, out.String())
-	}
+	require.NoError(t, run(exampletest.Context(t), &out), out.String())
 	exampletest.WantInOrder(t, out.String(),
 		"entra:   token requested for [https://iothubs.azure.net/.default]",
 		"service: registered entra-device with an Entra token",
@@ -19,7 +20,5 @@ func TestRun(t *testing.T) {
 		`service: reboot -> 200 {"result":"Reboot started."}`,
 	)
 	// azcore caches the token: one request for the whole run.
-	if n := strings.Count(out.String(), "token requested"); n != 1 {
-		t.Errorf("%d token requests, want 1", n)
-	}
+	assert.Equal(t, 1, strings.Count(out.String(), "token requested"), "token requests")
 }

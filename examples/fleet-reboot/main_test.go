@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/device"
 	"github.com/iothub-go/iothub/examples/internal/exampletest"
@@ -14,9 +16,7 @@ import (
 
 func TestSimulatedFleet(t *testing.T) {
 	var out exampletest.Buffer
-	if err := run(exampletest.Context(t), config{N: 12, Concurrency: 4}, &out); err != nil {
-		t.Fatalf("run: %v\n%s", err, out.String())
-	}
+	require.NoError(t, run(exampletest.Context(t), config{N: 12, Concurrency: 4}, &out), out.String())
 	want := []string{"devices: 12 registered, 11 connected over mqtt (fleet-12 stays offline)", `invoking "reboot" on 12 devices, 4 at a time`}
 	for i := 1; i <= 11; i++ {
 		want = append(want, fmt.Sprintf(`fleet-%02d   200 {"result":"Reboot started."}`, i))
@@ -32,19 +32,13 @@ func TestExistingHub(t *testing.T) {
 	hub := iothubtest.NewServer(t, nil)
 	for _, id := range []string{"a", "b"} {
 		c, err := device.NewClientFromConnectionString(hub.AddDevice(t, id), &device.ClientOptions{TLSConfig: hub.TLSConfig()})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		t.Cleanup(func() { c.Close(context.Background()) })
 		err = c.SetMethodHandler("reboot", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
 			return device.JSONResponse(202, map[string]string{"got": string(req.Payload)})
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Connect(ctx); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, c.Connect(ctx))
 	}
 	var out exampletest.Buffer
 	err := run(ctx, config{
@@ -53,9 +47,7 @@ func TestExistingHub(t *testing.T) {
 		Devices:                 []string{"a", "b", "nope"},
 		CAFile:                  exampletest.CAFile(t, hub),
 	}, &out)
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, out.String())
-	}
+	require.NoError(t, err, out.String())
 	exampletest.WantInOrder(t, out.String(),
 		"hub:     localhost",
 		`a          202 {"got":"{\"delaySeconds\":5}"}`,
@@ -63,19 +55,13 @@ func TestExistingHub(t *testing.T) {
 		"nope       failed: 404001 DeviceNotFound",
 		"summary: 0 of 3 rebooting, 3 failed",
 	)
-	if strings.Contains(out.String(), "started in-process") {
-		t.Error("started a hub of its own")
-	}
+	assert.NotContains(t, out.String(), "started in-process", "started a hub of its own")
 }
 
 func TestUsage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var out exampletest.Buffer
-	if err := run(ctx, config{Devices: []string{"a"}}, &out); err == nil {
-		t.Error("-devices without a hub: no error")
-	}
-	if err := run(ctx, config{ServiceConnectionString: "HostName=h;SharedAccessKeyName=s;SharedAccessKey=aGVsbG8="}, &out); err == nil {
-		t.Error("a hub without -devices: no error")
-	}
+	assert.Error(t, run(ctx, config{Devices: []string{"a"}}, &out), "-devices without a hub")
+	assert.Error(t, run(ctx, config{ServiceConnectionString: "HostName=h;SharedAccessKeyName=s;SharedAccessKey=aGVsbG8="}, &out), "a hub without -devices")
 }

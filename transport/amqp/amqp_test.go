@@ -28,7 +28,7 @@ func TestWrapConditions(t *testing.T) {
 	assert.ErrorIs(t, err, transport.ErrNotAuthorized)
 	err = wrap("sending event", &amqp.Error{Condition: amqp.ErrCondMessageSizeExceeded})
 	assert.ErrorIs(t, err, transport.ErrMessageTooLarge)
-	assert.NotErrorIs(t, err, ErrMessageTooLarge, "a refusal of the device's message is not the hub's oversized message")
+	assert.NotErrorIs(t, err, errMessageTooLarge, "a refusal of the device's message is not the hub's oversized message")
 	other := &amqp.Error{Condition: amqp.ErrCondInternalError}
 	err = wrap("sending event", other)
 	var ae *amqp.Error

@@ -61,7 +61,7 @@ func TestHubMessageSizeBounded(t *testing.T) {
 	w.sc.onEnd = func([]string, string, string) {}
 	require.NoError(t, nc.SetReadDeadline(time.Now().Add(30*time.Second)))
 	n, err := io.Copy(io.Discard, w) // go-amqp's reads
-	require.ErrorIs(t, err, ErrMessageTooLarge)
+	require.ErrorIs(t, err, errMessageTooLarge)
 	assert.Less(t, n, int64(2*120<<10+MaxMessageSize), "bytes passed on before the limit ended the connection")
 	select {
 	case err := <-served:
@@ -82,5 +82,5 @@ func TestFrameScannerMessageLimit(t *testing.T) {
 	sc.feed(transferFrame(0, 0, false, make([]byte, 100))) // a new message
 	require.NoError(t, sc.err)
 	sc.feed(transferFrame(1, 0, false, make([]byte, 11)))
-	require.ErrorIs(t, sc.err, ErrMessageTooLarge)
+	require.ErrorIs(t, sc.err, errMessageTooLarge)
 }

@@ -2,9 +2,10 @@ package amqp
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
+
+	"github.com/iothub-go/iothub/transport"
 )
 
 // go-amqp reports a link detached by the peer only to a later Send on it,
@@ -46,7 +47,7 @@ func (w *frameWatch) Read(p []byte) (int, error) {
 // hub whose message grows past it, whatever it announced in its attach
 // (go-amqp adopts a peer's max-message-size of 0, "no limit", in place of
 // its own), fails the connection with an error wrapping
-// ErrMessageTooLarge, and the device client reconnects.
+// transport.ErrHubMessageTooLarge, and the device client reconnects.
 //
 // It bounds what the hub sends. What a device sends is bounded by
 // transport.MaxMessageSize (device.MaxMessageSize), the same number of
@@ -54,11 +55,9 @@ func (w *frameWatch) Read(p []byte) (int, error) {
 // transport.ErrMessageTooLarge.
 const MaxMessageSize = 256 * 1024
 
-// ErrMessageTooLarge is wrapped by the error of a connection whose hub sent
-// a message larger than MaxMessageSize, seen in the device client's
-// connection status. It is not transport.ErrMessageTooLarge, SendEvent's
-// refusal of a message the device would send. Use errors.Is.
-var ErrMessageTooLarge = errors.New("iothub: amqp: the hub sent a message larger than the limit")
+// errMessageTooLarge is wrapped by the error of a connection whose hub sent
+// a message larger than MaxMessageSize.
+var errMessageTooLarge = fmt.Errorf("%w: amqp message", transport.ErrHubMessageTooLarge)
 
 // maxKept is how much of a frame body the scanner keeps: enough for the
 // fields it reads of attach, detach and end (a link name, a handle, an
@@ -273,13 +272,13 @@ func (s *frameScanner) transfer(r reader) {
 	before := len(r.b)
 	n, size, ok := r.listSized()
 	if !ok {
-		s.err = fmt.Errorf("%w: a transfer the client cannot read", ErrMessageTooLarge)
+		s.err = fmt.Errorf("%w: a transfer the client cannot read", errMessageTooLarge)
 		return
 	}
 	perf := 3 + (before - len(r.b)) + size // descriptor, list header, list body
 	handle, ok := r.uint()
 	if !ok || perf > s.size {
-		s.err = fmt.Errorf("%w: a transfer the client cannot read", ErrMessageTooLarge)
+		s.err = fmt.Errorf("%w: a transfer the client cannot read", errMessageTooLarge)
 		return
 	}
 	more := false
@@ -298,7 +297,7 @@ func (s *frameScanner) transfer(r reader) {
 	k := linkKey{s.ch, handle}
 	total := s.partial[k] + s.size - perf
 	if total > max {
-		s.err = fmt.Errorf("%w: more than %d bytes of one message (the limit is %d)", ErrMessageTooLarge, total, max)
+		s.err = fmt.Errorf("%w: more than %d bytes of one message (the limit is %d)", errMessageTooLarge, total, max)
 		return
 	}
 	if !more {
@@ -309,7 +308,7 @@ func (s *frameScanner) transfer(r reader) {
 		s.partial = map[linkKey]int{}
 	}
 	if _, known := s.partial[k]; !known && len(s.partial) >= maxLinks {
-		s.err = fmt.Errorf("%w: unfinished messages on too many links", ErrMessageTooLarge)
+		s.err = fmt.Errorf("%w: unfinished messages on too many links", errMessageTooLarge)
 		return
 	}
 	s.partial[k] = total

@@ -1,9 +1,10 @@
 package mqtt
 
 import (
-	"errors"
 	"fmt"
 	"net"
+
+	"github.com/iothub-go/iothub/transport"
 )
 
 // MaxPacketSize is the largest MQTT packet, in remaining length (the bytes
@@ -11,15 +12,15 @@ import (
 // The largest packet IoT Hub legitimately sends a device is a method request,
 // a PUBLISH of at most 128 KB of payload plus its topic; the cap leaves room
 // for that twice over. A packet that announces more fails the connection
-// with an error wrapping ErrPacketTooLarge before any of it is buffered (the
+// with an error wrapping transport.ErrHubMessageTooLarge before any of it is buffered (the
 // MQTT library would otherwise allocate whatever a 5-byte header announces,
 // up to 256 MiB). The device client then reconnects.
 const MaxPacketSize = 256 * 1024
 
-// ErrPacketTooLarge is wrapped by the error of a connection whose peer
+// errPacketTooLarge is wrapped by the error of a connection whose peer
 // announced an MQTT packet larger than MaxPacketSize, or sent a malformed
-// packet length. Use errors.Is.
-var ErrPacketTooLarge = errors.New("iothub: mqtt: the hub sent a packet larger than the limit")
+// packet length.
+var errPacketTooLarge = fmt.Errorf("%w: mqtt packet", transport.ErrHubMessageTooLarge)
 
 // packetLimit follows the MQTT fixed headers (MQTT 3.1.1 section 2.2) of
 // the bytes fed to it, whatever the read boundaries, and fails as soon as a
@@ -51,11 +52,11 @@ func (l *packetLimit) feed(p []byte) error {
 			// The value only grows with more bytes: refuse as early as
 			// possible.
 			if l.length > l.max {
-				return fmt.Errorf("%w: a packet of at least %d bytes announced (the limit is %d)", ErrPacketTooLarge, l.length, l.max)
+				return fmt.Errorf("%w: a packet of at least %d bytes announced (the limit is %d)", errPacketTooLarge, l.length, l.max)
 			}
 			if b&0x80 != 0 {
 				if l.nlen == 4 {
-					return fmt.Errorf("%w: malformed remaining length", ErrPacketTooLarge)
+					return fmt.Errorf("%w: malformed remaining length", errPacketTooLarge)
 				}
 				continue
 			}

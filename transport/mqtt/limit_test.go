@@ -66,7 +66,7 @@ func dialHostile(ctx context.Context, addr string, tlsConf *tls.Config) (transpo
 var connack = []byte{0x20, 0x02, 0x00, 0x00}
 
 // A peer announcing a 256 MiB packet in a 5-byte header fails the
-// connection with ErrPacketTooLarge at once, whether it is the CONNACK or
+// connection with errPacketTooLarge at once, whether it is the CONNACK or
 // a PUBLISH on an established connection; nothing of that size is
 // allocated (paho would allocate it before reading a byte of it).
 func TestHostilePacketLength(t *testing.T) {
@@ -80,7 +80,7 @@ func TestHostilePacketLength(t *testing.T) {
 			c.Close()
 		}
 		require.Error(t, err)
-		assert.ErrorIs(t, err, ErrPacketTooLarge)
+		assert.ErrorIs(t, err, errPacketTooLarge)
 		assert.NoError(t, ctx.Err(), "the dial ended by the limit, not by the deadline")
 	})
 	t.Run("publish", func(t *testing.T) {
@@ -100,7 +100,7 @@ func TestHostilePacketLength(t *testing.T) {
 		}
 		var after runtime.MemStats
 		runtime.ReadMemStats(&after)
-		assert.ErrorIs(t, c.Err(), ErrPacketTooLarge)
+		assert.ErrorIs(t, c.Err(), errPacketTooLarge)
 		assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(16<<20), "bytes allocated")
 	})
 }
@@ -124,9 +124,9 @@ func TestPacketLimitBoundary(t *testing.T) {
 	l := packetLimit{max: MaxPacketSize}
 	require.NoError(t, l.feed(append(enc(0x30, MaxPacketSize), make([]byte, MaxPacketSize)...)))
 	require.NoError(t, l.feed([]byte{0xd0, 0x00})) // PINGRESP
-	require.ErrorIs(t, l.feed(enc(0x30, MaxPacketSize+1)), ErrPacketTooLarge)
+	require.ErrorIs(t, l.feed(enc(0x30, MaxPacketSize+1)), errPacketTooLarge)
 	l = packetLimit{max: 1 << 30}
-	require.ErrorIs(t, l.feed([]byte{0x30, 0x80, 0x80, 0x80, 0x80, 0x01}), ErrPacketTooLarge, "a 5-byte length is malformed")
+	require.ErrorIs(t, l.feed([]byte{0x30, 0x80, 0x80, 0x80, 0x80, 0x01}), errPacketTooLarge, "a 5-byte length is malformed")
 }
 
 // FuzzPacketLimit feeds arbitrary bytes in arbitrary chunks: the limit
@@ -148,7 +148,7 @@ func FuzzPacketLimit(f *testing.F) {
 		want := referenceCheck(b, int(limit))
 		require.Equal(t, want == nil, got == nil, "feed: %v; reference: %v", got, want)
 		if got != nil {
-			require.ErrorIs(t, got, ErrPacketTooLarge)
+			require.ErrorIs(t, got, errPacketTooLarge)
 		}
 	})
 }
@@ -162,7 +162,7 @@ func referenceCheck(b []byte, limit int) error {
 		for {
 			if i == len(b) {
 				if length > limit {
-					return ErrPacketTooLarge
+					return errPacketTooLarge
 				}
 				return nil
 			}
@@ -171,13 +171,13 @@ func referenceCheck(b []byte, limit int) error {
 			length += int(d&0x7f) * mult
 			mult *= 128
 			if length > limit {
-				return ErrPacketTooLarge
+				return errPacketTooLarge
 			}
 			if d&0x80 == 0 {
 				break
 			}
 			if i == 4 {
-				return ErrPacketTooLarge
+				return errPacketTooLarge
 			}
 		}
 		b = b[i:]
