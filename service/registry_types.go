@@ -2,9 +2,11 @@ package service
 
 import (
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/iothub-go/iothub/internal/hubauth"
 )
 
 // AuthenticationType is how a device or module authenticates to the hub.
@@ -183,11 +185,8 @@ func (a Authentication) check() error {
 			if tp == "" {
 				continue
 			}
-			if len(tp) != 40 && len(tp) != 64 {
-				return argErr(fmt.Sprintf("Authentication: a thumbprint has %d characters, want 40 (SHA-1) or 64 (SHA-256) hex digits", len(tp)))
-			}
-			if _, err := hex.DecodeString(tp); err != nil {
-				return argErr("Authentication: a thumbprint is not hexadecimal")
+			if err := hubauth.CheckThumbprintSyntax(tp); err != nil {
+				return argErr("Authentication: " + strings.TrimPrefix(err.Error(), "iothub: "))
 			}
 		}
 	case AuthenticationTypeCertificateAuthority, AuthenticationTypeNone:
