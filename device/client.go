@@ -49,6 +49,11 @@ type Client struct {
 	// SetMethodHandler and those of each new connection. Taken before mu.
 	subMu sync.Mutex
 
+	// desired delivers desired-property changes (desired.go).
+	desired desiredState
+	// modelID is ClientOptions.ModelID.
+	modelID string
+
 	mu       sync.Mutex
 	state    ConnectionState
 	changed  chan struct{} // closed and replaced on every state change
@@ -167,6 +172,7 @@ func (c *Client) Close(ctx context.Context) error {
 	if c.inHandler() {
 		self = 1
 	}
+	fromDesired := c.inDesiredHandler()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -180,6 +186,9 @@ func (c *Client) Close(ctx context.Context) error {
 		<-loopDone // prompt: every wait of the loop watches life
 	}
 	err := c.waitCalls(ctx, self, nil)
+	if derr := c.stopDesired(ctx, fromDesired); err == nil {
+		err = derr
+	}
 	c.mu.Lock()
 	var cn *connection
 	if err != nil || c.accepted+c.refusing == 0 {

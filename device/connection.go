@@ -43,6 +43,7 @@ type connection struct {
 	since time.Time // when it was established; set under Client.mu
 
 	subscribed bool // guarded by Client.subMu
+	desiredSub bool // guarded by Client.subMu
 }
 
 // shortLivedError is the reason given for the loss of a connection that
@@ -135,6 +136,8 @@ func (c *Client) dialOnce(ctx context.Context, freshToken bool) (*connection, au
 		ProductInfo: productInfo,
 		Logger:      c.log,
 		Methods:     func(req *transport.MethodRequest) { c.dispatch(cn, fromTransport(req)) },
+		Desired:     func(patch []byte) { c.postDesired(desiredEvent{cn: cn, body: append([]byte(nil), patch...)}) },
+		ModelID:     c.modelID,
 	})
 	cn.Conn = conn
 	close(cn.ready)
@@ -163,6 +166,11 @@ func (c *Client) establish(ctx context.Context, cn *connection) error {
 		} else if err := cn.UnsubscribeMethods(ctx); err != nil {
 			return err // a resumed MQTT session may hold a subscription
 		}
+	}
+	// Desired properties: subscribe, then resync (read the twin), so that
+	// nothing changed while the client was offline goes unseen.
+	if err := c.subscribeDesired(ctx, cn, false); err != nil {
+		return fmt.Errorf("iothub: subscribing to desired properties: %w", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -82,6 +82,13 @@ type ClientOptions struct {
 	// without a handler (busy 503, stale 504, a request payload that is
 	// not JSON 400) do not reach it.
 	WrapHandler func(MethodHandler) MethodHandler
+	// ModelID is the IoT Plug and Play model the device implements, a
+	// DTMI such as "dtmi:com:example:Thermostat;1", announced on every
+	// connection as the official SDKs announce it (MQTT user name, AMQP
+	// connection property); the hub shows it as the twin's modelId.
+	// Empty announces none; an id that is not a DTMI is refused with
+	// ErrInvalidOptions.
+	ModelID string
 	// OnConnectionStatus is called on every change of the connection, one
 	// call at a time and in order, on a goroutine of the client's (started
 	// by Connect), never with the client's locks held. It may call any
@@ -205,6 +212,9 @@ func newClient(id auth.Identity, addr string, tokens auth.TokenProvider, o Clien
 			return nil, fmt.Errorf("iothub: ModuleID: %w", err)
 		}
 	}
+	if err := checkModelID(o.ModelID); err != nil {
+		return nil, err
+	}
 	if o.MaxConcurrentHandlers < 0 {
 		return nil, invalidOptions("MaxConcurrentHandlers is negative (%d)", o.MaxConcurrentHandlers)
 	}
@@ -245,6 +255,7 @@ func newClient(id auth.Identity, addr string, tokens auth.TokenProvider, o Clien
 		life:           life,
 		endLife:        endLife,
 		handlers:       map[string]MethodHandler{},
+		modelID:        o.ModelID,
 		changed:        make(chan struct{}),
 		callsChanged:   make(chan struct{}),
 	}

@@ -86,6 +86,42 @@ var ErrInvalidProperty = errors.New("iothub: invalid message property")
 // [ErrMessageTooLarge], which is about what the device sends.
 var ErrHubMessageTooLarge = errors.New("iothub: the hub sent a message larger than the transport accepts")
 
+// HubError is the hub's refusal, with a status, of a device request that
+// the protocol answers with one: the twin operations over MQTT
+// ($iothub/twin/res/{status}) and AMQP (the status annotation). Test for it
+// with errors.As; errors.Is also matches the sentinel its status means (see
+// Unwrap).
+type HubError struct {
+	Op      string // the operation: "GetTwin", "UpdateReported", "SubscribeDesired"
+	Status  int    // the hub's status, e.g. 400 or 429
+	Message string // the start of the hub's answer, if it sent text; may be empty
+}
+
+func (e *HubError) Error() string {
+	msg := fmt.Sprintf("iothub: %s: the hub answered %d", e.Op, e.Status)
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	return msg
+}
+
+// Unwrap returns the sentinel the status means, so that errors.Is matches
+// it: 401 ErrNotAuthorized, 413 ErrMessageTooLarge, 429 ErrThrottled, 503
+// ErrServiceUnavailable; nil for other statuses.
+func (e *HubError) Unwrap() error {
+	switch e.Status {
+	case 401:
+		return ErrNotAuthorized
+	case 413:
+		return ErrMessageTooLarge
+	case 429:
+		return ErrThrottled
+	case 503:
+		return ErrServiceUnavailable
+	}
+	return nil
+}
+
 // ErrThrottled is wrapped by SendEvent's error when the hub throttles the
 // device (HTTPS 429, e.g. 429001 ThrottlingException). Sending again later
 // may succeed.
@@ -119,6 +155,18 @@ type Config struct {
 	// CONNACK and the SUBACK of SubscribeMethods. It is called from the
 	// connection's read loop and must not block. nil drops requests.
 	Methods func(*MethodRequest)
+	// Desired receives the desired-property patches the hub pushes once
+	// SubscribeDesired succeeded: each the JSON object the hub sent,
+	// "$version" included. Like Methods it is in place from the moment the
+	// connection opens, is called from the read loop in the order the hub
+	// sent the patches, and must not block. nil drops them.
+	Desired func(patch []byte)
+	// ModelID is the IoT Plug and Play model id (a DTMI such as
+	// "dtmi:com:example:Thermostat;1") the device announces when it
+	// connects, as the official SDKs do: in the MQTT user name
+	// (model-id=...) and as the AMQP connection property
+	// com.microsoft:model-id. Empty announces none.
+	ModelID string
 }
 
 // String describes the configuration without its secrets: the SAS token
@@ -175,6 +223,9 @@ type Transport interface {
 	// MethodSupport returns nil if the protocol can receive direct
 	// methods, or an error wrapping ErrUnsupported that says why not.
 	MethodSupport() error
+	// TwinSupport returns nil if the protocol carries device twins, or an
+	// error wrapping ErrUnsupported that says why not.
+	TwinSupport() error
 }
 
 // Conn is one live connection, owned by one device client, which calls its
@@ -200,6 +251,18 @@ type Conn interface {
 	// A message it refuses without sending gives an error wrapping
 	// ErrMessageTooLarge or ErrInvalidProperty.
 	SendEvent(ctx context.Context, msg *Message) error
+	// GetTwin reads the twin as the device sees it and returns the hub's
+	// JSON: {"desired":{...,"$version":n},"reported":{...,"$version":m}}.
+	GetTwin(ctx context.Context) ([]byte, error)
+	// UpdateReported sends a reported-properties patch (a JSON object;
+	// null members delete) and returns the reported $version the hub
+	// answered with.
+	UpdateReported(ctx context.Context, patch []byte) (version int64, err error)
+	// SubscribeDesired subscribes to desired-property patches, which then
+	// go to Config.Desired, and returns once the hub has confirmed (MQTT
+	// SUBACK, AMQP PUT on the twin links answered). The hub does not send
+	// what changed before: the caller reads the twin afterwards.
+	SubscribeDesired(ctx context.Context) error
 	// Done is closed when the connection has ended, by Close or by loss.
 	Done() <-chan struct{}
 	// Err says why the connection ended; nil before it ends and after Close.
@@ -212,9 +275,9 @@ type Conn interface {
 // implemented outside this module, so that the implementation keeps
 // compiling when Conn gains methods. Each method it provides answers as a
 // connection that can do nothing: SubscribeMethods, UnsubscribeMethods,
-// RespondMethod and SendEvent return an error wrapping [ErrUnsupported];
-// Done returns a closed channel and Err such an error, so a Conn that
-// leaves those two to it is seen as ended at once; Close returns nil. An
+// RespondMethod, SendEvent, GetTwin, UpdateReported and SubscribeDesired
+// return an error wrapping [ErrUnsupported]; Done returns a closed channel
+// and Err such an error, so a Conn that leaves those two to it is seen as ended at once; Close returns nil. An
 // implementation overrides what its protocol does, and always Done, Err
 // and Close.
 type UnimplementedConn struct{}
@@ -248,12 +311,27 @@ func (UnimplementedConn) Err() error { return unimplemented("Conn") }
 // Close returns nil.
 func (UnimplementedConn) Close() error { return nil }
 
+// GetTwin returns an error wrapping ErrUnsupported.
+func (UnimplementedConn) GetTwin(context.Context) ([]byte, error) {
+	return nil, unimplemented("GetTwin")
+}
+
+// UpdateReported returns an error wrapping ErrUnsupported.
+func (UnimplementedConn) UpdateReported(context.Context, []byte) (int64, error) {
+	return 0, unimplemented("UpdateReported")
+}
+
+// SubscribeDesired returns an error wrapping ErrUnsupported.
+func (UnimplementedConn) SubscribeDesired(context.Context) error {
+	return unimplemented("SubscribeDesired")
+}
+
 // UnimplementedTransport must be embedded, by value, in every [Transport]
 // implemented outside this module, so that the implementation keeps
-// compiling when Transport gains methods. Dial and MethodSupport return an
-// error wrapping [ErrUnsupported], and Name returns "unimplemented". An
-// implementation overrides Dial and Name, and MethodSupport if it carries
-// direct methods.
+// compiling when Transport gains methods. Dial, MethodSupport and
+// TwinSupport return an error wrapping [ErrUnsupported], and Name returns
+// "unimplemented". An implementation overrides Dial and Name, and
+// MethodSupport and TwinSupport for what it carries.
 type UnimplementedTransport struct{}
 
 // Dial returns an error wrapping ErrUnsupported.
@@ -266,6 +344,9 @@ func (UnimplementedTransport) Name() string { return "unimplemented" }
 
 // MethodSupport returns an error wrapping ErrUnsupported.
 func (UnimplementedTransport) MethodSupport() error { return unimplemented("direct methods") }
+
+// TwinSupport returns an error wrapping ErrUnsupported.
+func (UnimplementedTransport) TwinSupport() error { return unimplemented("device twins") }
 
 var closed = func() chan struct{} {
 	ch := make(chan struct{})

@@ -64,6 +64,14 @@ var errNoMethods = fmt.Errorf("%w: IoT Hub does not deliver direct methods over 
 // does not deliver direct methods over HTTPS.
 func (t *Transport) MethodSupport() error { return errNoMethods }
 
+// errNoTwins is the error for device twins over HTTPS.
+var errNoTwins = fmt.Errorf("%w: IoT Hub does not serve device twins to devices over HTTPS; use MQTT or AMQP (transport/mqtt, transport/amqp)", transport.ErrUnsupported)
+
+// TwinSupport returns an error wrapping transport.ErrUnsupported: IoT Hub
+// has no device-side twin API over HTTPS (the official SDKs refuse twins
+// on their HTTP transports too).
+func (t *Transport) TwinSupport() error { return errNoTwins }
+
 // Dial prepares a client for the identity. HTTPS has no standing
 // connection, so Dial does no I/O: bad credentials show up in SendEvent.
 func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.Conn, error) {
@@ -110,6 +118,15 @@ func (c *conn) UnsubscribeMethods(context.Context) error { return nil }
 func (c *conn) RespondMethod(context.Context, string, *transport.MethodResponse) error {
 	return errNoMethods
 }
+
+// GetTwin returns an error wrapping transport.ErrUnsupported.
+func (c *conn) GetTwin(context.Context) ([]byte, error) { return nil, errNoTwins }
+
+// UpdateReported returns an error wrapping transport.ErrUnsupported.
+func (c *conn) UpdateReported(context.Context, []byte) (int64, error) { return 0, errNoTwins }
+
+// SubscribeDesired returns an error wrapping transport.ErrUnsupported.
+func (c *conn) SubscribeDesired(context.Context) error { return errNoTwins }
 
 // UpdateToken replaces the SAS token used for later requests.
 func (c *conn) UpdateToken(_ context.Context, token string) error {

@@ -90,6 +90,7 @@ type identityRecord struct {
 	device  *Device // set for devices
 	module  *Module // set for modules
 	modules map[string]*identityRecord
+	twin    *twinState // created on first use (twins.go)
 }
 
 func (r *identityRecord) auth() *Authentication {

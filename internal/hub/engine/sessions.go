@@ -43,6 +43,10 @@ type Session struct {
 	pending     map[string]chan MethodResult
 	expiry      *time.Timer
 	tokenExpiry time.Time
+	desiredSub  bool           // listening for desired patches (twins.go)
+	desiredQ    []desiredPatch // patches to send, in version order
+
+	sendMu sync.Mutex // one desired-patch sender at a time
 }
 
 // Connect registers an authenticated connection for id and returns its
