@@ -3,7 +3,7 @@
 //
 // The hub listens on one random loopback port with TLS and serves MQTT,
 // AMQP 1.0, both over WebSocket too, the device HTTPS API (telemetry) and
-// the HTTPS service API (direct methods and the device registry) there. It is as strict as IoT Hub: bad tokens, unknown
+// the HTTPS service API (direct methods, twins and the device registry) there. It is as strict as IoT Hub: bad tokens, unknown
 // devices, offline devices, slow devices, QoS 2, foreign topics and
 // out-of-range timeouts get IoT Hub's answers and error codes, so device and
 // service code that passes here behaves the same against Azure.
@@ -19,6 +19,10 @@
 //		// … invoke with hub.ServiceConnectionString() and hub.HTTPClient() …
 //		calls := hub.Calls() // identity, method, payload, status, error code, protocol, latency
 //	}
+//
+// Twin, UpdateTwin and UpdateReported read and set device and module
+// twins directly: a test can check what its device code reported, or give
+// its back-end code a twin to work on without running a device.
 //
 // Outside a test (examples, tools), Start returns a hub the caller closes.
 //

@@ -96,3 +96,32 @@ func ExampleServer_DropConnection() {
 	// dropped: true
 	// back online: true
 }
+
+// Read and set a twin directly, without a device or a service client: a
+// test can give back-end code a twin to work on, or check what device code
+// reported.
+func ExampleServer_Twin() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		panic(err)
+	}
+	defer hub.Close()
+	hub.AddDevice(exampleT{}, "dev1")
+
+	// As the back end would: tags and desired properties.
+	hub.UpdateTwin(exampleT{}, "dev1", iothubservice.TwinPatch{
+		Tags:    map[string]any{"site": "lyon"},
+		Desired: map[string]any{"interval": 30},
+	})
+	// As the device would: reported properties.
+	hub.UpdateReported(exampleT{}, "dev1", map[string]any{"interval": 30, "firmware": "1.4.2"})
+
+	tw := hub.Twin(exampleT{}, "dev1")
+	fmt.Println("tags:", string(tw.Tags["site"]))
+	fmt.Println("desired:", tw.Desired.Version, string(tw.Desired.Properties["interval"]))
+	fmt.Println("reported:", tw.Reported.Version, string(tw.Reported.Properties["firmware"]))
+	// Output:
+	// tags: "lyon"
+	// desired: 2 30
+	// reported: 2 "1.4.2"
+}

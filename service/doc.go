@@ -1,6 +1,7 @@
 // Package service is the back-end half of the SDK: it invokes direct
-// methods on IoT Hub devices and modules and manages the hub's identity
-// registry, over IoT Hub's HTTPS service API.
+// methods on IoT Hub devices and modules, reads and writes their twins,
+// and manages the hub's identity registry, over IoT Hub's HTTPS service
+// API.
 //
 // A Client is built on azcore's HTTP pipeline (retries, logging,
 // telemetry, pluggable Transport) and authenticates with a hub shared
@@ -39,6 +40,19 @@
 // (a get-modify-update never overwrites a concurrent change), a delete by
 // id to any version, as in the .NET and Node SDKs. A stale etag fails with
 // ErrPreconditionFailed.
+//
+// # Twins
+//
+// GetTwin reads a device twin: tags, desired and reported properties with
+// their $version and $metadata, and the identity's fields. UpdateTwin
+// merges a TwinPatch into the tags and desired properties (nil deletes),
+// unconditionally unless UpdateTwinOptions.IfMatch names an etag;
+// ReplaceTwin replaces them, by default only if the twin is still at the
+// ETag of the Twin passed, like UpdateDevice. The module variants are
+// GetModuleTwin, UpdateModuleTwin and ReplaceModuleTwin. Property names
+// and values that break IoT Hub's rules are refused before anything is
+// sent (ErrArgumentInvalid); reported properties are the device's and
+// cannot be written here.
 //
 // # Retries
 //

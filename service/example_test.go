@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -345,6 +346,126 @@ func ExampleNewClient() {
 	}
 	fmt.Println(d.DeviceID, d.ConnectionState)
 	// Output: dev-1 Disconnected
+}
+
+// Read what a device reported in its twin. Here iothubtest stands in for
+// the device: hub.UpdateReported changes the reported properties as the
+// device's UpdateReportedProperties would.
+func ExampleClient_GetTwin() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	hub.AddDevice(exampleT{}, "thermostat-1")
+	hub.UpdateReported(exampleT{}, "thermostat-1", map[string]any{"temperature": 21.5, "firmware": "1.4.2"})
+	hc := hub.HTTPClient()
+	defer hc.CloseIdleConnections()
+	opts := &service.ClientOptions{}
+	opts.Transport = hc
+	c, err := service.NewClientFromConnectionString(hub.ServiceConnectionString(), opts)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	tw, err := c.GetTwin(context.Background(), "thermostat-1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	var temperature float64
+	if err := json.Unmarshal(tw.Reported.Properties["temperature"], &temperature); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(tw.DeviceID, "reported version", tw.Reported.Version)
+	fmt.Println("temperature:", temperature)
+	// Output:
+	// thermostat-1 reported version 2
+	// temperature: 21.5
+}
+
+// Set desired properties and tags with a patch. A nil value deletes a
+// property; IfMatch makes the patch conditional on the twin's version.
+func ExampleClient_UpdateTwin() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	hub.AddDevice(exampleT{}, "thermostat-1")
+	hc := hub.HTTPClient()
+	defer hc.CloseIdleConnections()
+	opts := &service.ClientOptions{}
+	opts.Transport = hc
+	c, err := service.NewClientFromConnectionString(hub.ServiceConnectionString(), opts)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+
+	tw, err := c.UpdateTwin(ctx, "thermostat-1", &service.TwinPatch{
+		Tags:    map[string]any{"building": "B12"},
+		Desired: map[string]any{"targetTemperature": 20, "mode": "eco"},
+	}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("desired version", tw.Desired.Version, string(tw.Desired.Properties["targetTemperature"]))
+
+	// Only if nobody changed the twin since it was read.
+	read := tw
+	tw, err = c.UpdateTwin(ctx, "thermostat-1", &service.TwinPatch{Desired: map[string]any{"mode": nil}},
+		&service.UpdateTwinOptions{IfMatch: read.ETag})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, hasMode := tw.Desired.Properties["mode"]
+	fmt.Println("desired version", tw.Desired.Version, "mode set:", hasMode)
+
+	_, err = c.UpdateTwin(ctx, "thermostat-1", &service.TwinPatch{Tags: map[string]any{"building": "C3"}},
+		&service.UpdateTwinOptions{IfMatch: read.ETag}) // the twin changed since
+	fmt.Println("stale:", errors.Is(err, service.ErrPreconditionFailed))
+	// Output:
+	// desired version 2 20
+	// desired version 3 mode set: false
+	// stale: true
+}
+
+// Replace a twin's tags and desired properties: read it, change it, send
+// it back. The twin's etag makes the replacement fail if the twin changed
+// in between; reported properties are the device's and are not sent.
+func ExampleClient_ReplaceTwin() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	hub.AddDevice(exampleT{}, "pump-1")
+	hc := hub.HTTPClient()
+	defer hc.CloseIdleConnections()
+	opts := &service.ClientOptions{}
+	opts.Transport = hc
+	c, err := service.NewClientFromConnectionString(hub.ServiceConnectionString(), opts)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := c.UpdateTwin(ctx, "pump-1", &service.TwinPatch{Tags: map[string]any{"old": true}}, nil); err != nil {
+		log.Fatal(err)
+	}
+
+	tw, err := c.GetTwin(ctx, "pump-1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	tw.Tags = map[string]json.RawMessage{"site": json.RawMessage(`"north"`)}
+	tw, err = c.ReplaceTwin(ctx, "pump-1", tw, nil) // If-Match: tw.ETag
+	if err != nil {
+		log.Fatal(err)
+	}
+	for k, v := range tw.Tags {
+		fmt.Println(k, string(v))
+	}
+	// Output: site "north"
 }
 
 // exampleT satisfies iothubtest.TB outside of a test.

@@ -34,12 +34,13 @@ const (
 	// maxListBody bounds a list: up to 1000 devices of about 1 KB, or a
 	// device's modules.
 	maxListBody = 16 << 20
+	// A twin is bounded by maxTwinBody (twins.go).
 )
 
 // ErrResponseTooLarge matches the error returned when the hub's answer has
 // a body larger than its request can legitimately return (64 KiB for an
 // error answer, 512 KiB for a method result, 1 MiB for a registry document,
-// 16 MiB for a list). Reading stops at the limit. Use errors.Is.
+// 2 MiB for a twin, 16 MiB for a list). Reading stops at the limit. Use errors.Is.
 var ErrResponseTooLarge = errors.New("iothub: the hub's answer is larger than the client accepts")
 
 // ErrMalformedResponse matches the error returned when a success answer

@@ -18,17 +18,18 @@ import (
 // their modules. The types are in registry_types.go, their JSON in
 // registry_wire.go.
 
-// UpdateOptions are the optional parameters of UpdateDevice and
-// UpdateModule. A nil *UpdateOptions gives the defaults.
+// UpdateOptions are the optional parameters of UpdateDevice,
+// UpdateModule, ReplaceTwin and ReplaceModuleTwin. A nil *UpdateOptions
+// gives the defaults.
 type UpdateOptions struct {
-	// IfMatch is the etag the identity must still have for the update to
-	// be made; a newer version makes the call fail with
+	// IfMatch is the etag the identity (or twin) must still have for the
+	// update to be made; a newer version makes the call fail with
 	// ErrPreconditionFailed:
-	//   - "" (the default) means the ETag of the Device or Module passed,
-	//     as Get or Create returned it, so that a get-modify-update never
-	//     overwrites a concurrent change. When that ETag is empty too, the
-	//     call fails with ErrArgumentInvalid and nothing is sent (as .NET's
-	//     UpdateDeviceAsync(device) does).
+	//   - "" (the default) means the ETag of the Device, Module or Twin
+	//     passed, as Get or Create returned it, so that a get-modify-update
+	//     never overwrites a concurrent change. When that ETag is empty too,
+	//     the call fails with ErrArgumentInvalid and nothing is sent (as
+	//     .NET's UpdateDeviceAsync(device) does).
 	//   - "*" means whatever the current version (.NET's forceUpdate).
 	//   - Any other value is that etag, quoted or not.
 	IfMatch string

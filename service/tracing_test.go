@@ -175,6 +175,15 @@ func TestTracing(t *testing.T) {
 		"Client.UpdateModule":       func() error { _, err := c.UpdateModule(ctx, nil, nil); return err },
 		"Client.DeleteModule":       func() error { return c.DeleteModule(ctx, "d", "", nil) },
 		"Client.ListModules":        func() error { _, err := c.ListModules(ctx, ""); return err },
+		"Client.GetTwin":            func() error { _, err := c.GetTwin(ctx, ""); return err },
+		"Client.UpdateTwin":         func() error { _, err := c.UpdateTwin(ctx, "d", nil, nil); return err },
+		"Client.ReplaceTwin":        func() error { _, err := c.ReplaceTwin(ctx, "d", &service.Twin{}, nil); return err },
+		"Client.GetModuleTwin":      func() error { _, err := c.GetModuleTwin(ctx, "d", ""); return err },
+		"Client.UpdateModuleTwin": func() error {
+			_, err := c.UpdateModuleTwin(ctx, "d", "m", &service.TwinPatch{Tags: map[string]any{"a.b": 1}}, nil)
+			return err
+		},
+		"Client.ReplaceModuleTwin": func() error { _, err := c.ReplaceModuleTwin(ctx, "d", "m", nil, nil); return err },
 	} {
 		require.ErrorIs(t, call(), service.ErrArgumentInvalid, name)
 		call := oneCall(t, rec.take(), name, false)
@@ -198,6 +207,24 @@ func TestTracing(t *testing.T) {
 		{"Client.GetModule", func() error { _, err := c.GetModule(ctx, "traced", "m"); return err }},
 		{"Client.UpdateModule", func() error { _, err := c.UpdateModule(ctx, m, &service.UpdateOptions{IfMatch: "*"}); return err }},
 		{"Client.ListModules", func() error { _, err := c.ListModules(ctx, "traced"); return err }},
+		{"Client.GetTwin", func() error { _, err := c.GetTwin(ctx, "traced"); return err }},
+		{"Client.UpdateTwin", func() error {
+			_, err := c.UpdateTwin(ctx, "traced", &service.TwinPatch{Desired: map[string]any{"a": 1}}, nil)
+			return err
+		}},
+		{"Client.ReplaceTwin", func() error {
+			_, err := c.ReplaceTwin(ctx, "traced", &service.Twin{}, &service.UpdateOptions{IfMatch: "*"})
+			return err
+		}},
+		{"Client.GetModuleTwin", func() error { _, err := c.GetModuleTwin(ctx, "traced", "m"); return err }},
+		{"Client.UpdateModuleTwin", func() error {
+			_, err := c.UpdateModuleTwin(ctx, "traced", "m", &service.TwinPatch{Tags: map[string]any{"a": 1}}, nil)
+			return err
+		}},
+		{"Client.ReplaceModuleTwin", func() error {
+			_, err := c.ReplaceModuleTwin(ctx, "traced", "m", &service.Twin{}, &service.UpdateOptions{IfMatch: "*"})
+			return err
+		}},
 		{"Client.DeleteModule", func() error { return c.DeleteModule(ctx, "traced", "m", nil) }},
 		{"Client.DeleteDevice", func() error { return c.DeleteDevice(ctx, "traced", nil) }},
 	} {

@@ -1,7 +1,9 @@
 // Package httpd is the local IoT Hub's HTTPS REST face: the service API
 // that back-end applications call to invoke direct methods
-// (POST /twins/{id}/methods, POST /twins/{id}/modules/{mid}/methods) and
-// to manage the identity registry (/devices/{id} and
+// (POST /twins/{id}/methods, POST /twins/{id}/modules/{mid}/methods), to
+// read and write device and module twins (GET, PATCH and PUT /twins/{id}
+// and /twins/{id}/modules/{mid}, see twins.go) and to manage the identity
+// registry (/devices/{id} and
 // /devices/{id}/modules/{mid}), and the device-facing telemetry endpoint
 // that devices post device-to-cloud messages to
 // (POST /devices/{id}[/modules/{mid}]/messages/events, see events.go).

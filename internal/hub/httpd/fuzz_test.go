@@ -155,3 +155,100 @@ func FuzzBulkRegistryBody(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTwinRequestBody drives PATCH and PUT /twins/{id} with arbitrary
+// bodies through the handler. Every answer is a twin (200) or a hub error
+// in the registry shape (4xx); a refused request leaves the twin as it
+// was; an accepted one is what GET then reads, and its versions never go
+// backwards.
+func FuzzTwinRequestBody(f *testing.F) {
+	for _, s := range []string{
+		``, `{}`, `null`, `[]`, `"x"`, `{"tags":{}}`, `{"tags":null,"properties":null}`,
+		`{"tags":{"a":1,"b":{"c":[1,"two",true,{"d":null}]}}}`,
+		`{"properties":{"desired":{"fw":{"version":"1.2","url":null}}}}`,
+		`{"properties":{"desired":{"$version":9,"$metadata":{},"x":1},"reported":{"$version":3}}}`,
+		`{"properties":{"reported":{"x":1}}}`, `{"properties":{"desired":[1]}}`, `{"properties":1}`,
+		`{"tags":{"a.b":1}}`, `{"tags":{"$a":1}}`, `{"tags":{"a b":1}}`, `{"tags":{"":1}}`, `{"tags":{"\u0000":1}}`,
+		`{"tags":{"a":[null]}}`, `{"tags":{"n":1e400}}`, `{"tags":{"n":9007199254740993}}`, `{"tags":{"n":-0.5e-3}}`,
+		`{"deviceId":"other"}`, `{"deviceId":"dev1","moduleId":"m"}`, `{"etag":"x","version":99,"status":"disabled"}`,
+		`{"tags":` + strings.Repeat(`{"a":`, 11) + `1` + strings.Repeat(`}`, 11) + `}`,
+		`{"tags":{"s":"` + strings.Repeat("x", 4097) + `"}}`, `{} {}`, `{"tags":{"a":1},}`, "\xef\xbb\xbf{}",
+		`{"tags":{"\xff":1}}`, `{"tags":{"a":"\ud800"}}`,
+	} {
+		f.Add([]byte(s), false)
+		f.Add([]byte(s), true)
+	}
+	e, err := engine.New(engine.Config{HostName: testHost})
+	require.NoError(f, err, "new engine")
+	f.Cleanup(e.Close)
+	p, _ := e.Policy("service")
+	tok, err := auth.SignSAS(testHost, p.Name, p.PrimaryKey, time.Now().Add(24*time.Hour))
+	require.NoError(f, err)
+	h := NewHandler(e)
+	serve := func(method string, body []byte) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, "https://"+testHost+"/twins/dev1?api-version=2021-04-12", bytes.NewReader(body))
+		req.Header.Set("Authorization", tok)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	type versions struct {
+		ETag       string `json:"etag"`
+		Version    int64  `json:"version"`
+		Properties struct {
+			Desired struct {
+				Version int64 `json:"$version"`
+			} `json:"desired"`
+			Reported struct {
+				Version int64 `json:"$version"`
+			} `json:"reported"`
+		} `json:"properties"`
+	}
+	read := func(t *testing.T, b []byte) versions {
+		var v versions
+		require.NoError(t, json.Unmarshal(b, &v), "twin %s", b)
+		require.NotEmpty(t, v.ETag, "twin %s", b)
+		require.Positive(t, v.Version, "twin %s", b)
+		require.Positive(t, v.Properties.Desired.Version, "twin %s", b)
+		require.Positive(t, v.Properties.Reported.Version, "twin %s", b)
+		return v
+	}
+	f.Fuzz(func(t *testing.T, body []byte, put bool) {
+		method := http.MethodPatch
+		if put {
+			method = http.MethodPut
+		}
+		// Each input starts from a new twin with tags and properties.
+		_ = e.DeleteDevice("dev1", "*")
+		_, herr := e.PutDevice("dev1", engine.Device{}, "")
+		require.Nil(t, herr, "create device")
+		_, herr = e.UpdateTwin("dev1", "", []byte(`{"tags":{"t":{"u":1}},"properties":{"desired":{"d":{"e":"f"}}}}`), "")
+		require.Nil(t, herr, "seed the twin")
+		before := serve(http.MethodGet, nil)
+		require.Equal(t, http.StatusOK, before.Code, "GET: %s", before.Body)
+		old := read(t, before.Body.Bytes())
+		rec := serve(method, body)
+		after := serve(http.MethodGet, nil)
+		require.Equal(t, http.StatusOK, after.Code, "GET: %s", after.Body)
+		if rec.Code != http.StatusOK {
+			require.GreaterOrEqual(t, rec.Code, 400, "status; body %s", rec.Body)
+			require.Less(t, rec.Code, 500, "status; body %s", rec.Body)
+			require.NotEmpty(t, rec.Header().Get("iothub-errorcode"), "error code header; body %s", rec.Body)
+			parseRegistryShape(t, rec.Body.Bytes())
+			require.Equal(t, before.Body.String(), after.Body.String(), "a refused request changed the twin")
+			return
+		}
+		require.True(t, json.Valid(rec.Body.Bytes()), "answer %q is not JSON", rec.Body)
+		require.Equal(t, rec.Body.String(), after.Body.String(), "GET differs from the write's answer")
+		v := read(t, rec.Body.Bytes())
+		require.Equal(t, `"`+v.ETag+`"`, rec.Header().Get("ETag"), "ETag header")
+		require.Greater(t, v.Version, old.Version, "twin version")
+		require.NotEqual(t, old.ETag, v.ETag, "etag")
+		require.GreaterOrEqual(t, v.Properties.Desired.Version, old.Properties.Desired.Version, "desired $version")
+		require.Equal(t, old.Properties.Reported.Version, v.Properties.Reported.Version, "reported $version")
+		// What was stored is a valid twin: sent back as a replacement it
+		// is accepted.
+		back := serve(http.MethodPut, rec.Body.Bytes())
+		require.Equal(t, http.StatusOK, back.Code, "the stored twin sent back: %s", back.Body)
+	})
+}

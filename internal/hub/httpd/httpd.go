@@ -68,6 +68,12 @@ func apiVersionDate(v string) (string, bool) {
 //
 //	POST   /twins/{id}/methods                 invoke a device method
 //	POST   /twins/{id}/modules/{mid}/methods   invoke a module method
+//	GET    /twins/{id}                         get a device twin
+//	PATCH  /twins/{id}                         update its tags and desired properties
+//	PUT    /twins/{id}                         replace its tags and desired properties
+//	GET    /twins/{id}/modules/{mid}           get a module twin
+//	PATCH  /twins/{id}/modules/{mid}           update a module twin
+//	PUT    /twins/{id}/modules/{mid}           replace a module twin
 //	GET    /devices?top=N                      list devices (top 1–1000, default 1000)
 //	POST   /devices                            bulk create, update or delete (1–100 devices)
 //	PUT    /devices/{id}                       create (no If-Match) or update a device
@@ -90,7 +96,8 @@ func apiVersionDate(v string) (string, bool) {
 // query parameter and an Authorization header (a policy SAS token, or a
 // Bearer token registered with [engine.Engine.AddBearerToken]) granting
 // ServiceConnect (methods), RegistryRead (GET) or RegistryWrite (PUT,
-// DELETE). Errors are answered as IoT Hub does: status, iothub-errorcode
+// DELETE); twins accept ServiceConnect or the registry right (see
+// twins.go). Errors are answered as IoT Hub does: status, iothub-errorcode
 // header and a JSON body in the shape IoT Hub uses for the endpoint (see
 // errors.go).
 func NewHandler(e *engine.Engine) http.Handler {
@@ -114,6 +121,8 @@ const (
 	routeNone routeKind = iota
 	routeDeviceMethod
 	routeModuleMethod
+	routeTwin
+	routeModuleTwin
 	routeDevices
 	routeDevice
 	routeModules
@@ -127,6 +136,8 @@ func (k routeKind) allowed() []string {
 	switch k {
 	case routeDeviceMethod, routeModuleMethod:
 		return []string{http.MethodPost}
+	case routeTwin, routeModuleTwin:
+		return []string{http.MethodGet, http.MethodPatch, http.MethodPut}
 	case routeDevices:
 		return []string{http.MethodGet, http.MethodPost}
 	case routeModules, routeRegistryStats, routeServiceStats:
@@ -165,6 +176,10 @@ func matchRoute(escapedPath string) (route, error) {
 		return route{kind: routeDeviceMethod, deviceID: ids[1]}, nil
 	case len(segs) == 5 && lit(0, "twins") && lit(2, "modules") && lit(4, "methods"):
 		return route{kind: routeModuleMethod, deviceID: ids[1], moduleID: ids[3]}, nil
+	case len(segs) == 2 && lit(0, "twins"):
+		return route{kind: routeTwin, deviceID: ids[1]}, nil
+	case len(segs) == 4 && lit(0, "twins") && lit(2, "modules"):
+		return route{kind: routeModuleTwin, deviceID: ids[1], moduleID: ids[3]}, nil
 	case len(segs) == 1 && lit(0, "devices"):
 		return route{kind: routeDevices}, nil
 	case len(segs) == 2 && lit(0, "statistics") && lit(1, "devices"):
@@ -257,7 +272,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The path is the escaped one, as the client wrote it: a policy token's
 	// resource is matched against host + path by segment prefix.
-	if herr := h.e.AuthorizeService(r.Header.Get("Authorization"), escaped, rightsFor(rt.kind, r.Method)); herr != nil {
+	authz := r.Header.Get("Authorization")
+	var herr *engine.Error
+	if rt.kind == routeTwin || rt.kind == routeModuleTwin {
+		herr = h.authorizeAny(authz, escaped, twinRights(r.Method))
+	} else {
+		herr = h.e.AuthorizeService(authz, escaped, rightsFor(rt.kind, r.Method))
+	}
+	if herr != nil {
 		writeError(w, herr)
 		return
 	}
@@ -274,6 +296,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch rt.kind {
 	case routeDeviceMethod, routeModuleMethod:
 		h.invoke(w, r, rt)
+	case routeTwin, routeModuleTwin:
+		h.twin(w, r, rt)
 	case routeDevices:
 		if r.Method == http.MethodPost {
 			h.bulk(w, r)

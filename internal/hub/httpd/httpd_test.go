@@ -189,8 +189,9 @@ func TestServiceFaults(t *testing.T) {
 func TestUnknownPathsAndMethods(t *testing.T) {
 	h := newTestHub(t)
 	h.createDevice("dev1")
-	for _, p := range []string{"/", "/foo", "/twins/dev1", "/twins/dev1/methods/x", "/twins//methods",
-		"/devices//modules", "/devices/dev1/modules/m1/x", "/twins/dev1/modules/m1", "/devices/dev1/twin/x/y"} {
+	for _, p := range []string{"/", "/foo", "/twins", "/twins/dev1/x", "/twins/dev1/methods/x", "/twins//methods",
+		"/devices//modules", "/devices/dev1/modules/m1/x", "/twins/dev1/modules", "/twins/dev1/modules/m1/x",
+		"/devices/dev1/twin/x/y"} {
 		t.Run("404 "+p, func(t *testing.T) {
 			h := h.in(t)
 			res := h.do(request{method: http.MethodGet, path: p + "?" + apiVersion, auth: h.token("iothubowner")})
@@ -267,6 +268,12 @@ func TestMatchRoute(t *testing.T) {
 		{"/devices//", route{}, false},
 		{"", route{}, false},
 		{"/twins/d/methods//", route{}, false},
+		{"/twins/d", route{kind: routeTwin, deviceID: "d"}, false},
+		{"/Twins/d%2Fx/", route{kind: routeTwin, deviceID: "d/x"}, false},
+		{"/twins/methods", route{kind: routeTwin, deviceID: "methods"}, false},
+		{"/twins/d/modules/m", route{kind: routeModuleTwin, deviceID: "d", moduleID: "m"}, false},
+		{"/twins/d/MODULES/methods", route{kind: routeModuleTwin, deviceID: "d", moduleID: "methods"}, false},
+		{"/twins/d/modules", route{}, false},
 	}
 	for _, tt := range tests {
 		got, err := matchRoute(tt.path)
