@@ -20,7 +20,7 @@
 //		calls := hub.Calls() // identity, method, payload, status, error code, protocol, latency
 //	}
 //
-// Twin, UpdateTwin and UpdateReported read and set device and module
+// Twin, UpdateDesired, UpdateTags and UpdateReported read and set device and module
 // twins directly: a test can check what its device code reported, or give
 // its back-end code a twin to work on without running a device.
 //

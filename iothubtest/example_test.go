@@ -109,19 +109,17 @@ func ExampleServer_Twin() {
 	hub.AddDevice(exampleT{}, "dev1")
 
 	// As the back end would: tags and desired properties.
-	hub.UpdateTwin(exampleT{}, "dev1", iothubservice.TwinPatch{
-		Tags:    map[string]any{"site": "lyon"},
-		Desired: map[string]any{"interval": 30},
-	})
+	hub.UpdateTags(exampleT{}, "dev1", map[string]any{"site": "lyon"})
+	hub.UpdateDesired(exampleT{}, "dev1", map[string]any{"interval": 30})
 	// As the device would: reported properties.
 	hub.UpdateReported(exampleT{}, "dev1", map[string]any{"interval": 30, "firmware": "1.4.2"})
 
 	tw := hub.Twin(exampleT{}, "dev1")
-	fmt.Println("tags:", string(tw.Tags["site"]))
-	fmt.Println("desired:", tw.Desired.Version, string(tw.Desired.Properties["interval"]))
-	fmt.Println("reported:", tw.Reported.Version, string(tw.Reported.Properties["firmware"]))
+	fmt.Println("tags:", tw.Tags["site"])
+	fmt.Println("desired:", tw.DesiredVersion, tw.Desired["interval"])
+	fmt.Println("reported:", tw.ReportedVersion, tw.Reported["firmware"])
 	// Output:
-	// tags: "lyon"
+	// tags: lyon
 	// desired: 2 30
-	// reported: 2 "1.4.2"
+	// reported: 2 1.4.2
 }
