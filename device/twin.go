@@ -45,8 +45,9 @@ type DesiredPropertiesHandler func(ctx context.Context, patch TwinProperties)
 // hub does (IoT Hub device twin guide: "Tags and properties format",
 // "Twin size").
 const (
-	// MaxReportedSize is the largest reported section, and so the largest
-	// patch: 32 KB of JSON, $version and metadata not counted.
+	// MaxReportedSize is the largest reported section: 32 KB as IoT Hub
+	// counts it (the bytes of keys and string values, 8 per number, 4 per
+	// boolean; $version and metadata not counted).
 	MaxReportedSize = 32 * 1024
 	// MaxTwinDepth is how deeply objects may nest below a property.
 	MaxTwinDepth = 10
@@ -60,7 +61,8 @@ const (
 // character; objects nested deeper than MaxTwinDepth; a string over 4 KB; a
 // null inside an array; a value that is not JSON; or a patch larger than
 // MaxReportedSize. Nothing is sent. The hub's own refusals are
-// *transport.HubError values (status 400).
+// *transport.HubError values: status 400 for a patch that breaks the
+// rules, 403 when the reported properties would grow beyond 32 KB.
 var ErrInvalidPatch = errors.New("iothub: invalid twin patch")
 
 // GetTwin reads the twin, desired and reported properties with their
@@ -150,18 +152,63 @@ func encodePatch(patch map[string]any) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidPatch, err)
 	}
-	if len(b) > MaxReportedSize {
-		return nil, fmt.Errorf("%w: the patch is %d bytes of JSON; reported properties are limited to %d", ErrInvalidPatch, len(b), MaxReportedSize)
+	if len(b) > maxPatchJSON {
+		return nil, fmt.Errorf("%w: the patch is %d bytes of JSON, more than a twin request may carry (%d)", ErrInvalidPatch, len(b), maxPatchJSON)
 	}
 	// Check the JSON the hub will see, whatever Go types made it.
 	v, err := decodeJSON(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidPatch, err)
 	}
-	if err := checkObject("", v.(map[string]any), 1); err != nil {
+	m := v.(map[string]any)
+	if err := checkObject("", m, 1); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidPatch, err)
 	}
+	// What the patch sets stays in the reported properties, so a patch
+	// whose values alone exceed the limit can never be accepted.
+	if n := twinSize(m); n > MaxReportedSize {
+		return nil, fmt.Errorf("%w: the patch sets %d bytes of properties (keys and values, as IoT Hub counts them); reported properties are limited to %d", ErrInvalidPatch, n, MaxReportedSize)
+	}
 	return b, nil
+}
+
+// maxPatchJSON bounds a patch's JSON: the largest message the MQTT and
+// AMQP transports carry.
+const maxPatchJSON = 256 * 1024
+
+// twinSize measures a value as IoT Hub measures twin sections (device twin
+// guide, "Twin size"): the bytes of every key and string value, 8 per
+// number, 4 per boolean; null members count nothing, since they delete.
+func twinSize(v any) int {
+	switch v := v.(type) {
+	case string:
+		n := 0
+		for _, r := range v {
+			if r >= 0x20 && (r < 0x7f || r > 0x9f) {
+				n += utf8.RuneLen(r)
+			}
+		}
+		return n
+	case json.Number:
+		return 8
+	case bool:
+		return 4
+	case []any:
+		n := 0
+		for _, x := range v {
+			n += twinSize(x)
+		}
+		return n
+	case map[string]any:
+		n := 0
+		for k, x := range v {
+			if x != nil {
+				n += twinSize(k) + twinSize(x)
+			}
+		}
+		return n
+	}
+	return 0
 }
 
 func checkKey(k string) error {

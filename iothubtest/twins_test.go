@@ -40,7 +40,7 @@ func TestTwinAccessors(t *testing.T) {
 	hub.AddModule(t, "dev1", "m1")
 
 	tw := hub.Twin(t, "dev1")
-	assert.Equal(t, int64(1), tw.Version)
+	assert.Equal(t, int64(2), tw.Version, "a new twin's version")
 	assert.Equal(t, int64(1), tw.DesiredVersion)
 	assert.Equal(t, int64(1), tw.ReportedVersion)
 	assert.Empty(t, tw.Desired)

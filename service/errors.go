@@ -18,29 +18,30 @@ type ErrorCode string
 // IoT Hub error codes the service API answers with. The number in each
 // comment is the code's numeric form.
 const (
-	ErrorCodeInvalidProtocolVersion       ErrorCode = "InvalidProtocolVersion"       // 400001
-	ErrorCodeInvalidOperation             ErrorCode = "InvalidOperation"             // 400003
-	ErrorCodeArgumentInvalid              ErrorCode = "ArgumentInvalid"              // 400004
-	ErrorCodeArgumentNull                 ErrorCode = "ArgumentNull"                 // 400005
-	ErrorCodeIotHubFormatError            ErrorCode = "IotHubFormatError"            // 400006
-	ErrorCodeInvalidDeviceScope           ErrorCode = "InvalidDeviceScope"           // 400028
-	ErrorCodeIotHubUnauthorizedAccess     ErrorCode = "IotHubUnauthorizedAccess"     // 401002
-	ErrorCodeIotHubUnauthorized           ErrorCode = "IotHubUnauthorized"           // 401003
-	ErrorCodeIotHubQuotaExceeded          ErrorCode = "IotHubQuotaExceeded"          // 403002
-	ErrorCodeDeviceNotFound               ErrorCode = "DeviceNotFound"               // 404001
-	ErrorCodeModuleNotFound               ErrorCode = "ModuleNotFound"               // 404010
-	ErrorCodeDeviceNotOnline              ErrorCode = "DeviceNotOnline"              // 404103
-	ErrorCodeDeviceAlreadyExists          ErrorCode = "DeviceAlreadyExists"          // 409001
-	ErrorCodeModuleAlreadyExistsOnDevice  ErrorCode = "ModuleAlreadyExistsOnDevice"  // 409301
-	ErrorCodePreconditionFailed           ErrorCode = "PreconditionFailed"           // 412001
-	ErrorCodeMessageTooLarge              ErrorCode = "MessageTooLarge"              // 413001
-	ErrorCodeThrottlingException          ErrorCode = "ThrottlingException"          // 429001
-	ErrorCodeThrottleBacklogLimitExceeded ErrorCode = "ThrottleBacklogLimitExceeded" // 429002
-	ErrorCodeThrottlingBacklogTimeout     ErrorCode = "ThrottlingBacklogTimeout"     // 429003
-	ErrorCodeServerError                  ErrorCode = "ServerError"                  // 500001
-	ErrorCodeInvalidResponseWhileProxying ErrorCode = "InvalidResponseWhileProxying" // 502001
-	ErrorCodeServiceUnavailable           ErrorCode = "ServiceUnavailable"           // 503001
-	ErrorCodeGatewayTimeout               ErrorCode = "GatewayTimeout"               // 504101
+	ErrorCodeInvalidProtocolVersion           ErrorCode = "InvalidProtocolVersion"           // 400001
+	ErrorCodeInvalidOperation                 ErrorCode = "InvalidOperation"                 // 400003
+	ErrorCodeArgumentInvalid                  ErrorCode = "ArgumentInvalid"                  // 400004
+	ErrorCodeArgumentNull                     ErrorCode = "ArgumentNull"                     // 400005
+	ErrorCodeIotHubFormatError                ErrorCode = "IotHubFormatError"                // 400006
+	ErrorCodeInvalidDeviceScope               ErrorCode = "InvalidDeviceScope"               // 400028
+	ErrorCodeIotHubUnauthorizedAccess         ErrorCode = "IotHubUnauthorizedAccess"         // 401002
+	ErrorCodeIotHubUnauthorized               ErrorCode = "IotHubUnauthorized"               // 401003
+	ErrorCodeIotHubQuotaExceeded              ErrorCode = "IotHubQuotaExceeded"              // 403002
+	ErrorCodeDeviceModelMaxPropertiesExceeded ErrorCode = "DeviceModelMaxPropertiesExceeded" // 403100
+	ErrorCodeDeviceNotFound                   ErrorCode = "DeviceNotFound"                   // 404001
+	ErrorCodeModuleNotFound                   ErrorCode = "ModuleNotFound"                   // 404010
+	ErrorCodeDeviceNotOnline                  ErrorCode = "DeviceNotOnline"                  // 404103
+	ErrorCodeDeviceAlreadyExists              ErrorCode = "DeviceAlreadyExists"              // 409001
+	ErrorCodeModuleAlreadyExistsOnDevice      ErrorCode = "ModuleAlreadyExistsOnDevice"      // 409301
+	ErrorCodePreconditionFailed               ErrorCode = "PreconditionFailed"               // 412001
+	ErrorCodeMessageTooLarge                  ErrorCode = "MessageTooLarge"                  // 413001
+	ErrorCodeThrottlingException              ErrorCode = "ThrottlingException"              // 429001
+	ErrorCodeThrottleBacklogLimitExceeded     ErrorCode = "ThrottleBacklogLimitExceeded"     // 429002
+	ErrorCodeThrottlingBacklogTimeout         ErrorCode = "ThrottlingBacklogTimeout"         // 429003
+	ErrorCodeServerError                      ErrorCode = "ServerError"                      // 500001
+	ErrorCodeInvalidResponseWhileProxying     ErrorCode = "InvalidResponseWhileProxying"     // 502001
+	ErrorCodeServiceUnavailable               ErrorCode = "ServiceUnavailable"               // 503001
+	ErrorCodeGatewayTimeout                   ErrorCode = "GatewayTimeout"                   // 504101
 )
 
 // codeNames maps numeric codes to their names.
@@ -54,6 +55,7 @@ var codeNames = map[int]ErrorCode{
 	401002: ErrorCodeIotHubUnauthorizedAccess,
 	401003: ErrorCodeIotHubUnauthorized,
 	403002: ErrorCodeIotHubQuotaExceeded,
+	403100: ErrorCodeDeviceModelMaxPropertiesExceeded,
 	404001: ErrorCodeDeviceNotFound,
 	404010: ErrorCodeModuleNotFound,
 	404103: ErrorCodeDeviceNotOnline,
@@ -146,6 +148,11 @@ var (
 	// ErrMessageTooLarge: 413001, a method payload over 128 KB (also
 	// reported by the client before sending), or any 413.
 	ErrMessageTooLarge error = &sentinel{msg: "iothub: message too large", codes: []int{413001}, fallback: http.StatusRequestEntityTooLarge}
+	// ErrTwinTooLarge: 403100 DeviceModelMaxPropertiesExceeded, a twin
+	// update that would make the tags larger than 8 KB or the desired
+	// properties larger than 32 KB (as IoT Hub counts them: the lengths of
+	// keys and values). Remove properties, not retry.
+	ErrTwinTooLarge error = &sentinel{msg: "iothub: twin too large", codes: []int{403100}}
 	// ErrPreconditionFailed: 412001, the etag given does not match the
 	// identity's current etag.
 	ErrPreconditionFailed error = &sentinel{msg: "iothub: precondition failed", codes: []int{412001}, fallback: http.StatusPreconditionFailed}

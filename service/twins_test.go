@@ -40,7 +40,7 @@ func TestTwinGetUpdateReplace(t *testing.T) {
 	assert.Empty(t, v1.ModuleID)
 	assert.NotEmpty(t, v1.ETag, "etag")
 	assert.Equal(t, d.ETag, v1.DeviceETag, "the twin's deviceEtag is the identity's etag")
-	assert.Equal(t, int64(1), v1.Version, "version")
+	assert.Equal(t, int64(2), v1.Version, "version")
 	assert.Equal(t, service.DeviceStatusEnabled, v1.Status)
 	assert.Equal(t, service.DeviceConnectionStateDisconnected, v1.ConnectionState)
 	assert.Equal(t, service.AuthenticationTypeSAS, v1.AuthenticationType)
@@ -54,7 +54,7 @@ func TestTwinGetUpdateReplace(t *testing.T) {
 		Desired: map[string]any{"fw": map[string]string{"version": "1.2"}, "interval": 30},
 	}, nil)
 	require.NoError(t, err)
-	assert.Equal(t, int64(2), v2.Version, "version after a patch")
+	assert.Equal(t, int64(3), v2.Version, "version after a patch")
 	assert.NotEqual(t, v1.ETag, v2.ETag, "etag after a patch")
 	assert.JSONEq(t, `"lyon"`, string(v2.Tags["site"]))
 	assert.JSONEq(t, `2`, string(v2.Tags["floor"]))
@@ -157,7 +157,7 @@ func TestModuleTwins(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "edge", m1.DeviceID)
 	assert.Equal(t, "m1", m1.ModuleID)
-	assert.Equal(t, int64(1), m1.Version)
+	assert.Equal(t, int64(2), m1.Version)
 	wantEmptySection(t, m1.Desired, 1, "module desired")
 
 	m2, err := c.UpdateModuleTwin(ctx, "edge", "m1", &service.TwinPatch{Desired: map[string]any{"rate": 5}}, &service.UpdateTwinOptions{IfMatch: m1.ETag})
@@ -246,13 +246,13 @@ func TestTwinValidation(t *testing.T) {
 	require.ErrorContains(t, err, `"a.b"`)
 	assert.NotContains(t, err.Error(), "secret-value")
 
-	// Sizes are the hub's to judge: tags over 8 KB come back as its 400.
+	// Sizes are the hub's to judge: tags over 8 KB come back as its 403100.
 	big := map[string]any{}
 	for _, k := range []string{"a", "b", "c"} {
 		big[k] = strings.Repeat("x", 4000)
 	}
 	_, err = c.UpdateTwin(ctx, "dev1", &service.TwinPatch{Tags: big}, nil)
-	checkResponseError(t, err, 400, 400004, service.ErrorCodeArgumentInvalid, service.ErrArgumentInvalid)
+	checkResponseError(t, err, 403, 403100, service.ErrorCodeDeviceModelMaxPropertiesExceeded, service.ErrTwinTooLarge)
 	// An empty patch is allowed.
 	_, err = c.UpdateTwin(ctx, "dev1", &service.TwinPatch{}, nil)
 	require.NoError(t, err, "an empty patch")
@@ -296,12 +296,11 @@ func TestTwinHubRefusesRawRequests(t *testing.T) {
 		return res.StatusCode, res.Header.Get("iothub-errorcode"), b
 	}
 	for name, body := range map[string]string{
-		"dot in a tag":        `{"tags":{"a.b":1}}`,
-		"dollar in desired":   `{"properties":{"desired":{"$x":1}}}`,
-		"space nested":        `{"properties":{"desired":{"a":{"b c":1}}}}`,
-		"reported properties": `{"properties":{"reported":{"x":1}}}`,
-		"reported and more":   `{"tags":{"a":1},"properties":{"reported":{"x":1}}}`,
-		"not an object":       `[1]`,
+		"dot in a tag":           `{"tags":{"a.b":1}}`,
+		"dollar in desired":      `{"properties":{"desired":{"$x":1}}}`,
+		"space nested":           `{"properties":{"desired":{"a":{"b c":1}}}}`,
+		"reported and a bad tag": `{"tags":{"a.b":1},"properties":{"reported":{"x":1}}}`,
+		"not an object":          `[1]`,
 	} {
 		for _, method := range []string{http.MethodPatch, http.MethodPut} {
 			status, code, b := send(method, body)
@@ -312,7 +311,7 @@ func TestTwinHubRefusesRawRequests(t *testing.T) {
 	}
 	// Nothing changed.
 	tw := hub.Twin(t, "dev1")
-	assert.Equal(t, int64(1), tw.Version, "version after refused requests")
+	assert.Equal(t, int64(2), tw.Version, "version after refused requests")
 	assert.Empty(t, tw.Reported, "reported after refused requests")
 }
 

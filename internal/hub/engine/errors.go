@@ -64,6 +64,8 @@ var codeNames = map[int]string{
 	CodeServiceUnavailable:           "ServiceUnavailable",
 	CodeInvalidResponseWhileProxying: "InvalidResponseWhileProxying",
 	CodeGatewayTimeout:               "GatewayTimeout",
+
+	CodeDeviceModelMaxPropertiesExceeded: "DeviceModelMaxPropertiesExceeded", // twins.go
 }
 
 // NewError returns the error for code; the HTTP status is the code's first

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"time"
 
 	"github.com/iothub-go/iothub/auth"
 )
@@ -49,6 +50,11 @@ type DesiredConn interface {
 }
 
 // twinState is what the registry keeps of one twin.
+//
+// version and etag move differently, as twins captured from IoT Hub show
+// (docs/hub-fidelity.md section 7): a service write (PATCH, PUT) bumps
+// both, a reported update bumps only version. A new twin has etag
+// "AAAAAAAAAAE=" and version 2.
 type twinState struct {
 	tags     *tnode
 	desired  twinSection
@@ -59,25 +65,51 @@ type twinState struct {
 }
 
 // twinOf returns rec's twin, creating the empty twin of a new identity:
-// version 1, desired and reported at $version 1.
+// version 2, etag 1, desired and reported at $version 1 with a $metadata
+// of $lastUpdated only. A device twin's sections are stamped when the twin
+// is first used (IoT Hub stamps the device's creation; the registry keeps
+// no creation time); a module twin's with the zero time, as IoT Hub shows
+// a new module twin.
 func (e *Engine) twinOf(rec *identityRecord) *twinState {
 	if rec.twin == nil {
-		now := e.now()
+		at := e.now()
+		if rec.module != nil {
+			at = time.Time{}
+		}
 		rec.twin = &twinState{
-			tags:     newObject(now, 0),
-			desired:  twinSection{root: newObject(now, 1), version: 1},
-			reported: twinSection{root: newObject(now, 1), version: 1},
-			version:  1,
+			tags:     newObject(at, 0),
+			desired:  twinSection{root: newObject(at, 0), version: 1},
+			reported: twinSection{root: newObject(at, 0), version: 1},
+			version:  2,
 			etagSeq:  1,
 		}
 	}
 	return rec.twin
 }
 
-// touch records a change of the twin: a new version and etag.
+// touch records a service write of the twin: a new version and etag.
 func (t *twinState) touch() {
 	t.version++
 	t.etagSeq++
+}
+
+// CodeDeviceModelMaxPropertiesExceeded (403100) refuses a twin write
+// that would take tags, desired or reported past its size limit. IoT Hub
+// answers it with HTTP 403 to the service (iotedge #1694: "Forbidden:
+// ErrorCode:DeviceModelMaxPropertiesExceeded;'Properties.Desired' size
+// should be less than 8192 bytes.") and with errorCode 403100 to a device
+// (iotedge #7035); troubleshoot-error-codes.md lists 403100 under that
+// name.
+const CodeDeviceModelMaxPropertiesExceeded = 403100
+
+// sizeError is IoT Hub's refusal of a section that would grow past its
+// limit: 403100 DeviceModelMaxPropertiesExceeded, with IoT Hub's wording
+// ("'Properties.Desired' size should be less than 8192 bytes.", from a
+// hub with the old limit; see docs/hub-fidelity.md section 7).
+func sizeError(section string, size, limit int) *Error {
+	return NewError(CodeDeviceModelMaxPropertiesExceeded,
+		"'%s' size should be less than %d bytes. It would be %d bytes (IoT Hub's twin size rules: the lengths of keys and values, $metadata and $version excluded).",
+		section, limit+1, size)
 }
 
 // etag is the twin's etag in IoT Hub's form: base64 of a big-endian 64-bit
@@ -158,9 +190,10 @@ type twinRequest struct {
 
 // parseTwinRequest parses the body of PATCH or PUT /twins/...: a twin
 // object whose "tags" and "properties.desired" are applied. Read-only
-// fields (etag, version, status, …) are ignored as IoT Hub ignores them;
-// reported properties are the device's and are refused, as is a deviceId
-// or moduleId that names another twin.
+// fields (etag, version, status, …) and "properties.reported" are ignored:
+// the .NET service SDK sends back the whole twin it read, and IoT Hub
+// accepts it (docs/hub-fidelity.md section 7). A deviceId or moduleId
+// that names another twin is refused, as PUT /devices/{id} refuses it.
 func parseTwinRequest(body []byte, deviceID, moduleID string, patch bool) (twinRequest, *Error) {
 	v, err := decodeTwinJSON(body)
 	if err != nil {
@@ -178,7 +211,7 @@ func parseTwinRequest(body []byte, deviceID, moduleID string, patch bool) (twinR
 	}
 	var req twinRequest
 	if t, ok := m["tags"]; ok && t != nil {
-		tags, err := sectionPatch("tags", t, patch)
+		tags, err := sectionPatch("tags", t, patch, true)
 		if err != nil {
 			return twinRequest{}, NewError(CodeArgumentInvalid, "Invalid twin tags: %s", err)
 		}
@@ -189,13 +222,8 @@ func parseTwinRequest(body []byte, deviceID, moduleID string, patch bool) (twinR
 		if !ok {
 			return twinRequest{}, NewError(CodeArgumentInvalid, "Invalid twin: properties must be a JSON object")
 		}
-		if r, ok := pm["reported"]; ok && r != nil {
-			if rm, ok := r.(map[string]any); !ok || hasWritableKeys(rm) {
-				return twinRequest{}, NewError(CodeArgumentInvalid, "Invalid twin: reported properties can only be updated by the device")
-			}
-		}
 		if d, ok := pm["desired"]; ok && d != nil {
-			desired, err := sectionPatch("properties.desired", d, patch)
+			desired, err := sectionPatch("properties.desired", d, patch, true)
 			if err != nil {
 				return twinRequest{}, NewError(CodeArgumentInvalid, "Invalid twin desired properties: %s", err)
 			}
@@ -203,17 +231,6 @@ func parseTwinRequest(body []byte, deviceID, moduleID string, patch bool) (twinR
 		}
 	}
 	return req, nil
-}
-
-// hasWritableKeys reports whether a section object holds anything but the
-// read-only $version and $metadata.
-func hasWritableKeys(m map[string]any) bool {
-	for k := range m {
-		if k != "$version" && k != "$metadata" {
-			return true
-		}
-	}
-	return false
 }
 
 // UpdateTwin applies a PATCH /twins/... body: tags and desired properties
@@ -264,11 +281,11 @@ func (e *Engine) writeTwin(deviceID, moduleID string, body []byte, ifMatch strin
 	}
 	if n := tags.size(); n > MaxTagsSize {
 		e.mu.Unlock()
-		return Twin{}, NewError(CodeArgumentInvalid, "Twin tags are %d bytes, more than the limit of %d", n, MaxTagsSize)
+		return Twin{}, sizeError("Tags", n, MaxTagsSize)
 	}
 	if n := desired.size(); n > MaxPropertiesSize {
 		e.mu.Unlock()
-		return Twin{}, NewError(CodeArgumentInvalid, "Twin desired properties are %d bytes, more than the limit of %d", n, MaxPropertiesSize)
+		return Twin{}, sizeError("Properties.Desired", n, MaxPropertiesSize)
 	}
 	t.tags = tags
 	var push []byte
@@ -324,14 +341,16 @@ func (e *Engine) DeviceTwin(id auth.Identity) ([]byte, *Error) {
 
 // UpdateReported merges a device's reported-properties patch (null
 // deletes) and returns the new reported $version. The patch is refused
-// with 400 (ArgumentInvalid) when it breaks the document rules and when
-// the result would exceed MaxPropertiesSize.
+// whole with 400004 ArgumentInvalid when it breaks the document rules
+// ("$version" and "$metadata" included: they break the key rules), and
+// with 403100 DeviceModelMaxPropertiesExceeded when the result would
+// exceed MaxPropertiesSize. It bumps the twin's version, not its etag.
 func (e *Engine) UpdateReported(id auth.Identity, body []byte) (int64, *Error) {
 	v, err := decodeTwinJSON(body)
 	if err != nil {
 		return 0, NewError(CodeArgumentInvalid, "Invalid reported properties: %s", err)
 	}
-	patch, err := sectionPatch("properties.reported", v, true)
+	patch, err := sectionPatch("properties.reported", v, true, false)
 	if err != nil {
 		return 0, NewError(CodeArgumentInvalid, "Invalid reported properties: %s", err)
 	}
@@ -343,13 +362,13 @@ func (e *Engine) UpdateReported(id auth.Identity, body []byte) (int64, *Error) {
 	}
 	t := e.twinOf(rec)
 	root := t.reported.root.clone()
-	root.merge(patch, e.now(), t.reported.version+1)
+	root.merge(patch, e.now(), 0)
 	if n := root.size(); n > MaxPropertiesSize {
-		return 0, NewError(CodeArgumentInvalid, "Reported properties would be %d bytes, more than the limit of %d", n, MaxPropertiesSize)
+		return 0, sizeError("Properties.Reported", n, MaxPropertiesSize)
 	}
 	t.reported.root = root
 	t.reported.version++
-	t.touch()
+	t.version++
 	return t.reported.version, nil
 }
 
@@ -398,9 +417,13 @@ type desiredPatch struct {
 	body    []byte
 }
 
-// queueDesired appends a notification if the session listens for them.
-// Called with e.mu held, so that the queue is in version order.
+// queueDesired appends a notification if the session listens for them
+// and its Conn can deliver them. Called with e.mu held, so that the queue
+// is in version order.
 func (s *Session) queueDesired(version int64, body []byte) bool {
+	if _, ok := s.conn.(DesiredConn); !ok {
+		return false
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.desiredSub || s.ended {

@@ -65,7 +65,7 @@ func TestTwinGet(t *testing.T) {
 	res := h.twin(http.MethodGet, "dev1", "", nil)
 	tw := wantTwin(t, res)
 	assert.Equal(t, "dev1", tw.DeviceID)
-	assert.Equal(t, int64(1), tw.Version, "a new twin's version")
+	assert.Equal(t, int64(2), tw.Version, "a new twin's version")
 	assert.Equal(t, "enabled", tw.Status)
 	assert.Equal(t, int64(1), sectionVersion(t, tw.Properties.Desired), "desired $version")
 	assert.Equal(t, int64(1), sectionVersion(t, tw.Properties.Reported), "reported $version")
@@ -73,7 +73,7 @@ func TestTwinGet(t *testing.T) {
 	assert.Len(t, tw.Properties.Desired, 2, "a new twin's desired section: %v", tw.Properties.Desired)
 	assert.Len(t, tw.Properties.Reported, 2, "a new twin's reported section: %v", tw.Properties.Reported)
 	// IoT Hub's field names are on the wire.
-	for _, f := range []string{`"deviceId":"dev1"`, `"etag"`, `"deviceEtag"`, `"version":1`, `"status":"enabled"`,
+	for _, f := range []string{`"deviceId":"dev1"`, `"etag"`, `"deviceEtag"`, `"version":2`, `"status":"enabled"`,
 		`"connectionState":"Disconnected"`, `"authenticationType":"sas"`, `"x509Thumbprint"`, `"properties"`,
 		`"cloudToDeviceMessageCount":0`, `"statusUpdateTime"`, `"lastActivityTime"`, `"capabilities"`} {
 		assert.Contains(t, string(res.body), f, "body lacks a field")
@@ -146,7 +146,7 @@ func TestTwinModules(t *testing.T) {
 	tw := wantTwin(t, h.twin(http.MethodGet, "dev1/modules/m1", "", nil))
 	assert.Equal(t, "dev1", tw.DeviceID)
 	assert.Equal(t, "m1", tw.ModuleID)
-	assert.Equal(t, int64(1), tw.Version)
+	assert.Equal(t, int64(2), tw.Version)
 	tw = wantTwin(t, h.twin(http.MethodPatch, "dev1/modules/m1", `{"properties":{"desired":{"rate":5}}}`, map[string]string{"If-Match": tw.ETag}))
 	assert.JSONEq(t, `5`, string(tw.Properties.Desired["rate"]))
 	tw = wantTwin(t, h.twin(http.MethodPut, "dev1/modules/m1", `{"moduleId":"m1","tags":{"x":true}}`, nil))
@@ -182,16 +182,19 @@ func TestTwinBadBodies(t *testing.T) {
 		{"space in a key", `{"properties":{"desired":{"a":{"b c":1}}}}`},
 		{"control character in a key", `{"tags":{"a\u0007":1}}`},
 		{"null in an array", `{"tags":{"a":[1,null]}}`},
-		{"reported properties", `{"properties":{"reported":{"x":1}}}`},
 		{"too deep", `{"tags":` + strings.Repeat(`{"a":`, 12) + `1` + strings.Repeat(`}`, 12) + `}`},
 		{"long string", `{"tags":{"a":"` + strings.Repeat("x", 5000) + `"}}`},
-		{"big tags", `{"tags":{"a":"` + strings.Repeat("x", 4000) + `","b":"` + strings.Repeat("x", 4000) + `","c":"` + strings.Repeat("x", 4000) + `"}}`},
 	} {
 		for _, method := range []string{http.MethodPatch, http.MethodPut} {
 			t.Run(method+" "+tc.name, func(t *testing.T) {
 				wantRegistryError(t, h.in(t).twin(method, "dev1", tc.body, nil), engine.CodeArgumentInvalid)
 			})
 		}
+	}
+	// Over the size limits: 403100 DeviceModelMaxPropertiesExceeded.
+	big := `{"tags":{"a":"` + strings.Repeat("x", 4000) + `","b":"` + strings.Repeat("x", 4000) + `","c":"` + strings.Repeat("x", 4000) + `"}}`
+	for _, method := range []string{http.MethodPatch, http.MethodPut} {
+		wantRegistryError(t, h.twin(method, "dev1", big, nil), engine.CodeDeviceModelMaxPropertiesExceeded)
 	}
 	// A null member only deletes in a patch; a replacement has none.
 	wantRegistryError(t, h.twin(http.MethodPut, "dev1", `{"tags":{"a":null}}`, nil), engine.CodeArgumentInvalid)
