@@ -15,6 +15,7 @@ import (
 
 	"github.com/iothub-go/iothub/device"
 	"github.com/iothub-go/iothub/internal/apiversion"
+	"github.com/iothub-go/iothub/internal/faultproxy"
 	"github.com/iothub-go/iothub/internal/testutil/hubcall"
 	"github.com/iothub-go/iothub/internal/testutil/statuslog"
 	"github.com/iothub-go/iothub/iothubtest"
@@ -269,11 +270,15 @@ func TestDesiredPatchesInOrder(t *testing.T) {
 }
 
 // TestDesiredAcrossReconnects changes desired properties while the device
-// is offline: none may be lost, none delivered twice.
+// is offline (a proxy refuses it): none may be lost, none delivered twice,
+// and what changed offline arrives as one patch after the reconnect.
 func TestDesiredAcrossReconnects(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport.Transport) {
 		hub := iothubtest.NewServer(t, nil)
-		cs := hub.AddDevice(t, "dev1")
+		proxy, err := faultproxy.New(hub.Addr())
+		require.NoError(t, err)
+		t.Cleanup(func() { proxy.Close() })
+		cs := strings.Replace(hub.AddDevice(t, "dev1"), "GatewayHostName="+hub.Addr(), "GatewayHostName="+proxy.Addr(), 1)
 		log := newDesiredLog()
 		status := statuslog.New()
 		c := newClient(t, hub, cs, &device.ClientOptions{Transport: tr, OnConnectionStatus: status.Record}, func(c *device.Client) {
@@ -282,12 +287,10 @@ func TestDesiredAcrossReconnects(t *testing.T) {
 		log.waitVersion(t, 1)
 		status.WaitFor(t, device.ConnectionStateConnected)
 
-		// Keep the device away while the back-end makes changes: revoke
-		// it by disabling, patch, re-enable.
 		state := map[string]any{}
-		want := func(patch string) {
+		patch := func(p string) int64 {
 			var m map[string]any
-			require.NoError(t, json.Unmarshal([]byte(patch), &m))
+			require.NoError(t, json.Unmarshal([]byte(p), &m))
 			for k, v := range m {
 				if v == nil {
 					delete(state, k)
@@ -295,24 +298,40 @@ func TestDesiredAcrossReconnects(t *testing.T) {
 					state[k] = v
 				}
 			}
+			return patchDesired(t, hub, "dev1", p)
 		}
+		var offline []int64 // the last version set during each offline spell
 		var last int64
 		for round := 0; round < 3; round++ {
-			require.True(t, hub.DropConnection("dev1"), "the device was not connected")
-			// Patches race the reconnect: some land while the device is
-			// offline, some after it is back.
-			for i := 0; i < 5; i++ {
-				p := fmt.Sprintf(`{"r%d":%d,"k":%d}`, round, i, round*10+i)
-				if i == 4 && round > 0 {
-					p = fmt.Sprintf(`{"r%d":null,"k":%d}`, round-1, round*10+i)
-				}
-				want(p)
-				last = patchDesired(t, hub, "dev1", p)
+			proxy.SetRefuse(true)
+			proxy.Cut()
+			status.WaitFor(t, device.ConnectionStateConnecting)
+			for i := 0; i < 4; i++ {
+				last = patch(fmt.Sprintf(`{"r%d":%d,"k":%d}`, round, i, round*10+i))
 			}
+			if round > 0 {
+				last = patch(fmt.Sprintf(`{"r%d":null}`, round-1)) // a deletion made offline
+			}
+			offline = append(offline, last)
+			proxy.SetRefuse(false)
 			status.WaitFor(t, device.ConnectionStateConnected)
+			log.waitVersion(t, last)
+			last = patch(fmt.Sprintf(`{"online%d":true}`, round)) // pushed live
+			log.waitVersion(t, last)
 		}
-		ps := log.waitVersion(t, last)
+		ps := log.all()
 		checkOrdered(t, ps)
+		// Each offline spell arrives as one patch at its last version.
+		for _, v := range offline {
+			found := false
+			for i, p := range ps {
+				if p.Version == v {
+					found = true
+					assert.Greater(t, p.Version-ps[i-1].Version, int64(1), "the changes made offline up to version %d came one by one: %+v", v, ps)
+				}
+			}
+			assert.True(t, found, "no patch at version %d, the last one made offline: %+v", v, ps)
+		}
 		// Applying every patch in order gives the back-end's state.
 		got := map[string]any{}
 		for _, p := range ps {

@@ -1,6 +1,10 @@
 // Command device-reboot is a device that answers the direct method "reboot"
 // with {"result":"Reboot started."}, the device half of the classic IoT Hub
-// direct-methods sample.
+// device-management sample. Like the seed (.NET "get started with device
+// management"), it then simulates the reboot and records when it happened in
+// its twin: the reported property iothubDM.reboot.lastReboot, an RFC 3339
+// UTC time, which a back-end reads from the device twin (see
+// examples/invoke-reboot).
 //
 //	go run ./examples/device-reboot -cs "HostName=…;DeviceId=…;SharedAccessKey=…"
 //
@@ -19,6 +23,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -77,8 +82,15 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	err = client.SetMethodHandler("reboot", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+	// The simulated reboots, waited for once the client has closed (Close
+	// waits for running handlers, so none starts a reboot after it).
+	var reboots sync.WaitGroup
+	err = client.SetMethodHandler("reboot", func(_ context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
 		fmt.Fprintf(out, "reboot requested (payload %s); pretending to reboot\n", orNull(req.Payload))
+		// Answer at once and reboot afterwards, off the handler's
+		// goroutine: the caller learns that the reboot started, and the
+		// twin tells it when the device is back.
+		reboots.Go(func() { reportReboot(ctx, client, out) })
 		return device.JSONResponse(200, map[string]string{"result": "Reboot started."})
 	})
 	if err != nil {
@@ -92,8 +104,32 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	<-ctx.Done()
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	return client.Close(cctx)
+	err = client.Close(cctx)
+	reboots.Wait() // ctx has ended: a report in flight gives up
+	return err
 }
+
+// reportReboot stands for the reboot itself: a real device would restart
+// here, and once up again report when it did. The time goes to the twin's
+// reported properties as {"iothubDM":{"reboot":{"lastReboot":"…"}}}, the
+// property the seed sample uses.
+func reportReboot(ctx context.Context, client *device.Client, out io.Writer) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	now := time.Now().UTC().Format(rfc3339Millis)
+	version, err := client.UpdateReportedProperties(ctx, map[string]any{
+		"iothubDM": map[string]any{"reboot": map[string]any{"lastReboot": now}},
+	})
+	if err != nil {
+		fmt.Fprintln(out, "reporting iothubDM.reboot.lastReboot failed:", err)
+		return
+	}
+	fmt.Fprintf(out, "rebooted; reported iothubDM.reboot.lastReboot = %s (reported properties version %d)\n", now, version)
+}
+
+// rfc3339Millis is RFC 3339 with milliseconds, as IoT Hub writes its own
+// times: two reboots in one second still differ.
+const rfc3339Millis = "2006-01-02T15:04:05.000Z07:00"
 
 func orNull(b []byte) string {
 	if len(b) == 0 {

@@ -1,12 +1,17 @@
-// Command quickstart shows a direct method end to end in one program: a hub,
-// a device that answers "reboot", and a back-end that invokes it.
+// Command quickstart shows the reboot flow end to end in one program: a hub,
+// a device that answers the direct method "reboot" and then reports when it
+// rebooted in its twin, and a back-end that invokes "reboot" and reads the
+// reported time back from the device twin.
 //
 //	go run ./examples/quickstart                       # everything in-process, nothing to configure
 //	go run ./examples/quickstart --transport mqtt-ws   # the device uses MQTT over WebSocket
 //
 // With no configuration it starts a local IoT Hub in-process
 // (github.com/iothub-go/iothub/iothubtest), registers a device through the
-// service client's registry, connects the device and invokes "reboot".
+// service client's registry, connects the device and invokes "reboot". The
+// device answers, then (off its handler's goroutine, standing for the
+// reboot itself) reports iothubDM.reboot.lastReboot, and the back-end reads
+// the twin until it shows that property.
 //
 // To run the same flow against a real Azure IoT Hub, or against the
 // standalone local hub (go run ./cmd/iothub hub --ca-file ca.pem --device
@@ -18,15 +23,17 @@
 //	go run ./examples/quickstart --ca-file ca.pem # iothub hub: trust its CA
 //
 // --transport picks the device's protocol: mqtt (default), mqtt-ws, amqp,
-// amqp-ws or http (which shows why HTTPS cannot receive direct methods).
-// amqp and amqp-ws need a hub that serves AMQP: Azure IoT Hub, or the local
-// hub once its AMQP endpoint lands.
+// amqp-ws or http. All but http carry direct methods and twins; http shows
+// why HTTPS cannot: IoT Hub delivers neither direct methods nor twin
+// operations to devices over HTTPS, so the device client refuses them at
+// once with ErrUnsupported.
 package main
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +41,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -93,7 +101,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			return err
 		}
 		defer hub.Close()
-		fmt.Fprintf(out, "hub:     started in-process at %s (TLS; MQTT, WebSocket and HTTPS on one port)\n", hub.Addr())
+		fmt.Fprintf(out, "hub:     started in-process at %s (TLS; MQTT, AMQP, WebSocket and HTTPS on one port)\n", hub.Addr())
 		svcCS, roots = hub.ServiceConnectionString(), hub.CertPool()
 	case svcCS == "" || devCS == "":
 		return errors.New("set both IOTHUB_SERVICE_CONNECTION_STRING and IOTHUB_DEVICE_CONNECTION_STRING, or neither for an in-process hub")
@@ -105,7 +113,8 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		}
 	}
 
-	// 2. The service client: invokes methods and manages the registry.
+	// 2. The service client: invokes methods, reads twins and manages the
+	// registry.
 	svcOpts := &service.ClientOptions{}
 	if roots != nil {
 		httpClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
@@ -138,7 +147,9 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 
 	// 3. The device: a "reboot" handler, then Connect, which returns once
-	// the hub has confirmed the method subscription.
+	// the hub has confirmed the method subscription. The handler answers at
+	// once; the reboot (simulated) follows on its own goroutine and ends
+	// with the device reporting when it rebooted, in its twin.
 	devOpts := &device.ClientOptions{Transport: tr}
 	if roots != nil {
 		devOpts.TLSConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
@@ -148,12 +159,20 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		return err
 	}
 	defer dev.Close(context.WithoutCancel(ctx))
-	err = dev.SetMethodHandler("reboot", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+	var reboots sync.WaitGroup
+	defer reboots.Wait() // before Close (deferred calls run last first)
+	err = dev.SetMethodHandler("reboot", func(_ context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
 		fmt.Fprintf(out, "device:  %s received %q; answering 200\n", id, req.Name)
+		reboots.Go(func() { reportReboot(ctx, dev, id, out) })
 		return device.JSONResponse(200, map[string]string{"result": "Reboot started."})
 	})
 	if err != nil {
-		return err // over HTTPS: IoT Hub never delivers direct methods there
+		// Over HTTPS: IoT Hub never delivers direct methods there, and it
+		// has no device twins for devices either: GetTwin,
+		// UpdateReportedProperties and SetDesiredPropertiesHandler fail
+		// the same way, with ErrUnsupported, which TwinSupport tells
+		// ahead.
+		return errors.Join(err, tr.TwinSupport())
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -162,7 +181,13 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "device:  %s connected over %s, waiting for methods\n", id, tr.Name())
 
-	// 4. The back-end invokes "reboot" and gets the device's answer.
+	// 4. The back-end invokes "reboot" and gets the device's answer. It
+	// first notes the last reboot the twin shows, to tell the new one from
+	// it (an existing device may have rebooted before).
+	before, err := getLastReboot(ctx, svc, id)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(out, "service: invoking \"reboot\" on %s\n", id)
 	start := time.Now()
 	var res *service.MethodResult
@@ -175,7 +200,77 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		return err // e.g. 404103 DeviceNotOnline, 504101 GatewayTimeout: see service.ResponseError
 	}
 	fmt.Fprintf(out, "service: %s answered %d %s in %s\n", id, res.Status, res.Payload, time.Since(start).Round(time.Millisecond))
-	return nil
+
+	// 5. The back-end reads the device twin until the device has reported
+	// its reboot: every 200 ms, for up to 30 s.
+	wctx, stopWaiting := context.WithTimeout(ctx, 30*time.Second)
+	defer stopWaiting()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		last, err := getLastReboot(wctx, svc, id)
+		switch {
+		case err == nil && last != "" && last != before:
+			fmt.Fprintf(out, "service: twin of %s: reported iothubDM.reboot.lastReboot = %s\n", id, last)
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case wctx.Err() != nil:
+			return fmt.Errorf("%s did not report iothubDM.reboot.lastReboot within 30 s", id)
+		case err != nil:
+			return err
+		}
+		select {
+		case <-tick.C:
+		case <-wctx.Done():
+		}
+	}
+}
+
+// reportReboot stands for the reboot: a real device would restart here and,
+// once up again, report when it did, as the seed sample does, in the
+// reported property iothubDM.reboot.lastReboot (RFC 3339, UTC).
+func reportReboot(ctx context.Context, dev *device.Client, id auth.Identity, out io.Writer) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	now := time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00")
+	version, err := dev.UpdateReportedProperties(ctx, map[string]any{
+		"iothubDM": map[string]any{"reboot": map[string]any{"lastReboot": now}},
+	})
+	if err != nil {
+		fmt.Fprintf(out, "device:  %s could not report its reboot: %v\n", id, err)
+		return
+	}
+	fmt.Fprintf(out, "device:  %s rebooted; reported iothubDM.reboot.lastReboot = %s (reported properties version %d)\n", id, now, version)
+}
+
+// getLastReboot reads the identity's twin and returns its reported
+// iothubDM.reboot.lastReboot, or "" if there is none.
+func getLastReboot(ctx context.Context, svc *service.Client, id auth.Identity) (string, error) {
+	var twin *service.Twin
+	var err error
+	if id.ModuleID != "" {
+		twin, err = svc.GetModuleTwin(ctx, id.DeviceID, id.ModuleID)
+	} else {
+		twin, err = svc.GetTwin(ctx, id.DeviceID)
+	}
+	if err != nil {
+		return "", err
+	}
+	var dm struct {
+		Reboot struct {
+			LastReboot json.RawMessage `json:"lastReboot"`
+		} `json:"reboot"`
+	}
+	raw, ok := twin.Reported.Properties["iothubDM"]
+	if !ok || json.Unmarshal(raw, &dm) != nil || len(dm.Reboot.LastReboot) == 0 || string(dm.Reboot.LastReboot) == "null" {
+		return "", nil
+	}
+	var s string
+	if json.Unmarshal(dm.Reboot.LastReboot, &s) != nil {
+		return string(dm.Reboot.LastReboot), nil // not a string: show its JSON
+	}
+	return s, nil
 }
 
 // newTransport maps a --transport name to a device transport.

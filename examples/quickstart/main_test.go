@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -25,7 +26,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestInProcessHub(t *testing.T) {
-	for _, tr := range []string{"mqtt", "mqtt-ws"} {
+	for _, tr := range []string{"mqtt", "mqtt-ws", "amqp", "amqp-ws"} {
 		t.Run(tr, func(t *testing.T) {
 			var out exampletest.Buffer
 			require.NoError(t, run(exampletest.Context(t), config{Transport: tr}, &out), "run:\n%s", out.String())
@@ -36,9 +37,23 @@ func TestInProcessHub(t *testing.T) {
 				`service: invoking "reboot" on quickstart-device`,
 				`device:  quickstart-device received "reboot"`,
 				`service: quickstart-device answered 200 {"result":"Reboot started."}`,
+				"service: twin of quickstart-device: reported iothubDM.reboot.lastReboot = ",
 			)
+			wantSameLastReboot(t, out.String(), "quickstart-device")
 		})
 	}
+}
+
+// wantSameLastReboot checks that the back-end read from the twin the
+// lastReboot the device reported.
+func wantSameLastReboot(t *testing.T, out, id string) {
+	t.Helper()
+	q := regexp.QuoteMeta(id)
+	reported := regexp.MustCompile(`device:  ` + q + ` rebooted; reported iothubDM\.reboot\.lastReboot = (\S+) \(reported properties version \d+\)`).FindStringSubmatch(out)
+	read := regexp.MustCompile(`service: twin of ` + q + `: reported iothubDM\.reboot\.lastReboot = (\S+)`).FindStringSubmatch(out)
+	require.NotNil(t, reported, "the device's report is missing:\n%s", out)
+	require.NotNil(t, read, "the back-end's twin read is missing:\n%s", out)
+	assert.Equal(t, reported[1], read[1], "the back-end reads what the device reported")
 }
 
 // With both connection strings set, quickstart uses that hub and device
@@ -59,7 +74,14 @@ func TestExistingHub(t *testing.T) {
 		"hub:     localhost",
 		"device:  dev-1 connected over mqtt",
 		`service: dev-1 answered 200 {"result":"Reboot started."}`,
+		"service: twin of dev-1: reported iothubDM.reboot.lastReboot = ",
 	)
+	wantSameLastReboot(t, out.String(), "dev-1")
+	dm, _ := hub.Twin(t, "dev-1").Reported["iothubDM"].(map[string]any)
+	reboot, _ := dm["reboot"].(map[string]any)
+	last, ok := reboot["lastReboot"].(string)
+	require.True(t, ok, "the hub's twin has no reported iothubDM.reboot.lastReboot: %v", dm)
+	assert.Contains(t, out.String(), "service: twin of dev-1: reported iothubDM.reboot.lastReboot = "+last+"\n", "the hub's twin holds the printed lastReboot")
 	assert.NotContains(t, out.String(), "SharedAccessKey", "output shows a connection string")
 	calls := hub.Calls()
 	if assert.Len(t, calls, 1, "hub saw %+v, want one reboot of dev-1 answered 200", calls) {
@@ -75,15 +97,22 @@ func TestExistingHubModule(t *testing.T) {
 	modCS := hub.AddModule(t, "gw-1", "agent")
 	ca := exampletest.CAFile(t, hub)
 	var out exampletest.Buffer
+	// The module has rebooted before: the back-end waits for the new time.
+	hub.UpdateReported(t, "gw-1/agent", map[string]any{"iothubDM": map[string]any{"reboot": map[string]any{"lastReboot": "2020-01-01T00:00:00.000Z"}}})
 	err := run(exampletest.Context(t), config{ServiceConnectionString: hub.ServiceConnectionString(), DeviceConnectionString: modCS, CAFile: ca}, &out)
 	require.NoError(t, err, "run:\n%s", out.String())
-	exampletest.WantInOrder(t, out.String(), `service: gw-1/agent answered 200`)
+	exampletest.WantInOrder(t, out.String(), `service: gw-1/agent answered 200`, "service: twin of gw-1/agent: reported iothubDM.reboot.lastReboot = ")
+	wantSameLastReboot(t, out.String(), "gw-1/agent")
+	assert.NotContains(t, out.String(), "2020-01-01", "the old lastReboot is not taken for the new one")
 }
 
 func TestErrors(t *testing.T) {
 	ctx := exampletest.Context(t)
 	var out exampletest.Buffer
-	assert.ErrorIs(t, run(ctx, config{Transport: "http"}, &out), device.ErrUnsupported, "--transport http")
+	err := run(ctx, config{Transport: "http"}, &out)
+	assert.ErrorIs(t, err, device.ErrUnsupported, "--transport http")
+	assert.ErrorContains(t, err, "direct methods", "--transport http says why: no methods")
+	assert.ErrorContains(t, err, "twins", "--transport http says why: no twins")
 	// The program's own usage errors have no sentinel: their text is what
 	// the user reads.
 	assert.ErrorContains(t, run(ctx, config{Transport: "carrier-pigeon"}, &out), "want mqtt", "--transport carrier-pigeon")
@@ -99,7 +128,7 @@ func TestProgram(t *testing.T) {
 		cmd.Env = append(withoutHubEnv(os.Environ()), "QUICKSTART_AS_MAIN=1", "QUICKSTART_ARGS="+args)
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "quickstart %s:\n%s", args, out)
-		exampletest.WantInOrder(t, string(out), "started in-process", `answered 200 {"result":"Reboot started."}`)
+		exampletest.WantInOrder(t, string(out), "started in-process", `answered 200 {"result":"Reboot started."}`, "reported iothubDM.reboot.lastReboot = ")
 	}
 }
 

@@ -9,9 +9,11 @@ import (
 
 // MaxPacketSize is the largest MQTT packet, in remaining length (the bytes
 // after the fixed header), that the transport accepts from the hub: 256 KiB.
-// The largest packet IoT Hub legitimately sends a device is a method request,
-// a PUBLISH of at most 128 KB of payload plus its topic; the cap leaves room
-// for that twice over. A packet that announces more fails the connection
+// The largest packets IoT Hub legitimately sends a device are a method
+// request, a PUBLISH of at most 128 KB of payload plus its topic, and a
+// twin (the answer to GetTwin): desired and reported properties of at most
+// 32 KB each by IoT Hub's count, a little more as JSON. The cap leaves
+// room for either twice over. A packet that announces more fails the connection
 // with an error wrapping transport.ErrHubMessageTooLarge before any of it is buffered (the
 // MQTT library would otherwise allocate whatever a 5-byte header announces,
 // up to 256 MiB). The device client then reconnects.

@@ -78,10 +78,17 @@ func (t *Transport) Name() string {
 func (t *Transport) MethodSupport() error { return nil }
 
 // username returns IoT Hub's MQTT username for cfg:
-// "{host}/{deviceId}[/{moduleId}]/?api-version=…&DeviceClientType=…".
+// "{host}/{deviceId}[/{moduleId}]/?api-version=…&DeviceClientType=…",
+// and "&model-id=…" (percent-encoded) when cfg announces a Plug and Play
+// model, last, as the C# and C SDKs send it. IoT Hub reads model-id from
+// api-version 2020-09-30 on; apiversion.Current is later.
 func username(cfg transport.Config) string {
-	return cfg.Identity.HostName + "/" + cfg.Identity.String() + "/?api-version=" + apiversion.Current +
+	u := cfg.Identity.HostName + "/" + cfg.Identity.String() + "/?api-version=" + apiversion.Current +
 		"&DeviceClientType=" + url.QueryEscape(cfg.ProductInfo)
+	if cfg.ModelID != "" {
+		u += "&model-id=" + escape(cfg.ModelID)
+	}
+	return u
 }
 
 // brokerURL returns the paho broker URL for addr, the "host:port" to dial
@@ -117,7 +124,11 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		return nil, err
 	}
 	tlsConf := netdial.ClientTLS(cfg.TLSConfig, host)
-	c := &conn{id: cfg.Identity, done: make(chan struct{}), log: cfg.Logger, methods: cfg.Methods}
+	c := &conn{
+		id: cfg.Identity, done: make(chan struct{}), log: cfg.Logger,
+		methods: cfg.Methods, desired: cfg.Desired,
+		twinSub: make(chan struct{}, 1), pending: map[string]chan twinResponse{},
+	}
 	connectTimeout := 30 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		connectTimeout = max(time.Until(dl), time.Millisecond)
@@ -162,6 +173,10 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 	}
 	c.client = paho.NewClient(o)
 	c.client.AddRoute(methodsFilter, c.onMethod)
+	// Twin answers and desired patches are routed from the start as
+	// well: a persistent session may hold their subscriptions.
+	c.client.AddRoute(twinResponseFilter, c.onTwinResponse)
+	c.client.AddRoute(desiredFilter, c.onDesired)
 	tok := c.client.Connect()
 	select {
 	case <-tok.Done():
@@ -207,6 +222,10 @@ type conn struct {
 	log     interface{ Debug(string, ...any) }
 	done    chan struct{}
 	methods func(*transport.MethodRequest)
+	desired func([]byte)
+	// twinSub holds one token while a twin request subscribes to
+	// twinResponseFilter, so that a connection subscribes once.
+	twinSub chan struct{}
 	// sessionPresent: the hub resumed a persistent session, which may hold
 	// a method subscription of an earlier connection.
 	sessionPresent bool
@@ -215,6 +234,10 @@ type conn struct {
 	err        error
 	closed     bool
 	subscribed bool
+	// twinSubscribed: twinResponseFilter was granted on this connection.
+	twinSubscribed bool
+	// pending are the twin requests waiting for their answer, by $rid.
+	pending map[string]chan twinResponse
 }
 
 func (c *conn) lost(err error) {
@@ -277,6 +300,36 @@ func (c *conn) endedErr() error {
 	return errors.New("iothub: mqtt: connection closed")
 }
 
+// errSubscriptionRefused is returned by subscribe when the SUBACK refuses
+// the filter (return code 0x80).
+var errSubscriptionRefused = errors.New("iothub: mqtt: the hub refused the subscription")
+
+// subscribe subscribes to filter at QoS 0, with h as its route, and waits
+// for the SUBACK like wait. paho's Subscribe, like its Publish, may block
+// up to the write timeout when the connection is going down, so it runs
+// on a goroutine of its own.
+func (c *conn) subscribe(ctx context.Context, filter string, h paho.MessageHandler) error {
+	ch := make(chan paho.Token, 1)
+	go func() { ch <- c.client.Subscribe(filter, 0, h) }()
+	var tok paho.Token
+	select {
+	case tok = <-ch:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return c.endedErr()
+	}
+	if err := c.wait(ctx, tok); err != nil {
+		return err
+	}
+	if st, ok := tok.(*paho.SubscribeToken); ok {
+		if q, ok := st.Result()[filter]; !ok || q == 0x80 {
+			return errSubscriptionRefused
+		}
+	}
+	return nil
+}
+
 // publish hands a PUBLISH to paho and waits for it like wait. paho's
 // Publish itself blocks, up to the 30 s write timeout, when the connection
 // is lost between its status check and the hand-over to its writer, so it
@@ -315,15 +368,8 @@ func (c *conn) onMethod(_ paho.Client, m paho.Message) {
 }
 
 func (c *conn) SubscribeMethods(ctx context.Context) error {
-	tok := c.client.Subscribe(methodsFilter, 0, c.onMethod)
-	if err := c.wait(ctx, tok); err != nil {
+	if err := c.subscribe(ctx, methodsFilter, c.onMethod); err != nil {
 		return fmt.Errorf("iothub: mqtt: subscribing to methods: %w", err)
-	}
-	st, _ := tok.(*paho.SubscribeToken)
-	if st != nil {
-		if q, ok := st.Result()[methodsFilter]; !ok || q == 0x80 {
-			return errors.New("iothub: mqtt: the hub refused the method subscription")
-		}
 	}
 	c.mu.Lock()
 	c.subscribed = true

@@ -162,6 +162,7 @@ type connOpts struct {
 	protocolVersion      uint
 	url                  string // default ssl://{addr}
 	tls                  *tls.Config
+	ordered              bool // deliver messages in order, on paho's router goroutine
 }
 
 // sasOpts are the options of a device connecting with a fresh SAS token.
@@ -209,7 +210,7 @@ func (f *fixture) dial(o connOpts) (*device, byte, error) {
 	}
 	po.SetAutoReconnect(false)
 	po.SetConnectRetry(false)
-	po.SetOrderMatters(false)
+	po.SetOrderMatters(o.ordered)
 	po.SetKeepAlive(60 * time.Second)
 	po.SetConnectTimeout(10 * time.Second)
 	po.SetWriteTimeout(10 * time.Second)

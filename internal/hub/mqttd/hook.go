@@ -143,6 +143,7 @@ func (h *hook) onConnect(l *link, cl *mqtt.Client, pk packets.Packet) (packets.P
 		pk.Connect.WillTopic, pk.Connect.WillPayload = "", nil
 	}
 	l.id = auth.Identity{HostName: h.s.e.HostName(), DeviceID: id.DeviceID, ModuleID: id.ModuleID}
+	l.modelID = modelIDOf(u)
 	l.connectOK = true
 	return pk, nil
 }
@@ -193,6 +194,11 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	// Under s.mu so that the engine's order of sessions and ours agree.
 	// Connect calls the previous link's Close, which never takes s.mu.
 	sess := s.e.Connect(l.id, l, l.expiry)
+	if l.modelID != "" {
+		// The model id the twin shows is the one the device announced
+		// when it last connected with one [inf].
+		sess.SetModelID(l.modelID)
+	}
 	l.sess.Store(sess)
 	l.key = key
 	prev := s.live[key]
@@ -210,12 +216,20 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	s.dropStaleSessions(cl.ID, l.id)
 	// Mochi is about to hand this connection the previous session of the
 	// ClientId if both connections use clean=false. If that session holds
-	// the methods filter, the device is online from the CONNACK on.
+	// the methods filter, the device is online from the CONNACK on; if it
+	// holds the desired filter, desired patches flow from then on.
 	if !pk.Connect.Clean {
 		if old, ok := s.mq.Clients.Get(cl.ID); ok && old != cl && !old.Properties.Clean {
-			if _, has := old.State.Subscriptions.Get(methodsFilter); has {
+			_, methods := old.State.Subscriptions.Get(methodsFilter)
+			_, desired := old.State.Subscriptions.Get(twinDesiredFilter)
+			if methods || desired {
 				l.closeGate()
+			}
+			if methods {
 				sess.SetSubscribed(true)
+			}
+			if desired {
+				sess.SetDesiredSubscribed(true)
 			}
 		}
 	}
@@ -225,7 +239,10 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 // the session: a session inherited with clean=false may hold the methods
 // subscription (the Node SDK reconnects that way at token renewal and
 // does not subscribe again). This confirms or corrects what
-// OnSessionEstablish predicted.
+// OnSessionEstablish predicted. Such a session may also hold the
+// desired-properties subscription, which then counts for this connection
+// from here on (IoT Hub keeps MQTT subscriptions across connections of
+// a persistent session: Azure/azure-iot-sdk-java #777).
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	l := linkOf(cl)
 	if l == nil {
@@ -236,28 +253,42 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	_, has := cl.State.Subscriptions.Get(methodsFilter)
+	_, desired := cl.State.Subscriptions.Get(twinDesiredFilter)
 	sess.SetSubscribed(has)
-	if !has {
+	sess.SetDesiredSubscribed(desired)
+	if !has && !desired {
 		l.openGate()
 	}
 }
 
 // OnSubscribed runs just before mochi writes the SUBACK. A granted
 // methods filter marks the engine session subscribed at once (so that a
-// device holding its SUBACK is online for the engine), behind the link's
-// gate: SendMethod holds requests back until OnPacketSent sees the SUBACK
-// written, so no request overtakes it.
+// device holding its SUBACK is online for the engine), a granted desired
+// filter makes the engine send desired-property patches; both behind the
+// link's gate: SendMethod and SendDesired hold their packets back until
+// OnPacketSent sees the SUBACK written, so none overtakes it.
 func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
 	l := linkOf(cl)
 	if l == nil {
 		return
 	}
+	sess := l.sess.Load()
+	gated := false
 	for i, f := range pk.Filters {
-		if f.Filter == methodsFilter && i < len(reasonCodes) && reasonCodes[i] <= 2 {
+		if i >= len(reasonCodes) || reasonCodes[i] > 2 || (f.Filter != methodsFilter && f.Filter != twinDesiredFilter) {
+			continue
+		}
+		if !gated {
 			l.closeGate()
-			if sess := l.sess.Load(); sess != nil {
-				sess.SetSubscribed(true)
-			}
+			gated = true
+		}
+		if sess == nil {
+			continue
+		}
+		if f.Filter == methodsFilter {
+			sess.SetSubscribed(true)
+		} else {
+			sess.SetDesiredSubscribed(true)
 		}
 	}
 }
@@ -280,11 +311,16 @@ func (h *hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	if l == nil {
 		return
 	}
+	sess := l.sess.Load()
+	if sess == nil {
+		return
+	}
 	for _, f := range pk.Filters {
-		if f.Filter == methodsFilter {
-			if sess := l.sess.Load(); sess != nil {
-				sess.SetSubscribed(false)
-			}
+		switch f.Filter {
+		case methodsFilter:
+			sess.SetSubscribed(false)
+		case twinDesiredFilter:
+			sess.SetDesiredSubscribed(false)
 		}
 	}
 }
@@ -298,7 +334,9 @@ func (h *hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 //
 // A method response whose topic is malformed (status not a decimal
 // integer, no "/?", no $rid) is acknowledged and dropped, as is one for an
-// unknown or late $rid; the connection stays up [inf].
+// unknown or late $rid; the connection stays up [inf]. Twin requests are
+// answered on the read goroutine (twinRequest, twin.go) and then
+// acknowledged.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	l := linkOf(cl)
 	if l == nil {
@@ -314,6 +352,9 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		if sess := l.sess.Load(); sess == nil || !sess.Respond(rid, status, pk.Payload) {
 			h.s.log.Debug("mqtt method response dropped: no call waits for it", "clientId", l.id.String(), "rid", rid)
 		}
+		return pk, packets.CodeSuccessIgnore
+	case topicTwinGet, topicTwinReported:
+		l.twinRequest(cl, pk)
 		return pk, packets.CodeSuccessIgnore
 	case topicTelemetry:
 		if herr := l.receiveEvent(pk); herr != nil {

@@ -17,7 +17,7 @@ import (
 
 var (
 	errNotConnected = errors.New("iothub: mqtt connection is not established or already closed")
-	errSendTimeout  = errors.New("iothub: mqtt device did not take the method request in time")
+	errSendTimeout  = errors.New("iothub: mqtt device did not take a packet in time")
 )
 
 // link is one device connection: what the hooks know about it, and the
@@ -45,6 +45,7 @@ type link struct {
 	key       string // id.String() once the engine session exists
 	expiry    time.Time
 	connectOK bool
+	modelID   string // the username's model-id, if the api-version has Plug and Play
 }
 
 // wireConn is the net.Conn handed to mochi; the hooks find the link
@@ -98,16 +99,35 @@ func (l *link) NewRequestID() string { return l.s.e.NextHexRequestID() }
 // this connection only. A device that does not take the packet within
 // sendTimeout is disconnected.
 func (l *link) SendMethod(rid, name string, payload []byte) error {
+	topic := methodRequestTopic(name, rid)
+	if err := checkTopicName(topic); err != nil {
+		return engine.NewError(engine.CodeArgumentInvalid, "The method cannot be sent over MQTT: %s", strings.TrimPrefix(err.Error(), "iothub: "))
+	}
+	return l.send(topic, payload, true, "method request")
+}
+
+// SendDesired writes a desired-property patch on
+// $iothub/twin/PATCH/properties/desired/?$version={version} at QoS 0, as
+// IoT Hub publishes every twin message (Azure/azure-sdk-for-c
+// az_iot_hub_client.h: "Twin MQTT Publish messages will have QoS At most
+// once (0)"). Like SendMethod it waits behind the link's gate, so no patch
+// overtakes the SUBACK of the desired subscription, and disconnects a
+// device that does not take the packet within sendTimeout.
+func (l *link) SendDesired(version int64, body []byte) error {
+	return l.send(desiredPatchTopic(version), body, true, "desired-property patch")
+}
+
+// send writes a QoS 0 PUBLISH of topic to this connection. With gated, it
+// first waits for the CONNACK or SUBACK that the link's gate holds back.
+// A device that does not take the packet within sendTimeout is
+// disconnected; what names the packet in the reason.
+func (l *link) send(topic string, payload []byte, gated bool, what string) error {
 	cl := l.cl.Load()
 	if cl == nil || l.closing.Load() || cl.Closed() {
 		return errNotConnected
 	}
 	if payload == nil {
 		payload = []byte{}
-	}
-	topic := methodRequestTopic(name, rid)
-	if err := checkTopicName(topic); err != nil {
-		return engine.NewError(engine.CodeArgumentInvalid, "The method cannot be sent over MQTT: %s", strings.TrimPrefix(err.Error(), "iothub: "))
 	}
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish},
@@ -116,7 +136,7 @@ func (l *link) SendMethod(rid, name string, payload []byte) error {
 	}
 	t := time.NewTimer(sendTimeout)
 	defer t.Stop()
-	if g := l.ackGate.Load(); g != nil {
+	if g := l.ackGate.Load(); gated && g != nil {
 		select {
 		case <-*g:
 		case <-l.done:
@@ -132,7 +152,7 @@ func (l *link) SendMethod(rid, name string, payload []byte) error {
 	case err := <-res:
 		return err
 	case <-t.C:
-		l.Close(engine.NewError(engine.CodeServerError, "The device did not read a method request within %s", sendTimeout))
+		l.Close(engine.NewError(engine.CodeServerError, "The device did not read a %s within %s", what, sendTimeout))
 		return errSendTimeout
 	}
 }

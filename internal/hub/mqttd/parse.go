@@ -179,19 +179,36 @@ const (
 	topicForbidden      topicKind = iota // not allowed: the hub closes the connection
 	topicMethodResponse                  // $iothub/methods/res/… (possibly malformed)
 	topicTelemetry                       // the identity's own device-to-cloud topic
+	topicTwinGet                         // $iothub/twin/GET/[?…] (the $rid may be missing)
+	topicTwinReported                    // $iothub/twin/PATCH/properties/reported/[?…]
 )
 
 // classifyTopic says what a device with identity id may do with a PUBLISH
 // to topic. Every "$iothub/methods/res/" topic is a method response, even a
 // malformed one (the caller drops those); telemetry must be the
 // identity's own "devices/{id}/messages/events/…" (modules:
-// "devices/{id}/modules/{mid}/messages/events/…") without wildcards.
+// "devices/{id}/modules/{mid}/messages/events/…") without wildcards. A
+// twin request is "$iothub/twin/GET/" or
+// "$iothub/twin/PATCH/properties/reported/", each followed by nothing or
+// by "?" and a query (the caller drops one without a $rid); every other
+// topic under "$iothub/twin/" is forbidden.
 func classifyTopic(topic string, id auth.Identity) topicKind {
 	if strings.HasPrefix(topic, methodResponsePfx) {
 		return topicMethodResponse
 	}
 	if strings.ContainsAny(topic, "+#\x00") {
 		return topicForbidden
+	}
+	for _, t := range []struct {
+		pfx  string
+		kind topicKind
+	}{{twinGetPfx, topicTwinGet}, {twinReportedPfx, topicTwinReported}} {
+		if rest, ok := strings.CutPrefix(topic, t.pfx); ok {
+			if rest == "" || rest[0] == '?' {
+				return t.kind
+			}
+			return topicForbidden
+		}
 	}
 	events := identityPrefix(id) + "messages/events"
 	if topic == events || strings.HasPrefix(topic, events+"/") {

@@ -156,6 +156,7 @@ func (s *Server) ServeConn(c net.Conn, info ConnInfo) error {
 
 	l.shut()
 	if sess := l.sess.Load(); sess != nil {
+		sess.SetDesiredSubscribed(false)
 		sess.Disconnect()
 	}
 	s.mu.Lock()
