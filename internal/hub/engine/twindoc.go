@@ -352,11 +352,16 @@ func (s *twinSection) render(meta, withVer bool) map[string]any {
 
 // marshalSorted encodes v; encoding/json sorts map keys, so equal twins
 // render identically.
+//
+// '<', '>' and '&' are written as they are, as IoT Hub writes them, not as
+// encoding/json's \u003c escapes.
 func marshalSorted(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		// Only decoded JSON values reach here.
 		panic("iothub: twin value does not encode: " + err.Error())
 	}
-	return b
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }

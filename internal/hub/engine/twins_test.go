@@ -657,6 +657,12 @@ func TestTwinReported(t *testing.T) {
 	v, herr = s.UpdateReported([]byte(`{}`))
 	require.Nil(t, herr)
 	assert.EqualValues(t, 7, v, "reported $version after a refused patch")
+	// '<', '>' and '&' come back as sent, not as \u003c escapes.
+	_, herr = s.UpdateReported([]byte(`{"html":"<a&b>"}`))
+	require.Nil(t, herr)
+	b, herr = s.GetTwin()
+	require.Nil(t, herr)
+	assert.Contains(t, string(b), `"html":"<a&b>"`, "the device's twin")
 }
 
 // connectTwin connects id on a twinConn.
