@@ -1,20 +1,22 @@
 // Package transport is the contract between the device client and the
 // protocols it speaks: a stateless [Transport] dials one authenticated
-// connection, a [Conn], which carries direct methods and device-to-cloud
-// messages until it ends. Reconnecting, token renewal and handler dispatch
+// connection, a [Conn], which carries direct methods, device twins and
+// device-to-cloud messages until it ends. Reconnecting, token renewal and handler dispatch
 // live once, above every transport, in package device.
 //
 // A device program chooses one of three implementations and passes it in
 // device.ClientOptions; it never calls a Conn itself:
 //
 //   - transport/mqtt: MQTT 3.1.1 over TLS (port 8883), or over WebSocket
-//     (port 443) with Options.WebSocket. Direct methods and telemetry.
+//     (port 443) with Options.WebSocket. Direct methods, twins and
+//     telemetry.
 //   - transport/amqp: AMQP 1.0 over TLS (port 5671), or over WebSocket
-//     (port 443) with Options.WebSocket. Direct methods and telemetry; a
-//     SAS token is renewed on the live connection.
+//     (port 443) with Options.WebSocket. Direct methods, twins and
+//     telemetry; a SAS token is renewed on the live connection.
 //   - transport/http: HTTPS (port 443). Telemetry only: IoT Hub never
-//     delivers direct methods over HTTPS, so method handlers are refused
-//     with an error wrapping [ErrUnsupported].
+//     delivers direct methods or twins to devices over HTTPS, so method
+//     handlers and twin calls are refused with an error wrapping
+//     [ErrUnsupported].
 //
 // # Errors
 //
@@ -24,8 +26,9 @@
 // [ErrMessageTooLarge] and [ErrInvalidProperty] (a message SendEvent
 // refuses before sending anything, or that the hub refused), and, for the
 // hub's HTTPS answers 429 and 503, [ErrThrottled] and
-// [ErrServiceUnavailable] (send again later). The text of an error is not
-// part of the API.
+// [ErrServiceUnavailable] (send again later). A twin request the hub
+// answers with an error status gives a [*HubError], which also matches the
+// sentinel of its status. The text of an error is not part of the API.
 //
 // # Writing a transport
 //
