@@ -1,6 +1,7 @@
-// Package device is the device side of Azure IoT Hub direct methods: a
-// [Client] connects a device or module to its hub, registers method
-// handlers, answers calls, sends telemetry, and keeps itself connected.
+// Package device is the device side of Azure IoT Hub direct methods and
+// device twins: a [Client] connects a device or module to its hub, registers
+// method handlers, answers calls, reports and receives twin properties,
+// sends telemetry, and keeps itself connected.
 //
 //	c, err := device.NewClientFromConnectionString(cs, nil) // MQTT over TLS
 //	c.SetMethodHandler("reboot", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
@@ -30,6 +31,23 @@
 // know why returns a MethodError:
 //
 //	return nil, &device.MethodError{Status: 409, Message: "a reboot is already in progress"}
+//
+// # Twins
+//
+// GetTwin reads the twin (desired and reported properties with their
+// $version), UpdateReportedProperties merges a patch into the reported
+// properties, and SetDesiredPropertiesHandler receives desired changes, each
+// once and in version order, including those made while the client was
+// offline: after every reconnect the client reads the twin and hands the
+// handler the difference. This is what the seed's reboot flow needs: the
+// "reboot" handler answers, then reports iothubDM.reboot.lastReboot.
+//
+//	c.UpdateReportedProperties(ctx, map[string]any{
+//		"iothubDM": map[string]any{"reboot": map[string]any{"lastReboot": time.Now().UTC()}},
+//	})
+//
+// Twins need MQTT or AMQP; over HTTPS the calls return an error wrapping
+// ErrUnsupported.
 //
 // # Middleware
 //
