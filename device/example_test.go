@@ -208,3 +208,109 @@ func ExampleClient_SendEvent() {
 	fmt.Println(ev.DeviceID, string(ev.Body), ev.ContentType, ev.Properties["alert"])
 	// Output: thermostat-1 {"temperature":21.5} application/json false
 }
+
+// The seed's reboot flow, whole: the device reports when it rebooted, and
+// the back-end reads it from the twin.
+func ExampleClient_UpdateReportedProperties() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		panic(err)
+	}
+	defer hub.Close()
+	ctx := context.Background()
+
+	client, err := device.NewClientFromConnectionString(hub.AddDevice(exampleT{}, "thermostat-1"),
+		&device.ClientOptions{TLSConfig: hub.TLSConfig()})
+	if err != nil {
+		panic(err)
+	}
+	if err := client.Connect(ctx); err != nil {
+		panic(err)
+	}
+	defer client.Close(ctx)
+
+	version, err := client.UpdateReportedProperties(ctx, map[string]any{
+		"iothubDM": map[string]any{"reboot": map[string]any{"lastReboot": "2026-12-05T10:00:00Z"}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("reported version:", version)
+
+	twin, err := newBackend(hub).GetTwin(ctx, "thermostat-1")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("the back-end reads:", string(twin.Reported.Properties["iothubDM"]))
+	// Output:
+	// reported version: 2
+	// the back-end reads: {"reboot":{"lastReboot":"2026-12-05T10:00:00Z"}}
+}
+
+// A device follows its desired properties: the handler first gets the
+// whole desired section, then each change the back-end makes.
+func ExampleClient_SetDesiredPropertiesHandler() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		panic(err)
+	}
+	defer hub.Close()
+	ctx := context.Background()
+
+	client, err := device.NewClientFromConnectionString(hub.AddDevice(exampleT{}, "thermostat-1"),
+		&device.ClientOptions{TLSConfig: hub.TLSConfig()})
+	if err != nil {
+		panic(err)
+	}
+	got := make(chan device.TwinProperties, 10)
+	err = client.SetDesiredPropertiesHandler(func(ctx context.Context, patch device.TwinProperties) {
+		got <- patch
+	})
+	if err != nil {
+		panic(err)
+	}
+	if err := client.Connect(ctx); err != nil {
+		panic(err)
+	}
+	defer client.Close(ctx)
+
+	first := <-got
+	fmt.Println("version", first.Version, "properties:", len(first.Properties))
+	hub.UpdateDesired(exampleT{}, "thermostat-1", map[string]any{"targetTemperature": 21.5})
+	change := <-got
+	fmt.Println("version", change.Version, "targetTemperature:", string(change.Properties["targetTemperature"]))
+	// Output:
+	// version 1 properties: 0
+	// version 2 targetTemperature: 21.5
+}
+
+// GetTwin reads both sections with their versions.
+func ExampleClient_GetTwin() {
+	hub, err := iothubtest.Start(nil)
+	if err != nil {
+		panic(err)
+	}
+	defer hub.Close()
+	ctx := context.Background()
+
+	connStr := hub.AddDevice(exampleT{}, "thermostat-1")
+	hub.UpdateDesired(exampleT{}, "thermostat-1", map[string]any{"interval": 30}) // as a back-end would
+	client, err := device.NewClientFromConnectionString(connStr, &device.ClientOptions{TLSConfig: hub.TLSConfig()})
+	if err != nil {
+		panic(err)
+	}
+	if err := client.Connect(ctx); err != nil {
+		panic(err)
+	}
+	defer client.Close(ctx)
+
+	twin, err := client.GetTwin(ctx)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("desired:", twin.Desired.Version, string(twin.Desired.Properties["interval"]))
+	fmt.Println("reported:", twin.Reported.Version, len(twin.Reported.Properties))
+	// Output:
+	// desired: 2 30
+	// reported: 1 0
+}
