@@ -167,8 +167,9 @@ type Config struct {
 	// ModelID is the IoT Plug and Play model id (a DTMI such as
 	// "dtmi:com:example:Thermostat;1") the device announces when it
 	// connects, as the official SDKs do: in the MQTT user name
-	// (model-id=...) and as the AMQP connection property
-	// com.microsoft:model-id. Empty announces none.
+	// (model-id=...) and, over AMQP, as the attach property
+	// com.microsoft:model-id of every link the device sends on. Empty
+	// announces none.
 	ModelID string
 }
 

@@ -6,7 +6,14 @@
 // renew their token the same way, on the live connection. X.509 identities
 // present their certificate in TLS and skip CBS. Direct methods use the two
 // links on /devices/{id}/methods/devicebound; telemetry uses
-// /devices/{id}/messages/events.
+// /devices/{id}/messages/events; twins use the two links on
+// /devices/{id}/twin, attached by the first twin operation. Modules use the
+// same paths below /devices/{id}/modules/{mid}.
+//
+// A Plug and Play model id (transport.Config.ModelID) is announced as the
+// .NET and Java SDKs do: as the attach property com.microsoft:model-id of
+// every link the device sends on. The telemetry link is then attached when
+// the connection opens, so that the hub learns the model id at once.
 package amqp
 
 import (
@@ -108,12 +115,15 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		return nil, err
 	}
 	c := &conn{
-		id:      cfg.Identity,
-		info:    cfg.ProductInfo,
-		done:    make(chan struct{}),
-		rids:    map[string]any{},
-		methods: cfg.Methods,
-		links:   map[string]linkKind{},
+		id:       cfg.Identity,
+		info:     cfg.ProductInfo,
+		done:     make(chan struct{}),
+		rids:     map[string]any{},
+		methods:  cfg.Methods,
+		desired:  cfg.Desired,
+		modelID:  cfg.ModelID,
+		links:    map[string]linkKind{},
+		twinWait: map[string]chan twinAnswer{},
 	}
 	w := &frameWatch{Conn: nc}
 	w.sc.onDetach = c.hubDetached
@@ -148,6 +158,12 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 			return nil, err
 		}
 	}
+	if c.modelID != "" {
+		if _, err := c.eventsSender(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -158,6 +174,7 @@ const (
 	linkCBS linkKind = iota
 	linkMethods
 	linkEvents
+	linkTwin
 )
 
 type conn struct {
@@ -167,6 +184,8 @@ type conn struct {
 	info    string
 	done    chan struct{}
 	methods func(*transport.MethodRequest)
+	desired func(patch []byte)
+	modelID string
 
 	subMu sync.Mutex // one method (un)subscription at a time
 
@@ -188,6 +207,11 @@ type conn struct {
 	// detaching, whose detach by the hub is only the answer.
 	links   map[string]linkKind
 	closing map[string]bool
+	// twin is the twin link pair, once the first twin operation has
+	// started attaching it; twinWait the twin requests waiting for their
+	// answer, by correlation-id (twin.go).
+	twin     *twinLinks
+	twinWait map[string]chan twinAnswer
 }
 
 // newLinkName returns a unique link name and records what the link is for.
@@ -224,12 +248,18 @@ func (c *conn) hubDetached(name, cond, desc string) {
 	if known && kind == linkEvents && c.events != nil && c.events.LinkName() == name {
 		c.events = nil
 	}
+	// A twin link the hub refuses is detached before its attach returns:
+	// the twin operation that attached it reports that. Only the loss of
+	// an attached twin link ends the connection.
+	twinLive := kind == linkTwin && c.twin != nil && c.twin.has(name)
 	c.mu.Unlock()
-	if !known || expected || kind == linkEvents {
+	if !known || expected || kind == linkEvents || (kind == linkTwin && !twinLive) {
 		return
 	}
 	what := "the $cbs link"
 	switch {
+	case kind == linkTwin:
+		what = "a twin link"
 	case kind == linkMethods && strings.HasPrefix(name, "methods-sender"):
 		what = "the method response link"
 	case kind == linkMethods:
@@ -394,12 +424,28 @@ func toInt(v any) (int64, bool) {
 	return 0, false
 }
 
-func (c *conn) linkProperties() map[string]any {
+// linkProperties returns the attach properties of a link pair: the same
+// channel-correlation-id ("{prefix}:{uuid}") on both links.
+func (c *conn) linkProperties(prefix string) map[string]any {
 	return map[string]any{
 		"com.microsoft:api-version":            apiversion.Current,
-		"com.microsoft:channel-correlation-id": "methods:" + newUUID().String(),
+		"com.microsoft:channel-correlation-id": prefix + ":" + newUUID().String(),
 		"com.microsoft:client-version":         c.info,
 	}
+}
+
+// senderProperties returns props (which may be nil) plus, when the device
+// announces one, the model id, which goes on every link the device sends on.
+func (c *conn) senderProperties(props map[string]any) map[string]any {
+	if c.modelID == "" {
+		return props
+	}
+	out := make(map[string]any, len(props)+1)
+	for k, v := range props {
+		out[k] = v
+	}
+	out["com.microsoft:model-id"] = c.modelID
+	return out
 }
 
 // SubscribeMethods attaches the method links; the hub counts the device as
@@ -414,10 +460,10 @@ func (c *conn) SubscribeMethods(ctx context.Context) error {
 		return nil
 	}
 	addr := c.address("/methods/devicebound")
-	props := c.linkProperties()
+	props := c.linkProperties("methods")
 	first := amqp.ReceiverSettleModeFirst
 	sname, rname := c.newLinkName("methods-sender", linkMethods), c.newLinkName("methods-receiver", linkMethods)
-	s, err := c.session.NewSender(ctx, addr, &amqp.SenderOptions{Name: sname, Properties: props, RequestedReceiverSettleMode: &first})
+	s, err := c.session.NewSender(ctx, addr, &amqp.SenderOptions{Name: sname, Properties: c.senderProperties(props), RequestedReceiverSettleMode: &first})
 	if err != nil {
 		return wrap("attaching the method response link", err)
 	}
@@ -537,26 +583,9 @@ func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
 	if err := eventcheck.Check(msg); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	s := c.events
-	c.mu.Unlock()
-	if s == nil {
-		var err error
-		s, err = c.session.NewSender(ctx, c.address("/messages/events"), &amqp.SenderOptions{Name: c.newLinkName("events", linkEvents)})
-		if err != nil {
-			return wrap("attaching the telemetry link", err)
-		}
-		c.mu.Lock()
-		if c.events != nil {
-			old := s
-			s = c.events
-			c.mu.Unlock()
-			c.closingLinks(old.LinkName())
-			old.Close(ctx)
-		} else {
-			c.events = s
-			c.mu.Unlock()
-		}
+	s, err := c.eventsSender(ctx)
+	if err != nil {
+		return err
 	}
 	props := &amqp.MessageProperties{}
 	if msg.MessageID != "" {
@@ -582,6 +611,35 @@ func (c *conn) SendEvent(ctx context.Context, msg *transport.Message) error {
 		return wrap("sending event", err)
 	}
 	return nil
+}
+
+// eventsSender returns the telemetry link, attaching it if needed.
+func (c *conn) eventsSender(ctx context.Context) (*amqp.Sender, error) {
+	c.mu.Lock()
+	s := c.events
+	c.mu.Unlock()
+	if s != nil {
+		return s, nil
+	}
+	s, err := c.session.NewSender(ctx, c.address("/messages/events"), &amqp.SenderOptions{
+		Name:       c.newLinkName("events", linkEvents),
+		Properties: c.senderProperties(nil),
+	})
+	if err != nil {
+		return nil, wrap("attaching the telemetry link", err)
+	}
+	c.mu.Lock()
+	if c.events != nil {
+		old := s
+		s = c.events
+		c.mu.Unlock()
+		c.closingLinks(old.LinkName())
+		old.Close(ctx)
+		return s, nil
+	}
+	c.events = s
+	c.mu.Unlock()
+	return s, nil
 }
 
 var _ transport.TokenUpdater = (*conn)(nil)

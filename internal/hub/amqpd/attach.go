@@ -65,6 +65,10 @@ func (s *session) onAttach(a *attach) {
 		switch {
 		case node == nodeEvents:
 			l.kind = linkEvents
+		case node == nodeTwin && l.hubSends:
+			l.kind = linkTwinOut
+		case node == nodeTwin:
+			l.kind = linkTwinIn
 		case l.hubSends:
 			l.kind = linkMethodsReq
 		default:
@@ -109,6 +113,9 @@ func (s *session) onAttach(a *attach) {
 	}
 	if u != nil {
 		u.addLink(l)
+		if !l.hubSends {
+			u.announceModel(a.properties)
+		}
 	}
 	c.log.Debug("amqp link attached", "link", l.name, "address", l.address, "hubSends", l.hubSends)
 }
@@ -136,34 +143,36 @@ const (
 	nodeNone    = iota
 	nodeMethods // .../methods/devicebound
 	nodeEvents  // .../messages/events
+	nodeTwin    // .../twin
 )
 
-// parseIdentityAddress parses a method or telemetry link address, in any
-// of the spellings SDKs use: "/devices/{id}/methods/devicebound" (Node),
-// "amqps://{host}/devices/{id}/methods/devicebound" (C),
+// parseIdentityAddress parses a method, telemetry or twin link address,
+// in any of the spellings SDKs use: "/devices/{id}/methods/devicebound"
+// (Node), "amqps://{host}/devices/{id}/methods/devicebound" (C),
 // "amqps://{host}:5671/devices/{id}/methods/deviceBound" (.NET), the
 // module forms with "/modules/{mid}", and the same for
-// ".../messages/events". The path is compared case-insensitively; ids are
-// URL-decoded and keep their case.
+// ".../messages/events" and ".../twin". The path is compared
+// case-insensitively; ids are URL-decoded and keep their case.
 func parseIdentityAddress(addr string) (auth.Identity, int) {
 	p := strings.TrimPrefix(pathOf(addr), "/")
 	segs := strings.Split(p, "/")
-	var dev, mod string
-	var rest []string
-	switch {
-	case len(segs) == 4 && equalFold(segs[0], "devices"):
-		dev, rest = segs[1], segs[2:]
-	case len(segs) == 6 && equalFold(segs[0], "devices") && equalFold(segs[2], "modules"):
-		dev, mod, rest = segs[1], segs[3], segs[4:]
-	default:
+	if len(segs) < 3 || !equalFold(segs[0], "devices") {
 		return auth.Identity{}, nodeNone
+	}
+	dev, rest := segs[1], segs[2:]
+	var mod string
+	module := len(rest) >= 3 && equalFold(rest[0], "modules")
+	if module {
+		mod, rest = rest[1], rest[2:]
 	}
 	node := nodeNone
 	switch {
-	case equalFold(rest[0], "methods") && equalFold(rest[1], "devicebound"):
+	case len(rest) == 2 && equalFold(rest[0], "methods") && equalFold(rest[1], "devicebound"):
 		node = nodeMethods
-	case equalFold(rest[0], "messages") && equalFold(rest[1], "events"):
+	case len(rest) == 2 && equalFold(rest[0], "messages") && equalFold(rest[1], "events"):
 		node = nodeEvents
+	case len(rest) == 1 && equalFold(rest[0], "twin"):
+		node = nodeTwin
 	default:
 		return auth.Identity{}, nodeNone
 	}
@@ -171,7 +180,7 @@ func parseIdentityAddress(addr string) (auth.Identity, int) {
 	if dev, err = url.PathUnescape(dev); err != nil || dev == "" {
 		return auth.Identity{}, nodeNone
 	}
-	if len(segs) == 6 {
+	if module {
 		if mod, err = url.PathUnescape(mod); err != nil || mod == "" {
 			return auth.Identity{}, nodeNone
 		}

@@ -33,6 +33,24 @@
 //   - Telemetry links on /devices/{id}[/modules/{mid}]/messages/events,
 //     authenticated like the method links: each message goes to the
 //     engine (engine.ReceiveEvent); one it refuses is rejected.
+//   - Twin links on /devices/{id}[/modules/{mid}]/twin (twins.go), a
+//     sender and a receiver, authenticated like the method links and
+//     paired by identity (one pair per identity; a newer link steals the
+//     older one's place). Requests carry the message annotations
+//     operation (GET, PATCH, PUT, DELETE) and resource
+//     (/properties/reported, /notifications/twin/properties/desired) and a
+//     correlation-id; answers echo the correlation-id with an int status
+//     annotation: GET 200 with the twin, PATCH 204 with the new reported
+//     version as a long version annotation, PUT/DELETE 200 (desired-patch
+//     subscription on/off). Refusals carry the hub's status and the JSON
+//     {"message","errorCode","trackingId","details"}. The unit is the
+//     engine.DesiredConn: desired patches go on the twin receiver without
+//     a correlation-id, annotated resource=/properties/desired and
+//     version (long), "$version" in the body. The subscription ends with
+//     DELETE or the detach of either twin link.
+//   - Model id: the attach property com.microsoft:model-id on any link
+//     the device sends on (the .NET and Java SDKs put it on every one; it
+//     is not a connection property) is the twin's modelId.
 //
 // Failures are AMQP errors: a refused link gets an attach without a
 // terminus and a detach carrying amqp:unauthorized-access or

@@ -77,3 +77,23 @@ func trackingID(now time.Time) string {
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:]) + "-G:0-TimeStamp:" + now.UTC().Format("01/02/2006 15:04:05")
 }
+
+// twinErrorJSON returns the body of a refused twin request:
+// {"message":"…","errorCode":400004,"trackingId":"…","details":null}, the
+// shape IoT Hub sent a device whose reported patch was too large (iotedge
+// #7035, an edgeAgent, which reads the body as the error text as the .NET
+// SDK's AMQP twin link does). The tracking id there was empty; ours is
+// filled [inf].
+func twinErrorJSON(herr *engine.Error) []byte {
+	v := struct {
+		Message    string `json:"message"`
+		ErrorCode  int    `json:"errorCode"`
+		TrackingID string `json:"trackingId"`
+		Details    any    `json:"details"`
+	}{herr.Message, herr.Code, trackingID(time.Now()), nil}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}

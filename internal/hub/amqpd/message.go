@@ -23,6 +23,7 @@ type message struct {
 	correlationID any
 	contentType   string
 	contentEnc    string
+	annotations   Map // the message-annotations section
 	appProps      Map
 	data          []byte // the data sections, concatenated
 	hasData       bool
@@ -48,8 +49,14 @@ func decodeMessage(b []byte) (*message, error) {
 			return nil, decodeErr("unknown message section %v", sec.Descriptor)
 		}
 		switch code {
-		case descHeader, descDeliveryAnnotations, descMessageAnnotations, descFooter, descAMQPSequence:
+		case descHeader, descDeliveryAnnotations, descFooter, descAMQPSequence:
 			// Not used by the hub.
+		case descMessageAnnotations:
+			// Read by twin requests; a section that is not a map is
+			// ignored, as it was before the hub read any.
+			if mp, ok := sec.Value.(Map); ok {
+				m.annotations = mp
+			}
 		case descProperties:
 			l, ok := sec.Value.(List)
 			if !ok {
@@ -102,6 +109,7 @@ func decodeMessage(b []byte) (*message, error) {
 
 // outMessage is a message the hub sends.
 type outMessage struct {
+	annotations   Map // message-annotations, symbol keys
 	correlationID any
 	appProps      Map
 	data          []byte // sent as one data section when hasData
@@ -111,6 +119,11 @@ type outMessage struct {
 func (m *outMessage) encode() ([]byte, error) {
 	var b []byte
 	var err error
+	if len(m.annotations) > 0 {
+		if b, err = appendValue(b, Described{Descriptor: uint64(descMessageAnnotations), Value: m.annotations}); err != nil {
+			return nil, err
+		}
+	}
 	if m.correlationID != nil {
 		props := performative(descProperties, nil, nil, nil, nil, nil, m.correlationID)
 		if b, err = appendValue(b, props); err != nil {

@@ -28,10 +28,11 @@ const (
 	viaX509                    // the TLS client certificate
 )
 
-// unit is one identity's method links on a connection, and the engine
-// session they make up: the engine.Conn the engine drives. A unit lives
-// from the first method link attach to its Close (token expired, kicked…)
-// or the end of the connection; a later attach makes a new one.
+// unit is one identity's links on a connection (methods, twin,
+// telemetry), and the engine session they make up: the engine.Conn (and
+// engine.DesiredConn) the engine drives. A unit lives from the first link
+// attach to its Close (token expired, kicked…) or the end of the
+// connection; a later attach makes a new one.
 type unit struct {
 	c   *conn
 	id  auth.Identity
@@ -44,6 +45,12 @@ type unit struct {
 	resp   *link              // the hub receives responses
 	events map[*link]struct{} // telemetry links
 	closed bool
+
+	// Twins (twins.go).
+	twinIn    *link  // the hub receives twin requests
+	twinOut   *link  // the hub sends twin responses and desired patches
+	desiredOn bool   // the device subscribed to desired patches (PUT answered)
+	modelID   string // the model id last announced on an attach
 }
 
 // NewRequestID returns a random (version 4) uuid in canonical form.
@@ -91,11 +98,13 @@ func (u *unit) SendMethod(rid, name string, payload []byte) error {
 	}
 }
 
-func (u *unit) enqueue(msg []byte) error {
+func (u *unit) enqueue(msg []byte) error { return u.enqueueOn(u.req, msg) }
+
+// enqueueOn queues msg on one of the identity's links the hub sends on.
+func (u *unit) enqueueOn(l *link, msg []byte) error {
 	if u.closed {
 		return errNotConnected
 	}
-	l := u.req
 	if l == nil || l.detaching {
 		return errNotSubscribed
 	}
@@ -170,11 +179,15 @@ func (u *unit) Protocol() string { return u.c.info.Protocol }
 
 func (u *unit) addLink(l *link) {
 	l.unit = u
-	if l.kind == linkEvents {
+	switch l.kind {
+	case linkEvents:
 		if u.events == nil {
 			u.events = map[*link]struct{}{}
 		}
 		u.events[l] = struct{}{}
+		return
+	case linkTwinIn, linkTwinOut:
+		u.addTwinLink(l)
 		return
 	}
 	if l.hubSends {
@@ -194,8 +207,12 @@ func (u *unit) addLink(l *link) {
 }
 
 func (u *unit) linkGone(l *link) {
-	if l.kind == linkEvents {
+	switch l.kind {
+	case linkEvents:
 		delete(u.events, l)
+		return
+	case linkTwinIn, linkTwinOut:
+		u.twinLinkGone(l)
 		return
 	}
 	if u.req == l {
@@ -264,7 +281,7 @@ func (c *conn) closeUnit(u *unit, reason *engine.Error) {
 		c.fail(cond, hubErrorJSON(reason))
 	default:
 		e := hubError(cond, reason)
-		for _, l := range []*link{u.req, u.resp} {
+		for _, l := range []*link{u.req, u.resp, u.twinIn, u.twinOut} {
 			if l != nil {
 				c.detachLink(l, e)
 			}
@@ -338,6 +355,8 @@ func (c *conn) onMessage(l *link, payload []byte) any {
 		return c.onMethodResponse(l, payload)
 	case linkEvents:
 		return c.onEvent(l, payload)
+	case linkTwinIn:
+		return c.onTwinRequest(l, payload)
 	}
 	return rejected(condNotAllowed, "the hub does not accept messages on this link")
 }

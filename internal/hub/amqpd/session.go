@@ -37,6 +37,8 @@ const (
 	linkMethodsReq                  // hub → device method requests
 	linkMethodsResp                 // device → hub method responses
 	linkEvents                      // device → hub telemetry
+	linkTwinIn                      // device → hub twin requests
+	linkTwinOut                     // hub → device twin responses and desired patches
 )
 
 // link is one attached link. "in" is the peer's handle, "out" the hub's.
@@ -451,7 +453,7 @@ func (s *session) onDetach(d *detach) {
 }
 
 // dropLink forgets a link: its handles, unsettled deliveries and its
-// place in an identity's method links.
+// place in an identity's method, twin or telemetry links.
 func (s *session) dropLink(l *link) {
 	delete(s.outHandles, l.out)
 	l.clearPartial()
