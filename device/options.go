@@ -85,7 +85,7 @@ type ClientOptions struct {
 	// ModelID is the IoT Plug and Play model the device implements, a
 	// DTMI such as "dtmi:com:example:Thermostat;1", announced on every
 	// connection as the official SDKs announce it (MQTT user name, AMQP
-	// connection property); the hub shows it as the twin's modelId.
+	// link attach property); the hub shows it as the twin's modelId.
 	// Empty announces none; an id that is not a DTMI is refused with
 	// ErrInvalidOptions.
 	ModelID string
