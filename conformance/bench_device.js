@@ -10,6 +10,15 @@
 //   stdout:       {"type":"connected", connected, failed, first_error, connect_seconds,
 //                  connect_p50_ms, connect_p99_ms, before: mem, after: mem}
 //   stdin "stats" -> {"type":"stats", cpu_seconds, mem}
+//   stdin "twin {warmup, updates, timeout_ms, max_errors}" -> the twin phase on the first
+//                 client: client.getTwin(), then warmup + updates calls of
+//                 twin.properties.reported.update({lastReboot: <ISO time>, n: i}), one at a
+//                 time, each awaiting the hub's answer. Writes {"type":"twin_window_start"}
+//                 when the measured updates begin (not if getTwin or a warm-up update failed),
+//                 then {"type":"twin_result", updates, errors, first_error, seconds,
+//                 latencies_us: [...], cpu_seconds (process.cpuUsage() over the window)}.
+//   stdin "twin-step" -> one more update after a twin phase:
+//                 {"type":"twin_step", updates: 1, latencies_us: [x]} or {..., errors: 1, first_error}.
 //   stdin "close" or EOF -> closes every client, {"type":"closed"}, exit 0
 // mem = {rss_bytes, heap_bytes (V8 heapUsed + external), stack_bytes: 0}, sampled after
 // global.gc() (run node with --expose-gc).
@@ -130,6 +139,93 @@ async function main(spec) {
   out(msg);
 }
 
+// The twin object and its update of the twin phase, kept for the twin-step lines.
+let twinState = null;
+const twinTimeoutMs = 10000;
+
+function withTimeout(p, what, ms) {
+  let timer;
+  const t = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(what + ' timed out')), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+function twinPatch(i) {
+  return { lastReboot: new Date().toISOString(), n: i };
+}
+
+// The twin phase (see the protocol above), as `iothub bench --fleet` runs it for Go.
+async function twinPhase(spec) {
+  const res = { type: 'twin_result', updates: 0, errors: 0 };
+  const fail = (what, err) => {
+    res.errors = 1;
+    res.first_error = what + ': ' + describe(err);
+    out(res);
+  };
+  const client = clients[0];
+  if (!client) return fail('twin phase', new Error('no connected client'));
+  const timeoutMs = spec.timeout_ms || twinTimeoutMs;
+  const maxErrors = spec.max_errors || 5;
+  const warmup = spec.warmup || 0;
+  let twin;
+  try {
+    twin = await withTimeout(client.getTwin(), 'getTwin', timeoutMs);
+  } catch (err) {
+    return fail('getTwin', err);
+  }
+  const update = (patch) => withTimeout(new Promise((resolve, reject) => {
+    twin.properties.reported.update(patch, (err) => (err ? reject(err) : resolve()));
+  }), 'update', timeoutMs);
+  twinState = { update, n: 1000000000 };
+  const patch = twinPatch;
+  for (let i = 0; i < warmup; i++) {
+    try {
+      await update(patch(i));
+    } catch (err) {
+      return fail('warm-up update', err);
+    }
+  }
+  out({ type: 'twin_window_start' });
+  const lat = [];
+  const cpu0 = process.cpuUsage();
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < spec.updates; i++) {
+    const p = patch(warmup + i);
+    const t0 = process.hrtime.bigint();
+    try {
+      await update(p);
+      lat.push(Number(process.hrtime.bigint() - t0) / 1e3);
+    } catch (err) {
+      res.errors++;
+      if (!res.first_error) res.first_error = describe(err);
+      if (res.errors >= maxErrors) break;
+    }
+  }
+  res.seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  const cpu = process.cpuUsage(cpu0);
+  res.cpu_seconds = (cpu.user + cpu.system) / 1e6;
+  res.updates = lat.length;
+  res.latencies_us = lat;
+  out(res);
+}
+
+// One update after a twin phase (the paired measurement): the parent asks for each.
+async function twinStep() {
+  if (!twinState) {
+    out({ type: 'twin_step', updates: 0, errors: 1, first_error: 'twin-step before a twin phase' });
+    return;
+  }
+  const p = twinPatch(++twinState.n);
+  const t0 = process.hrtime.bigint();
+  try {
+    await twinState.update(p);
+    out({ type: 'twin_step', updates: 1, latencies_us: [Number(process.hrtime.bigint() - t0) / 1e3] });
+  } catch (err) {
+    out({ type: 'twin_step', updates: 0, errors: 1, first_error: describe(err) });
+  }
+}
+
 async function closeAll() {
   let next = 0;
   async function worker() {
@@ -166,6 +262,21 @@ rl.on('line', (line) => {
   if (line === 'stats') {
     const u = process.cpuUsage();
     out({ type: 'stats', cpu_seconds: (u.user + u.system) / 1e6, mem: mem() });
+  } else if (line.startsWith('twin ')) {
+    let spec;
+    try {
+      spec = JSON.parse(line.slice(5));
+    } catch (e) {
+      out({ type: 'twin_result', updates: 0, errors: 1, first_error: 'bad twin spec: ' + e.message });
+      return;
+    }
+    started.then(() => twinPhase(spec)).catch((err) => {
+      out({ type: 'twin_result', updates: 0, errors: 1, first_error: describe(err) });
+    });
+  } else if (line === 'twin-step') {
+    started.then(twinStep).catch((err) => {
+      out({ type: 'twin_step', updates: 0, errors: 1, first_error: describe(err) });
+    });
   } else if (line === 'close' && !closing) {
     closing = true;
     started.then(closeAll);

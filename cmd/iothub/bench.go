@@ -93,7 +93,11 @@ measures the invoker against an HTTPS server that answers at once; every
 target is reported with the best value the floors leave reachable. Each
 device fleet (and, for the service-client comparison, each invoker) runs
 in a child process; latency ratios come from paired runs, calls
-alternating between one device of each kind. See BENCHMARKS.md.
+alternating between one device of each kind. The twin rows time a
+device's reported-property updates, one at a time, each awaiting the
+hub's answer: this SDK's UpdateReportedProperties against the raw paho
+and go-amqp floors and, with --node, the Node SDK's
+twin.properties.reported.update. See BENCHMARKS.md.
 
 --output text (the default) prints tables on stdout; --output json prints
 the result as one JSON document, on one line (the schema of --json FILE,
@@ -123,6 +127,10 @@ flags:
 	fs.IntVar(&c.Rounds, "rounds", c.Rounds, "repeat the latency and throughput rows this many times, interleaved, and report medians")
 	fs.BoolVar(&c.NoPairs, "no-pairs", false, "skip the paired latency comparisons (one device of each kind, calls alternating)")
 	fs.BoolVar(&c.NoFloors, "no-floors", false, "skip the invoker floor (the invoker against an HTTPS server that answers at once)")
+	fs.IntVar(&c.TwinUpdates, "twin-updates", c.TwinUpdates, "reported-property updates measured per twin row, one at a time")
+	fs.IntVar(&c.TwinWarmup, "twin-warmup", c.TwinWarmup, "reported-property updates before the measured ones (negative: none)")
+	fs.BoolVar(&c.NoTwins, "no-twins", false, "skip the reported-property update rows")
+	fs.BoolVar(&c.TwinsOnly, "twins-only", false, "measure only the reported-property update rows (no method rows, floors, pairs or scale)")
 	fs.BoolVar(&c.InProcess, "inproc", false, "run the Go device fleets in this process (memory and CPU then include the hub)")
 	outputFlag(fs, &c.output)
 	fs.StringVar(&c.jsonFile, "json", "", "also write the JSON result to this `file`")

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/iothub-go/iothub/internal/bench"
+	"github.com/iothub-go/iothub/internal/transports"
 )
 
 // tinyBench is a configuration that runs in about a second: it checks
@@ -21,7 +22,7 @@ import (
 var tinyBench = []string{
 	"--transports", "mqtt", "--devices", "2", "--concurrency", "2",
 	"--warmup", "50ms", "--latency-duration", "250ms", "--duration", "250ms",
-	"--scale", "3", "--connect-concurrency", "2", "--quiet",
+	"--scale", "3", "--connect-concurrency", "2", "--twin-updates", "20", "--twin-warmup", "3", "--quiet",
 }
 
 func TestBenchJSON(t *testing.T) {
@@ -40,7 +41,8 @@ func TestBenchJSON(t *testing.T) {
 	js, err := res.MarshalIndent()
 	require.NoError(t, err)
 	for _, key := range []string{`"p50_us"`, `"p99_us"`, `"calls_per_sec"`, `"total_cpu_us_per_call"`,
-		`"device_rss_bytes_per_device"`, `"device_heap_bytes_per_device"`, `"connect_seconds"`, `"targets"`} {
+		`"device_rss_bytes_per_device"`, `"device_heap_bytes_per_device"`, `"connect_seconds"`, `"targets"`,
+		`"twins"`, `"device_cpu_us_per_update"`, `"twin_ratios"`, `"twin_pairs"`} {
 		assert.Contains(t, string(js), key, "JSON lacks %s", key)
 	}
 	// --json FILE holds the same result, indented.
@@ -116,6 +118,7 @@ func checkResult(t *testing.T, res *bench.Result, inproc bool) {
 		assert.Positive(t, s.ConnectSeconds, "scale %s: %+v", s.Name, s)
 		assert.Equal(t, inproc, s.InProcess, "scale %s: %+v", s.Name, s)
 	}
+	checkTwins(t, res, []string{"go-sdk/mqtt", "paho-raw/mqtt"}, inproc)
 	assert.NotEmpty(t, res.Targets, "no targets")
 	for _, tg := range res.Targets {
 		assert.Contains(t, []string{"met", "missed", "n/a"}, tg.Status, "target %q: status", tg.Name)
@@ -124,12 +127,71 @@ func checkResult(t *testing.T, res *bench.Result, inproc bool) {
 	}
 }
 
+// checkTwins checks the reported-property update rows: this SDK's is
+// "pending" while its transport carries no twins, and then measured
+// like the raw floor's.
+func checkTwins(t *testing.T, res *bench.Result, want []string, inproc bool) {
+	t.Helper()
+	assert.Equal(t, 20, res.Settings.TwinUpdates, "settings: %+v", res.Settings)
+	assert.Equal(t, 3, res.Settings.TwinWarmup, "settings: %+v", res.Settings)
+	var names []string
+	for _, r := range res.Twins {
+		names = append(names, r.Name)
+	}
+	require.Equal(t, want, names, "twin rows")
+	_, transport, _ := strings.Cut(want[0], "/")
+	tr, err := transports.ByName(transport)
+	require.NoError(t, err)
+	sdkTwins := tr.TwinSupport() == nil
+	for _, r := range res.Twins {
+		if r.Impl == bench.ImplGoSDK && !sdkTwins {
+			assert.Equal(t, "pending", r.Status, "twin %s: %+v", r.Name, r)
+			continue
+		}
+		if !sdkTwins {
+			continue // the hub's side may be missing too
+		}
+		if !assert.Equal(t, "ok", r.Status, "twin %s: %s", r.Name, r.Reason) {
+			continue
+		}
+		if assert.NotNil(t, r.Latency, "twin %s", r.Name) {
+			assert.Equal(t, 20, r.Latency.Calls, "twin %s: %+v", r.Name, r.Latency)
+			assert.Zero(t, r.Latency.Errors, "twin %s: %+v", r.Name, r.Latency)
+			assert.GreaterOrEqual(t, r.Latency.P99, r.Latency.P50, "twin %s: %+v", r.Name, r.Latency)
+			assert.Positive(t, r.Latency.P50, "twin %s: %+v", r.Name, r.Latency)
+		}
+		assert.Equal(t, inproc, r.InProcess, "twin %s: %+v", r.Name, r)
+		assert.Positive(t, r.UpdatesPerSec, "twin %s: %+v", r.Name, r)
+		if !inproc {
+			// The device's process measured its own CPU.
+			assert.Positive(t, r.DeviceCPUPerUpdate, "twin %s: %+v", r.Name, r)
+		}
+	}
+	if sdkTwins && len(want) > 1 {
+		if assert.NotEmpty(t, res.TwinRatios, "twin ratios") {
+			assert.Equal(t, want[0], res.TwinRatios[0].A, "twin ratios: %+v", res.TwinRatios)
+			assert.Positive(t, res.TwinRatios[0].P50Ratio, "twin ratios: %+v", res.TwinRatios)
+		}
+		// The paired measurement: 20 updates each, alternating.
+		if assert.Len(t, res.TwinPairs, 1, "twin pairs") {
+			p := res.TwinPairs[0]
+			assert.Equal(t, want[0], p.A, "twin pairs: %+v", p)
+			assert.Equal(t, want[1], p.B, "twin pairs: %+v", p)
+			if assert.Equal(t, "ok", p.Status, "twin pairs: %+v", p) {
+				assert.Equal(t, 20, p.LatA.Calls, "twin pairs: %+v", p.LatA)
+				assert.Equal(t, 20, p.LatB.Calls, "twin pairs: %+v", p.LatB)
+				assert.Positive(t, p.P50Ratio, "twin pairs: %+v", p)
+			}
+		}
+	}
+}
+
 func TestBenchTable(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	args := append(append([]string{"bench", "--inproc", "--floor=false", "--output", "text"}, tinyBench...), "--scale", "")
 	require.Equal(t, exitOK, run(args, &stdout, &stderr), "exit status; stderr: %s", stderr.String())
 	out := stdout.String()
-	for _, want := range []string{"Round trips", "go-sdk/mqtt", "calls/s", "Targets", "device SDK overhead"} {
+	for _, want := range []string{"Round trips", "go-sdk/mqtt", "calls/s", "Targets", "device SDK overhead", "Reported-property updates"} {
 		assert.Contains(t, out, want, "table")
 	}
 	assert.NotContains(t, out, "Scale:", "--scale \"\" still printed a scale section")
@@ -142,6 +204,7 @@ func TestBenchFlags(t *testing.T) {
 		{"--output", "xml"},
 		{"--out", "json"}, // renamed --output
 		{"--payload", "200000"},
+		{"--twins-only", "--no-twins"},
 		{"extra"},
 	} {
 		var stdout, stderr bytes.Buffer
@@ -178,6 +241,7 @@ func TestBenchFleetProcesses(t *testing.T) {
 	cfg.Devices, cfg.Concurrency, cfg.ConnectConcurrency = 2, 2, 2
 	cfg.Warmup, cfg.LatencyDuration, cfg.Duration = 50*time.Millisecond, 250*time.Millisecond, 250*time.Millisecond
 	cfg.Scale = []int{3}
+	cfg.TwinUpdates, cfg.TwinWarmup = 20, 3
 	helper := func(role string) []string {
 		return []string{"env", benchHelperEnv + "=" + role, os.Args[0], "-test.run=^TestBenchHelperProcess$"}
 	}
@@ -226,8 +290,22 @@ func TestBenchAMQPFloor(t *testing.T) {
 		}
 	}
 	assert.Equal(t, []string{"go-sdk/amqp", "amqp-raw/amqp"}, names, "rows")
+	checkTwins(t, &res, []string{"go-sdk/amqp", "amqp-raw/amqp"}, true)
 	if assert.Len(t, res.Pairs, 1, "pairs") {
 		assert.Equal(t, "amqp-raw/amqp", res.Pairs[0].B, "pairs: %+v", res.Pairs)
 		assert.Equal(t, "ok", res.Pairs[0].Status, "pairs: %+v", res.Pairs)
+	}
+}
+
+// TestBenchTwinsOnly measures the reported-property update rows alone.
+func TestBenchTwinsOnly(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	args := append(append([]string{"bench", "--inproc", "--output", "text"}, tinyBench...), "--twins-only")
+	require.Equal(t, exitOK, run(args, &stdout, &stderr), "exit status; stderr: %s", stderr.String())
+	out := stdout.String()
+	assert.Contains(t, out, "Reported-property updates", "table")
+	assert.Contains(t, out, "go-sdk/mqtt", "table")
+	for _, absent := range []string{"Round trips", "Invoker floor", "Paired latency", "Scale:", "Targets"} {
+		assert.NotContains(t, out, absent, "--twins-only table:\n%s", out)
 	}
 }

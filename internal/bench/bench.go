@@ -4,7 +4,9 @@
 // every transport and, in the same run, for the baselines it is compared
 // with (minimal responders written directly on paho and on go-amqp, the
 // invoker against an HTTPS server that answers at once, the official Node
-// device SDK, the official Node service client). It is the engine of
+// device SDK, the official Node service client). It also times a device's
+// reported-property updates, one at a time, each awaiting the hub's
+// answer (TwinRow), for the same implementations. It is the engine of
 // "iothub bench".
 //
 // The hub and the invoker run in this process; each device population (a
@@ -79,10 +81,20 @@ type Config struct {
 	// reports the median of each number, which steadies a shared machine.
 	// The paired latency comparisons last Rounds × LatencyDuration.
 	Rounds int
-	// NoPairs skips the paired latency comparisons (see Pair).
+	// NoPairs skips the paired latency comparisons (see Pair), of method
+	// calls and of twin updates.
 	NoPairs bool
 	// NoFloors skips the invoker floor (see FloorRow).
 	NoFloors bool
+	// TwinUpdates is how many reported-property updates each twin row
+	// measures (see TwinRow), after TwinWarmup ones (negative: none).
+	// The Node SDK's cost per update keeps falling for the first ~10,000
+	// updates of a process (its JIT), hence the long default warm-up.
+	// NoTwins skips the twin rows; TwinsOnly measures nothing else.
+	TwinUpdates int
+	TwinWarmup  int
+	NoTwins     bool
+	TwinsOnly   bool
 	// InProcess runs Go fleets in this process instead of child processes
 	// (memory and CPU then include the hub's).
 	InProcess bool
@@ -120,6 +132,8 @@ func Defaults() Config {
 		NodeScale:          []int{100, 1000},
 		ConnectConcurrency: 64,
 		Rounds:             1,
+		TwinUpdates:        1000,
+		TwinWarmup:         10000,
 	}
 }
 
@@ -135,7 +149,13 @@ type Result struct {
 	Floors   []FloorRow   `json:"floors"`
 	Pairs    []Pair       `json:"pairs"`
 	Scale    []ScaleRow   `json:"scale"`
-	Targets  []Target     `json:"targets"`
+	// Twins are the reported-property update rows; TwinRatios compare
+	// this SDK's with the floors' and the Node SDK's; TwinPairs compare
+	// their latency with updates alternating between two devices.
+	Twins      []TwinRow   `json:"twins"`
+	TwinRatios []TwinRatio `json:"twin_ratios"`
+	TwinPairs  []Pair      `json:"twin_pairs"`
+	Targets    []Target    `json:"targets"`
 	// Comparisons are further ratios between rows of this run (no goal).
 	Comparisons []Comparison `json:"comparisons"`
 	Notes       []string     `json:"notes"`
@@ -173,6 +193,8 @@ type Settings struct {
 	NodeScale          []int    `json:"node_scale,omitempty"`
 	ConnectConcurrency int      `json:"connect_concurrency"`
 	Rounds             int      `json:"rounds"`
+	TwinUpdates        int      `json:"twin_updates,omitempty"`
+	TwinWarmup         int      `json:"twin_warmup,omitempty"`
 	InProcess          bool     `json:"in_process"`
 	TLS                bool     `json:"tls"`
 }
@@ -294,6 +316,10 @@ func (c *Config) fill() {
 	setInt(&c.PayloadSize, d.PayloadSize)
 	setInt(&c.ConnectConcurrency, d.ConnectConcurrency)
 	setInt(&c.Rounds, d.Rounds)
+	setInt(&c.TwinUpdates, d.TwinUpdates)
+	if c.TwinWarmup == 0 {
+		c.TwinWarmup = d.TwinWarmup
+	}
 	setDur := func(p *time.Duration, v time.Duration) {
 		if *p <= 0 {
 			*p = v
@@ -320,6 +346,9 @@ func (c *Config) Validate() error {
 	}
 	if !c.InProcess && len(c.FleetCommand) == 0 {
 		return errors.New("bench: FleetCommand is required unless InProcess")
+	}
+	if c.TwinsOnly && c.NoTwins {
+		return errors.New("bench: TwinsOnly and NoTwins exclude each other")
 	}
 	if c.PayloadSize > 120*1024 {
 		return errors.New("bench: the payload must stay under IoT Hub's 128 KB")
@@ -368,6 +397,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Node {
 		r.res.Settings.NodeScale = cfg.NodeScale
 	}
+	if !cfg.NoTwins {
+		r.res.Settings.TwinUpdates, r.res.Settings.TwinWarmup = cfg.TwinUpdates, max(cfg.TwinWarmup, 0)
+	}
 	r.payload = payloadJSON(cfg.PayloadSize)
 	r.res.Settings.PayloadBytes = len(r.payload)
 	if err := r.startHub(); err != nil {
@@ -379,18 +411,26 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	plan := r.rowPlan()
 	rounds := make([][]Row, len(plan))
+	twinRounds := make([][]TwinRow, len(plan))
 	for round := range cfg.Rounds {
 		if cfg.Rounds > 1 {
 			r.logf("round %d of %d", round+1, cfg.Rounds)
 		}
 		for i, rs := range plan {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || cfg.TwinsOnly {
 				break
 			}
 			rounds[i] = append(rounds[i], r.runRow(rs))
 		}
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !cfg.TwinsOnly {
 			r.runFloors()
+		}
+		// The twin rows, interleaved like the method rows.
+		for i, rs := range plan {
+			if ctx.Err() != nil || cfg.NoTwins {
+				break
+			}
+			twinRounds[i] = append(twinRounds[i], r.runTwinRow(rs))
 		}
 	}
 	r.res.Floors = medianFloors(r.res.Floors)
@@ -399,12 +439,23 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			r.res.Rows = append(r.res.Rows, medianRow(rr))
 		}
 	}
+	for _, tr := range twinRounds {
+		if len(tr) > 0 {
+			r.res.Twins = append(r.res.Twins, medianTwinRow(tr))
+		}
+	}
+	r.res.TwinRatios = twinRatios(r.res.Twins)
+	if !cfg.NoPairs && !cfg.NoTwins {
+		r.runTwinPairs()
+	}
 	r.res.Invokers = medianInvokers(r.res.Invokers)
-	if !cfg.NoPairs {
+	if !cfg.NoPairs && !cfg.TwinsOnly {
 		r.runPairs()
 	}
-	r.runScale()
-	r.res.Targets = targets(r.res)
+	if !cfg.TwinsOnly {
+		r.runScale()
+		r.res.Targets = targets(r.res)
+	}
 	r.res.Comparisons = comparisons(r.res)
 	r.res.Machine.LoadAfter = loadAvg()
 	r.res.Seconds = round(time.Since(r.res.Started).Seconds(), 1)

@@ -80,7 +80,7 @@ type Mem struct {
 
 // fleetMsg is a line a fleet process writes on stdout (JSON).
 type fleetMsg struct {
-	Type           string  `json:"type"` // "connected", "stats", "closed"
+	Type           string  `json:"type"` // "connected", "stats", "closed", "twin_window_start", "twin_result"
 	Connected      int     `json:"connected"`
 	Failed         int     `json:"failed"`
 	FirstError     string  `json:"first_error,omitempty"`
@@ -93,13 +93,27 @@ type fleetMsg struct {
 	Mem            *Mem    `json:"mem,omitempty"`
 	// Addr is the answering server's address (ImplAnswer only).
 	Addr string `json:"addr,omitempty"`
+	// The twin phase's outcome ("twin_result"; see TwinSpec): the
+	// updates that succeeded in the measured window, the ones that
+	// failed, the window's length, each update's round trip in
+	// microseconds, and (in CPUSeconds) the process's CPU time in the
+	// window.
+	Updates   int       `json:"updates,omitempty"`
+	Errors    int       `json:"errors,omitempty"`
+	Seconds   float64   `json:"seconds,omitempty"`
+	Latencies []float64 `json:"latencies_us,omitempty"`
 }
 
 // goFleet is a population of Go device clients in this process.
 type goFleet struct {
 	sdk     []*device.Client
 	paho    []paho.Client
+	amqp    []*rawAMQP
 	closers []func()
+	// twinUpd is the first device's reported-property update, once a
+	// twin phase asked for it; twinSteps counts the paired updates.
+	twinUpd   twinUpdate
+	twinSteps int
 }
 
 func clientTLS(caPEM string) (*tls.Config, error) {
@@ -182,11 +196,11 @@ func startGoFleet(ctx context.Context, spec FleetSpec) (*goFleet, fleetMsg) {
 			return fail(fmt.Errorf("bench: %s speaks amqp only", ImplAMQPRaw))
 		}
 		connect = func(ctx context.Context, cs string) (func(*goFleet), error) {
-			closeFn, err := dialRawAMQP(ctx, cs, tlsConf)
+			c, err := dialRawAMQP(ctx, cs, tlsConf)
 			if err != nil {
 				return nil, err
 			}
-			return func(f *goFleet) { f.closers = append(f.closers, closeFn) }, nil
+			return func(f *goFleet) { f.amqp = append(f.amqp, c) }, nil
 		}
 	default:
 		return fail(fmt.Errorf("bench: impl %q does not run in a Go process", spec.Impl))
@@ -263,10 +277,13 @@ func (f *goFleet) close() {
 		})
 	}
 	wg.Wait()
+	for _, c := range f.amqp {
+		c.close()
+	}
 	for _, c := range f.closers {
 		c()
 	}
-	f.sdk, f.paho, f.closers = nil, nil, nil
+	f.sdk, f.paho, f.amqp, f.closers = nil, nil, nil, nil
 }
 
 // rawConn is what a raw responder needs to connect: its connection
@@ -363,8 +380,8 @@ func sampleMem() Mem {
 // expects it (TLS, no SASL, a CBS put-token, the two method links), with
 // one goroutine that accepts each request and sends back its payload with
 // status 200. Nothing else: no handler dispatch, no validation, no
-// reconnects, no token renewal. It returns the function that closes it.
-func dialRawAMQP(ctx context.Context, connStr string, tlsConf *tls.Config) (func(), error) {
+// reconnects, no token renewal.
+func dialRawAMQP(ctx context.Context, connStr string, tlsConf *tls.Config) (*rawAMQP, error) {
 	rc, err := rawConnect(ctx, connStr, ImplAMQPRaw, tlsConf)
 	if err != nil {
 		return nil, err
@@ -380,7 +397,7 @@ func dialRawAMQP(ctx context.Context, connStr string, tlsConf *tls.Config) (func
 		nc.Close()
 		return nil, err
 	}
-	fail := func(err error) (func(), error) {
+	fail := func(err error) (*rawAMQP, error) {
 		ac.Close()
 		return nil, err
 	}
@@ -447,8 +464,18 @@ func dialRawAMQP(ctx context.Context, connStr string, tlsConf *tls.Config) (func
 			}
 		}
 	}()
-	return func() {
-		ac.Close()
-		<-done
-	}, nil
+	return &rawAMQP{conn: ac, sess: s, id: id, done: done}, nil
+}
+
+// rawAMQP is one connection of the AMQP floor.
+type rawAMQP struct {
+	conn *goamqp.Conn
+	sess *goamqp.Session
+	id   auth.Identity
+	done chan struct{} // closed when the method responder ends
+}
+
+func (c *rawAMQP) close() {
+	c.conn.Close()
+	<-c.done
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,8 +21,9 @@ import (
 // the fleet's stdin; the fleet connects its devices and writes a
 // "connected" fleetMsg. Then, for every "stats" line it reads, it writes a
 // "stats" fleetMsg (its CPU time so far and its memory); on "close" or end
-// of input it disconnects, writes "closed" and exits. Go fleets are
-// "iothub bench --fleet" (RunFleet); Node fleets are
+// of input it disconnects, writes "closed" and exits. A "twin" line runs
+// the twin phase, and a "twin-step" line one more update (see TwinSpec).
+// Go fleets are "iothub bench --fleet" (RunFleet); Node fleets are
 // conformance/bench_device.js.
 
 // RunFleet serves the fleet protocol on in and out: it is the body of
@@ -64,6 +66,18 @@ func RunFleet(in io.Reader, out io.Writer) error {
 			}
 			continue
 		}
+		if cmd == "twin-step" {
+			if err := serveTwinStep(f, enc); err != nil {
+				break
+			}
+			continue
+		}
+		if arg, ok := strings.CutPrefix(cmd, "twin "); ok {
+			if err := serveTwin(f, arg, enc); err != nil {
+				break
+			}
+			continue
+		}
 		if cmd == "close" || err != nil {
 			break
 		}
@@ -80,6 +94,10 @@ type fleet interface {
 	stats() (fleetMsg, error)
 	// pid is the fleet's process, 0 when it runs in this process.
 	pid() int
+	// twin runs the twin phase on the fleet's first device; twinStep
+	// then makes one more update and returns its round trip.
+	twin(ctx context.Context, spec TwinSpec) (window, error)
+	twinStep(ctx context.Context) (time.Duration, error)
 	close() error
 }
 
@@ -167,6 +185,12 @@ func startProcFleet(ctx context.Context, argv []string, env []string, spec Fleet
 }
 
 func (p *procFleet) read(ctx context.Context, want string, timeout time.Duration) (fleetMsg, error) {
+	return p.readOneOf(ctx, timeout, want)
+}
+
+// readOneOf returns the next message whose type is one of wants.
+func (p *procFleet) readOneOf(ctx context.Context, timeout time.Duration, wants ...string) (fleetMsg, error) {
+	want := strings.Join(wants, `" or "`)
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for {
@@ -180,7 +204,7 @@ func (p *procFleet) read(ctx context.Context, want string, timeout time.Duration
 			if err := json.Unmarshal(b, &m); err != nil {
 				return fleetMsg{}, fmt.Errorf("bench: fleet said %q: %w", b, err)
 			}
-			if m.Type == want {
+			if slices.Contains(wants, m.Type) {
 				return m, nil
 			}
 		case <-t.C:

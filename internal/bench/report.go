@@ -281,8 +281,24 @@ func (res *Result) WriteTable(w io.Writer) {
 	if s.InProcess {
 		where = "Go devices in this process"
 	}
-	fmt.Fprintf(w, "TLS everywhere; hub and invoker in this process, %s; payload %d B; warm-up %.1f s\n\n", where, s.PayloadBytes, s.WarmupSeconds)
+	if len(res.Rows) == 0 && len(res.Floors) == 0 {
+		// Twin rows only: no invoker, no method payload.
+		fmt.Fprintf(w, "TLS everywhere; hub in this process, %s\n\n", where)
+	} else {
+		fmt.Fprintf(w, "TLS everywhere; hub and invoker in this process, %s; payload %d B; warm-up %.1f s\n\n", where, s.PayloadBytes, s.WarmupSeconds)
+	}
 
+	res.writeRows(w)
+	res.writeTwins(w)
+	res.writeRest(w)
+}
+
+// writeRows writes the method round trips.
+func (res *Result) writeRows(w io.Writer) {
+	if len(res.Rows) == 0 {
+		return
+	}
+	s := res.Settings
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(w, "Round trips: latency one call at a time (%.0f s), throughput with %d devices and %d calls in flight (%.0f s)\n", s.LatencySeconds, s.Devices, s.Concurrency, s.DurationSeconds)
 	fmt.Fprintln(tw, "row\tp50 µs\tp90 µs\tp99 µs\tcalls\t|\tcalls/s\tp50 µs\tp99 µs\terrors\thub+inv CPU µs/call\tdevice CPU µs/call\ttotal CPU µs/call\t")
@@ -301,6 +317,79 @@ func (res *Result) WriteTable(w io.Writer) {
 			fmt.Fprintf(w, "  %s %s: %s\n", r.Name, r.Status, r.Reason)
 		}
 	}
+}
+
+// writeTwins writes the reported-property update rows and their ratios.
+func (res *Result) writeTwins(w io.Writer) {
+	if len(res.Twins) == 0 {
+		return
+	}
+	s := res.Settings
+	fmt.Fprintf(w, "\nReported-property updates: one device, one update at a time, each awaiting the hub's answer (%d updates after %d warm-up)\n", s.TwinUpdates, s.TwinWarmup)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "row\tupdates\tp50 µs\tp90 µs\tp99 µs\tupdates/s\terrors\thub CPU µs/update\tdevice CPU µs/update\ttotal CPU µs/update\t")
+	for _, r := range res.Twins {
+		if r.Status != "ok" {
+			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\t\t\n", r.Name, r.Status)
+			continue
+		}
+		l := r.Latency
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%.0f\t%s\t%.0f\t\n", r.Name, l.Calls, l.P50, l.P90, l.P99, r.UpdatesPerSec, l.Errors,
+			r.HubCPUPerUpdate, dash(r.DeviceCPUPerUpdate, r.InProcess), r.TotalCPUPerUpdate)
+	}
+	tw.Flush()
+	for _, r := range res.Twins {
+		if r.Status != "ok" || r.Reason != "" {
+			fmt.Fprintf(w, "  %s %s: %s\n", r.Name, r.Status, r.Reason)
+		}
+	}
+	for _, q := range res.TwinRatios {
+		fmt.Fprintf(w, "  %s ÷ %s: p50 %s, p99 %s", q.A, q.B, ratioText(q.P50Ratio), ratioText(q.P99Ratio))
+		if q.DeviceCPURatio > 0 || q.TotalCPURatio > 0 {
+			fmt.Fprintf(w, ", device CPU per update %s, total CPU per update %s", ratioText(q.DeviceCPURatio), ratioText(q.TotalCPURatio))
+		}
+		fmt.Fprintln(w)
+	}
+	writePairs(w, "Paired reported-property updates: one device each, updates alternating A B B A (µs)", "updates each", res.TwinPairs)
+}
+
+// writePairs writes paired latency comparisons under title; each is
+// the count column's name ("calls each").
+func writePairs(w io.Writer, title, each string, pairs []Pair) {
+	if len(pairs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n%s\n", title)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "A\tB\tA p50\tB p50\tA p90\tB p90\tA p99\tB p99\t"+each+"\tp50 A÷B\tp90 A÷B\t")
+	for _, p := range pairs {
+		if p.Status != "ok" {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\t\t\n", p.A, p.B, p.Status)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%s\t%s\t\n", p.A, p.B, p.LatA.P50, p.LatB.P50, p.LatA.P90, p.LatB.P90,
+			p.LatA.P99, p.LatB.P99, min(p.LatA.Calls, p.LatB.Calls), trimFloat(p.P50Ratio), trimFloat(p.P90Ratio))
+	}
+	tw.Flush()
+	for _, p := range pairs {
+		if p.Status != "ok" {
+			fmt.Fprintf(w, "  %s vs %s %s: %s\n", p.A, p.B, p.Status, p.Reason)
+		}
+	}
+}
+
+func ratioText(v float64) string {
+	if v <= 0 {
+		return "n/a"
+	}
+	return trimFloat(v)
+}
+
+// writeRest writes the invokers, floors, pairs, scale series, targets and
+// comparisons.
+func (res *Result) writeRest(w io.Writer) {
+	s := res.Settings
+	var tw *tabwriter.Writer
 
 	if len(res.Invokers) > 0 {
 		fmt.Fprintf(w, "\nService clients invoking the same Go device fleet (go-sdk/mqtt)\n")
@@ -346,25 +435,7 @@ func (res *Result) WriteTable(w io.Writer) {
 		}
 	}
 
-	if len(res.Pairs) > 0 {
-		fmt.Fprintf(w, "\nPaired latency: one device each, calls alternating A B B A (µs)\n")
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "A\tB\tA p50\tB p50\tA p90\tB p90\tA p99\tB p99\tcalls each\tp50 A÷B\tp90 A÷B\t")
-		for _, p := range res.Pairs {
-			if p.Status != "ok" {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\t\t\n", p.A, p.B, p.Status)
-				continue
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%s\t%s\t\n", p.A, p.B, p.LatA.P50, p.LatB.P50, p.LatA.P90, p.LatB.P90,
-				p.LatA.P99, p.LatB.P99, min(p.LatA.Calls, p.LatB.Calls), trimFloat(p.P50Ratio), trimFloat(p.P90Ratio))
-		}
-		tw.Flush()
-		for _, p := range res.Pairs {
-			if p.Status != "ok" {
-				fmt.Fprintf(w, "  %s vs %s %s: %s\n", p.A, p.B, p.Status, p.Reason)
-			}
-		}
-	}
+	writePairs(w, "Paired latency: one device each, calls alternating A B B A (µs)", "calls each", res.Pairs)
 
 	if len(res.Scale) > 0 {
 		fmt.Fprintf(w, "\nScale: devices connected at once (%d connecting at a time); memory per device\n", s.ConnectConcurrency)
@@ -390,16 +461,18 @@ func (res *Result) WriteTable(w io.Writer) {
 		}
 	}
 
-	fmt.Fprintf(w, "\nTargets\n")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, t := range res.Targets {
-		v := "-"
-		if t.Status != "n/a" {
-			v = trimFloat(t.Value)
+	if len(res.Targets) > 0 {
+		fmt.Fprintf(w, "\nTargets\n")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, t := range res.Targets {
+			v := "-"
+			if t.Status != "n/a" {
+				v = trimFloat(t.Value)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Status, t.Name, v, t.Goal, t.Detail)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Status, t.Name, v, t.Goal, t.Detail)
+		tw.Flush()
 	}
-	tw.Flush()
 	for _, t := range res.Targets {
 		if t.BoundDetail != "" {
 			fmt.Fprintf(w, "  floor of %q: %s at best: %s\n", t.Name, trimFloat(t.Bound), t.BoundDetail)
