@@ -374,3 +374,47 @@ func TestDesiredHandlerMayClose(t *testing.T) {
 	_, err = c.GetTwin(testCtx(t))
 	assert.True(t, errors.Is(err, device.ErrClosed), "GetTwin after Close: %v", err)
 }
+
+// TestTwinConcurrentReports sends reported patches from many goroutines at
+// once: each is applied whole, each gets its own version, and the twin
+// holds them all.
+func TestTwinConcurrentReports(t *testing.T) {
+	eachTransport(t, func(t *testing.T, tr transport.Transport) {
+		hub := iothubtest.NewServer(t, nil)
+		c := newClient(t, hub, hub.AddDevice(t, "dev1"), &device.ClientOptions{Transport: tr}, nil)
+		ctx := testCtx(t)
+		const n = 32
+		versions := make(chan int64, n)
+		errs := make(chan error, n)
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				v, err := c.UpdateReportedProperties(ctx, map[string]any{fmt.Sprint("k", i): map[string]any{"i": i, "sq": i * i}})
+				if err != nil {
+					errs <- err
+					return
+				}
+				versions <- v
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		close(versions)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		seen := map[int64]bool{}
+		for v := range versions {
+			assert.False(t, seen[v], "version %d returned twice", v)
+			seen[v] = true
+		}
+		assert.Len(t, seen, n)
+		tw := hub.Twin(t, "dev1")
+		assert.Equal(t, int64(n+1), tw.ReportedVersion, "reported $version after %d patches", n)
+		for i := 0; i < n; i++ {
+			assert.Equal(t, map[string]any{"i": float64(i), "sq": float64(i * i)}, tw.Reported[fmt.Sprint("k", i)], "patch %d", i)
+		}
+	})
+}
