@@ -16,7 +16,6 @@ package device
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"sync"
 	"time"
 )
@@ -315,23 +314,7 @@ func (c *Client) inDesiredHandler() bool {
 	if !started {
 		return false
 	}
-	pcs := make([]uintptr, 64)
-	for skip := 2; ; skip += len(pcs) {
-		n := runtime.Callers(skip, pcs)
-		frames := runtime.CallersFrames(pcs[:n])
-		for {
-			f, more := frames.Next()
-			if f.Function == desiredFrame {
-				return true
-			}
-			if !more {
-				break
-			}
-		}
-		if n < len(pcs) {
-			return false
-		}
-	}
+	return onStack(desiredFrame)
 }
 
 // stopDesired ends the delivery goroutine: it waits for it unless called

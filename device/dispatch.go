@@ -187,13 +187,19 @@ func (c *Client) inHandler() bool {
 	if calls == 0 {
 		return false
 	}
+	return onStack(runFrame)
+}
+
+// onStack reports whether function (a full name as runtime.Frame gives
+// it) is on the calling goroutine's stack.
+func onStack(function string) bool {
 	pcs := make([]uintptr, 64)
-	for skip := 2; ; skip += len(pcs) {
+	for skip := 3; ; skip += len(pcs) {
 		n := runtime.Callers(skip, pcs)
 		frames := runtime.CallersFrames(pcs[:n])
 		for {
 			f, more := frames.Next()
-			if f.Function == runFrame {
+			if f.Function == function {
 				return true
 			}
 			if !more {

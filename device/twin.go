@@ -3,15 +3,14 @@ package device
 // Device twins: read the twin, report properties, receive desired ones.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"reflect"
 	"regexp"
-	"unicode/utf8"
+
+	"github.com/iothub-go/iothub/internal/twinrules"
 )
 
 // Twin is the device's view of its twin: the desired properties the
@@ -50,9 +49,7 @@ const (
 	// boolean; $version and metadata not counted).
 	MaxReportedSize = 32 * 1024
 	// MaxTwinDepth is how deeply objects may nest below a property.
-	MaxTwinDepth = 10
-	maxKeyLen    = 1024
-	maxStringLen = 4 * 1024
+	MaxTwinDepth = twinrules.MaxDepth
 )
 
 // ErrInvalidPatch is wrapped by UpdateReportedProperties' error when the
@@ -161,12 +158,12 @@ func encodePatch(patch map[string]any) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidPatch, err)
 	}
 	m := v.(map[string]any)
-	if err := checkObject("", m, 1); err != nil {
+	if err := twinrules.CheckSection(m); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidPatch, err)
 	}
 	// What the patch sets stays in the reported properties, so a patch
 	// whose values alone exceed the limit can never be accepted.
-	if n := twinSize(m); n > MaxReportedSize {
+	if n := twinrules.Size(m); n > MaxReportedSize {
 		return nil, fmt.Errorf("%w: the patch sets %d bytes of properties (keys and values, as IoT Hub counts them); reported properties are limited to %d", ErrInvalidPatch, n, MaxReportedSize)
 	}
 	return b, nil
@@ -176,120 +173,14 @@ func encodePatch(patch map[string]any) ([]byte, error) {
 // AMQP transports carry.
 const maxPatchJSON = 256 * 1024
 
-// twinSize measures a value as IoT Hub measures twin sections (device twin
-// guide, "Twin size"): the bytes of every key and string value, 8 per
-// number, 4 per boolean; null members count nothing, since they delete.
-func twinSize(v any) int {
-	switch v := v.(type) {
-	case string:
-		n := 0
-		for _, r := range v {
-			if r >= 0x20 && (r < 0x7f || r > 0x9f) {
-				n += utf8.RuneLen(r)
-			}
-		}
-		return n
-	case json.Number:
-		return 8
-	case bool:
-		return 4
-	case []any:
-		n := 0
-		for _, x := range v {
-			n += twinSize(x)
-		}
-		return n
-	case map[string]any:
-		n := 0
-		for k, x := range v {
-			if x != nil {
-				n += twinSize(k) + twinSize(x)
-			}
-		}
-		return n
-	}
-	return 0
-}
-
-func checkKey(k string) error {
-	switch {
-	case k == "":
-		return errors.New("a property name is empty")
-	case len(k) > maxKeyLen:
-		return fmt.Errorf("a property name is longer than %d bytes", maxKeyLen)
-	case !utf8.ValidString(k):
-		return errors.New("a property name is not valid UTF-8")
-	}
-	for _, r := range k {
-		switch {
-		case r == '.' || r == '$' || r == ' ':
-			return fmt.Errorf("the property name %q contains %q", clip(k), r)
-		case r < 0x20 || (r >= 0x7f && r <= 0x9f):
-			return fmt.Errorf("the property name %q contains a control character", clip(k))
-		}
-	}
-	return nil
-}
-
-func clip(s string) string {
-	if len(s) <= 40 {
-		return s
-	}
-	s = s[:40]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s + "…"
-}
-
-// checkObject checks the members of an object at depth (1 for the patch's
-// own members).
-func checkObject(path string, m map[string]any, depth int) error {
-	if depth > MaxTwinDepth+1 {
-		return fmt.Errorf("%s nests objects deeper than %d levels", path, MaxTwinDepth)
-	}
-	for k, v := range m {
-		if err := checkKey(k); err != nil {
-			return err
-		}
-		if err := checkValue(path+"/"+k, v, depth); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func checkValue(path string, v any, depth int) error {
-	switch v := v.(type) {
-	case string:
-		if len(v) > maxStringLen {
-			return fmt.Errorf("%s: a string is %d bytes; the limit is %d", path, len(v), maxStringLen)
-		}
-	case []any:
-		for i, x := range v {
-			if x == nil {
-				return fmt.Errorf("%s[%d]: arrays cannot hold null", path, i)
-			}
-			if err := checkValue(fmt.Sprintf("%s[%d]", path, i), x, depth); err != nil {
-				return err
-			}
-		}
-	case map[string]any:
-		return checkObject(path, v, depth+1)
-	}
-	return nil
-}
+// clip shortens an id echoed in an error.
+func clip(s string) string { return twinrules.Clip(s) }
 
 // decodeJSON decodes one JSON value, numbers as json.Number.
 func decodeJSON(b []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
 	var v any
-	if err := dec.Decode(&v); err != nil {
+	if err := twinrules.Decode(b, &v); err != nil {
 		return nil, err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("data after the JSON value")
 	}
 	return v, nil
 }

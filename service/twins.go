@@ -6,13 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/iothub-go/iothub/internal/twinrules"
 )
 
 // Device and module twins: read a twin, update its tags and desired
@@ -105,16 +104,6 @@ type UpdateTwinOptions struct {
 	//   - Any other value is that etag (Twin.ETag), quoted or not.
 	IfMatch string
 }
-
-// Twin document rules the client checks before it sends tags or desired
-// properties, as the hub does (IoT Hub device twin guide, "Tags and
-// properties format"). Sizes are left to the hub, which measures them its
-// own way.
-const (
-	maxTwinDepth     = 10       // levels of objects below a section's root
-	maxTwinKeyLen    = 1024     // bytes of a property name
-	maxTwinStringLen = 4 * 1024 // bytes of a string value
-)
 
 // maxTwinBody bounds the body of a twin answer: 8 KB of tags and 32 KB
 // of each property section, with the per-property $metadata that can make
@@ -391,98 +380,15 @@ func (p TwinPatch) MarshalJSON() ([]byte, error) {
 }
 
 // decodeNumbers decodes one JSON value into v, numbers as json.Number.
-func decodeNumbers(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("data after the JSON value")
-	}
-	return nil
-}
+func decodeNumbers(b []byte, v any) error { return twinrules.Decode(b, v) }
 
 // checkSection applies the hub's key and value rules to the members of a
 // tags or desired-properties object.
 func checkSection(op, name string, m map[string]any) error {
-	if err := checkTwinObject(m, 0); err != nil {
+	if err := twinrules.CheckSection(m); err != nil {
 		return argErr(op + ": " + name + ": " + err.Error())
 	}
 	return nil
-}
-
-// checkTwinObject checks an object's members; depth is the number of
-// objects it is nested in below the section's root (0 for the root).
-func checkTwinObject(m map[string]any, depth int) error {
-	if depth > maxTwinDepth {
-		return fmt.Errorf("objects nest deeper than %d levels", maxTwinDepth)
-	}
-	for k, v := range m {
-		if err := checkTwinKey(k); err != nil {
-			return err
-		}
-		if err := checkTwinValue(k, v, depth); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func checkTwinValue(key string, v any, depth int) error {
-	switch v := v.(type) {
-	case string:
-		if len(v) > maxTwinStringLen {
-			return fmt.Errorf("the value of %q is a string of %d bytes; the limit is %d", clipKey(key), len(v), maxTwinStringLen)
-		}
-	case []any:
-		for _, x := range v {
-			if x == nil {
-				return fmt.Errorf("the array value of %q holds null, which arrays cannot", clipKey(key))
-			}
-			if err := checkTwinValue(key, x, depth); err != nil {
-				return err
-			}
-		}
-	case map[string]any:
-		return checkTwinObject(v, depth+1)
-	}
-	return nil
-}
-
-// checkTwinKey applies IoT Hub's property name rules: 1 to 1,024 bytes of
-// UTF-8 without '.', '$', spaces or control characters (C0, C1).
-func checkTwinKey(k string) error {
-	switch {
-	case k == "":
-		return errors.New("a property name is empty")
-	case len(k) > maxTwinKeyLen:
-		return fmt.Errorf("the property name %q is longer than %d bytes", clipKey(k), maxTwinKeyLen)
-	case !utf8.ValidString(k):
-		return fmt.Errorf("the property name %q is not valid UTF-8", clipKey(k))
-	}
-	for _, r := range k {
-		switch {
-		case r == '.' || r == '$' || r == ' ':
-			return fmt.Errorf("the property name %q contains %q, which is not allowed", clipKey(k), r)
-		case r < 0x20 || (r >= 0x7f && r <= 0x9f):
-			return fmt.Errorf("the property name %q contains a control character", clipKey(k))
-		}
-	}
-	return nil
-}
-
-// clipKey shortens a property name echoed in an error, keeping it valid
-// UTF-8.
-func clipKey(k string) string {
-	if len(k) <= 40 {
-		return k
-	}
-	k = k[:40]
-	for len(k) > 0 && !utf8.ValidString(k) {
-		k = k[:len(k)-1]
-	}
-	return k + "…"
 }
 
 // --- JSON ---
