@@ -452,6 +452,10 @@ func (s *Session) flushDesired() {
 		s.desiredQ = s.desiredQ[1:]
 		s.mu.Unlock()
 		if err := dc.SendDesired(p.version, p.body); err != nil {
+			// A device that missed a patch must not stay connected as if
+			// it had it: closing makes it reconnect and read the twin.
+			s.conn.Close(NewError(CodeServerError, "A desired-property update could not be sent: %v", err))
+			s.Disconnect()
 			return
 		}
 	}

@@ -788,11 +788,24 @@ func TestTwinDesiredSendFailure(t *testing.T) {
 	s.SetDesiredSubscribed(true)
 	conn.fail.Store(true)
 	mustPatch(t, e, "dev1", "", `{"properties":{"desired":{"a":1}}}`)
+	// The device missed a patch: its session ends, so that it reconnects
+	// and reads the twin, and nothing more is sent on it.
+	select {
+	case <-s.Done():
+	default:
+		require.FailNow(t, "the session survived a failed desired send")
+	}
+	assert.Equal(t, "Disconnected", mustDevice(t, e, "dev1").ConnectionState)
 	conn.fail.Store(false)
 	mustPatch(t, e, "dev1", "", `{"properties":{"desired":{"a":2}}}`)
-	notes := conn.received()
-	require.Len(t, notes, 1, "notifications after a failed send")
-	assert.EqualValues(t, 3, notes[0].version)
+	assert.Empty(t, conn.received(), "notifications after the session ended")
+	// A new session that subscribes gets the next patches.
+	s2, conn2 := connectTwin(t, e, auth.Identity{DeviceID: "dev1"})
+	s2.SetDesiredSubscribed(true)
+	mustPatch(t, e, "dev1", "", `{"properties":{"desired":{"a":3}}}`)
+	notes := conn2.received()
+	require.Len(t, notes, 1, "notifications on the new session")
+	assert.EqualValues(t, 4, notes[0].version)
 
 	// A Conn that cannot deliver notifications queues none.
 	ms := e.Connect(auth.Identity{DeviceID: "dev1", ModuleID: "mod1"}, methodOnlyConn{}, time.Time{})
@@ -824,4 +837,11 @@ func TestTwinModelID(t *testing.T) {
 	// The model id changes neither the version nor the etag.
 	assert.EqualValues(t, 2, tw.Version)
 	assert.Equal(t, "AAAAAAAAAAE=", tw.ETag)
+}
+
+func mustDevice(t *testing.T, e *Engine, id string) Device {
+	t.Helper()
+	d, herr := e.GetDevice(id)
+	require.Nil(t, herr)
+	return d
 }
