@@ -39,7 +39,11 @@ func Dial(t testing.TB, o Options) (paho.Client, error) {
 	po := paho.NewClientOptions().AddBroker(o.URL).SetClientID(o.Identity.String()).
 		SetUsername(Username(o.Identity)).SetTLSConfig(o.TLS).SetAutoReconnect(false).
 		SetConnectRetry(false).SetCleanSession(o.Clean).SetProtocolVersion(4).
-		SetConnectTimeout(10 * time.Second)
+		SetConnectTimeout(10 * time.Second).
+		// A handler that publishes while the client disconnects would
+		// otherwise wait 30 s for the stopped writer, and the test's
+		// goroutines would outlive it.
+		SetWriteTimeout(time.Second)
 	if o.Password != "" {
 		po.SetPassword(o.Password)
 	}
