@@ -86,24 +86,13 @@ func medianRow(rounds []Row) Row {
 	if len(rounds) == 1 {
 		return rounds[0]
 	}
-	var ok []Row
-	var firstBad *Row
-	for i := range rounds {
-		if rounds[i].Status == "ok" {
-			ok = append(ok, rounds[i])
-		} else if firstBad == nil {
-			firstBad = &rounds[i]
-		}
-	}
+	ok, firstBad, reason := splitRounds(rounds, func(r *Row) (string, string) { return r.Status, r.Reason })
 	if len(ok) == 0 {
 		out := *firstBad
 		out.Rounds = rounds
 		return out
 	}
-	out := Row{Name: ok[0].Name, Impl: ok[0].Impl, Transport: ok[0].Transport, Status: "ok", Rounds: rounds}
-	if firstBad != nil {
-		out.Reason = fmt.Sprintf("%d of %d rounds %s: %s", len(rounds)-len(ok), len(rounds), firstBad.Status, firstBad.Reason)
-	}
+	out := Row{Name: ok[0].Name, Impl: ok[0].Impl, Transport: ok[0].Transport, Status: "ok", Rounds: rounds, Reason: reason}
 	var ls []*Latency
 	var ts []*Throughput
 	for _, r := range ok {
@@ -149,4 +138,22 @@ func medianInvokers(rows []InvokerRow) []InvokerRow {
 		out = append(out, o)
 	}
 	return out
+}
+
+// splitRounds returns the rounds whose status is "ok", the first round
+// that is not (nil if none), and the Reason a combined row gives for the
+// failed ones ("" if none).
+func splitRounds[R any](rounds []R, status func(*R) (status, reason string)) (ok []R, firstBad *R, reason string) {
+	for i := range rounds {
+		if st, _ := status(&rounds[i]); st == "ok" {
+			ok = append(ok, rounds[i])
+		} else if firstBad == nil {
+			firstBad = &rounds[i]
+		}
+	}
+	if firstBad != nil {
+		st, why := status(firstBad)
+		reason = fmt.Sprintf("%d of %d rounds %s: %s", len(rounds)-len(ok), len(rounds), st, why)
+	}
+	return ok, firstBad, reason
 }

@@ -520,25 +520,14 @@ func medianTwinRow(rounds []TwinRow) TwinRow {
 	if len(rounds) == 1 {
 		return rounds[0]
 	}
-	var ok []TwinRow
-	var firstBad *TwinRow
-	for i := range rounds {
-		if rounds[i].Status == "ok" {
-			ok = append(ok, rounds[i])
-		} else if firstBad == nil {
-			firstBad = &rounds[i]
-		}
-	}
+	ok, firstBad, reason := splitRounds(rounds, func(r *TwinRow) (string, string) { return r.Status, r.Reason })
 	if len(ok) == 0 {
 		out := *firstBad
 		out.Rounds = rounds
 		return out
 	}
 	out := TwinRow{Name: ok[0].Name, Impl: ok[0].Impl, Transport: ok[0].Transport, Status: "ok", Warmup: ok[0].Warmup,
-		InProcess: ok[0].InProcess, Rounds: rounds}
-	if firstBad != nil {
-		out.Reason = fmt.Sprintf("%d of %d rounds %s: %s", len(rounds)-len(ok), len(rounds), firstBad.Status, firstBad.Reason)
-	}
+		InProcess: ok[0].InProcess, Rounds: rounds, Reason: reason}
 	ls := make([]*Latency, len(ok))
 	for i, r := range ok {
 		ls[i] = r.Latency
