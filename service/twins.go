@@ -524,6 +524,9 @@ func parseTwinSection(name string, raw json.RawMessage) (TwinProperties, error) 
 		case "$metadata":
 			p.Metadata = v
 		default:
+			if strings.HasPrefix(k, "$") {
+				continue // a member of the hub's own; properties never start with '$'
+			}
 			p.Properties[k] = v
 		}
 	}
