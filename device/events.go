@@ -74,26 +74,13 @@ func (c *Client) SendEvent(ctx context.Context, msg *Message) error {
 		ContentEncoding: msg.ContentEncoding,
 		Properties:      msg.Properties,
 	}
-	for {
-		c.mu.Lock()
-		state, conn, changed, closed, running := c.state, c.conn, c.changed, c.closed, c.running
-		c.mu.Unlock()
-		switch {
-		case closed:
-			return ErrClosed
-		case state == ConnectionStateConnected && conn != nil:
-			err := conn.SendEvent(ctx, tm)
-			if err != nil && ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return err
-		case !running:
-			return ErrNotConnected
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	conn, err := c.liveConn(ctx)
+	if err != nil {
+		return err
 	}
+	err = conn.SendEvent(ctx, tm)
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
 }
