@@ -70,9 +70,9 @@ func TestRebootFlowAgainstHubCommand(t *testing.T) {
 			dev, err := device.NewClientFromConnectionString(devCS, &device.ClientOptions{Transport: tc.tr, TLSConfig: conf})
 			require.NoError(t, err)
 			reported := make(chan error, 1)
-			require.NoError(t, dev.SetMethodHandler("reboot", func(ctx context.Context, req *device.MethodRequest) (*device.MethodResponse, error) {
+			require.NoError(t, dev.SetMethodHandler("reboot", func(context.Context, *device.MethodRequest) (*device.MethodResponse, error) {
 				go func() {
-					_, err := dev.UpdateReportedProperties(context.Background(), map[string]any{
+					_, err := dev.UpdateReportedProperties(ctx, map[string]any{
 						"iothubDM": map[string]any{"reboot": map[string]any{"lastReboot": "2026-12-05T10:00:00Z"}},
 					})
 					reported <- err
@@ -94,12 +94,22 @@ func TestRebootFlowAgainstHubCommand(t *testing.T) {
 			res, err := svc.InvokeDeviceMethod(ctx, "dev1", service.CloudToDeviceMethod{MethodName: "reboot", ResponseTimeout: 30 * time.Second})
 			require.NoError(t, err)
 			assert.Equal(t, 200, res.Status)
-			require.NoError(t, <-reported, "reporting lastReboot")
+			select {
+			case err := <-reported:
+				require.NoError(t, err, "reporting lastReboot")
+			case <-ctx.Done():
+				require.FailNow(t, "the device never reported lastReboot")
+			}
 			tw, err := svc.GetTwin(ctx, "dev1")
 			require.NoError(t, err)
 			assert.JSONEq(t, `{"reboot":{"lastReboot":"2026-12-05T10:00:00Z"}}`, string(tw.Reported.Properties["iothubDM"]), "the twin the back-end reads")
 
-			first := <-desired // the whole desired section, once connected
+			var first device.TwinProperties
+			select {
+			case first = <-desired: // the whole desired section, once connected
+			case <-ctx.Done():
+				require.FailNow(t, "the desired handler was never called")
+			}
 			assert.Equal(t, int64(1), first.Version)
 			_, err = svc.UpdateTwin(ctx, "dev1", &service.TwinPatch{Desired: map[string]any{"telemetryInterval": 30}}, nil)
 			require.NoError(t, err)
