@@ -170,7 +170,14 @@ func (u *unit) onLoop(f func() bool) bool {
 	case ok := <-res:
 		return ok
 	case <-u.c.done:
-		return false
+		// The loop may have run f just before it ended (ending a session
+		// can end the connection at once): its answer still counts.
+		select {
+		case ok := <-res:
+			return ok
+		default:
+			return false
+		}
 	}
 }
 
