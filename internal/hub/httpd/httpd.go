@@ -76,6 +76,7 @@ func apiVersionDate(v string) (string, bool) {
 //	PUT    /twins/{id}/modules/{mid}           replace a module twin
 //	GET    /devices?top=N                      list devices (top 1–1000, default 1000)
 //	POST   /devices                            bulk create, update or delete (1–100 devices)
+//	POST   /devices/query                      run a query (query.go)
 //	PUT    /devices/{id}                       create (no If-Match) or update a device
 //	GET    /devices/{id}                       get a device
 //	DELETE /devices/{id}                       delete a device
@@ -129,12 +130,13 @@ const (
 	routeModule
 	routeRegistryStats
 	routeServiceStats
+	routeQuery
 )
 
 // allowed returns the HTTP methods a route serves.
 func (k routeKind) allowed() []string {
 	switch k {
-	case routeDeviceMethod, routeModuleMethod:
+	case routeDeviceMethod, routeModuleMethod, routeQuery:
 		return []string{http.MethodPost}
 	case routeTwin, routeModuleTwin:
 		return []string{http.MethodGet, http.MethodPatch, http.MethodPut}
@@ -254,6 +256,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, engine.NewError(engine.CodeArgumentInvalid, "The request path is not correctly URL-encoded."))
 		return
 	}
+	rt = queryRoute(rt, r.Method)
 	if rt.kind == routeNone {
 		writePlainError(w, http.StatusNotFound,
 			"No HTTP resource was found that matches the request URI '"+truncate(escaped, 256)+"'.")
@@ -274,9 +277,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// resource is matched against host + path by segment prefix.
 	authz := r.Header.Get("Authorization")
 	var herr *engine.Error
-	if rt.kind == routeTwin || rt.kind == routeModuleTwin {
+	switch rt.kind {
+	case routeTwin, routeModuleTwin:
 		herr = h.authorizeAny(authz, escaped, twinRights(r.Method))
-	} else {
+	case routeQuery:
+		herr = h.authorizeAny(authz, escaped, queryRights())
+	default:
 		herr = h.e.AuthorizeService(authz, escaped, rightsFor(rt.kind, r.Method))
 	}
 	if herr != nil {
@@ -306,6 +312,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.listDevices(w, r)
 	case routeDevice:
 		h.device(w, r, rt)
+	case routeQuery:
+		h.query(w, r)
 	case routeModules:
 		h.listModules(w, rt)
 	case routeModule:
