@@ -28,6 +28,7 @@
 //
 // Identities are named "deviceID" or "deviceID/moduleID" in the fault
 // injection methods: DropConnection, DelayResponses, DropResponses,
-// ExpireTokens, and FailServiceRequests for the service API. Credential
-// stands in for Microsoft Entra ID.
+// ExpireTokens, and FailServiceRequests (FailServiceRequestsRetryAfter
+// with a Retry-After) for the service API. Credential stands in for
+// Microsoft Entra ID.
 package iothubtest

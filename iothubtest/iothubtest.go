@@ -39,6 +39,11 @@ type Options struct {
 	// Logger receives the hub's connection and method-call events (never
 	// secrets or payloads); nil is silent.
 	Logger *slog.Logger
+	// MaxActiveJobs is how many jobs may be active (scheduled, queued or
+	// running) at once; one more is refused with 429004
+	// ThrottlingMaxActiveJobCountExceeded. 0 means 1, IoT Hub's limit on
+	// Free and S1 hubs (S2 allows 5, S3 10); negative means no limit.
+	MaxActiveJobs int
 }
 
 // Server is a running local IoT Hub.
@@ -71,7 +76,7 @@ func Start(opts *Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := hub.Start(hub.Options{HostName: o.HostName, TrustedCAs: deviceCA.Pool(), Logger: o.Logger})
+	h, err := hub.Start(hub.Options{HostName: o.HostName, TrustedCAs: deviceCA.Pool(), Logger: o.Logger, MaxActiveJobs: o.MaxActiveJobs})
 	if err != nil {
 		return nil, err
 	}
@@ -311,6 +316,20 @@ func (s *Server) FailServiceRequests(errorCode, n int) error {
 		return fmt.Errorf("iothub: unknown IoT Hub error code %d", errorCode)
 	}
 	s.h.Engine.FailServiceRequests(errorCode, n)
+	return nil
+}
+
+// FailServiceRequestsRetryAfter is FailServiceRequests with a delay to
+// wait before retrying on each answer: the header Retry-After in whole
+// seconds (rounded up) and, for sub-second tests, Retry-After-Ms, which
+// azcore's retry policy and service.InvokeDeviceMethods prefer. IoT Hub
+// itself is not known to send either on its service API; retryAfter zero
+// or negative sends neither, as FailServiceRequests does.
+func (s *Server) FailServiceRequestsRetryAfter(errorCode, n int, retryAfter time.Duration) error {
+	if engine.CodeName(errorCode) == "" {
+		return fmt.Errorf("iothub: unknown IoT Hub error code %d", errorCode)
+	}
+	s.h.Engine.FailServiceRequestsRetryAfter(errorCode, n, retryAfter)
 	return nil
 }
 

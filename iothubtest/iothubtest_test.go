@@ -176,6 +176,16 @@ func TestFaults(t *testing.T) {
 		echo(t, s, "dev1")
 		require.Error(t, s.FailServiceRequests(123, 1), "unknown error code accepted")
 	})
+	t.Run("FailServiceRequestsRetryAfter", func(t *testing.T) {
+		// The headers are checked by the service client's tests.
+		s := iothubtest.NewServer(t, nil)
+		mustConnect(t, s, s.AddDevice(t, "dev1"), nil)
+		require.NoError(t, s.FailServiceRequestsRetryAfter(429001, 1, 1500*time.Millisecond))
+		st, body := invoke(t, s, "dev1", echoCall)
+		wantError(t, st, body, 429, 429001)
+		echo(t, s, "dev1")
+		require.Error(t, s.FailServiceRequestsRetryAfter(123, 1, time.Second), "unknown error code accepted")
+	})
 	t.Run("DropConnection", func(t *testing.T) {
 		s := iothubtest.NewServer(t, nil)
 		lost := make(chan error, 1)

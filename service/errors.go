@@ -29,6 +29,7 @@ const (
 	ErrorCodeIotHubQuotaExceeded              ErrorCode = "IotHubQuotaExceeded"              // 403002
 	ErrorCodeDeviceModelMaxPropertiesExceeded ErrorCode = "DeviceModelMaxPropertiesExceeded" // 403100
 	ErrorCodeDeviceNotFound                   ErrorCode = "DeviceNotFound"                   // 404001
+	ErrorCodeJobNotFound                      ErrorCode = "JobNotFound"                      // 404002
 	ErrorCodeModuleNotFound                   ErrorCode = "ModuleNotFound"                   // 404010
 	ErrorCodeDeviceNotOnline                  ErrorCode = "DeviceNotOnline"                  // 404103
 	ErrorCodeDeviceAlreadyExists              ErrorCode = "DeviceAlreadyExists"              // 409001
@@ -38,10 +39,13 @@ const (
 	ErrorCodeThrottlingException              ErrorCode = "ThrottlingException"              // 429001
 	ErrorCodeThrottleBacklogLimitExceeded     ErrorCode = "ThrottleBacklogLimitExceeded"     // 429002
 	ErrorCodeThrottlingBacklogTimeout         ErrorCode = "ThrottlingBacklogTimeout"         // 429003
-	ErrorCodeServerError                      ErrorCode = "ServerError"                      // 500001
-	ErrorCodeInvalidResponseWhileProxying     ErrorCode = "InvalidResponseWhileProxying"     // 502001
-	ErrorCodeServiceUnavailable               ErrorCode = "ServiceUnavailable"               // 503001
-	ErrorCodeGatewayTimeout                   ErrorCode = "GatewayTimeout"                   // 504101
+	// 429004: a new job while as many jobs are active as the hub's tier
+	// allows (1 on Free and S1, 5 on S2, 10 on S3).
+	ErrorCodeThrottlingMaxActiveJobCountExceeded ErrorCode = "ThrottlingMaxActiveJobCountExceeded" // 429004
+	ErrorCodeServerError                         ErrorCode = "ServerError"                         // 500001
+	ErrorCodeInvalidResponseWhileProxying        ErrorCode = "InvalidResponseWhileProxying"        // 502001
+	ErrorCodeServiceUnavailable                  ErrorCode = "ServiceUnavailable"                  // 503001
+	ErrorCodeGatewayTimeout                      ErrorCode = "GatewayTimeout"                      // 504101
 )
 
 // codeNames maps numeric codes to their names.
@@ -57,6 +61,7 @@ var codeNames = map[int]ErrorCode{
 	403002: ErrorCodeIotHubQuotaExceeded,
 	403100: ErrorCodeDeviceModelMaxPropertiesExceeded,
 	404001: ErrorCodeDeviceNotFound,
+	404002: ErrorCodeJobNotFound,
 	404010: ErrorCodeModuleNotFound,
 	404103: ErrorCodeDeviceNotOnline,
 	409001: ErrorCodeDeviceAlreadyExists,
@@ -66,6 +71,7 @@ var codeNames = map[int]ErrorCode{
 	429001: ErrorCodeThrottlingException,
 	429002: ErrorCodeThrottleBacklogLimitExceeded,
 	429003: ErrorCodeThrottlingBacklogTimeout,
+	429004: ErrorCodeThrottlingMaxActiveJobCountExceeded,
 	500001: ErrorCodeServerError,
 	502001: ErrorCodeInvalidResponseWhileProxying,
 	503001: ErrorCodeServiceUnavailable,
@@ -120,6 +126,8 @@ var (
 	// ErrDeviceNotFound: 404001, no such device in the registry (or it is
 	// disabled).
 	ErrDeviceNotFound error = &sentinel{msg: "iothub: device not found", codes: []int{404001}}
+	// ErrJobNotFound: 404002, no job with that id.
+	ErrJobNotFound error = &sentinel{msg: "iothub: job not found", codes: []int{404002}}
 	// ErrModuleNotFound: 404010, no such module on the device.
 	ErrModuleNotFound error = &sentinel{msg: "iothub: module not found", codes: []int{404010}}
 	// ErrGatewayTimeout: 504101, the device did not answer within the

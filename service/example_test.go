@@ -291,8 +291,8 @@ func ExampleClient_CreateModule() {
 	// gateway-1 opcua sas
 }
 
-// List the registry's devices, at most 100 of them.
-func ExampleClient_ListDevices() {
+// List the registry's devices, a page at a time (however many there are).
+func ExampleClient_NewListDevicesPager() {
 	hub, err := iothubtest.Start(nil)
 	if err != nil {
 		log.Fatal(err)
@@ -309,12 +309,15 @@ func ExampleClient_ListDevices() {
 		log.Fatal(err)
 	}
 
-	devices, err := c.ListDevices(context.Background(), 100)
-	if err != nil {
-		log.Fatal(err)
-	}
-	for _, d := range devices {
-		fmt.Println(d.DeviceID, d.Status, d.ConnectionState)
+	pager := c.NewListDevicesPager(&service.ListDevicesOptions{PageSize: 1000})
+	for pager.More() {
+		page, err := pager.NextPage(context.Background())
+		if err != nil {
+			log.Fatal(err)
+		}
+		for _, d := range page.Devices {
+			fmt.Println(d.DeviceID, d.Status, d.ConnectionState)
+		}
 	}
 	// Output:
 	// sensor-1 enabled Disconnected

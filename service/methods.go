@@ -121,12 +121,18 @@ func (c *Client) invoke(ctx context.Context, path string, m CloudToDeviceMethod)
 // send posts an encoded method call and waits at most timeout for the
 // answer.
 func (c *Client) send(ctx context.Context, path string, body []byte, timeout time.Duration) (*MethodResult, error) {
+	return c.sendRetry(ctx, path, body, timeout, c.invokeRetry)
+}
+
+// sendRetry is send with the given retry options (InvokeDeviceMethods
+// handles 429 itself).
+func (c *Client) sendRetry(ctx context.Context, path string, body []byte, timeout time.Duration, retry policy.RetryOptions) (*MethodResult, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	callCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := c.newRequest(policy.WithRetryOptions(withBodyLimit(callCtx, maxResultBody), c.invokeRetry), http.MethodPost, path, "")
+	req, err := c.newRequest(policy.WithRetryOptions(withBodyLimit(callCtx, maxResultBody), retry), http.MethodPost, path, "")
 	if err != nil {
 		return nil, err
 	}

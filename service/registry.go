@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -152,27 +151,6 @@ func (c *Client) DeleteDevice(ctx context.Context, deviceID string, opts *Delete
 	}
 	err = c.del(ctx, devicePath(deviceID), deleteETag(opts))
 	return err
-}
-
-// ListDevices returns up to top devices (1 to 1000; 0 means 1000). Needs
-// RegistryRead.
-func (c *Client) ListDevices(ctx context.Context, top int) ([]*Device, error) {
-	var err error
-	ctx, end := c.startSpan(ctx, "Client.ListDevices")
-	defer func() { end(err) }()
-	if top < 0 || top > 1000 {
-		err = argErr(fmt.Sprintf("ListDevices: top %d is out of range: want 1 to 1000, or 0 for 1000", top))
-		return nil, err
-	}
-	query := ""
-	if top > 0 {
-		query = "top=" + strconv.Itoa(top)
-	}
-	var out []*Device
-	if err = c.get(withBodyLimit(ctx, maxListBody), "/devices", query, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // --- modules ---

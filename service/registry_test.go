@@ -142,19 +142,21 @@ func TestRegistryDeviceRoundTrips(t *testing.T) {
 	})
 
 	t.Run("list", func(t *testing.T) {
-		all, err := c.ListDevices(ctx, 0)
-		require.NoError(t, err)
 		var ids []string
-		for _, d := range all {
-			ids = append(ids, d.DeviceID)
+		pages := 0
+		for pager := c.NewListDevicesPager(&service.ListDevicesOptions{PageSize: 2}); pager.More(); pages++ {
+			page, err := pager.NextPage(ctx)
+			require.NoError(t, err)
+			assert.LessOrEqual(t, len(page.Devices), 2, "page size")
+			for _, d := range page.Devices {
+				ids = append(ids, d.DeviceID)
+			}
 		}
-		assert.Equal(t, []string{"ca-dev", "gen", "given", "x509-dev"}, ids, "ListDevices")
-		two, err := c.ListDevices(ctx, 2)
-		require.NoError(t, err, "ListDevices(2)")
-		assert.Len(t, two, 2, "ListDevices(2)")
-		for _, top := range []int{-1, 1001} {
-			_, err := c.ListDevices(ctx, top)
-			assert.ErrorIs(t, err, service.ErrArgumentInvalid, "ListDevices(%d)", top)
+		assert.Equal(t, []string{"ca-dev", "gen", "given", "x509-dev"}, ids, "NewListDevicesPager")
+		assert.Equal(t, 2, pages, "pages of 2")
+		for _, size := range []int{-1, 1001} {
+			_, err := c.NewListDevicesPager(&service.ListDevicesOptions{PageSize: size}).NextPage(ctx)
+			assert.ErrorIs(t, err, service.ErrArgumentInvalid, "PageSize %d", size)
 		}
 	})
 }

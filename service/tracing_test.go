@@ -161,6 +161,10 @@ func TestTracing(t *testing.T) {
 	assert.Equal(t, tracing.SpanStatusError, call.status, "a refused call's status")
 	assert.NotContains(t, call.attrs, "iothub.error_code", "no hub, no hub error code")
 
+	listPage := func(o *service.ListDevicesOptions) error {
+		_, err := c.NewListDevicesPager(o).NextPage(ctx)
+		return err
+	}
 	// Every call's span records its failure, here an argument refused
 	// before anything is sent.
 	for name, call := range map[string]func() error{
@@ -169,7 +173,7 @@ func TestTracing(t *testing.T) {
 		"Client.GetDevice":          func() error { _, err := c.GetDevice(ctx, ""); return err },
 		"Client.UpdateDevice":       func() error { _, err := c.UpdateDevice(ctx, &service.Device{DeviceID: "x"}, nil); return err },
 		"Client.DeleteDevice":       func() error { return c.DeleteDevice(ctx, "", nil) },
-		"Client.ListDevices":        func() error { _, err := c.ListDevices(ctx, -1); return err },
+		"Client.ListDevices":        func() error { return listPage(&service.ListDevicesOptions{PageSize: -1}) },
 		"Client.CreateModule":       func() error { _, err := c.CreateModule(ctx, nil); return err },
 		"Client.GetModule":          func() error { _, err := c.GetModule(ctx, "d", ""); return err },
 		"Client.UpdateModule":       func() error { _, err := c.UpdateModule(ctx, nil, nil); return err },
@@ -199,7 +203,7 @@ func TestTracing(t *testing.T) {
 	}{
 		{"Client.CreateDevice", func() (err error) { d, err = c.CreateDevice(ctx, &service.Device{DeviceID: "traced"}); return err }},
 		{"Client.UpdateDevice", func() (err error) { d, err = c.UpdateDevice(ctx, d, nil); return err }},
-		{"Client.ListDevices", func() error { _, err := c.ListDevices(ctx, 0); return err }},
+		{"Client.ListDevices", func() error { return listPage(nil) }},
 		{"Client.CreateModule", func() (err error) {
 			m, err = c.CreateModule(ctx, &service.Module{DeviceID: "traced", ModuleID: "m"})
 			return err

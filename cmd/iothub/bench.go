@@ -26,6 +26,8 @@ type benchConfig struct {
 	fleet      bool // serve the fleet protocol on stdin/stdout (internal)
 	invoker    bool // serve one invoker phase on stdin/stdout (internal)
 	quiet      bool
+	query      bool // the query benchmark (bench.RunQuery) instead
+	queryCfg   bench.QueryConfig
 }
 
 type listFlag struct{ p *[]string }
@@ -99,6 +101,12 @@ hub's answer: this SDK's UpdateReportedProperties against the raw paho
 and go-amqp floors and, with --node, the Node SDK's
 twin.properties.reported.update. See BENCHMARKS.md.
 
+--query runs only the query benchmark: --query-devices twins in the hub,
+tagged through the engine, then POST /devices/query paged through with
+this SDK's service client (p50/p90 per page, pages of --query-page-sizes),
+next to two floors of the same run: the engine evaluating the query
+without HTTP, and a GET /twins/{id} round trip.
+
 --output text (the default) prints tables on stdout; --output json prints
 the result as one JSON document, on one line (the schema of --json FILE,
 which is indented). An interrupted run prints what it measured, and exits 1.
@@ -132,6 +140,11 @@ flags:
 	fs.BoolVar(&c.NoTwins, "no-twins", false, "skip the reported-property update rows")
 	fs.BoolVar(&c.TwinsOnly, "twins-only", false, "measure only the reported-property update rows (no method rows, floors, pairs or scale)")
 	fs.BoolVar(&c.InProcess, "inproc", false, "run the Go device fleets in this process (memory and CPU then include the hub)")
+	c.queryCfg = bench.QueryDefaults()
+	fs.BoolVar(&c.query, "query", false, "run only the query benchmark (POST /devices/query over --query-devices twins)")
+	fs.IntVar(&c.queryCfg.Devices, "query-devices", c.queryCfg.Devices, "devices in the query benchmark's registry")
+	fs.Var(intsFlag{&c.queryCfg.PageSizes}, "query-page-sizes", "page `sizes` of the query benchmark (1 to 1000)")
+	fs.IntVar(&c.queryCfg.MaxPages, "query-pages", c.queryCfg.MaxPages, "pages timed per query and page size, the first ones (negative: all)")
 	outputFlag(fs, &c.output)
 	fs.StringVar(&c.jsonFile, "json", "", "also write the JSON result to this `file`")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (hub and invoker) to `file`")
@@ -146,6 +159,12 @@ flags:
 		return nil, fmt.Errorf("iothub: unexpected argument %q", fs.Arg(0))
 	}
 	if c.fleet || c.invoker {
+		return &c, nil
+	}
+	if c.query {
+		if err := c.queryCfg.Validate(); err != nil {
+			return nil, fmt.Errorf("iothub: %w", err)
+		}
 		return &c, nil
 	}
 	if c.Node && c.NodeDir == "" {
@@ -218,7 +237,10 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	for _, n := range append(append([]int{cfg.Devices}, cfg.Scale...), cfg.NodeScale...) {
 		need = max(need, uint64(n)*3+4096)
 	}
-	if err := raiseFileLimit(need); err != nil && !cfg.quiet && !cfg.fleet && !cfg.invoker {
+	if cfg.query {
+		need = 0 // one client connection: nothing to raise
+	}
+	if err := raiseFileLimit(need); err != nil && need > 0 && !cfg.quiet && !cfg.fleet && !cfg.invoker {
 		var lim syscall.Rlimit
 		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
 		fmt.Fprintf(stderr, "iothub bench: the open-file limit stays at %d (raising it to %d: %v); a process holds one socket per device, and with --inproc two\n", lim.Cur, need, err)
@@ -248,6 +270,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cfg.query {
+		return runQueryBench(ctx, cfg, stdout, stderr)
+	}
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)
 		if err != nil {
@@ -274,6 +299,54 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if cfg.jsonFile != "" {
 		if werr := os.WriteFile(cfg.jsonFile, append(js, '\n'), 0o644); werr != nil {
 			fmt.Fprintf(stderr, "iothub bench: %v\n", werr)
+			return exitFailure
+		}
+	}
+	if cfg.output == outputJSON {
+		if werr := writeJSON(stdout, res); werr != nil {
+			fmt.Fprintf(stderr, "iothub bench: %v\n", werr)
+			return exitFailure
+		}
+	} else {
+		res.WriteTable(stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "iothub bench: interrupted: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// runQueryBench runs "iothub bench --query".
+func runQueryBench(ctx context.Context, cfg *benchConfig, stdout, stderr io.Writer) int {
+	if !cfg.quiet {
+		cfg.queryCfg.Progress = stderr
+	}
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "iothub bench: %v\n", err)
+			return exitFailure
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "iothub bench: %v\n", err)
+			return exitFailure
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res, err := bench.RunQuery(ctx, cfg.queryCfg)
+	if res == nil {
+		fmt.Fprintf(stderr, "iothub bench: %v\n", err)
+		return exitFailure
+	}
+	if cfg.jsonFile != "" {
+		js, jerr := res.MarshalIndent()
+		if jerr == nil {
+			jerr = os.WriteFile(cfg.jsonFile, append(js, '\n'), 0o644)
+		}
+		if jerr != nil {
+			fmt.Fprintf(stderr, "iothub bench: %v\n", jerr)
 			return exitFailure
 		}
 	}

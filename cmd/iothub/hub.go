@@ -29,17 +29,18 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 // hubConfig is the parsed command line of "iothub hub".
 type hubConfig struct {
-	host       string
-	mqttAddr   string
-	amqpAddr   string
-	httpsAddr  string
-	caFile     string
-	loadCACert string
-	loadCAKey  string
-	ownerKey   string
-	devices    multiFlag
-	deviceCAs  multiFlag
-	quiet      bool
+	host          string
+	mqttAddr      string
+	amqpAddr      string
+	httpsAddr     string
+	caFile        string
+	loadCACert    string
+	loadCAKey     string
+	ownerKey      string
+	devices       multiFlag
+	deviceCAs     multiFlag
+	quiet         bool
+	maxActiveJobs int
 	// printEvents prints one line per device-to-cloud message (hub_events.go).
 	printEvents bool
 	output      output
@@ -89,6 +90,7 @@ flags:
 	fs.StringVar(&c.ownerKey, "owner-key", "", "base64 primary key of the iothubowner policy (random if empty)")
 	fs.Var(&c.devices, "device", "register a device with this id (repeatable); its connection string is printed")
 	fs.Var(&c.deviceCAs, "device-ca", "trust the CA certificate(s) in this PEM file for devices whose authentication type is\ncertificateAuthority, as uploading and verifying a CA does on IoT Hub (repeatable)")
+	fs.IntVar(&c.maxActiveJobs, "max-active-jobs", 1, "jobs that may be active (scheduled, queued or running) at once, as the hub's tier allows:\n1 on Free and S1 (the default), 5 on S2, 10 on S3; 0 for no limit")
 	fs.BoolVar(&c.quiet, "quiet", false, "do not log connections and method calls")
 	fs.BoolVar(&c.printEvents, "print-events", false, "print one line per device-to-cloud message to stdout:\nEVENT {deviceId[/moduleId]} {protocol} {properties as JSON} {body as a Go-quoted string, cut at 200 bytes}\n(with --output json, one JSON document)")
 	outputFlag(fs, &c.output)
@@ -100,6 +102,9 @@ flags:
 	}
 	if (c.loadCACert == "") != (c.loadCAKey == "") {
 		return nil, errors.New("iothub: --load-ca-cert and --load-ca-key go together")
+	}
+	if c.maxActiveJobs < 0 {
+		return nil, errors.New("iothub: --max-active-jobs must be 0 (no limit) or more")
 	}
 	for _, d := range c.devices {
 		if err := auth.CheckID(d); err != nil {
@@ -170,13 +175,18 @@ func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) err
 	if cfg.quiet {
 		logger = nil
 	}
+	maxJobs := cfg.maxActiveJobs
+	if maxJobs == 0 {
+		maxJobs = -1 // no limit
+	}
 	h, err := hub.Start(hub.Options{
-		HostName:   cfg.host,
-		Addrs:      []string{cfg.mqttAddr, cfg.amqpAddr, cfg.httpsAddr},
-		CA:         ca,
-		TrustedCAs: deviceCAs,
-		OwnerKey:   cfg.ownerKey,
-		Logger:     logger,
+		MaxActiveJobs: maxJobs,
+		HostName:      cfg.host,
+		Addrs:         []string{cfg.mqttAddr, cfg.amqpAddr, cfg.httpsAddr},
+		CA:            ca,
+		TrustedCAs:    deviceCAs,
+		OwnerKey:      cfg.ownerKey,
+		Logger:        logger,
 	})
 	if err != nil {
 		return err

@@ -3,14 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -144,27 +141,12 @@ func runInvoke(args []string, stdout, stderr io.Writer) int {
 }
 
 func invoke(ctx context.Context, cfg *invokeConfig, stdout, stderr io.Writer) int {
-	opts := &service.ClientOptions{}
-	if cfg.caFile != "" {
-		pem, err := os.ReadFile(cfg.caFile)
-		if err != nil {
-			fmt.Fprintf(stderr, "iothub: --ca-file: %v\n", err)
-			return exitUsage
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			fmt.Fprintf(stderr, "iothub: --ca-file %s holds no PEM certificate\n", cfg.caFile)
-			return exitUsage
-		}
-		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
-		defer tr.CloseIdleConnections()
-		opts.Transport = &http.Client{Transport: tr}
-	}
-	c, err := service.NewClientFromConnectionString(cfg.connStr, opts)
+	c, closeIdle, err := newServiceClient(cfg.connStr, cfg.caFile)
 	if err != nil {
-		fmt.Fprintln(stderr, err) // auth's errors never show the key
+		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
+	defer closeIdle()
 	m := service.CloudToDeviceMethod{MethodName: cfg.method, ResponseTimeout: cfg.responseTimeout, ConnectTimeout: cfg.connectTimeout}
 	if cfg.payload != nil {
 		m.Payload = cfg.payload

@@ -4,6 +4,8 @@
 //	iothub hub [flags]    run a local, protocol-faithful IoT Hub
 //	iothub device [flags] run a simulated device answering every method
 //	iothub invoke [flags] invoke a direct method and print the answer
+//	iothub query [flags] 'SELECT ...'  run a query, print the items as JSON lines
+//	iothub job ...        schedule and track jobs (methods or twin updates on many devices)
 //	iothub bench [flags]  measure latency, throughput and scale (see BENCHMARKS.md)
 //	iothub version        print the SDK and Go versions (also: iothub --version)
 //
@@ -20,9 +22,10 @@
 // Every command that prints results takes --output text (the default:
 // lines for people) or --output json (one JSON document per result, one
 // per line); each command's -h shows the documents. Exit status: 0 on
-// success, 1 on failure, 2 on bad usage; "iothub invoke" also exits 3
-// when the device answered with a status outside 200-299 and 4 when the
-// device was not online or did not answer in time.
+// success, 1 on failure, 2 on bad usage (for "iothub query", also a query
+// the hub refused); "iothub invoke" also exits 3 when the device answered
+// with a status outside 200-299 and 4 when the device was not online or
+// did not answer in time.
 package main
 
 import (
@@ -47,8 +50,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runDevice(args[1:], stdout, stderr)
 	case "invoke":
 		return runInvoke(args[1:], stdout, stderr)
+	case "query":
+		return runQuery(args[1:], stdout, stderr)
 	case "bench":
 		return runBench(args[1:], stdout, stderr)
+	case "job":
+		return runJob(args[1:], stdout, stderr)
 	case "version":
 		return runVersion(args[1:], stdout, stderr)
 	case "-version", "--version":
@@ -77,6 +84,9 @@ commands:
           HTTPS and WebSocket 443, AMQP 5671) and print connection strings
   device  run a simulated device that answers every direct method
   invoke  invoke a direct method on a device or module and print its answer
+  query   run an IoT Hub query and print every item, one JSON line each
+  job     schedule, show, list, wait for and cancel jobs: a method or a
+          twin update on every device a query condition selects
   bench   measure latency, throughput and scale (see BENCHMARKS.md)
   version print the SDK and Go versions (also: iothub --version)
 
@@ -88,6 +98,7 @@ exit status:
   0  success (hub and device: stopped by SIGINT or SIGTERM)
   1  failure: the hub, the network or the run failed
   2  bad usage: flags, arguments, files or connection string refused
+     (query: also a query the hub refused)
   3  invoke only: the device answered with a status outside 200-299
   4  invoke only: the device was not online, or did not answer in time
 
@@ -104,6 +115,9 @@ examples:
   # (--output json: {"status":200,"payload":…})
   export IOTHUB_SERVICE_CONNECTION_STRING='HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=…'
   iothub invoke --ca-file ca.pem --device dev1 --method reboot --payload '{"delaySeconds":5}'
+
+  # twins of one site, one JSON document per line, all pages
+  iothub query --ca-file ca.pem "SELECT * FROM devices WHERE tags.site = 'berlin'"
 
   # against Azure IoT Hub: the hub's connection strings, no --ca-file
   iothub invoke --device myDevice --method reboot

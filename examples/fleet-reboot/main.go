@@ -1,17 +1,29 @@
-// Command fleet-reboot invokes "reboot" on many devices at once with
-// service.Client.InvokeDeviceMethods, a few calls at a time, and reports each
-// device's outcome: one failing device does not stop the others.
+// Command fleet-reboot reboots every device whose twin tag "site" is
+// "berlin", in one of two ways:
 //
-//	go run ./examples/fleet-reboot                  # 10 simulated devices on an in-process hub, one offline
-//	go run ./examples/fleet-reboot -n 100 -concurrency 16
+//   - -mode job (the default): one IoT Hub job. The hub invokes "reboot" on
+//     every device the condition selects and tracks each one; the command
+//     shows the job's progress, then each device's outcome (the
+//     devices.jobs query).
+//   - -mode invoke: the back end does it itself with
+//     service.Client.InvokeDeviceMethodsWhere, which reads the device ids
+//     from a query and calls them at most -rate calls per second, honouring
+//     the hub's 429 Retry-After.
 //
-// Against your own hub, name the devices; nothing is registered or simulated:
+// One failing device does not stop the others.
 //
-//	export IOTHUB_SERVICE_CONNECTION_STRING='HostName=…;SharedAccessKeyName=service;SharedAccessKey=…'
-//	go run ./examples/fleet-reboot -devices dev1,dev2,dev3 [-ca-file ca.pem]
+//	go run ./examples/fleet-reboot                  # 10 simulated devices on an in-process hub, 5 in berlin, one offline
+//	go run ./examples/fleet-reboot -mode invoke -rate 20 -n 100
 //
-// Mind IoT Hub's throttle for direct methods (about 40 small calls per
-// second per S1 unit): -concurrency bounds the calls in flight.
+// Against your own hub, nothing is registered or simulated; the condition
+// selects the devices:
+//
+//	export IOTHUB_SERVICE_CONNECTION_STRING='HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…'
+//	go run ./examples/fleet-reboot [-condition "tags.site = 'berlin'"] [-ca-file ca.pem]
+//
+// Mind IoT Hub's throttles: jobs run methods at 10 calls per second on an
+// S1 hub; direct calls are limited to about 40 small calls per second per
+// S1 unit, hence -rate.
 package main
 
 import (
@@ -25,7 +37,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
+	"sort"
 	"syscall"
 	"time"
 
@@ -38,30 +50,32 @@ import (
 
 // config is what the command line and the environment say.
 type config struct {
+	// Mode is "job" (an IoT Hub job) or "invoke" (InvokeDeviceMethodsWhere).
+	Mode string
+	// Condition selects the devices: a WHERE condition over device twins.
+	Condition string
 	// N is how many devices to simulate on the in-process hub.
 	N int
-	// Concurrency bounds the invocations in flight.
-	Concurrency int
+	// Rate bounds the calls started per second in invoke mode.
+	Rate float64
 	// ServiceConnectionString selects an existing hub; "" means simulate.
 	ServiceConnectionString string
-	// Devices are the device ids to reboot on an existing hub.
-	Devices []string
 	// CAFile is a PEM file of CA certificates to trust (a local hub's
 	// --ca-file); "" means the system roots.
 	CAFile string
+	// Poll is how often job mode reads the job's progress.
+	Poll time.Duration
 }
 
 func main() {
 	cfg := config{ServiceConnectionString: os.Getenv("IOTHUB_SERVICE_CONNECTION_STRING")}
-	var devices string
+	flag.StringVar(&cfg.Mode, "mode", "job", "job: one IoT Hub job; invoke: InvokeDeviceMethodsWhere with a rate limit")
+	flag.StringVar(&cfg.Condition, "condition", "tags.site = 'berlin'", "query condition selecting the devices to reboot")
 	flag.IntVar(&cfg.N, "n", 10, "number of simulated devices (in-process hub only)")
-	flag.IntVar(&cfg.Concurrency, "concurrency", 4, "invocations in flight at once")
-	flag.StringVar(&devices, "devices", "", "comma-separated device ids to reboot on the hub of $IOTHUB_SERVICE_CONNECTION_STRING")
+	flag.Float64Var(&cfg.Rate, "rate", 20, "invoke mode: calls started per second at most")
 	flag.StringVar(&cfg.CAFile, "ca-file", "", "PEM CA certificates to trust (for `iothub hub`)")
+	flag.DurationVar(&cfg.Poll, "poll", time.Second, "job mode: how often to read the job's progress")
 	flag.Parse()
-	if devices != "" {
-		cfg.Devices = strings.Split(devices, ",")
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, os.Stdout); err != nil {
@@ -70,13 +84,22 @@ func main() {
 	}
 }
 
+// reboot is the call every selected device gets.
+var reboot = service.CloudToDeviceMethod{
+	MethodName:      "reboot",
+	Payload:         map[string]int{"delaySeconds": 5},
+	ResponseTimeout: 30 * time.Second,
+}
+
 func run(ctx context.Context, cfg config, out io.Writer) error {
+	if cfg.Mode != "job" && cfg.Mode != "invoke" {
+		return fmt.Errorf("-mode %q: want job or invoke", cfg.Mode)
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = time.Second
+	}
 	var svc *service.Client
-	ids := cfg.Devices
 	if cfg.ServiceConnectionString == "" {
-		if len(ids) > 0 {
-			return errors.New("-devices needs IOTHUB_SERVICE_CONNECTION_STRING")
-		}
 		hub, err := iothubtest.Start(nil)
 		if err != nil {
 			return err
@@ -93,13 +116,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		for i := 1; i <= cfg.N; i++ {
-			ids = append(ids, deviceName(i))
-		}
 	} else {
-		if len(ids) == 0 {
-			return errors.New("name the devices to reboot with -devices id1,id2,…")
-		}
 		opts := &service.ClientOptions{}
 		if cfg.CAFile != "" {
 			pem, err := os.ReadFile(cfg.CAFile)
@@ -118,16 +135,76 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "hub:     %s, from IOTHUB_SERVICE_CONNECTION_STRING\n", svc.HostName())
 	}
-
-	// One call per device, at most cfg.Concurrency at a time. Each result
-	// holds the device's answer or the error for that device.
-	fmt.Fprintf(out, "service: invoking \"reboot\" on %d devices, %d at a time\n", len(ids), cfg.Concurrency)
 	start := time.Now()
-	results := svc.InvokeDeviceMethods(ctx, ids, service.CloudToDeviceMethod{
-		MethodName:      "reboot",
-		Payload:         map[string]int{"delaySeconds": 5},
-		ResponseTimeout: 30 * time.Second,
-	}, &service.InvokeManyOptions{MaxConcurrency: cfg.Concurrency})
+	if cfg.Mode == "job" {
+		return rebootWithJob(ctx, svc, cfg, out, start)
+	}
+	return rebootWithCalls(ctx, svc, cfg, out, start)
+}
+
+// rebootWithJob schedules one job, shows its progress and then each
+// device's outcome.
+func rebootWithJob(ctx context.Context, svc *service.Client, cfg config, out io.Writer, start time.Time) error {
+	id := fmt.Sprintf("fleet-reboot-%d", start.UnixNano())
+	job, err := svc.ScheduleDeviceMethod(ctx, id, cfg.Condition, reboot, &service.ScheduleJobOptions{MaxExecutionTime: 10 * time.Minute})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "job:     %s scheduled: \"reboot\" on every device where %s\n", job.ID, cfg.Condition)
+	last := ""
+	job, err = svc.WaitJob(ctx, job.ID, &service.WaitJobOptions{Interval: cfg.Poll, Progress: func(j *service.Job) {
+		s := j.Statistics
+		line := fmt.Sprintf("progress: %s, %d of %d devices done (%d failed)", j.Status, s.SucceededCount+s.FailedCount, s.DeviceCount, s.FailedCount)
+		if line != last { // print only what changed
+			fmt.Fprintln(out, line)
+			last = line
+		}
+	}})
+	if err != nil {
+		return err
+	}
+	// Each device's outcome is a device job, read with a query.
+	pager := svc.NewQueryPager("SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '"+job.ID+"'", nil)
+	var results []*service.DeviceJob
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return err
+		}
+		djs, err := page.DeviceJobs()
+		if err != nil {
+			return err
+		}
+		results = append(results, djs...)
+	}
+	sort.Slice(results, func(i, j int) bool { return results[i].DeviceID < results[j].DeviceID })
+	ok := 0
+	for _, dj := range results {
+		switch {
+		case dj.Error != nil: // the hub's verdict for that device
+			fmt.Fprintf(out, "  %-10s failed: %s\n", dj.DeviceID, dj.Error.Code)
+		case dj.MethodResult != nil: // the device's answer, whatever its status
+			fmt.Fprintf(out, "  %-10s %d %s\n", dj.DeviceID, dj.MethodResult.Status, dj.MethodResult.Payload)
+			if dj.MethodResult.Status == 200 {
+				ok++
+			}
+		default:
+			fmt.Fprintf(out, "  %-10s %s\n", dj.DeviceID, dj.Status)
+		}
+	}
+	fmt.Fprintf(out, "summary: job %s; %d of %d rebooting, %d failed, in %s\n", job.Status, ok, len(results), len(results)-ok, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// rebootWithCalls invokes the method from the back end, device by device,
+// on the devices a query selects, at most cfg.Rate calls per second.
+func rebootWithCalls(ctx context.Context, svc *service.Client, cfg config, out io.Writer, start time.Time) error {
+	fmt.Fprintf(out, "service: invoking \"reboot\" on every device where %s, at most %g calls/s\n", cfg.Condition, cfg.Rate)
+	results, err := svc.InvokeDeviceMethodsWhere(ctx, cfg.Condition, reboot, &service.InvokeManyOptions{RateLimit: cfg.Rate})
+	if err != nil {
+		return err
+	}
+	sort.Slice(results, func(i, j int) bool { return results[i].DeviceID < results[j].DeviceID })
 	ok := 0
 	for _, r := range results {
 		var re *service.ResponseError
@@ -143,14 +220,23 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			}
 		}
 	}
-	fmt.Fprintf(out, "summary: %d of %d rebooting, %d failed, in %s\n", ok, len(ids), len(ids)-ok, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(out, "summary: %d of %d rebooting, %d failed, in %s\n", ok, len(results), len(results)-ok, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
 func deviceName(i int) string { return fmt.Sprintf("fleet-%02d", i) }
 
-// simulateFleet registers n devices and connects all but the last, each
-// answering "reboot" after a short pause. stop closes them.
+// site is where simulated device i stands: odd devices in berlin.
+func site(i int) string {
+	if i%2 == 1 {
+		return "berlin"
+	}
+	return "munich"
+}
+
+// simulateFleet registers n devices, tags each with its site, and
+// connects all but the last berlin device, each answering "reboot" after
+// a short pause. stop closes them.
 func simulateFleet(ctx context.Context, hub *iothubtest.Server, svc *service.Client, n int, out io.Writer) (stop func(), err error) {
 	var clients []*device.Client
 	stop = func() {
@@ -158,12 +244,23 @@ func simulateFleet(ctx context.Context, hub *iothubtest.Server, svc *service.Cli
 			c.Close(context.WithoutCancel(ctx))
 		}
 	}
+	lastBerlin := n
+	for site(lastBerlin) != "berlin" {
+		lastBerlin--
+	}
+	berlin := 0
 	for i := 1; i <= n; i++ {
 		d, err := svc.CreateDevice(ctx, &service.Device{DeviceID: deviceName(i)})
 		if err != nil {
 			return stop, err
 		}
-		if i == n && n > 1 {
+		if _, err := svc.UpdateTwin(ctx, d.DeviceID, &service.TwinPatch{Tags: map[string]any{"site": site(i)}}, nil); err != nil {
+			return stop, err
+		}
+		if site(i) == "berlin" {
+			berlin++
+		}
+		if i == lastBerlin && n > 1 {
 			continue // registered, never connected: the hub answers 404103
 		}
 		cs, err := svc.DeviceConnectionString(d, service.KeyKindPrimary)
@@ -190,9 +287,9 @@ func simulateFleet(ctx context.Context, hub *iothubtest.Server, svc *service.Cli
 			return stop, err
 		}
 	}
-	fmt.Fprintf(out, "devices: %d registered, %d connected over mqtt", n, len(clients))
+	fmt.Fprintf(out, "devices: %d registered, %d in berlin, %d connected over mqtt", n, berlin, len(clients))
 	if len(clients) < n {
-		fmt.Fprintf(out, " (%s stays offline)", deviceName(n))
+		fmt.Fprintf(out, " (%s stays offline)", deviceName(lastBerlin))
 	}
 	fmt.Fprintln(out)
 	return stop, nil

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -14,23 +13,47 @@ import (
 	"github.com/iothub-go/iothub/iothubtest"
 )
 
-func TestSimulatedFleet(t *testing.T) {
-	var out exampletest.Buffer
-	require.NoError(t, run(exampletest.Context(t), config{N: 12, Concurrency: 4}, &out), out.String())
-	want := []string{"devices: 12 registered, 11 connected over mqtt (fleet-12 stays offline)", `invoking "reboot" on 12 devices, 4 at a time`}
-	for i := 1; i <= 11; i++ {
-		want = append(want, fmt.Sprintf(`fleet-%02d   200 {"result":"Reboot started."}`, i))
-	}
-	want = append(want, "fleet-12   failed: 404103 DeviceNotOnline", "summary: 11 of 12 rebooting, 1 failed")
-	exampletest.WantInOrder(t, out.String(), want...)
+// berlinResults are the lines of the simulated berlin devices (odd ones,
+// fleet-11 offline) in id order.
+var berlinResults = []string{
+	`fleet-01   200 {"result":"Reboot started."}`,
+	`fleet-03   200 {"result":"Reboot started."}`,
+	`fleet-05   200 {"result":"Reboot started."}`,
+	`fleet-07   200 {"result":"Reboot started."}`,
+	`fleet-09   200 {"result":"Reboot started."}`,
 }
 
-// With IOTHUB_SERVICE_CONNECTION_STRING and -devices, the named devices of
-// that hub are invoked (here a second local hub, trusted through -ca-file).
+func TestJobMode(t *testing.T) {
+	var out exampletest.Buffer
+	require.NoError(t, run(exampletest.Context(t), config{Mode: "job", Condition: "tags.site = 'berlin'", N: 12, Poll: 20 * time.Millisecond}, &out), out.String())
+	want := append([]string{
+		"devices: 12 registered, 6 in berlin, 11 connected over mqtt (fleet-11 stays offline)",
+		`scheduled: "reboot" on every device where tags.site = 'berlin'`,
+		"progress: completed, 6 of 6 devices done (1 failed)",
+	}, berlinResults...)
+	want = append(want, "fleet-11   failed: DeviceNotOnline", "summary: job completed; 5 of 6 rebooting, 1 failed")
+	exampletest.WantInOrder(t, out.String(), want...)
+	assert.NotContains(t, out.String(), "fleet-02", "a munich device was rebooted")
+}
+
+func TestInvokeMode(t *testing.T) {
+	var out exampletest.Buffer
+	require.NoError(t, run(exampletest.Context(t), config{Mode: "invoke", Condition: "tags.site = 'berlin'", N: 12, Rate: 50}, &out), out.String())
+	want := append([]string{
+		`invoking "reboot" on every device where tags.site = 'berlin', at most 50 calls/s`,
+	}, berlinResults...)
+	want = append(want, "fleet-11   failed: 404103 DeviceNotOnline", "summary: 5 of 6 rebooting, 1 failed")
+	exampletest.WantInOrder(t, out.String(), want...)
+	assert.NotContains(t, out.String(), "fleet-02", "a munich device was rebooted")
+}
+
+// With IOTHUB_SERVICE_CONNECTION_STRING, the devices of that hub that the
+// condition selects are rebooted (here a second local hub, trusted through
+// -ca-file), in both modes.
 func TestExistingHub(t *testing.T) {
 	ctx := exampletest.Context(t)
 	hub := iothubtest.NewServer(t, nil)
-	for _, id := range []string{"a", "b"} {
+	for _, id := range []string{"a", "b", "c"} {
 		c, err := device.NewClientFromConnectionString(hub.AddDevice(t, id), &device.ClientOptions{TLSConfig: hub.TLSConfig()})
 		require.NoError(t, err)
 		t.Cleanup(func() { c.Close(context.Background()) })
@@ -40,28 +63,24 @@ func TestExistingHub(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, c.Connect(ctx))
 	}
-	var out exampletest.Buffer
-	err := run(ctx, config{
-		Concurrency:             2,
-		ServiceConnectionString: hub.ServiceConnectionString(),
-		Devices:                 []string{"a", "b", "nope"},
-		CAFile:                  exampletest.CAFile(t, hub),
-	}, &out)
-	require.NoError(t, err, out.String())
-	exampletest.WantInOrder(t, out.String(),
-		"hub:     localhost",
-		`a          202 {"got":"{\"delaySeconds\":5}"}`,
-		`b          202`,
-		"nope       failed: 404001 DeviceNotFound",
-		"summary: 0 of 3 rebooting, 3 failed",
-	)
-	assert.NotContains(t, out.String(), "started in-process", "started a hub of its own")
-}
-
-func TestUsage(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var out exampletest.Buffer
-	assert.Error(t, run(ctx, config{Devices: []string{"a"}}, &out), "-devices without a hub")
-	assert.Error(t, run(ctx, config{ServiceConnectionString: "HostName=h;SharedAccessKeyName=s;SharedAccessKey=aGVsbG8="}, &out), "a hub without -devices")
+	for _, mode := range []string{"job", "invoke"} {
+		var out exampletest.Buffer
+		err := run(ctx, config{
+			Mode:                    mode,
+			Condition:               "deviceId IN ['a', 'b']",
+			Rate:                    10,
+			Poll:                    20 * time.Millisecond,
+			ServiceConnectionString: hub.ServiceConnectionString(),
+			CAFile:                  exampletest.CAFile(t, hub),
+		}, &out)
+		require.NoError(t, err, out.String())
+		exampletest.WantInOrder(t, out.String(),
+			"hub:     localhost",
+			`a          202 {"got":"{\"delaySeconds\":5}"}`,
+			`b          202`,
+			"0 of 2 rebooting, 2 failed",
+		)
+		assert.NotContains(t, out.String(), "started in-process", "%s: started a hub of its own", mode)
+		assert.NotContains(t, out.String(), "  c ", "%s: device c is not selected", mode)
+	}
 }

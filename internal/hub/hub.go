@@ -57,6 +57,9 @@ type Options struct {
 	TrustedCAs *x509.CertPool
 	// Logger receives connection and method-call events; nil is silent.
 	Logger *slog.Logger
+	// MaxActiveJobs is engine.Config.MaxActiveJobs: 0 is IoT Hub's S1
+	// limit of one active job, negative no limit.
+	MaxActiveJobs int
 }
 
 // Hub is a running local IoT Hub.
@@ -104,7 +107,7 @@ func Start(opts Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng, err := engine.New(engine.Config{HostName: opts.HostName, GatewayHostNames: names[1:], OwnerKey: opts.OwnerKey, TrustedCAs: opts.TrustedCAs, Logger: log})
+	eng, err := engine.New(engine.Config{HostName: opts.HostName, GatewayHostNames: names[1:], OwnerKey: opts.OwnerKey, TrustedCAs: opts.TrustedCAs, Logger: log, MaxActiveJobs: opts.MaxActiveJobs})
 	if err != nil {
 		return nil, err
 	}

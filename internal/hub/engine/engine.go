@@ -39,6 +39,25 @@ type Config struct {
 	// Logger receives one line per method call and connection event; nil is
 	// silent. Secrets and payloads are never logged.
 	Logger *slog.Logger
+
+	// MaxActiveJobs is how many jobs (queued, scheduled or running) may
+	// exist at once; one more is refused with 429004
+	// ThrottlingMaxActiveJobCountExceeded. 0 means DefaultMaxActiveJobs
+	// (1, IoT Hub's Free and S1 limit; S2 allows 5, S3 10); negative means
+	// no limit.
+	MaxActiveJobs int
+	// JobDeviceConcurrency is how many devices one job works on at once.
+	// 0 or negative means DefaultJobDeviceConcurrency (10).
+	JobDeviceConcurrency int
+	// JobDeviceRate limits a job's device operations (method calls, twin
+	// updates) per second. 0 (the default) means no limit: the local hub
+	// does not throttle jobs, although IoT Hub does (10/s on S1, the
+	// higher of 10/s or 1/s/unit on S2, 50/s/unit on S3).
+	JobDeviceRate float64
+	// JobRetention is how long a finished job is kept (on the job clock).
+	// 0 means DefaultJobRetention (30 days, as IoT Hub); negative means
+	// forever.
+	JobRetention time.Duration
 }
 
 // Engine is the hub's state. All methods are safe for concurrent use.
@@ -66,6 +85,8 @@ type Engine struct {
 	genSeq    int64
 	reqSeq    uint64
 	closed    bool
+
+	jobs jobStore // jobs.go; its own lock
 }
 
 // New returns an engine with the five default policies.
@@ -96,6 +117,7 @@ func New(cfg Config) (*Engine, error) {
 		verified: map[string]verifiedToken{},
 		etagSeq:  318751955,
 	}
+	e.initJobs(cfg)
 	for name, rights := range hubauth.DefaultPolicyRights() {
 		p := hubauth.Policy{Name: name, PrimaryKey: newKey(), SecondaryKey: newKey(), Rights: rights}
 		if name == "iothubowner" && cfg.OwnerKey != "" {
@@ -152,8 +174,12 @@ func (e *Engine) Policy(name string) (hubauth.Policy, bool) {
 	return p, ok
 }
 
-// Close disconnects every session. Pending invocations end with an error.
+// Close disconnects every session and stops the jobs scheduler. Pending
+// invocations end with an error; running jobs end where they are. Close
+// returns when the jobs' goroutines have ended.
 func (e *Engine) Close() {
+	e.closeJobs()
+	defer e.waitJobs()
 	e.mu.Lock()
 	e.closed = true
 	sessions := make([]*Session, 0, len(e.sessions))

@@ -1,6 +1,9 @@
 package engine
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Error is a hub failure as IoT Hub reports it: an HTTP status, a six-digit
 // error code and the code's name (sent in the iothub-errorcode header).
@@ -9,6 +12,10 @@ type Error struct {
 	Code    int    // e.g. 404103
 	Name    string // e.g. "DeviceNotOnline"
 	Message string // human-readable; never contains secrets
+	// RetryAfter, when positive, is sent as Retry-After (whole seconds,
+	// rounded up) and Retry-After-Ms on the HTTP answer. Only injected
+	// faults set it (FailServiceRequestsRetryAfter).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -66,6 +73,10 @@ var codeNames = map[int]string{
 	CodeGatewayTimeout:               "GatewayTimeout",
 
 	CodeDeviceModelMaxPropertiesExceeded: "DeviceModelMaxPropertiesExceeded", // twins.go
+
+	CodeJobNotFound:                 "JobNotFound", // jobs.go
+	CodeJobAlreadyExists:            "JobAlreadyExists",
+	CodeThrottlingMaxActiveJobCount: "ThrottlingMaxActiveJobCountExceeded",
 }
 
 // NewError returns the error for code; the HTTP status is the code's first

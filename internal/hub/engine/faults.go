@@ -20,11 +20,18 @@ type responseFault struct {
 // FailServiceRequests makes the next n service API requests fail with the
 // given error code (e.g. 429001 or 503001) before they are dispatched.
 func (e *Engine) FailServiceRequests(code, n int) {
+	e.FailServiceRequestsRetryAfter(code, n, 0)
+}
+
+// FailServiceRequestsRetryAfter is FailServiceRequests with a Retry-After
+// on each answer when retryAfter is positive.
+func (e *Engine) FailServiceRequestsRetryAfter(code, n int, retryAfter time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for i := 0; i < n; i++ {
-		e.faults.serviceErrors = append(e.faults.serviceErrors,
-			NewError(code, "Injected fault: %s", CodeName(code)))
+		herr := NewError(code, "Injected fault: %s", CodeName(code))
+		herr.RetryAfter = retryAfter
+		e.faults.serviceErrors = append(e.faults.serviceErrors, herr)
 	}
 }
 

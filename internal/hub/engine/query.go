@@ -21,8 +21,8 @@ const (
 // every device twin for "devices", every module twin for
 // "devices.modules", each as the JSON of GET /twins/... decoded into
 // map[string]any with numbers as json.Number. The order is stable: by
-// device id, then module id. "devices.jobs", and any other collection,
-// has no documents (jobs are not kept yet).
+// device id, then module id. "devices.jobs" returns every device job
+// (DeviceJob, jobs.go). Any other collection has no documents.
 //
 // The twins are rendered under the engine's lock and decoded outside it.
 func (e *Engine) QueryTwins(collection string) []map[string]any {
@@ -31,12 +31,19 @@ func (e *Engine) QueryTwins(collection string) []map[string]any {
 	case CollectionDevices:
 	case CollectionModules:
 		modules = true
+	case CollectionJobs:
+		return decodeDocs(e.DeviceJobs())
 	default:
 		return nil
 	}
-	twins := e.snapshotTwins(modules)
-	out := make([]map[string]any, 0, len(twins))
-	for _, tw := range twins {
+	return decodeDocs(e.snapshotTwins(modules))
+}
+
+// decodeDocs turns documents into what the query language evaluates:
+// their JSON decoded into map[string]any with numbers as json.Number.
+func decodeDocs[T any](docs []T) []map[string]any {
+	out := make([]map[string]any, 0, len(docs))
+	for _, tw := range docs {
 		b, err := json.Marshal(tw)
 		if err != nil {
 			continue // a Twin always encodes; rendered sections are valid JSON

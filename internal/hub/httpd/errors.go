@@ -127,6 +127,12 @@ func writeErrorBody(w http.ResponseWriter, herr *engine.Error, body []byte) {
 	if herr.Name != "" {
 		h.Set(headerErrorCode, herr.Name)
 	}
+	if ra := herr.RetryAfter; ra > 0 {
+		// Retry-After takes whole seconds; Retry-After-Ms, which azcore
+		// prefers, keeps an injected fault's sub-second delay.
+		h.Set("Retry-After", strconv.FormatInt(int64((ra+time.Second-1)/time.Second), 10))
+		h.Set("Retry-After-Ms", strconv.FormatInt(int64((ra+time.Millisecond-1)/time.Millisecond), 10))
+	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(body)

@@ -86,6 +86,10 @@ func apiVersionDate(v string) (string, bool) {
 //	DELETE /devices/{id}/modules/{mid}         delete a module
 //	GET    /statistics/devices                 total, enabled and disabled devices
 //	GET    /statistics/service                 devices connected now
+//	PUT    /jobs/v2/{id}                       create a job (jobs.go)
+//	GET    /jobs/v2/{id}                       get a job
+//	POST   /jobs/v2/{id}/cancel                cancel a job
+//	GET    /jobs/v2/query?jobType=&jobStatus=  list jobs, paged
 //
 // and the device-facing telemetry endpoint (events.go), which devices
 // authorize with their own SAS token or client certificate:
@@ -131,13 +135,20 @@ const (
 	routeRegistryStats
 	routeServiceStats
 	routeQuery
+	routeJob
+	routeJobCancel
+	routeJobQuery
 )
 
 // allowed returns the HTTP methods a route serves.
 func (k routeKind) allowed() []string {
 	switch k {
-	case routeDeviceMethod, routeModuleMethod, routeQuery:
+	case routeDeviceMethod, routeModuleMethod, routeQuery, routeJobCancel:
 		return []string{http.MethodPost}
+	case routeJob:
+		return []string{http.MethodGet, http.MethodPut}
+	case routeJobQuery:
+		return []string{http.MethodGet}
 	case routeTwin, routeModuleTwin:
 		return []string{http.MethodGet, http.MethodPatch, http.MethodPut}
 	case routeDevices:
@@ -194,6 +205,10 @@ func matchRoute(escapedPath string) (route, error) {
 		return route{kind: routeModules, deviceID: ids[1]}, nil
 	case len(segs) == 4 && lit(0, "devices") && lit(2, "modules"):
 		return route{kind: routeModule, deviceID: ids[1], moduleID: ids[3]}, nil
+	case len(segs) == 3 && lit(0, "jobs") && lit(1, "v2"):
+		return route{kind: routeJob, deviceID: ids[2]}, nil
+	case len(segs) == 4 && lit(0, "jobs") && lit(1, "v2") && lit(3, "cancel"):
+		return route{kind: routeJobCancel, deviceID: ids[2]}, nil
 	}
 	return route{}, nil
 }
@@ -257,6 +272,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt = queryRoute(rt, r.Method)
+	rt = jobRoute(rt, r.Method)
 	if rt.kind == routeNone {
 		writePlainError(w, http.StatusNotFound,
 			"No HTTP resource was found that matches the request URI '"+truncate(escaped, 256)+"'.")
@@ -282,6 +298,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		herr = h.authorizeAny(authz, escaped, twinRights(r.Method))
 	case routeQuery:
 		herr = h.authorizeAny(authz, escaped, queryRights())
+	case routeJob, routeJobCancel, routeJobQuery:
+		herr = h.authorizeAny(authz, escaped, jobRights(r.Method))
 	default:
 		herr = h.e.AuthorizeService(authz, escaped, rightsFor(rt.kind, r.Method))
 	}
@@ -314,6 +332,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.device(w, r, rt)
 	case routeQuery:
 		h.query(w, r)
+	case routeJob, routeJobCancel:
+		h.job(w, r, rt)
+	case routeJobQuery:
+		h.jobQuery(w, r)
 	case routeModules:
 		h.listModules(w, rt)
 	case routeModule:

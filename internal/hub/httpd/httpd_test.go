@@ -163,6 +163,13 @@ func TestServiceFaults(t *testing.T) {
 	res = h.invoke("/twins/dev1/methods", `{"methodName":"m"}`)
 	require.Equal(t, http.StatusOK, res.status, "after the fault: %s", res.body)
 
+	// An injected Retry-After: whole seconds rounded up, and milliseconds.
+	h.e.FailServiceRequestsRetryAfter(engine.CodeThrottling, 1, 1500*time.Millisecond)
+	res = h.invoke("/twins/dev1/methods", `{"methodName":"m"}`)
+	wantError(t, res, engine.CodeThrottling)
+	assert.Equal(t, "2", res.header.Get("Retry-After"), "Retry-After")
+	assert.Equal(t, "1500", res.header.Get("Retry-After-Ms"), "Retry-After-Ms")
+
 	// Faults are taken only by authorized requests, once each, on any route.
 	h.e.FailServiceRequests(engine.CodeServiceUnavailable, 2)
 	wantError(t, h.do(request{method: http.MethodGet, path: "/devices?" + apiVersion}), engine.CodeUnauthorized)
@@ -173,12 +180,12 @@ func TestServiceFaults(t *testing.T) {
 	wantOK(t, h.registry(http.MethodPut, "/devices/new", `{}`, nil))
 
 	// A code without a name: no iothub-errorcode header, status from the code.
-	h.e.FailServiceRequests(429004, 1)
+	h.e.FailServiceRequests(429099, 1)
 	res = h.registry(http.MethodGet, "/devices", "", nil)
 	require.Equal(t, http.StatusTooManyRequests, res.status, "body %s", res.body)
 	require.Empty(t, res.header.Get("iothub-errorcode"), "iothub-errorcode")
 	name, _ := parseRegistryShape(t, res.body)
-	assert.Equal(t, "429004", name, "ErrorCode")
+	assert.Equal(t, "429099", name, "ErrorCode")
 
 	// A code outside IoT Hub's scheme still gives a valid HTTP answer.
 	h.e.FailServiceRequests(42, 1)
