@@ -123,8 +123,11 @@ const maxJobsBody = 32 << 20
 // device's outcome with the query "SELECT * FROM devices.jobs WHERE
 // devices.jobs.jobId = '<id>'" (QueryPage.DeviceJobs). An invalid argument
 // fails with ErrArgumentInvalid before anything is sent; a condition the
-// hub's query language refuses fails the same way from the hub. Needs
-// ServiceConnect and RegistryWrite.
+// hub's query language refuses fails the same way from the hub. A job
+// while the hub already has as many active (scheduled or running) jobs as
+// its tier allows fails with ErrThrottled, code
+// ErrorCodeThrottlingMaxActiveJobCountExceeded: one on Free and S1 hubs.
+// It is not retried. Needs ServiceConnect and RegistryWrite.
 func (c *Client) ScheduleDeviceMethod(ctx context.Context, jobID, condition string, m CloudToDeviceMethod, opts *ScheduleJobOptions) (job *Job, err error) {
 	ctx, end := c.startSpan(ctx, "Client.ScheduleDeviceMethod")
 	defer func() { end(err) }()
@@ -216,7 +219,8 @@ func (c *Client) scheduleJob(ctx context.Context, jobID, condition string, typ J
 }
 
 // GetJob returns a job's current state. An unknown id fails with
-// ErrJobNotFound. Needs ServiceConnect or RegistryRead.
+// ErrJobNotFound (IoT Hub may also answer it with a job whose Status is
+// JobStatusUnknown). Needs ServiceConnect or RegistryRead.
 func (c *Client) GetJob(ctx context.Context, jobID string) (job *Job, err error) {
 	ctx, end := c.startSpan(ctx, "Client.GetJob")
 	defer func() { end(err) }()
@@ -267,7 +271,9 @@ type WaitJobOptions struct {
 
 // WaitJob reads the job every opts.Interval until it ends (completed,
 // failed or cancelled) and returns it. It returns early with ctx.Err()
-// when ctx ends, and with the error of a read that fails.
+// when ctx ends, with the error of a read that fails, and with an error
+// matching ErrJobNotFound when the hub reports the job's status as
+// unknown.
 func (c *Client) WaitJob(ctx context.Context, jobID string, opts *WaitJobOptions) (*Job, error) {
 	interval := time.Second
 	var progress func(*Job)
@@ -294,6 +300,9 @@ func (c *Client) WaitJob(ctx context.Context, jobID string, opts *WaitJobOptions
 		}
 		if job.Status.Done() {
 			return job, nil
+		}
+		if job.Status == JobStatusUnknown {
+			return nil, fmt.Errorf("%w: the hub reports job %q as unknown", ErrJobNotFound, clipID(jobID))
 		}
 		t.Reset(interval)
 	}
