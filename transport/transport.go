@@ -53,6 +53,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/iothub-go/iothub/auth"
 )
@@ -67,6 +68,12 @@ var ErrNotAuthorized = errors.New("iothub: not authorized by the hub")
 // receive direct methods over HTTPS. [UnimplementedConn] and
 // [UnimplementedTransport] answer with it.
 var ErrUnsupported = errors.New("iothub: not supported by this transport")
+
+// ErrLockLost is wrapped by SettleMessage's error when the hub no longer
+// holds the message under that lock token: the lock expired (after a
+// minute), the message was settled already, or it expired (HTTPS 412,
+// 412002 DeviceMessageLockLost). The message may be delivered again.
+var ErrLockLost = errors.New("iothub: the message lock was lost")
 
 // ErrMessageTooLarge is wrapped by SendEvent's error when the message is
 // larger than [MaxMessageSize] (as [Message.Size] counts it): every
@@ -164,6 +171,14 @@ type Config struct {
 	// connection opens, is called from the read loop in the order the hub
 	// sent the patches, and must not block. nil drops them.
 	Desired func(patch []byte)
+	// Messages receives the cloud-to-device messages the hub pushes once
+	// SubscribeMessages succeeded (MQTT, AMQP). The receiver settles each
+	// with SettleMessage and its LockToken. Like Methods it is in place
+	// from the moment the connection opens (a persistent MQTT session may
+	// deliver before the SUBACK), is called from the read loop in the
+	// order the hub sent the messages, and must not block. nil leaves them
+	// unsettled: the hub delivers them again later.
+	Messages func(*CloudMessage)
 	// ModelID is the IoT Plug and Play model id (a DTMI such as
 	// "dtmi:com:example:Thermostat;1") the device announces when it
 	// connects, as the official SDKs do: in the MQTT user name
@@ -267,6 +282,26 @@ type Conn interface {
 	// SUBACK, AMQP PUT on the twin links answered). The hub does not send
 	// what changed before: the caller reads the twin afterwards.
 	SubscribeDesired(ctx context.Context) error
+	// SubscribeMessages subscribes to cloud-to-device messages, which then
+	// go to Config.Messages, and returns once the hub has confirmed (MQTT
+	// SUBACK, AMQP receiver link attached). Over HTTPS, where the device
+	// polls with ReceiveMessage, it returns an error wrapping
+	// ErrUnsupported.
+	SubscribeMessages(ctx context.Context) error
+	// ReceiveMessage polls the hub for the next cloud-to-device message
+	// (HTTPS): it returns the message, locked for the device until it is
+	// settled or the lock expires, or nil and no error when the queue is
+	// empty. MQTT and AMQP, where the hub pushes, return an error wrapping
+	// ErrUnsupported.
+	ReceiveMessage(ctx context.Context) (*CloudMessage, error)
+	// SettleMessage completes, rejects or abandons the message with that
+	// lock token, and returns once the hub has confirmed where the
+	// protocol confirms (HTTPS 204; AMQP and MQTT settle without an
+	// answer). MQTT can only complete (PUBACK): Reject and Abandon return
+	// an error wrapping ErrUnsupported and leave the message unsettled,
+	// so that the hub delivers it again after a reconnect. A lock the hub
+	// no longer holds gives an error wrapping ErrLockLost (HTTPS).
+	SettleMessage(ctx context.Context, lockToken string, d Disposition) error
 	// Done is closed when the connection has ended, by Close or by loss.
 	Done() <-chan struct{}
 	// Err says why the connection ended; nil before it ends and after Close.
@@ -330,6 +365,21 @@ func (UnimplementedConn) SubscribeDesired(context.Context) error {
 	return unimplemented("SubscribeDesired")
 }
 
+// SubscribeMessages returns an error wrapping ErrUnsupported.
+func (UnimplementedConn) SubscribeMessages(context.Context) error {
+	return unimplemented("SubscribeMessages")
+}
+
+// ReceiveMessage returns an error wrapping ErrUnsupported.
+func (UnimplementedConn) ReceiveMessage(context.Context) (*CloudMessage, error) {
+	return nil, unimplemented("ReceiveMessage")
+}
+
+// SettleMessage returns an error wrapping ErrUnsupported.
+func (UnimplementedConn) SettleMessage(context.Context, string, Disposition) error {
+	return unimplemented("SettleMessage")
+}
+
 // UnimplementedTransport must be embedded, by value, in every [Transport]
 // implemented outside this module, so that the implementation keeps
 // compiling when Transport gains methods. Dial, MethodSupport and
@@ -390,6 +440,67 @@ type MethodResponse struct {
 	Status int
 	// Payload is the JSON answer; empty means none (the caller sees null).
 	Payload json.RawMessage
+}
+
+// Disposition is how a device settles a cloud-to-device message.
+type Disposition int
+
+// The dispositions of a cloud-to-device message, as IoT Hub defines them.
+const (
+	// Complete removes the message from the device's queue (and sends
+	// positive feedback when the sender asked for it).
+	Complete Disposition = iota + 1
+	// Reject removes the message without processing it: it is dead-lettered
+	// (negative feedback "Rejected" when asked for).
+	Reject
+	// Abandon puts the message back in the queue for another delivery;
+	// its delivery count grows, and past the hub's maximum the message is
+	// dead-lettered ("DeliveryCountExceeded").
+	Abandon
+)
+
+// String returns "complete", "reject" or "abandon".
+func (d Disposition) String() string {
+	switch d {
+	case Complete:
+		return "complete"
+	case Reject:
+		return "reject"
+	case Abandon:
+		return "abandon"
+	}
+	return "Disposition(" + strconv.Itoa(int(d)) + ")"
+}
+
+// MaxCloudMessageSize is the largest cloud-to-device message IoT Hub
+// accepts: 64 KB.
+const MaxCloudMessageSize = 64 * 1024
+
+// CloudMessage is a cloud-to-device message as the device receives it.
+type CloudMessage struct {
+	// Body is the payload, any bytes.
+	Body []byte
+	// MessageID, CorrelationID, UserID, To, ContentType and
+	// ContentEncoding are the message's system properties; "" when absent.
+	MessageID       string
+	CorrelationID   string
+	UserID          string
+	To              string
+	ContentType     string
+	ContentEncoding string
+	// Ack is the feedback the sender asked for: "none", "positive",
+	// "negative" or "full"; "" when absent.
+	Ack string
+	// ExpiryTime is when the hub drops the message; zero when unknown.
+	ExpiryTime time.Time
+	// EnqueuedTime is when the hub queued it; zero when unknown.
+	EnqueuedTime time.Time
+	// DeliveryCount counts the earlier deliveries of this message.
+	DeliveryCount int
+	// Properties are the application properties.
+	Properties map[string]string
+	// LockToken names this delivery for SettleMessage.
+	LockToken string
 }
 
 // MaxMessageSize is the largest device-to-cloud message IoT Hub accepts:
