@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/iothub-go/iothub"
 	"github.com/iothub-go/iothub/auth"
@@ -53,6 +54,10 @@ type Client struct {
 	desired desiredState
 	// modelID is ClientOptions.ModelID.
 	modelID string
+	// messages delivers cloud-to-device messages (messages.go);
+	// pollInterval is ClientOptions.MessagePollInterval.
+	messages     messageState
+	pollInterval time.Duration
 
 	mu       sync.Mutex
 	state    ConnectionState
@@ -173,6 +178,7 @@ func (c *Client) Close(ctx context.Context) error {
 		self = 1
 	}
 	fromDesired := c.inDesiredHandler()
+	fromMessages := c.inMessageHandler()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -188,6 +194,9 @@ func (c *Client) Close(ctx context.Context) error {
 	err := c.waitCalls(ctx, self, nil)
 	if derr := c.stopDesired(ctx, fromDesired); err == nil {
 		err = derr
+	}
+	if merr := c.stopMessages(ctx, fromMessages); err == nil {
+		err = merr
 	}
 	c.mu.Lock()
 	var cn *connection

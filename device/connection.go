@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/iothub-go/iothub"
@@ -42,8 +43,10 @@ type connection struct {
 	ready chan struct{}
 	since time.Time // when it was established; set under Client.mu
 
-	subscribed bool // guarded by Client.subMu
-	desiredSub bool // guarded by Client.subMu
+	subscribed  bool        // guarded by Client.subMu
+	desiredSub  bool        // guarded by Client.subMu
+	messagesSub bool        // guarded by Client.subMu
+	polled      atomic.Bool // HTTPS: the client polls this connection for messages
 }
 
 // shortLivedError is the reason given for the loss of a connection that
@@ -137,6 +140,7 @@ func (c *Client) dialOnce(ctx context.Context, freshToken bool) (*connection, au
 		Logger:      c.log,
 		Methods:     func(req *transport.MethodRequest) { c.dispatch(cn, fromTransport(req)) },
 		Desired:     func(patch []byte) { c.postDesired(desiredEvent{cn: cn, body: append([]byte(nil), patch...)}) },
+		Messages:    func(m *transport.CloudMessage) { c.postMessage(cn, m) },
 		ModelID:     c.modelID,
 	})
 	cn.Conn = conn
@@ -171,6 +175,11 @@ func (c *Client) establish(ctx context.Context, cn *connection) error {
 	// nothing changed while the client was offline goes unseen.
 	if err := c.subscribeDesired(ctx, cn, false); err != nil {
 		return fmt.Errorf("iothub: subscribing to desired properties: %w", err)
+	}
+	// Cloud-to-device messages: queued while the device was offline, they
+	// arrive once it has subscribed.
+	if err := c.subscribeMessages(ctx, cn); err != nil {
+		return fmt.Errorf("iothub: subscribing to cloud-to-device messages: %w", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

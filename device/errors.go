@@ -58,4 +58,10 @@ var (
 	// unavailable (HTTPS 503); sending again later may succeed.
 	// transport.ErrServiceUnavailable.
 	ErrServiceUnavailable = transport.ErrServiceUnavailable
+	// ErrLockLost is wrapped by SettleMessage's error when the hub no
+	// longer holds the message for the device: its one-minute lock
+	// expired, it was settled already, or the connection it came on has
+	// ended. The hub delivers it again (unless it expired).
+	// transport.ErrLockLost.
+	ErrLockLost = transport.ErrLockLost
 )

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/iothub-go/iothub"
 	"github.com/iothub-go/iothub/auth"
@@ -89,6 +90,13 @@ type ClientOptions struct {
 	// Empty announces none; an id that is not a DTMI is refused with
 	// ErrInvalidOptions.
 	ModelID string
+	// MessagePollInterval is how often, over HTTPS, the client asks the
+	// hub for cloud-to-device messages while a MessageHandler is
+	// registered (it asks again at once after each message). Zero means
+	// 10 s. Each poll counts against the hub's C2D receive throttle
+	// (1,000 a minute per S1 unit), shared by every device. MQTT and
+	// AMQP, where the hub pushes, ignore it.
+	MessagePollInterval time.Duration
 	// OnConnectionStatus is called on every change of the connection, one
 	// call at a time and in order, on a goroutine of the client's (started
 	// by Connect), never with the client's locks held. It may call any
@@ -221,6 +229,12 @@ func newClient(id auth.Identity, addr string, tokens auth.TokenProvider, o Clien
 	if o.MaxConcurrentHandlers == 0 {
 		o.MaxConcurrentHandlers = DefaultMaxConcurrentHandlers
 	}
+	if o.MessagePollInterval < 0 {
+		return nil, invalidOptions("MessagePollInterval is negative (%v)", o.MessagePollInterval)
+	}
+	if o.MessagePollInterval == 0 {
+		o.MessagePollInterval = defaultPollInterval
+	}
 	if o.Transport == nil {
 		o.Transport = mqtt.New(nil)
 	}
@@ -256,6 +270,7 @@ func newClient(id auth.Identity, addr string, tokens auth.TokenProvider, o Clien
 		endLife:        endLife,
 		handlers:       map[string]MethodHandler{},
 		modelID:        o.ModelID,
+		pollInterval:   o.MessagePollInterval,
 		changed:        make(chan struct{}),
 		callsChanged:   make(chan struct{}),
 	}
