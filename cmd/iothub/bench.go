@@ -28,6 +28,8 @@ type benchConfig struct {
 	quiet      bool
 	query      bool // the query benchmark (bench.RunQuery) instead
 	queryCfg   bench.QueryConfig
+	jobs       bool // the jobs benchmark (bench.RunJobs) instead
+	jobsCfg    bench.JobsConfig
 }
 
 type listFlag struct{ p *[]string }
@@ -107,6 +109,12 @@ this SDK's service client (p50/p90 per page, pages of --query-page-sizes),
 next to two floors of the same run: the engine evaluating the query
 without HTTP, and a GET /twins/{id} round trip.
 
+--jobs runs only the jobs benchmark: --jobs-devices devices of this SDK
+connected over --jobs-transport (a fleet process), one method call on
+each, as a job (ScheduleDeviceMethod, then WaitJob) and with
+InvokeDeviceMethods at the job's device concurrency and at its default:
+wall time, calls/s and CPU per call of each (--rounds: medians).
+
 --output text (the default) prints tables on stdout; --output json prints
 the result as one JSON document, on one line (the schema of --json FILE,
 which is indented). An interrupted run prints what it measured, and exits 1.
@@ -145,6 +153,10 @@ flags:
 	fs.IntVar(&c.queryCfg.Devices, "query-devices", c.queryCfg.Devices, "devices in the query benchmark's registry")
 	fs.Var(intsFlag{&c.queryCfg.PageSizes}, "query-page-sizes", "page `sizes` of the query benchmark (1 to 1000)")
 	fs.IntVar(&c.queryCfg.MaxPages, "query-pages", c.queryCfg.MaxPages, "pages timed per query and page size, the first ones (negative: all)")
+	c.jobsCfg = bench.JobsDefaults()
+	fs.BoolVar(&c.jobs, "jobs", false, "run only the jobs benchmark (a job against InvokeDeviceMethods over --jobs-devices devices)")
+	fs.IntVar(&c.jobsCfg.Devices, "jobs-devices", c.jobsCfg.Devices, "devices in the jobs benchmark's fleet")
+	fs.StringVar(&c.jobsCfg.Transport, "jobs-transport", c.jobsCfg.Transport, "the `transport` of the jobs benchmark's devices: mqtt, mqtt-ws, amqp, amqp-ws")
 	outputFlag(fs, &c.output)
 	fs.StringVar(&c.jsonFile, "json", "", "also write the JSON result to this `file`")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (hub and invoker) to `file`")
@@ -161,8 +173,21 @@ flags:
 	if c.fleet || c.invoker {
 		return &c, nil
 	}
+	if c.query && c.jobs {
+		return nil, errors.New("iothub: --query and --jobs exclude each other")
+	}
 	if c.query {
 		if err := c.queryCfg.Validate(); err != nil {
+			return nil, fmt.Errorf("iothub: %w", err)
+		}
+		return &c, nil
+	}
+	if c.jobs {
+		c.jobsCfg.Rounds, c.jobsCfg.ConnectConcurrency, c.jobsCfg.PayloadSize = c.Rounds, c.ConnectConcurrency, c.PayloadSize
+		c.jobsCfg.InProcess = c.InProcess
+		v := c.jobsCfg
+		v.InProcess = true // the fleet command is found later
+		if err := v.Validate(); err != nil {
 			return nil, fmt.Errorf("iothub: %w", err)
 		}
 		return &c, nil
@@ -240,6 +265,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if cfg.query {
 		need = 0 // one client connection: nothing to raise
 	}
+	if cfg.jobs {
+		need = max(4096, uint64(cfg.jobsCfg.Devices)*3+4096)
+	}
 	if err := raiseFileLimit(need); err != nil && need > 0 && !cfg.quiet && !cfg.fleet && !cfg.invoker {
 		var lim syscall.Rlimit
 		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
@@ -272,6 +300,10 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	if cfg.query {
 		return runQueryBench(ctx, cfg, stdout, stderr)
+	}
+	if cfg.jobs {
+		cfg.jobsCfg.FleetCommand, cfg.jobsCfg.Progress = cfg.FleetCommand, cfg.Progress
+		return runJobsBench(ctx, cfg, stdout, stderr)
 	}
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)
@@ -360,6 +392,51 @@ func runQueryBench(ctx context.Context, cfg *benchConfig, stdout, stderr io.Writ
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "iothub bench: interrupted: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// runJobsBench runs "iothub bench --jobs".
+func runJobsBench(ctx context.Context, cfg *benchConfig, stdout, stderr io.Writer) int {
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "iothub bench: %v\n", err)
+			return exitFailure
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "iothub bench: %v\n", err)
+			return exitFailure
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res, err := bench.RunJobs(ctx, cfg.jobsCfg)
+	if res == nil {
+		fmt.Fprintf(stderr, "iothub bench: %v\n", err)
+		return exitFailure
+	}
+	if cfg.jsonFile != "" {
+		js, jerr := res.MarshalIndent()
+		if jerr == nil {
+			jerr = os.WriteFile(cfg.jsonFile, append(js, '\n'), 0o644)
+		}
+		if jerr != nil {
+			fmt.Fprintf(stderr, "iothub bench: %v\n", jerr)
+			return exitFailure
+		}
+	}
+	if cfg.output == outputJSON {
+		if werr := writeJSON(stdout, res); werr != nil {
+			fmt.Fprintf(stderr, "iothub bench: %v\n", werr)
+			return exitFailure
+		}
+	} else {
+		res.WriteTable(stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "iothub bench: %v\n", err)
 		return exitFailure
 	}
 	return exitOK
