@@ -3,6 +3,7 @@ package service
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -81,13 +82,34 @@ type ClientOptions struct {
 	// client connects, never the identity: SAS tokens still name the
 	// connection string's HostName. Plain "http" is refused unless
 	// InsecureAllowCredentialWithHTTP is set.
+	//
+	// Cloud-to-device messages (Send, NewFeedbackReceiver) go over AMQP to
+	// the same host: to the endpoint's port when it names one (a local hub
+	// serves every protocol on one port), else to 5671, or 443 with
+	// AMQPOverWebSockets.
 	Endpoint string
+
+	// AMQPOverWebSockets makes Send and the feedback receiver use AMQP
+	// over WebSocket (wss, path /$iothub/websocket, subprotocol AMQPWSB10,
+	// port 443 unless the endpoint names one) instead of AMQP over TLS on
+	// port 5671: for networks that only let HTTPS through. The proxy of
+	// the environment (HTTPS_PROXY, NO_PROXY) applies to it.
+	AMQPOverWebSockets bool
+
+	// TLSConfig is the TLS configuration of the AMQP connection (Send,
+	// NewFeedbackReceiver). nil means the TLSClientConfig of Transport
+	// when Transport is an *http.Client over an *http.Transport (so one
+	// client that trusts a local hub serves both protocols), else the
+	// system's roots. HTTPS requests always use Transport.
+	TLSConfig *tls.Config
 }
 
-// Client invokes direct methods on devices and modules and manages the
-// device registry of one IoT hub. It is safe for concurrent use and holds
-// no connection of its own: requests go through azcore's pipeline and the
-// configured transport.
+// Client invokes direct methods on devices and modules, sends
+// cloud-to-device messages and manages the device registry of one IoT hub.
+// It is safe for concurrent use. HTTPS requests go through azcore's
+// pipeline and the configured transport; cloud-to-device messages and
+// their feedback go over one AMQP connection, dialled by the first Send or
+// NewFeedbackReceiver and closed by Close.
 //
 // String and %v show the hub and the kind of credential, never a key or a
 // token.
@@ -104,6 +126,15 @@ type Client struct {
 	// deadline comes from the method's timeouts.
 	invokeRetry policy.RetryOptions
 	writeRetry  policy.RetryOptions
+
+	// The AMQP side (amqpconn.go): the credential CBS presents (tokens
+	// for a policy, entra for NewClient), the TLS configuration and
+	// whether to use WebSocket, and the connection slot.
+	tokens  auth.TokenProvider
+	entra   azcore.TokenCredential
+	tlsConf *tls.Config
+	amqpWS  bool
+	amqp    amqpState
 }
 
 // NewClientFromConnectionString returns a client authenticated by a hub
@@ -149,7 +180,12 @@ func NewClientFromConnectionString(connStr string, opts *ClientOptions) (*Client
 		return nil, err
 	}
 	p := &sasPolicy{tokens: tokens, allowHTTP: o.InsecureAllowCredentialWithHTTP}
-	return newClient(cs.HostName, cs.GatewayHostName, endpoint, cred, p, o)
+	c, err := newClient(cs.HostName, cs.GatewayHostName, endpoint, cred, p, o)
+	if err != nil {
+		return nil, err
+	}
+	c.tokens = tokens
+	return c, nil
 }
 
 // hostNamePattern is the .NET SDK's HostName rule.
@@ -178,7 +214,12 @@ func NewClient(hostName string, cred azcore.TokenCredential, opts *ClientOptions
 	p := runtime.NewBearerTokenPolicy(cred, []string{EntraScope}, &policy.BearerTokenOptions{
 		InsecureAllowCredentialWithHTTP: o.InsecureAllowCredentialWithHTTP,
 	})
-	return newClient(hostName, "", endpoint, "Microsoft Entra ID", p, o)
+	c, err := newClient(hostName, "", endpoint, "Microsoft Entra ID", p, o)
+	if err != nil {
+		return nil, err
+	}
+	c.entra = cred
+	return c, nil
 }
 
 func options(opts *ClientOptions) ClientOptions {
@@ -218,6 +259,7 @@ func endpointURL(s, def string, allowHTTP bool) (string, error) {
 // newClient builds the client around azcore's client: its pipeline, and
 // its tracer, which names each span's az.namespace.
 func newClient(hostName, gateway, endpoint, cred string, authPolicy policy.Policy, o ClientOptions) (*Client, error) {
+	tlsConf := amqpTLSConfig(o)
 	o.Transport = newGuardTransport(o.Transport)
 	az, err := azcore.NewClient(moduleName, moduleVersion, runtime.PipelineOptions{
 		AllowedHeaders:         []string{"iothub-errorcode"},
@@ -231,6 +273,7 @@ func newClient(hostName, gateway, endpoint, cred string, authPolicy policy.Polic
 		return nil, fmt.Errorf("iothub: %w", err)
 	}
 	c := &Client{hostName: hostName, gateway: gateway, endpoint: endpoint, cred: cred, pl: az.Pipeline(), tracer: withOpSpans(az.Tracer())}
+	c.tlsConf, c.amqpWS = tlsConf, o.AMQPOverWebSockets
 	c.writeRetry = dispatchSafeRetry(o.Retry)
 	c.invokeRetry = c.writeRetry
 	c.invokeRetry.TryTimeout = 0

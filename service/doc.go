@@ -1,7 +1,8 @@
 // Package service is the back-end half of the SDK: it invokes direct
 // methods on IoT Hub devices and modules, reads and writes their twins,
 // and manages the hub's identity registry, over IoT Hub's HTTPS service
-// API.
+// API; it sends cloud-to-device messages and receives their feedback over
+// AMQP.
 //
 // A Client is built on azcore's HTTP pipeline (retries, logging,
 // telemetry, pluggable Transport) and authenticates with a hub shared
@@ -75,6 +76,18 @@
 // the hub refused it, the attribute iothub.error_code holding IoT Hub's
 // error code ("DeviceNotFound", "DeviceNotOnline", …). InvokeDeviceMethods
 // makes one "Client.InvokeDeviceMethod" span per device.
+//
+// # Cloud-to-device messages
+//
+// Send queues a C2DMessage for a device, connected or not (IoT Hub keeps
+// up to 50 per device, 64 KB each, for their TTL); NewFeedbackReceiver
+// reads the outcomes the messages asked for with C2DMessage.Ack;
+// PurgeMessageQueue empties a device's queue. Send and the feedback
+// receiver share one AMQP connection per Client (TLS on port 5671, or
+// WebSocket on 443 with ClientOptions.AMQPOverWebSockets), dialled on
+// first use, authenticated like the HTTPS calls and redialled after a
+// failure; Close closes it. Delivery to the device is at least once.
+// Modules cannot receive cloud-to-device messages.
 //
 // # Local hub
 //

@@ -27,6 +27,7 @@ const (
 	ErrorCodeIotHubUnauthorizedAccess         ErrorCode = "IotHubUnauthorizedAccess"         // 401002
 	ErrorCodeIotHubUnauthorized               ErrorCode = "IotHubUnauthorized"               // 401003
 	ErrorCodeIotHubQuotaExceeded              ErrorCode = "IotHubQuotaExceeded"              // 403002
+	ErrorCodeDeviceMaximumQueueDepthExceeded  ErrorCode = "DeviceMaximumQueueDepthExceeded"  // 403004
 	ErrorCodeDeviceModelMaxPropertiesExceeded ErrorCode = "DeviceModelMaxPropertiesExceeded" // 403100
 	ErrorCodeDeviceNotFound                   ErrorCode = "DeviceNotFound"                   // 404001
 	ErrorCodeJobNotFound                      ErrorCode = "JobNotFound"                      // 404002
@@ -35,6 +36,7 @@ const (
 	ErrorCodeDeviceAlreadyExists              ErrorCode = "DeviceAlreadyExists"              // 409001
 	ErrorCodeModuleAlreadyExistsOnDevice      ErrorCode = "ModuleAlreadyExistsOnDevice"      // 409301
 	ErrorCodePreconditionFailed               ErrorCode = "PreconditionFailed"               // 412001
+	ErrorCodeDeviceMessageLockLost            ErrorCode = "DeviceMessageLockLost"            // 412002
 	ErrorCodeMessageTooLarge                  ErrorCode = "MessageTooLarge"                  // 413001
 	ErrorCodeThrottlingException              ErrorCode = "ThrottlingException"              // 429001
 	ErrorCodeThrottleBacklogLimitExceeded     ErrorCode = "ThrottleBacklogLimitExceeded"     // 429002
@@ -59,6 +61,7 @@ var codeNames = map[int]ErrorCode{
 	401002: ErrorCodeIotHubUnauthorizedAccess,
 	401003: ErrorCodeIotHubUnauthorized,
 	403002: ErrorCodeIotHubQuotaExceeded,
+	403004: ErrorCodeDeviceMaximumQueueDepthExceeded,
 	403100: ErrorCodeDeviceModelMaxPropertiesExceeded,
 	404001: ErrorCodeDeviceNotFound,
 	404002: ErrorCodeJobNotFound,
@@ -67,6 +70,7 @@ var codeNames = map[int]ErrorCode{
 	409001: ErrorCodeDeviceAlreadyExists,
 	409301: ErrorCodeModuleAlreadyExistsOnDevice,
 	412001: ErrorCodePreconditionFailed,
+	412002: ErrorCodeDeviceMessageLockLost,
 	413001: ErrorCodeMessageTooLarge,
 	429001: ErrorCodeThrottlingException,
 	429002: ErrorCodeThrottleBacklogLimitExceeded,
@@ -153,8 +157,9 @@ var (
 	// InvalidResponseWhileProxying: the device answered a direct method with
 	// a payload that is not JSON. The method ran on the device.
 	ErrBadDeviceResponse error = &sentinel{msg: "iothub: bad device response", class: http.StatusBadGateway}
-	// ErrMessageTooLarge: 413001, a method payload over 128 KB (also
-	// reported by the client before sending), or any 413.
+	// ErrMessageTooLarge: 413001, a method payload over 128 KB or a
+	// cloud-to-device message over 64 KB (both also reported by the client
+	// before sending), or any 413.
 	ErrMessageTooLarge error = &sentinel{msg: "iothub: message too large", codes: []int{413001}, fallback: http.StatusRequestEntityTooLarge}
 	// ErrTwinTooLarge: 403100 DeviceModelMaxPropertiesExceeded, a twin
 	// update that would make the tags larger than 8 KB or the desired
@@ -168,6 +173,15 @@ var (
 	ErrDeviceAlreadyExists error = &sentinel{msg: "iothub: device already exists", codes: []int{409001}}
 	// ErrModuleAlreadyExists: 409301 ModuleAlreadyExistsOnDevice.
 	ErrModuleAlreadyExists error = &sentinel{msg: "iothub: module already exists", codes: []int{409301}}
+	// ErrDeviceQueueFull: 403004 DeviceMaximumQueueDepthExceeded, a
+	// cloud-to-device message to a device whose queue already holds 50
+	// messages (IoT Hub's limit). Wait for the device to take some, or
+	// purge the queue (PurgeMessageQueue).
+	ErrDeviceQueueFull error = &sentinel{msg: "iothub: device queue full", codes: []int{403004}}
+	// ErrLockLost: 412002 DeviceMessageLockLost, or a feedback batch
+	// settled after its connection ended: the hub no longer holds it for
+	// this receiver and delivers it again.
+	ErrLockLost error = &sentinel{msg: "iothub: message lock lost", codes: []int{412002}}
 	// ErrServiceUnavailable: any 503 (503001 ServiceUnavailable).
 	ErrServiceUnavailable error = &sentinel{msg: "iothub: service unavailable", class: http.StatusServiceUnavailable}
 )
@@ -178,9 +192,19 @@ var (
 // the text of Error and Message is not.
 //
 // Error never includes the request's Authorization header or any token.
+//
+// The hub's refusals over AMQP (Send, the CBS token) are ResponseErrors
+// too: the code comes from the error's description, else from its AMQP
+// condition (amqp:not-found is 404001, amqp:resource-limit-exceeded
+// 403004, amqp:link:message-size-exceeded 413001, …); StatusCode is the
+// code's HTTP status (the code divided by 1000), Condition holds the AMQP
+// condition and RawResponse is nil.
 type ResponseError struct {
 	// StatusCode is the HTTP status of the answer.
 	StatusCode int
+	// Condition is the AMQP error condition (e.g. "amqp:not-found") of a
+	// refusal over AMQP; "" for HTTPS answers.
+	Condition string
 	// ErrorCode is the name of the IoT Hub error code, from the
 	// iothub-errorcode header, else from the body; "" when the answer
 	// carries none.

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -29,6 +30,10 @@ type deviceConfig struct {
 	certFile  string
 	keyFile   string
 	output    output
+	// settle is how the device settles each cloud-to-device message.
+	settle device.Disposition
+	// pollInterval is MessagePollInterval (HTTPS).
+	pollInterval time.Duration
 }
 
 func parseDeviceFlags(args []string, stderr io.Writer) (*deviceConfig, error) {
@@ -40,18 +45,24 @@ func parseDeviceFlags(args []string, stderr io.Writer) (*deviceConfig, error) {
 		fmt.Fprint(fs.Output(), `usage: iothub device [flags]
 
 Runs a simulated device that answers every direct method with status 200
-and {"method":NAME,"payload":REQUEST PAYLOAD}, until SIGINT or SIGTERM
-(then it exits with status 0). It logs each call on stderr, and prints
-each change of its connection state on stdout.
+and {"method":NAME,"payload":REQUEST PAYLOAD}, and settles every
+cloud-to-device message as --c2d says, until SIGINT or SIGTERM (then it
+exits with status 0). It logs each call on stderr, and prints each change
+of its connection state and each cloud-to-device message on stdout. Over
+--transport http it receives messages by polling and answers no methods
+(IoT Hub has no HTTPS method endpoint for devices).
 
---output text (the default) prints the state, and why it changed:
+--output text (the default) prints the state, and why it changed, and one
+line per message (its id, the body as a Go-quoted string, the properties):
 
   connected
+  message fw-1 "{\"version\":\"2.0\"}" {"kind":"firmware"} (complete)
   disconnected: iothub: …
 
---output json prints one JSON document per change:
+--output json prints one JSON document per change or message:
 
   {"state":"connected"}
+  {"message":{"messageId":"fw-1","body":"{\"version\":\"2.0\"}","properties":{"kind":"firmware"},"deliveryCount":0},"settle":"complete"}
   {"state":"disconnected","error":"iothub: …"}
 
 `+exitCodesHelp+`
@@ -61,7 +72,10 @@ flags:
 	}
 	fs.StringVar(&c.connStr, "connection-string", os.Getenv("IOTHUB_DEVICE_CONNECTION_STRING"),
 		"device or module connection string (default $IOTHUB_DEVICE_CONNECTION_STRING)")
-	fs.StringVar(&tr, "transport", "mqtt", "mqtt, mqtt-ws, amqp or amqp-ws")
+	fs.StringVar(&tr, "transport", "mqtt", "mqtt, mqtt-ws, amqp, amqp-ws or http")
+	settle := "complete"
+	fs.StringVar(&settle, "c2d", settle, "how to settle each cloud-to-device message: complete, reject or abandon\n(MQTT can only complete: reject and abandon leave the message unsettled)")
+	fs.DurationVar(&c.pollInterval, "poll-interval", 10*time.Second, "how often to poll for cloud-to-device messages over --transport http")
 	fs.StringVar(&c.caFile, "ca-file", "", "PEM file of CA certificates to trust (e.g. the local hub's --ca-file)")
 	fs.StringVar(&c.certFile, "cert-file", "", "PEM client certificate, for x509=true connection strings")
 	fs.StringVar(&c.keyFile, "key-file", "", "PEM private key of --cert-file")
@@ -80,6 +94,19 @@ flags:
 		return nil, fmt.Errorf("iothub: --transport: %w", err)
 	}
 	c.transport = t
+	switch settle {
+	case "complete":
+		c.settle = device.Complete
+	case "reject":
+		c.settle = device.Reject
+	case "abandon":
+		c.settle = device.Abandon
+	default:
+		return nil, fmt.Errorf("iothub: --c2d %q: want complete, reject or abandon", settle)
+	}
+	if c.pollInterval <= 0 {
+		return nil, errors.New("iothub: --poll-interval must be positive")
+	}
 	if (c.certFile == "") != (c.keyFile == "") {
 		return nil, errors.New("iothub: --cert-file and --key-file go together")
 	}
@@ -124,6 +151,36 @@ type deviceState struct {
 	Error string `json:"error,omitempty"`
 }
 
+// deviceMessage is what "iothub device --output json" prints for a
+// cloud-to-device message.
+type deviceMessage struct {
+	Message struct {
+		MessageID     string            `json:"messageId,omitempty"`
+		CorrelationID string            `json:"correlationId,omitempty"`
+		Body          string            `json:"body"`
+		Properties    map[string]string `json:"properties,omitempty"`
+		DeliveryCount int               `json:"deliveryCount"`
+	} `json:"message"`
+	Settle string `json:"settle"`
+}
+
+// printMessage prints one cloud-to-device message as out says.
+func printMessage(w io.Writer, out output, m *device.CloudMessage, d device.Disposition) {
+	if out == outputJSON {
+		var dm deviceMessage
+		dm.Message.MessageID, dm.Message.CorrelationID = m.MessageID, m.CorrelationID
+		dm.Message.Body, dm.Message.Properties, dm.Message.DeliveryCount = string(m.Body), m.Properties, m.DeliveryCount
+		dm.Settle = d.String()
+		_ = writeJSON(w, dm)
+		return
+	}
+	props, _ := json.Marshal(m.Properties)
+	if m.Properties == nil {
+		props = []byte("{}")
+	}
+	fmt.Fprintf(w, "message %s %q %s (%s)\n", m.MessageID, m.Body, props, d)
+}
+
 // printStatus prints one connection status as out says.
 func printStatus(w io.Writer, out output, s device.ConnectionStatus) {
 	if out == outputJSON {
@@ -145,10 +202,16 @@ func printStatus(w io.Writer, out output, s device.ConnectionStatus) {
 // configuration (files, connection string) are usageErrors.
 func serveDevice(ctx context.Context, cfg *deviceConfig, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	var printMu sync.Mutex // messages and statuses come from different goroutines
 	opts := &device.ClientOptions{
-		Transport:          cfg.transport,
-		Logger:             log,
-		OnConnectionStatus: func(s device.ConnectionStatus) { printStatus(stdout, cfg.output, s) },
+		Transport:           cfg.transport,
+		MessagePollInterval: cfg.pollInterval,
+		Logger:              log,
+		OnConnectionStatus: func(s device.ConnectionStatus) {
+			printMu.Lock()
+			defer printMu.Unlock()
+			printStatus(stdout, cfg.output, s)
+		},
 	}
 	if cfg.caFile != "" {
 		pem, err := os.ReadFile(cfg.caFile)
@@ -172,7 +235,18 @@ func serveDevice(ctx context.Context, cfg *deviceConfig, stdout, stderr io.Write
 	if err != nil {
 		return usageError{err} // it does no I/O: the connection string or options are wrong
 	}
-	if err := c.SetDefaultMethodHandler(echo); err != nil {
+	if cfg.transport.MethodSupport() == nil {
+		if err := c.SetDefaultMethodHandler(echo); err != nil {
+			return err
+		}
+	}
+	err = c.SetMessageHandler(func(_ context.Context, m *device.CloudMessage) device.Disposition {
+		printMu.Lock()
+		defer printMu.Unlock()
+		printMessage(stdout, cfg.output, m, cfg.settle)
+		return cfg.settle
+	})
+	if err != nil {
 		return err
 	}
 	if err := c.Connect(ctx); err != nil {

@@ -5,6 +5,7 @@
 //	iothub device [flags] run a simulated device answering every method
 //	iothub invoke [flags] invoke a direct method and print the answer
 //	iothub query [flags] 'SELECT ...'  run a query, print the items as JSON lines
+//	iothub send [flags]   send a cloud-to-device message, print its feedback
 //	iothub job ...        schedule and track jobs (methods or twin updates on many devices)
 //	iothub bench [flags]  measure latency, throughput and scale (see BENCHMARKS.md)
 //	iothub version        print the SDK and Go versions (also: iothub --version)
@@ -56,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runBench(args[1:], stdout, stderr)
 	case "job":
 		return runJob(args[1:], stdout, stderr)
+	case "send":
+		return runSend(args[1:], stdout, stderr)
 	case "version":
 		return runVersion(args[1:], stdout, stderr)
 	case "-version", "--version":
@@ -85,6 +88,8 @@ commands:
   device  run a simulated device that answers every direct method
   invoke  invoke a direct method on a device or module and print its answer
   query   run an IoT Hub query and print every item, one JSON line each
+  send    send a cloud-to-device message to a device and wait for its
+          feedback
   job     schedule, show, list, wait for and cancel jobs: a method or a
           twin update on every device a query condition selects
   bench   measure latency, throughput and scale (see BENCHMARKS.md)

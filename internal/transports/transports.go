@@ -7,6 +7,7 @@ import (
 
 	"github.com/iothub-go/iothub/transport"
 	"github.com/iothub-go/iothub/transport/amqp"
+	"github.com/iothub-go/iothub/transport/http"
 	"github.com/iothub-go/iothub/transport/mqtt"
 )
 
@@ -24,6 +25,8 @@ func ByName(name string) (transport.Transport, error) {
 		return amqp.New(nil), nil
 	case "amqp-ws":
 		return amqp.New(&amqp.Options{WebSocket: true}), nil
+	case "http":
+		return http.New(nil), nil
 	}
-	return nil, fmt.Errorf("unknown transport %q: want mqtt, mqtt-ws, amqp or amqp-ws", name)
+	return nil, fmt.Errorf("unknown transport %q: want mqtt, mqtt-ws, amqp, amqp-ws or http", name)
 }

@@ -7,8 +7,11 @@
 // present their certificate in TLS and skip CBS. Direct methods use the two
 // links on /devices/{id}/methods/devicebound; telemetry uses
 // /devices/{id}/messages/events; twins use the two links on
-// /devices/{id}/twin, attached by the first twin operation. Modules use the
-// same paths below /devices/{id}/modules/{mid}.
+// /devices/{id}/twin, attached by the first twin operation; cloud-to-device
+// messages use the receiver link on /devices/{id}/messages/devicebound,
+// attached by SubscribeMessages. Modules use the same paths below
+// /devices/{id}/modules/{mid} (IoT Hub has no cloud-to-device messages for
+// modules).
 //
 // A Plug and Play model id (transport.Config.ModelID) is announced as the
 // .NET and Java SDKs do: as the attach property com.microsoft:model-id of
@@ -121,6 +124,8 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		rids:     map[string]any{},
 		methods:  cfg.Methods,
 		desired:  cfg.Desired,
+		messages: cfg.Messages,
+		c2dLocks: map[string]c2dDelivery{},
 		modelID:  cfg.ModelID,
 		links:    map[string]linkKind{},
 		twinWait: map[string]chan twinAnswer{},
@@ -175,6 +180,7 @@ const (
 	linkMethods
 	linkEvents
 	linkTwin
+	linkC2D
 )
 
 type conn struct {
@@ -188,6 +194,9 @@ type conn struct {
 	modelID string
 
 	subMu sync.Mutex // one method (un)subscription at a time
+	msgMu sync.Mutex // one cloud-to-device subscription at a time
+
+	messages func(*transport.CloudMessage)
 
 	cbsMu  sync.Mutex // one put-token at a time
 	cbsOut *amqp.Sender
@@ -212,6 +221,10 @@ type conn struct {
 	// answer, by correlation-id (twin.go).
 	twin     *twinLinks
 	twinWait map[string]chan twinAnswer
+	// c2dR is the cloud-to-device link once attached; c2dLocks the
+	// messages delivered and not settled, by lock token (c2d.go).
+	c2dR     *amqp.Receiver
+	c2dLocks map[string]c2dDelivery
 }
 
 // newLinkName returns a unique link name and records what the link is for.
@@ -252,12 +265,16 @@ func (c *conn) hubDetached(name, cond, desc string) {
 	// the twin operation that attached it reports that. Only the loss of
 	// an attached twin link ends the connection.
 	twinLive := kind == linkTwin && c.twin != nil && c.twin.has(name)
+	// Likewise a refused cloud-to-device link fails SubscribeMessages only.
+	c2dLive := kind == linkC2D && c.c2dR != nil && c.c2dR.LinkName() == name
 	c.mu.Unlock()
-	if !known || expected || kind == linkEvents || (kind == linkTwin && !twinLive) {
+	if !known || expected || kind == linkEvents || (kind == linkTwin && !twinLive) || (kind == linkC2D && !c2dLive) {
 		return
 	}
 	what := "the $cbs link"
 	switch {
+	case kind == linkC2D:
+		what = "the cloud-to-device link"
 	case kind == linkTwin:
 		what = "a twin link"
 	case kind == linkMethods && strings.HasPrefix(name, "methods-sender"):

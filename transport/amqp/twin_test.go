@@ -74,6 +74,8 @@ type dialOpts struct {
 	desired func([]byte)
 	methods func(*transport.MethodRequest)
 	modelID string
+	// messages receives cloud-to-device messages (c2d_test.go).
+	messages func(*transport.CloudMessage)
 }
 
 // dial connects clientID (registering it) and closes the connection at
@@ -93,6 +95,7 @@ func (th *testHub) dial(clientID string, o dialOpts) *conn {
 		ProductInfo: "iothub-go-test/1.0",
 		Methods:     o.methods,
 		Desired:     o.desired,
+		Messages:    o.messages,
 		ModelID:     o.modelID,
 	})
 	require.NoError(th.tb, err, "dial %s", clientID)

@@ -1,6 +1,7 @@
 // Package http is the HTTPS device transport for Azure IoT Hub: it sends
-// device-to-cloud messages with POST /devices/{id}/messages/events, with a
-// SAS token or an X.509 client certificate.
+// device-to-cloud messages with POST /devices/{id}/messages/events, and
+// polls for cloud-to-device messages (ReceiveMessage, SettleMessage; see
+// c2d.go), with a SAS token or an X.509 client certificate.
 //
 // IoT Hub never delivers direct methods over HTTPS. A device client on this
 // transport refuses method handlers at once with an error wrapping
@@ -284,6 +285,8 @@ func (e *StatusError) Error() string {
 //
 //   - 401: transport.ErrNotAuthorized (a missing, invalid or expired token,
 //     or an unknown device)
+//   - 412: transport.ErrLockLost (412002 DeviceMessageLockLost: the
+//     lock of a cloud-to-device message expired or it was settled)
 //   - 413: transport.ErrMessageTooLarge
 //   - 429: transport.ErrThrottled
 //   - 503: transport.ErrServiceUnavailable
@@ -295,6 +298,8 @@ func (e *StatusError) Unwrap() error {
 	switch e.StatusCode {
 	case nethttp.StatusUnauthorized:
 		return transport.ErrNotAuthorized
+	case nethttp.StatusPreconditionFailed:
+		return transport.ErrLockLost
 	case nethttp.StatusRequestEntityTooLarge:
 		return transport.ErrMessageTooLarge
 	case nethttp.StatusTooManyRequests:

@@ -126,7 +126,7 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 	tlsConf := netdial.ClientTLS(cfg.TLSConfig, host)
 	c := &conn{
 		id: cfg.Identity, done: make(chan struct{}), log: cfg.Logger,
-		methods: cfg.Methods, desired: cfg.Desired,
+		methods: cfg.Methods, desired: cfg.Desired, messages: cfg.Messages,
 		twinSub: make(chan struct{}, 1), pending: map[string]chan twinResponse{},
 	}
 	connectTimeout := 30 * time.Second
@@ -166,6 +166,9 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		SetConnectTimeout(connectTimeout).
 		SetWriteTimeout(30 * time.Second).
 		SetOrderMatters(true). // our callbacks only hand requests over
+		// Every route acknowledges its messages itself: cloud-to-device
+		// messages only when SettleMessage completes them (c2d.go).
+		SetAutoAckDisabled(true).
 		SetCustomOpenConnectionFn(open).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { c.lost(err) })
 	if cfg.Token != "" {
@@ -177,6 +180,9 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 	// well: a persistent session may hold their subscriptions.
 	c.client.AddRoute(twinResponseFilter, c.onTwinResponse)
 	c.client.AddRoute(desiredFilter, c.onDesired)
+	if cfg.Identity.ModuleID == "" {
+		c.client.AddRoute(cloudFilter(cfg.Identity.DeviceID), c.onCloudMessage)
+	}
 	tok := c.client.Connect()
 	select {
 	case <-tok.Done():
@@ -217,12 +223,13 @@ func classify(err error) error {
 }
 
 type conn struct {
-	id      auth.Identity
-	client  paho.Client
-	log     interface{ Debug(string, ...any) }
-	done    chan struct{}
-	methods func(*transport.MethodRequest)
-	desired func([]byte)
+	id       auth.Identity
+	client   paho.Client
+	log      interface{ Debug(string, ...any) }
+	done     chan struct{}
+	methods  func(*transport.MethodRequest)
+	desired  func([]byte)
+	messages func(*transport.CloudMessage)
 	// twinSub holds one token while a twin request subscribes to
 	// twinResponseFilter, so that a connection subscribes once.
 	twinSub chan struct{}
@@ -238,6 +245,9 @@ type conn struct {
 	twinSubscribed bool
 	// pending are the twin requests waiting for their answer, by $rid.
 	pending map[string]chan twinResponse
+	// unacked are the cloud-to-device messages delivered on this
+	// connection and not yet completed, by lock token (c2d.go).
+	unacked map[string]paho.Message
 }
 
 func (c *conn) lost(err error) {
@@ -309,8 +319,13 @@ var errSubscriptionRefused = errors.New("iothub: mqtt: the hub refused the subsc
 // up to the write timeout when the connection is going down, so it runs
 // on a goroutine of its own.
 func (c *conn) subscribe(ctx context.Context, filter string, h paho.MessageHandler) error {
+	return c.subscribeQoS(ctx, filter, 0, h)
+}
+
+// subscribeQoS is subscribe at the given QoS.
+func (c *conn) subscribeQoS(ctx context.Context, filter string, qos byte, h paho.MessageHandler) error {
 	ch := make(chan paho.Token, 1)
-	go func() { ch <- c.client.Subscribe(filter, 0, h) }()
+	go func() { ch <- c.client.Subscribe(filter, qos, h) }()
 	var tok paho.Token
 	select {
 	case tok = <-ch:
@@ -352,6 +367,7 @@ func (c *conn) publish(ctx context.Context, topic string, qos byte, payload []by
 
 // onMethod is paho's route for method requests, installed before CONNECT.
 func (c *conn) onMethod(_ paho.Client, m paho.Message) {
+	defer m.Ack() // auto-ack is off (Dial); a QoS 0 request needs none
 	name, rid, ok := parseMethodTopic(m.Topic())
 	if !ok {
 		c.log.Debug("mqtt: ignoring a malformed method topic")

@@ -170,6 +170,7 @@ func (c *conn) removePending(rid string) {
 // CONNECT. It hands the answer to the request waiting for its $rid, if
 // any, without blocking.
 func (c *conn) onTwinResponse(_ paho.Client, m paho.Message) {
+	defer m.Ack() // auto-ack is off (Dial); a QoS 0 answer needs none
 	t, ok := parseTwinResponseTopic(m.Topic())
 	if !ok {
 		c.log.Debug("mqtt: ignoring a malformed twin response topic")
@@ -193,6 +194,7 @@ func (c *conn) onTwinResponse(_ paho.Client, m paho.Message) {
 // onDesired is paho's route for desired-property patches, installed
 // before CONNECT.
 func (c *conn) onDesired(_ paho.Client, m paho.Message) {
+	defer m.Ack() // auto-ack is off (Dial); a QoS 0 patch needs none
 	if c.desired == nil {
 		return
 	}

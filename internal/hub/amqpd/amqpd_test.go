@@ -229,7 +229,9 @@ func TestAddressSpellings(t *testing.T) {
 		{"amqps://h/devices/dev1/modules/m1/messages/Events", auth.Identity{DeviceID: "dev1", ModuleID: "m1"}, nodeEvents},
 		{"/devices/dev1/methods", auth.Identity{}, nodeNone},
 		{"/devices//methods/devicebound", auth.Identity{}, nodeNone},
-		{"/devices/dev1/messages/devicebound", auth.Identity{}, nodeNone},
+		{"/devices/dev1/messages/devicebound", auth.Identity{DeviceID: "dev1"}, nodeC2D},
+		{"amqps://" + testHost + ":5671/devices/dev%2B1/messages/deviceBound", auth.Identity{DeviceID: "dev+1"}, nodeC2D},
+		{"/devices/dev1/messages/fileNotifications", auth.Identity{}, nodeNone},
 		{"/devices/dev1/modules/m1/twin/x", auth.Identity{}, nodeNone},
 		{"/devices/d%zz/methods/devicebound", auth.Identity{}, nodeNone},
 	} {
@@ -359,7 +361,7 @@ func TestAttachRefused(t *testing.T) {
 	assert.NotEmpty(t, desc.Message, "description %q: message", e.Description)
 	assert.Equal(t, desc.TrackingID, e.Info["com.microsoft:tracking-id"], "info %v lacks the tracking id", e.Info)
 
-	_, err = s.NewReceiver(ctxT(t), "/devices/dev1/messages/deviceBound", nil)
+	_, err = s.NewReceiver(ctxT(t), "/devices/dev1/messages/fileNotifications", nil)
 	requireCondition(t, err, amqp.ErrCondNotFound, "attach to an unknown address: %v, want amqp:not-found", err)
 	// The session and connection survive refusals.
 	cb := newCBS(t, s)

@@ -61,6 +61,16 @@ func (s *session) onAttach(a *attach) {
 	case node == nodeEvents && l.hubSends:
 		refuse = &amqpError{condition: condNotAllowed,
 			description: fmt.Sprintf("The link address %q only receives device-to-cloud messages", l.address)}
+	case node == nodeC2D && !l.hubSends:
+		refuse = &amqpError{condition: condNotAllowed,
+			description: fmt.Sprintf("The link address %q only sends cloud-to-device messages", l.address)}
+	case node == nodeC2D && id.ModuleID != "":
+		// IoT Hub does not support cloud-to-device messages for modules
+		// (facts §2.2) [inf: the condition].
+		refuse = &amqpError{condition: condNotImplemented,
+			description: "Modules do not support cloud-to-device messages"}
+	case serviceNodeOf(l.address) != serviceNone:
+		l.kind, refuse = c.attachService(l)
 	case node != nodeNone:
 		switch {
 		case node == nodeEvents:
@@ -69,6 +79,10 @@ func (s *session) onAttach(a *attach) {
 			l.kind = linkTwinOut
 		case node == nodeTwin:
 			l.kind = linkTwinIn
+		case node == nodeC2D:
+			l.kind = linkC2D
+			l.id = id
+			l.id.HostName = c.s.e.HostName()
 		case l.hubSends:
 			l.kind = linkMethodsReq
 		default:
@@ -144,6 +158,7 @@ const (
 	nodeMethods // .../methods/devicebound
 	nodeEvents  // .../messages/events
 	nodeTwin    // .../twin
+	nodeC2D     // .../messages/devicebound
 )
 
 // parseIdentityAddress parses a method, telemetry or twin link address,
@@ -151,7 +166,7 @@ const (
 // (Node), "amqps://{host}/devices/{id}/methods/devicebound" (C),
 // "amqps://{host}:5671/devices/{id}/methods/deviceBound" (.NET), the
 // module forms with "/modules/{mid}", and the same for
-// ".../messages/events" and ".../twin". The path is compared
+// ".../messages/events", ".../messages/devicebound" and ".../twin". The path is compared
 // case-insensitively; ids are URL-decoded and keep their case.
 func parseIdentityAddress(addr string) (auth.Identity, int) {
 	p := strings.TrimPrefix(pathOf(addr), "/")
@@ -173,6 +188,8 @@ func parseIdentityAddress(addr string) (auth.Identity, int) {
 		node = nodeEvents
 	case len(rest) == 1 && equalFold(rest[0], "twin"):
 		node = nodeTwin
+	case len(rest) == 2 && equalFold(rest[0], "messages") && equalFold(rest[1], "devicebound"):
+		node = nodeC2D
 	default:
 		return auth.Identity{}, nodeNone
 	}

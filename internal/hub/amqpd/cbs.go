@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/hubauth"
 )
 
 // CBS put-token (the $cbs node): protocol.md §4.2.
@@ -118,28 +119,37 @@ func (c *conn) putToken(m *message) (int, string, string) {
 	}
 	e := c.s.e
 	host := e.HostName()
-	if len(audience) < len(host) || !equalFold(audience[:len(host)], host) ||
-		(len(audience) > len(host) && audience[len(host)] != '/') {
-		return 401, "The audience " + audience + " does not name this hub (" + host + ")", audience
-	}
-	path := strings.TrimSuffix(audience[len(host):], "/")
-	if path == "" {
-		// A hub-scoped token: it must come from a policy with
-		// DeviceConnect. The identities it covers are only known when
-		// their links attach.
-		exp, herr := e.AuthenticateHubPolicy("", tokenValue)
-		if herr != nil {
+	if strings.HasPrefix(tokenValue, "Bearer ") {
+		// A Microsoft Entra token (AddBearerToken stands in for Entra):
+		// its audience is the token scope, not the hub; it authorizes
+		// service operations only.
+		if herr := e.AuthorizeService(tokenValue, serviceSendPath, hubauth.RightsServiceConnect); herr != nil {
 			return 401, herr.Message, audience
 		}
-		c.hubToken = &cbsToken{token: tokenValue, expiry: exp}
-		for _, u := range c.units {
-			if u.via == viaHubToken {
-				if exp, herr := e.AuthenticateSAS(u.id, tokenValue); herr == nil {
-					u.sess.SetTokenExpiry(exp)
-				}
-			}
-		}
+		c.serviceToken = &cbsToken{token: tokenValue}
 		return 200, "OK", audience
+	}
+	if len(audience) < len(host) || !equalFold(audience[:len(host)], host) {
+		return 401, "The audience " + audience + " does not name this hub (" + host + ")", audience
+	}
+	rest := audience[len(host):]
+	if port, ok := strings.CutPrefix(rest, ":"); ok {
+		// .NET's service client names amqps://{host}:5671/ (facts §2.1).
+		i := 0
+		for i < len(port) && port[i] >= '0' && port[i] <= '9' {
+			i++
+		}
+		if i == 0 {
+			return 401, "The audience " + audience + " does not name this hub (" + host + ")", audience
+		}
+		rest = port[i:]
+	}
+	if rest != "" && rest[0] != '/' {
+		return 401, "The audience " + audience + " does not name this hub (" + host + ")", audience
+	}
+	path := strings.TrimSuffix(rest, "/")
+	if path == "" {
+		return c.putHubToken(tokenValue, audience)
 	}
 
 	id, ok := parseResourcePath(path)
@@ -169,6 +179,39 @@ func (c *conn) putToken(m *message) (int, string, string) {
 		// A refresh on a live connection re-arms the identity's expiry.
 		u.via = viaCBS
 		u.sess.SetTokenExpiry(exp)
+	}
+	return 200, "OK", audience
+}
+
+// putHubToken stores a hub-scoped token. A token of a policy with
+// DeviceConnect authorizes the device links of any identity (checked when
+// they attach); one with ServiceConnect authorizes the service links
+// (/messages/devicebound, /messages/servicebound/feedback) and never a
+// device link. A policy with both (iothubowner) does both.
+func (c *conn) putHubToken(tokenValue, audience string) (int, string, string) {
+	e := c.s.e
+	exp, devErr := e.AuthenticateHubPolicy("", tokenValue)
+	svcErr := e.AuthorizeService(tokenValue, serviceSendPath, hubauth.RightsServiceConnect)
+	if devErr != nil && svcErr != nil {
+		msg := devErr.Message
+		if svcErr.Message != devErr.Message {
+			msg += "; " + svcErr.Message
+		}
+		return 401, msg, audience
+	}
+	if svcErr == nil {
+		c.serviceToken = &cbsToken{token: tokenValue}
+	}
+	if devErr != nil {
+		return 200, "OK", audience
+	}
+	c.hubToken = &cbsToken{token: tokenValue, expiry: exp}
+	for _, u := range c.units {
+		if u.via == viaHubToken {
+			if exp, herr := e.AuthenticateSAS(u.id, tokenValue); herr == nil {
+				u.sess.SetTokenExpiry(exp)
+			}
+		}
 	}
 	return 200, "OK", audience
 }

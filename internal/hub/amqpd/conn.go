@@ -43,6 +43,8 @@ const (
 	condArgumentError    Symbol = "com.microsoft:argument-error"
 	condTimeout          Symbol = "com.microsoft:timeout"
 	condDeviceThrottled  Symbol = "com.microsoft:device-container-throttled"
+	condLockLost         Symbol = "com.microsoft:message-lock-lost"
+	condNotImplemented   Symbol = "amqp:not-implemented"
 )
 
 // inbound is what the read goroutine hands the connection loop.
@@ -84,6 +86,7 @@ type conn struct {
 	units        map[string]*unit // by identity key
 	tokens       map[string]*cbsToken
 	hubToken     *cbsToken
+	serviceToken *cbsToken // a hub policy (or bearer) token with ServiceConnect (service.go)
 	plain        *plainAuth
 	plainTimer   *time.Timer
 	closing      bool // a close frame was sent
@@ -366,7 +369,7 @@ func (c *conn) readLoop() {
 // the connection: SASL PLAIN, a CBS token (device or hub policy) or a link
 // of an X.509 identity.
 func (c *conn) authenticated() bool {
-	return c.plain != nil || c.hubToken != nil || len(c.tokens) > 0 || len(c.units) > 0
+	return c.plain != nil || c.hubToken != nil || c.serviceToken != nil || len(c.tokens) > 0 || len(c.units) > 0
 }
 
 // loop runs the connection until it ends.
@@ -462,6 +465,13 @@ func (c *conn) teardown() {
 	c.mu.Unlock()
 	if c.plainTimer != nil {
 		c.plainTimer.Stop()
+	}
+	// Messages and feedback delivered but not settled go back to their
+	// queues (c2d.go).
+	for _, s := range c.sessions {
+		for _, l := range s.links {
+			c.releaseLocks(l)
+		}
 	}
 	for _, u := range c.units {
 		u.end()

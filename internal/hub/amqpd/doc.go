@@ -1,4 +1,5 @@
-// Package amqpd is the local IoT Hub's AMQP 1.0 device endpoint. It is a
+// Package amqpd is the local IoT Hub's AMQP 1.0 device endpoint (and the
+// service's cloud-to-device endpoint). It is a
 // small AMQP 1.0 server written for the hub (no pure-Go AMQP server
 // library exists): the subset of the type system that IoT Hub clients
 // use, frames and performatives, connection/session/link state with
@@ -19,7 +20,11 @@
 //     (servicebus.windows.net:sastoken, azure-devices.net:sastoken), the
 //     audience naming the token's own identity or the hub, answered with
 //     status-code and status-description and correlation-id = the
-//     request's message-id. A put-token on a live connection re-arms the
+//     request's message-id. A hub audience may be "{host}",
+//     "amqps://{host}" or "amqps://{host}:5671/" (.NET service); a hub
+//     token of a policy with DeviceConnect opens device links, one with
+//     ServiceConnect (or a bearer token) the service nodes only.
+//     A put-token on a live connection re-arms the
 //     identity's expiry; when a token expires without a refresh, the
 //     identity's links are detached with amqp:unauthorized-access.
 //   - X.509: a TLS client certificate authenticates method links without
@@ -48,6 +53,24 @@
 //     a correlation-id, annotated resource=/properties/desired and
 //     version (long), "$version" in the body. The subscription ends with
 //     DELETE or the detach of either twin link.
+//   - Cloud-to-device links on /devices/{id}/messages/devicebound
+//     (c2d.go; modules are refused with amqp:not-implemented): while the
+//     link has credit the hub delivers the engine's queued messages
+//     unsettled, with a 16-byte delivery tag, the service's properties,
+//     the annotations iothub-enqueuedtime (timestamp),
+//     iothub-deliverycount (ubyte) and x-opt-sequence-number (ulong), and
+//     the header's delivery-count. accepted completes, rejected rejects,
+//     released and modified abandon; in rcv-settle-mode second the hub
+//     answers with a settled disposition (rejected
+//     com.microsoft:message-lock-lost when the lock is gone). Deliveries
+//     unsettled at detach or connection end go back to the queue.
+//   - Service nodes (service.go): a sender link on /messages/devicebound
+//     (each message's "to" names the device; accepted, or rejected with
+//     amqp:not-found, amqp:resource-limit-exceeded,
+//     amqp:link:message-size-exceeded, com.microsoft:argument-error) and a
+//     receiver link on /messages/servicebound/feedback (feedback batches
+//     as JSON, content-type application/vnd.microsoft.iothub.feedback.json,
+//     settled like cloud-to-device messages).
 //   - Model id: the attach property com.microsoft:model-id on any link
 //     the device sends on (the .NET and Java SDKs put it on every one; it
 //     is not a connection property) is the twin's modelId.

@@ -58,7 +58,14 @@ func newFixture(tb testing.TB, configure ...func(*Server)) *fixture {
 
 func newFixtureLog(tb testing.TB, log *slog.Logger, configure ...func(*Server)) *fixture {
 	tb.Helper()
-	e, err := engine.New(engine.Config{HostName: testHost, Logger: log})
+	return newFixtureConfig(tb, engine.Config{HostName: testHost, Logger: log}, configure...)
+}
+
+// newFixtureConfig is newFixture with an engine configuration.
+func newFixtureConfig(tb testing.TB, cfg engine.Config, configure ...func(*Server)) *fixture {
+	tb.Helper()
+	log := cfg.Logger
+	e, err := engine.New(cfg)
 	require.NoError(tb, err)
 	srv, err := New(e, log)
 	require.NoError(tb, err)

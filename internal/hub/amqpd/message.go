@@ -1,5 +1,7 @@
 package amqpd
 
+import "time"
+
 // Message sections (AMQP 1.0 part 3.2): a transfer's payload is a
 // sequence of described sections.
 
@@ -23,6 +25,10 @@ type message struct {
 	correlationID any
 	contentType   string
 	contentEnc    string
+	userID        []byte    // binary, or a string's bytes
+	absExpiry     time.Time // absolute-expiry-time; zero when absent
+	ttl           uint32    // the header's ttl in milliseconds, when hasTTL
+	hasTTL        bool
 	annotations   Map // the message-annotations section
 	appProps      Map
 	data          []byte // the data sections, concatenated
@@ -49,7 +55,15 @@ func decodeMessage(b []byte) (*message, error) {
 			return nil, decodeErr("unknown message section %v", sec.Descriptor)
 		}
 		switch code {
-		case descHeader, descDeliveryAnnotations, descFooter, descAMQPSequence:
+		case descHeader:
+			// Only the ttl is read (cloud-to-device sends); a malformed
+			// header is ignored, as it was before the hub read it.
+			if l, ok := sec.Value.(List); ok {
+				if ttl, ok := fields(l).get(2).(uint32); ok {
+					m.ttl, m.hasTTL = ttl, true
+				}
+			}
+		case descDeliveryAnnotations, descFooter, descAMQPSequence:
 			// Not used by the hub.
 		case descMessageAnnotations:
 			// Read by twin requests; a section that is not a map is
@@ -64,6 +78,15 @@ func decodeMessage(b []byte) (*message, error) {
 			}
 			fs := fields(l)
 			m.messageID = fs.get(0)
+			switch v := fs.get(1).(type) {
+			case []byte:
+				m.userID = v
+			case string:
+				m.userID = []byte(v)
+			}
+			if t, ok := fs.get(8).(time.Time); ok {
+				m.absExpiry = t
+			}
 			if m.to, err = fs.string(2, "to", false); err != nil {
 				return nil, err
 			}

@@ -47,6 +47,7 @@ type unit struct {
 	closed bool
 
 	// Twins (twins.go).
+	c2d       *link  // the hub sends cloud-to-device messages (c2d.go)
 	twinIn    *link  // the hub receives twin requests
 	twinOut   *link  // the hub sends twin responses and desired patches
 	desiredOn bool   // the device subscribed to desired patches (PUT answered)
@@ -196,6 +197,12 @@ func (u *unit) addLink(l *link) {
 	case linkTwinIn, linkTwinOut:
 		u.addTwinLink(l)
 		return
+	case linkC2D:
+		if u.c2d != nil && u.c2d != l {
+			u.c.detachLink(u.c2d, &amqpError{condition: condStolen, description: "A newer cloud-to-device link of the same identity replaced this one"})
+		}
+		u.c2d = l
+		return
 	}
 	if l.hubSends {
 		if u.req != nil && u.req != l {
@@ -220,6 +227,11 @@ func (u *unit) linkGone(l *link) {
 		return
 	case linkTwinIn, linkTwinOut:
 		u.twinLinkGone(l)
+		return
+	case linkC2D:
+		if u.c2d == l {
+			u.c2d = nil
+		}
 		return
 	}
 	if u.req == l {
@@ -288,7 +300,7 @@ func (c *conn) closeUnit(u *unit, reason *engine.Error) {
 		c.fail(cond, hubErrorJSON(reason))
 	default:
 		e := hubError(cond, reason)
-		for _, l := range []*link{u.req, u.resp, u.twinIn, u.twinOut} {
+		for _, l := range []*link{u.req, u.resp, u.twinIn, u.twinOut, u.c2d} {
 			if l != nil {
 				c.detachLink(l, e)
 			}
@@ -364,6 +376,8 @@ func (c *conn) onMessage(l *link, payload []byte) any {
 		return c.onEvent(l, payload)
 	case linkTwinIn:
 		return c.onTwinRequest(l, payload)
+	case linkServiceSend:
+		return c.onServiceSend(l, payload)
 	}
 	return rejected(condNotAllowed, "the hub does not accept messages on this link")
 }

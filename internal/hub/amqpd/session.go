@@ -3,6 +3,8 @@ package amqpd
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/iothub-go/iothub/auth"
 )
 
 // session is one AMQP session (begin/end), owned by the connection loop.
@@ -39,6 +41,9 @@ const (
 	linkEvents                      // device → hub telemetry
 	linkTwinIn                      // device → hub twin requests
 	linkTwinOut                     // hub → device twin responses and desired patches
+	linkC2D                         // hub → device cloud-to-device messages (c2d.go)
+	linkServiceSend                 // service → hub cloud-to-device sends (service.go)
+	linkFeedback                    // hub → service feedback batches (service.go)
 )
 
 // link is one attached link. "in" is the peer's handle, "out" the hub's.
@@ -66,6 +71,13 @@ type link struct {
 	rcvCount  uint32
 	rcvCredit uint32
 	partial   *partialDelivery
+
+	// Cloud-to-device and feedback links, where each delivery holds an
+	// engine lock (c2d.go, service.go).
+	id      auth.Identity     // the identity of a cloud-to-device link
+	locks   map[uint32]string // delivery id → engine lock token, while unsettled
+	waiting bool              // a goroutine waits for the engine to have more
+	gone    chan struct{}     // closed when the link is detached or dropped
 }
 
 // clearPartial forgets a partly received message.
@@ -201,11 +213,14 @@ func (s *session) onFlow(f *flow) {
 // pump sends queued messages while the link has credit, then answers a
 // drain request.
 func (s *session) pump(l *link) {
+	if l.kind == linkC2D || l.kind == linkFeedback {
+		s.c.fillLink(l)
+	}
 	for l.credit > 0 && len(l.queue) > 0 && !l.detaching {
 		msg := l.queue[0]
 		l.queue[0] = nil
 		l.queue = l.queue[1:]
-		s.sendDelivery(l, msg)
+		s.sendDelivery(l, msg, nil)
 	}
 	if len(l.queue) == 0 {
 		l.queue = nil
@@ -219,14 +234,16 @@ func (s *session) pump(l *link) {
 }
 
 // sendDelivery sends one message as transfer frames no bigger than the
-// peer's max-frame-size.
-func (s *session) sendDelivery(l *link, msg []byte) {
+// peer's max-frame-size, and returns its delivery id. The delivery tag is
+// tag, or the delivery id's four bytes when tag is nil.
+func (s *session) sendDelivery(l *link, msg, tag []byte) uint32 {
 	id := s.nextDeliveryID
 	s.nextDeliveryID++
 	l.deliveryCount++
 	l.credit--
-	var tag [4]byte
-	binary.BigEndian.PutUint32(tag[:], id)
+	if tag == nil {
+		tag = binary.BigEndian.AppendUint32(nil, id)
+	}
 	var settled any
 	if l.settledSend {
 		settled = true
@@ -251,21 +268,22 @@ func (s *session) sendDelivery(l *link, msg []byte) {
 		}
 		isMore := len(chunk) < len(msg)
 		if first {
-			perf = performative(descTransfer, l.out, id, tag[:], uint32(0), settled, more(isMore))
+			perf = performative(descTransfer, l.out, id, tag, uint32(0), settled, more(isMore))
 		} else {
 			perf = performative(descTransfer, l.out, nil, nil, nil, settled, more(isMore))
 		}
 		fr, err := appendFrame(nil, frameTypeAMQP, s.local, perf, chunk)
 		if err != nil {
 			s.c.log.Error("amqp: cannot encode a transfer", "error", err)
-			return
+			return id
 		}
 		if !s.sendTransferFrame(fr) {
-			return
+			return id
 		}
 		msg = msg[len(chunk):]
 		first = false
 	}
+	return id
 }
 
 // sendTransferFrame sends a transfer frame now if the peer's session
@@ -404,10 +422,17 @@ func (s *session) onDisposition(d *disposition) {
 		if !ok {
 			return
 		}
+		reply := d.state
+		if l.kind == linkC2D || l.kind == linkFeedback {
+			var keep bool
+			if reply, keep = s.c.settleLocked(l, id, d.state, d.settled); keep {
+				return // a non-terminal state: the delivery stays unsettled
+			}
+		}
 		delete(s.unsettled, id)
 		if !d.settled && !l.detaching {
 			// The peer is in rcv-settle-mode second: the hub settles.
-			s.send(performative(descDisposition, false, id, nil, true, d.state), nil)
+			s.send(performative(descDisposition, false, id, nil, true, reply), nil)
 		}
 		if rej, ok := d.state.(Described); ok {
 			if code, _ := descriptorCode(rej.Descriptor); code == descRejected {
@@ -455,6 +480,7 @@ func (s *session) onDetach(d *detach) {
 // dropLink forgets a link: its handles, unsettled deliveries and its
 // place in an identity's method, twin or telemetry links.
 func (s *session) dropLink(l *link) {
+	s.c.releaseLocks(l)
 	delete(s.outHandles, l.out)
 	l.clearPartial()
 	for id, ul := range s.unsettled {
@@ -477,6 +503,7 @@ func (c *conn) detachLink(l *link, e *amqpError) {
 	}
 	l.detaching = true
 	l.clearPartial()
+	c.releaseLocks(l)
 	c.log.Info("amqp link detached by the hub", "link", l.name, "address", l.address,
 		"condition", string(e.condition), "description", e.description)
 	l.s.send(performative(descDetach, l.out, true, errorValue(e)), nil)

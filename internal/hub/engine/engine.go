@@ -12,6 +12,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iothub-go/iothub/internal/hubauth"
@@ -58,6 +59,10 @@ type Config struct {
 	// 0 means DefaultJobRetention (30 days, as IoT Hub); negative means
 	// forever.
 	JobRetention time.Duration
+
+	// C2D configures the cloud-to-device queues and feedback (c2d.go);
+	// zero fields take IoT Hub's defaults.
+	C2D C2DConfig
 }
 
 // Engine is the hub's state. All methods are safe for concurrent use.
@@ -87,6 +92,12 @@ type Engine struct {
 	closed    bool
 
 	jobs jobStore // jobs.go; its own lock
+
+	clockOffset atomic.Int64 // the hub clock (jobs, C2D) = now() + offset; see hubNow
+	c2d         c2dState     // c2d.go; guarded by mu
+
+	members uint64     // bumped whenever a device or module is added or deleted
+	qindex  queryIndex // the query collections' ids in order (querydocs.go)
 }
 
 // New returns an engine with the five default policies.
@@ -118,6 +129,7 @@ func New(cfg Config) (*Engine, error) {
 		etagSeq:  318751955,
 	}
 	e.initJobs(cfg)
+	e.initC2D(cfg.C2D)
 	for name, rights := range hubauth.DefaultPolicyRights() {
 		p := hubauth.Policy{Name: name, PrimaryKey: newKey(), SecondaryKey: newKey(), Rights: rights}
 		if name == "iothubowner" && cfg.OwnerKey != "" {
@@ -134,6 +146,12 @@ func New(cfg Config) (*Engine, error) {
 
 // Now returns the engine's current time (Config.Now).
 func (e *Engine) Now() time.Time { return e.now() }
+
+// hubNow is the hub clock: Config.Now plus every AdvanceJobClock so far.
+// Jobs and cloud-to-device expiry, locks and feedback run on it.
+func (e *Engine) hubNow() time.Time {
+	return e.now().Add(time.Duration(e.clockOffset.Load()))
+}
 
 // HostName returns the hub's host name.
 func (e *Engine) HostName() string { return e.hostName }
@@ -174,12 +192,14 @@ func (e *Engine) Policy(name string) (hubauth.Policy, bool) {
 	return p, ok
 }
 
-// Close disconnects every session and stops the jobs scheduler. Pending
+// Close disconnects every session and stops the jobs scheduler and the
+// cloud-to-device timer. Pending
 // invocations end with an error; running jobs end where they are. Close
 // returns when the jobs' goroutines have ended.
 func (e *Engine) Close() {
 	e.closeJobs()
 	defer e.waitJobs()
+	e.closeC2D()
 	e.mu.Lock()
 	e.closed = true
 	sessions := make([]*Session, 0, len(e.sessions))

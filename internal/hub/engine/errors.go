@@ -77,6 +77,9 @@ var codeNames = map[int]string{
 	CodeJobNotFound:                 "JobNotFound", // jobs.go
 	CodeJobAlreadyExists:            "JobAlreadyExists",
 	CodeThrottlingMaxActiveJobCount: "ThrottlingMaxActiveJobCountExceeded",
+
+	CodeDeviceMaximumQueueDepthExceeded: "DeviceMaximumQueueDepthExceeded", // c2d.go
+	CodeDeviceMessageLockLost:           "DeviceMessageLockLost",
 }
 
 // NewError returns the error for code; the HTTP status is the code's first

@@ -175,7 +175,6 @@ type jobStore struct {
 
 	mu      sync.Mutex
 	jobs    map[string]*jobRec
-	offset  time.Duration // job clock = Config.Now() + offset
 	wake    chan struct{} // nudges the scheduler loop (capacity 1)
 	looping bool
 	closed  bool
@@ -262,21 +261,23 @@ func (e *Engine) JobClock() time.Time {
 	return e.jobNowLocked()
 }
 
-func (e *Engine) jobNowLocked() time.Time { return e.now().Add(e.jobs.offset) }
+func (e *Engine) jobNowLocked() time.Time { return e.hubNow() }
 
 // AdvanceJobClock moves the job clock forward by d (negative d is
 // ignored) and lets the scheduler act at once on what became due: jobs
 // whose startTime has come start, running jobs whose maxExecutionTime has
 // passed stop. Method calls already under way keep their real-time
-// timeouts.
+// timeouts. The same clock runs cloud-to-device expiry, locks and
+// feedback batching (c2d.go): advancing it expires them at once.
 func (e *Engine) AdvanceJobClock(d time.Duration) {
 	if d <= 0 {
 		return
 	}
 	e.jobs.mu.Lock()
-	e.jobs.offset += d
+	e.clockOffset.Add(int64(d))
 	e.jobs.mu.Unlock()
 	e.wakeJobs()
+	e.wakeC2D()
 }
 
 func (e *Engine) wakeJobs() {
@@ -827,7 +828,7 @@ func (e *Engine) runJob(ctx context.Context, r *jobRec) {
 	defer e.jobs.wg.Done()
 	// The devices are those whose twin matches when the job starts.
 	var ids []string
-	for _, doc := range e.QueryTwins(CollectionDevices) {
+	for doc := range e.QueryDocs(CollectionDevices) { // shared, read-only documents
 		if ok, _ := r.cond.Match(doc); ok {
 			if id, ok := doc["deviceId"].(string); ok {
 				ids = append(ids, id)

@@ -91,6 +91,8 @@ type identityRecord struct {
 	module  *Module // set for modules
 	modules map[string]*identityRecord
 	twin    *twinState // created on first use (twins.go)
+	qdoc    *queryDoc  // the twin's query document, cached (querydocs.go)
+	c2d     *c2dQueue  // a device's cloud-to-device queue, created on first use (c2d.go)
 }
 
 func (r *identityRecord) auth() *Authentication {
@@ -286,6 +288,7 @@ func (e *Engine) putDevice(id string, d Device, ifMatch string, lenient bool) (D
 			ParentScopes:               []string{},
 		}, modules: map[string]*identityRecord{}}
 		e.devices[id] = rec
+		e.members++
 	default:
 		old := rec.device
 		kick = old.Status != status || !sameAuth(old.Authentication, a)
@@ -404,6 +407,8 @@ func (e *Engine) DeleteDevice(id, ifMatch string) *Error {
 		return NewError(CodePreconditionFailed, "Precondition failed: the etag does not match the device's current etag.")
 	}
 	delete(e.devices, id)
+	e.members++
+	e.dropC2DLocked(id, rec)
 	if rec.device.Capabilities.IotEdge && rec.device.DeviceScope != nil {
 		delete(e.scopes, *rec.device.DeviceScope)
 	}
@@ -455,6 +460,7 @@ func (e *Engine) PutModule(deviceID, moduleID string, m Module, ifMatch string) 
 			LastActivityTime:           zeroTime,
 		}}
 		dev.modules[moduleID] = rec
+		e.members++
 	default:
 		kick = !sameAuth(rec.module.Authentication, a)
 	}
@@ -514,6 +520,7 @@ func (e *Engine) DeleteModule(deviceID, moduleID, ifMatch string) *Error {
 		return NewError(CodePreconditionFailed, "Precondition failed: the etag does not match the module's current etag.")
 	}
 	delete(e.devices[deviceID].modules, moduleID)
+	e.members++
 	e.mu.Unlock()
 	e.kick(auth.Identity{HostName: e.hostName, DeviceID: deviceID, ModuleID: moduleID}, NewError(CodeModuleNotFound, "The module was deleted"))
 	return nil

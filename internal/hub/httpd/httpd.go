@@ -84,6 +84,7 @@ func apiVersionDate(v string) (string, bool) {
 //	PUT    /devices/{id}/modules/{mid}         create or update a module
 //	GET    /devices/{id}/modules/{mid}         get a module
 //	DELETE /devices/{id}/modules/{mid}         delete a module
+//	DELETE /devices/{id}/commands              purge a device's cloud-to-device queue (c2d.go)
 //	GET    /statistics/devices                 total, enabled and disabled devices
 //	GET    /statistics/service                 devices connected now
 //	PUT    /jobs/v2/{id}                       create a job (jobs.go)
@@ -96,6 +97,13 @@ func apiVersionDate(v string) (string, bool) {
 //
 //	POST   /devices/{id}/messages/events              device-to-cloud message
 //	POST   /devices/{id}/modules/{mid}/messages/events
+//
+// and the device-facing cloud-to-device endpoints (c2d.go), authorized the
+// same way:
+//
+//	GET    /devices/{id}/messages/deviceBound                   receive
+//	DELETE /devices/{id}/messages/deviceBound/{lock}[?reject]   complete or reject
+//	POST   /devices/{id}/messages/deviceBound/{lock}/abandon    abandon
 //
 // Ids are URL-escaped path segments. Every request needs an api-version
 // query parameter and an Authorization header (a policy SAS token, or a
@@ -138,6 +146,7 @@ const (
 	routeJob
 	routeJobCancel
 	routeJobQuery
+	routeDeviceCommands
 )
 
 // allowed returns the HTTP methods a route serves.
@@ -157,6 +166,8 @@ func (k routeKind) allowed() []string {
 		return []string{http.MethodGet}
 	case routeDevice, routeModule:
 		return []string{http.MethodGet, http.MethodPut, http.MethodDelete}
+	case routeDeviceCommands:
+		return []string{http.MethodDelete}
 	}
 	return nil
 }
@@ -201,6 +212,8 @@ func matchRoute(escapedPath string) (route, error) {
 		return route{kind: routeServiceStats}, nil
 	case len(segs) == 2 && lit(0, "devices"):
 		return route{kind: routeDevice, deviceID: ids[1]}, nil
+	case len(segs) == 3 && lit(0, "devices") && lit(2, "commands"):
+		return route{kind: routeDeviceCommands, deviceID: ids[1]}, nil
 	case len(segs) == 3 && lit(0, "devices") && lit(2, "modules"):
 		return route{kind: routeModules, deviceID: ids[1]}, nil
 	case len(segs) == 4 && lit(0, "devices") && lit(2, "modules"):
@@ -249,7 +262,7 @@ func checkAPIVersion(q url.Values) *engine.Error {
 // rightsFor is the permission a request needs.
 func rightsFor(k routeKind, method string) hubauth.Rights {
 	switch {
-	case k == routeDeviceMethod || k == routeModuleMethod || k == routeServiceStats:
+	case k == routeDeviceMethod || k == routeModuleMethod || k == routeServiceStats || k == routeDeviceCommands:
 		return hubauth.RightsServiceConnect
 	case method == http.MethodGet:
 		return hubauth.RightsRegistryRead
@@ -264,6 +277,9 @@ func rightsFor(k routeKind, method string) hubauth.Rights {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	escaped := r.URL.EscapedPath()
 	if h.serveDeviceAPI(w, r, escaped) { // device telemetry (events.go)
+		return
+	}
+	if h.serveDeviceBound(w, r, escaped) { // device cloud-to-device (c2d.go)
 		return
 	}
 	rt, err := matchRoute(escaped)
@@ -336,6 +352,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.job(w, r, rt)
 	case routeJobQuery:
 		h.jobQuery(w, r)
+	case routeDeviceCommands:
+		h.purge(w, rt)
 	case routeModules:
 		h.listModules(w, rt)
 	case routeModule:

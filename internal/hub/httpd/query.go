@@ -72,7 +72,10 @@ type queryRequest struct {
 //
 // Each page runs the query again over the current twins and skips the
 // items of the earlier pages: a twin changed between pages can be seen
-// twice or not at all, as IoT Hub promises no snapshot either.
+// twice or not at all, as IoT Hub promises no snapshot either. The twins'
+// documents are cached in the engine (rendered again only when a twin
+// changes), and a query without aggregates reads them only up to the
+// page's last item and one more.
 func (h *handler) query(w http.ResponseWriter, r *http.Request) {
 	body, herr := readBody(w, r, maxQueryBody)
 	if herr != nil {
@@ -105,7 +108,10 @@ func (h *handler) query(w http.ResponseWriter, r *http.Request) {
 		writeError(w, herr)
 		return
 	}
-	items, err := q.Run(h.e.QueryTwins(q.From()))
+	// The page needs the items up to offset+pageSize, and one more to know
+	// whether a continuation follows; a query whose items are its matches
+	// in order stops there (aggregates read every twin).
+	items, err := q.RunSeq(h.e.QueryDocs(q.From()), offset+pageSize+1)
 	if err != nil {
 		writeError(w, queryError(err))
 		return

@@ -34,6 +34,13 @@
 //     receives each desired change on
 //     $iothub/twin/PATCH/properties/desired/?$version={v}, in version
 //     order, behind the SUBACK. Every twin message the hub sends is QoS 0.
+//   - Cloud-to-device messages: a device subscribed to
+//     devices/{deviceId}/messages/devicebound/# receives its queue on
+//     devices/{deviceId}/messages/devicebound/{property bag}
+//     ([FormatC2DTopic]) at the granted QoS, at most five unacknowledged
+//     at a time [inf]; a PUBACK completes a message, the end of the
+//     connection or an UNSUBSCRIBE returns the unacknowledged ones to the
+//     queue (c2d.go).
 //   - Method requests go to exactly one connection, at QoS 0, on
 //     $iothub/methods/POST/{name}/?$rid={rid}. Messages are never fanned
 //     out between devices.

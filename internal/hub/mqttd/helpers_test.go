@@ -144,6 +144,9 @@ type msg struct {
 	payload []byte
 	qos     byte
 	retain  bool
+	id      uint16
+	dup     bool
+	ack     func() // sends the PUBACK when the device's auto-ack is off
 }
 
 // device is a paho client with its events as channels.
@@ -163,6 +166,7 @@ type connOpts struct {
 	url                  string // default ssl://{addr}
 	tls                  *tls.Config
 	ordered              bool // deliver messages in order, on paho's router goroutine
+	manualAck            bool // PUBACK only when the test calls msg.ack
 }
 
 // sasOpts are the options of a device connecting with a fresh SAS token.
@@ -211,6 +215,7 @@ func (f *fixture) dial(o connOpts) (*device, byte, error) {
 	po.SetAutoReconnect(false)
 	po.SetConnectRetry(false)
 	po.SetOrderMatters(o.ordered)
+	po.SetAutoAckDisabled(o.manualAck)
 	po.SetKeepAlive(60 * time.Second)
 	po.SetConnectTimeout(10 * time.Second)
 	po.SetWriteTimeout(10 * time.Second)
@@ -238,7 +243,8 @@ func (f *fixture) connect(o connOpts) *device {
 }
 
 func (d *device) handler(_ paho.Client, m paho.Message) {
-	d.msgs <- msg{topic: m.Topic(), payload: append([]byte(nil), m.Payload()...), qos: m.Qos(), retain: m.Retained()}
+	d.msgs <- msg{topic: m.Topic(), payload: append([]byte(nil), m.Payload()...), qos: m.Qos(), retain: m.Retained(),
+		id: m.MessageID(), dup: m.Duplicate(), ack: m.Ack}
 }
 
 // subscribe subscribes and returns the granted QoS.

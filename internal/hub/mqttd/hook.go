@@ -72,6 +72,8 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		if why := checkEventPacket(pk, l.id); why != "" {
 			return h.violation(l, pk, why)
 		}
+	case packets.Puback:
+		l.onPuback(pk.PacketID)
 	case packets.Subscribe:
 		for _, f := range pk.Filters {
 			if classifyFilter(f.Filter, l.id) == filterForbidden {
@@ -259,14 +261,21 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if !has && !desired {
 		l.openGate()
 	}
+	// An inherited cloud-to-device subscription delivers from here on,
+	// after the CONNACK (c2d.go).
+	if qos, ok := c2dFilterQoS(cl, l); ok {
+		l.startC2D(qos)
+	}
 }
 
 // OnSubscribed runs just before mochi writes the SUBACK. A granted
 // methods filter marks the engine session subscribed at once (so that a
 // device holding its SUBACK is online for the engine), a granted desired
-// filter makes the engine send desired-property patches; both behind the
-// link's gate: SendMethod and SendDesired hold their packets back until
-// OnPacketSent sees the SUBACK written, so none overtakes it.
+// filter makes the engine send desired-property patches, a granted
+// cloud-to-device filter starts the delivery of the device's queue; all
+// behind the link's gate: SendMethod, SendDesired and the
+// cloud-to-device loop hold their packets back until OnPacketSent sees
+// the SUBACK written, so none overtakes it.
 func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
 	l := linkOf(cl)
 	if l == nil {
@@ -275,12 +284,22 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 	sess := l.sess.Load()
 	gated := false
 	for i, f := range pk.Filters {
-		if i >= len(reasonCodes) || reasonCodes[i] > 2 || (f.Filter != methodsFilter && f.Filter != twinDesiredFilter) {
+		if i >= len(reasonCodes) || reasonCodes[i] > 2 {
+			continue
+		}
+		c2d := classifyFilter(f.Filter, l.id) == filterCloudToDevice
+		if !c2d && f.Filter != methodsFilter && f.Filter != twinDesiredFilter {
 			continue
 		}
 		if !gated {
 			l.closeGate()
 			gated = true
+		}
+		if c2d {
+			// Delivery starts now; its first PUBLISH waits behind the
+			// gate for the SUBACK (c2d.go).
+			l.startC2D(min(reasonCodes[i], 1))
+			continue
 		}
 		if sess == nil {
 			continue
@@ -310,6 +329,11 @@ func (h *hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	l := linkOf(cl)
 	if l == nil {
 		return
+	}
+	for _, f := range pk.Filters {
+		if l.id.ModuleID == "" && l.id.DeviceID != "" && f.Filter == c2dFilter(l.id.DeviceID) {
+			l.stopC2D() // the unacknowledged messages go back to the queue
+		}
 	}
 	sess := l.sess.Load()
 	if sess == nil {

@@ -38,6 +38,8 @@ type link struct {
 	// on the wire. Until then SendMethod waits, so that no request
 	// overtakes the acknowledgement.
 	ackGate atomic.Pointer[chan struct{}]
+	// c2d is the cloud-to-device delivery (c2d.go).
+	c2d c2dState
 
 	// Set while the CONNECT is processed; read only on the connection's
 	// read goroutine (all hooks but OnPacketSent run there) and after.
@@ -129,11 +131,17 @@ func (l *link) send(topic string, payload []byte, gated bool, what string) error
 	if payload == nil {
 		payload = []byte{}
 	}
-	pk := packets.Packet{
+	return l.sendPacket(cl, packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish},
 		TopicName:   topic,
 		Payload:     payload,
-	}
+	}, gated, what)
+}
+
+// sendPacket writes pk to cl, this link's client, as send does: behind
+// the gate when gated, and closing the connection when the device does
+// not take the packet within sendTimeout.
+func (l *link) sendPacket(cl *mqtt.Client, pk packets.Packet, gated bool, what string) error {
 	t := time.NewTimer(sendTimeout)
 	defer t.Stop()
 	if g := l.ackGate.Load(); gated && g != nil {

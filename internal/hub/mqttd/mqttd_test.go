@@ -507,6 +507,7 @@ func TestServeConnAfterClose(t *testing.T) {
 	require.Error(t, err, "New(nil engine) did not fail")
 	e, err := engine.New(engine.Config{HostName: testHost})
 	require.NoError(t, err)
+	defer e.Close() // the engine runs a timer goroutine (cloud-to-device expiry)
 	srv, err := New(e, nil)
 	require.NoError(t, err)
 	require.NoError(t, srv.Close())

@@ -155,6 +155,10 @@ func (s *Server) ServeConn(c net.Conn, info ConnInfo) error {
 	err := s.mq.EstablishConnection(listenerID, &wireConn{Conn: c, l: l})
 
 	l.shut()
+	// Unacknowledged cloud-to-device messages go back to the queue.
+	if done := l.stopC2D(); done != nil {
+		<-done
+	}
 	if sess := l.sess.Load(); sess != nil {
 		sess.SetDesiredSubscribed(false)
 		sess.Disconnect()

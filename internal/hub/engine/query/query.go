@@ -18,7 +18,9 @@ package query
 import (
 	"encoding/json"
 	"fmt"
+	"iter"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -222,37 +224,64 @@ func (q *Query) Match(doc map[string]any) (bool, error) {
 // names, in order. For SELECT * a row is the document itself (not a copy);
 // for projections and aggregates a row is a new map[string]any, with
 // properties whose value is undefined left out. Aggregate values are
-// json.Number. TOP n keeps the first n rows. The error is reserved for
-// future use and is always nil today.
+// json.Number. TOP n keeps the first n rows. Documents are only read,
+// never changed, so they may be shared. The error is reserved for future
+// use and is always nil today.
 func (q *Query) Run(docs []map[string]any) ([]any, error) {
-	var matched []map[string]any
-	for _, d := range docs {
-		if ok, _ := q.Match(d); ok {
-			if d == nil {
-				d = map[string]any{}
-			}
-			matched = append(matched, d)
-		}
-	}
+	return q.RunSeq(slices.Values(docs), -1)
+}
+
+// RunSeq is Run over the documents docs yields, in order, for a caller
+// that needs at most limit rows (limit < 0: every row). A query whose
+// rows are its matching documents in order (no aggregate, no GROUP BY)
+// stops reading docs once it has min(limit, TOP) rows, so its rows are the
+// first limit rows of Run's. An aggregate reads every document and returns
+// Run's rows whole; the caller cuts them.
+func (q *Query) RunSeq(docs iter.Seq[map[string]any], limit int) ([]any, error) {
 	if q.aggregate() {
+		var matched []map[string]any
+		for d := range docs {
+			if ok, _ := q.Match(d); ok {
+				if d == nil {
+					d = map[string]any{}
+				}
+				matched = append(matched, d)
+			}
+		}
 		return q.limit(q.runAggregate(matched)), nil
 	}
-	rows := make([]any, 0, len(matched))
-	for _, d := range matched {
-		if q.top >= 0 && len(rows) >= q.top {
-			break
+	want := limit
+	if q.top >= 0 && (want < 0 || q.top < want) {
+		want = q.top
+	}
+	var rows []any
+	if want == 0 {
+		return []any{}, nil
+	}
+	for d := range docs {
+		if ok, _ := q.Match(d); !ok {
+			continue
+		}
+		if d == nil {
+			d = map[string]any{}
 		}
 		if q.star {
 			rows = append(rows, d)
-			continue
-		}
-		row := map[string]any{}
-		for _, p := range q.proj {
-			if v := lookup(d, p.path); kindOf(v) != kindUndefined {
-				row[p.name] = v
+		} else {
+			row := map[string]any{}
+			for _, p := range q.proj {
+				if v := lookup(d, p.path); kindOf(v) != kindUndefined {
+					row[p.name] = v
+				}
 			}
+			rows = append(rows, row)
 		}
-		rows = append(rows, row)
+		if want >= 0 && len(rows) >= want {
+			break
+		}
+	}
+	if rows == nil {
+		rows = []any{}
 	}
 	return rows, nil
 }
