@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -15,9 +14,10 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	amqp "github.com/Azure/go-amqp"
-	"github.com/coder/websocket"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/amqpcbs"
+	"github.com/iothub-go/iothub/internal/netdial"
 )
 
 // The client's AMQP connection: cloud-to-device messages (Send) and the
@@ -44,17 +44,14 @@ var ErrConnectionLost = errors.New("iothub: connection to the hub lost")
 const (
 	amqpPortTLS       = "5671"
 	amqpPortWebSocket = "443"
-	// amqpWebSocketPath and amqpSubprotocol are IoT Hub's AMQP over
-	// WebSocket endpoint (Azure/azure-iot-sdk-c
+	// amqpSubprotocol is the subprotocol of IoT Hub's AMQP over
+	// WebSocket endpoint, on netdial.WebSocketPath (Azure/azure-iot-sdk-c
 	// iothubtransportamqp_websockets.c).
-	amqpWebSocketPath = "/$iothub/websocket"
-	amqpSubprotocol   = "AMQPWSB10"
+	amqpSubprotocol = "AMQPWSB10"
 	// amqpIdleTimeout is the idle time-out the client announces: the hub
 	// sends an empty frame at least this often, and a connection silent
 	// for longer is dead.
 	amqpIdleTimeout = 120 * time.Second
-	// cbsTokenType is the put-token type the Node and C SDKs send.
-	cbsTokenType = "servicebus.windows.net:sastoken"
 	// maxFeedbackSize bounds one feedback batch (at most 64 records of a
 	// few hundred bytes each).
 	maxFeedbackSize = 1 << 20
@@ -276,55 +273,22 @@ func (c *Client) dialNet(ctx context.Context) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("iothub: amqp address: %w", err)
 	}
-	var conf *tls.Config
-	if c.tlsConf != nil {
-		conf = c.tlsConf.Clone()
-	} else {
-		conf = &tls.Config{}
+	base := c.tlsConf
+	if base == nil {
+		base = &tls.Config{}
 	}
-	if conf.ServerName == "" {
-		conf.ServerName = host
-	}
+	conf := netdial.ClientTLS(base, host)
 	if conf.MinVersion == 0 {
 		conf.MinVersion = tls.VersionTLS12
 	}
 	if !c.amqpWS {
-		d := &tls.Dialer{Config: conf}
-		nc, err := d.DialContext(ctx, "tcp", hostport)
-		if err != nil {
-			return nil, err
-		}
-		return nc, nil
+		return netdial.TLS(ctx, hostport, conf)
 	}
-	tr := &http.Transport{TLSClientConfig: conf, Proxy: http.ProxyFromEnvironment}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{
-		Transport: tr,
-		// Never follow a redirect: it could lead to plain HTTP.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	wc, _, err := websocket.Dial(ctx, "wss://"+hostport+amqpWebSocketPath, &websocket.DialOptions{
-		HTTPClient:   hc,
-		Subprotocols: []string{amqpSubprotocol},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("websocket: %w", err)
-	}
-	if wc.Subprotocol() != amqpSubprotocol {
-		wc.Close(websocket.StatusProtocolError, amqpSubprotocol+" expected")
-		return nil, fmt.Errorf("the hub did not accept the %s WebSocket subprotocol", amqpSubprotocol)
-	}
-	wc.SetReadLimit(-1) // AMQP frames its own data
-	return websocket.NetConn(context.Background(), wc, websocket.MessageBinary), nil
+	return netdial.WebSocket(ctx, hostport, amqpSubprotocol, conf, -1) // AMQP frames its own data
 }
 
-func newUUID() amqp.UUID {
-	var u amqp.UUID
-	_, _ = rand.Read(u[:])
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	return u
-}
+// newUUID is the shared helper, by its name in this package.
+var newUUID = amqpcbs.NewUUID
 
 // dialAMQP dials, opens a session and authenticates with a CBS put-token.
 // It uses no SASL layer, as the .NET and Node SDKs do.
@@ -465,46 +429,32 @@ func (a *amqpConn) putToken(ctx context.Context, audience, token string) error {
 	a.cbsMu.Lock()
 	defer a.cbsMu.Unlock()
 	if a.cbsOut == nil {
-		s, err := a.sess.NewSender(ctx, "$cbs", &amqp.SenderOptions{Name: "cbs-sender-" + newUUID().String()})
+		s, err := a.sess.NewSender(ctx, amqpcbs.Address, &amqp.SenderOptions{Name: "cbs-sender-" + newUUID().String()})
 		if err != nil {
 			return a.opErr(ctx, "attaching $cbs", err)
 		}
-		r, err := a.sess.NewReceiver(ctx, "$cbs", &amqp.ReceiverOptions{Name: "cbs-receiver-" + newUUID().String(), Credit: 10, MaxMessageSize: 64 << 10})
+		r, err := a.sess.NewReceiver(ctx, amqpcbs.Address, &amqp.ReceiverOptions{Name: "cbs-receiver-" + newUUID().String(), Credit: 10, MaxMessageSize: 64 << 10})
 		if err != nil {
 			return a.opErr(ctx, "attaching $cbs", err)
 		}
 		a.cbsOut, a.cbsIn = s, r
 	}
-	id := newUUID().String()
-	to, reply := "$cbs", "cbs"
-	req := &amqp.Message{
-		Properties:            &amqp.MessageProperties{MessageID: id, To: &to, ReplyTo: &reply},
-		ApplicationProperties: map[string]any{"operation": "put-token", "type": cbsTokenType, "name": audience},
-		Value:                 token,
-	}
+	req, id := amqpcbs.Request(amqpcbs.TokenType, audience, token)
 	if err := a.cbsOut.Send(ctx, req, nil); err != nil {
 		return a.opErr(ctx, "put-token", err)
 	}
-	for {
-		resp, err := a.cbsIn.Receive(ctx, nil)
-		if err != nil {
-			return a.opErr(ctx, "put-token reply", err)
-		}
-		_ = a.cbsIn.AcceptMessage(ctx, resp)
-		if resp.Properties == nil || fmt.Sprint(resp.Properties.CorrelationID) != id {
-			continue // a reply to an earlier request
-		}
-		code, _ := toInt(resp.ApplicationProperties["status-code"])
-		desc, _ := resp.ApplicationProperties["status-description"].(string)
-		if code == 200 || code == 202 {
-			return nil
-		}
-		e := &ResponseError{StatusCode: int(code), Message: clip(desc)}
-		if code == http.StatusUnauthorized {
-			e.ErrorCode, e.Code = ErrorCodeIotHubUnauthorizedAccess, 401002
-		}
-		return fmt.Errorf("iothub: amqp: the hub refused the token (CBS put-token): %w", e)
+	code, desc, err := amqpcbs.Reply(ctx, a.cbsIn, id)
+	if err != nil {
+		return a.opErr(ctx, "put-token reply", err)
 	}
+	if code == 200 || code == 202 {
+		return nil
+	}
+	e := &ResponseError{StatusCode: int(code), Message: clip(desc)}
+	if code == http.StatusUnauthorized {
+		e.ErrorCode, e.Code = ErrorCodeIotHubUnauthorizedAccess, 401002
+	}
+	return fmt.Errorf("iothub: amqp: the hub refused the token (CBS put-token): %w", e)
 }
 
 // opErr classifies the error of an AMQP operation: ctx.Err() as is when
@@ -523,30 +473,4 @@ func (a *amqpConn) opErr(ctx context.Context, what string, err error) error {
 		return fmt.Errorf("iothub: amqp: %s: %w", what, amqpResponseError(ae))
 	}
 	return fmt.Errorf("iothub: amqp: %s: %w", what, err)
-}
-
-func toInt(v any) (int64, bool) {
-	switch n := v.(type) {
-	case int32:
-		return int64(n), true
-	case int64:
-		return n, true
-	case int:
-		return int64(n), true
-	case int16:
-		return int64(n), true
-	case int8:
-		return int64(n), true
-	case uint32:
-		return int64(n), true
-	case uint16:
-		return int64(n), true
-	case uint8:
-		return int64(n), true
-	case uint64:
-		if n <= 1<<62 {
-			return int64(n), true
-		}
-	}
-	return 0, false
 }

@@ -21,7 +21,6 @@ package amqp
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -33,10 +32,11 @@ import (
 	amqp "github.com/Azure/go-amqp"
 
 	"github.com/iothub-go/iothub/auth"
+	"github.com/iothub-go/iothub/internal/amqpcbs"
 	"github.com/iothub-go/iothub/internal/apiversion"
+	"github.com/iothub-go/iothub/internal/netdial"
 	"github.com/iothub-go/iothub/transport"
 	"github.com/iothub-go/iothub/transport/internal/eventcheck"
-	"github.com/iothub-go/iothub/transport/internal/netdial"
 )
 
 // Options configures the AMQP transport. The zero value is AMQP over TLS.
@@ -78,13 +78,11 @@ func (t *Transport) Name() string {
 // MethodSupport returns nil: AMQP carries direct methods.
 func (t *Transport) MethodSupport() error { return nil }
 
-func newUUID() amqp.UUID {
-	var u amqp.UUID
-	_, _ = rand.Read(u[:])
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	return u
-}
+// newUUID and toInt are the shared helpers, by their names in this package.
+var (
+	newUUID = amqpcbs.NewUUID
+	toInt   = amqpcbs.ToInt
+)
 
 // dialNet opens the TLS or WebSocket byte stream.
 func (t *Transport) dialNet(ctx context.Context, cfg transport.Config) (net.Conn, error) {
@@ -368,78 +366,37 @@ func (c *conn) putToken(ctx context.Context, token string) error {
 	c.cbsMu.Lock()
 	defer c.cbsMu.Unlock()
 	if c.cbsOut == nil {
-		s, err := c.session.NewSender(ctx, "$cbs", &amqp.SenderOptions{Name: c.newLinkName("cbs-sender", linkCBS)})
+		s, err := c.session.NewSender(ctx, amqpcbs.Address, &amqp.SenderOptions{Name: c.newLinkName("cbs-sender", linkCBS)})
 		if err != nil {
 			return wrap("attaching $cbs", err)
 		}
-		r, err := c.session.NewReceiver(ctx, "$cbs", &amqp.ReceiverOptions{Name: c.newLinkName("cbs-receiver", linkCBS), Credit: 10, MaxMessageSize: MaxMessageSize})
+		r, err := c.session.NewReceiver(ctx, amqpcbs.Address, &amqp.ReceiverOptions{Name: c.newLinkName("cbs-receiver", linkCBS), Credit: 10, MaxMessageSize: MaxMessageSize})
 		if err != nil {
 			s.Close(ctx)
 			return wrap("attaching $cbs", err)
 		}
 		c.cbsOut, c.cbsIn = s, r
 	}
-	id := newUUID().String()
-	op, typ, audience, reply := "put-token", "servicebus.windows.net:sastoken", c.resource(), "cbs"
-	to := "$cbs"
-	req := &amqp.Message{
-		Properties:            &amqp.MessageProperties{MessageID: id, To: &to, ReplyTo: &reply},
-		ApplicationProperties: map[string]any{"operation": op, "type": typ, "name": audience},
-		Value:                 token,
-	}
+	req, id := amqpcbs.Request(amqpcbs.TokenType, c.resource(), token)
 	if err := c.cbsOut.Send(ctx, req, nil); err != nil {
 		return wrap("put-token", err)
 	}
-	for {
-		resp, err := c.cbsIn.Receive(ctx, nil)
-		if err != nil {
-			return wrap("put-token reply", err)
-		}
-		_ = c.cbsIn.AcceptMessage(ctx, resp)
-		if resp.Properties == nil || fmt.Sprint(resp.Properties.CorrelationID) != id {
-			continue // a reply to an earlier request
-		}
-		code, _ := toInt(resp.ApplicationProperties["status-code"])
-		desc, _ := resp.ApplicationProperties["status-description"].(string)
-		switch {
-		case code == 200 || code == 202:
-			return nil
-		case code == 401 || code == 403:
-			return fmt.Errorf("%w: amqp: put-token: %d %s", transport.ErrNotAuthorized, code, desc)
-		default:
-			return fmt.Errorf("iothub: amqp: put-token: %d %s", code, desc)
-		}
+	code, desc, err := amqpcbs.Reply(ctx, c.cbsIn, id)
+	if err != nil {
+		return wrap("put-token reply", err)
+	}
+	switch {
+	case code == 200 || code == 202:
+		return nil
+	case code == 401 || code == 403:
+		return fmt.Errorf("%w: amqp: put-token: %d %s", transport.ErrNotAuthorized, code, desc)
+	default:
+		return fmt.Errorf("iothub: amqp: put-token: %d %s", code, desc)
 	}
 }
 
 // UpdateToken renews the connection's SAS token with another put-token.
 func (c *conn) UpdateToken(ctx context.Context, token string) error { return c.putToken(ctx, token) }
-
-func toInt(v any) (int64, bool) {
-	switch n := v.(type) {
-	case int32:
-		return int64(n), true
-	case int64:
-		return n, true
-	case int:
-		return int64(n), true
-	case int16:
-		return int64(n), true
-	case int8:
-		return int64(n), true
-	case uint32:
-		return int64(n), true
-	case uint16:
-		return int64(n), true
-	case uint8:
-		return int64(n), true
-	case uint64:
-		if n <= 1<<62 {
-			return int64(n), true
-		}
-	}
-	return 0, false
-}
 
 // linkProperties returns the attach properties of a link pair: the same
 // channel-correlation-id ("{prefix}:{uuid}") on both links.

@@ -27,9 +27,9 @@ import (
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/apiversion"
+	"github.com/iothub-go/iothub/internal/netdial"
 	"github.com/iothub-go/iothub/transport"
 	"github.com/iothub-go/iothub/transport/internal/eventcheck"
-	"github.com/iothub-go/iothub/transport/internal/netdial"
 )
 
 const (

@@ -1,5 +1,6 @@
-// Package netdial opens the byte streams the device transports run on: TLS
-// over TCP, or a WebSocket over TLS. Every dial ends as soon as its context
+// Package netdial opens the byte streams the device transports and the
+// service client's AMQP connection run on: TLS over TCP, or a WebSocket over
+// TLS. Every dial ends as soon as its context
 // does, so a client closed during a connection attempt never waits for a
 // silent listener or a stalled handshake.
 package netdial
