@@ -419,6 +419,16 @@ func (c *Client) SettleMessage(ctx context.Context, msg *CloudMessage, d Disposi
 
 // settle settles msg on its connection.
 func (c *Client) settle(ctx context.Context, msg *CloudMessage, d Disposition) error {
+	// A message can arrive while its connection is still being dialed
+	// (a resumed MQTT session delivers before the SUBACK).
+	select {
+	case <-msg.cn.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if msg.cn.Conn == nil {
+		return fmt.Errorf("%w: the connection the message came on failed to open; the hub delivers it again", ErrLockLost)
+	}
 	select {
 	case <-msg.cn.Done():
 		return fmt.Errorf("%w: the connection the message came on has ended; the hub delivers it again", ErrLockLost)
