@@ -1,6 +1,7 @@
 package amqpd
 
 import (
+	"fmt"
 	"net/url"
 	"strings"
 	"time"
@@ -168,7 +169,7 @@ func (c *conn) putToken(m *message) (int, string, string) {
 	id.HostName = host
 	key := id.String()
 	if _, known := c.tokens[key]; !known && len(c.tokens) >= maxIdentities {
-		return 403, "Too many identities on one connection", audience
+		return 500, fmt.Sprintf("The maximum number of tokens per connection (%d) has been reached.", maxIdentities), audience
 	}
 	exp, herr := e.AuthenticateSAS(id, tokenValue)
 	if herr != nil {

@@ -27,8 +27,13 @@ const (
 	// with amqp:resource-limit-exceeded.
 	IdleTimeout = 240 * time.Second
 
-	channelMax = 255 // sessions per connection, announced in open [inf]
-	handleMax  = 255 // links per session, announced in begin [inf]
+	// channelMax and handleMax are what IoT Hub announces in open and
+	// begin (wire traces in azure-iot-sdk-c#2233, Azure/go-amqp#326): up
+	// to 8,192 sessions per connection (Java and .NET open one per
+	// multiplexed device) and 262,144 links per session (the C SDK puts
+	// every device's links on one session).
+	channelMax = 8191
+	handleMax  = 262143
 
 	// sessionWindow is the incoming-window of each session, in frames.
 	sessionWindow = 2048
@@ -45,7 +50,11 @@ const (
 	// connection may hold across its links [inf].
 	maxBuffered = 4 * MaxMessageSize
 	// maxIdentities bounds the identities one connection may authenticate
-	// with CBS [inf].
+	// with CBS: IoT Hub answers the 1,001st put-token with status 500 "The
+	// maximum number of tokens per connection (1000) has been reached."
+	// (iotedge-lorawan-starterkit#1337). It counts every identity ever
+	// authenticated on the connection, as the service is suspected to
+	// (azure-iot-sdk-java#1526) [inf].
 	maxIdentities = 1000
 
 	connectWait = 30 * time.Second // header, SASL and open must be done by then [inf]
