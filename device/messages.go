@@ -94,6 +94,12 @@ const settleTimeout = 30 * time.Second
 // defaultPollInterval is ClientOptions.MessagePollInterval's default.
 const defaultPollInterval = 10 * time.Second
 
+// maxSettling bounds the settlements in flight at once over MQTT and AMQP:
+// the next message goes to the handler while the hub confirms the last
+// one's disposition (an AMQP round trip), so that a confirmation does not
+// hold up delivery.
+const maxSettling = 16
+
 // messageState is the client's cloud-to-device delivery.
 type messageState struct {
 	mu      sync.Mutex
@@ -102,6 +108,9 @@ type messageState struct {
 	wake    chan struct{}
 	done    chan struct{} // closed when the goroutine returns; nil before it starts
 	closed  bool
+	// settling counts the settlements in flight; settleSlots bounds them.
+	settling    sync.WaitGroup
+	settleSlots chan struct{}
 }
 
 // SetMessageHandler registers h to receive cloud-to-device messages; nil
@@ -143,6 +152,7 @@ func (c *Client) SetMessageHandler(h MessageHandler) error {
 	if start {
 		m.done = make(chan struct{})
 		m.wake = make(chan struct{}, 1)
+		m.settleSlots = make(chan struct{}, maxSettling)
 	}
 	m.mu.Unlock()
 	if start {
@@ -325,11 +335,28 @@ func (c *Client) handleMessage(msg *CloudMessage, h MessageHandler) {
 	if d == 0 {
 		return // MQTT after a panic: leave it unsettled
 	}
-	ctx, cancel := context.WithTimeout(c.life, settleTimeout)
-	defer cancel()
-	if err := c.settle(ctx, msg, d); err != nil && c.life.Err() == nil {
-		c.log.Warn("cloud-to-device message not settled", "disposition", d, "messageId", msg.MessageID, "error", err)
+	settle := func() {
+		ctx, cancel := context.WithTimeout(c.life, settleTimeout)
+		defer cancel()
+		if err := c.settle(ctx, msg, d); err != nil && c.life.Err() == nil {
+			c.log.Warn("cloud-to-device message not settled", "disposition", d, "messageId", msg.MessageID, "error", err)
+		}
 	}
+	if msg.cn.polled.Load() {
+		settle() // HTTPS: settle before asking for the next message
+		return
+	}
+	m := &c.messages
+	select {
+	case m.settleSlots <- struct{}{}:
+	case <-c.life.Done():
+		return // closing: the hub delivers it again
+	}
+	m.settling.Add(1)
+	go func() {
+		defer func() { <-m.settleSlots; m.settling.Done() }()
+		settle()
+	}()
 }
 
 // runMessage calls the handler, turning a panic into Abandon (or into no
@@ -376,6 +403,13 @@ func (c *Client) stopMessages(ctx context.Context, fromHandler bool) error {
 	}
 	select {
 	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	settled := make(chan struct{})
+	go func() { m.settling.Wait(); close(settled) }() // life has ended: every settlement ends soon
+	select {
+	case <-settled:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -30,6 +30,9 @@ type benchConfig struct {
 	queryCfg   bench.QueryConfig
 	jobs       bool // the jobs benchmark (bench.RunJobs) instead
 	jobsCfg    bench.JobsConfig
+	c2d        bool // the cloud-to-device benchmark (bench.RunC2D) instead
+	c2dCfg     bench.C2DConfig
+	c2dDevice  bool // serve one c2d device on stdin/stdout (internal)
 }
 
 type listFlag struct{ p *[]string }
@@ -115,6 +118,14 @@ each, as a job (ScheduleDeviceMethod, then WaitJob) and with
 InvokeDeviceMethods at the job's device concurrency and at its default:
 wall time, calls/s and CPU per call of each (--rounds: medians).
 
+--c2d runs only the cloud-to-device benchmark: per transport of
+--c2d-transports, one device completing --c2d-messages messages sent with
+this SDK's service.Client.Send (--c2d-concurrency in flight, at most 40
+outstanding): messages/s from the first send to the last completion,
+p50/p90 send-to-handler latency, CPU per message of this process (hub and
+sender) and of the device's process; with --node the official Node
+device too (conformance/bench_c2d_device.js), with Go ÷ Node ratios.
+
 --output text (the default) prints tables on stdout; --output json prints
 the result as one JSON document, on one line (the schema of --json FILE,
 which is indented). An interrupted run prints what it measured, and exits 1.
@@ -157,6 +168,12 @@ flags:
 	fs.BoolVar(&c.jobs, "jobs", false, "run only the jobs benchmark (a job against InvokeDeviceMethods over --jobs-devices devices)")
 	fs.IntVar(&c.jobsCfg.Devices, "jobs-devices", c.jobsCfg.Devices, "devices in the jobs benchmark's fleet")
 	fs.StringVar(&c.jobsCfg.Transport, "jobs-transport", c.jobsCfg.Transport, "the `transport` of the jobs benchmark's devices: mqtt, mqtt-ws, amqp, amqp-ws")
+	c.c2dCfg = bench.C2DDefaults()
+	fs.BoolVar(&c.c2d, "c2d", false, "run only the cloud-to-device benchmark (send → device → complete, messages/s and latency)")
+	fs.IntVar(&c.c2dCfg.Messages, "c2d-messages", c.c2dCfg.Messages, "messages per c2d row (measured)")
+	fs.IntVar(&c.c2dCfg.Warmup, "c2d-warmup", c.c2dCfg.Warmup, "messages per c2d row before the measured ones")
+	fs.Var(listFlag{&c.c2dCfg.Transports}, "c2d-transports", "the c2d device's `transports` (comma-separated): mqtt, mqtt-ws, amqp, amqp-ws")
+	fs.IntVar(&c.c2dCfg.Concurrency, "c2d-concurrency", c.c2dCfg.Concurrency, "c2d sends in flight")
 	outputFlag(fs, &c.output)
 	fs.StringVar(&c.jsonFile, "json", "", "also write the JSON result to this `file`")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (hub and invoker) to `file`")
@@ -164,17 +181,33 @@ flags:
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
 	fs.BoolVar(&c.fleet, "fleet", false, "internal: serve a device fleet on stdin/stdout")
 	fs.BoolVar(&c.invoker, "invoker", false, "internal: run one invoker phase from stdin, result on stdout")
+	fs.BoolVar(&c.c2dDevice, "c2d-device", false, "internal: serve a c2d device on stdin/stdout")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("iothub: unexpected argument %q", fs.Arg(0))
 	}
-	if c.fleet || c.invoker {
+	if c.fleet || c.invoker || c.c2dDevice {
 		return &c, nil
 	}
-	if c.query && c.jobs {
-		return nil, errors.New("iothub: --query and --jobs exclude each other")
+	if (c.query && c.jobs) || (c.c2d && (c.query || c.jobs)) {
+		return nil, errors.New("iothub: --query, --jobs and --c2d exclude each other")
+	}
+	if c.c2d {
+		c.c2dCfg.Rounds, c.c2dCfg.InProcess, c.c2dCfg.Node, c.c2dCfg.NodeBin = c.Rounds, c.InProcess, c.Node, c.NodeBin
+		if c.Node {
+			c.c2dCfg.NodeDir = c.NodeDir
+			if c.c2dCfg.NodeDir == "" {
+				c.c2dCfg.NodeDir = findNodeDir()
+			}
+		}
+		v := c.c2dCfg
+		v.InProcess = true // the device command is found later
+		if err := v.Validate(); err != nil {
+			return nil, fmt.Errorf("iothub: %w", err)
+		}
+		return &c, nil
 	}
 	if c.query {
 		if err := c.queryCfg.Validate(); err != nil {
@@ -262,8 +295,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	for _, n := range append(append([]int{cfg.Devices}, cfg.Scale...), cfg.NodeScale...) {
 		need = max(need, uint64(n)*3+4096)
 	}
-	if cfg.query {
-		need = 0 // one client connection: nothing to raise
+	if cfg.query || cfg.c2d || cfg.c2dDevice {
+		need = 0 // a few connections: nothing to raise
 	}
 	if cfg.jobs {
 		need = max(4096, uint64(cfg.jobsCfg.Devices)*3+4096)
@@ -273,10 +306,13 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
 		fmt.Fprintf(stderr, "iothub bench: the open-file limit stays at %d (raising it to %d: %v); a process holds one socket per device, and with --inproc two\n", lim.Cur, need, err)
 	}
-	if cfg.fleet || cfg.invoker {
+	if cfg.fleet || cfg.invoker || cfg.c2dDevice {
 		run := bench.RunFleet
 		if cfg.invoker {
 			run = bench.RunInvoker
+		}
+		if cfg.c2dDevice {
+			run = bench.RunC2DDevice
 		}
 		if err := run(os.Stdin, stdout); err != nil {
 			fmt.Fprintln(stderr, err)
@@ -292,6 +328,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg.FleetCommand = []string{exe, "bench", "--fleet"}
 		cfg.InvokerCommand = []string{exe, "bench", "--invoker"}
+		cfg.c2dCfg.DeviceCommand = []string{exe, "bench", "--c2d-device"}
 	}
 	if !cfg.quiet {
 		cfg.Progress = stderr
@@ -304,6 +341,10 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if cfg.jobs {
 		cfg.jobsCfg.FleetCommand, cfg.jobsCfg.Progress = cfg.FleetCommand, cfg.Progress
 		return runJobsBench(ctx, cfg, stdout, stderr)
+	}
+	if cfg.c2d {
+		cfg.c2dCfg.Progress = cfg.Progress
+		return runC2DBench(ctx, cfg, stdout, stderr)
 	}
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)
@@ -413,6 +454,38 @@ func runJobsBench(ctx context.Context, cfg *benchConfig, stdout, stderr io.Write
 		defer pprof.StopCPUProfile()
 	}
 	res, err := bench.RunJobs(ctx, cfg.jobsCfg)
+	if res == nil {
+		fmt.Fprintf(stderr, "iothub bench: %v\n", err)
+		return exitFailure
+	}
+	if cfg.jsonFile != "" {
+		js, jerr := res.MarshalIndent()
+		if jerr == nil {
+			jerr = os.WriteFile(cfg.jsonFile, append(js, '\n'), 0o644)
+		}
+		if jerr != nil {
+			fmt.Fprintf(stderr, "iothub bench: %v\n", jerr)
+			return exitFailure
+		}
+	}
+	if cfg.output == outputJSON {
+		if werr := writeJSON(stdout, res); werr != nil {
+			fmt.Fprintf(stderr, "iothub bench: %v\n", werr)
+			return exitFailure
+		}
+	} else {
+		res.WriteTable(stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "iothub bench: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// runC2DBench runs "iothub bench --c2d".
+func runC2DBench(ctx context.Context, cfg *benchConfig, stdout, stderr io.Writer) int {
+	res, err := bench.RunC2D(ctx, cfg.c2dCfg)
 	if res == nil {
 		fmt.Fprintf(stderr, "iothub bench: %v\n", err)
 		return exitFailure
