@@ -44,6 +44,67 @@ type Options struct {
 	// ThrottlingMaxActiveJobCountExceeded. 0 means 1, IoT Hub's limit on
 	// Free and S1 hubs (S2 allows 5, S3 10); negative means no limit.
 	MaxActiveJobs int
+	// CloudToDevice sets the hub's cloud-to-device settings, as an IoT Hub
+	// resource does (its cloudToDevice and feedback properties). The zero
+	// value is IoT Hub's defaults.
+	CloudToDevice CloudToDeviceOptions
+}
+
+// CloudToDeviceOptions are an IoT Hub's configurable cloud-to-device
+// settings, with the ranges IoT Hub accepts; zero means IoT Hub's
+// default.
+type CloudToDeviceOptions struct {
+	// DefaultTTL is the expiry of a message whose sender set none
+	// (cloudToDevice.defaultTtlAsIso8601): 1 minute to 2 days, default 1 hour.
+	DefaultTTL time.Duration
+	// MaxDeliveryCount is how many times a message may be abandoned
+	// before it is dead-lettered (cloudToDevice.maxDeliveryCount): 1 to
+	// 100, default 10.
+	MaxDeliveryCount int
+	// FeedbackTTL is how long feedback waits for a receiver
+	// (feedback.ttlAsIso8601): 1 minute to 2 days, default 1 hour.
+	FeedbackTTL time.Duration
+	// FeedbackLockDuration is how long a received feedback batch stays
+	// locked (feedback.lockDurationAsIso8601): 5 to 300 seconds, default
+	// 60 seconds.
+	FeedbackLockDuration time.Duration
+	// FeedbackMaxDeliveryCount is how many times a feedback batch may be
+	// delivered (feedback.maxDeliveryCount): 1 to 100, default 10.
+	FeedbackMaxDeliveryCount int
+}
+
+// engineConfig checks the settings against IoT Hub's ranges.
+func (o CloudToDeviceOptions) engineConfig() (engine.C2DConfig, error) {
+	dur := func(name string, d, lo, hi time.Duration) error {
+		if d != 0 && (d < lo || d > hi) {
+			return fmt.Errorf("iothub: CloudToDevice.%s %v is out of range: want %v to %v, or 0 for the default", name, d, lo, hi)
+		}
+		return nil
+	}
+	count := func(name string, n int) error {
+		if n != 0 && (n < 1 || n > 100) {
+			return fmt.Errorf("iothub: CloudToDevice.%s %d is out of range: want 1 to 100, or 0 for the default", name, n)
+		}
+		return nil
+	}
+	for _, err := range []error{
+		dur("DefaultTTL", o.DefaultTTL, time.Minute, 48*time.Hour),
+		count("MaxDeliveryCount", o.MaxDeliveryCount),
+		dur("FeedbackTTL", o.FeedbackTTL, time.Minute, 48*time.Hour),
+		dur("FeedbackLockDuration", o.FeedbackLockDuration, 5*time.Second, 300*time.Second),
+		count("FeedbackMaxDeliveryCount", o.FeedbackMaxDeliveryCount),
+	} {
+		if err != nil {
+			return engine.C2DConfig{}, err
+		}
+	}
+	return engine.C2DConfig{
+		DefaultTTL:          o.DefaultTTL,
+		MaxDeliveryCount:    o.MaxDeliveryCount,
+		FeedbackTTL:         o.FeedbackTTL,
+		FeedbackLockTimeout: o.FeedbackLockDuration,
+		FeedbackMaxDelivery: o.FeedbackMaxDeliveryCount,
+	}, nil
 }
 
 // Server is a running local IoT Hub.
@@ -72,11 +133,15 @@ func Start(opts *Options) (*Server, error) {
 	if opts != nil {
 		o = *opts
 	}
+	c2d, err := o.CloudToDevice.engineConfig()
+	if err != nil {
+		return nil, err
+	}
 	deviceCA, err := pki.NewCA("iothubtest device CA")
 	if err != nil {
 		return nil, err
 	}
-	h, err := hub.Start(hub.Options{HostName: o.HostName, TrustedCAs: deviceCA.Pool(), Logger: o.Logger, MaxActiveJobs: o.MaxActiveJobs})
+	h, err := hub.Start(hub.Options{HostName: o.HostName, TrustedCAs: deviceCA.Pool(), Logger: o.Logger, MaxActiveJobs: o.MaxActiveJobs, C2D: c2d})
 	if err != nil {
 		return nil, err
 	}

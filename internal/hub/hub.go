@@ -60,6 +60,9 @@ type Options struct {
 	// MaxActiveJobs is engine.Config.MaxActiveJobs: 0 is IoT Hub's S1
 	// limit of one active job, negative no limit.
 	MaxActiveJobs int
+	// C2D is engine.Config.C2D: the cloud-to-device settings (zero values
+	// are IoT Hub's defaults).
+	C2D engine.C2DConfig
 }
 
 // Hub is a running local IoT Hub.
@@ -107,7 +110,7 @@ func Start(opts Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng, err := engine.New(engine.Config{HostName: opts.HostName, GatewayHostNames: names[1:], OwnerKey: opts.OwnerKey, TrustedCAs: opts.TrustedCAs, Logger: log, MaxActiveJobs: opts.MaxActiveJobs})
+	eng, err := engine.New(engine.Config{HostName: opts.HostName, GatewayHostNames: names[1:], OwnerKey: opts.OwnerKey, TrustedCAs: opts.TrustedCAs, Logger: log, MaxActiveJobs: opts.MaxActiveJobs, C2D: opts.C2D})
 	if err != nil {
 		return nil, err
 	}
