@@ -75,36 +75,17 @@ type CloudToDeviceOptions struct {
 
 // engineConfig checks the settings against IoT Hub's ranges.
 func (o CloudToDeviceOptions) engineConfig() (engine.C2DConfig, error) {
-	dur := func(name string, d, lo, hi time.Duration) error {
-		if d != 0 && (d < lo || d > hi) {
-			return fmt.Errorf("iothub: CloudToDevice.%s %v is out of range: want %v to %v, or 0 for the default", name, d, lo, hi)
-		}
-		return nil
-	}
-	count := func(name string, n int) error {
-		if n != 0 && (n < 1 || n > 100) {
-			return fmt.Errorf("iothub: CloudToDevice.%s %d is out of range: want 1 to 100, or 0 for the default", name, n)
-		}
-		return nil
-	}
-	for _, err := range []error{
-		dur("DefaultTTL", o.DefaultTTL, time.Minute, 48*time.Hour),
-		count("MaxDeliveryCount", o.MaxDeliveryCount),
-		dur("FeedbackTTL", o.FeedbackTTL, time.Minute, 48*time.Hour),
-		dur("FeedbackLockDuration", o.FeedbackLockDuration, 5*time.Second, 300*time.Second),
-		count("FeedbackMaxDeliveryCount", o.FeedbackMaxDeliveryCount),
-	} {
-		if err != nil {
-			return engine.C2DConfig{}, err
-		}
-	}
-	return engine.C2DConfig{
+	c := engine.C2DConfig{
 		DefaultTTL:          o.DefaultTTL,
 		MaxDeliveryCount:    o.MaxDeliveryCount,
 		FeedbackTTL:         o.FeedbackTTL,
 		FeedbackLockTimeout: o.FeedbackLockDuration,
 		FeedbackMaxDelivery: o.FeedbackMaxDeliveryCount,
-	}, nil
+	}
+	if err := c.CheckSettings(); err != nil {
+		return engine.C2DConfig{}, fmt.Errorf("iothub: CloudToDevice.%w", err)
+	}
+	return c, nil
 }
 
 // Server is a running local IoT Hub.

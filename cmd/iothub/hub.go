@@ -41,6 +41,7 @@ type hubConfig struct {
 	deviceCAs     multiFlag
 	quiet         bool
 	maxActiveJobs int
+	c2d           engine.C2DConfig
 	// printEvents prints one line per device-to-cloud message (hub_events.go).
 	printEvents bool
 	output      output
@@ -91,6 +92,8 @@ flags:
 	fs.Var(&c.devices, "device", "register a device with this id (repeatable); its connection string is printed")
 	fs.Var(&c.deviceCAs, "device-ca", "trust the CA certificate(s) in this PEM file for devices whose authentication type is\ncertificateAuthority, as uploading and verifying a CA does on IoT Hub (repeatable)")
 	fs.IntVar(&c.maxActiveJobs, "max-active-jobs", 1, "jobs that may be active (scheduled, queued or running) at once, as the hub's tier allows:\n1 on Free and S1 (the default), 5 on S2, 10 on S3; 0 for no limit")
+	fs.DurationVar(&c.c2d.DefaultTTL, "c2d-default-ttl", 0, "expiry of cloud-to-device messages whose sender set none, 1m to 48h (default 1h)")
+	fs.IntVar(&c.c2d.MaxDeliveryCount, "c2d-max-delivery-count", 0, "abandons before a cloud-to-device message is dead-lettered, 1 to 100 (default 10)")
 	fs.BoolVar(&c.quiet, "quiet", false, "do not log connections and method calls")
 	fs.BoolVar(&c.printEvents, "print-events", false, "print one line per device-to-cloud message to stdout:\nEVENT {deviceId[/moduleId]} {protocol} {properties as JSON} {body as a Go-quoted string, cut at 200 bytes}\n(with --output json, one JSON document)")
 	outputFlag(fs, &c.output)
@@ -102,6 +105,9 @@ flags:
 	}
 	if (c.loadCACert == "") != (c.loadCAKey == "") {
 		return nil, errors.New("iothub: --load-ca-cert and --load-ca-key go together")
+	}
+	if err := c.c2d.CheckSettings(); err != nil {
+		return nil, fmt.Errorf("iothub: --c2d-…: %w", err)
 	}
 	if c.maxActiveJobs < 0 {
 		return nil, errors.New("iothub: --max-active-jobs must be 0 (no limit) or more")
@@ -181,6 +187,7 @@ func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) err
 	}
 	h, err := hub.Start(hub.Options{
 		MaxActiveJobs: maxJobs,
+		C2D:           cfg.c2d,
 		HostName:      cfg.host,
 		Addrs:         []string{cfg.mqttAddr, cfg.amqpAddr, cfg.httpsAddr},
 		CA:            ca,

@@ -133,10 +133,17 @@ func TestHubFlags(t *testing.T) {
 		{"extra"},
 		{"--no-such-flag"},
 		{"--output", "yaml"},
+		{"--c2d-default-ttl", "1s"},
+		{"--c2d-max-delivery-count", "101"},
+		{"--max-active-jobs", "-1"},
 	} {
 		_, err := parseHubFlags(args, io.Discard)
 		assert.Error(t, err, "parseHubFlags(%q) accepted", args)
 	}
+	cfg, err := parseHubFlags([]string{"--c2d-default-ttl", "10m", "--c2d-max-delivery-count", "3"}, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, 10*time.Minute, cfg.c2d.DefaultTTL)
+	assert.Equal(t, 3, cfg.c2d.MaxDeliveryCount)
 	assert.Equal(t, exitUsage, run([]string{"nope"}, io.Discard, io.Discard), "unknown command exit status")
 }
 

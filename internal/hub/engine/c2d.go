@@ -44,6 +44,7 @@ package engine
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -91,6 +92,39 @@ type C2DConfig struct {
 	FeedbackLockTimeout time.Duration // 60 s
 	FeedbackMaxDelivery int           // 10
 	FeedbackTTL         time.Duration // 1 h
+}
+
+// CheckSettings checks the settings an IoT Hub resource lets its owner
+// change against the ranges IoT Hub accepts (the C2D guide's table):
+// DefaultTTL and FeedbackTTL 1 minute to 2 days, MaxDeliveryCount and
+// FeedbackMaxDelivery 1 to 100, FeedbackLockTimeout 5 to 300 seconds;
+// zero is the default. The error names the setting first, as
+// "DefaultTTL 1s is out of range: ...".
+func (c C2DConfig) CheckSettings() error {
+	dur := func(name string, d, lo, hi time.Duration) error {
+		if d != 0 && (d < lo || d > hi) {
+			return fmt.Errorf("%s %v is out of range: want %v to %v, or 0 for the default", name, d, lo, hi)
+		}
+		return nil
+	}
+	count := func(name string, n int) error {
+		if n != 0 && (n < 1 || n > 100) {
+			return fmt.Errorf("%s %d is out of range: want 1 to 100, or 0 for the default", name, n)
+		}
+		return nil
+	}
+	for _, err := range []error{
+		dur("DefaultTTL", c.DefaultTTL, time.Minute, 48*time.Hour),
+		count("MaxDeliveryCount", c.MaxDeliveryCount),
+		dur("FeedbackTTL", c.FeedbackTTL, time.Minute, 48*time.Hour),
+		dur("FeedbackLockDuration", c.FeedbackLockTimeout, 5*time.Second, 300*time.Second),
+		count("FeedbackMaxDeliveryCount", c.FeedbackMaxDelivery),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c C2DConfig) withDefaults() C2DConfig {
