@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iothub-go/iothub/internal/hub/engine"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -57,4 +58,32 @@ func TestTokensPerConnectionLimit(t *testing.T) {
 	st, desc = cbsLinks.putToken(t, testHost+"/devices/tok-0000", token(t, "tok-0000", keys["tok-0000"], time.Now().Add(2*time.Hour)))
 	assert.EqualValues(t, 200, st, "renewal: %s", desc)
 	roundTrip(t, f, mustAttachMethods(t, s, "tok-0999"), `"still here"`)
+}
+
+// One device's trouble stays with that device on a shared connection: a
+// put-token with a wrong key is refused for it alone, and disabling
+// another device detaches only that device's links.
+func TestOneDeviceFailsAlone(t *testing.T) {
+	f := newFixture(t)
+	keys := map[string]string{}
+	for _, id := range []string{"good", "badkey", "disabled"} {
+		keys[id] = f.addDevice(id)
+	}
+	c := f.mustConnect(nil, nil)
+	cb := newCBS(t, newSession(t, c))
+	st, desc := cb.putToken(t, testHost+"/devices/badkey", token(t, "badkey", keys["good"], time.Now().Add(time.Hour)))
+	assert.EqualValues(t, 401, st, "a token signed with another device's key: %s", desc)
+	devs := map[string]*device{}
+	for _, id := range []string{"good", "disabled"} {
+		st, desc := cb.putToken(t, testHost+"/devices/"+id, token(t, id, keys[id], time.Now().Add(time.Hour)))
+		require.EqualValues(t, 200, st, "put-token %s: %s", id, desc)
+		devs[id] = mustAttachMethods(t, newSession(t, c), id)
+	}
+	roundTrip(t, f, devs["good"], `"before"`)
+
+	_, herr := f.e.PutDevice("disabled", engine.Device{Status: "disabled"}, "*")
+	require.Nil(t, herr)
+	_, err := devs["disabled"].req.Receive(ctxT(t), nil)
+	require.Error(t, err, "the disabled device's links stay attached")
+	roundTrip(t, f, devs["good"], `"after"`)
 }
