@@ -326,11 +326,21 @@ func (c *Client) stopDesired(ctx context.Context, fromHandler bool) error {
 	d.queue = nil
 	done := d.done
 	d.mu.Unlock()
-	if done == nil || fromHandler {
+	if fromHandler {
+		return nil
+	}
+	return waitClosed(ctx, done)
+}
+
+// waitClosed waits until ch is closed (nil: at once) or ctx ends; the
+// delivery goroutines of desired properties and of cloud-to-device
+// messages are stopped with it.
+func waitClosed(ctx context.Context, ch <-chan struct{}) error {
+	if ch == nil {
 		return nil
 	}
 	select {
-	case <-done:
+	case <-ch:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -401,19 +401,12 @@ func (c *Client) stopMessages(ctx context.Context, fromHandler bool) error {
 	if done == nil || fromHandler {
 		return nil
 	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := waitClosed(ctx, done); err != nil {
+		return err
 	}
 	settled := make(chan struct{})
 	go func() { m.settling.Wait(); close(settled) }() // life has ended: every settlement ends soon
-	select {
-	case <-settled:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return waitClosed(ctx, settled)
 }
 
 // ReceiveMessage polls the hub for the next cloud-to-device message, over

@@ -263,7 +263,7 @@ func newClient(hostName, gateway, endpoint, cred string, authPolicy policy.Polic
 	o.Transport = newGuardTransport(o.Transport)
 	az, err := azcore.NewClient(moduleName, moduleVersion, runtime.PipelineOptions{
 		AllowedHeaders:         []string{"iothub-errorcode"},
-		AllowedQueryParameters: []string{"api-version", "top"},
+		AllowedQueryParameters: []string{"api-version", "jobType", "jobStatus"},
 		APIVersion:             runtime.APIVersionOptions{Name: "api-version", Location: runtime.APIVersionLocationQueryParam},
 		PerRetry:               []policy.Policy{authPolicy, memBodyPolicy{}},
 		Tracing:                runtime.TracingOptions{Namespace: tracingNamespace},

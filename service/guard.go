@@ -31,8 +31,8 @@ const (
 	// maxDocBody bounds one registry document (a device or a module,
 	// about 1 KB in practice).
 	maxDocBody = 1 << 20
-	// maxListBody bounds a list: up to 1000 devices of about 1 KB, or a
-	// device's modules.
+	// maxListBody bounds a list of a device's modules (at most 50, of
+	// about 1 KB each, with room to spare).
 	maxListBody = 16 << 20
 	// A twin is bounded by maxTwinBody (twins.go).
 )

@@ -390,105 +390,72 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// modeResult is the result of a single-purpose bench mode (--query,
+// --jobs, --c2d).
+type modeResult interface {
+	MarshalIndent() ([]byte, error)
+	WriteTable(io.Writer)
+}
+
 // runQueryBench runs "iothub bench --query".
 func runQueryBench(ctx context.Context, cfg *benchConfig, stdout, stderr io.Writer) int {
 	if !cfg.quiet {
 		cfg.queryCfg.Progress = stderr
 	}
-	if cfg.cpuProfile != "" {
-		f, err := os.Create(cfg.cpuProfile)
-		if err != nil {
-			fmt.Fprintf(stderr, "iothub bench: %v\n", err)
-			return exitFailure
+	return runMode(ctx, cfg, stdout, stderr, true, func(ctx context.Context) (modeResult, error) {
+		res, err := bench.RunQuery(ctx, cfg.queryCfg)
+		if res == nil {
+			return nil, err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(stderr, "iothub bench: %v\n", err)
-			return exitFailure
-		}
-		defer pprof.StopCPUProfile()
-	}
-	res, err := bench.RunQuery(ctx, cfg.queryCfg)
-	if res == nil {
-		fmt.Fprintf(stderr, "iothub bench: %v\n", err)
-		return exitFailure
-	}
-	if cfg.jsonFile != "" {
-		js, jerr := res.MarshalIndent()
-		if jerr == nil {
-			jerr = os.WriteFile(cfg.jsonFile, append(js, '\n'), 0o644)
-		}
-		if jerr != nil {
-			fmt.Fprintf(stderr, "iothub bench: %v\n", jerr)
-			return exitFailure
-		}
-	}
-	if cfg.output == outputJSON {
-		if werr := writeJSON(stdout, res); werr != nil {
-			fmt.Fprintf(stderr, "iothub bench: %v\n", werr)
-			return exitFailure
-		}
-	} else {
-		res.WriteTable(stdout)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "iothub bench: interrupted: %v\n", err)
-		return exitFailure
-	}
-	return exitOK
+		return res, err
+	})
 }
 
 // runJobsBench runs "iothub bench --jobs".
 func runJobsBench(ctx context.Context, cfg *benchConfig, stdout, stderr io.Writer) int {
-	if cfg.cpuProfile != "" {
-		f, err := os.Create(cfg.cpuProfile)
-		if err != nil {
-			fmt.Fprintf(stderr, "iothub bench: %v\n", err)
-			return exitFailure
+	return runMode(ctx, cfg, stdout, stderr, true, func(ctx context.Context) (modeResult, error) {
+		res, err := bench.RunJobs(ctx, cfg.jobsCfg)
+		if res == nil {
+			return nil, err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(stderr, "iothub bench: %v\n", err)
-			return exitFailure
-		}
-		defer pprof.StopCPUProfile()
-	}
-	res, err := bench.RunJobs(ctx, cfg.jobsCfg)
-	if res == nil {
-		fmt.Fprintf(stderr, "iothub bench: %v\n", err)
-		return exitFailure
-	}
-	if cfg.jsonFile != "" {
-		js, jerr := res.MarshalIndent()
-		if jerr == nil {
-			jerr = os.WriteFile(cfg.jsonFile, append(js, '\n'), 0o644)
-		}
-		if jerr != nil {
-			fmt.Fprintf(stderr, "iothub bench: %v\n", jerr)
-			return exitFailure
-		}
-	}
-	if cfg.output == outputJSON {
-		if werr := writeJSON(stdout, res); werr != nil {
-			fmt.Fprintf(stderr, "iothub bench: %v\n", werr)
-			return exitFailure
-		}
-	} else {
-		res.WriteTable(stdout)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "iothub bench: %v\n", err)
-		return exitFailure
-	}
-	return exitOK
+		return res, err
+	})
 }
 
 // runC2DBench runs "iothub bench --c2d".
 func runC2DBench(ctx context.Context, cfg *benchConfig, stdout, stderr io.Writer) int {
-	res, err := bench.RunC2D(ctx, cfg.c2dCfg)
-	if res == nil {
+	return runMode(ctx, cfg, stdout, stderr, false, func(ctx context.Context) (modeResult, error) {
+		res, err := bench.RunC2D(ctx, cfg.c2dCfg)
+		if res == nil {
+			return nil, err
+		}
+		return res, err
+	})
+}
+
+// runMode runs one single-purpose mode: an optional CPU profile of this
+// process (profile), the run, --json FILE, then the result on stdout as
+// --output says. A run that failed without a result exits 1; one
+// interrupted after a partial result prints it, then exits 1.
+func runMode(ctx context.Context, cfg *benchConfig, stdout, stderr io.Writer, profile bool, run func(context.Context) (modeResult, error)) int {
+	fail := func(err error) int {
 		fmt.Fprintf(stderr, "iothub bench: %v\n", err)
 		return exitFailure
+	}
+	if profile && cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return fail(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fail(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res, err := run(ctx)
+	if res == nil {
+		return fail(err)
 	}
 	if cfg.jsonFile != "" {
 		js, jerr := res.MarshalIndent()
@@ -496,21 +463,18 @@ func runC2DBench(ctx context.Context, cfg *benchConfig, stdout, stderr io.Writer
 			jerr = os.WriteFile(cfg.jsonFile, append(js, '\n'), 0o644)
 		}
 		if jerr != nil {
-			fmt.Fprintf(stderr, "iothub bench: %v\n", jerr)
-			return exitFailure
+			return fail(jerr)
 		}
 	}
 	if cfg.output == outputJSON {
 		if werr := writeJSON(stdout, res); werr != nil {
-			fmt.Fprintf(stderr, "iothub bench: %v\n", werr)
-			return exitFailure
+			return fail(werr)
 		}
 	} else {
 		res.WriteTable(stdout)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "iothub bench: %v\n", err)
-		return exitFailure
+		return fail(fmt.Errorf("interrupted: %w", err))
 	}
 	return exitOK
 }
