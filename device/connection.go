@@ -92,6 +92,9 @@ func (c *Client) dialWithRetry(ctx context.Context, streak *int) (*connection, a
 		if errors.Is(err, auth.ErrSASExpired) {
 			return nil, auth.Token{}, err // a fixed token cannot be renewed
 		}
+		if errors.Is(err, transport.ErrUnsupported) {
+			return nil, auth.Token{}, err // the transport cannot carry this client: retrying will not help
+		}
 		if errors.Is(err, transport.ErrNotAuthorized) {
 			authFailures++
 			if authFailures >= maxAuthAttempts {

@@ -115,19 +115,7 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{
-		id:       cfg.Identity,
-		info:     cfg.ProductInfo,
-		done:     make(chan struct{}),
-		rids:     map[string]any{},
-		methods:  cfg.Methods,
-		desired:  cfg.Desired,
-		messages: cfg.Messages,
-		c2dLocks: map[string]c2dDelivery{},
-		modelID:  cfg.ModelID,
-		links:    map[string]linkKind{},
-		twinWait: map[string]chan twinAnswer{},
-	}
+	c := newConn(cfg)
 	w := &frameWatch{Conn: nc}
 	w.sc.onDetach = c.hubDetached
 	w.sc.onEnd = c.hubEnded
@@ -170,6 +158,25 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 	return c, nil
 }
 
+// newConn returns the device state of a connection, not yet on one.
+func newConn(cfg transport.Config) *conn {
+	c := &conn{
+		id:       cfg.Identity,
+		info:     cfg.ProductInfo,
+		done:     make(chan struct{}),
+		rids:     map[string]any{},
+		methods:  cfg.Methods,
+		desired:  cfg.Desired,
+		messages: cfg.Messages,
+		c2dLocks: map[string]c2dDelivery{},
+		modelID:  cfg.ModelID,
+		links:    map[string]linkKind{},
+		twinWait: map[string]chan twinAnswer{},
+	}
+	c.life, c.endLife = context.WithCancel(context.Background())
+	return c
+}
+
 // linkKind says what a link of the connection is for.
 type linkKind int
 
@@ -183,10 +190,15 @@ const (
 
 type conn struct {
 	id      auth.Identity
-	ac      *amqp.Conn
-	session *amqp.Session
+	ac      *amqp.Conn    // nil on a pooled connection
+	car     *carrier      // the shared connection of a pooled device; nil otherwise
+	session *amqp.Session // the device's own session, or the carrier's
 	info    string
 	done    chan struct{}
+	// life ends with the connection (fail, Close); the receive loops run
+	// under it.
+	life    context.Context
+	endLife context.CancelFunc
 	methods func(*transport.MethodRequest)
 	desired func(patch []byte)
 	modelID string
@@ -231,6 +243,9 @@ func (c *conn) newLinkName(prefix string, kind linkKind) string {
 	c.mu.Lock()
 	c.links[name] = kind
 	c.mu.Unlock()
+	if c.car != nil {
+		c.car.own(name, c)
+	}
 	return name
 }
 
@@ -316,6 +331,7 @@ func (c *conn) fail(err error) {
 	}
 	c.err = fmt.Errorf("iothub: amqp: connection lost: %w", err)
 	close(c.done)
+	c.endLife()
 }
 
 func (c *conn) Done() <-chan struct{} { return c.done }
@@ -333,6 +349,11 @@ func (c *conn) Close() error {
 		close(c.done)
 	}
 	c.mu.Unlock()
+	c.endLife()
+	if c.car != nil {
+		c.car.leave(c)
+		return nil
+	}
 	return c.ac.Close()
 }
 
@@ -363,6 +384,9 @@ func wrap(what string, err error) error {
 
 // putToken presents a SAS token on the $cbs node and waits for status 200.
 func (c *conn) putToken(ctx context.Context, token string) error {
+	if c.car != nil {
+		return c.car.putToken(ctx, c.resource(), token)
+	}
 	c.cbsMu.Lock()
 	defer c.cbsMu.Unlock()
 	if c.cbsOut == nil {
@@ -385,6 +409,11 @@ func (c *conn) putToken(ctx context.Context, token string) error {
 	if err != nil {
 		return wrap("put-token reply", err)
 	}
+	return putTokenResult(code, desc)
+}
+
+// putTokenResult is the error a put-token reply's status means.
+func putTokenResult(code int64, desc string) error {
 	switch {
 	case code == 200 || code == 202:
 		return nil
@@ -447,7 +476,7 @@ func (c *conn) SubscribeMethods(ctx context.Context) error {
 		s.Close(ctx)
 		return wrap("attaching the method request link", err)
 	}
-	rctx, stop := context.WithCancel(context.Background())
+	rctx, stop := context.WithCancel(c.life)
 	done := make(chan struct{})
 	c.mu.Lock()
 	c.methodsS, c.methodsR, c.stopRecv, c.recvDone = s, r, stop, done
@@ -484,13 +513,6 @@ func (c *conn) UnsubscribeMethods(ctx context.Context) error {
 func (c *conn) receiveMethods(ctx context.Context, stop context.CancelFunc, r *amqp.Receiver, done chan struct{}) {
 	defer close(done)
 	defer stop()
-	go func() {
-		select {
-		case <-c.done:
-			stop()
-		case <-ctx.Done():
-		}
-	}()
 	for {
 		msg, err := r.Receive(ctx, nil)
 		if err != nil {

@@ -70,7 +70,7 @@ func (c *conn) SubscribeMessages(ctx context.Context) error {
 		}
 		return wrap("attaching the cloud-to-device link", err)
 	}
-	rctx, stop := context.WithCancel(context.Background())
+	rctx, stop := context.WithCancel(c.life)
 	c.mu.Lock()
 	c.c2dR = r
 	c.mu.Unlock()
@@ -84,13 +84,6 @@ func (c *conn) SubscribeMessages(ctx context.Context) error {
 // messages again).
 func (c *conn) receiveMessages(ctx context.Context, stop context.CancelFunc, r *amqp.Receiver) {
 	defer stop()
-	go func() {
-		select {
-		case <-c.done:
-			stop()
-		case <-ctx.Done():
-		}
-	}()
 	defer func() {
 		c.mu.Lock()
 		clear(c.c2dLocks)

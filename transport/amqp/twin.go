@@ -256,15 +256,8 @@ func (c *conn) forgetLinks(names ...string) {
 // one (desired patches) to Config.Desired, in the order they arrive. A
 // failed link ends the connection.
 func (c *conn) receiveTwin(r *amqp.Receiver) {
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, stop := context.WithCancel(c.life)
 	defer stop()
-	go func() {
-		select {
-		case <-c.done:
-			stop()
-		case <-ctx.Done():
-		}
-	}()
 	for {
 		msg, err := r.Receive(ctx, nil)
 		if err != nil {

@@ -99,6 +99,9 @@ type frameScanner struct {
 	// maxMessage bounds the bytes of one message the peer sends on a
 	// link, over all its transfer frames; 0 means MaxMessageSize.
 	maxMessage int
+	// maxLinks bounds the links it remembers; 0 means maxLinks, enough
+	// for one device.
+	maxLinks int
 
 	err    error // the peer broke maxMessage: the stream is not read further
 	broken bool
@@ -217,7 +220,7 @@ func (s *frameScanner) frame() {
 		}
 		name, ok1 := r.str()
 		handle, ok2 := r.uint()
-		if ok1 && ok2 && len(s.links) < maxLinks {
+		if ok1 && ok2 && len(s.links) < s.linkLimit() {
 			if s.links == nil {
 				s.links = map[linkKey]string{}
 			}
@@ -264,6 +267,13 @@ func (s *frameScanner) frame() {
 	}
 }
 
+func (s *frameScanner) linkLimit() int {
+	if s.maxLinks > 0 {
+		return s.maxLinks
+	}
+	return maxLinks
+}
+
 // transfer counts a transfer frame's message bytes (the body after the
 // performative) against its link's unfinished message, which a frame
 // without "more" finishes. A performative the scanner cannot read counts
@@ -307,7 +317,7 @@ func (s *frameScanner) transfer(r reader) {
 	if s.partial == nil {
 		s.partial = map[linkKey]int{}
 	}
-	if _, known := s.partial[k]; !known && len(s.partial) >= maxLinks {
+	if _, known := s.partial[k]; !known && len(s.partial) >= s.linkLimit() {
 		s.err = fmt.Errorf("%w: unfinished messages on too many links", errMessageTooLarge)
 		return
 	}
