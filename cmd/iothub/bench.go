@@ -33,6 +33,8 @@ type benchConfig struct {
 	c2d        bool // the cloud-to-device benchmark (bench.RunC2D) instead
 	c2dCfg     bench.C2DConfig
 	c2dDevice  bool // serve one c2d device on stdin/stdout (internal)
+	mux        bool // the multiplexed benchmark (bench.RunMux) instead
+	muxCfg     bench.MuxConfig
 }
 
 type listFlag struct{ p *[]string }
@@ -96,8 +98,7 @@ call, and the connect time and memory per device of growing fleets.
 Baselines run in the same hub, with the same invoker: minimal raw paho
 and go-amqp responders (the device floors), and with --node the official
 Node device SDK and the official Node service client. The invoker floor
-measures the invoker against an HTTPS server that answers at once; every
-target is reported with the best value the floors leave reachable. Each
+measures the invoker against an HTTPS server that answers at once. Each
 device fleet (and, for the service-client comparison, each invoker) runs
 in a child process; latency ratios come from paired runs, calls
 alternating between one device of each kind. The twin rows time a
@@ -105,6 +106,18 @@ device's reported-property updates, one at a time, each awaiting the
 hub's answer: this SDK's UpdateReportedProperties against the raw paho
 and go-amqp floors and, with --node, the Node SDK's
 twin.properties.reported.update. See BENCHMARKS.md.
+
+The targets are ratios to floors and peers measured in the same run, per
+device transport (mqtt, amqp): this SDK's device client against its raw
+floor (p50 ≤ 1.05×, device CPU per call ≤ 1×, RSS per device ≤ 1.05×)
+and, with --node, against the Node device SDK (device CPU per call
+≤ 0.5×, RSS per device ≤ 0.5×, connects/s ≥ 5×, from the scale series at
+a common fleet size); this SDK's service client against the Node one
+(CPU per call ≤ 0.5×, each in its own process); and calls/s ≥ 0.9× the
+most the invoker and device floors allow on this machine. CPU and
+memory targets need the fleets in child processes (not --inproc). A
+target that a floor puts out of reach is reported with the best value
+that floor leaves.
 
 --query runs only the query benchmark: --query-devices twins in the hub,
 tagged through the engine, then POST /devices/query paged through with
@@ -125,6 +138,21 @@ outstanding): messages/s from the first send to the last completion,
 p50/p90 send-to-handler latency, CPU per message of this process (hub and
 sender) and of the device's process; with --node the official Node
 device too (conformance/bench_c2d_device.js), with Go ÷ Node ratios.
+
+--multiplex runs only the multiplexed benchmark (issue 21): --mux-devices
+devices of this SDK on one amqp.Pool in a fleet process (--mux-per-conn
+identities per AMQP connection, at most --mux-dial-rate new connections
+per second), the hub in this process: connects/s and failures, RSS, Go heap
++ stacks and goroutines per device of the device process and the hub's
+memory per device; method round trips to random devices of it against a
+--mux-small-device pooled fleet (one call at a time, alternating); every
+pooled connection cut at once (a fault proxy in the fleet process), the
+time until every device is connected again and the peak dial rate, then
+every device called once; the floor: go-amqp alone in the same layout at
+--mux-floor-devices devices; anchors at --mux-anchor-devices devices with
+one connection per device: this SDK over AMQP and MQTT, raw go-amqp, and
+with --node the Node SDK over AMQP; the Java and .NET limits printed next
+to ours. It needs about 20 GB of memory at 100,000 devices.
 
 --output text (the default) prints tables on stdout; --output json prints
 the result as one JSON document, on one line (the schema of --json FILE,
@@ -174,6 +202,18 @@ flags:
 	fs.IntVar(&c.c2dCfg.Warmup, "c2d-warmup", c.c2dCfg.Warmup, "messages per c2d row before the measured ones")
 	fs.Var(listFlag{&c.c2dCfg.Transports}, "c2d-transports", "the c2d device's `transports` (comma-separated): mqtt, mqtt-ws, amqp, amqp-ws")
 	fs.IntVar(&c.c2dCfg.Concurrency, "c2d-concurrency", c.c2dCfg.Concurrency, "c2d sends in flight")
+	c.muxCfg = bench.MuxDefaults()
+	fs.BoolVar(&c.mux, "multiplex", false, "run only the multiplexed benchmark (many devices over a few AMQP connections with amqp.Pool)")
+	fs.IntVar(&c.muxCfg.Devices, "mux-devices", c.muxCfg.Devices, "devices in the pooled fleet")
+	fs.IntVar(&c.muxCfg.SmallDevices, "mux-small", c.muxCfg.SmallDevices, "devices in the pooled fleet whose round trips are the baseline")
+	fs.IntVar(&c.muxCfg.PerConn, "mux-per-conn", c.muxCfg.PerConn, "identities per pooled connection (0: the pool's default, 995)")
+	fs.Float64Var(&c.muxCfg.DialRate, "mux-dial-rate", c.muxCfg.DialRate, "the pool's bound on new connections per second")
+	fs.IntVar(&c.muxCfg.ConnectConcurrency, "mux-connect-concurrency", c.muxCfg.ConnectConcurrency, "pooled devices connecting at once")
+	fs.IntVar(&c.muxCfg.Calls, "mux-calls", c.muxCfg.Calls, "method round trips to each fleet, alternating")
+	fs.BoolVar(&c.muxCfg.NoCut, "mux-no-cut", false, "skip cutting the pooled connections")
+	fs.BoolVar(&c.muxCfg.NoVerify, "mux-no-verify", false, "after the recovery, do not call every device once")
+	fs.IntVar(&c.muxCfg.FloorDevices, "mux-floor-devices", c.muxCfg.FloorDevices, "devices of the go-amqp floor fleet (0: --mux-devices; negative: none)")
+	fs.IntVar(&c.muxCfg.AnchorDevices, "mux-anchor-devices", c.muxCfg.AnchorDevices, "devices of each one-connection-per-device anchor fleet (0: none)")
 	outputFlag(fs, &c.output)
 	fs.StringVar(&c.jsonFile, "json", "", "also write the JSON result to this `file`")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (hub and invoker) to `file`")
@@ -191,8 +231,30 @@ flags:
 	if c.fleet || c.invoker || c.c2dDevice {
 		return &c, nil
 	}
-	if (c.query && c.jobs) || (c.c2d && (c.query || c.jobs)) {
-		return nil, errors.New("iothub: --query, --jobs and --c2d exclude each other")
+	modes := 0
+	for _, m := range []bool{c.query, c.jobs, c.c2d, c.mux} {
+		if m {
+			modes++
+		}
+	}
+	if modes > 1 {
+		return nil, errors.New("iothub: --query, --jobs, --c2d and --multiplex exclude each other")
+	}
+	if c.mux {
+		c.muxCfg.Node, c.muxCfg.NodeBin = c.Node, c.NodeBin
+		if c.Node {
+			c.muxCfg.NodeDir = c.NodeDir
+			if c.muxCfg.NodeDir == "" {
+				c.muxCfg.NodeDir = findNodeDir()
+			}
+		}
+		c.muxCfg.InProcess = c.InProcess
+		v := c.muxCfg
+		v.InProcess = true // the fleet command is found later
+		if err := v.Validate(); err != nil {
+			return nil, fmt.Errorf("iothub: %w", err)
+		}
+		return &c, nil
 	}
 	if c.c2d {
 		c.c2dCfg.Rounds, c.c2dCfg.InProcess, c.c2dCfg.Node, c.c2dCfg.NodeBin = c.Rounds, c.InProcess, c.Node, c.NodeBin
@@ -301,6 +363,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if cfg.jobs {
 		need = max(4096, uint64(cfg.jobsCfg.Devices)*3+4096)
 	}
+	if cfg.mux {
+		need = uint64(cfg.muxCfg.AnchorDevices)*3 + 4096
+	}
 	if err := raiseFileLimit(need); err != nil && need > 0 && !cfg.quiet && !cfg.fleet && !cfg.invoker {
 		var lim syscall.Rlimit
 		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
@@ -345,6 +410,16 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if cfg.c2d {
 		cfg.c2dCfg.Progress = cfg.Progress
 		return runC2DBench(ctx, cfg, stdout, stderr)
+	}
+	if cfg.mux {
+		cfg.muxCfg.FleetCommand, cfg.muxCfg.Progress = cfg.FleetCommand, cfg.Progress
+		return runMode(ctx, cfg, stdout, stderr, true, func(ctx context.Context) (modeResult, error) {
+			res, err := bench.RunMux(ctx, cfg.muxCfg)
+			if res == nil {
+				return nil, err
+			}
+			return res, err
+		})
 	}
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)

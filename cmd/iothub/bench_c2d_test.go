@@ -46,3 +46,42 @@ func TestBenchC2DFlags(t *testing.T) {
 	assert.Equal(t, exitOK, run([]string{"bench", "-h"}, &stdout, &stderr), "-h: exit status")
 	assert.Contains(t, stderr.String(), "-c2d-messages", "-h")
 }
+
+// TestBenchMultiplex runs "iothub bench --multiplex" small and in process:
+// a pooled fleet on several connections, the small fleet, the calls, the
+// cut and recovery, the floor and one anchor, then its JSON.
+func TestBenchMultiplex(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	args := []string{"bench", "--multiplex", "--inproc", "--mux-devices", "300", "--mux-small", "20", "--mux-per-conn", "100",
+		"--mux-calls", "40", "--mux-floor-devices", "100", "--mux-anchor-devices", "20", "--quiet", "--output", "json"}
+	require.Equal(t, exitOK, run(args, &stdout, &stderr), "exit status; stderr: %s", stderr.String())
+	var res bench.MuxResult
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &res), "%s", stdout.String())
+	require.GreaterOrEqual(t, len(res.Rows), 4, "rows")
+	assert.Equal(t, "go-sdk-pool/amqp", res.Rows[0].Name)
+	assert.Equal(t, 300, res.Rows[0].Connected, res.Rows[0].FirstError)
+	assert.Equal(t, "amqp-raw-pool/amqp", res.Rows[2].Name)
+	assert.Equal(t, 100, res.Rows[2].Connected, res.Rows[2].FirstError)
+	require.NotNil(t, res.Calls)
+	assert.Equal(t, 40, res.Calls.Large.Calls)
+	assert.Zero(t, res.Calls.Large.Errors+res.Calls.Small.Errors, res.Calls.Large.FirstError+res.Calls.Small.FirstError)
+	require.NotNil(t, res.Recovery)
+	assert.Empty(t, res.Recovery.Error)
+	assert.Equal(t, 3, res.Recovery.CutConns, "connections cut")
+	assert.Equal(t, 300, res.Recovery.Connected)
+	assert.Equal(t, 300, res.Recovery.VerifyCalls)
+	assert.Zero(t, res.Recovery.VerifyErrors, res.Recovery.VerifyFirst)
+	require.Len(t, res.Targets, 5)
+	assert.Equal(t, "missed", res.Targets[0].Status, "300 devices are not 100,000")
+
+	stdout.Reset()
+	args = []string{"bench", "--multiplex", "--inproc", "--mux-devices", "50", "--mux-small", "5", "--mux-calls", "5", "--mux-no-cut",
+		"--mux-floor-devices", "-1", "--mux-anchor-devices", "0", "--quiet"}
+	require.Equal(t, exitOK, run(args, &stdout, &stderr), "exit status; stderr: %s", stderr.String())
+	for _, want := range []string{"iothub bench --multiplex:", "go-sdk-pool/amqp", "Targets", "Java MultiplexingClient"} {
+		assert.Contains(t, stdout.String(), want, "table")
+	}
+	for _, args := range [][]string{{"--multiplex", "--c2d"}, {"--multiplex", "--mux-per-conn", "1001"}, {"--multiplex", "--mux-devices", "0"}} {
+		assert.Equal(t, exitUsage, run(append([]string{"bench"}, args...), &stdout, &stderr), "%v: exit status", args)
+	}
+}

@@ -191,7 +191,7 @@ func TestBenchTable(t *testing.T) {
 	args := append(append([]string{"bench", "--inproc", "--floor=false", "--output", "text"}, tinyBench...), "--scale", "")
 	require.Equal(t, exitOK, run(args, &stdout, &stderr), "exit status; stderr: %s", stderr.String())
 	out := stdout.String()
-	for _, want := range []string{"Round trips", "go-sdk/mqtt", "calls/s", "Targets", "device SDK overhead", "Reported-property updates"} {
+	for _, want := range []string{"Round trips", "go-sdk/mqtt", "calls/s", "Targets", "device SDK vs raw floor", "Reported-property updates"} {
 		assert.Contains(t, out, want, "table")
 	}
 	assert.NotContains(t, out, "Scale:", "--scale \"\" still printed a scale section")

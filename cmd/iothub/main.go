@@ -7,6 +7,8 @@
 //	iothub query [flags] 'SELECT ...'  run a query, print the items as JSON lines
 //	iothub send [flags]   send a cloud-to-device message, print its feedback
 //	iothub job ...        schedule and track jobs (methods or twin updates on many devices)
+//	iothub device-identity ...  create, show, list and delete devices (as az iot hub device-identity)
+//	iothub module-identity ...  the same for modules (as az iot hub module-identity)
 //	iothub bench [flags]  measure latency, throughput and scale (see BENCHMARKS.md)
 //	iothub version        print the SDK and Go versions (also: iothub --version)
 //
@@ -59,6 +61,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runJob(args[1:], stdout, stderr)
 	case "send":
 		return runSend(args[1:], stdout, stderr)
+	case "device-identity":
+		return runDeviceIdentity(args[1:], stdout, stderr)
+	case "module-identity":
+		return runModuleIdentity(args[1:], stdout, stderr)
 	case "version":
 		return runVersion(args[1:], stdout, stderr)
 	case "-version", "--version":
@@ -92,6 +98,12 @@ commands:
           feedback
   job     schedule, show, list, wait for and cancel jobs: a method or a
           twin update on every device a query condition selects
+  device-identity
+          create, show, list and delete devices and print their connection
+          strings, with the flags of "az iot hub device-identity"
+          (--output json, the default, or table)
+  module-identity
+          the same for a device's modules ("az iot hub module-identity")
   bench   measure latency, throughput and scale (see BENCHMARKS.md)
   version print the SDK and Go versions (also: iothub --version)
 
@@ -123,6 +135,10 @@ examples:
 
   # twins of one site, one JSON document per line, all pages
   iothub query --ca-file ca.pem "SELECT * FROM devices WHERE tags.site = 'berlin'"
+
+  # register a device, then print its connection string
+  iothub device-identity create --ca-file ca.pem -d dev2
+  iothub device-identity connection-string --ca-file ca.pem -d dev2
 
   # against Azure IoT Hub: the hub's connection strings, no --ca-file
   iothub invoke --device myDevice --method reboot

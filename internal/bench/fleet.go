@@ -64,6 +64,13 @@ type FleetSpec struct {
 	// certificate chain and key (ImplAnswer only).
 	ServerCertPEM string `json:"server_cert_pem,omitempty"`
 	ServerKeyPEM  string `json:"server_key_pem,omitempty"`
+	// PoolPerConn and PoolDialRate configure the amqp.Pool of an
+	// ImplGoPool fleet (PoolPerConn also the ImplAMQPRawPool layout); 0
+	// takes the pool's defaults. Proxy puts a fault proxy between the
+	// pool and the hub, which the "cut" command cuts.
+	PoolPerConn  int     `json:"pool_per_conn,omitempty"`
+	PoolDialRate float64 `json:"pool_dial_rate,omitempty"`
+	Proxy        bool    `json:"proxy,omitempty"`
 }
 
 // Mem is a memory sample of one process.
@@ -102,6 +109,12 @@ type fleetMsg struct {
 	Errors    int       `json:"errors,omitempty"`
 	Seconds   float64   `json:"seconds,omitempty"`
 	Latencies []float64 `json:"latencies_us,omitempty"`
+	// The "recovered" answer to "cut" (a multiplexed fleet).
+	CutConns        int     `json:"cut_conns,omitempty"`
+	RecoverySeconds float64 `json:"recovery_seconds,omitempty"`
+	Dials           int64   `json:"dials,omitempty"`
+	PeakDialRate    int64   `json:"peak_dial_rate,omitempty"`
+	Conns           int     `json:"conns,omitempty"`
 }
 
 // goFleet is a population of Go device clients in this process.
@@ -110,6 +123,7 @@ type goFleet struct {
 	paho    []paho.Client
 	amqp    []*rawAMQP
 	closers []func()
+	mux     *muxState // the pool of a multiplexed fleet
 	// twinUpd is the first device's reported-property update, once a
 	// twin phase asked for it; twinSteps counts the paired updates.
 	twinUpd   twinUpdate
@@ -156,7 +170,21 @@ func startGoFleet(ctx context.Context, spec FleetSpec) (*goFleet, fleetMsg) {
 		return fail(err)
 	}
 	var connect func(ctx context.Context, cs string) (func(*goFleet), error)
+	var mux *muxState
 	switch spec.Impl {
+	case ImplGoPool:
+		if spec.Transport != "amqp" {
+			return fail(fmt.Errorf("bench: %s speaks amqp only", ImplGoPool))
+		}
+		mux, connect, err = poolConnect(spec, tlsConf)
+		if err != nil {
+			return fail(err)
+		}
+	case ImplAMQPRawPool:
+		if spec.Transport != "amqp" {
+			return fail(fmt.Errorf("bench: %s speaks amqp only", ImplAMQPRawPool))
+		}
+		mux, connect = rawPoolConnect(spec, tlsConf)
 	case ImplGoSDK:
 		tr, err := sdkTransport(spec.Transport)
 		if err != nil {
@@ -213,7 +241,7 @@ func startGoFleet(ctx context.Context, spec FleetSpec) (*goFleet, fleetMsg) {
 	if timeout <= 0 {
 		timeout = time.Minute
 	}
-	f := &goFleet{}
+	f := &goFleet{mux: mux}
 	var mu sync.Mutex
 	durs := make([]time.Duration, 0, len(spec.ConnStrings))
 	next := make(chan string)
@@ -283,7 +311,8 @@ func (f *goFleet) close() {
 	for _, c := range f.closers {
 		c()
 	}
-	f.sdk, f.paho, f.amqp, f.closers = nil, nil, nil, nil
+	f.mux.close()
+	f.sdk, f.paho, f.amqp, f.closers, f.mux = nil, nil, nil, nil, nil
 }
 
 // rawConn is what a raw responder needs to connect: its connection
@@ -430,16 +459,27 @@ func dialRawAMQP(ctx context.Context, connStr string, tlsConf *tls.Config) (*raw
 	if code := fmt.Sprint(res.ApplicationProperties["status-code"]); code != "200" && code != "202" {
 		return fail(fmt.Errorf("bench: put-token: status %s", code))
 	}
+	done, err := rawMethodLinks(ctx, s, id)
+	if err != nil {
+		return fail(err)
+	}
+	return &rawAMQP{conn: ac, sess: s, id: id, done: done}, nil
+}
+
+// rawMethodLinks attaches id's two method links on session s and starts
+// the goroutine that answers each request with its payload and status 200;
+// done is closed when it ends (with the links).
+func rawMethodLinks(ctx context.Context, s *goamqp.Session, id auth.Identity) (chan struct{}, error) {
 	addr := "amqps://" + id.HostName + "/devices/" + id.DeviceID + "/methods/devicebound"
 	props := map[string]any{"com.microsoft:api-version": "2021-04-12", "com.microsoft:channel-correlation-id": "methods:" + id.DeviceID}
 	first := goamqp.ReceiverSettleModeFirst
 	out, err := s.NewSender(ctx, addr, &goamqp.SenderOptions{Name: "res-" + id.DeviceID, Properties: props, RequestedReceiverSettleMode: &first})
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	in, err := s.NewReceiver(ctx, addr, &goamqp.ReceiverOptions{Name: "req-" + id.DeviceID, Properties: props, Credit: 50, SettlementMode: &first})
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	done := make(chan struct{})
 	go func() {
@@ -464,7 +504,7 @@ func dialRawAMQP(ctx context.Context, connStr string, tlsConf *tls.Config) (*raw
 			}
 		}
 	}()
-	return &rawAMQP{conn: ac, sess: s, id: id, done: done}, nil
+	return done, nil
 }
 
 // rawAMQP is one connection of the AMQP floor.

@@ -66,6 +66,12 @@ func RunFleet(in io.Reader, out io.Writer) error {
 			}
 			continue
 		}
+		if cmd == "cut" {
+			if err := enc.Encode(f.mux.cut(10 * time.Minute)); err != nil {
+				break
+			}
+			continue
+		}
 		if cmd == "twin-step" {
 			if err := serveTwinStep(f, enc); err != nil {
 				break
@@ -120,6 +126,9 @@ func (l *localFleet) stats() (fleetMsg, error) {
 	return fleetMsg{Type: "stats", CPUSeconds: cpuSeconds(), Mem: &m}, nil
 }
 func (l *localFleet) close() error { l.f.close(); return nil }
+func (l *localFleet) cut() (fleetMsg, error) {
+	return l.f.mux.cut(10 * time.Minute), nil
+}
 
 // procFleet is a fleet in a child process.
 type procFleet struct {
@@ -223,6 +232,15 @@ func (p *procFleet) stats() (fleetMsg, error) {
 		return fleetMsg{}, err
 	}
 	return p.read(context.Background(), "stats", time.Minute)
+}
+
+// cut asks a multiplexed fleet to cut its pooled connections and waits for
+// its "recovered" answer.
+func (p *procFleet) cut() (fleetMsg, error) {
+	if _, err := io.WriteString(p.stdin, "cut\n"); err != nil {
+		return fleetMsg{}, err
+	}
+	return p.read(context.Background(), "recovered", 11*time.Minute)
 }
 
 func (p *procFleet) close() error {

@@ -25,8 +25,7 @@ func (res *Result) invoker(name string) *InvokerRow {
 	return nil
 }
 
-// largestScale returns the largest fully connected fleet of name, and the
-// largest fleet size common to names a and b (for like-for-like memory).
+// scaleAt returns the fully connected fleet of name with n devices.
 func (res *Result) scaleAt(name string, n int) *ScaleRow {
 	for i := range res.Scale {
 		s := &res.Scale[i]
@@ -37,17 +36,8 @@ func (res *Result) scaleAt(name string, n int) *ScaleRow {
 	return nil
 }
 
-func (res *Result) largestScale(name string) *ScaleRow {
-	var best *ScaleRow
-	for i := range res.Scale {
-		s := &res.Scale[i]
-		if s.Name == name && s.Connected == s.Devices && (best == nil || s.Devices > best.Devices) {
-			best = s
-		}
-	}
-	return best
-}
-
+// commonScale returns the fleets of a and b at the largest size both
+// connected fully (for like-for-like memory and connect rates).
 func (res *Result) commonScale(a, b string) (*ScaleRow, *ScaleRow) {
 	var ba, bb *ScaleRow
 	for i := range res.Scale {
@@ -85,21 +75,6 @@ func (res *Result) floor(name string) *FloorRow {
 	return nil
 }
 
-// latencyBound sets t's bound for a p50 ratio against a denominator of
-// den µs: the invoker floor's own p50 over den.
-func (res *Result) latencyBound(t *Target, den float64) {
-	fl, raw := res.floor(FloorGoService), res.floor(FloorNetHTTP)
-	if fl == nil || den <= 0 {
-		return
-	}
-	t.Bound = round(fl.Latency.P50/den, 3)
-	t.BoundDetail = fmt.Sprintf("the invoker's own HTTPS round trip to a server that answers at once is %.0f µs p50", fl.Latency.P50)
-	if raw != nil {
-		t.BoundDetail += fmt.Sprintf(" (bare net/http client: %.0f µs)", raw.Latency.P50)
-	}
-	t.BoundDetail += fmt.Sprintf(", %s of %.0f µs, with no hub or device work at all", trimFloat(t.Bound), den)
-}
-
 // throughputBound is the most calls/s the CPUs allow when a call costs
 // the invoker floor (both HTTPS ends) plus devCPU µs on the device.
 func (res *Result) throughputBound(devCPU float64, devWhat string) (float64, string) {
@@ -126,110 +101,232 @@ func status(ok bool) string {
 	return "missed"
 }
 
-// targets checks the issue's goals against the run.
+// targetTransports are the device transports the targets cover: each has
+// a raw floor (rawImpl) and a Node SDK peer.
+var targetTransports = []string{"mqtt", "amqp"}
+
+// The goals, as ratios to floors and peers measured in the same run.
+const (
+	goalFloorP50      = 1.05 // device SDK p50 ÷ its raw floor's, at most
+	goalFloorCPU      = 1.0  // device CPU per call ÷ the raw floor's, at most
+	goalFloorRSS      = 1.05 // RSS per device ÷ the raw floor's, at most
+	goalNodeCPU       = 0.5  // device CPU per call ÷ the Node SDK's, at most
+	goalNodeRSS       = 0.5  // RSS per device ÷ the Node SDK's, at most
+	goalNodeConnects  = 5.0  // connects/s ÷ the Node SDK's, at least
+	goalServiceCPU    = 0.5  // service client CPU per call ÷ the Node one's, at most
+	goalFloorBoundTPS = 0.9  // calls/s ÷ the floors' throughput bound, at least
+)
+
+// ratioTarget is a target valued a ÷ b (rounded as printed), met when
+// the value is at most limit or, with atLeast, at least limit.
+func ratioTarget(name, goal string, a, b, limit float64, atLeast bool, detail string) Target {
+	v := round(a/b, 3)
+	ok := v <= limit
+	if atLeast {
+		ok = v >= limit
+	}
+	return Target{Name: name, Goal: goal, Value: v, Status: status(ok), Detail: detail}
+}
+
+func naTarget(name, goal, why string) Target {
+	return Target{Name: name, Goal: goal, Status: "n/a", Detail: why}
+}
+
+// deviceCPU is a row's device-process CPU per call under load, 0 when
+// the row is missing or its devices ran in this process (--inproc: their
+// CPU is the hub's too).
+func (res *Result) deviceCPU(r *Row) float64 {
+	if r == nil || r.Throughput == nil || (res.Settings.InProcess && r.Impl != ImplNodeSDK) {
+		return 0
+	}
+	return r.Throughput.DeviceCPUPerCall
+}
+
+// targets checks the issue's goals against the run. Every goal is a ratio
+// to a floor or a peer measured in the same run; a target whose value a
+// floor puts out of reach carries that floor's best value as its Bound.
 func targets(res *Result) []Target {
 	var out []Target
-	na := func(name, goal, why string) {
-		out = append(out, Target{Name: name, Goal: goal, Status: "n/a", Detail: why})
+	for _, t := range targetTransports {
+		out = append(out, res.floorTargets(t)...)
 	}
-	sdk, floor := res.row("go-sdk/mqtt"), res.row("paho-raw/mqtt")
-	{
-		name, goal := "device SDK overhead (MQTT p50 vs raw paho floor)", "go-sdk/mqtt p50 ÷ paho-raw/mqtt p50 ≤ 1.2"
-		if p := res.pair("go-sdk/mqtt", "paho-raw/mqtt"); p != nil {
-			out = append(out, Target{Name: name, Goal: goal, Value: p.P50Ratio, Status: status(p.P50Ratio <= 1.2),
-				Detail: fmt.Sprintf("paired, alternating calls: %.0f µs vs %.0f µs (rows: %s)", p.LatA.P50, p.LatB.P50, rowRatio(sdk, floor))})
-		} else if sdk != nil && floor != nil && floor.Latency.P50 > 0 {
-			v := round(sdk.Latency.P50/floor.Latency.P50, 3)
-			out = append(out, Target{Name: name, Goal: goal, Value: v, Status: status(v <= 1.2),
-				Detail: fmt.Sprintf("%.0f µs vs %.0f µs", sdk.Latency.P50, floor.Latency.P50)})
-		} else {
-			na(name, goal, "needs the go-sdk/mqtt and paho-raw/mqtt rows")
-		}
+	for _, t := range targetTransports {
+		out = append(out, res.nodeDeviceTargets(t)...)
 	}
-	for _, t := range []string{"mqtt", "amqp"} {
-		ours, node := res.row("go-sdk/"+t), res.row("node-sdk/"+t)
-		name, goal := "latency vs Node device SDK ("+t+")", "go-sdk/"+t+" p50 ÷ node-sdk/"+t+" p50 ≤ 0.333"
-		if p := res.pair("go-sdk/"+t, "node-sdk/"+t); p != nil {
-			tg := Target{Name: name, Goal: goal, Value: p.P50Ratio, Status: status(p.P50Ratio <= 1.0/3),
-				Detail: fmt.Sprintf("paired, alternating calls: %.0f µs vs %.0f µs (rows: %s)", p.LatA.P50, p.LatB.P50, rowRatio(ours, node))}
-			res.latencyBound(&tg, p.LatB.P50)
-			out = append(out, tg)
-		} else if ours != nil && node != nil && node.Latency.P50 > 0 {
-			v := round(ours.Latency.P50/node.Latency.P50, 3)
-			tg := Target{Name: name, Goal: goal, Value: v, Status: status(v <= 1.0/3),
-				Detail: fmt.Sprintf("%.0f µs vs %.0f µs", ours.Latency.P50, node.Latency.P50)}
-			res.latencyBound(&tg, node.Latency.P50)
-			out = append(out, tg)
-		} else {
-			na(name, goal, "needs the go-sdk/"+t+" and node-sdk/"+t+" rows (--node)")
-		}
-		name, goal = "throughput vs Node device SDK ("+t+")", "go-sdk/"+t+" calls/s ÷ node-sdk/"+t+" calls/s ≥ 3"
-		if ours != nil && node != nil && node.Throughput.CallsPerSec > 0 {
-			v := round(ours.Throughput.CallsPerSec/node.Throughput.CallsPerSec, 3)
-			tg := Target{Name: name, Goal: goal, Value: v, Status: status(v >= 3),
-				Detail: fmt.Sprintf("%.0f vs %.0f calls/s", ours.Throughput.CallsPerSec, node.Throughput.CallsPerSec)}
-			devCPU, devWhat := 0.0, ""
-			if fr := res.row(rawImpl(t) + "/" + t); fr != nil {
-				devCPU, devWhat = fr.Throughput.DeviceCPUPerCall, "the "+fr.Impl+" device"
-			}
-			if b, d := res.throughputBound(devCPU, devWhat); b > 0 {
-				tg.Bound = round(b/node.Throughput.CallsPerSec, 3)
-				tg.BoundDetail = fmt.Sprintf("at most %.0f calls/s = %s; ÷ %.0f", b, d, node.Throughput.CallsPerSec)
-			}
-			out = append(out, tg)
-		} else {
-			na(name, goal, "needs the go-sdk/"+t+" and node-sdk/"+t+" rows (--node)")
-		}
-		name, goal = "memory per connected device vs Node ("+t+")", "go-sdk/"+t+" RSS/device ÷ node-sdk/"+t+" RSS/device ≤ 0.2"
-		if a, b := res.commonScale("go-sdk/"+t, "node-sdk/"+t); a != nil && b.DeviceRSSPerDevice > 0 && !a.InProcess {
-			v := round(a.DeviceRSSPerDevice/b.DeviceRSSPerDevice, 3)
-			tg := Target{Name: name, Goal: goal, Value: v, Status: status(v <= 0.2),
-				Detail: fmt.Sprintf("at %d devices: %.1f KB vs %.1f KB RSS per device", a.Devices, a.DeviceRSSPerDevice/1024, b.DeviceRSSPerDevice/1024)}
-			if fl := res.scaleAt(rawImpl(t)+"/"+t, a.Devices); fl != nil && !fl.InProcess {
-				tg.Bound = round(fl.DeviceRSSPerDevice/b.DeviceRSSPerDevice, 3)
-				tg.BoundDetail = fmt.Sprintf("the raw %s client alone holds %.1f KB RSS per device at %d devices", fl.Impl, fl.DeviceRSSPerDevice/1024, a.Devices)
-			}
-			out = append(out, tg)
-		} else {
-			na(name, goal, "needs go-sdk/"+t+" and node-sdk/"+t+" fleets of a common size in child processes")
-		}
+	out = append(out, res.serviceTarget())
+	for _, t := range targetTransports {
+		out = append(out, res.endToEndTarget(t))
 	}
-	{
-		name, goal := "end-to-end throughput (MQTT over TLS)", "go-sdk/mqtt ≥ 10000 calls/s"
-		if sdk != nil {
-			v := sdk.Throughput.CallsPerSec
-			tg := Target{Name: name, Goal: goal, Value: v, Status: status(v >= 10000),
-				Detail: fmt.Sprintf("%d devices, %d in flight, %d errors; hub, invoker and devices on this machine", sdk.Throughput.Devices, sdk.Throughput.Concurrency, sdk.Throughput.Errors)}
-			devCPU, devWhat := 0.0, ""
-			if floor != nil {
-				devCPU, devWhat = floor.Throughput.DeviceCPUPerCall, "the paho-raw device"
-			}
-			if b, d := res.throughputBound(devCPU, devWhat); b > 0 {
-				tg.Bound, tg.BoundDetail = b, d
-			}
-			out = append(out, tg)
-		} else {
-			na(name, goal, "needs the go-sdk/mqtt row")
-		}
+	// The multiplexed targets (issue 21, the --multiplex mode: devices
+	// connected at once through the pool, RSS per device, p50/p99 against
+	// a 100-device fleet, recovery time and peak dial rate) are appended
+	// here, from that mode's own rows.
+	return out
+}
+
+// floorTargets compares this SDK's device client over t with the raw
+// responder on the same transport (rawImpl): p50, device CPU per call
+// and RSS per device.
+func (res *Result) floorTargets(t string) []Target {
+	raw := rawImpl(t)
+	sdkName, rawName := ImplGoSDK+"/"+t, raw+"/"+t
+	sdk, fl := res.row(sdkName), res.row(rawName)
+	var out []Target
+
+	name, goal := "device SDK vs raw floor: p50 ("+t+")", fmt.Sprintf("%s p50 ÷ %s p50 ≤ %s", sdkName, rawName, trimFloat(goalFloorP50))
+	switch p := res.pair(sdkName, rawName); {
+	case p != nil:
+		out = append(out, ratioTarget(name, goal, p.LatA.P50, p.LatB.P50, goalFloorP50, false,
+			fmt.Sprintf("paired, alternating calls: %.0f µs vs %.0f µs (rows: %s)", p.LatA.P50, p.LatB.P50, rowRatio(sdk, fl))))
+	case sdk != nil && fl != nil && sdk.Latency != nil && fl.Latency != nil && fl.Latency.P50 > 0:
+		out = append(out, ratioTarget(name, goal, sdk.Latency.P50, fl.Latency.P50, goalFloorP50, false,
+			fmt.Sprintf("rows one after the other: %.0f µs vs %.0f µs", sdk.Latency.P50, fl.Latency.P50)))
+	default:
+		out = append(out, naTarget(name, goal, "needs the "+sdkName+" and "+rawName+" rows (--floor)"))
 	}
-	{
-		name, goal := "devices connected at once in one process", "≥ 10000 go-sdk/mqtt devices"
-		if s := res.largestScale("go-sdk/mqtt"); s != nil {
-			out = append(out, Target{Name: name, Goal: goal, Value: float64(s.Connected), Status: status(s.Connected >= 10000),
-				Detail: fmt.Sprintf("%d connected in %.1f s", s.Connected, s.ConnectSeconds)})
-		} else {
-			na(name, goal, "needs a go-sdk/mqtt scale series")
-		}
-		name, goal = "memory per device client", "go-sdk/mqtt RSS/device ≤ 64 KB at the largest fleet"
-		if s := res.largestScale("go-sdk/mqtt"); s != nil && !s.InProcess {
-			v := round(s.DeviceRSSPerDevice/1024, 1)
-			out = append(out, Target{Name: name, Goal: goal, Value: v, Status: status(v <= 64),
-				Detail: fmt.Sprintf("KB RSS per device at %d devices; Go heap + stacks %.1f KB", s.Devices, s.DeviceHeapPerDevice/1024)})
-		} else {
-			na(name, goal, "needs a go-sdk/mqtt scale series in a child process (not --inproc)")
-		}
+
+	name, goal = "device SDK vs raw floor: CPU per call ("+t+")", fmt.Sprintf("%s device CPU/call ÷ %s ≤ %s", sdkName, rawName, trimFloat(goalFloorCPU))
+	switch a, b := res.deviceCPU(sdk), res.deviceCPU(fl); {
+	case a > 0 && b > 0:
+		out = append(out, ratioTarget(name, goal, a, b, goalFloorCPU, false,
+			fmt.Sprintf("%.0f vs %.0f µs of the device process per call, %d calls in flight", a, b, sdk.Throughput.Concurrency)))
+	case sdk == nil || fl == nil:
+		out = append(out, naTarget(name, goal, "needs the "+sdkName+" and "+rawName+" rows (--floor)"))
+	case res.Settings.InProcess:
+		out = append(out, naTarget(name, goal, "device CPU is measured only for fleets in child processes (not --inproc)"))
+	default:
+		out = append(out, naTarget(name, goal, "no device CPU measured in the throughput phase (too short?)"))
+	}
+
+	name, goal = "device SDK vs raw floor: RSS per device ("+t+")", fmt.Sprintf("%s RSS/device ÷ %s ≤ %s", sdkName, rawName, trimFloat(goalFloorRSS))
+	if a, b := res.commonScale(sdkName, rawName); a != nil && !a.InProcess && !b.InProcess && b.DeviceRSSPerDevice > 0 {
+		out = append(out, ratioTarget(name, goal, a.DeviceRSSPerDevice, b.DeviceRSSPerDevice, goalFloorRSS, false,
+			fmt.Sprintf("at %d devices: %.1f KB vs %.1f KB RSS per device (Go heap + stacks %.1f vs %.1f KB)", a.Devices,
+				a.DeviceRSSPerDevice/1024, b.DeviceRSSPerDevice/1024, a.DeviceHeapPerDevice/1024, b.DeviceHeapPerDevice/1024)))
+	} else {
+		out = append(out, naTarget(name, goal, "needs "+sdkName+" and "+rawName+" scale series of a common size in child processes (--scale, not --inproc)"))
 	}
 	return out
+}
+
+// nodeDeviceTargets compares this SDK's device client over t with the
+// official Node device SDK: device CPU per call, RSS per device and
+// connects/s. The CPU and memory targets carry, as their Bound, the same
+// ratio for the raw responder, when the run measured it.
+func (res *Result) nodeDeviceTargets(t string) []Target {
+	sdkName, nodeName := ImplGoSDK+"/"+t, ImplNodeSDK+"/"+t
+	rawName := rawImpl(t) + "/" + t
+	sdk, node, fl := res.row(sdkName), res.row(nodeName), res.row(rawName)
+	var out []Target
+
+	name, goal := "device SDK vs Node: CPU per call ("+t+")", fmt.Sprintf("%s device CPU/call ÷ %s ≤ %s", sdkName, nodeName, trimFloat(goalNodeCPU))
+	switch a, b := res.deviceCPU(sdk), res.deviceCPU(node); {
+	case a > 0 && b > 0:
+		tg := ratioTarget(name, goal, a, b, goalNodeCPU, false,
+			fmt.Sprintf("%.0f vs %.0f µs of the device process per call, %d calls in flight", a, b, sdk.Throughput.Concurrency))
+		if f := res.deviceCPU(fl); f > 0 {
+			tg.Bound = round(f/b, 3)
+			tg.BoundDetail = fmt.Sprintf("the %s responder alone spends %.0f µs of device CPU per call, ÷ %.0f", fl.Impl, f, b)
+		}
+		out = append(out, tg)
+	case sdk == nil || node == nil:
+		out = append(out, naTarget(name, goal, "needs the "+sdkName+" and "+nodeName+" rows (--node)"))
+	case res.Settings.InProcess:
+		out = append(out, naTarget(name, goal, "device CPU is measured only for fleets in child processes (not --inproc)"))
+	default:
+		out = append(out, naTarget(name, goal, "no device CPU measured in the throughput phase (too short?)"))
+	}
+
+	name, goal = "device SDK vs Node: RSS per device ("+t+")", fmt.Sprintf("%s RSS/device ÷ %s ≤ %s", sdkName, nodeName, trimFloat(goalNodeRSS))
+	if a, b := res.commonScale(sdkName, nodeName); a != nil && !a.InProcess && b.DeviceRSSPerDevice > 0 {
+		tg := ratioTarget(name, goal, a.DeviceRSSPerDevice, b.DeviceRSSPerDevice, goalNodeRSS, false,
+			fmt.Sprintf("at %d devices: %.1f KB vs %.1f KB RSS per device", a.Devices, a.DeviceRSSPerDevice/1024, b.DeviceRSSPerDevice/1024))
+		if f := res.scaleAt(rawName, a.Devices); f != nil && !f.InProcess {
+			tg.Bound = round(f.DeviceRSSPerDevice/b.DeviceRSSPerDevice, 3)
+			tg.BoundDetail = fmt.Sprintf("the %s responder alone holds %.1f KB RSS per device at %d devices", f.Impl, f.DeviceRSSPerDevice/1024, a.Devices)
+		}
+		out = append(out, tg)
+	} else {
+		out = append(out, naTarget(name, goal, "needs "+sdkName+" and "+nodeName+" scale series of a common size in child processes (--node, --scale, --node-scale, not --inproc)"))
+	}
+
+	name, goal = "device SDK vs Node: connects/s ("+t+")", fmt.Sprintf("%s connects/s ÷ %s ≥ %s", sdkName, nodeName, trimFloat(goalNodeConnects))
+	if a, b := res.commonScale(sdkName, nodeName); a != nil && a.ConnectPerSec > 0 && b.ConnectPerSec > 0 {
+		d := fmt.Sprintf("%d devices, %d connecting at a time: %.0f vs %.0f connects/s (%.2f s vs %.2f s)",
+			a.Devices, res.Settings.ConnectConcurrency, a.ConnectPerSec, b.ConnectPerSec, a.ConnectSeconds, b.ConnectSeconds)
+		if a.InProcess {
+			d += "; Go devices in the hub's process"
+		}
+		// The raw responder's rate is context, not a bound: a connect is
+		// wall time, mostly the hub's TLS and authentication, and the
+		// responder does not connect faster than the SDK by construction.
+		if f := res.scaleAt(rawName, a.Devices); f != nil && f.ConnectPerSec > 0 {
+			d += fmt.Sprintf("; the %s responder: %.0f connects/s", f.Impl, f.ConnectPerSec)
+		}
+		out = append(out, ratioTarget(name, goal, a.ConnectPerSec, b.ConnectPerSec, goalNodeConnects, true, d))
+	} else {
+		out = append(out, naTarget(name, goal, "needs "+sdkName+" and "+nodeName+" scale series of a common size (--node, --scale, --node-scale)"))
+	}
+	return out
+}
+
+// serviceTarget compares the CPU per call of this SDK's service client
+// with the official Node one's, each measured in its own invoker process
+// (InvokerRow) on the same go-sdk/mqtt fleet. Its Bound is a bare
+// net/http client's, from the invoker floor.
+func (res *Result) serviceTarget() Target {
+	name, goal := "service client vs Node: CPU per call", fmt.Sprintf("go-service invoker CPU/call ÷ node-service ≤ %s", trimFloat(goalServiceCPU))
+	g, n := res.invoker("go-service"), res.invoker("node-service")
+	cpu := func(ir *InvokerRow) float64 {
+		if ir == nil || ir.Throughput == nil {
+			return 0
+		}
+		return ir.Throughput.InvokerCPUPerCall
+	}
+	a, b := cpu(g), cpu(n)
+	switch {
+	case a > 0 && b > 0:
+		tg := ratioTarget(name, goal, a, b, goalServiceCPU, false,
+			fmt.Sprintf("%.0f vs %.0f µs of the invoker's own process per call, %d calls in flight", a, b, g.Throughput.Concurrency))
+		if fl := res.floor(FloorNetHTTP); fl != nil && fl.InvokerCPUPerCall > 0 {
+			tg.Bound = round(fl.InvokerCPUPerCall/b, 3)
+			tg.BoundDetail = fmt.Sprintf("a bare net/http client posting the same request spends %.0f µs of its process's CPU per call against an HTTPS server that answers at once, ÷ %.0f", fl.InvokerCPUPerCall, b)
+			if gf := res.floor(FloorGoService); gf != nil {
+				tg.BoundDetail += fmt.Sprintf(" (this SDK's service client there: %.0f µs)", gf.InvokerCPUPerCall)
+			}
+		}
+		return tg
+	case g == nil || n == nil:
+		return naTarget(name, goal, "needs the go-service and node-service invoker rows (--node, with 127.0.0.1:443 free)")
+	case res.Settings.InProcess:
+		return naTarget(name, goal, "the go-service invoker ran in the hub's process (--inproc), so its CPU per call is not its own")
+	default:
+		return naTarget(name, goal, "no invoker CPU measured (an invoker in the hub's process, or a throughput phase too short)")
+	}
+}
+
+// endToEndTarget compares this SDK's calls/s over t with the most the
+// floors allow (throughputBound): the invoker floor at both HTTPS ends
+// plus the raw responder's device CPU per call.
+func (res *Result) endToEndTarget(t string) Target {
+	sdkName, rawName := ImplGoSDK+"/"+t, rawImpl(t)+"/"+t
+	name, goal := "end-to-end calls/s vs floor bound ("+t+")", fmt.Sprintf("%s calls/s ÷ floor bound ≥ %s", sdkName, trimFloat(goalFloorBoundTPS))
+	sdk, fl := res.row(sdkName), res.row(rawName)
+	switch {
+	case sdk == nil || sdk.Throughput == nil:
+		return naTarget(name, goal, "needs the "+sdkName+" row")
+	case res.Settings.InProcess:
+		return naTarget(name, goal, "the floor bound needs the devices and the answering server in child processes (not --inproc)")
+	case res.deviceCPU(fl) <= 0:
+		return naTarget(name, goal, "needs the "+rawName+" row (--floor) for the device's part of the floor bound")
+	}
+	b, d := res.throughputBound(fl.Throughput.DeviceCPUPerCall, "the "+fl.Impl+" device")
+	if b <= 0 {
+		return naTarget(name, goal, "needs the invoker floor (not --no-floors)")
+	}
+	tp := sdk.Throughput
+	return ratioTarget(name, goal, tp.CallsPerSec, b, goalFloorBoundTPS, true,
+		fmt.Sprintf("%.0f of at most %.0f calls/s = %s; %d devices, %d in flight, %d errors", tp.CallsPerSec, b, d, tp.Devices, tp.Concurrency, tp.Errors))
 }
 
 // comparisons lists the ratios that explain the targets: what each side

@@ -9,56 +9,273 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestTargetBounds checks the floors' arithmetic on a made-up run.
-func TestTargetBounds(t *testing.T) {
-	row := func(name string, p50, cps, devCPU float64) Row {
-		impl, tr, _ := strings.Cut(name, "/")
-		return Row{Name: name, Impl: impl, Transport: tr, Status: "ok", Latency: &Latency{P50: p50},
-			Throughput: &Throughput{CallsPerSec: cps, DeviceCPUPerCall: devCPU, Latency: &Latency{}}}
-	}
-	res := &Result{
-		Machine: Machine{CPUs: 2},
+// benchRow is a measured row with the numbers the targets read.
+func benchRow(name string, p50, callsPerSec, devCPU float64) Row {
+	impl, tr, _ := strings.Cut(name, "/")
+	return Row{Name: name, Impl: impl, Transport: tr, Status: "ok", Latency: &Latency{P50: p50},
+		Throughput: &Throughput{Devices: 100, Concurrency: 64, CallsPerSec: callsPerSec, DeviceCPUPerCall: devCPU, Latency: &Latency{}}}
+}
+
+// scaleRow is a fully connected fleet.
+func scaleRow(name string, devices int, rssKB, connectsPerSec float64) ScaleRow {
+	impl, tr, _ := strings.Cut(name, "/")
+	return ScaleRow{Name: name, Impl: impl, Transport: tr, Devices: devices, Connected: devices,
+		DeviceRSSPerDevice: rssKB * 1024, ConnectPerSec: connectsPerSec, ConnectSeconds: float64(devices) / connectsPerSec}
+}
+
+func invokerRow(name string, cpu float64) InvokerRow {
+	return InvokerRow{Name: name, Device: "go-sdk/mqtt", Status: "ok", Latency: &Latency{},
+		Throughput: &Throughput{Concurrency: 64, InvokerCPUPerCall: cpu, Latency: &Latency{}}}
+}
+
+// madeUpRun is a run with every row the targets read, in child processes.
+func madeUpRun() *Result {
+	return &Result{
+		Machine:  Machine{CPUs: 2},
+		Settings: Settings{ConnectConcurrency: 64},
 		Rows: []Row{
-			row("go-sdk/mqtt", 400, 5000, 100),
-			row("paho-raw/mqtt", 380, 5200, 80),
-			row("node-sdk/mqtt", 600, 4000, 200),
+			benchRow("go-sdk/mqtt", 400, 5000, 100),
+			benchRow("paho-raw/mqtt", 380, 5200, 80),
+			benchRow("node-sdk/mqtt", 600, 4000, 300),
+			benchRow("go-sdk/amqp", 500, 3000, 150),
+			benchRow("amqp-raw/amqp", 450, 3500, 160),
+			benchRow("node-sdk/amqp", 900, 2000, 250),
+		},
+		Pairs: []Pair{{A: "go-sdk/mqtt", B: "paho-raw/mqtt", Status: "ok", LatA: &Latency{P50: 420}, LatB: &Latency{P50: 400}, P50Ratio: 1.05}},
+		Invokers: []InvokerRow{
+			invokerRow("go-service", 60),
+			invokerRow("node-service", 150),
 		},
 		Floors: []FloorRow{
 			{Name: FloorGoService, Status: "ok", Latency: &Latency{P50: 240}, LoadLatency: &Latency{}, InvokerCPUPerCall: 120, ServerCPUPerCall: 50},
 			{Name: FloorNetHTTP, Status: "ok", Latency: &Latency{P50: 200}, LoadLatency: &Latency{}, InvokerCPUPerCall: 90, ServerCPUPerCall: 50},
 		},
 		Scale: []ScaleRow{
-			{Name: "go-sdk/mqtt", Devices: 1000, Connected: 1000, DeviceRSSPerDevice: 60 << 10},
-			{Name: "paho-raw/mqtt", Devices: 1000, Connected: 1000, DeviceRSSPerDevice: 50 << 10},
-			{Name: "node-sdk/mqtt", Devices: 1000, Connected: 1000, DeviceRSSPerDevice: 100 << 10},
+			scaleRow("go-sdk/mqtt", 1000, 60, 2000),
+			scaleRow("go-sdk/mqtt", 10000, 55, 1800),
+			scaleRow("paho-raw/mqtt", 1000, 50, 2500),
+			scaleRow("paho-raw/mqtt", 10000, 50, 2400),
+			scaleRow("node-sdk/mqtt", 1000, 150, 300),
+			scaleRow("go-sdk/amqp", 1000, 130, 1000),
+			scaleRow("amqp-raw/amqp", 1000, 120, 1100),
 		},
 	}
+}
+
+func targetsByName(res *Result) map[string]Target {
 	got := map[string]Target{}
 	for _, tg := range targets(res) {
 		got[tg.Name] = tg
 	}
-	check := func(name string, value, bound float64) {
-		t.Helper()
-		tg, ok := got[name]
-		require.True(t, ok, "no target %q", name)
-		assert.Equal(t, value, tg.Value, "%s: value", name)
-		assert.Equal(t, bound, tg.Bound, "%s: bound", name)
-		assert.Equal(t, bound != 0, tg.BoundDetail != "", "%s: bound detail %q with bound %v", name, tg.BoundDetail, bound)
+	return got
+}
+
+// TestTargets checks every target's value, status and floor bound on a
+// made-up run.
+func TestTargets(t *testing.T) {
+	res := madeUpRun()
+	got := targetsByName(res)
+	for _, c := range []struct {
+		name   string
+		value  float64
+		status string
+		bound  float64
+	}{
+		// Paired 420/400 µs, not the rows' 400/380.
+		{"device SDK vs raw floor: p50 (mqtt)", 1.05, "met", 0},
+		{"device SDK vs raw floor: CPU per call (mqtt)", 1.25, "missed", 0},
+		// At the largest common fleet, 10,000: 55/50 KB.
+		{"device SDK vs raw floor: RSS per device (mqtt)", 1.1, "missed", 0},
+		// No pair: the rows, 500/450 µs.
+		{"device SDK vs raw floor: p50 (amqp)", 1.111, "missed", 0},
+		{"device SDK vs raw floor: CPU per call (amqp)", 0.938, "met", 0},
+		{"device SDK vs raw floor: RSS per device (amqp)", 1.083, "missed", 0},
+		// 100/300 µs; raw paho alone 80/300.
+		{"device SDK vs Node: CPU per call (mqtt)", 0.333, "met", 0.267},
+		// At 1,000, the largest size Node has: 60/150 KB; paho 50/150.
+		{"device SDK vs Node: RSS per device (mqtt)", 0.4, "met", 0.333},
+		// 2000/300 connects/s; no bound (paho's 2500/s is in the detail).
+		{"device SDK vs Node: connects/s (mqtt)", 6.667, "met", 0},
+		// 150/250 µs, and raw go-amqp alone is 160/250: the floor blocks it.
+		{"device SDK vs Node: CPU per call (amqp)", 0.6, "missed", 0.64},
+		// 60/150 µs; bare net/http 90/150.
+		{"service client vs Node: CPU per call", 0.4, "met", 0.6},
+		// 2 CPUs / (120+50+80 µs) = 8000 calls/s; 5000/8000.
+		{"end-to-end calls/s vs floor bound (mqtt)", 0.625, "missed", 0},
+		// 2 CPUs / (120+50+160 µs) = 6061 calls/s; 3000/6061.
+		{"end-to-end calls/s vs floor bound (amqp)", 0.495, "missed", 0},
+	} {
+		tg, ok := got[c.name]
+		if !assert.True(t, ok, "no target %q", c.name) {
+			continue
+		}
+		assert.Equal(t, c.value, tg.Value, "%s: value", c.name)
+		assert.Equal(t, c.status, tg.Status, "%s: status", c.name)
+		assert.Equal(t, c.bound, tg.Bound, "%s: bound", c.name)
+		assert.Equal(t, c.bound != 0, tg.BoundDetail != "", "%s: bound detail %q with bound %v", c.name, tg.BoundDetail, c.bound)
+		assert.NotEmpty(t, tg.Goal, "%s: goal", c.name)
+		assert.NotEmpty(t, tg.Detail, "%s: detail", c.name)
 	}
-	// 400/600; the invoker floor alone is 240/600.
-	check("latency vs Node device SDK (mqtt)", 0.667, 0.4)
-	// 2 CPUs / (120+50+80 µs) = 8000 calls/s; ÷ 4000.
-	check("throughput vs Node device SDK (mqtt)", 1.25, 2)
-	check("end-to-end throughput (MQTT over TLS)", 5000, 8000)
-	// 60/100 KB; paho alone 50/100.
-	check("memory per connected device vs Node (mqtt)", 0.6, 0.5)
-	// Without a floor there is no bound.
-	check("device SDK overhead (MQTT p50 vs raw paho floor)", 1.053, 0)
+	// Node has no AMQP fleets in the scale series.
+	for _, name := range []string{"device SDK vs Node: RSS per device (amqp)", "device SDK vs Node: connects/s (amqp)"} {
+		assert.Equal(t, "n/a", got[name].Status, "%s: %+v", name, got[name])
+		assert.Contains(t, got[name].Detail, "--node-scale", "%s", name)
+	}
+	assert.Contains(t, got["end-to-end calls/s vs floor bound (mqtt)"].Detail, "5000 of at most 8000 calls/s", "end-to-end detail")
+	assert.Contains(t, got["device SDK vs Node: connects/s (mqtt)"].Detail, "paho-raw responder: 2500 connects/s", "connects/s detail")
 
 	var buf bytes.Buffer
 	res.Targets = targets(res)
 	res.WriteTable(&buf)
-	for _, want := range []string{"Invoker floor", "net-http", `floor of "end-to-end throughput (MQTT over TLS)": 8000 at best`} {
-		assert.Contains(t, buf.String(), want, "table")
+	out := buf.String()
+	for _, want := range []string{"Invoker floor", "net-http", "Targets",
+		`floor of "device SDK vs Node: CPU per call (amqp)": 0.64 at best: the amqp-raw responder alone spends 160 µs`,
+		`floor of "service client vs Node: CPU per call": 0.6 at best: a bare net/http client`} {
+		assert.Contains(t, out, want, "table")
 	}
+}
+
+// TestTargetsList checks the targets' order and that the retired ones
+// (absolute figures, ratios of p50 and calls/s to Node) are gone.
+func TestTargetsList(t *testing.T) {
+	var names []string
+	for _, tg := range targets(&Result{}) {
+		names = append(names, tg.Name)
+	}
+	assert.Equal(t, []string{
+		"device SDK vs raw floor: p50 (mqtt)",
+		"device SDK vs raw floor: CPU per call (mqtt)",
+		"device SDK vs raw floor: RSS per device (mqtt)",
+		"device SDK vs raw floor: p50 (amqp)",
+		"device SDK vs raw floor: CPU per call (amqp)",
+		"device SDK vs raw floor: RSS per device (amqp)",
+		"device SDK vs Node: CPU per call (mqtt)",
+		"device SDK vs Node: RSS per device (mqtt)",
+		"device SDK vs Node: connects/s (mqtt)",
+		"device SDK vs Node: CPU per call (amqp)",
+		"device SDK vs Node: RSS per device (amqp)",
+		"device SDK vs Node: connects/s (amqp)",
+		"service client vs Node: CPU per call",
+		"end-to-end calls/s vs floor bound (mqtt)",
+		"end-to-end calls/s vs floor bound (amqp)",
+	}, names)
+}
+
+// TestTargetsNotApplicable checks the n/a cases and what each says is
+// missing.
+func TestTargetsNotApplicable(t *testing.T) {
+	t.Run("empty run", func(t *testing.T) {
+		for _, tg := range targets(&Result{}) {
+			assert.Equal(t, "n/a", tg.Status, "%s", tg.Name)
+			assert.Zero(t, tg.Value, "%s", tg.Name)
+			assert.Zero(t, tg.Bound, "%s", tg.Name)
+			assert.NotEmpty(t, tg.Detail, "%s: no reason", tg.Name)
+			assert.NotEmpty(t, tg.Goal, "%s: no goal", tg.Name)
+		}
+	})
+
+	t.Run("in process", func(t *testing.T) {
+		// --inproc: the Go devices and the Go invoker share the hub's
+		// process, so their CPU and memory are not their own.
+		res := madeUpRun()
+		res.Settings.InProcess = true
+		res.Invokers[0].Throughput.InvokerCPUPerCall = 0
+		for i := range res.Scale {
+			res.Scale[i].InProcess = res.Scale[i].Impl != ImplNodeSDK
+		}
+		got := targetsByName(res)
+		for _, name := range []string{
+			"device SDK vs raw floor: CPU per call (mqtt)",
+			"device SDK vs raw floor: RSS per device (mqtt)",
+			"device SDK vs Node: CPU per call (mqtt)",
+			"device SDK vs Node: RSS per device (mqtt)",
+			"service client vs Node: CPU per call",
+			"end-to-end calls/s vs floor bound (mqtt)",
+		} {
+			assert.Equal(t, "n/a", got[name].Status, "%s: %+v", name, got[name])
+			assert.Contains(t, got[name].Detail, "--inproc", "%s", name)
+		}
+		// Latency and connect rates are still measured.
+		assert.Equal(t, "met", got["device SDK vs raw floor: p50 (mqtt)"].Status)
+		cps := got["device SDK vs Node: connects/s (mqtt)"]
+		assert.Equal(t, 6.667, cps.Value, "connects/s: %+v", cps)
+		assert.Contains(t, cps.Detail, "hub's process", "connects/s: %+v", cps)
+	})
+
+	t.Run("no Node, no floors", func(t *testing.T) {
+		// --floor=false --no-floors, without --node.
+		res := madeUpRun()
+		res.Rows = []Row{benchRow("go-sdk/mqtt", 400, 5000, 100), benchRow("go-sdk/amqp", 500, 3000, 150)}
+		res.Pairs, res.Floors, res.Invokers = nil, nil, []InvokerRow{invokerRow("go-service", 60)}
+		res.Scale = []ScaleRow{scaleRow("go-sdk/mqtt", 1000, 60, 2000)}
+		for _, tg := range targets(res) {
+			assert.Equal(t, "n/a", tg.Status, "%s: %+v", tg.Name, tg)
+		}
+		got := targetsByName(res)
+		assert.Contains(t, got["device SDK vs raw floor: p50 (mqtt)"].Detail, "--floor")
+		assert.Contains(t, got["device SDK vs raw floor: CPU per call (amqp)"].Detail, "--floor")
+		assert.Contains(t, got["device SDK vs Node: CPU per call (mqtt)"].Detail, "--node")
+		assert.Contains(t, got["device SDK vs Node: CPU per call (amqp)"].Detail, "--node")
+		assert.Contains(t, got["service client vs Node: CPU per call"].Detail, "node-service")
+		assert.Contains(t, got["end-to-end calls/s vs floor bound (mqtt)"].Detail, "--floor")
+	})
+
+	t.Run("no invoker floor", func(t *testing.T) {
+		res := madeUpRun()
+		res.Floors = nil
+		got := targetsByName(res)
+		e2e := got["end-to-end calls/s vs floor bound (mqtt)"]
+		assert.Equal(t, "n/a", e2e.Status, "%+v", e2e)
+		assert.Contains(t, e2e.Detail, "--no-floors")
+		// The service target stands without its bound.
+		svc := got["service client vs Node: CPU per call"]
+		assert.Equal(t, "met", svc.Status, "%+v", svc)
+		assert.Zero(t, svc.Bound, "%+v", svc)
+	})
+
+	t.Run("in process without Node", func(t *testing.T) {
+		// What is missing first is the Node row, not a child process.
+		res := madeUpRun()
+		res.Settings.InProcess = true
+		res.Rows = res.Rows[:2]
+		got := targetsByName(res)
+		assert.Contains(t, got["device SDK vs Node: CPU per call (mqtt)"].Detail, "--node")
+		assert.Contains(t, got["device SDK vs raw floor: CPU per call (mqtt)"].Detail, "--inproc")
+	})
+
+	t.Run("no device CPU", func(t *testing.T) {
+		// A throughput window too short for the fleet's CPU clock.
+		res := madeUpRun()
+		res.Rows[0].Throughput.DeviceCPUPerCall = 0
+		got := targetsByName(res)
+		for _, name := range []string{"device SDK vs raw floor: CPU per call (mqtt)", "device SDK vs Node: CPU per call (mqtt)"} {
+			assert.Equal(t, "n/a", got[name].Status, "%s: %+v", name, got[name])
+			assert.Contains(t, got[name].Detail, "no device CPU", "%s", name)
+		}
+	})
+
+	t.Run("failed rows", func(t *testing.T) {
+		res := madeUpRun()
+		for i := range res.Rows {
+			if res.Rows[i].Impl == ImplNodeSDK {
+				res.Rows[i].Status = "failed"
+			}
+		}
+		res.Invokers[1].Status = "skipped"
+		got := targetsByName(res)
+		for _, name := range []string{"device SDK vs Node: CPU per call (mqtt)", "device SDK vs Node: CPU per call (amqp)", "service client vs Node: CPU per call"} {
+			assert.Equal(t, "n/a", got[name].Status, "%s: %+v", name, got[name])
+		}
+	})
+}
+
+// TestTargetsTable checks that n/a targets print a dash for their value.
+func TestTargetsTable(t *testing.T) {
+	res := &Result{Rows: []Row{benchRow("go-sdk/mqtt", 400, 5000, 100)}}
+	res.Targets = targets(res)
+	var buf bytes.Buffer
+	res.WriteTable(&buf)
+	out := buf.String()
+	require.Contains(t, out, "Targets")
+	assert.Regexp(t, `n/a\s+device SDK vs Node: connects/s \(mqtt\)\s+-\s+go-sdk/mqtt connects/s ÷ node-sdk/mqtt ≥ 5`, out)
 }
