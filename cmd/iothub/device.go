@@ -70,7 +70,7 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.connStr, "connection-string", os.Getenv("IOTHUB_DEVICE_CONNECTION_STRING"),
+	fs.StringVar(&c.connStr, "connection-string", "",
 		"device or module connection string (default $IOTHUB_DEVICE_CONNECTION_STRING)")
 	fs.StringVar(&tr, "transport", "mqtt", "mqtt, mqtt-ws, amqp, amqp-ws or http")
 	settle := "complete"
@@ -86,6 +86,7 @@ flags:
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("iothub: unexpected argument %q", fs.Arg(0))
 	}
+	fromEnv(&c.connStr, "IOTHUB_DEVICE_CONNECTION_STRING")
 	if c.connStr == "" {
 		return nil, errors.New("iothub: --connection-string (or IOTHUB_DEVICE_CONNECTION_STRING) is required")
 	}

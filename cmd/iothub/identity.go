@@ -214,9 +214,7 @@ func parseIdentityFlags(kind identityKind, sub string, args []string, stderr io.
 	if err := fs.Parse(args); err != nil {
 		return nil, flagError{err} // the flag package printed it
 	}
-	if c.connStr == "" {
-		c.connStr = os.Getenv("IOTHUB_SERVICE_CONNECTION_STRING")
-	}
+	fromEnv(&c.connStr, "IOTHUB_SERVICE_CONNECTION_STRING")
 	switch output {
 	case "json":
 		c.output = identityJSON

@@ -93,7 +93,7 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.connStr, "connection-string", os.Getenv("IOTHUB_SERVICE_CONNECTION_STRING"),
+	fs.StringVar(&c.connStr, "connection-string", "",
 		"hub policy connection string with ServiceConnect (default $IOTHUB_SERVICE_CONNECTION_STRING)")
 	fs.StringVar(&c.device, "device", "", "device id (required)")
 	fs.StringVar(&c.module, "module", "", "module id, to invoke a module's method")
@@ -106,6 +106,7 @@ flags:
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	fromEnv(&c.connStr, "IOTHUB_SERVICE_CONNECTION_STRING")
 	switch {
 	case fs.NArg() > 0:
 		return nil, fmt.Errorf("iothub: unexpected argument %q", fs.Arg(0))

@@ -56,7 +56,7 @@ type jobFlags struct {
 }
 
 func (f *jobFlags) register(fs *flag.FlagSet, needID bool) {
-	fs.StringVar(&f.connStr, "connection-string", os.Getenv("IOTHUB_SERVICE_CONNECTION_STRING"),
+	fs.StringVar(&f.connStr, "connection-string", "",
 		"hub policy connection string with ServiceConnect and RegistryWrite (default $IOTHUB_SERVICE_CONNECTION_STRING)")
 	fs.StringVar(&f.caFile, "ca-file", "", "PEM file of CA certificates to trust (e.g. a local hub's --ca-file) instead of the system roots")
 	if needID {
@@ -66,6 +66,7 @@ func (f *jobFlags) register(fs *flag.FlagSet, needID bool) {
 }
 
 func (f *jobFlags) check(fs *flag.FlagSet, needID bool) error {
+	fromEnv(&f.connStr, "IOTHUB_SERVICE_CONNECTION_STRING")
 	switch {
 	case fs.NArg() > 0:
 		return fmt.Errorf("iothub: unexpected argument %q", fs.Arg(0))

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 
 	"github.com/iothub-go/iothub"
@@ -132,4 +133,13 @@ flags:
 		return exitFailure
 	}
 	return exitOK
+}
+
+// fromEnv sets *p from the environment variable name when the flag left it
+// empty. The variable is read after the flags are parsed, never as a flag's
+// default, so that -h (which prints defaults) shows no secret.
+func fromEnv(p *string, name string) {
+	if *p == "" {
+		*p = os.Getenv(name)
+	}
 }

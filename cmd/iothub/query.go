@@ -62,7 +62,7 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.connStr, "connection-string", os.Getenv("IOTHUB_SERVICE_CONNECTION_STRING"),
+	fs.StringVar(&c.connStr, "connection-string", "",
 		"hub policy connection string with ServiceConnect or RegistryRead (default $IOTHUB_SERVICE_CONNECTION_STRING)")
 	fs.IntVar(&c.pageSize, "page-size", 0, fmt.Sprintf("items per page (x-ms-max-item-count), 1 to %d (default: the hub's, 100 on the local hub)", service.MaxQueryPageSize))
 	fs.IntVar(&c.top, "top", 0, "print at most `N` items, then stop asking for pages (default: every item; the query's own TOP also works)")
@@ -72,6 +72,7 @@ flags:
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	fromEnv(&c.connStr, "IOTHUB_SERVICE_CONNECTION_STRING")
 	switch {
 	case fs.NArg() == 0:
 		return nil, errors.New("iothub: the query is required: iothub query [flags] 'SELECT * FROM devices'")
