@@ -115,6 +115,7 @@ type fleetMsg struct {
 	Dials           int64   `json:"dials,omitempty"`
 	PeakDialRate    int64   `json:"peak_dial_rate,omitempty"`
 	Conns           int     `json:"conns,omitempty"`
+	PeakRSS         int64   `json:"peak_rss_bytes,omitempty"`
 }
 
 // goFleet is a population of Go device clients in this process.

@@ -102,6 +102,8 @@ func (st *muxState) cut(timeout time.Duration) fleetMsg {
 		msg.FirstError = "bench: the fleet has no proxy to cut"
 		return msg
 	}
+	b := sampleMem()
+	msg.Before = &b
 	before := st.pool.Stats()
 	total := st.total.Load()
 	start := time.Now()
@@ -112,7 +114,9 @@ func (st *muxState) cut(timeout time.Duration) fleetMsg {
 	for st.up.Load() == total && time.Since(start) < 10*time.Second {
 		time.Sleep(time.Millisecond)
 	}
+	var peak int64
 	for st.up.Load() < total {
+		peak = max(peak, rss())
 		if time.Now().After(deadline) {
 			msg.FirstError = fmt.Sprintf("bench: %d of %d clients connected %v after the cut", st.up.Load(), total, timeout)
 			break
@@ -120,6 +124,9 @@ func (st *muxState) cut(timeout time.Duration) fleetMsg {
 		time.Sleep(5 * time.Millisecond)
 	}
 	msg.RecoverySeconds = time.Since(start).Seconds()
+	msg.PeakRSS = max(peak, rss())
+	m := sampleMem()
+	msg.After = &m
 	after := st.pool.Stats()
 	msg.Connected = int(st.up.Load())
 	msg.Dials = after.Dials - before.Dials

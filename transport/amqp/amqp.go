@@ -17,6 +17,10 @@
 // .NET and Java SDKs do: as the attach property com.microsoft:model-id of
 // every link the device sends on. The telemetry link is then attached when
 // the connection opens, so that the hub learns the model id at once.
+//
+// [New] gives each device client a connection of its own. [NewPool] puts
+// many device and module identities on a few shared connections (AMQP
+// multiplexing), each identity with its own put-token and links.
 package amqp
 
 import (
@@ -237,6 +241,28 @@ type conn struct {
 	c2dLocks map[string]c2dDelivery
 }
 
+// sess returns the session the device's links attach on, or, once a
+// pooled connection has ended and let go of it, the connection's error.
+func (c *conn) sess(what string) (*amqp.Session, error) {
+	c.mu.Lock()
+	s := c.session
+	c.mu.Unlock()
+	if s == nil {
+		return nil, c.lost(what)
+	}
+	return s, nil
+}
+
+// release lets go of the go-amqp objects of an ended pooled connection:
+// the device client may hold the conn until its next one is up, and the
+// links would keep the whole shared connection's memory (go-amqp's
+// preallocated windows, some 150 KB per device) alive with it.
+func (c *conn) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.session, c.methodsS, c.methodsR, c.events, c.twin, c.c2dR = nil, nil, nil, nil, nil, nil
+}
+
 // newLinkName returns a unique link name and records what the link is for.
 func (c *conn) newLinkName(prefix string, kind linkKind) string {
 	name := prefix + "-" + newUUID().String()
@@ -352,6 +378,7 @@ func (c *conn) Close() error {
 	c.endLife()
 	if c.car != nil {
 		c.car.leave(c)
+		c.release()
 		return nil
 	}
 	return c.ac.Close()
@@ -462,15 +489,19 @@ func (c *conn) SubscribeMethods(ctx context.Context) error {
 	if subscribed {
 		return nil
 	}
+	sess, err := c.sess("SubscribeMethods")
+	if err != nil {
+		return err
+	}
 	addr := c.address("/methods/devicebound")
 	props := c.linkProperties("methods")
 	first := amqp.ReceiverSettleModeFirst
 	sname, rname := c.newLinkName("methods-sender", linkMethods), c.newLinkName("methods-receiver", linkMethods)
-	s, err := c.session.NewSender(ctx, addr, &amqp.SenderOptions{Name: sname, Properties: c.senderProperties(props), RequestedReceiverSettleMode: &first})
+	s, err := sess.NewSender(ctx, addr, &amqp.SenderOptions{Name: sname, Properties: c.senderProperties(props), RequestedReceiverSettleMode: &first})
 	if err != nil {
 		return wrap("attaching the method response link", err)
 	}
-	r, err := c.session.NewReceiver(ctx, addr, &amqp.ReceiverOptions{Name: rname, Properties: props, Credit: 50, SettlementMode: &first, MaxMessageSize: MaxMessageSize})
+	r, err := sess.NewReceiver(ctx, addr, &amqp.ReceiverOptions{Name: rname, Properties: props, Credit: 50, SettlementMode: &first, MaxMessageSize: MaxMessageSize})
 	if err != nil {
 		c.closingLinks(sname)
 		s.Close(ctx)
@@ -617,7 +648,11 @@ func (c *conn) eventsSender(ctx context.Context) (*amqp.Sender, error) {
 	if s != nil {
 		return s, nil
 	}
-	s, err := c.session.NewSender(ctx, c.address("/messages/events"), &amqp.SenderOptions{
+	sess, err := c.sess("SendEvent")
+	if err != nil {
+		return nil, err
+	}
+	s, err = sess.NewSender(ctx, c.address("/messages/events"), &amqp.SenderOptions{
 		Name:       c.newLinkName("events", linkEvents),
 		Properties: c.senderProperties(nil),
 	})

@@ -52,9 +52,13 @@ func (c *conn) SubscribeMessages(ctx context.Context) error {
 	if subscribed {
 		return nil
 	}
+	sess, err := c.sess("SubscribeMessages")
+	if err != nil {
+		return err
+	}
 	second := amqp.ReceiverSettleModeSecond
 	name := c.newLinkName("c2d-receiver", linkC2D)
-	r, err := c.session.NewReceiver(ctx, c.address("/messages/devicebound"), &amqp.ReceiverOptions{
+	r, err := sess.NewReceiver(ctx, c.address("/messages/devicebound"), &amqp.ReceiverOptions{
 		Name:           name,
 		Properties:     c.linkProperties("c2d"),
 		Credit:         c2dCredit,

@@ -258,8 +258,8 @@ func (p *Pool) Dial(ctx context.Context, cfg transport.Config) (transport.Conn, 
 			return nil, err
 		}
 		c := newConn(cfg)
-		c.car, c.session = car, car.session
-		if !car.join(c) {
+		c.car = car
+		if c.session = car.join(c); c.session == nil {
 			continue // lost meanwhile: pick again
 		}
 		err = c.putToken(ctx, cfg.Token)
@@ -382,7 +382,6 @@ type carrier struct {
 	ac      *amqp.Conn
 	session *amqp.Session
 	cbsOut  *amqp.Sender
-	cbsIn   *amqp.Receiver
 	tokens  chan struct{} // put-tokens in flight
 
 	mu      sync.Mutex
@@ -443,6 +442,7 @@ func (c *carrier) wait(ctx context.Context) error {
 // open dials at time at, then begins the session and attaches $cbs.
 func (c *carrier) open(at time.Time) {
 	p := c.p
+	var in *amqp.Receiver
 	err := func() error {
 		if d := time.Until(at); d > 0 {
 			t := time.NewTimer(d)
@@ -474,18 +474,28 @@ func (c *carrier) open(at time.Time) {
 			nc.Close()
 			return fmt.Errorf("iothub: amqp: open: %w", err)
 		}
-		c.ac = ac
-		if c.session, err = ac.NewSession(ctx, nil); err != nil {
-			return fmt.Errorf("iothub: amqp: begin: %w", err)
+		fail := func(err error) error {
+			ac.Close()
+			return err
 		}
-		c.cbsOut, err = c.session.NewSender(ctx, amqpcbs.Address, &amqp.SenderOptions{Name: c.ownName("cbs-sender")})
+		sess, err := ac.NewSession(ctx, nil)
 		if err != nil {
-			return wrap("attaching $cbs", err)
+			return fail(fmt.Errorf("iothub: amqp: begin: %w", err))
 		}
-		c.cbsIn, err = c.session.NewReceiver(ctx, amqpcbs.Address, &amqp.ReceiverOptions{Name: c.ownName("cbs-receiver"), Credit: int32(p.pending), MaxMessageSize: MaxMessageSize})
+		out, err := sess.NewSender(ctx, amqpcbs.Address, &amqp.SenderOptions{Name: c.ownName("cbs-sender")})
 		if err != nil {
-			return wrap("attaching $cbs", err)
+			return fail(wrap("attaching $cbs", err))
 		}
+		in, err = sess.NewReceiver(ctx, amqpcbs.Address, &amqp.ReceiverOptions{Name: c.ownName("cbs-receiver"), Credit: int32(p.pending), MaxMessageSize: MaxMessageSize})
+		if err != nil {
+			return fail(wrap("attaching $cbs", err))
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.ended { // the pool closed meanwhile
+			return fail(errPoolClosed)
+		}
+		c.ac, c.session, c.cbsOut = ac, sess, out
 		return nil
 	}()
 	if err != nil {
@@ -497,11 +507,14 @@ func (c *carrier) open(at time.Time) {
 		return
 	}
 	close(c.ready)
-	go c.receiveReplies()
+	c.mu.Lock()
+	ac := c.ac
+	c.mu.Unlock()
+	go c.receiveReplies(in)
 	go func() {
 		select {
-		case <-c.ac.Done():
-			c.fail(c.ac.Err())
+		case <-ac.Done():
+			c.fail(ac.Err())
 		case <-c.done:
 		}
 	}()
@@ -516,7 +529,9 @@ const pooledLinks = 8192
 func (c *carrier) ownName(prefix string) string {
 	name := prefix + "-" + newUUID().String()
 	c.mu.Lock()
-	c.owners[name] = nil
+	if c.owners != nil {
+		c.owners[name] = nil
+	}
 	c.mu.Unlock()
 	return name
 }
@@ -524,19 +539,22 @@ func (c *carrier) ownName(prefix string) string {
 // own records that link name belongs to device d.
 func (c *carrier) own(name string, d *conn) {
 	c.mu.Lock()
-	c.owners[name] = d
+	if c.owners != nil {
+		c.owners[name] = d
+	}
 	c.mu.Unlock()
 }
 
-// join adds a device; false if the connection has ended.
-func (c *carrier) join(d *conn) bool {
+// join adds a device and returns the session it attaches on; nil if the
+// connection has ended.
+func (c *carrier) join(d *conn) *amqp.Session {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ended {
-		return false
+	if c.ended || c.session == nil {
+		return nil
 	}
 	c.devices[d] = struct{}{}
-	return true
+	return c.session
 }
 
 // leave detaches the links of device d and forgets it. It does not wait
@@ -645,6 +663,10 @@ func (c *carrier) fail(err error) {
 	clear(c.devices)
 	waiting := c.waiting
 	c.waiting = map[string]chan cbsReply{}
+	// Let go of go-amqp's objects: a device client holds its ended conn,
+	// and through it this carrier, until it has connected again.
+	ac := c.ac
+	c.ac, c.session, c.cbsOut, c.owners = nil, nil, nil, nil
 	c.mu.Unlock()
 	close(c.done)
 	c.endLife()
@@ -652,14 +674,15 @@ func (c *carrier) fail(err error) {
 		close(ch)
 	}
 	c.p.drop(c, !errors.Is(err, errPoolClosed))
-	if c.ac != nil {
-		c.ac.Close()
+	if ac != nil {
+		ac.Close()
 	}
 	if err == nil {
 		err = errors.New("connection closed by the hub")
 	}
 	for _, d := range devices {
 		d.fail(fmt.Errorf("the shared connection: %w", err))
+		d.release()
 	}
 }
 
@@ -677,7 +700,8 @@ func (c *carrier) putToken(ctx context.Context, name, token string) error {
 	req, id := amqpcbs.Request(amqpcbs.TokenType, name, token)
 	ch := make(chan cbsReply, 1)
 	c.mu.Lock()
-	if c.ended {
+	out := c.cbsOut
+	if c.ended || out == nil {
 		c.mu.Unlock()
 		return c.lostErr("put-token")
 	}
@@ -688,7 +712,7 @@ func (c *carrier) putToken(ctx context.Context, name, token string) error {
 		delete(c.waiting, id)
 		c.mu.Unlock()
 	}
-	if err := c.cbsOut.Send(ctx, req, nil); err != nil {
+	if err := out.Send(ctx, req, nil); err != nil {
 		forget()
 		return wrap("put-token", err)
 	}
@@ -714,17 +738,17 @@ func (c *carrier) lostErr(what string) error {
 }
 
 // receiveReplies hands each put-token reply to the request waiting for it.
-func (c *carrier) receiveReplies() {
+func (c *carrier) receiveReplies(in *amqp.Receiver) {
 	ctx := c.life
 	for {
-		msg, err := c.cbsIn.Receive(ctx, nil)
+		msg, err := in.Receive(ctx, nil)
 		if err != nil {
 			if ctx.Err() == nil {
 				c.fail(fmt.Errorf("$cbs link: %w", err))
 			}
 			return
 		}
-		_ = c.cbsIn.AcceptMessage(ctx, msg)
+		_ = in.AcceptMessage(ctx, msg)
 		if msg.Properties == nil {
 			continue
 		}

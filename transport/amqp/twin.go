@@ -209,8 +209,13 @@ func (c *conn) attachTwin(ctx context.Context, t *twinLinks) {
 	addr := c.address("/twin")
 	props := c.linkProperties("twin")
 	settled, first := amqp.SenderSettleModeSettled, amqp.ReceiverSettleModeFirst
+	sess, err := c.sess("attaching the twin links")
+	if err != nil {
+		fail(err)
+		return
+	}
 	sname, rname := c.newLinkName("twin-sender", linkTwin), c.newLinkName("twin-receiver", linkTwin)
-	s, err := c.session.NewSender(ctx, addr, &amqp.SenderOptions{
+	s, err := sess.NewSender(ctx, addr, &amqp.SenderOptions{
 		Name:                        sname,
 		Properties:                  c.senderProperties(props),
 		SettlementMode:              &settled,
@@ -221,7 +226,7 @@ func (c *conn) attachTwin(ctx context.Context, t *twinLinks) {
 		fail(wrap("attaching the twin sender link", err))
 		return
 	}
-	r, err := c.session.NewReceiver(ctx, addr, &amqp.ReceiverOptions{
+	r, err := sess.NewReceiver(ctx, addr, &amqp.ReceiverOptions{
 		Name:                      rname,
 		Properties:                props,
 		Credit:                    50,
