@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iothub-go/iothub"
@@ -24,15 +25,17 @@ type Client struct {
 	retry     iothub.RetryOptions
 	log       *slog.Logger
 	status    *statusQueue
-	sem       chan struct{} // a slot per running handler
+	sem       chan struct{} // a slot per running handler; made under mu by the first call
+	maxRun    int           // handlers that may run at once: sem's capacity
 	maxQueued int           // calls that may wait for a slot
 
 	// life ends when Close is called: it ends dials, backoff waits,
 	// renewals and subscriptions in progress.
 	life    context.Context
 	endLife context.CancelFunc
-	// handlerCtx is the handlers' context: it ends when Close gives up
-	// waiting for them.
+	// handlerCtx is the handlers' context, made by the first handler
+	// (handlersContext): it ends when Close gives up waiting for them
+	// (endHandlers). Both guarded by mu.
 	handlerCtx     context.Context
 	cancelHandlers context.CancelFunc
 
@@ -43,15 +46,16 @@ type Client struct {
 
 	// The registered handlers, wrapped.
 	hmu            sync.RWMutex
-	handlers       map[string]MethodHandler
+	handlers       *methodTable // nil until the first registration
 	defaultHandler MethodHandler
 
 	// subMu orders changes of the method subscription: those of
 	// SetMethodHandler and those of each new connection. Taken before mu.
 	subMu sync.Mutex
 
-	// desired delivers desired-property changes (desired.go).
-	desired desiredState
+	// desiredP delivers desired-property changes (desired.go); nil until
+	// needed (desired).
+	desiredP atomic.Pointer[desiredState]
 	// modelID is ClientOptions.ModelID.
 	modelID string
 	// messages delivers cloud-to-device messages (messages.go);
@@ -61,17 +65,45 @@ type Client struct {
 
 	mu       sync.Mutex
 	state    ConnectionState
-	changed  chan struct{} // closed and replaced on every state change
+	changed  chan struct{} // closed and cleared on every state change; made by a waiter (liveConn)
 	conn     *connection   // the live connection; nil while there is none
 	running  bool          // Connect succeeded or is dialing, and the client has not given up
 	closed   bool
-	loopDone chan struct{} // closed when the connection loop has returned
+	loop     *keeper // the connection loop of the last successful Connect
+	watching *watch  // the loop's wait, while it waits without a goroutine
+	stopDial func()  // ends the dial of a Connect in progress; nil otherwise
 
 	accepted     int           // calls taken: waiting, running or being answered
 	refusing     int           // busy answers being sent
-	callsChanged chan struct{} // closed and replaced when a call finishes, if callsWatched
+	callsChanged chan struct{} // closed and cleared when a call finishes, if callsWatched; made by the waiter
 	callsWatched bool          // someone waits on callsChanged
 	closeAfter   bool          // Close left the connection to the handlers that called it
+	handlersEnd  bool          // endHandlers was called: handlerCtx is born ended
+}
+
+// handlersContext returns the handlers' context, making it on first use:
+// a client whose handlers never run has none.
+func (c *Client) handlersContext() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.handlerCtx == nil {
+		c.handlerCtx, c.cancelHandlers = context.WithCancel(context.Background())
+		if c.handlersEnd {
+			c.cancelHandlers()
+		}
+	}
+	return c.handlerCtx
+}
+
+// endHandlers ends the handlers' context, now or as it is made.
+func (c *Client) endHandlers() {
+	c.mu.Lock()
+	c.handlersEnd = true
+	cancel := c.cancelHandlers
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 }
 
 // ConnectionState returns the current state of the connection.
@@ -94,9 +126,9 @@ func (c *Client) setStateLocked(s ConnectionState, err error) {
 	if c.state == ConnectionStateClosed || (c.state == s && err == nil) {
 		return
 	}
-	if c.state != s {
+	if c.state != s && c.changed != nil {
 		close(c.changed)
-		c.changed = make(chan struct{})
+		c.changed = nil // the next waiter makes the next one
 	}
 	c.state = s
 	c.status.push(ConnectionStatus{State: s, Err: err})
@@ -112,6 +144,8 @@ func (c *Client) setStateLocked(s ConnectionState, err error) {
 // successful Connect the client reconnects by itself whenever the
 // connection drops, and renews its SAS token before it expires.
 func (c *Client) Connect(ctx context.Context) error {
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	c.mu.Lock()
 	switch {
 	case c.closed:
@@ -122,16 +156,18 @@ func (c *Client) Connect(ctx context.Context) error {
 		return ErrAlreadyConnected
 	}
 	c.running = true
+	// Close ends the dial through stopDial rather than through life (an
+	// AfterFunc on life would leave each client's life with a done
+	// channel and a children map for good).
+	c.stopDial = cancel
 	c.setStateLocked(ConnectionStateConnecting, nil)
 	c.mu.Unlock()
 
-	dctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(c.life, cancel)
 	streak := 0
 	cn, tok, err := c.dialWithRetry(dctx, &streak)
-	stop()
 	cancel()
 	c.mu.Lock()
+	c.stopDial = nil
 	if c.closed {
 		c.running = false
 		c.mu.Unlock()
@@ -146,12 +182,13 @@ func (c *Client) Connect(ctx context.Context) error {
 		c.mu.Unlock()
 		return err
 	}
-	done := make(chan struct{})
-	c.loopDone = done
+	k := &keeper{cn: cn, tok: tok, streak: streak}
+	k.done.Add(1)
+	c.loop = k
 	c.setStateLocked(ConnectionStateConnected, nil)
 	c.mu.Unlock()
 	c.log.Info("connected")
-	go c.loop(cn, tok, streak, done)
+	c.await(k)
 	return nil
 }
 
@@ -185,11 +222,15 @@ func (c *Client) Close(ctx context.Context) error {
 		return nil
 	}
 	c.closed = true
-	loopDone := c.loopDone
+	loop, stopDial := c.loop, c.stopDial
 	c.mu.Unlock()
 	c.endLife()
-	if loopDone != nil {
-		<-loopDone // prompt: every wait of the loop watches life
+	if stopDial != nil {
+		stopDial() // ends a Connect in progress
+	}
+	c.wakeForClose()
+	if loop != nil {
+		loop.done.Wait() // prompt: every wait of the loop watches life
 	}
 	err := c.waitCalls(ctx, self, nil)
 	if derr := c.stopDesired(ctx, fromDesired); err == nil {
@@ -209,7 +250,7 @@ func (c *Client) Close(ctx context.Context) error {
 	c.setStateLocked(ConnectionStateClosed, nil)
 	c.mu.Unlock()
 	if cn != nil || err != nil {
-		c.cancelHandlers() // no handler is left running, or Close gave up on them
+		c.endHandlers() // no handler is left running, or Close gave up on them
 	}
 	if cn != nil {
 		cn.Close()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,18 +36,54 @@ var productInfo = "iothub-go/" + iothub.Version + " (" + runtime.Version() + "; 
 // variable for the tests.
 var renewTimeout = 30 * time.Second
 
-// connection is one transport connection of the client. ready is closed
-// once Dial has returned: a method request can arrive before that (MQTT
-// delivers on a resumed session at once), and its answer waits for it.
+// connection is one transport connection of the client. ready's channel
+// is closed once Dial has returned: a method request can arrive before
+// that (MQTT delivers on a resumed session at once), and its answer waits
+// for it.
 type connection struct {
 	transport.Conn
-	ready chan struct{}
 	since time.Time // when it was established; set under Client.mu
+
+	readyMu sync.Mutex
+	readyCh chan struct{} // made by a waiter while Dial runs; nil otherwise
+	isReady bool          // Dial has returned: Conn is set (nil if it failed)
 
 	subscribed  bool        // guarded by Client.subMu
 	desiredSub  bool        // guarded by Client.subMu
 	messagesSub bool        // guarded by Client.subMu
 	polled      atomic.Bool // HTTPS: the client polls this connection for messages
+}
+
+// closedChan is a closed channel: ready's answer once Dial has returned.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
+// ready returns a channel that is closed once Dial has returned. Only a
+// request that arrives while Dial runs costs a channel.
+func (cn *connection) ready() <-chan struct{} {
+	cn.readyMu.Lock()
+	defer cn.readyMu.Unlock()
+	if cn.isReady {
+		return closedChan
+	}
+	if cn.readyCh == nil {
+		cn.readyCh = make(chan struct{})
+	}
+	return cn.readyCh
+}
+
+// setReady records what Dial returned and wakes those waiting for it.
+func (cn *connection) setReady(conn transport.Conn) {
+	cn.readyMu.Lock()
+	defer cn.readyMu.Unlock()
+	cn.Conn = conn
+	cn.isReady = true
+	if cn.readyCh != nil {
+		close(cn.readyCh)
+	}
 }
 
 // shortLivedError is the reason given for the loss of a connection that
@@ -133,7 +170,7 @@ func (c *Client) dialOnce(ctx context.Context, freshToken bool) (*connection, au
 			return nil, tok, err
 		}
 	}
-	cn := &connection{ready: make(chan struct{})}
+	cn := &connection{}
 	conn, err := c.tr.Dial(ctx, transport.Config{
 		Identity:    c.id,
 		Address:     c.addr,
@@ -146,8 +183,7 @@ func (c *Client) dialOnce(ctx context.Context, freshToken bool) (*connection, au
 		Messages:    func(m *transport.CloudMessage) { c.postMessage(cn, m) },
 		ModelID:     c.modelID,
 	})
-	cn.Conn = conn
-	close(cn.ready)
+	cn.setReady(conn)
 	if err != nil {
 		return nil, tok, err
 	}
@@ -194,85 +230,213 @@ func (c *Client) establish(ctx context.Context, cn *connection) error {
 	return nil
 }
 
-// loop keeps the client connected until Close or until it gives up.
-func (c *Client) loop(cn *connection, tok auth.Token, streak int, done chan struct{}) {
-	defer close(done)
-	overdue := 0 // renewals in a row whose new token was already due
-	for {
-		var renew <-chan time.Time
-		var timer *time.Timer
-		if !tok.RenewAt.IsZero() {
-			d := time.Until(tok.RenewAt)
-			if d <= 0 {
-				// A token due for renewal as soon as it is handed out
-				// would renew (or reconnect) in a tight loop.
-				overdue++
-				d = max(minRenewDelay, c.retry.Delay(overdue-1))
-				c.log.Warn("the token provider returned a token already due for renewal", "next renewal in", d)
-			} else {
-				overdue = 0
-			}
-			timer = time.NewTimer(d)
-			renew = timer.C
-		}
-		var renewing bool
-		select {
-		case <-c.life.Done():
-		case <-cn.Done():
-		case <-renew:
-			renewing = true
-		}
-		if timer != nil {
-			timer.Stop()
-		}
-		switch {
-		case c.life.Err() != nil:
-			return // Close takes the connection from here
-		case !renewing:
-			c.lost(cn, cn.Err(), &streak)
-		default:
-			if c.renewInPlace(cn, &tok) {
-				continue
-			}
-			if c.life.Err() != nil {
-				return
-			}
-			// Renew by reconnecting, once running handlers have answered
-			// (bounded, so the token cannot expire meanwhile); a lost
-			// connection or Close ends the wait.
-			c.log.Info("renewing the SAS token by reconnecting")
-			switch c.waitForRenewal(cn, tok) {
-			case renewalClosed:
-				return
-			case renewalLost:
-				c.lost(cn, cn.Err(), &streak)
-			case renewalReady:
-				c.mu.Lock()
-				if c.conn == cn {
-					c.conn = nil
-				}
-				c.setStateLocked(ConnectionStateConnecting, nil)
-				c.mu.Unlock()
-				cn.Close()
-				streak = 0
-			}
-		}
-		next, nextTok, err := c.dialWithRetry(c.life, &streak)
-		if err != nil {
-			if c.life.Err() != nil {
-				return
-			}
-			c.log.Warn("giving up reconnecting", "error", err)
-			c.mu.Lock()
-			c.running = false
-			c.setStateLocked(ConnectionStateDisconnected, err)
-			c.mu.Unlock()
-			return
-		}
-		cn, tok = next, nextTok
-		c.setState(ConnectionStateConnected, nil)
-		c.log.Info("reconnected")
+// doneNotifier is implemented by connections that can call a function when
+// they end (package mqtt's). The client then waits for an idle
+// connection's events without a goroutine of its own: a fleet of idle
+// clients costs no stack per client beyond the transport's.
+type doneNotifier interface {
+	// AfterDone arranges for f to run on a goroutine of its own once the
+	// connection has ended, at once if it has. stop undoes that if f has
+	// not started, like the stop of context.AfterFunc.
+	AfterDone(f func()) (stop func() bool)
+}
+
+// keeper is the state of the connection loop, which keeps the client
+// connected until Close or until it gives up: it waits for the next event
+// (await), handles it (step), and waits again.
+type keeper struct {
+	cn      *connection
+	tok     auth.Token
+	streak  int
+	overdue int            // renewals in a row whose new token was already due
+	done    sync.WaitGroup // done when the loop has returned
+}
+
+// watch is one wait of the loop without a goroutine: the first of its
+// wake-ups (the connection's end, the renewal timer, Close) claims it and
+// runs the loop's next step.
+type watch struct {
+	k        *keeper
+	mu       sync.Mutex
+	fired    bool
+	stopConn func() bool
+	timer    *time.Timer
+}
+
+// claim reports whether the caller is the first wake-up of w, and then
+// disarms the others.
+func (c *Client) claim(w *watch) bool {
+	w.mu.Lock()
+	if w.fired {
+		w.mu.Unlock()
+		return false
 	}
+	w.fired = true
+	stopConn, timer := w.stopConn, w.timer
+	w.mu.Unlock()
+	if stopConn != nil {
+		stopConn()
+	}
+	if timer != nil {
+		timer.Stop()
+	}
+	c.mu.Lock()
+	if c.watching == w {
+		c.watching = nil
+	}
+	c.mu.Unlock()
+	return true
+}
+
+// renewDelay returns how long until the token is due for renewal; false if
+// it never is.
+func (c *Client) renewDelay(k *keeper) (time.Duration, bool) {
+	if k.tok.RenewAt.IsZero() {
+		return 0, false
+	}
+	d := time.Until(k.tok.RenewAt)
+	if d <= 0 {
+		// A token due for renewal as soon as it is handed out would
+		// renew (or reconnect) in a tight loop.
+		k.overdue++
+		d = max(minRenewDelay, c.retry.Delay(k.overdue-1))
+		c.log.Warn("the token provider returned a token already due for renewal", "next renewal in", d)
+	} else {
+		k.overdue = 0
+	}
+	return d, true
+}
+
+// await waits for the loop's next event: Close, the end of the
+// connection, or the token's renewal time. With a connection that calls
+// back when it ends, nothing waits: the event's callback runs the next
+// step. Otherwise a goroutine waits.
+func (c *Client) await(k *keeper) {
+	d, renews := c.renewDelay(k)
+	n, ok := k.cn.Conn.(doneNotifier)
+	if !ok {
+		go c.waitStep(k, d, renews)
+		return
+	}
+	w := &watch{k: k}
+	w.mu.Lock()
+	w.stopConn = n.AfterDone(func() {
+		if c.claim(w) {
+			c.step(k, false)
+		}
+	})
+	if renews {
+		w.timer = time.AfterFunc(d, func() {
+			if c.claim(w) {
+				c.step(k, true)
+			}
+		})
+	}
+	w.mu.Unlock()
+	// Close ends life, then wakes the watch it finds here; a watch put
+	// here after that sees life ended.
+	c.mu.Lock()
+	c.watching = w
+	c.mu.Unlock()
+	if c.life.Err() != nil && c.claim(w) {
+		go c.step(k, false)
+	}
+}
+
+// wakeForClose runs the loop's next step, which returns, if the loop waits
+// without a goroutine. Close calls it after ending life.
+func (c *Client) wakeForClose() {
+	c.mu.Lock()
+	w := c.watching
+	c.mu.Unlock()
+	if w != nil && c.claim(w) {
+		go c.step(w.k, false)
+	}
+}
+
+// waitStep is await on a goroutine: it waits for the next event, then
+// runs the next step.
+func (c *Client) waitStep(k *keeper, d time.Duration, renews bool) {
+	var renew <-chan time.Time
+	if renews {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		renew = timer.C
+	}
+	var renewing bool
+	select {
+	case <-c.life.Done():
+	case <-k.cn.Done():
+	case <-renew:
+		renewing = true
+	}
+	c.step(k, renewing)
+}
+
+// step handles an event of the loop (renewing: the renewal time came;
+// otherwise Close or the end of the connection), then waits for the next
+// one, or ends the loop.
+func (c *Client) step(k *keeper, renewing bool) {
+	if c.handle(k, renewing) {
+		c.await(k)
+		return
+	}
+	k.done.Done()
+}
+
+// handle handles an event of the loop, reconnecting if the connection
+// ended or the token is renewed by reconnecting. It reports whether the
+// loop goes on.
+func (c *Client) handle(k *keeper, renewing bool) bool {
+	cn := k.cn
+	switch {
+	case c.life.Err() != nil:
+		return false // Close takes the connection from here
+	case !renewing:
+		c.lost(cn, cn.Err(), &k.streak)
+	default:
+		if c.renewInPlace(cn, &k.tok) {
+			return true
+		}
+		if c.life.Err() != nil {
+			return false
+		}
+		// Renew by reconnecting, once running handlers have answered
+		// (bounded, so the token cannot expire meanwhile); a lost
+		// connection or Close ends the wait.
+		c.log.Info("renewing the SAS token by reconnecting")
+		switch c.waitForRenewal(cn, k.tok) {
+		case renewalClosed:
+			return false
+		case renewalLost:
+			c.lost(cn, cn.Err(), &k.streak)
+		case renewalReady:
+			c.mu.Lock()
+			if c.conn == cn {
+				c.conn = nil
+			}
+			c.setStateLocked(ConnectionStateConnecting, nil)
+			c.mu.Unlock()
+			cn.Close()
+			k.streak = 0
+		}
+	}
+	next, nextTok, err := c.dialWithRetry(c.life, &k.streak)
+	if err != nil {
+		if c.life.Err() != nil {
+			return false
+		}
+		c.log.Warn("giving up reconnecting", "error", err)
+		c.mu.Lock()
+		c.running = false
+		c.setStateLocked(ConnectionStateDisconnected, err)
+		c.mu.Unlock()
+		return false
+	}
+	k.cn, k.tok = next, nextTok
+	c.setState(ConnectionStateConnected, nil)
+	c.log.Info("reconnected")
+	return true
 }
 
 // lost handles the end of a connection the client did not close: it

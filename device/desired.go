@@ -52,6 +52,17 @@ type desiredState struct {
 	have    bool
 }
 
+// desired returns the client's desired-property delivery, making it on
+// first use: a client that never registers a handler has none (Client
+// stays small).
+func (c *Client) desired() *desiredState {
+	if d := c.desiredP.Load(); d != nil {
+		return d
+	}
+	c.desiredP.CompareAndSwap(nil, &desiredState{})
+	return c.desiredP.Load()
+}
+
 // SetDesiredPropertiesHandler registers h to receive the twin's
 // desired-property changes; nil removes it. Over HTTPS it returns an error
 // wrapping ErrUnsupported.
@@ -75,7 +86,7 @@ func (c *Client) SetDesiredPropertiesHandler(h DesiredPropertiesHandler) error {
 			return err
 		}
 	}
-	d := &c.desired
+	d := c.desired()
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -101,9 +112,13 @@ func (c *Client) SetDesiredPropertiesHandler(h DesiredPropertiesHandler) error {
 
 // wantDesired reports whether a desired handler is registered.
 func (c *Client) wantDesired() bool {
-	c.desired.mu.Lock()
-	defer c.desired.mu.Unlock()
-	return c.desired.handler != nil
+	d := c.desiredP.Load()
+	if d == nil {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.handler != nil
 }
 
 // subscribeDesired subscribes cn to desired patches if a handler wants
@@ -138,9 +153,10 @@ func (c *Client) syncDesired() error {
 	if cn == nil {
 		// Not connected: the next connection subscribes, and its resync
 		// gives the new handler the whole section.
-		c.desired.mu.Lock()
-		c.desired.needFull = true
-		c.desired.mu.Unlock()
+		d := c.desired()
+		d.mu.Lock()
+		d.needFull = true
+		d.mu.Unlock()
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(c.life, subscribeTimeout)
@@ -163,7 +179,10 @@ func (c *Client) syncDesired() error {
 
 // postDesired queues an event for the delivery goroutine.
 func (c *Client) postDesired(ev desiredEvent) {
-	d := &c.desired
+	d := c.desiredP.Load()
+	if d == nil {
+		return // no handler was ever registered
+	}
 	d.mu.Lock()
 	if d.handler == nil || d.closed || d.done == nil {
 		d.mu.Unlock()
@@ -187,7 +206,7 @@ func (c *Client) postDesired(ev desiredEvent) {
 
 // desiredLoop delivers queued events until Close.
 func (c *Client) desiredLoop() {
-	d := &c.desired
+	d := c.desired()
 	defer close(d.done)
 	for {
 		select {
@@ -215,7 +234,7 @@ func (c *Client) desiredLoop() {
 
 // handleDesired handles one event on the delivery goroutine.
 func (c *Client) handleDesired(ev desiredEvent, h DesiredPropertiesHandler) {
-	d := &c.desired
+	d := c.desired()
 	if ev.body == nil {
 		c.resync(ev.cn, h, ev.full)
 		return
@@ -251,7 +270,7 @@ func (c *Client) handleDesired(ev desiredEvent, h DesiredPropertiesHandler) {
 // A connection on which the twin cannot be read is closed, so that the
 // client reconnects and resyncs on the next one.
 func (c *Client) resync(cn *connection, h DesiredPropertiesHandler, full bool) {
-	d := &c.desired
+	d := c.desired()
 	ctx, cancel := context.WithTimeout(c.life, twinTimeout)
 	defer cancel()
 	b, err := cn.GetTwin(ctx)
@@ -299,7 +318,7 @@ func (c *Client) runDesired(h DesiredPropertiesHandler, p TwinProperties) {
 			c.log.Error("the desired-properties handler panicked", "panic", fmt.Sprint(r))
 		}
 	}()
-	h(c.handlerCtx, p)
+	h(c.handlersContext(), p)
 }
 
 // desiredFrame is the function the desired handler runs under.
@@ -308,9 +327,13 @@ const desiredFrame = "github.com/iothub-go/iothub/device.(*Client).runDesired"
 // inDesiredHandler reports whether the calling goroutine runs the desired
 // handler.
 func (c *Client) inDesiredHandler() bool {
-	c.desired.mu.Lock()
-	started := c.desired.done != nil
-	c.desired.mu.Unlock()
+	d := c.desiredP.Load()
+	if d == nil {
+		return false
+	}
+	d.mu.Lock()
+	started := d.done != nil
+	d.mu.Unlock()
 	if !started {
 		return false
 	}
@@ -320,7 +343,7 @@ func (c *Client) inDesiredHandler() bool {
 // stopDesired ends the delivery goroutine: it waits for it unless called
 // from the handler, or until ctx ends.
 func (c *Client) stopDesired(ctx context.Context, fromHandler bool) error {
-	d := &c.desired
+	d := c.desired()
 	d.mu.Lock()
 	d.closed = true
 	d.queue = nil

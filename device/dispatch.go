@@ -41,7 +41,7 @@ func (c *Client) dispatch(cn *connection, req *MethodRequest) {
 		c.mu.Unlock() // closing: new calls are not taken (the caller gets the hub's timeout)
 		return
 	}
-	busy := c.accepted >= cap(c.sem)+c.maxQueued
+	busy := c.accepted >= c.maxRun+c.maxQueued
 	if busy && c.refusing >= c.maxQueued {
 		c.mu.Unlock()
 		c.log.Warn("method call dropped: too many calls are waiting", "method", req.Name)
@@ -51,13 +51,16 @@ func (c *Client) dispatch(cn *connection, req *MethodRequest) {
 		c.refusing++
 	} else {
 		c.accepted++
+		if c.sem == nil { // made by the first call: an idle client has none
+			c.sem = make(chan struct{}, c.maxRun)
+		}
 	}
 	c.mu.Unlock()
 	if busy {
 		go func() {
 			defer c.callDone(true)
 			c.answer(cn, req, errorResponse(503, fmt.Sprintf(
-				"the device is busy: %d calls are running or waiting; try again later", cap(c.sem)+c.maxQueued)), time.Now())
+				"the device is busy: %d calls are running or waiting; try again later", c.maxRun+c.maxQueued)), time.Now())
 		}()
 		return
 	}
@@ -104,7 +107,7 @@ func closingResponse() *MethodResponse {
 
 // answer sends resp on the request's connection.
 func (c *Client) answer(cn *connection, req *MethodRequest, resp *MethodResponse, start time.Time) {
-	<-cn.ready
+	<-cn.ready()
 	if cn.Conn == nil {
 		return
 	}
@@ -130,7 +133,7 @@ func (c *Client) callDone(refusal bool) {
 	}
 	if c.callsWatched { // only a waiter needs the signal: no channel per call
 		close(c.callsChanged)
-		c.callsChanged = make(chan struct{})
+		c.callsChanged = nil // the next waiter makes the next one
 		c.callsWatched = false
 	}
 	var cn *connection
@@ -140,7 +143,7 @@ func (c *Client) callDone(refusal bool) {
 	}
 	c.mu.Unlock()
 	if cn != nil {
-		c.cancelHandlers()
+		c.endHandlers()
 		cn.Close()
 	}
 }
@@ -154,6 +157,9 @@ var errConnectionLost = errors.New("iothub: the connection was lost")
 func (c *Client) waitCalls(ctx context.Context, max int, lost <-chan struct{}) error {
 	for {
 		c.mu.Lock()
+		if c.callsChanged == nil {
+			c.callsChanged = make(chan struct{})
+		}
 		n, changed := c.accepted+c.refusing, c.callsChanged
 		c.callsWatched = true
 		c.mu.Unlock()
@@ -224,7 +230,7 @@ func (c *Client) run(req *MethodRequest) (resp *MethodResponse) {
 			resp = handlerFailed()
 		}
 	}()
-	r, err := h(c.handlerCtx, req)
+	r, err := h(c.handlersContext(), req)
 	if err != nil {
 		return c.errorAnswer(req, err)
 	}

@@ -369,7 +369,7 @@ func (c *Client) runMessage(h MessageHandler, msg *CloudMessage) (d Disposition)
 			d = Abandon
 		}
 	}()
-	d = h(c.handlerCtx, msg)
+	d = h(c.handlersContext(), msg)
 	if d < Complete || d > Abandon {
 		c.log.Warn("the message handler returned an unknown disposition; abandoning the message", "disposition", int(d))
 		d = Abandon
@@ -449,7 +449,7 @@ func (c *Client) settle(ctx context.Context, msg *CloudMessage, d Disposition) e
 	// A message can arrive while its connection is still being dialed
 	// (a resumed MQTT session delivers before the SUBACK).
 	select {
-	case <-msg.cn.ready:
+	case <-msg.cn.ready():
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -36,7 +36,9 @@ type ClientOptions struct {
 	Transport transport.Transport
 	// TLSConfig configures TLS (e.g. RootCAs for a local hub). nil means
 	// the system roots. The client certificate is not set here but by
-	// X509 or NewClientWithX509, which replace TLSConfig.Certificates.
+	// X509 or NewClientWithX509, which replace TLSConfig.Certificates (in
+	// a copy). Each connection attempt uses a copy of it; as crypto/tls
+	// asks, do not modify it once passed. Clients may share one.
 	TLSConfig *tls.Config
 	// X509 is the client certificate for a connection string that says
 	// x509=true, which requires it. It has no other use: the constructors
@@ -208,6 +210,13 @@ func gateway(id auth.Identity, o ClientOptions) string {
 	return id.HostName
 }
 
+// discardLogger is the logger of clients without ClientOptions.Logger.
+var discardLogger = slog.New(slog.DiscardHandler)
+
+// defaultTLS is the TLS configuration of clients without
+// ClientOptions.TLSConfig; never modified.
+var defaultTLS = &tls.Config{MinVersion: tls.VersionTLS12}
+
 func newClient(id auth.Identity, addr string, tokens auth.TokenProvider, o ClientOptions) (*Client, error) {
 	if id.HostName == "" {
 		return nil, errors.New("iothub: the identity has no HostName")
@@ -238,45 +247,46 @@ func newClient(id auth.Identity, addr string, tokens auth.TokenProvider, o Clien
 	if o.Transport == nil {
 		o.Transport = mqtt.New(nil)
 	}
-	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
-	if o.TLSConfig != nil {
-		tlsConf = o.TLSConfig.Clone()
+	// Transports clone the configuration at each dial (transport.Config),
+	// so the client keeps the caller's, unmodified, and clones it only to
+	// add a certificate: a fleet of clients sharing one configuration
+	// shares one copy.
+	tlsConf := o.TLSConfig
+	if tlsConf == nil {
+		tlsConf = defaultTLS
 	}
 	if o.X509 != nil {
+		tlsConf = tlsConf.Clone()
 		tlsConf.Certificates = []tls.Certificate{o.X509.Certificate()}
 	}
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	log := discardLogger // shared: it has nothing to add the attributes to
+	if o.Logger != nil {
+		log = o.Logger.With("identity", id.String(), "transport", o.Transport.Name())
 	}
-	log = log.With("identity", id.String(), "transport", o.Transport.Name())
-	hctx, cancelHandlers := context.WithCancel(context.Background())
+	var status *statusQueue // nil drops the statuses
+	if o.OnConnectionStatus != nil {
+		status = &statusQueue{fn: o.OnConnectionStatus}
+	}
 	life, endLife := context.WithCancel(context.Background())
 	c := &Client{
-		id:             id,
-		addr:           addr,
-		tokens:         tokens,
-		tlsConf:        tlsConf,
-		tr:             o.Transport,
-		retry:          o.Retry,
-		log:            log,
-		sem:            make(chan struct{}, o.MaxConcurrentHandlers),
-		maxQueued:      queuedPerHandler * o.MaxConcurrentHandlers,
-		status:         &statusQueue{fn: o.OnConnectionStatus},
-		wrap:           o.WrapHandler,
-		handlerCtx:     hctx,
-		cancelHandlers: cancelHandlers,
-		life:           life,
-		endLife:        endLife,
-		handlers:       map[string]MethodHandler{},
-		modelID:        o.ModelID,
-		pollInterval:   o.MessagePollInterval,
-		changed:        make(chan struct{}),
-		callsChanged:   make(chan struct{}),
+		id:           id,
+		addr:         addr,
+		tokens:       tokens,
+		tlsConf:      tlsConf,
+		tr:           o.Transport,
+		retry:        o.Retry,
+		log:          log,
+		maxRun:       o.MaxConcurrentHandlers,
+		maxQueued:    queuedPerHandler * o.MaxConcurrentHandlers,
+		status:       status,
+		wrap:         o.WrapHandler,
+		life:         life,
+		endLife:      endLife,
+		modelID:      o.ModelID,
+		pollInterval: o.MessagePollInterval,
 	}
 	var err error
 	if c.notImplemented, err = c.wrapHandler(notImplemented); err != nil {
-		cancelHandlers()
 		endLife()
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -40,11 +41,10 @@ func (c *Client) SetMethodHandler(name string, h MethodHandler) error {
 		}
 	}
 	c.hmu.Lock()
-	if h == nil {
-		delete(c.handlers, name)
-	} else {
-		c.handlers[name] = h
+	if c.handlers == nil {
+		c.handlers = &methodTable{}
 	}
+	c.handlers.set(name, h)
 	c.hmu.Unlock()
 	return c.syncMethods()
 }
@@ -88,7 +88,7 @@ func (c *Client) wrapHandler(h MethodHandler) (MethodHandler, error) {
 func (c *Client) wantMethods() bool {
 	c.hmu.RLock()
 	defer c.hmu.RUnlock()
-	return len(c.handlers) > 0 || c.defaultHandler != nil
+	return c.handlers.len() > 0 || c.defaultHandler != nil
 }
 
 // handler returns the (wrapped) handler for name: its own, the default
@@ -96,7 +96,7 @@ func (c *Client) wantMethods() bool {
 func (c *Client) handler(name string) MethodHandler {
 	c.hmu.RLock()
 	defer c.hmu.RUnlock()
-	if h, ok := c.handlers[name]; ok {
+	if h := c.handlers.get(name); h != nil {
 		return h
 	}
 	if c.defaultHandler != nil {
@@ -148,4 +148,84 @@ func (c *Client) syncMethods() error {
 		return fmt.Errorf("iothub: subscribing to direct methods: %w", err)
 	}
 	return fmt.Errorf("iothub: unsubscribing from direct methods: %w", err)
+}
+
+// maxFewHandlers is how many handlers methodTable keeps in a slice before
+// it moves them to a map.
+const maxFewHandlers = 8
+
+// methodTable holds the registered method handlers by name: a slice while
+// they are few, as on most devices (a scan of a few names costs no more
+// than a map lookup, and far less memory per client), a map beyond
+// maxFewHandlers. The zero value and nil are empty; only set needs a
+// table. Guarded by Client.hmu.
+type methodTable struct {
+	few  []namedHandler
+	many map[string]MethodHandler
+}
+
+type namedHandler struct {
+	name string
+	h    MethodHandler
+}
+
+func (t *methodTable) len() int {
+	if t == nil {
+		return 0
+	}
+	if t.many != nil {
+		return len(t.many)
+	}
+	return len(t.few)
+}
+
+// get returns the handler for name, nil if it has none.
+func (t *methodTable) get(name string) MethodHandler {
+	if t == nil {
+		return nil
+	}
+	if t.many != nil {
+		return t.many[name]
+	}
+	for _, e := range t.few {
+		if e.name == name {
+			return e.h
+		}
+	}
+	return nil
+}
+
+// set registers h for name, replacing any handler it had; nil removes it.
+func (t *methodTable) set(name string, h MethodHandler) {
+	if t.many != nil {
+		if h == nil {
+			delete(t.many, name)
+		} else {
+			t.many[name] = h
+		}
+		return
+	}
+	for i, e := range t.few {
+		if e.name == name {
+			if h == nil {
+				t.few = slices.Delete(t.few, i, i+1)
+			} else {
+				t.few[i].h = h
+			}
+			return
+		}
+	}
+	if h == nil {
+		return
+	}
+	if len(t.few) < maxFewHandlers {
+		t.few = append(t.few, namedHandler{name, h})
+		return
+	}
+	t.many = make(map[string]MethodHandler, len(t.few)+1)
+	for _, e := range t.few {
+		t.many[e.name] = e.h
+	}
+	t.many[name] = h
+	t.few = nil
 }

@@ -50,7 +50,8 @@ type ConnectionStatus struct {
 	Err error
 }
 
-// statusQueue delivers statuses to a callback, in order, one at a time,
+// statusQueue delivers statuses to a callback (a nil queue, that of a
+// client without one, drops them), in order, one at a time,
 // without ever blocking the client. A delivery goroutine runs only while
 // statuses are queued: the first push (made by Connect, or by Close on a
 // client never connected) starts it, and it ends when the queue is empty.
@@ -65,7 +66,7 @@ type statusQueue struct {
 }
 
 func (s *statusQueue) push(st ConnectionStatus) {
-	if s.fn == nil {
+	if s == nil || s.fn == nil {
 		return
 	}
 	s.mu.Lock()
@@ -100,7 +101,7 @@ func (s *statusQueue) run() {
 // Called from the callback itself it returns at once: the rest is
 // delivered once the callback returns.
 func (s *statusQueue) drain(ctx context.Context) {
-	if s.fn == nil {
+	if s == nil || s.fn == nil {
 		return
 	}
 	g := goid()

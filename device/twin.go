@@ -122,6 +122,9 @@ func (c *Client) UpdateReportedProperties(ctx context.Context, patch map[string]
 func (c *Client) liveConn(ctx context.Context) (*connection, error) {
 	for {
 		c.mu.Lock()
+		if c.changed == nil {
+			c.changed = make(chan struct{})
+		}
 		state, conn, changed, closed, running := c.state, c.conn, c.changed, c.closed, c.running
 		c.mu.Unlock()
 		switch {

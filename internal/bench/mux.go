@@ -127,9 +127,9 @@ type MuxRecover struct {
 	HeapAfter  int64 `json:"heap_after_bytes"`
 	// RSSBefore is the fleet's RSS before the cut; PeakRSS the most it
 	// held while the devices reconnected.
-	RSSBefore int64 `json:"rss_before_bytes"`
-	PeakRSS   int64 `json:"peak_rss_bytes"`
-	Error        string  `json:"error,omitempty"`
+	RSSBefore int64  `json:"rss_before_bytes"`
+	PeakRSS   int64  `json:"peak_rss_bytes"`
+	Error     string `json:"error,omitempty"`
 }
 
 // MarshalIndent returns the result as indented JSON.

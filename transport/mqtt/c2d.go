@@ -24,6 +24,19 @@ func cloudFilter(deviceID string) string {
 	return "devices/" + deviceID + "/messages/devicebound/#"
 }
 
+// underCloud reports whether topic matches cloudFilter(deviceID), without
+// building the filter.
+func underCloud(topic, deviceID string) bool {
+	rest, ok := strings.CutPrefix(topic, "devices/")
+	if !ok {
+		return false
+	}
+	if rest, ok = strings.CutPrefix(rest, deviceID); !ok {
+		return false
+	}
+	return strings.HasPrefix(rest, "/messages/devicebound/") || rest == "/messages/devicebound"
+}
+
 // SubscribeMessages subscribes to devices/{deviceId}/messages/devicebound/#
 // at QoS 1, as every official SDK does, and waits for the SUBACK. Messages
 // then go to Config.Messages, from paho's ordered delivery (the read
@@ -39,7 +52,7 @@ func (c *conn) SubscribeMessages(ctx context.Context) error {
 	if c.id.ModuleID != "" {
 		return fmt.Errorf("%w: mqtt: IoT Hub has no cloud-to-device messages for modules", transport.ErrUnsupported)
 	}
-	if err := c.subscribeQoS(ctx, cloudFilter(c.id.DeviceID), 1, c.onCloudMessage); err != nil {
+	if err := c.subscribeQoS(ctx, cloudFilter(c.id.DeviceID), 1); err != nil {
 		return fmt.Errorf("iothub: mqtt: subscribing to cloud-to-device messages: %w", err)
 	}
 	return nil
@@ -113,8 +126,8 @@ func (c *conn) SettleMessage(ctx context.Context, lockToken string, d transport.
 	}
 }
 
-// onCloudMessage is paho's route for cloud-to-device messages, installed
-// before CONNECT. Auto-acknowledgement is off (Dial): the message stays
+// onCloudMessage handles cloud-to-device messages (route, in place before
+// CONNECT). Auto-acknowledgement is off (Dial): the message stays
 // unacknowledged until SettleMessage completes it. With no
 // Config.Messages it is left unacknowledged.
 func (c *conn) onCloudMessage(_ paho.Client, m paho.Message) {

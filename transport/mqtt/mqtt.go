@@ -12,14 +12,17 @@ package mqtt
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -127,32 +130,16 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 	c := &conn{
 		id: cfg.Identity, done: make(chan struct{}), log: cfg.Logger,
 		methods: cfg.Methods, desired: cfg.Desired, messages: cfg.Messages,
-		twinSub: make(chan struct{}, 1), pending: map[string]chan twinResponse{},
 	}
 	connectTimeout := 30 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		connectTimeout = max(time.Until(dl), time.Millisecond)
 	}
-	// The socket is opened here rather than by paho, so that the dial and
-	// the TLS or WebSocket handshake end with ctx. Until CONNACK, ctx's end
-	// closes the socket, which ends paho's wait for it; unwatch stops that
-	// once the connection is established. paho calls open before it
-	// completes tok, so reading unwatch after tok.Done() is ordered.
-	unwatch := func() bool { return true }
-	open := func(*url.URL, paho.ClientOptions) (net.Conn, error) {
-		var nc net.Conn
-		var err error
-		if t.ws {
-			nc, err = netdial.WebSocket(ctx, hp, "mqtt", tlsConf, wsReadLimit)
-		} else {
-			nc, err = netdial.TLS(ctx, hp, tlsConf)
-		}
-		if err != nil {
-			return nil, err
-		}
-		unwatch = context.AfterFunc(ctx, func() { nc.Close() })
-		return newLimitConn(nc, MaxPacketSize), nil
-	}
+	op := &opener{ws: t.ws, hostport: hp, tls: tlsConf, ctx: ctx}
+	// paho keeps its open function for the life of the client: it reaches
+	// op through opRef, cleared once connected.
+	var opRef atomic.Pointer[opener]
+	opRef.Store(op)
 	o := paho.NewClientOptions().
 		AddBroker(broker).
 		SetClientID(cfg.Identity.String()).
@@ -169,25 +156,26 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		// Every route acknowledges its messages itself: cloud-to-device
 		// messages only when SettleMessage completes them (c2d.go).
 		SetAutoAckDisabled(true).
-		SetCustomOpenConnectionFn(open).
+		SetCustomOpenConnectionFn(func(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
+			if op := opRef.Load(); op != nil {
+				return op.open(u, o)
+			}
+			return nil, errors.New("iothub: mqtt: the connection cannot be reopened")
+		}).
+		// Every PUBLISH goes to route, from the start: a persistent
+		// session may hold subscriptions of an earlier connection.
+		SetDefaultPublishHandler(c.route).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { c.lost(err) })
 	if cfg.Token != "" {
 		o.SetPassword(cfg.Token)
 	}
 	c.client = paho.NewClient(o)
-	c.client.AddRoute(methodsFilter, c.onMethod)
-	// Twin answers and desired patches are routed from the start as
-	// well: a persistent session may hold their subscriptions.
-	c.client.AddRoute(twinResponseFilter, c.onTwinResponse)
-	c.client.AddRoute(desiredFilter, c.onDesired)
-	if cfg.Identity.ModuleID == "" {
-		c.client.AddRoute(cloudFilter(cfg.Identity.DeviceID), c.onCloudMessage)
-	}
 	tok := c.client.Connect()
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
-		// The socket, if open, is being closed: paho's attempt ends at once.
+		// Closing the socket, if open, ends paho's attempt at once.
+		op.abort()
 		t := time.NewTimer(5 * time.Second)
 		select {
 		case <-tok.Done():
@@ -197,17 +185,69 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		c.client.Disconnect(0)
 		return nil, ctx.Err()
 	}
-	if err := tok.Error(); err != nil || !unwatch() {
+	if err := tok.Error(); err != nil || ctx.Err() != nil {
 		c.client.Disconnect(0)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, classify(err)
 	}
+	opRef.Store(nil) // the connection does not hold on to ctx, its timer and its parents
 	if ct, ok := tok.(*paho.ConnectToken); ok {
 		c.sessionPresent = ct.SessionPresent()
 	}
 	return c, nil
+}
+
+// opener opens the socket for paho (SetCustomOpenConnectionFn) rather than
+// letting paho open it, so that the dial and the TLS or WebSocket
+// handshake end with ctx. Until CONNACK, Dial closes the socket when ctx
+// ends (abort), which ends paho's wait for it.
+type opener struct {
+	ws       bool
+	hostport string
+	tls      *tls.Config
+	ctx      context.Context
+
+	mu      sync.Mutex
+	nc      net.Conn // the socket opened
+	aborted bool     // what open opens from now on is closed at once
+}
+
+func (o *opener) open(*url.URL, paho.ClientOptions) (net.Conn, error) {
+	ctx := o.ctx
+	var nc net.Conn
+	var err error
+	if o.ws {
+		nc, err = netdial.WebSocket(ctx, o.hostport, "mqtt", o.tls, wsReadLimit)
+	} else {
+		nc, err = netdial.TLS(ctx, o.hostport, o.tls)
+	}
+	if err != nil {
+		return nil, err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.aborted || ctx.Err() != nil {
+		nc.Close()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		return nil, errors.New("iothub: mqtt: the connection attempt was abandoned")
+	}
+	o.nc = nc
+	return newLimitConn(nc, MaxPacketSize), nil
+}
+
+// abort closes the socket if open has opened it, and any socket open
+// opens later.
+func (o *opener) abort() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.aborted = true
+	if o.nc != nil {
+		o.nc.Close()
+	}
 }
 
 // classify marks CONNACK refusals that retrying cannot fix.
@@ -231,7 +271,8 @@ type conn struct {
 	desired  func([]byte)
 	messages func(*transport.CloudMessage)
 	// twinSub holds one token while a twin request subscribes to
-	// twinResponseFilter, so that a connection subscribes once.
+	// twinResponseFilter, so that a connection subscribes once. It is made
+	// by the first twin request (subscribeTwin), under mu.
 	twinSub chan struct{}
 	// sessionPresent: the hub resumed a persistent session, which may hold
 	// a method subscription of an earlier connection.
@@ -243,11 +284,55 @@ type conn struct {
 	subscribed bool
 	// twinSubscribed: twinResponseFilter was granted on this connection.
 	twinSubscribed bool
-	// pending are the twin requests waiting for their answer, by $rid.
+	// pending are the twin requests waiting for their answer, by $rid;
+	// nil until the first.
 	pending map[string]chan twinResponse
 	// unacked are the cloud-to-device messages delivered on this
 	// connection and not yet completed, by lock token (c2d.go).
 	unacked map[string]paho.Message
+	// afterDone are the functions to run once the connection has ended
+	// (AfterDone).
+	afterDone []*afterDone
+}
+
+// afterDone is a function registered with AfterDone.
+type afterDone struct{ f func() }
+
+// AfterDone arranges for f to run on a goroutine of its own once the
+// connection has ended (lost or closed), at once if it has; stop undoes
+// that and reports whether it did, like context.AfterFunc's. Package
+// device uses it to wait for an idle connection without a goroutine.
+func (c *conn) AfterDone(f func()) (stop func() bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		go f()
+		return func() bool { return false }
+	}
+	a := &afterDone{f: f}
+	c.afterDone = append(c.afterDone, a)
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, b := range c.afterDone {
+			if b == a {
+				c.afterDone = slices.Delete(c.afterDone, i, i+1)
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// endLocked marks the connection ended and runs the AfterDone functions.
+// c.mu is held.
+func (c *conn) endLocked() {
+	c.closed = true
+	close(c.done)
+	for _, a := range c.afterDone {
+		go a.f()
+	}
+	c.afterDone = nil
 }
 
 func (c *conn) lost(err error) {
@@ -256,9 +341,8 @@ func (c *conn) lost(err error) {
 	if c.closed {
 		return
 	}
-	c.closed = true
 	c.err = fmt.Errorf("iothub: mqtt: connection lost: %w", err)
-	close(c.done)
+	c.endLocked()
 }
 
 func (c *conn) Done() <-chan struct{} { return c.done }
@@ -276,8 +360,7 @@ func (c *conn) Close() error {
 		c.client.Disconnect(0) // idempotent in paho; frees resources after a loss
 		return nil
 	}
-	c.closed = true
-	close(c.done)
+	c.endLocked()
 	c.mu.Unlock()
 	c.client.Disconnect(250)
 	return nil
@@ -314,18 +397,18 @@ func (c *conn) endedErr() error {
 // the filter (return code 0x80).
 var errSubscriptionRefused = errors.New("iothub: mqtt: the hub refused the subscription")
 
-// subscribe subscribes to filter at QoS 0, with h as its route, and waits
-// for the SUBACK like wait. paho's Subscribe, like its Publish, may block
-// up to the write timeout when the connection is going down, so it runs
-// on a goroutine of its own.
-func (c *conn) subscribe(ctx context.Context, filter string, h paho.MessageHandler) error {
-	return c.subscribeQoS(ctx, filter, 0, h)
+// subscribe subscribes to filter at QoS 0 and waits for the SUBACK like
+// wait; what the subscription brings goes to route. paho's Subscribe, like
+// its Publish, may block up to the write timeout when the connection is
+// going down, so it runs on a goroutine of its own.
+func (c *conn) subscribe(ctx context.Context, filter string) error {
+	return c.subscribeQoS(ctx, filter, 0)
 }
 
 // subscribeQoS is subscribe at the given QoS.
-func (c *conn) subscribeQoS(ctx context.Context, filter string, qos byte, h paho.MessageHandler) error {
+func (c *conn) subscribeQoS(ctx context.Context, filter string, qos byte) error {
 	ch := make(chan paho.Token, 1)
-	go func() { ch <- c.client.Subscribe(filter, qos, h) }()
+	go func() { ch <- c.client.Subscribe(filter, qos, nil) }() // nil: no route of its own
 	var tok paho.Token
 	select {
 	case tok = <-ch:
@@ -365,7 +448,35 @@ func (c *conn) publish(ctx context.Context, topic string, qos byte, payload []by
 	}
 }
 
-// onMethod is paho's route for method requests, installed before CONNECT.
+// route is paho's only handler of incoming PUBLISH packets (its default
+// handler, in place before CONNECT): it hands each to the handler of the
+// filter its topic falls under, on paho's ordered delivery goroutine. A
+// topic under none is dropped unacknowledged, as paho drops a PUBLISH
+// without a route. One handler rather than a paho route per filter saves
+// each connection a route, a list element and a closure per filter.
+func (c *conn) route(cl paho.Client, m paho.Message) {
+	t := m.Topic()
+	switch {
+	case under(t, methodsFilter):
+		c.onMethod(cl, m)
+	case under(t, twinResponseFilter):
+		c.onTwinResponse(cl, m)
+	case under(t, desiredFilter):
+		c.onDesired(cl, m)
+	case c.id.ModuleID == "" && underCloud(t, c.id.DeviceID):
+		c.onCloudMessage(cl, m)
+	}
+}
+
+// under reports whether topic matches filter, a "level/.../#" filter
+// without other wildcards: whether it is the filter's parent level or
+// below it (MQTT 3.1.1 section 4.7.1.2).
+func under(topic, filter string) bool {
+	prefix := filter[:len(filter)-1] // "level/.../"
+	return strings.HasPrefix(topic, prefix) || topic == prefix[:len(prefix)-1]
+}
+
+// onMethod handles method requests (route).
 func (c *conn) onMethod(_ paho.Client, m paho.Message) {
 	defer m.Ack() // auto-ack is off (Dial); a QoS 0 request needs none
 	name, rid, ok := parseMethodTopic(m.Topic())
@@ -384,7 +495,7 @@ func (c *conn) onMethod(_ paho.Client, m paho.Message) {
 }
 
 func (c *conn) SubscribeMethods(ctx context.Context) error {
-	if err := c.subscribe(ctx, methodsFilter, c.onMethod); err != nil {
+	if err := c.subscribe(ctx, methodsFilter); err != nil {
 		return fmt.Errorf("iothub: mqtt: subscribing to methods: %w", err)
 	}
 	c.mu.Lock()
@@ -402,10 +513,9 @@ func (c *conn) UnsubscribeMethods(ctx context.Context) error {
 	if !needed {
 		return nil
 	}
+	// route still hands over a request the hub sent before it saw the
+	// UNSUBSCRIBE.
 	tok := c.client.Unsubscribe(methodsFilter)
-	// paho drops the route with the subscription; a request the hub sent
-	// before it saw the UNSUBSCRIBE must still reach the client.
-	c.client.AddRoute(methodsFilter, c.onMethod)
 	if err := c.wait(ctx, tok); err != nil {
 		return fmt.Errorf("iothub: mqtt: unsubscribing from methods: %w", err)
 	}

@@ -78,7 +78,7 @@ func (c *conn) UpdateReported(ctx context.Context, patch []byte) (int64, error) 
 // from paho's ordered delivery (the read loop's router goroutine), in the
 // order the hub sent them, as method requests do.
 func (c *conn) SubscribeDesired(ctx context.Context) error {
-	if err := c.subscribe(ctx, desiredFilter, c.onDesired); err != nil {
+	if err := c.subscribe(ctx, desiredFilter); err != nil {
 		return fmt.Errorf("iothub: mqtt: subscribing to desired properties: %w", err)
 	}
 	return nil
@@ -117,21 +117,27 @@ func (c *conn) request(ctx context.Context, op, topic string, body []byte) (twin
 
 // subscribeTwin subscribes the connection to twin answers once.
 func (c *conn) subscribeTwin(ctx context.Context) error {
+	c.mu.Lock()
+	if c.twinSub == nil {
+		c.twinSub = make(chan struct{}, 1)
+	}
+	sub := c.twinSub
+	c.mu.Unlock()
 	select {
-	case c.twinSub <- struct{}{}:
+	case sub <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-c.done:
 		return c.endedErr()
 	}
-	defer func() { <-c.twinSub }()
+	defer func() { <-sub }()
 	c.mu.Lock()
 	done := c.twinSubscribed
 	c.mu.Unlock()
 	if done {
 		return nil
 	}
-	if err := c.subscribe(ctx, twinResponseFilter, c.onTwinResponse); err != nil {
+	if err := c.subscribe(ctx, twinResponseFilter); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -154,6 +160,9 @@ func (c *conn) addPending() (string, chan twinResponse) {
 		}
 		rid := hex.EncodeToString(b[:])
 		if _, dup := c.pending[rid]; !dup {
+			if c.pending == nil {
+				c.pending = map[string]chan twinResponse{}
+			}
 			c.pending[rid] = ch
 			return rid, ch
 		}
@@ -166,8 +175,8 @@ func (c *conn) removePending(rid string) {
 	c.mu.Unlock()
 }
 
-// onTwinResponse is paho's route for $iothub/twin/res/#, installed before
-// CONNECT. It hands the answer to the request waiting for its $rid, if
+// onTwinResponse handles $iothub/twin/res/# (route, in place before
+// CONNECT). It hands the answer to the request waiting for its $rid, if
 // any, without blocking.
 func (c *conn) onTwinResponse(_ paho.Client, m paho.Message) {
 	defer m.Ack() // auto-ack is off (Dial); a QoS 0 answer needs none
@@ -191,8 +200,8 @@ func (c *conn) onTwinResponse(_ paho.Client, m paho.Message) {
 	ch <- twinResponse{status: t.status, version: t.version, hasVersion: t.hasVersion, body: body} // buffered; sent once
 }
 
-// onDesired is paho's route for desired-property patches, installed
-// before CONNECT.
+// onDesired handles desired-property patches (route, in place before
+// CONNECT).
 func (c *conn) onDesired(_ paho.Client, m paho.Message) {
 	defer m.Ack() // auto-ack is off (Dial); a QoS 0 patch needs none
 	if c.desired == nil {
