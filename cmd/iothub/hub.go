@@ -19,6 +19,7 @@ import (
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub"
 	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/internal/hub/store"
 	"github.com/iothub-go/iothub/internal/pki"
 )
 
@@ -37,6 +38,7 @@ type hubConfig struct {
 	loadCACert    string
 	loadCAKey     string
 	ownerKey      string
+	dataDir       string
 	devices       multiFlag
 	deviceCAs     multiFlag
 	quiet         bool
@@ -45,6 +47,9 @@ type hubConfig struct {
 	// printEvents prints one line per device-to-cloud message (hub_events.go).
 	printEvents bool
 	output      output
+
+	// ui serves the web dashboard under /ui on the HTTPS port.
+	ui bool
 }
 
 func parseHubFlags(args []string, stderr io.Writer) (*hubConfig, error) {
@@ -76,6 +81,12 @@ An event's body is the whole body, as a string when it is UTF-8 and as
 "properties" (the application properties) appear when set, as "caFile"
 does with --ca-file.
 
+--data DIR keeps the hub's state in DIR across restarts: the registry
+(devices, modules, keys, etags, status, X.509 registrations), twins, jobs,
+cloud-to-device queues, the policies' keys, the hub's CA and the trusted
+device CAs. Every change is on disk before the hub acknowledges it.
+docs/hub-persistence.md says what is kept and how.
+
 `+exitCodesHelp+`
 flags:
 `)
@@ -86,15 +97,17 @@ flags:
 	fs.StringVar(&c.amqpAddr, "amqp-addr", "127.0.0.1:5671", "AMQP over TLS listen address")
 	fs.StringVar(&c.httpsAddr, "https-addr", "127.0.0.1:443", "HTTPS service API and WebSocket listen address")
 	fs.StringVar(&c.caFile, "ca-file", "", "write the hub's CA certificate (PEM) to this file, for clients to trust")
-	fs.StringVar(&c.loadCACert, "load-ca-cert", "", "load the hub's CA certificate (PEM) from this file instead of generating one")
+	fs.StringVar(&c.loadCACert, "load-ca-cert", "", "load the hub's CA certificate (PEM) from this file instead of generating one\n(with --data, it replaces the CA kept there)")
 	fs.StringVar(&c.loadCAKey, "load-ca-key", "", "load the hub's CA private key (PEM, ECDSA) from this file")
-	fs.StringVar(&c.ownerKey, "owner-key", "", "base64 primary key of the iothubowner policy (random if empty)")
+	fs.StringVar(&c.ownerKey, "owner-key", "", "base64 primary key of the iothubowner policy (random if empty; with --data, the kept one)")
+	fs.StringVar(&c.dataDir, "data", "", "keep the registry, twins, jobs, C2D queues, keys and CAs in this directory across restarts\n(created if needed; without it the hub keeps everything in memory)")
 	fs.Var(&c.devices, "device", "register a device with this id (repeatable); its connection string is printed")
 	fs.Var(&c.deviceCAs, "device-ca", "trust the CA certificate(s) in this PEM file for devices whose authentication type is\ncertificateAuthority, as uploading and verifying a CA does on IoT Hub (repeatable)")
 	fs.IntVar(&c.maxActiveJobs, "max-active-jobs", 1, "jobs that may be active (scheduled, queued or running) at once, as the hub's tier allows:\n1 on Free and S1 (the default), 5 on S2, 10 on S3; 0 for no limit")
 	fs.DurationVar(&c.c2d.DefaultTTL, "c2d-default-ttl", 0, "expiry of cloud-to-device messages whose sender set none, 1m to 48h (default 1h)")
 	fs.IntVar(&c.c2d.MaxDeliveryCount, "c2d-max-delivery-count", 0, "abandons before a cloud-to-device message is dead-lettered, 1 to 100 (default 10)")
 	fs.BoolVar(&c.quiet, "quiet", false, "do not log connections and method calls")
+	fs.BoolVar(&c.ui, "ui", false, "serve a web dashboard at /ui on the HTTPS address; a one-time login link is printed\non stderr (the iothubowner key also logs in)")
 	fs.BoolVar(&c.printEvents, "print-events", false, "print one line per device-to-cloud message to stdout:\nEVENT {deviceId[/moduleId]} {protocol} {properties as JSON} {body as a Go-quoted string, cut at 200 bytes}\n(with --output json, one JSON document)")
 	outputFlag(fs, &c.output)
 	if err := fs.Parse(args); err != nil {
@@ -173,7 +186,22 @@ func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) err
 			return usageError{err}
 		}
 	}
-	deviceCAs, err := loadDeviceCAs(cfg.deviceCAs, stderr)
+	deviceCAFiles := cfg.deviceCAs
+	var st *store.Store
+	if cfg.dataDir != "" {
+		var err error
+		if st, err = store.Open(cfg.dataDir); err != nil {
+			return err
+		}
+		defer st.Close()
+		if ca, err = dataCA(cfg.dataDir, ca); err != nil {
+			return err
+		}
+		if deviceCAFiles, err = dataDeviceCAFiles(cfg.dataDir, cfg.deviceCAs); err != nil {
+			return usageError{err}
+		}
+	}
+	deviceCAs, err := loadDeviceCAs(deviceCAFiles, stderr)
 	if err != nil {
 		return usageError{err}
 	}
@@ -185,7 +213,7 @@ func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) err
 	if maxJobs == 0 {
 		maxJobs = -1 // no limit
 	}
-	h, err := hub.Start(hub.Options{
+	opts := hub.Options{
 		MaxActiveJobs: maxJobs,
 		C2D:           cfg.c2d,
 		HostName:      cfg.host,
@@ -194,7 +222,12 @@ func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) err
 		TrustedCAs:    deviceCAs,
 		OwnerKey:      cfg.ownerKey,
 		Logger:        logger,
-	})
+		UI:            cfg.ui,
+	}
+	if st != nil {
+		opts.Store = st // a nil *store.Store must not become a non-nil engine.Store
+	}
+	h, err := hub.Start(opts)
 	if err != nil {
 		return err
 	}
@@ -212,6 +245,12 @@ func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) err
 		CAFile: cfg.caFile, ServiceConnectionString: svc.Reveal(), Devices: []hubDevice{}}
 	for _, id := range cfg.devices {
 		d, herr := h.Engine.PutDevice(id, engine.Device{}, "")
+		if herr != nil && herr.Code == engine.CodeDeviceAlreadyExists && cfg.dataDir != "" {
+			d, herr = h.Engine.GetDevice(id) // kept from an earlier run
+			if herr == nil && d.Authentication.SymmetricKey.PrimaryKey == nil {
+				return usageError{fmt.Errorf("iothub: --device %s: the device kept in --data does not use SAS keys", id)}
+			}
+		}
 		if herr != nil {
 			return herr
 		}
@@ -228,6 +267,9 @@ func serveHub(ctx context.Context, cfg *hubConfig, stdout, stderr io.Writer) err
 		for _, d := range info.Devices {
 			fmt.Fprintf(stdout, "IOTHUB_DEVICE_CONNECTION_STRING=%s\n", d.ConnectionString)
 		}
+	}
+	if h.UI != nil {
+		fmt.Fprintf(stderr, "dashboard: %s\n", h.UI.LoginURL(dashboardBase(cfg.host, addrs[2])))
 	}
 	if cfg.printEvents {
 		stopPrinting := startEventPrinter(ctx, h.Engine, stdout, cfg.output)
@@ -298,4 +340,17 @@ func gateway(host string, addr net.Addr, standardPort string) string {
 		return "localhost:" + port
 	}
 	return addr.String()
+}
+
+// dashboardBase is the https:// origin of the dashboard's login link:
+// "localhost" for a loopback address (the hub's certificate names it), the
+// hub's host name otherwise.
+func dashboardBase(host string, addr net.Addr) string {
+	h, port, _ := net.SplitHostPort(addr.String())
+	if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
+		h = "localhost"
+	} else if ip == nil || ip.IsUnspecified() {
+		h = host
+	}
+	return "https://" + net.JoinHostPort(h, port)
 }

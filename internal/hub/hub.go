@@ -23,6 +23,7 @@ import (
 	"github.com/iothub-go/iothub/internal/hub/engine"
 	"github.com/iothub-go/iothub/internal/hub/httpd"
 	"github.com/iothub-go/iothub/internal/hub/mqttd"
+	"github.com/iothub-go/iothub/internal/hub/ui"
 	"github.com/iothub-go/iothub/internal/pki"
 )
 
@@ -63,12 +64,20 @@ type Options struct {
 	// C2D is engine.Config.C2D: the cloud-to-device settings (zero values
 	// are IoT Hub's defaults).
 	C2D engine.C2DConfig
+	// Store is engine.Config.Store: nil keeps the hub's state in memory
+	// only. The caller closes it after Close.
+	Store engine.Store
+	// UI serves the web dashboard (package ui) under /ui on the HTTPS
+	// port; Hub.UI issues its one-time login links.
+	UI bool
 }
 
 // Hub is a running local IoT Hub.
 type Hub struct {
 	Engine *engine.Engine
 	CA     *pki.CA
+	// UI is the dashboard when Options.UI is set, else nil.
+	UI *ui.Server
 
 	log       *slog.Logger
 	tlsConf   *tls.Config
@@ -110,7 +119,7 @@ func Start(opts Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng, err := engine.New(engine.Config{HostName: opts.HostName, GatewayHostNames: names[1:], OwnerKey: opts.OwnerKey, TrustedCAs: opts.TrustedCAs, Logger: log, MaxActiveJobs: opts.MaxActiveJobs, C2D: opts.C2D})
+	eng, err := engine.New(engine.Config{HostName: opts.HostName, GatewayHostNames: names[1:], OwnerKey: opts.OwnerKey, TrustedCAs: opts.TrustedCAs, Logger: log, MaxActiveJobs: opts.MaxActiveJobs, C2D: opts.C2D, Store: opts.Store})
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +149,9 @@ func Start(opts Options) (*Hub, error) {
 	}
 	h.httpLn = newChanListener()
 	rest := httpd.NewHandler(eng)
+	if opts.UI {
+		h.UI = ui.New(eng)
+	}
 	h.httpSrv = &http.Server{
 		// Not a ServeMux: it would redirect paths holding the valid ids
 		// "." and "..".
@@ -156,6 +168,10 @@ func Start(opts Options) (*Hub, error) {
 			// not end the call: TestHTTPConnectionLifetimes checks it.
 			_ = rc.SetReadDeadline(time.Now().Add(httpRequestTimeout))
 			_ = rc.SetWriteDeadline(time.Now().Add(httpWriteTimeout))
+			if h.UI != nil && ui.Handles(r.URL.Path) {
+				h.UI.ServeHTTP(w, r)
+				return
+			}
 			rest.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 30 * time.Second,

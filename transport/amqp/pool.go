@@ -675,7 +675,10 @@ func (c *carrier) fail(err error) {
 	}
 	c.p.drop(c, !errors.Is(err, errPoolClosed))
 	if ac != nil {
-		ac.Close()
+		// Not on this goroutine: fail may run on go-amqp's reader (the
+		// frame scanner saw the hub end the session), and Close waits for
+		// the reader to return.
+		go ac.Close()
 	}
 	if err == nil {
 		err = errors.New("connection closed by the hub")

@@ -282,8 +282,19 @@ func TestPoolIsolation(t *testing.T) {
 	waitFor(t, "the clock to pass the live tokens' second", func() bool {
 		return time.Now().Truncate(time.Second).After(connected)
 	})
+	// One fault at a time (see reliability.TestMultiplexIsolation: two
+	// devices re-attaching at once on the shared session can meet
+	// go-amqp's handle reuse race).
+	back := func(id string) func() bool {
+		return func() bool {
+			s := f.states(id)
+			return len(s) >= 4 && s[len(s)-1] == device.ConnectionStateConnected
+		}
+	}
 	hub.ExpireTokens("d0003")
+	waitFor(t, "d0003 back", back("d0003"), f.report("d0003"))
 	require.True(t, hub.DetachMethodLink("d0004", "request"))
+	waitFor(t, "d0004 back", back("d0004"), f.report("d0004"))
 	sc := serviceClient(t, hub)
 	d, err := sc.GetDevice(ctx, "d0005")
 	require.NoError(t, err)

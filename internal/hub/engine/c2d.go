@@ -575,7 +575,7 @@ func newLockToken() string {
 // returns the message as queued: MessageID kept, EnqueuedTime, ExpiryTime
 // and SequenceNumber set. An expiry already past is accepted and expires
 // at once (feedback "Expired").
-func (e *Engine) EnqueueC2D(deviceID string, m C2DMessage) (C2DMessage, *Error) {
+func (e *Engine) EnqueueC2D(deviceID string, m C2DMessage) (_ C2DMessage, herr *Error) {
 	cfg := &e.c2d.cfg
 	if !validAck(m.Ack) {
 		return C2DMessage{}, NewError(CodeArgumentInvalid, "Invalid iothub-ack value %q: want none, positive, negative or full", m.Ack)
@@ -583,6 +583,8 @@ func (e *Engine) EnqueueC2D(deviceID string, m C2DMessage) (C2DMessage, *Error) 
 	if n := c2dSize(&m); n > cfg.MaxSize {
 		return C2DMessage{}, NewError(CodeMessageTooLarge, "Message size %d bytes exceeds the maximum of %d bytes", n, cfg.MaxSize)
 	}
+	var saved *pendingSave
+	defer waitStore(&saved, &herr)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	rec, ok := e.devices[deviceID]
@@ -612,6 +614,7 @@ func (e *Engine) EnqueueC2D(deviceID string, m C2DMessage) (C2DMessage, *Error) 
 	q.notify()
 	e.sweepC2DLocked(rec, now)
 	e.wakeC2D()
+	saved = e.saveIdentityLocked(deviceID)
 	return cloneC2D(m), nil
 }
 
@@ -696,10 +699,12 @@ func lockLost(lockToken string) *Error {
 // dead-letters it ("DeliveryCountExceeded", negative/full). 412002
 // DeviceMessageLockLost when the token is unknown, expired or already
 // settled; 400004 for an unknown outcome.
-func (e *Engine) SettleC2D(id auth.Identity, lockToken string, o C2DOutcome) *Error {
+func (e *Engine) SettleC2D(id auth.Identity, lockToken string, o C2DOutcome) (herr *Error) {
 	if o < C2DComplete || o > C2DAbandon {
 		return NewError(CodeArgumentInvalid, "Unknown settlement outcome %d", int(o))
 	}
+	var saved *pendingSave
+	defer waitStore(&saved, &herr)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.hubNow()
@@ -720,6 +725,7 @@ func (e *Engine) SettleC2D(id auth.Identity, lockToken string, o C2DOutcome) *Er
 		if ent.msg.DeliveryCount < e.c2d.cfg.MaxDeliveryCount {
 			ent.lock, ent.lockedUntil = "", time.Time{}
 			q.notify()
+			saved = e.saveIdentityLocked(id.DeviceID)
 			return nil
 		}
 		status = FeedbackDeliveryCountExceeded
@@ -729,6 +735,7 @@ func (e *Engine) SettleC2D(id auth.Identity, lockToken string, o C2DOutcome) *Er
 	e.flushFeedbackLocked(now)
 	e.setCountLocked(rec)
 	q.notify()
+	saved = e.saveIdentityLocked(id.DeviceID)
 	return nil
 }
 
@@ -748,7 +755,9 @@ func (e *Engine) ReleaseC2D(id auth.Identity, lockToken string) {
 // PurgeC2D removes every queued message of a device, locked ones too, and
 // returns how many (404001 for an unknown device). [inf] Each gets feedback
 // "Purged" for ack negative/full.
-func (e *Engine) PurgeC2D(deviceID string) (int, *Error) {
+func (e *Engine) PurgeC2D(deviceID string) (_ int, herr *Error) {
+	var saved *pendingSave
+	defer waitStore(&saved, &herr)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	rec, ok := e.devices[deviceID]
@@ -769,6 +778,7 @@ func (e *Engine) PurgeC2D(deviceID string) (int, *Error) {
 	e.flushFeedbackLocked(now)
 	e.setCountLocked(rec)
 	q.notify()
+	saved = e.saveIdentityLocked(deviceID)
 	return n, nil
 }
 

@@ -63,6 +63,13 @@ type Config struct {
 	// C2D configures the cloud-to-device queues and feedback (c2d.go);
 	// zero fields take IoT Hub's defaults.
 	C2D C2DConfig
+
+	// Store, when set, keeps the registry, twins, jobs, cloud-to-device
+	// queues and policies durably (persist.go): New loads what it holds,
+	// and every change is in it before the method that made it returns.
+	// nil keeps everything in memory only. The caller closes it after
+	// Engine.Close.
+	Store Store
 }
 
 // Engine is the hub's state. All methods are safe for concurrent use.
@@ -72,6 +79,7 @@ type Engine struct {
 	now      func() time.Time
 	log      *slog.Logger
 	cas      *x509.CertPool
+	store    Store // nil: in memory only (persist.go)
 
 	mu        sync.Mutex
 	policies  map[string]hubauth.Policy
@@ -140,6 +148,13 @@ func New(cfg Config) (*Engine, error) {
 			p.PrimaryKey = cfg.OwnerKey
 		}
 		e.policies[name] = p
+	}
+	if cfg.Store != nil {
+		e.store = cfg.Store
+		if err := e.load(cfg.OwnerKey); err != nil {
+			e.Close()
+			return nil, err
+		}
 	}
 	return e, nil
 }

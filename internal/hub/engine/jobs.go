@@ -29,6 +29,7 @@ import (
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine/query"
+	"github.com/iothub-go/iothub/internal/hub/store"
 )
 
 // Job types (JobResponse.type, DeviceJob.jobType).
@@ -183,7 +184,8 @@ type jobStore struct {
 // jobRec is one job. Its fields after the request's are guarded by
 // jobStore.mu.
 type jobRec struct {
-	req     Job // the static fields of the answer
+	req     Job    // the static fields of the answer
+	body    []byte // the request, kept for the store (persist.go); nil without one
 	cond    *query.Query
 	method  *MethodCall // scheduleDeviceMethod
 	patch   []byte      // scheduleUpdateTwin: the twin patch to apply
@@ -275,9 +277,13 @@ func (e *Engine) AdvanceJobClock(d time.Duration) {
 	}
 	e.jobs.mu.Lock()
 	e.clockOffset.Add(int64(d))
+	t := e.saveClock()
 	e.jobs.mu.Unlock()
 	e.wakeJobs()
 	e.wakeC2D()
+	if err := t.Wait(); err != nil {
+		e.log.Error("storing the hub clock", "err", err)
+	}
 }
 
 func (e *Engine) wakeJobs() {
@@ -519,12 +525,14 @@ func truncateText(s string, n int) string {
 // 409 JobAlreadyExists for an id in use (finished jobs included, until
 // their history expires), 429004 ThrottlingMaxActiveJobCountExceeded when
 // Config.MaxActiveJobs jobs are queued, scheduled or running.
-func (e *Engine) CreateJob(id string, body []byte) (Job, *Error) {
+func (e *Engine) CreateJob(id string, body []byte) (_ Job, herr *Error) {
 	j, p, herr := parseJobRequest(id, body)
 	if herr != nil {
 		return Job{}, herr
 	}
 	s := &e.jobs
+	var saved *pendingSave
+	defer waitStore(&saved, &herr)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -556,6 +564,10 @@ func (e *Engine) CreateJob(id string, body []byte) (Job, *Error) {
 	if start.After(now) {
 		r.status = JobStatusScheduled
 	}
+	if e.store != nil {
+		r.body = append([]byte(nil), body...)
+		saved = e.saveJobLocked(r)
+	}
 	s.jobs[id] = r
 	if !s.looping {
 		s.looping = true
@@ -582,7 +594,9 @@ func (e *Engine) GetJob(id string) (Job, *Error) {
 // running one stops, and its devices not done yet end "canceled". The
 // answer is the job with status "cancelled"; a job that had already
 // finished is answered as it is [inf]. 404002 JobNotFound when unknown.
-func (e *Engine) CancelJob(id string) (Job, *Error) {
+func (e *Engine) CancelJob(id string) (_ Job, herr *Error) {
+	var saved *pendingSave
+	defer waitStore(&saved, &herr)
 	e.jobs.mu.Lock()
 	defer e.jobs.mu.Unlock()
 	now := e.jobNowLocked()
@@ -601,6 +615,7 @@ func (e *Engine) CancelJob(id string) (Job, *Error) {
 		r.status = JobStatusCancelled
 		r.cancel()
 	}
+	saved = e.saveJobLocked(r)
 	e.wakeJobs()
 	return e.jobLocked(r), nil
 }
@@ -731,6 +746,9 @@ func (e *Engine) pruneJobsLocked(now time.Time) {
 	for id, r := range e.jobs.jobs {
 		if r.terminal() && !r.ended.IsZero() && !now.Before(r.ended.Add(e.jobs.retention)) && r.cancel == nil {
 			delete(e.jobs.jobs, id)
+			if e.store != nil {
+				e.store.Delete(store.Jobs, id)
+			}
 		}
 	}
 }
@@ -816,6 +834,7 @@ func (e *Engine) startJobLocked(r *jobRec, now time.Time) {
 	ctx, cancel := context.WithCancel(e.jobs.ctx)
 	r.status, r.started, r.cancel = JobStatusRunning, now, cancel
 	r.start = now
+	e.saveJobLocked(r)
 	e.jobs.wg.Add(1)
 	go e.runJob(ctx, r)
 }
@@ -843,6 +862,7 @@ func (e *Engine) runJob(ctx context.Context, r *jobRec) {
 	}
 	if ctx.Err() == nil {
 		r.devices = devs
+		e.saveJobLocked(r) // not waited for: nothing acknowledges it
 	}
 	e.jobs.mu.Unlock()
 
@@ -902,7 +922,16 @@ func (e *Engine) runJob(ctx context.Context, r *jobRec) {
 	r.ended = now
 	r.cancel()
 	r.cancel = nil
+	var saved *pendingSave
+	if !e.jobs.closed {
+		// A job stopped by Close stays running on disk: the next start
+		// says it failed (persist.go).
+		saved = e.saveJobLocked(r)
+	}
 	e.jobs.mu.Unlock()
+	if err := saved.Wait(); err != nil {
+		e.log.Error("storing a job", "job", r.req.JobID, "err", err)
+	}
 	e.wakeJobs()
 }
 

@@ -312,11 +312,16 @@ func (e *Engine) putDevice(id string, d Device, ifMatch string, lenient bool) (D
 	dev.ParentScopes = parents
 	dev.ETag = e.nextETag()
 	out := cloneDevice(dev)
+	saved := e.saveIdentityLocked(id)
 	e.mu.Unlock()
+	saved.fill() // encoded outside the lock, before the kick
 	if kick {
 		// Credentials changed or the device was disabled: IoT Hub drops
 		// the device's connections (and its modules').
 		e.kickDevice(id, NewError(CodeUnauthorized, "The device's credentials or status changed"))
+	}
+	if herr := commit(saved); herr != nil {
+		return Device{}, herr
 	}
 	return out, nil
 }
@@ -412,9 +417,11 @@ func (e *Engine) DeleteDevice(id, ifMatch string) *Error {
 	if rec.device.Capabilities.IotEdge && rec.device.DeviceScope != nil {
 		delete(e.scopes, *rec.device.DeviceScope)
 	}
+	saved := e.saveIdentityLocked(id)
 	e.mu.Unlock()
+	saved.fill() // encoded outside the lock, before the kick
 	e.kickDevice(id, NewError(CodeDeviceNotFound, "The device was deleted"))
-	return nil
+	return commit(saved)
 }
 
 // PutModule creates or updates a module, as PUT /devices/{id}/modules/{mid}.
@@ -469,9 +476,14 @@ func (e *Engine) PutModule(deviceID, moduleID string, m Module, ifMatch string) 
 	mod.Authentication = a
 	mod.ETag = e.nextETag()
 	out := *mod
+	saved := e.saveIdentityLocked(deviceID)
 	e.mu.Unlock()
+	saved.fill() // encoded outside the lock, before the kick
 	if kick {
 		e.kick(auth.Identity{HostName: e.hostName, DeviceID: deviceID, ModuleID: moduleID}, NewError(CodeUnauthorized, "The module's credentials changed"))
+	}
+	if herr := commit(saved); herr != nil {
+		return Module{}, herr
 	}
 	return out, nil
 }
@@ -521,9 +533,11 @@ func (e *Engine) DeleteModule(deviceID, moduleID, ifMatch string) *Error {
 	}
 	delete(e.devices[deviceID].modules, moduleID)
 	e.members++
+	saved := e.saveIdentityLocked(deviceID)
 	e.mu.Unlock()
+	saved.fill() // encoded outside the lock, before the kick
 	e.kick(auth.Identity{HostName: e.hostName, DeviceID: deviceID, ModuleID: moduleID}, NewError(CodeModuleNotFound, "The module was deleted"))
-	return nil
+	return commit(saved)
 }
 
 // lookupLocked finds a device (moduleID "") or module record.

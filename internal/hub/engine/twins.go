@@ -303,6 +303,7 @@ func (e *Engine) writeTwin(deviceID, moduleID string, body []byte, ifMatch strin
 	}
 	t.touch()
 	out := e.twinLocked(rec)
+	saved := e.saveIdentityLocked(deviceID)
 	var s *Session
 	if push != nil {
 		s = e.sessions[identityKey(e.hostName, deviceID, moduleID)]
@@ -311,8 +312,12 @@ func (e *Engine) writeTwin(deviceID, moduleID string, body []byte, ifMatch strin
 		}
 	}
 	e.mu.Unlock()
+	herr = commit(saved) // the device is told only once the change is durable
 	if s != nil {
 		s.flushDesired()
+	}
+	if herr != nil {
+		return Twin{}, herr
 	}
 	return out, nil
 }
@@ -345,7 +350,7 @@ func (e *Engine) DeviceTwin(id auth.Identity) ([]byte, *Error) {
 // ("$version" and "$metadata" included: they break the key rules), and
 // with 403100 DeviceModelMaxPropertiesExceeded when the result would
 // exceed MaxPropertiesSize. It bumps the twin's version, not its etag.
-func (e *Engine) UpdateReported(id auth.Identity, body []byte) (int64, *Error) {
+func (e *Engine) UpdateReported(id auth.Identity, body []byte) (_ int64, herr *Error) {
 	v, err := decodeTwinJSON(body)
 	if err != nil {
 		return 0, NewError(CodeArgumentInvalid, "Invalid reported properties: %s", err)
@@ -354,6 +359,8 @@ func (e *Engine) UpdateReported(id auth.Identity, body []byte) (int64, *Error) {
 	if err != nil {
 		return 0, NewError(CodeArgumentInvalid, "Invalid reported properties: %s", err)
 	}
+	var saved *pendingSave
+	defer waitStore(&saved, &herr)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	rec, herr := e.lookupLocked(id.DeviceID, id.ModuleID)
@@ -369,6 +376,7 @@ func (e *Engine) UpdateReported(id auth.Identity, body []byte) (int64, *Error) {
 	t.reported.root = root
 	t.reported.version++
 	t.version++
+	saved = e.saveIdentityLocked(id.DeviceID)
 	return t.reported.version, nil
 }
 
@@ -376,7 +384,10 @@ func (e *Engine) UpdateReported(id auth.Identity, body []byte) (int64, *Error) {
 // announced when it connected; the twin shows it as modelId.
 func (e *Engine) setModelIDLocked(id auth.Identity, modelID string) {
 	if rec, herr := e.lookupLocked(id.DeviceID, id.ModuleID); herr == nil {
-		e.twinOf(rec).modelID = modelID
+		if t := e.twinOf(rec); t.modelID != modelID {
+			t.modelID = modelID
+			e.saveIdentityLocked(id.DeviceID).fill() // not waited for: nothing acknowledges it
+		}
 	}
 }
 
