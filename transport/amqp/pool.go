@@ -259,7 +259,7 @@ func (p *Pool) Dial(ctx context.Context, cfg transport.Config) (transport.Conn, 
 		}
 		c := newConn(cfg)
 		c.car = car
-		if c.session = car.join(c); c.session == nil {
+		if !car.join(c) {
 			continue // lost meanwhile: pick again
 		}
 		err = c.putToken(ctx, cfg.Token)
@@ -545,16 +545,20 @@ func (c *carrier) own(name string, d *conn) {
 	c.mu.Unlock()
 }
 
-// join adds a device and returns the session it attaches on; nil if the
-// connection has ended.
-func (c *carrier) join(d *conn) *amqp.Session {
+// join adds a device and gives it the session it attaches on; false if
+// the connection has ended. The device's session is set under both locks,
+// so that fail, which releases it, cannot come in between.
+func (c *carrier) join(d *conn) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ended || c.session == nil {
-		return nil
+		return false
 	}
+	d.mu.Lock()
+	d.session = c.session
+	d.mu.Unlock()
 	c.devices[d] = struct{}{}
-	return c.session
+	return true
 }
 
 // leave detaches the links of device d and forgets it. It does not wait
