@@ -149,10 +149,12 @@ memory per device; method round trips to random devices of it against a
 pooled connection cut at once (a fault proxy in the fleet process), the
 time until every device is connected again and the peak dial rate, then
 every device called once; the floor: go-amqp alone in the same layout at
---mux-floor-devices devices; anchors at --mux-anchor-devices devices with
+--mux-floor-devices devices, with the same round trips to it and to a
+small go-amqp fleet (the floor of the round-trip ratios); anchors at --mux-anchor-devices devices with
 one connection per device: this SDK over AMQP and MQTT, raw go-amqp, and
 with --node the Node SDK over AMQP; the Java and .NET limits printed next
-to ours. It needs about 20 GB of memory at 100,000 devices.
+to ours. It needs about 20 GB of memory at 100,000 devices; the fleet
+processes run with GOGC=400 and GOMEMLIMIT --mux-memory-limit MiB.
 
 --output text (the default) prints tables on stdout; --output json prints
 the result as one JSON document, on one line (the schema of --json FILE,
@@ -212,6 +214,7 @@ flags:
 	fs.IntVar(&c.muxCfg.Calls, "mux-calls", c.muxCfg.Calls, "method round trips to each fleet, alternating")
 	fs.BoolVar(&c.muxCfg.NoCut, "mux-no-cut", false, "skip cutting the pooled connections")
 	fs.BoolVar(&c.muxCfg.NoVerify, "mux-no-verify", false, "after the recovery, do not call every device once")
+	fs.IntVar(&c.muxCfg.MemoryLimitMiB, "mux-memory-limit", 0, "GOMEMLIMIT of the fleet processes, in MiB (0: three quarters of the machine's memory)")
 	fs.IntVar(&c.muxCfg.FloorDevices, "mux-floor-devices", c.muxCfg.FloorDevices, "devices of the go-amqp floor fleet (0: --mux-devices; negative: none)")
 	fs.IntVar(&c.muxCfg.AnchorDevices, "mux-anchor-devices", c.muxCfg.AnchorDevices, "devices of each one-connection-per-device anchor fleet (0: none)")
 	outputFlag(fs, &c.output)

@@ -116,6 +116,10 @@ type fleetMsg struct {
 	PeakDialRate    int64   `json:"peak_dial_rate,omitempty"`
 	Conns           int     `json:"conns,omitempty"`
 	PeakRSS         int64   `json:"peak_rss_bytes,omitempty"`
+	// The collector's counters ("gc", and "recovered" for the recovery):
+	// completed collections and the CPU time they took.
+	GCCycles     uint64  `json:"gc_cycles,omitempty"`
+	GCCPUSeconds float64 `json:"gc_cpu_seconds,omitempty"`
 }
 
 // goFleet is a population of Go device clients in this process.

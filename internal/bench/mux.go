@@ -37,6 +37,9 @@ type MuxConfig struct {
 	NoCut bool
 	// NoVerify skips calling every device once after the recovery.
 	NoVerify bool
+	// MemoryLimitMiB is the fleet processes' GOMEMLIMIT; 0 is three
+	// quarters of the machine's memory.
+	MemoryLimitMiB int
 	// FloorDevices is the size of the go-amqp floor fleet (ImplAMQPRawPool),
 	// 0 for Devices; negative skips it.
 	FloorDevices int
@@ -74,6 +77,8 @@ func (c *MuxConfig) Validate() error {
 		return errors.New("bench: --connect-concurrency and --mux-calls must be at least 1")
 	case c.AnchorDevices < 0:
 		return errors.New("bench: --mux-anchor-devices must not be negative")
+	case c.MemoryLimitMiB < 0:
+		return errors.New("bench: --mux-memory-limit must not be negative")
 	case len(c.FleetCommand) == 0 && !c.InProcess:
 		return errors.New("bench: the multiplexed benchmark needs a fleet command")
 	}
@@ -82,18 +87,21 @@ func (c *MuxConfig) Validate() error {
 
 // MuxResult is what RunMux measured.
 type MuxResult struct {
-	Schema   string      `json:"schema"`
-	Started  string      `json:"started"`
-	Seconds  float64     `json:"seconds"`
-	Machine  Machine     `json:"machine"`
-	PerConn  int         `json:"per_conn"`
-	DialRate float64     `json:"dial_rate"`
-	Rows     []ScaleRow  `json:"rows"`
-	Calls    *MuxCalls   `json:"calls,omitempty"`
-	Recovery *MuxRecover `json:"recovery,omitempty"`
-	Targets  []Target    `json:"targets"`
-	Limits   []string    `json:"limits"`
-	Notes    []string    `json:"notes"`
+	Schema   string     `json:"schema"`
+	Started  string     `json:"started"`
+	Seconds  float64    `json:"seconds"`
+	Machine  Machine    `json:"machine"`
+	PerConn  int        `json:"per_conn"`
+	DialRate float64    `json:"dial_rate"`
+	Rows     []ScaleRow `json:"rows"`
+	Calls    *MuxCalls  `json:"calls,omitempty"`
+	// FloorCalls are the same calls to the go-amqp floor's fleets: a
+	// large one and one of SmallDevices.
+	FloorCalls *MuxCalls   `json:"floor_calls,omitempty"`
+	Recovery   *MuxRecover `json:"recovery,omitempty"`
+	Targets    []Target    `json:"targets"`
+	Limits     []string    `json:"limits"`
+	Notes      []string    `json:"notes"`
 }
 
 // MuxCalls compares method round trips to random devices of the large
@@ -104,6 +112,9 @@ type MuxCalls struct {
 	Small    *Latency `json:"small"`
 	P50Ratio float64  `json:"p50_ratio"`
 	P99Ratio float64  `json:"p99_ratio"`
+	// LargeGC is what the large fleet's process spent on collection
+	// while the calls ran.
+	LargeGC *GCWindow `json:"large_gc,omitempty"`
 }
 
 // MuxRecover is the recovery after every pooled connection was cut.
@@ -130,6 +141,10 @@ type MuxRecover struct {
 	RSSBefore int64  `json:"rss_before_bytes"`
 	PeakRSS   int64  `json:"peak_rss_bytes"`
 	Error     string `json:"error,omitempty"`
+	// GCCycles and GCCPUSeconds are the fleet's collections during the
+	// recovery and the CPU time they took.
+	GCCycles     uint64  `json:"gc_cycles"`
+	GCCPUSeconds float64 `json:"gc_cpu_seconds"`
 }
 
 // MarshalIndent returns the result as indented JSON.
@@ -176,7 +191,9 @@ func RunMux(ctx context.Context, cfg MuxConfig) (*MuxResult, error) {
 	// the collector runs before the machine is out of memory. Memory
 	// figures are taken after forced collections and do not depend on it.
 	env := []string{"GOGC=400"}
-	if res.Machine.MemoryBytes > 0 {
+	if cfg.MemoryLimitMiB > 0 {
+		env = append(env, fmt.Sprintf("GOMEMLIMIT=%dMiB", cfg.MemoryLimitMiB))
+	} else if res.Machine.MemoryBytes > 0 {
 		env = append(env, fmt.Sprintf("GOMEMLIMIT=%dMiB", res.Machine.MemoryBytes*3/4>>20))
 	}
 	res.Notes = append(res.Notes, "the fleet processes run with "+strings.Join(env, " ")+" (go-amqp's preallocated window arrays make marking the main CPU cost of connecting)")
@@ -244,14 +261,7 @@ func RunMux(ctx context.Context, cfg MuxConfig) (*MuxResult, error) {
 	sf, srow := startPool(ImplGoPool+"/amqp (small fleet)", small, false)
 	if sf != nil {
 		res.Rows = append(res.Rows, srow)
-		inv, err := newGoInvoker(r.serviceCS, r.tlsConf, Method, []byte(`{}`), 4)
-		if err != nil {
-			note("multiplex: invoker: %v", err)
-		} else {
-			res.Calls = pairedCalls(ctx, inv, ids(large), ids(small), cfg.Calls)
-			inv.close()
-			r.logf("multiplex: round trips p50 %.0f vs %.0f µs, p99 %.0f vs %.0f µs", res.Calls.Large.P50, res.Calls.Small.P50, res.Calls.Large.P99, res.Calls.Small.P99)
-		}
+		res.Calls = r.muxCalls(ctx, lf, ids(large), ids(small), cfg.Calls, "")
 		_ = sf.close()
 	} else {
 		note("multiplex: the small fleet failed: %s", srow.FirstError)
@@ -264,6 +274,7 @@ func RunMux(ctx context.Context, cfg MuxConfig) (*MuxResult, error) {
 		if err != nil {
 			rec.Error = err.Error()
 		}
+		rec.GCCycles, rec.GCCPUSeconds = m.GCCycles, round(m.GCCPUSeconds, 1)
 		if m.Before != nil && m.After != nil {
 			rec.HeapBefore, rec.HeapAfter = m.Before.Heap+m.Before.Stack, m.After.Heap+m.After.Stack
 			rec.RSSBefore, rec.PeakRSS = m.Before.RSS, m.PeakRSS
@@ -301,10 +312,23 @@ func RunMux(ctx context.Context, cfg MuxConfig) (*MuxResult, error) {
 			sr.Failed, sr.FirstError = fn, err.Error()
 		} else {
 			fillScale(&sr, f.report(), hubBefore, sampleMem())
-			_ = f.close()
 		}
 		r.logf("multiplex: floor: %d connected, %.1f KB RSS/device, %.1f KB heap+stacks/device", sr.Connected, sr.DeviceRSSPerDevice/1024, sr.DeviceHeapPerDevice/1024)
 		res.Rows = append(res.Rows, sr)
+		if f != nil {
+			// The same calls as to the pooled fleets, to the floor's large
+			// fleet and a small one of its own: the floor of the
+			// round-trip targets.
+			smallSpec := FleetSpec{Impl: ImplAMQPRawPool, Transport: "amqp", CAPEM: r.caPEM, ConnStrings: r.connStrings(ImplGoSDK, "amqp", small), Method: Method,
+				ConnectConcurrency: cfg.ConnectConcurrency, ConnectTimeoutMs: int((5 * time.Minute) / time.Millisecond), PoolPerConn: cfg.PerConn}
+			if sf, err := startFleet(smallSpec); err != nil {
+				note("multiplex: the floor's small fleet failed: %v", err)
+			} else {
+				res.FloorCalls = r.muxCalls(ctx, f, ids(large[:fn]), ids(small), cfg.Calls, "floor: ")
+				_ = sf.close()
+			}
+			_ = f.close()
+		}
 	}
 	// The anchors: one connection per device.
 	if n := cfg.AnchorDevices; n > 0 && ctx.Err() == nil {
@@ -327,6 +351,29 @@ func RunMux(ctx context.Context, cfg MuxConfig) (*MuxResult, error) {
 	res.Notes = append(res.Notes, r.res.Notes...)
 	res.Targets = muxTargets(res, cfg.Devices)
 	return res, ctx.Err()
+}
+
+// muxCalls measures paired calls to random devices of a large and a small
+// fleet, with what the large fleet's process spent on collection
+// meanwhile.
+func (r *runner) muxCalls(ctx context.Context, lf fleet, large, small []string, n int, what string) *MuxCalls {
+	inv, err := newGoInvoker(r.serviceCS, r.tlsConf, Method, []byte(`{}`), 4)
+	if err != nil {
+		r.res.Notes = append(r.res.Notes, fmt.Sprintf("multiplex: %sinvoker: %v", what, err))
+		return nil
+	}
+	defer inv.close()
+	g0, gerr := lf.gc()
+	t0 := time.Now()
+	c := pairedCalls(ctx, inv, large, small, n)
+	if g1, err := lf.gc(); err == nil && gerr == nil {
+		c.LargeGC = gcWindow(g0, g1, time.Since(t0))
+	}
+	r.logf("multiplex: %sround trips p50 %.0f vs %.0f µs, p99 %.0f vs %.0f µs", what, c.Large.P50, c.Small.P50, c.Large.P99, c.Small.P99)
+	if g := c.LargeGC; g != nil {
+		r.logf("multiplex: %sthe large fleet's process meanwhile: %d collections, %.1f of %.1f CPU-seconds collecting, in %.1f s", what, g.GCCycles, g.GCCPUSeconds, g.CPUSeconds, g.Seconds)
+	}
+	return c
 }
 
 // cutter is a multiplexed fleet, which cuts its pooled connections on
@@ -478,14 +525,28 @@ func muxTargets(res *MuxResult, want int) []Target {
 		}
 	}
 	if c := res.Calls; c != nil && c.Small.P50 > 0 {
+		fc := res.FloorCalls
+		if fc != nil && (fc.Small.P50 <= 0 || fc.Large.Errors+fc.Small.Errors > 0) {
+			fc = nil // a floor with errors bounds nothing
+		}
 		for _, q := range []struct {
 			name  string
 			ratio float64
 			a, b  float64
 		}{{"p50", c.P50Ratio, c.Large.P50, c.Small.P50}, {"p99", c.P99Ratio, c.Large.P99, c.Small.P99}} {
-			out = append(out, Target{Name: "method round trip " + q.name + " at scale", Goal: fmt.Sprintf("%s to random devices of the large fleet ÷ the %d-device fleet ≤ 1.5", q.name, res.smallSize()),
+			t := Target{Name: "method round trip " + q.name + " at scale", Goal: fmt.Sprintf("%s to random devices of the large fleet ÷ the %d-device fleet ≤ 1.5", q.name, res.smallSize()),
 				Value: q.ratio, Status: status(q.ratio <= 1.5 && c.Large.Errors == 0 && c.Small.Errors == 0),
-				Detail: fmt.Sprintf("%.0f vs %.0f µs, %d + %d calls alternating, %d + %d errors", q.a, q.b, c.Large.Calls, c.Small.Calls, c.Large.Errors, c.Small.Errors)})
+				Detail: fmt.Sprintf("%.0f vs %.0f µs, %d + %d calls alternating, %d + %d errors%s", q.a, q.b, c.Large.Calls, c.Small.Calls, c.Large.Errors, c.Small.Errors, c.LargeGC.text())}
+			if fc != nil {
+				fa, fb := fc.Large.P50, fc.Small.P50
+				t.Bound = fc.P50Ratio
+				if q.name == "p99" {
+					t.Bound, fa, fb = fc.P99Ratio, fc.Large.P99, fc.Small.P99
+				}
+				t.BoundDetail = fmt.Sprintf("the same calls to go-amqp alone in the same layout (%d devices ÷ %d, the floor's own fleets): %.0f vs %.0f µs = %.3f%s",
+					floorSize(res), res.smallSize(), fa, fb, t.Bound, fc.LargeGC.text())
+			}
+			out = append(out, t)
 		}
 	} else {
 		na("method round trip at scale", "p50 and p99 ≤ 1.5× the small fleet", "no calls measured")
@@ -500,6 +561,21 @@ func muxTargets(res *MuxResult, want int) []Target {
 		na("recovery after every pooled connection is cut", "every device back under the dial bound", "not measured (--mux-no-cut)")
 	}
 	return out
+}
+
+// text describes the collector's work in the window, for a target's detail.
+func (g *GCWindow) text() string {
+	if g == nil {
+		return ""
+	}
+	return fmt.Sprintf("; the large fleet's process meanwhile ran %d collections, %.1f of its %.1f CPU-seconds in %.1f s collecting", g.GCCycles, g.GCCPUSeconds, g.CPUSeconds, g.Seconds)
+}
+
+func floorSize(res *MuxResult) int {
+	if f := res.row(ImplAMQPRawPool + "/amqp"); f != nil {
+		return f.Connected
+	}
+	return 0
 }
 
 func (res *MuxResult) smallSize() int {
@@ -523,14 +599,18 @@ func (res *MuxResult) WriteTable(w io.Writer) {
 	}
 	tw.Flush()
 	if c := res.Calls; c != nil {
-		fmt.Fprintf(w, "\nMethod round trips, one at a time, alternating: large fleet p50 %.0f µs p99 %.0f µs (%d calls, %d errors); small fleet p50 %.0f µs p99 %.0f µs (%d calls, %d errors); ratios p50 %.3f, p99 %.3f\n",
-			c.Large.P50, c.Large.P99, c.Large.Calls, c.Large.Errors, c.Small.P50, c.Small.P99, c.Small.Calls, c.Small.Errors, c.P50Ratio, c.P99Ratio)
+		fmt.Fprintf(w, "\nMethod round trips, one at a time, alternating: large fleet p50 %.0f µs p99 %.0f µs (%d calls, %d errors); small fleet p50 %.0f µs p99 %.0f µs (%d calls, %d errors); ratios p50 %.3f, p99 %.3f%s\n",
+			c.Large.P50, c.Large.P99, c.Large.Calls, c.Large.Errors, c.Small.P50, c.Small.P99, c.Small.Calls, c.Small.Errors, c.P50Ratio, c.P99Ratio, c.LargeGC.text())
+	}
+	if c := res.FloorCalls; c != nil {
+		fmt.Fprintf(w, "The same to the go-amqp floor's fleets: large p50 %.0f µs p99 %.0f µs (%d calls, %d errors); small p50 %.0f µs p99 %.0f µs (%d calls, %d errors); ratios p50 %.3f, p99 %.3f%s\n",
+			c.Large.P50, c.Large.P99, c.Large.Calls, c.Large.Errors, c.Small.P50, c.Small.P99, c.Small.Calls, c.Small.Errors, c.P50Ratio, c.P99Ratio, c.LargeGC.text())
 	}
 	if rc := res.Recovery; rc != nil {
 		fmt.Fprintf(w, "Recovery: %d connections cut; every device connected again after %.1f s; %d dials, peak %d dials/s (bound %.0f); every device called once after: %d calls, %d errors in %.1f s %s\n",
 			rc.CutConns, rc.Seconds, rc.Dials, rc.PeakDialRate, rc.DialRate, rc.VerifyCalls, rc.VerifyErrors, rc.VerifySecs, rc.Error)
-		fmt.Fprintf(w, "  the fleet's RSS: %.0f MB before the cut, at most %.0f MB while reconnecting; heap + stacks %.0f MB before, %.0f MB after\n",
-			float64(rc.RSSBefore)/1e6, float64(rc.PeakRSS)/1e6, float64(rc.HeapBefore)/1e6, float64(rc.HeapAfter)/1e6)
+		fmt.Fprintf(w, "  the fleet's RSS: %.0f MB before the cut, at most %.0f MB while reconnecting; heap + stacks %.0f MB before, %.0f MB after; %d collections, %.1f CPU-seconds collecting\n",
+			float64(rc.RSSBefore)/1e6, float64(rc.PeakRSS)/1e6, float64(rc.HeapBefore)/1e6, float64(rc.HeapAfter)/1e6, rc.GCCycles, rc.GCCPUSeconds)
 	}
 	fmt.Fprintln(w, "\nTargets")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -540,7 +620,7 @@ func (res *MuxResult) WriteTable(w io.Writer) {
 	tw.Flush()
 	for _, t := range res.Targets {
 		if t.BoundDetail != "" {
-			fmt.Fprintf(w, "  floor of %q: %s KB: %s\n", t.Name, trimFloat(t.Bound), t.BoundDetail)
+			fmt.Fprintf(w, "  floor of %q: %s: %s\n", t.Name, trimFloat(t.Bound), t.BoundDetail)
 		}
 	}
 	fmt.Fprintln(w, "\nDevices per connection elsewhere")

@@ -36,6 +36,11 @@ type muxState struct {
 	total atomic.Int64 // clients connected at least once
 	up    atomic.Int64 // clients connected now
 	raw   *rawPool
+	// gaveUp counts the clients that stopped reconnecting
+	// (ConnectionStateDisconnected with an error), gaveUpErr keeps the
+	// first one's reason.
+	gaveUp    atomic.Int64
+	gaveUpErr atomic.Pointer[string]
 }
 
 // poolConnect returns the connect function of an ImplGoPool fleet.
@@ -67,6 +72,11 @@ func poolConnect(spec FleetSpec, tlsConf *tls.Config) (*muxState, func(context.C
 			TLSConfig: tlsConf,
 			Retry:     iothub.RetryOptions{RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 2 * time.Second},
 			OnConnectionStatus: func(s device.ConnectionStatus) {
+				if s.State == device.ConnectionStateDisconnected && s.Err != nil {
+					st.gaveUp.Add(1)
+					e := s.Err.Error()
+					st.gaveUpErr.CompareAndSwap(nil, &e)
+				}
 				now := s.State == device.ConnectionStateConnected
 				if connected.Swap(now) == now {
 					return
@@ -95,8 +105,9 @@ func poolConnect(spec FleetSpec, tlsConf *tls.Config) (*muxState, func(context.C
 }
 
 // cut cuts every pooled connection at once (through the fleet's proxy)
-// and waits until every client is connected again.
-func (st *muxState) cut(timeout time.Duration) fleetMsg {
+// and waits until every client is connected again. If some are not by
+// timeout, the error says in which state clients are.
+func (st *muxState) cut(timeout time.Duration, clients []*device.Client) fleetMsg {
 	msg := fleetMsg{Type: "recovered"}
 	if st == nil || st.proxy == nil {
 		msg.FirstError = "bench: the fleet has no proxy to cut"
@@ -106,6 +117,7 @@ func (st *muxState) cut(timeout time.Duration) fleetMsg {
 	msg.Before = &b
 	before := st.pool.Stats()
 	total := st.total.Load()
+	gcN, gcCPU := gcCounters()
 	start := time.Now()
 	msg.CutConns = st.proxy.Cut()
 	deadline := start.Add(timeout)
@@ -118,12 +130,14 @@ func (st *muxState) cut(timeout time.Duration) fleetMsg {
 	for st.up.Load() < total {
 		peak = max(peak, rss())
 		if time.Now().After(deadline) {
-			msg.FirstError = fmt.Sprintf("bench: %d of %d clients connected %v after the cut", st.up.Load(), total, timeout)
+			msg.FirstError = fmt.Sprintf("bench: %d of %d clients connected %v after the cut; %s", st.up.Load(), total, timeout, st.states(clients))
 			break
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	msg.RecoverySeconds = time.Since(start).Seconds()
+	n, c := gcCounters()
+	msg.GCCycles, msg.GCCPUSeconds = n-gcN, c-gcCPU
 	msg.PeakRSS = max(peak, rss())
 	m := sampleMem()
 	msg.After = &m
@@ -133,6 +147,24 @@ func (st *muxState) cut(timeout time.Duration) fleetMsg {
 	msg.PeakDialRate = after.PeakRate
 	msg.Conns = after.Conns
 	return msg
+}
+
+// states counts clients by connection state, with the pool's counters
+// and why the first client that stopped reconnecting did.
+func (st *muxState) states(clients []*device.Client) string {
+	var n [device.ConnectionStateClosed + 1]int
+	for _, c := range clients {
+		if s := c.ConnectionState(); s >= 0 && int(s) < len(n) {
+			n[s]++
+		}
+	}
+	ps := st.pool.Stats()
+	out := fmt.Sprintf("clients %d connected, %d connecting, %d disconnected, %d closed; the pool has %d connections carrying %d devices",
+		n[device.ConnectionStateConnected], n[device.ConnectionStateConnecting], n[device.ConnectionStateDisconnected], n[device.ConnectionStateClosed], ps.Conns, ps.Devices)
+	if e := st.gaveUpErr.Load(); e != nil {
+		out += fmt.Sprintf("; %d stopped reconnecting, the first with: %s", st.gaveUp.Load(), *e)
+	}
+	return out
 }
 
 func (st *muxState) close() {

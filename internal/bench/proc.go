@@ -66,8 +66,14 @@ func RunFleet(in io.Reader, out io.Writer) error {
 			}
 			continue
 		}
+		if cmd == "gc" {
+			if err := enc.Encode(gcMsg()); err != nil {
+				break
+			}
+			continue
+		}
 		if cmd == "cut" {
-			if err := enc.Encode(f.mux.cut(10 * time.Minute)); err != nil {
+			if err := enc.Encode(f.mux.cut(10*time.Minute, f.sdk)); err != nil {
 				break
 			}
 			continue
@@ -96,8 +102,10 @@ func RunFleet(in io.Reader, out io.Writer) error {
 type fleet interface {
 	// report is the "connected" message.
 	report() fleetMsg
-	// stats asks for CPU time and memory.
+	// stats asks for CPU time and memory (after forced collections).
 	stats() (fleetMsg, error)
+	// gc asks for CPU time and the collector's counters, forcing nothing.
+	gc() (fleetMsg, error)
 	// pid is the fleet's process, 0 when it runs in this process.
 	pid() int
 	// twin runs the twin phase on the fleet's first device; twinStep
@@ -125,9 +133,10 @@ func (l *localFleet) stats() (fleetMsg, error) {
 	m := sampleMem()
 	return fleetMsg{Type: "stats", CPUSeconds: cpuSeconds(), Mem: &m}, nil
 }
-func (l *localFleet) close() error { l.f.close(); return nil }
+func (l *localFleet) gc() (fleetMsg, error) { return gcMsg(), nil }
+func (l *localFleet) close() error          { l.f.close(); return nil }
 func (l *localFleet) cut() (fleetMsg, error) {
-	return l.f.mux.cut(10 * time.Minute), nil
+	return l.f.mux.cut(10*time.Minute, l.f.sdk), nil
 }
 
 // procFleet is a fleet in a child process.
@@ -232,6 +241,13 @@ func (p *procFleet) stats() (fleetMsg, error) {
 		return fleetMsg{}, err
 	}
 	return p.read(context.Background(), "stats", time.Minute)
+}
+
+func (p *procFleet) gc() (fleetMsg, error) {
+	if _, err := io.WriteString(p.stdin, "gc\n"); err != nil {
+		return fleetMsg{}, err
+	}
+	return p.read(context.Background(), "gc", time.Minute)
 }
 
 // cut asks a multiplexed fleet to cut its pooled connections and waits for

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"math"
 	"os"
+	"runtime/metrics"
 	"sort"
 	"strconv"
 	"strings"
@@ -118,4 +119,43 @@ func procCPUSeconds(pid int) (float64, error) {
 	ut, _ := strconv.ParseFloat(f[11], 64) // field 14
 	st, _ := strconv.ParseFloat(f[12], 64) // field 15
 	return (ut + st) / clockTicks, nil
+}
+
+// gcCounters returns how many collections this process has completed and
+// the CPU time the collector has used (runtime/metrics), without forcing
+// a collection.
+func gcCounters() (cycles uint64, cpuSeconds float64) {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/cpu/classes/gc/total:cpu-seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() == metrics.KindUint64 {
+		cycles = s[0].Value.Uint64()
+	}
+	if s[1].Value.Kind() == metrics.KindFloat64 {
+		cpuSeconds = s[1].Value.Float64()
+	}
+	return cycles, cpuSeconds
+}
+
+// gcMsg is the answer to "gc": the process's CPU time and its collector's
+// counters.
+func gcMsg() fleetMsg {
+	n, c := gcCounters()
+	return fleetMsg{Type: "gc", CPUSeconds: cpuSeconds(), GCCycles: n, GCCPUSeconds: c}
+}
+
+// GCWindow is what a fleet process spent on garbage collection while
+// something was measured.
+type GCWindow struct {
+	Seconds float64 `json:"seconds"`
+	// CPUSeconds is the process's CPU time in the window, GCCPUSeconds
+	// the collector's share of it (runtime/metrics' estimate).
+	CPUSeconds   float64 `json:"cpu_seconds"`
+	GCCPUSeconds float64 `json:"gc_cpu_seconds"`
+	GCCycles     uint64  `json:"gc_cycles"`
+}
+
+// gcWindow returns the window between two "gc" answers.
+func gcWindow(a, b fleetMsg, d time.Duration) *GCWindow {
+	return &GCWindow{Seconds: round(d.Seconds(), 2), CPUSeconds: round(b.CPUSeconds-a.CPUSeconds, 2),
+		GCCPUSeconds: round(b.GCCPUSeconds-a.GCCPUSeconds, 2), GCCycles: b.GCCycles - a.GCCycles}
 }
