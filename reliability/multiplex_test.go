@@ -354,21 +354,15 @@ func TestMultiplexIsolation(t *testing.T) {
 	connected := time.Now()
 	waitFor(t, "the clock to pass the live tokens' second", func() bool { return time.Now().Truncate(time.Second).After(connected) })
 
-	// One fault at a time: go-amqp v1.7.0 frees a link's handle when the
-	// peer's detach arrives, before its own detach reply is written, so
-	// another link attaching on the same session meanwhile can reuse the
-	// handle, and the hub then ends the session (amqp:session:handle-in-use)
-	// with every device on it. Two devices reconnecting at once can do that;
-	// see BENCHMARKS.md and RELIABILITY.md.
+	// All three at once: the devices re-attach on the shared session while
+	// go-amqp answers the hub's detaches of the others' links. go-amqp
+	// v1.7.0 frees a detached link's handle before it writes its reply; the
+	// transport keeps an attach that reuses the handle back until the
+	// reply is out (transport/amqp: attachHold), or the hub would end the
+	// session with amqp:session:handle-in-use, and with it every device.
 	hit := map[int]bool{3: true, 50: true, 150: true}
 	f.engine().ExpireTokens(identity(ids[3]))
-	waitFor(t, "the expired device back", func() bool {
-		return losses[3].Load() > 0 && clients[3].ConnectionState() == device.ConnectionStateConnected
-	})
 	require.True(t, f.engine().DetachMethodLink(identity(ids[50]), "request"))
-	waitFor(t, "the detached device back", func() bool {
-		return losses[50].Load() > 0 && clients[50].ConnectionState() == device.ConnectionStateConnected
-	})
 	k := f.key(ids[150])
 	_, herr := f.engine().PutDevice(ids[150], engine.Device{Status: "disabled", Authentication: engine.Authentication{Type: engine.AuthSAS,
 		SymmetricKey: engine.SymmetricKey{PrimaryKey: &k, SecondaryKey: &k}}}, "*")

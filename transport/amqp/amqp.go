@@ -120,9 +120,7 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		return nil, err
 	}
 	c := newConn(cfg)
-	w := &frameWatch{Conn: nc}
-	w.sc.onDetach = c.hubDetached
-	w.sc.onEnd = c.hubEnded
+	w := newFrameWatch(nc, 0, c.hubDetached, c.hubEnded)
 	ac, err := amqp.NewConn(ctx, w, &amqp.ConnOptions{
 		ContainerID: newUUID().String(),
 		HostName:    cfg.Identity.HostName,

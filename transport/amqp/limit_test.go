@@ -56,9 +56,7 @@ func TestHubMessageSizeBounded(t *testing.T) {
 	}()
 	nc, err := net.Dial("tcp", ln.Addr().String())
 	require.NoError(t, err)
-	w := &frameWatch{Conn: nc}
-	w.sc.onDetach = func(string, string, string) {}
-	w.sc.onEnd = func([]string, string, string) {}
+	w := newFrameWatch(nc, 0, func(string, string, string) {}, func([]string, string, string) {})
 	require.NoError(t, nc.SetReadDeadline(time.Now().Add(30*time.Second)))
 	n, err := io.Copy(io.Discard, w) // go-amqp's reads
 	require.ErrorIs(t, err, errMessageTooLarge)

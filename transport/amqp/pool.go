@@ -461,10 +461,7 @@ func (c *carrier) open(at time.Time) {
 		if err != nil {
 			return err
 		}
-		w := &frameWatch{Conn: nc}
-		w.sc.maxLinks = pooledLinks
-		w.sc.onDetach = c.hubDetached
-		w.sc.onEnd = c.hubEnded
+		w := newFrameWatch(nc, pooledLinks, c.hubDetached, c.hubEnded)
 		ac, err := amqp.NewConn(ctx, w, &amqp.ConnOptions{
 			ContainerID: newUUID().String(),
 			HostName:    p.target.hostName,

@@ -15,10 +15,50 @@ import (
 // would answer callers 404103 until something else made the device
 // reconnect. frameWatch reads the hub's frames as they pass to go-amqp and
 // reports the hub's detach and end performatives, so that the connection
-// can count them as lost.
+// can count them as lost. On the way out, its attachHold keeps go-amqp's
+// attaches from reusing a handle the hub detached before go-amqp has
+// answered that detach.
 type frameWatch struct {
 	net.Conn
-	sc frameScanner
+	sc   frameScanner
+	hold attachHold
+}
+
+// newFrameWatch watches nc, remembering at most links link names (0:
+// maxLinks), with the connection's callbacks for the hub's detach of a
+// link and end of a session.
+func newFrameWatch(nc net.Conn, links int, onDetach func(name, condition, description string), onEnd func(names []string, condition, description string)) *frameWatch {
+	w := &frameWatch{Conn: nc}
+	w.sc.maxLinks, w.hold.max = links, links
+	w.sc.onDetach = func(name, cond, desc string) {
+		w.hold.hubDetached(name)
+		if onDetach != nil {
+			onDetach(name, cond, desc)
+		}
+	}
+	w.sc.onEnd = onEnd
+	return w
+}
+
+// Write passes go-amqp's frames on, except an attach that must wait for
+// the client's reply to the hub's detach of its handle, which it writes
+// after that reply (see attachHold). go-amqp writes one frame per Write,
+// from one goroutine.
+func (w *frameWatch) Write(p []byte) (int, error) {
+	hold, after := w.hold.outgoing(p)
+	if hold {
+		return len(p), nil
+	}
+	n, err := w.Conn.Write(p)
+	if err != nil {
+		return n, err
+	}
+	for _, f := range after {
+		if _, err := w.Conn.Write(f); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // Read passes the bytes on to go-amqp unchanged, after the scanner has
