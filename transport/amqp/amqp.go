@@ -360,6 +360,12 @@ func (c *conn) fail(err error) {
 
 func (c *conn) Done() <-chan struct{} { return c.done }
 
+// AfterDone arranges for f to run on a goroutine of its own once the
+// connection has ended (Err is set by then), at once if it has; stop
+// undoes that if f has not started. The device client waits for the end
+// of an idle connection this way, without a goroutine per device.
+func (c *conn) AfterDone(f func()) (stop func() bool) { return context.AfterFunc(c.life, f) }
+
 func (c *conn) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

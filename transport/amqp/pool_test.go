@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -382,4 +383,31 @@ func TestPoolDetachStorm(t *testing.T) {
 	assert.EqualValues(t, 0, st.Lost, "the shared connection was lost")
 	assert.EqualValues(t, 1, st.Dials)
 	assert.Equal(t, 1, st.Conns)
+}
+
+// An idle pooled device costs three goroutines, as go-amqp alone in the
+// same layout does: go-amqp's two method links and the loop receiving
+// method requests. The device client waits for the connection's end by
+// callback (AfterDone), not on a goroutine of its own.
+func TestPoolGoroutinesPerDevice(t *testing.T) {
+	noLeaks(t)
+	hub := iothubtest.NewServer(t, nil)
+	pool := newPool(t, nil)
+	newPoolFleet(t, hub, pool, "", 10, "g")
+	settled := func() int {
+		// Status deliveries and handshakes end shortly after Connect.
+		n := runtime.NumGoroutine()
+		for range 50 {
+			time.Sleep(20 * time.Millisecond)
+			n = min(n, runtime.NumGoroutine())
+		}
+		return n
+	}
+	before := settled()
+	const more = 30
+	newPoolFleet(t, hub, pool, "", more, "h")
+	after := settled()
+	perDevice := float64(after-before) / more
+	t.Logf("%.2f goroutines per pooled device", perDevice)
+	assert.LessOrEqual(t, perDevice, 3.0, "goroutines per idle pooled device (client, transport and the in-process hub)")
 }

@@ -57,6 +57,10 @@ func (s *session) onAttach(a *attach) {
 		l.kind = linkCBSIn
 		if l.hubSends {
 			l.kind = linkCBSOut
+			if s.cbsOut == nil {
+				s.cbsOut = map[*link]struct{}{}
+			}
+			s.cbsOut[l] = struct{}{}
 		}
 	case node == nodeEvents && l.hubSends:
 		refuse = &amqpError{condition: condNotAllowed,

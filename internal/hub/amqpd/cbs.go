@@ -63,8 +63,8 @@ func (c *conn) cbsReplyLink(s *session, replyTo string) *link {
 		if ss.ending {
 			continue
 		}
-		for _, l := range ss.links {
-			if l.kind != linkCBSOut || l.detaching {
+		for l := range ss.cbsOut {
+			if l.detaching {
 				continue
 			}
 			n := 0

@@ -27,6 +27,10 @@ type session struct {
 	links      map[uint32]*link // by the peer's handle
 	outHandles map[uint32]*link // by the hub's handle
 	unsettled  map[uint32]*link // the hub's deliveries the peer has not settled
+	// cbsOut are the session's $cbs links to the client, where put-token
+	// replies go: a pooled connection carries thousands of links, and
+	// every put-token looks for one.
+	cbsOut map[*link]struct{}
 }
 
 // linkKind is what a link is for.
@@ -482,6 +486,7 @@ func (s *session) onDetach(d *detach) {
 func (s *session) dropLink(l *link) {
 	s.c.releaseLocks(l)
 	delete(s.outHandles, l.out)
+	delete(s.cbsOut, l)
 	l.clearPartial()
 	for id, ul := range s.unsettled {
 		if ul == l {
