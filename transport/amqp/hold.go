@@ -3,6 +3,7 @@ package amqp
 import (
 	"encoding/binary"
 	"sync"
+	"time"
 )
 
 // attachHold keeps go-amqp from putting a link handle back into use before
@@ -25,7 +26,16 @@ import (
 // and written right after the client's detach of that handle, so that the
 // hub sees the reply first. Nothing else is reordered: go-amqp sends
 // nothing more on a link before the hub has answered its attach.
+//
+// go-amqp answers a detach from the link's goroutine at once. Should a
+// reply not come within holdTimeout of an attach held for it (go-amqp
+// gives up answering a refused attach whose context ended), the hold calls
+// stuck, and the connection ends: every device on it reconnects, rather
+// than every later attach that gets the handle waiting forever.
 type attachHold struct {
+	// stuck is called, once, when an attach has waited holdTimeout.
+	stuck func()
+
 	mu sync.Mutex
 	// max bounds the link names remembered (maxLinks when 0); a link
 	// beyond it is not protected.
@@ -38,8 +48,17 @@ type attachHold struct {
 	detaching map[linkKey]bool
 	// replying are the handles the hub detached and the client has not
 	// answered yet, with the attaches held back until it has.
-	replying map[linkKey][][]byte
+	replying map[linkKey]*owed
 }
+
+// owed is a handle awaiting the client's detach reply.
+type owed struct {
+	held  [][]byte
+	timer *time.Timer // from the first attach held
+}
+
+// holdTimeout bounds how long an attach waits for the reply it is held for.
+var holdTimeout = 10 * time.Second
 
 // hubDetached records the hub's detach of link name. It runs on go-amqp's
 // reader goroutine before go-amqp sees the frame, and so before go-amqp
@@ -57,10 +76,10 @@ func (h *attachHold) hubDetached(name string) {
 		return
 	}
 	if h.replying == nil {
-		h.replying = map[linkKey][][]byte{}
+		h.replying = map[linkKey]*owed{}
 	}
 	if _, ok := h.replying[k]; !ok {
-		h.replying[k] = nil
+		h.replying[k] = &owed{}
 	}
 }
 
@@ -76,16 +95,22 @@ func (h *attachHold) outgoing(p []byte) (hold bool, after [][]byte) {
 	defer h.mu.Unlock()
 	switch code {
 	case codeAttach:
-		if held, waiting := h.replying[k]; waiting {
-			h.replying[k] = append(held, append([]byte(nil), p...))
+		if o, waiting := h.replying[k]; waiting {
+			o.held = append(o.held, append([]byte(nil), p...))
+			if o.timer == nil && h.stuck != nil {
+				o.timer = time.AfterFunc(holdTimeout, h.stuck)
+			}
 			h.remember(name, k)
 			return true, nil
 		}
 		h.remember(name, k)
 	case codeDetach:
-		if held, waiting := h.replying[k]; waiting {
+		if o, waiting := h.replying[k]; waiting {
 			delete(h.replying, k) // the reply: the handle is free on both sides
-			return false, held
+			if o.timer != nil {
+				o.timer.Stop()
+			}
+			return false, o.held
 		}
 		if h.detaching == nil {
 			h.detaching = map[linkKey]bool{}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -96,6 +98,38 @@ func TestAttachNotHeldAfterClientDetach(t *testing.T) {
 	assert.Equal(t, map[string]linkKey{"cbs-sender-2": {0, 1}}, w.hold.handles, "nothing is remembered of a finished link")
 	assert.Empty(t, w.hold.detaching)
 	assert.Empty(t, w.hold.replying)
+}
+
+// TestHeldAttachWithoutReply: if go-amqp never answers the hub's detach,
+// the attach held for it would wait forever, and every later attach that
+// gets the handle with it; after holdTimeout the connection is closed
+// instead, and every device on it reconnects.
+func TestHeldAttachWithoutReply(t *testing.T) {
+	defer func(d time.Duration) { holdTimeout = d }(holdTimeout)
+	holdTimeout = 50 * time.Millisecond
+	c := &closeWire{closed: make(chan struct{})}
+	w := newFrameWatch(c, 0, nil, nil)
+	send(t, w, attachFrame(0, "a", 2))
+	fromHub(t, w, &c.wire, attachFrame(0, "a", 2), detachFrame(0, 2, "amqp:link:detach-forced", ""))
+	send(t, w, attachFrame(0, "b", 2))
+	require.Len(t, c.written, 1, "held")
+	select {
+	case <-c.closed:
+	case <-time.After(30 * time.Second):
+		require.FailNow(t, "the connection was not closed")
+	}
+}
+
+// closeWire is a wire that records its Close.
+type closeWire struct {
+	wire
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *closeWire) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
 }
 
 // TestParseOutgoing reads only whole attach and detach frames.

@@ -30,6 +30,7 @@ type frameWatch struct {
 func newFrameWatch(nc net.Conn, links int, onDetach func(name, condition, description string), onEnd func(names []string, condition, description string)) *frameWatch {
 	w := &frameWatch{Conn: nc}
 	w.sc.maxLinks, w.hold.max = links, links
+	w.hold.stuck = func() { w.Conn.Close() } // go-amqp then fails the connection
 	w.sc.onDetach = func(name, cond, desc string) {
 		w.hold.hubDetached(name)
 		if onDetach != nil {
