@@ -22,6 +22,11 @@ type frameWatch struct {
 	net.Conn
 	sc   frameScanner
 	hold attachHold
+	// readEnded, if set, is called once, on go-amqp's reader goroutine,
+	// when a read fails: go-amqp's connection is ending (go-amqp closes
+	// the network connection whatever ends it, and its reader's read then
+	// fails).
+	readEnded func()
 }
 
 // newFrameWatch watches nc, remembering at most links link names (0:
@@ -75,10 +80,22 @@ func (w *frameWatch) Read(p []byte) (int, error) {
 		w.sc.feed(p[:n])
 		if w.sc.err != nil {
 			w.Conn.Close()
+			w.ended()
 			return 0, w.sc.err
 		}
 	}
+	if err != nil {
+		w.ended()
+	}
 	return n, err
+}
+
+// ended calls readEnded once.
+func (w *frameWatch) ended() {
+	if f := w.readEnded; f != nil {
+		w.readEnded = nil
+		f()
+	}
 }
 
 // MaxMessageSize is the largest message the transport accepts from the
