@@ -71,26 +71,35 @@ func (c *Client) dispatch(cn *connection, req *MethodRequest) {
 // call still waiting for a slot staleAfter after it arrived is refused.
 func (c *Client) serve(cn *connection, req *MethodRequest, arrived time.Time) {
 	defer c.callDone(false)
-	stale := time.NewTimer(staleAfter - time.Since(arrived))
-	defer stale.Stop()
 	var resp *MethodResponse
 	select {
-	case c.sem <- struct{}{}:
-		switch {
-		case c.life.Err() != nil:
+	case c.sem <- struct{}{}: // a free slot: no timer needed
+		resp = c.runInSlot(req, arrived)
+	default:
+		stale := time.NewTimer(staleAfter - time.Since(arrived))
+		select {
+		case c.sem <- struct{}{}:
+			resp = c.runInSlot(req, arrived)
+		case <-c.life.Done():
 			resp = closingResponse()
-		case time.Since(arrived) >= staleAfter: // the slot and the timer were both ready
+		case <-stale.C:
 			resp = c.staleResponse(req, arrived)
-		default:
-			resp = c.run(req)
 		}
-		<-c.sem
-	case <-c.life.Done():
-		resp = closingResponse()
-	case <-stale.C:
-		resp = c.staleResponse(req, arrived)
+		stale.Stop()
 	}
 	c.answer(cn, req, resp, arrived)
+}
+
+// runInSlot runs the handler in the slot the caller took, and gives it back.
+func (c *Client) runInSlot(req *MethodRequest, arrived time.Time) *MethodResponse {
+	defer func() { <-c.sem }()
+	switch {
+	case c.life.Err() != nil:
+		return closingResponse()
+	case time.Since(arrived) >= staleAfter: // the slot and the timer were both ready
+		return c.staleResponse(req, arrived)
+	}
+	return c.run(req)
 }
 
 // staleResponse refuses a call that waited staleAfter for a handler slot.
