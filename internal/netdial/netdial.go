@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 	"golang.org/x/net/http/httpproxy"
@@ -42,6 +43,30 @@ func ClientTLS(conf *tls.Config, host string) *tls.Config {
 	}
 	return c
 }
+
+// SharedClientTLS is ClientTLS for the device transports, whose fleets dial
+// one hub with one configuration by the thousand: it returns the same copy
+// for the same conf and host as the call before, instead of a copy per
+// connection (a tls.Conn keeps its configuration for its life, about half a
+// kilobyte). The caller must not modify the result, as crypto/tls asks of
+// any configuration in use.
+func SharedClientTLS(conf *tls.Config, host string) *tls.Config {
+	if e := lastTLS.Load(); e != nil && e.base == conf && e.host == host {
+		return e.conf
+	}
+	c := ClientTLS(conf, host)
+	lastTLS.Store(&tlsEntry{base: conf, host: host, conf: c})
+	return c
+}
+
+// tlsEntry is SharedClientTLS's last result.
+type tlsEntry struct {
+	base *tls.Config
+	host string
+	conf *tls.Config
+}
+
+var lastTLS atomic.Pointer[tlsEntry]
 
 // TLS opens a TLS connection to hostport; the handshake is done when it
 // returns.

@@ -98,7 +98,7 @@ func (t *Transport) dialNet(ctx context.Context, cfg transport.Config) (net.Conn
 	if err != nil {
 		return nil, fmt.Errorf("iothub: amqp: %w", err)
 	}
-	tlsConf := netdial.ClientTLS(cfg.TLSConfig, host)
+	tlsConf := netdial.SharedClientTLS(cfg.TLSConfig, host)
 	var nc net.Conn
 	if t.ws {
 		nc, err = netdial.WebSocket(ctx, hp, "AMQPWSB10", tlsConf, -1)

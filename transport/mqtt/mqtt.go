@@ -126,7 +126,7 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 	if err != nil {
 		return nil, err
 	}
-	tlsConf := netdial.ClientTLS(cfg.TLSConfig, host)
+	tlsConf := netdial.SharedClientTLS(cfg.TLSConfig, host)
 	c := &conn{
 		id: cfg.Identity, done: make(chan struct{}), log: cfg.Logger,
 		methods: cfg.Methods, desired: cfg.Desired, messages: cfg.Messages,
