@@ -155,16 +155,20 @@ func (g guardTransport) Do(req *http.Request) (*http.Response, error) {
 			limit = n
 		}
 	}
-	tooLarge := &guardError{fmt.Errorf("%w: the answer (HTTP %d) has more than %d bytes, the most this request can legitimately return",
-		ErrResponseTooLarge, resp.StatusCode, limit)}
 	if resp.ContentLength > limit {
 		resp.Body.Close()
-		return nil, tooLarge
+		return nil, tooLargeError(resp.StatusCode, limit)
 	}
 	if resp.Body != nil {
-		resp.Body = &limitedBody{rc: resp.Body, left: limit, tooLarge: tooLarge}
+		resp.Body = &limitedBody{rc: resp.Body, left: limit, status: resp.StatusCode, limit: limit}
 	}
 	return resp, nil
+}
+
+// tooLargeError is the error of an answer with more than limit bytes.
+func tooLargeError(status int, limit int64) error {
+	return &guardError{fmt.Errorf("%w: the answer (HTTP %d) has more than %d bytes, the most this request can legitimately return",
+		ErrResponseTooLarge, status, limit)}
 }
 
 func isRedirect(status int) bool {
@@ -185,10 +189,11 @@ func showURL(u *url.URL) string {
 // limitedBody reads at most left bytes of rc; a body with more fails with
 // tooLarge (io.LimitReader would cut it silently).
 type limitedBody struct {
-	rc       io.ReadCloser
-	left     int64
-	tooLarge error
-	err      error
+	rc     io.ReadCloser
+	left   int64
+	status int   // the answer's, for the error
+	limit  int64 // the limit, for the error
+	err    error
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
@@ -202,7 +207,7 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 		var one [1]byte
 		n, err := b.rc.Read(one[:])
 		if n > 0 {
-			b.err = b.tooLarge
+			b.err = tooLargeError(b.status, b.limit)
 			return 0, b.err
 		}
 		return 0, err
