@@ -231,7 +231,7 @@ func (c *Client) establish(ctx context.Context, cn *connection) error {
 }
 
 // doneNotifier is implemented by connections that can call a function when
-// they end (package mqtt's). The client then waits for an idle
+// they end (packages mqtt's and amqp's). The client then waits for an idle
 // connection's events without a goroutine of its own: a fleet of idle
 // clients costs no stack per client beyond the transport's.
 type doneNotifier interface {
