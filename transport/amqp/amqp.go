@@ -121,25 +121,14 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 	}
 	c := newConn(cfg)
 	w := newFrameWatch(nc, 0, c.hubDetached, c.hubEnded)
-	// The connection learns of go-amqp's end without a goroutine per
-	// connection waiting for it: go-amqp's reader fails first, and only
-	// then does a goroutine wait for go-amqp's reason.
-	opened := make(chan *amqp.Conn, 1)
-	w.readEnded = func() {
-		go func() {
-			if ac, ok := <-opened; ok {
-				<-ac.Done()
-				c.fail(ac.Err())
-			}
-		}()
-	}
+	opened := w.afterConnEnd(c.fail)
 	ac, err := amqp.NewConn(ctx, w, &amqp.ConnOptions{
 		ContainerID: newUUID().String(),
 		HostName:    cfg.Identity.HostName,
 		IdleTimeout: t.idle,
 	})
 	if err != nil {
-		close(opened)
+		opened(nil)
 		nc.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -147,7 +136,7 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		return nil, fmt.Errorf("iothub: amqp: open: %w", err)
 	}
 	c.ac = ac
-	opened <- ac
+	opened(ac)
 	if c.session, err = ac.NewSession(ctx, nil); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("iothub: amqp: begin: %w", err)

@@ -443,6 +443,7 @@ func (c *carrier) wait(ctx context.Context) error {
 func (c *carrier) open(at time.Time) {
 	p := c.p
 	var in *amqp.Receiver
+	var opened func(*amqp.Conn) // set once the frame watch exists
 	err := func() error {
 		if d := time.Until(at); d > 0 {
 			t := time.NewTimer(d)
@@ -462,6 +463,7 @@ func (c *carrier) open(at time.Time) {
 			return err
 		}
 		w := newFrameWatch(nc, pooledLinks, c.hubDetached, c.hubEnded)
+		opened = w.afterConnEnd(c.fail)
 		ac, err := amqp.NewConn(ctx, w, &amqp.ConnOptions{
 			ContainerID: newUUID().String(),
 			HostName:    p.target.hostName,
@@ -496,6 +498,9 @@ func (c *carrier) open(at time.Time) {
 		return nil
 	}()
 	if err != nil {
+		if opened != nil {
+			opened(nil)
+		}
 		c.mu.Lock()
 		c.err = err
 		c.mu.Unlock()
@@ -508,13 +513,7 @@ func (c *carrier) open(at time.Time) {
 	ac := c.ac
 	c.mu.Unlock()
 	go c.receiveReplies(in)
-	go func() {
-		select {
-		case <-ac.Done():
-			c.fail(ac.Err())
-		case <-c.done:
-		}
-	}()
+	opened(ac) // from now on, the end of ac ends the connection
 }
 
 // pooledLinks bounds the link names a pooled connection's frame scanner

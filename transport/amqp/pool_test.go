@@ -162,6 +162,18 @@ func (f *poolFleet) states(id string) []device.ConnectionState {
 	return append([]device.ConnectionState(nil), f.statuses[id]...)
 }
 
+// oneConnFleet starts a hub and a pool with n devices on one connection,
+// checking for leaked goroutines at the end.
+func oneConnFleet(t *testing.T, n int, prefix string) (*iothubtest.Server, *amqp.Pool, *poolFleet) {
+	t.Helper()
+	noLeaks(t)
+	hub := iothubtest.NewServer(t, nil)
+	pool := newPool(t, nil)
+	f := newPoolFleet(t, hub, pool, "", n, prefix)
+	require.Equal(t, 1, pool.Stats().Conns)
+	return hub, pool, f
+}
+
 func waitFor(t *testing.T, what string, cond func() bool, args ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -258,11 +270,7 @@ func serviceClient(t *testing.T, hub *iothubtest.Server) *service.Client {
 // device's links alone, and the other devices on the same connection
 // neither lose their connection nor miss a call.
 func TestPoolIsolation(t *testing.T) {
-	noLeaks(t)
-	hub := iothubtest.NewServer(t, nil)
-	pool := newPool(t, nil)
-	f := newPoolFleet(t, hub, pool, "", 20, "d")
-	require.Equal(t, 1, pool.Stats().Conns)
+	hub, pool, f := oneConnFleet(t, 20, "d")
 
 	// A wrong key.
 	cs := hub.AddDevice(t, "badkey")
@@ -355,11 +363,7 @@ func TestPoolConnectionLoss(t *testing.T) {
 // device the hub sees subscribed has its method request link detached
 // again; the shared connection must live through it all.
 func TestPoolDetachStorm(t *testing.T) {
-	noLeaks(t)
-	hub := iothubtest.NewServer(t, nil)
-	pool := newPool(t, nil)
-	f := newPoolFleet(t, hub, pool, "", 40, "s")
-	require.Equal(t, 1, pool.Stats().Conns)
+	hub, pool, f := oneConnFleet(t, 40, "s")
 
 	detaches := 0
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
@@ -390,10 +394,7 @@ func TestPoolDetachStorm(t *testing.T) {
 // method requests. The device client waits for the connection's end by
 // callback (AfterDone), not on a goroutine of its own.
 func TestPoolGoroutinesPerDevice(t *testing.T) {
-	noLeaks(t)
-	hub := iothubtest.NewServer(t, nil)
-	pool := newPool(t, nil)
-	newPoolFleet(t, hub, pool, "", 10, "g")
+	hub, pool, _ := oneConnFleet(t, 10, "g")
 	// Goroutines still running for the first fleet (status deliveries)
 	// only raise the baseline; a goroutine more per device would still
 	// show, as 60 more.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/Azure/go-amqp"
+
 	"github.com/iothub-go/iothub/transport"
 )
 
@@ -88,6 +90,24 @@ func (w *frameWatch) Read(p []byte) (int, error) {
 		w.ended()
 	}
 	return n, err
+}
+
+// afterConnEnd arranges for fail to be called with go-amqp's reason once
+// the go-amqp connection on w has ended, without a goroutine waiting for
+// it meanwhile: the first failed read starts one, which waits for go-amqp
+// to finish ending. Call opened once: with the connection once it is
+// open, or with nil if opening it failed (fail is not called then).
+func (w *frameWatch) afterConnEnd(fail func(error)) (opened func(*amqp.Conn)) {
+	ch := make(chan *amqp.Conn, 1)
+	w.readEnded = func() {
+		go func() {
+			if ac := <-ch; ac != nil {
+				<-ac.Done()
+				fail(ac.Err())
+			}
+		}()
+	}
+	return func(ac *amqp.Conn) { ch <- ac }
 }
 
 // ended calls readEnded once.
