@@ -12,8 +12,13 @@ import (
 	"github.com/iothub-go/iothub/transport"
 )
 
-// answerTimeout bounds the sending of one answer.
+// answerTimeout bounds the sending of one answer (to within coarseStep
+// more).
 const answerTimeout = 30 * time.Second
+
+// answerDeadline hands out the contexts answers are sent under: one shared
+// per coarseStep rather than a timer per call.
+var answerDeadline = coarseTimeout{d: answerTimeout}
 
 // staleAfter is the longest a method call may wait in the client's queue
 // for a handler slot: the longest time IoT Hub waits for any answer (a
@@ -69,6 +74,9 @@ func (c *Client) dispatch(cn *connection, req *MethodRequest) {
 
 // serve waits for a handler slot, runs the handler and sends the answer. A
 // call still waiting for a slot staleAfter after it arrived is refused.
+// Its goroutine is made for every call, so what it runs on the way to the
+// answer is kept in small frames: a goroutine starts on a 2 KB stack, and
+// outgrowing it copies the stack, a cost every call would pay.
 func (c *Client) serve(cn *connection, req *MethodRequest, arrived time.Time) {
 	defer c.callDone(false)
 	var resp *MethodResponse
@@ -76,18 +84,26 @@ func (c *Client) serve(cn *connection, req *MethodRequest, arrived time.Time) {
 	case c.sem <- struct{}{}: // a free slot: no timer needed
 		resp = c.runInSlot(req, arrived)
 	default:
-		stale := time.NewTimer(staleAfter - time.Since(arrived))
-		select {
-		case c.sem <- struct{}{}:
-			resp = c.runInSlot(req, arrived)
-		case <-c.life.Done():
-			resp = closingResponse()
-		case <-stale.C:
-			resp = c.staleResponse(req, arrived)
-		}
-		stale.Stop()
+		resp = c.waitSlot(req, arrived)
 	}
 	c.answer(cn, req, resp, arrived)
+}
+
+// waitSlot waits for a handler slot and runs the handler in it, or gives
+// up after staleAfter or when the client closes.
+//
+//go:noinline
+func (c *Client) waitSlot(req *MethodRequest, arrived time.Time) *MethodResponse {
+	stale := time.NewTimer(staleAfter - time.Since(arrived))
+	defer stale.Stop()
+	select {
+	case c.sem <- struct{}{}:
+		return c.runInSlot(req, arrived)
+	case <-c.life.Done():
+		return closingResponse()
+	case <-stale.C:
+		return c.staleResponse(req, arrived)
+	}
 }
 
 // runInSlot runs the handler in the slot the caller took, and gives it back.
@@ -120,15 +136,26 @@ func (c *Client) answer(cn *connection, req *MethodRequest, resp *MethodResponse
 	if cn.Conn == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
-	defer cancel()
+	ctx := answerDeadline.get()
 	if err := cn.RespondMethod(ctx, req.RequestID, &transport.MethodResponse{Status: resp.Status, Payload: resp.Payload}); err != nil {
-		c.log.Warn("method response not sent", "method", req.Name, "error", err)
+		c.logAnswer(req, resp, start, err)
 		return
 	}
 	if c.log.Enabled(ctx, slog.LevelInfo) { // no attributes for a logger that drops them
-		c.log.Info("method", "method", req.Name, "status", resp.Status, "duration", time.Since(start))
+		c.logAnswer(req, resp, start, nil)
 	}
+}
+
+// logAnswer logs an answer sent, or not sent (err). It is apart from
+// answer to keep answer's frame small (serve).
+//
+//go:noinline
+func (c *Client) logAnswer(req *MethodRequest, resp *MethodResponse, start time.Time, err error) {
+	if err != nil {
+		c.log.Warn("method response not sent", "method", req.Name, "error", err)
+		return
+	}
+	c.log.Info("method", "method", req.Name, "status", resp.Status, "duration", time.Since(start))
 }
 
 // callDone ends a call. The last one to end after Close left the
