@@ -138,7 +138,9 @@ func (g guardTransport) Do(req *http.Request) (*http.Response, error) {
 	if err != nil || resp == nil {
 		return resp, err
 	}
-	if resp.Request != nil && resp.Request.URL != nil && resp.Request.URL.String() != req.URL.String() {
+	// Without a redirect the answer's request is req itself: only another
+	// request needs its URL compared (a string each, on every call else).
+	if resp.Request != nil && resp.Request != req && resp.Request.URL != nil && resp.Request.URL.String() != req.URL.String() {
 		resp.Body.Close()
 		return nil, &guardError{fmt.Errorf("%w: the HTTP transport followed a redirect from %s to %s (and may have sent the request there); the client accepts no answer from another address",
 			ErrRedirect, showURL(req.URL), showURL(resp.Request.URL))}

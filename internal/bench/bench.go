@@ -212,6 +212,11 @@ type Row struct {
 	Latency *Latency `json:"latency,omitempty"`
 	// Throughput is many devices, many calls in flight.
 	Throughput *Throughput `json:"throughput,omitempty"`
+	// FloorEndToEnd is, on a raw responder's row, the same throughput
+	// phase with a bare net/http invoker in place of this SDK's service
+	// client: the floors end to end, through the same hub. It is what the
+	// end-to-end target divides by.
+	FloorEndToEnd *Throughput `json:"floor_end_to_end,omitempty"`
 	// Rounds holds each round's numbers when there were several; the
 	// row's own numbers are then their medians.
 	Rounds []Row `json:"rounds,omitempty"`
@@ -645,10 +650,35 @@ func (r *runner) runRow(rs rowSpec) Row {
 	w = runGoPhase(r.ctx, inv, ids, r.cfg.Concurrency, r.cfg.Warmup, r.cfg.Duration, f)
 	row.Throughput = throughput(w, len(ids), r.cfg.Concurrency)
 	r.logf("%s: p50 %.0f µs, %.0f calls/s", row.Name, row.Latency.P50, row.Throughput.CallsPerSec)
+	if rs.impl == rawImpl(rs.transport) && !r.cfg.NoFloors {
+		row.FloorEndToEnd = r.floorEndToEnd(row.Name, ids, f)
+	}
 	if rs.impl == ImplGoSDK && rs.transport == "mqtt" {
 		r.runInvokers(row, ids, f)
 	}
 	return row
+}
+
+// floorEndToEnd runs the throughput phase again with the floor azcore
+// sets for an invoker (the library this SDK's service client is built on):
+// with a raw responder's fleet, the floors at both ends of the same hub.
+// It returns nil (and logs why) when it cannot.
+func (r *runner) floorEndToEnd(name string, ids []string, f fleet) *Throughput {
+	inv, closeInv, err := r.newInvoker(FloorAzcore, r.serviceCS)
+	if err != nil {
+		r.logf("%s: no end-to-end floor: %v", name, err)
+		return nil
+	}
+	defer closeInv()
+	r.logf("%s: end-to-end floor, the %s invoker, %d in flight, %v", name, FloorAzcore, r.cfg.Concurrency, r.cfg.Duration)
+	w := runGoPhase(r.ctx, inv, ids, r.cfg.Concurrency, r.cfg.Warmup, r.cfg.Duration, f)
+	t := throughput(w, len(ids), r.cfg.Concurrency)
+	if t.Errors > 0 || t.Calls == 0 {
+		r.logf("%s: no end-to-end floor: %d calls, %d errors: %s", name, t.Calls, t.Errors, t.FirstError)
+		return nil
+	}
+	r.logf("%s: end-to-end floor %.0f calls/s", name, t.CallsPerSec)
+	return t
 }
 
 func throughput(w window, devices, conc int) *Throughput {

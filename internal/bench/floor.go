@@ -13,6 +13,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
+
 	"github.com/iothub-go/iothub/auth"
 )
 
@@ -32,8 +36,12 @@ const ImplAnswer = "https-answer"
 // Invoker floor rows.
 const (
 	FloorGoService = "go-service" // this SDK's service client
+	FloorAzcore    = "azcore"     // a bare azcore pipeline (its default policies) posting the same request
 	FloorNetHTTP   = "net-http"   // a bare net/http client posting the same request
 )
+
+// floorNames are the invoker floor rows, in the order they run.
+var floorNames = []string{FloorGoService, FloorAzcore, FloorNetHTTP}
 
 // FloorRow is one invoker against the answering server.
 type FloorRow struct {
@@ -174,6 +182,74 @@ func (n *netHTTPInvoker) call(ctx context.Context, deviceID string) error {
 
 func (n *netHTTPInvoker) close() { n.hc.CloseIdleConnections() }
 
+// newInvoker returns the invoker floor row name's invoker, calling the
+// hub (or the answering server) of serviceCS.
+func (r *runner) newInvoker(name, serviceCS string) (caller, func(), error) {
+	switch name {
+	case FloorGoService:
+		g, err := newGoInvoker(serviceCS, r.tlsConf, Method, r.payload, r.cfg.Concurrency)
+		if err != nil {
+			return nil, nil, err
+		}
+		return g, g.close, nil
+	case FloorAzcore:
+		a, err := newAzcoreInvoker(serviceCS, r.tlsConf, r.payload, r.cfg.Concurrency)
+		if err != nil {
+			return nil, nil, err
+		}
+		return a, a.close, nil
+	default:
+		n, err := newNetHTTPInvoker(serviceCS, r.tlsConf, r.payload, r.cfg.Concurrency)
+		if err != nil {
+			return nil, nil, err
+		}
+		return n, n.close, nil
+	}
+}
+
+// azcoreInvoker is the floor azcore sets: the net/http request of
+// netHTTPInvoker sent through a bare azcore pipeline, with the policies
+// azcore always installs (telemetry, retry, logging, tracing, body
+// download) and no others. This SDK's service client is built on azcore.
+type azcoreInvoker struct {
+	*netHTTPInvoker
+	pl runtime.Pipeline
+}
+
+func newAzcoreInvoker(serviceCS string, tlsConf *tls.Config, payload []byte, conc int) (*azcoreInvoker, error) {
+	n, err := newNetHTTPInvoker(serviceCS, tlsConf, payload, conc)
+	if err != nil {
+		return nil, err
+	}
+	pl := runtime.NewPipeline("bench", "v0.0.0", runtime.PipelineOptions{}, &policy.ClientOptions{Transport: n.hc})
+	return &azcoreInvoker{netHTTPInvoker: n, pl: pl}, nil
+}
+
+func (a *azcoreInvoker) call(ctx context.Context, deviceID string) error {
+	t, err := a.tok.Token(ctx)
+	if err != nil {
+		return err
+	}
+	req, err := runtime.NewRequest(ctx, http.MethodPost, fmt.Sprintf(a.url, deviceID))
+	if err != nil {
+		return err
+	}
+	req.Raw().Header.Set("Authorization", t.Value)
+	if err := req.SetBody(streaming.NopCloser(bytes.NewReader(a.body)), "application/json; charset=utf-8"); err != nil {
+		return err
+	}
+	res, err := a.pl.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", res.StatusCode)
+	}
+	return nil
+}
+
 // runFloors measures both invokers against the answering server, once per
 // round (the rows' medians are taken at the end of the run).
 func (r *runner) runFloors() {
@@ -213,23 +289,11 @@ func (r *runner) runFloors() {
 	}
 	cs.GatewayHostName = rep.Addr
 	floorCS := cs.Reveal()
-	for _, name := range []string{FloorGoService, FloorNetHTTP} {
-		var inv caller
-		var closeInv func()
-		if name == FloorGoService {
-			g, err := newGoInvoker(floorCS, r.tlsConf, Method, r.payload, r.cfg.Concurrency)
-			if err != nil {
-				fail(name, err)
-				continue
-			}
-			inv, closeInv = g, g.close
-		} else {
-			n, err := newNetHTTPInvoker(floorCS, r.tlsConf, r.payload, r.cfg.Concurrency)
-			if err != nil {
-				fail(name, err)
-				continue
-			}
-			inv, closeInv = n, n.close
+	for _, name := range floorNames {
+		inv, closeInv, err := r.newInvoker(name, floorCS)
+		if err != nil {
+			fail(name, err)
+			continue
 		}
 		r.res.Floors = append(r.res.Floors, r.floorRow(name, inv, f))
 		closeInv()
@@ -264,7 +328,7 @@ func (r *runner) floorRow(name string, inv caller, f fleet) FloorRow {
 // medianFloors merges the rounds of each floor row (medians).
 func medianFloors(rows []FloorRow) []FloorRow {
 	var out []FloorRow
-	for _, name := range []string{FloorGoService, FloorNetHTTP} {
+	for _, name := range floorNames {
 		var ok []FloorRow
 		var failed *FloorRow
 		for i := range rows {

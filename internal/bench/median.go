@@ -94,12 +94,18 @@ func medianRow(rounds []Row) Row {
 	}
 	out := Row{Name: ok[0].Name, Impl: ok[0].Impl, Transport: ok[0].Transport, Status: "ok", Rounds: rounds, Reason: reason}
 	var ls []*Latency
-	var ts []*Throughput
+	var ts, fs []*Throughput
 	for _, r := range ok {
 		ls = append(ls, r.Latency)
 		ts = append(ts, r.Throughput)
+		if r.FloorEndToEnd != nil {
+			fs = append(fs, r.FloorEndToEnd)
+		}
 	}
 	out.Latency, out.Throughput = medianLatency(ls), medianThroughput(ts)
+	if len(fs) == len(ok) { // a median of every round or none
+		out.FloorEndToEnd = medianThroughput(fs)
+	}
 	return out
 }
 

@@ -291,7 +291,13 @@ func (res *Result) serviceTarget() Target {
 		if fl := res.floor(FloorNetHTTP); fl != nil && fl.InvokerCPUPerCall > 0 {
 			tg.Bound = round(fl.InvokerCPUPerCall/b, 3)
 			tg.BoundDetail = fmt.Sprintf("a bare net/http client posting the same request spends %.0f µs of its process's CPU per call against an HTTPS server that answers at once, ÷ %.0f", fl.InvokerCPUPerCall, b)
-			if gf := res.floor(FloorGoService); gf != nil {
+			if af := res.floor(FloorAzcore); af != nil {
+				tg.BoundDetail += fmt.Sprintf(" (a bare azcore pipeline, which this SDK's service client is built on, there: %.0f µs", af.InvokerCPUPerCall)
+				if gf := res.floor(FloorGoService); gf != nil {
+					tg.BoundDetail += fmt.Sprintf("; this SDK's service client: %.0f µs", gf.InvokerCPUPerCall)
+				}
+				tg.BoundDetail += ")"
+			} else if gf := res.floor(FloorGoService); gf != nil {
 				tg.BoundDetail += fmt.Sprintf(" (this SDK's service client there: %.0f µs)", gf.InvokerCPUPerCall)
 			}
 		}
@@ -305,9 +311,11 @@ func (res *Result) serviceTarget() Target {
 	}
 }
 
-// endToEndTarget compares this SDK's calls/s over t with the most the
-// floors allow (throughputBound): the invoker floor at both HTTPS ends
-// plus the raw responder's device CPU per call.
+// endToEndTarget compares this SDK's calls/s over t (this SDK's service
+// client, the hub, this SDK's device client) with the floors' through the
+// same hub in the same run: the raw responder answering a bare net/http
+// invoker (Row.FloorEndToEnd). The hub's work is in both; what the CPUs
+// would allow with no hub at all (throughputBound) is in the detail.
 func (res *Result) endToEndTarget(t string) Target {
 	sdkName, rawName := ImplGoSDK+"/"+t, rawImpl(t)+"/"+t
 	name, goal := "end-to-end calls/s vs floor bound ("+t+")", fmt.Sprintf("%s calls/s ÷ floor bound ≥ %s", sdkName, trimFloat(goalFloorBoundTPS))
@@ -316,17 +324,19 @@ func (res *Result) endToEndTarget(t string) Target {
 	case sdk == nil || sdk.Throughput == nil:
 		return naTarget(name, goal, "needs the "+sdkName+" row")
 	case res.Settings.InProcess:
-		return naTarget(name, goal, "the floor bound needs the devices and the answering server in child processes (not --inproc)")
-	case res.deviceCPU(fl) <= 0:
-		return naTarget(name, goal, "needs the "+rawName+" row (--floor) for the device's part of the floor bound")
+		return naTarget(name, goal, "the floor bound needs the devices in child processes (not --inproc)")
+	case fl == nil:
+		return naTarget(name, goal, "needs the "+rawName+" row (--floor), whose devices answer the floor bound's calls")
+	case fl.FloorEndToEnd == nil || fl.FloorEndToEnd.CallsPerSec <= 0:
+		return naTarget(name, goal, "needs the end-to-end floor phase of the "+rawName+" row (not --no-floors)")
 	}
-	b, d := res.throughputBound(fl.Throughput.DeviceCPUPerCall, "the "+fl.Impl+" device")
-	if b <= 0 {
-		return naTarget(name, goal, "needs the invoker floor (not --no-floors)")
+	tp, ft := sdk.Throughput, fl.FloorEndToEnd
+	d := fmt.Sprintf("%.0f of %.0f calls/s, the floors through the same hub (the %s device answering a bare %s pipeline's calls; CPU per call: hub and invoker %.0f, device %.0f µs, vs %.0f and %.0f here); %d devices, %d in flight, %d errors",
+		tp.CallsPerSec, ft.CallsPerSec, fl.Impl, FloorAzcore, ft.HubCPUPerCall, ft.DeviceCPUPerCall, tp.HubCPUPerCall, tp.DeviceCPUPerCall, tp.Devices, tp.Concurrency, tp.Errors)
+	if b, bd := res.throughputBound(fl.Throughput.DeviceCPUPerCall, "the "+fl.Impl+" device"); b > 0 {
+		d += fmt.Sprintf("; with no hub: at most %.0f calls/s = %s", b, bd)
 	}
-	tp := sdk.Throughput
-	return ratioTarget(name, goal, tp.CallsPerSec, b, goalFloorBoundTPS, true,
-		fmt.Sprintf("%.0f of at most %.0f calls/s = %s; %d devices, %d in flight, %d errors", tp.CallsPerSec, b, d, tp.Devices, tp.Concurrency, tp.Errors))
+	return ratioTarget(name, goal, tp.CallsPerSec, ft.CallsPerSec, goalFloorBoundTPS, true, d)
 }
 
 // comparisons lists the ratios that explain the targets: what each side
@@ -412,6 +422,12 @@ func (res *Result) writeRows(w io.Writer) {
 	for _, r := range res.Rows {
 		if r.Status != "ok" {
 			fmt.Fprintf(w, "  %s %s: %s\n", r.Name, r.Status, r.Reason)
+		}
+	}
+	for _, r := range res.Rows {
+		if t := r.FloorEndToEnd; r.Status == "ok" && t != nil {
+			fmt.Fprintf(w, "  end-to-end floor: %s answering a bare %s pipeline's calls through the hub: %.0f calls/s, p50 %.0f µs, p99 %.0f µs; hub+inv CPU %.0f, device CPU %.0f µs/call\n",
+				r.Name, FloorAzcore, t.CallsPerSec, t.Latency.P50, t.Latency.P99, t.HubCPUPerCall, t.DeviceCPUPerCall)
 		}
 	}
 }
