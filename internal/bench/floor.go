@@ -168,7 +168,12 @@ func (n *netHTTPInvoker) call(ctx context.Context, deviceID string) error {
 	}
 	req.Header.Set("Authorization", t.Value)
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	res, err := n.hc.Do(req)
+	return drained(n.hc.Do(req))
+}
+
+// drained reads and closes the answer of a floor invoker's call, which
+// must be 200.
+func drained(res *http.Response, err error) error {
 	if err != nil {
 		return err
 	}
@@ -238,16 +243,7 @@ func (a *azcoreInvoker) call(ctx context.Context, deviceID string) error {
 	if err := req.SetBody(streaming.NopCloser(bytes.NewReader(a.body)), "application/json; charset=utf-8"); err != nil {
 		return err
 	}
-	res, err := a.pl.Do(req)
-	if err != nil {
-		return err
-	}
-	_, _ = io.Copy(io.Discard, res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %d", res.StatusCode)
-	}
-	return nil
+	return drained(a.pl.Do(req))
 }
 
 // runFloors measures both invokers against the answering server, once per
