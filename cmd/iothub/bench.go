@@ -96,9 +96,14 @@ it, per device transport: round-trip latency (p50/p90/p99, one call at a
 time), throughput with many devices and calls in flight, CPU time per
 call, and the connect time and memory per device of growing fleets.
 Baselines run in the same hub, with the same invoker: minimal raw paho
-and go-amqp responders (the device floors), and with --node the official
-Node device SDK and the official Node service client. The invoker floor
-measures the invoker against an HTTPS server that answers at once. Each
+and go-amqp responders (the device floors), the same responders answering
+off the library's delivery goroutine as a client that never goes deaf
+must (the handoff floors, paho-handoff and amqp-handoff), and with --node
+the official Node device SDK and the official Node service client. The
+invoker floors measure this SDK's service client, a bare azcore pipeline
+and a bare net/http client against an HTTPS server that answers at once;
+the raw responders' rows run their throughput phase again with the bare
+azcore invoker (the end-to-end floor, through the same hub). Each
 device fleet (and, for the service-client comparison, each invoker) runs
 in a child process; latency ratios come from paired runs, calls
 alternating between one device of each kind. The twin rows time a
@@ -114,7 +119,8 @@ and, with --node, against the Node device SDK (device CPU per call
 ≤ 0.5×, RSS per device ≤ 0.5×, connects/s ≥ 5×, from the scale series at
 a common fleet size); this SDK's service client against the Node one
 (CPU per call ≤ 0.5×, each in its own process); and calls/s ≥ 0.9× the
-most the invoker and device floors allow on this machine. CPU and
+end-to-end floor's (the raw responder answering the bare azcore invoker
+through the same hub, measured in the same run). CPU and
 memory targets need the fleets in child processes (not --inproc). A
 target that a floor puts out of reach is reported with the best value
 that floor leaves.
@@ -166,7 +172,7 @@ flags:
 		fs.PrintDefaults()
 	}
 	fs.Var(listFlag{&c.Transports}, "transports", "this SDK's device `transports` to measure (comma-separated): mqtt, mqtt-ws, amqp, amqp-ws")
-	fs.BoolVar(&c.Floor, "floor", c.Floor, "measure the raw responders (the floors): paho on mqtt and mqtt-ws, go-amqp on amqp")
+	fs.BoolVar(&c.Floor, "floor", c.Floor, "measure the raw responders (the floors): paho on mqtt and mqtt-ws, go-amqp on amqp, and the handoff floors on mqtt and amqp")
 	fs.BoolVar(&c.Node, "node", false, "measure the official Node SDKs too (needs node, npm ci in --node-dir, and 127.0.0.1:443 free for the service client)")
 	fs.Var(listFlag{&c.NodeTransports}, "node-transports", "`transports` of the Node device baseline")
 	fs.StringVar(&c.NodeDir, "node-dir", "", "folder with bench_device.js, bench_invoke.js and node_modules (default: ./conformance, or the one next to the module)")
@@ -183,7 +189,7 @@ flags:
 	fs.IntVar(&c.ConnectConcurrency, "connect-concurrency", c.ConnectConcurrency, "devices of a fleet connecting at once")
 	fs.IntVar(&c.Rounds, "rounds", c.Rounds, "repeat the latency and throughput rows this many times, interleaved, and report medians")
 	fs.BoolVar(&c.NoPairs, "no-pairs", false, "skip the paired latency comparisons (one device of each kind, calls alternating)")
-	fs.BoolVar(&c.NoFloors, "no-floors", false, "skip the invoker floor (the invoker against an HTTPS server that answers at once)")
+	fs.BoolVar(&c.NoFloors, "no-floors", false, "skip the invoker floors (the invokers against an HTTPS server that answers at once) and the end-to-end floor")
 	fs.IntVar(&c.TwinUpdates, "twin-updates", c.TwinUpdates, "reported-property updates measured per twin row, one at a time")
 	fs.IntVar(&c.TwinWarmup, "twin-warmup", c.TwinWarmup, "reported-property updates before the measured ones (negative: none)")
 	fs.BoolVar(&c.NoTwins, "no-twins", false, "skip the reported-property update rows")

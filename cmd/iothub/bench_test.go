@@ -60,7 +60,7 @@ func checkResult(t *testing.T, res *bench.Result, inproc bool) {
 	assert.Equal(t, 2, res.Settings.Concurrency, "settings: %+v", res.Settings)
 	assert.Equal(t, inproc, res.Settings.InProcess, "settings: %+v", res.Settings)
 	assert.True(t, res.Settings.TLS, "settings: %+v", res.Settings)
-	want := map[string]bool{"go-sdk/mqtt": false, "paho-raw/mqtt": false}
+	want := map[string]bool{"go-sdk/mqtt": false, "paho-raw/mqtt": false, "paho-handoff/mqtt": false}
 	for _, r := range res.Rows {
 		if _, ok := want[r.Name]; !assert.True(t, ok, "unexpected row %q", r.Name) {
 			continue
@@ -90,18 +90,30 @@ func checkResult(t *testing.T, res *bench.Result, inproc bool) {
 		assert.Equal(t, "go-service", res.Invokers[0].Name, "invokers: %+v", res.Invokers)
 		assert.Equal(t, "ok", res.Invokers[0].Status, "invokers: %+v", res.Invokers)
 	}
-	if assert.Len(t, res.Pairs, 1, "pairs") {
-		p := res.Pairs[0]
-		assert.Equal(t, "go-sdk/mqtt", p.A, "pairs: %+v", res.Pairs)
-		assert.Equal(t, "paho-raw/mqtt", p.B, "pairs: %+v", res.Pairs)
-		assert.Equal(t, "ok", p.Status, "pairs: %+v", res.Pairs)
-		assert.NotNil(t, p.LatA, "pairs: %+v", res.Pairs)
-		assert.NotNil(t, p.LatB, "pairs: %+v", res.Pairs)
+	// This SDK against the raw floor, and the handoff floor against it.
+	if assert.Len(t, res.Pairs, 2, "pairs") {
+		for i, want := range [][2]string{{"go-sdk/mqtt", "paho-raw/mqtt"}, {"paho-handoff/mqtt", "paho-raw/mqtt"}} {
+			p := res.Pairs[i]
+			assert.Equal(t, want[0], p.A, "pairs: %+v", res.Pairs)
+			assert.Equal(t, want[1], p.B, "pairs: %+v", res.Pairs)
+			assert.Equal(t, "ok", p.Status, "pairs: %+v", res.Pairs)
+			assert.NotNil(t, p.LatA, "pairs: %+v", res.Pairs)
+			assert.NotNil(t, p.LatB, "pairs: %+v", res.Pairs)
+		}
 	}
-	// The invoker floor: both invokers against the answering server.
-	if assert.Len(t, res.Floors, 2, "floors") {
+	// The invoker floors: the three invokers against the answering server.
+	if assert.Len(t, res.Floors, 3, "floors") {
 		assert.Equal(t, "go-service", res.Floors[0].Name, "floors: %+v", res.Floors)
-		assert.Equal(t, "net-http", res.Floors[1].Name, "floors: %+v", res.Floors)
+		assert.Equal(t, "azcore", res.Floors[1].Name, "floors: %+v", res.Floors)
+		assert.Equal(t, "net-http", res.Floors[2].Name, "floors: %+v", res.Floors)
+	}
+	// The raw responder's row ran its end-to-end floor phase.
+	for _, r := range res.Rows {
+		if r.Name == "paho-raw/mqtt" && r.Status == "ok" {
+			if assert.NotNil(t, r.FloorEndToEnd, "paho-raw/mqtt end-to-end floor") {
+				assert.Zero(t, r.FloorEndToEnd.Errors, "end-to-end floor: %+v", r.FloorEndToEnd)
+			}
+		}
 	}
 	for _, f := range res.Floors {
 		assert.Equal(t, "ok", f.Status, "floor %s: %+v", f.Name, f)
@@ -272,8 +284,8 @@ func TestBenchFleetProcesses(t *testing.T) {
 	}
 }
 
-// TestBenchAMQPFloor measures the raw go-amqp responder next to the SDK
-// over AMQP, and pairs them.
+// TestBenchAMQPFloor measures the raw go-amqp responder and its handoff
+// variant next to the SDK over AMQP, and pairs each with the raw one.
 func TestBenchAMQPFloor(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	args := append([]string{"bench", "--inproc", "--output", "json"}, tinyBench...)
@@ -289,11 +301,14 @@ func TestBenchAMQPFloor(t *testing.T) {
 			assert.Zero(t, r.Throughput.Errors, "%s throughput: %+v", r.Name, r.Throughput)
 		}
 	}
-	assert.Equal(t, []string{"go-sdk/amqp", "amqp-raw/amqp"}, names, "rows")
+	assert.Equal(t, []string{"go-sdk/amqp", "amqp-raw/amqp", "amqp-handoff/amqp"}, names, "rows")
 	checkTwins(t, &res, []string{"go-sdk/amqp", "amqp-raw/amqp"}, true)
-	if assert.Len(t, res.Pairs, 1, "pairs") {
-		assert.Equal(t, "amqp-raw/amqp", res.Pairs[0].B, "pairs: %+v", res.Pairs)
-		assert.Equal(t, "ok", res.Pairs[0].Status, "pairs: %+v", res.Pairs)
+	if assert.Len(t, res.Pairs, 2, "pairs") {
+		for i, a := range []string{"go-sdk/amqp", "amqp-handoff/amqp"} {
+			assert.Equal(t, a, res.Pairs[i].A, "pairs: %+v", res.Pairs)
+			assert.Equal(t, "amqp-raw/amqp", res.Pairs[i].B, "pairs: %+v", res.Pairs)
+			assert.Equal(t, "ok", res.Pairs[i].Status, "pairs: %+v", res.Pairs)
+		}
 	}
 }
 

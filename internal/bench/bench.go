@@ -435,6 +435,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			if ctx.Err() != nil || cfg.NoTwins {
 				break
 			}
+			if rs.impl == handoffImpl(rs.transport) {
+				continue // the handoff floors answer methods only
+			}
 			twinRounds[i] = append(twinRounds[i], r.runTwinRow(rs))
 		}
 	}
@@ -477,6 +480,9 @@ func (r *runner) rowPlan() []rowSpec {
 		plan = append(plan, rowSpec{ImplGoSDK, t})
 		if raw := rawImpl(t); r.cfg.Floor && raw != "" {
 			plan = append(plan, rowSpec{raw, t})
+			if slices.Contains(targetTransports, t) {
+				plan = append(plan, rowSpec{handoffImpl(t), t})
+			}
 		}
 		if r.cfg.Node && slices.Contains(r.cfg.NodeTransports, t) {
 			plan = append(plan, rowSpec{ImplNodeSDK, t})
@@ -759,7 +765,7 @@ func (r *runner) runScale() {
 	}
 	var plan []series
 	for _, row := range r.res.Rows {
-		if row.Status != "ok" {
+		if row.Status != "ok" || row.Impl == handoffImpl(row.Transport) { // the handoff floors bound CPU and latency only
 			continue
 		}
 		if len(r.cfg.ScaleImpls) > 0 && !slices.Contains(r.cfg.ScaleImpls, row.Impl) && !slices.Contains(r.cfg.ScaleImpls, row.Name) {

@@ -36,12 +36,32 @@ func rawImpl(transport string) string {
 	return ""
 }
 
+// handoffImpl is the handoff floor for a transport (ImplPahoHandoff,
+// ImplAMQPHandoff), "" when it has none.
+func handoffImpl(transport string) string {
+	switch transport {
+	case "mqtt", "mqtt-ws":
+		return ImplPahoHandoff
+	case "amqp":
+		return ImplAMQPHandoff
+	}
+	return ""
+}
+
 // Device implementations a fleet can run.
 const (
 	ImplGoSDK   = "go-sdk"   // this SDK's device.Client
 	ImplPahoRaw = "paho-raw" // a minimal responder written directly on paho: the floor
 	ImplAMQPRaw = "amqp-raw" // a minimal responder written directly on go-amqp: the AMQP floor
-	ImplNodeSDK = "node-sdk" // the official azure-iot-device (conformance/bench_device.js)
+	// The raw responders with the one thing every conforming device client
+	// must add: each answer leaves the library's delivery goroutine (so a
+	// slow handler cannot make the client deaf), and on paho its PUBLISH is
+	// handed over on a goroutine of its own whose wait watches the
+	// connection (paho's Publish can block for its write timeout after a
+	// loss). No handler table, no validation, no bookkeeping.
+	ImplPahoHandoff = "paho-handoff"
+	ImplAMQPHandoff = "amqp-handoff"
+	ImplNodeSDK     = "node-sdk" // the official azure-iot-device (conformance/bench_device.js)
 )
 
 // FleetSpec describes a population of device clients that answer the
@@ -213,23 +233,23 @@ func startGoFleet(ctx context.Context, spec FleetSpec) (*goFleet, fleetMsg) {
 			}
 			return func(f *goFleet) { f.sdk = append(f.sdk, c) }, nil
 		}
-	case ImplPahoRaw:
+	case ImplPahoRaw, ImplPahoHandoff:
 		if spec.Transport != "mqtt" && spec.Transport != "mqtt-ws" {
-			return fail(fmt.Errorf("bench: %s speaks mqtt and mqtt-ws only", ImplPahoRaw))
+			return fail(fmt.Errorf("bench: %s speaks mqtt and mqtt-ws only", spec.Impl))
 		}
 		connect = func(ctx context.Context, cs string) (func(*goFleet), error) {
-			c, err := dialRawPaho(ctx, cs, spec.Transport == "mqtt-ws", tlsConf)
+			c, err := dialRawPaho(ctx, cs, spec.Transport == "mqtt-ws", spec.Impl == ImplPahoHandoff, tlsConf)
 			if err != nil {
 				return nil, err
 			}
 			return func(f *goFleet) { f.paho = append(f.paho, c) }, nil
 		}
-	case ImplAMQPRaw:
+	case ImplAMQPRaw, ImplAMQPHandoff:
 		if spec.Transport != "amqp" {
-			return fail(fmt.Errorf("bench: %s speaks amqp only", ImplAMQPRaw))
+			return fail(fmt.Errorf("bench: %s speaks amqp only", spec.Impl))
 		}
 		connect = func(ctx context.Context, cs string) (func(*goFleet), error) {
-			c, err := dialRawAMQP(ctx, cs, tlsConf)
+			c, err := dialRawAMQP(ctx, cs, spec.Impl == ImplAMQPHandoff, tlsConf)
 			if err != nil {
 				return nil, err
 			}
@@ -353,8 +373,9 @@ func rawConnect(ctx context.Context, connStr, impl string, tlsConf *tls.Config) 
 // dialRawPaho connects the floor: a paho client that subscribes to
 // methods and answers each request from paho's callback with one PUBLISH
 // of the request payload, status 200. Nothing else: no handler dispatch,
-// no validation, no reconnects.
-func dialRawPaho(ctx context.Context, connStr string, ws bool, tlsConf *tls.Config) (paho.Client, error) {
+// no validation, no reconnects. With handoff it is the handoff floor
+// (ImplPahoHandoff).
+func dialRawPaho(ctx context.Context, connStr string, ws, handoff bool, tlsConf *tls.Config) (paho.Client, error) {
 	rc, err := rawConnect(ctx, connStr, ImplPahoRaw, tlsConf)
 	if err != nil {
 		return nil, err
@@ -366,24 +387,48 @@ func dialRawPaho(ctx context.Context, connStr string, ws bool, tlsConf *tls.Conf
 		broker = "wss://" + net.JoinHostPort(host, port) + "/$iothub/websocket"
 	}
 	id := cs.Identity()
+	lost := make(chan struct{})
 	o := paho.NewClientOptions().AddBroker(broker).SetClientID(id.String()).
 		SetUsername(id.HostName + "/" + id.String() + "/?api-version=2021-04-12").SetPassword(tok.Value).
 		SetTLSConfig(conf).SetProtocolVersion(4).SetCleanSession(false).
 		SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(120 * time.Second).
-		SetConnectTimeout(30 * time.Second)
+		SetConnectTimeout(30 * time.Second).
+		SetConnectionLostHandler(func(paho.Client, error) { close(lost) })
 	c := paho.NewClient(o)
 	if err := waitToken(ctx, c.Connect()); err != nil {
 		c.Disconnect(0)
 		return nil, err
 	}
-	st := c.Subscribe("$iothub/methods/POST/#", 0, func(c paho.Client, m paho.Message) {
+	answer := func(c paho.Client, m paho.Message) {
 		topic := m.Topic()
 		i := strings.Index(topic, "?$rid=")
 		if i < 0 {
 			return
 		}
 		c.Publish("$iothub/methods/res/200/?$rid="+topic[i+6:], 0, false, m.Payload())
-	})
+	}
+	if handoff {
+		answer = func(c paho.Client, m paho.Message) {
+			go func() {
+				topic := m.Topic()
+				i := strings.Index(topic, "?$rid=")
+				if i < 0 {
+					return
+				}
+				ch := make(chan paho.Token, 1)
+				go func() { ch <- c.Publish("$iothub/methods/res/200/?$rid="+topic[i+6:], 0, false, m.Payload()) }()
+				select {
+				case t := <-ch:
+					select {
+					case <-t.Done():
+					case <-lost:
+					}
+				case <-lost:
+				}
+			}()
+		}
+	}
+	st := c.Subscribe("$iothub/methods/POST/#", 0, answer)
 	if err := waitToken(ctx, st); err != nil {
 		c.Disconnect(0)
 		return nil, err
@@ -415,7 +460,7 @@ func sampleMem() Mem {
 // one goroutine that accepts each request and sends back its payload with
 // status 200. Nothing else: no handler dispatch, no validation, no
 // reconnects, no token renewal.
-func dialRawAMQP(ctx context.Context, connStr string, tlsConf *tls.Config) (*rawAMQP, error) {
+func dialRawAMQP(ctx context.Context, connStr string, handoff bool, tlsConf *tls.Config) (*rawAMQP, error) {
 	rc, err := rawConnect(ctx, connStr, ImplAMQPRaw, tlsConf)
 	if err != nil {
 		return nil, err
@@ -464,7 +509,7 @@ func dialRawAMQP(ctx context.Context, connStr string, tlsConf *tls.Config) (*raw
 	if code := fmt.Sprint(res.ApplicationProperties["status-code"]); code != "200" && code != "202" {
 		return fail(fmt.Errorf("bench: put-token: status %s", code))
 	}
-	done, err := rawMethodLinks(ctx, s, id)
+	done, err := rawMethodLinks(ctx, s, id, handoff)
 	if err != nil {
 		return fail(err)
 	}
@@ -474,7 +519,7 @@ func dialRawAMQP(ctx context.Context, connStr string, tlsConf *tls.Config) (*raw
 // rawMethodLinks attaches id's two method links on session s and starts
 // the goroutine that answers each request with its payload and status 200;
 // done is closed when it ends (with the links).
-func rawMethodLinks(ctx context.Context, s *goamqp.Session, id auth.Identity) (chan struct{}, error) {
+func rawMethodLinks(ctx context.Context, s *goamqp.Session, id auth.Identity, handoff bool) (chan struct{}, error) {
 	addr := "amqps://" + id.HostName + "/devices/" + id.DeviceID + "/methods/devicebound"
 	props := map[string]any{"com.microsoft:api-version": "2021-04-12", "com.microsoft:channel-correlation-id": "methods:" + id.DeviceID}
 	first := goamqp.ReceiverSettleModeFirst
@@ -503,6 +548,10 @@ func rawMethodLinks(ctx context.Context, s *goamqp.Session, id auth.Identity) (c
 				Properties:            &goamqp.MessageProperties{CorrelationID: m.Properties.CorrelationID},
 				ApplicationProperties: map[string]any{"IoThub-status": int32(200)},
 				Data:                  m.Data,
+			}
+			if handoff { // ImplAMQPHandoff: go-amqp's Send watches the link itself
+				go func() { _ = out.Send(rctx, resp, nil) }()
+				continue
 			}
 			if err := out.Send(rctx, resp, nil); err != nil {
 				return

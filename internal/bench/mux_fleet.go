@@ -241,7 +241,7 @@ func (rp *rawPool) add(ctx context.Context, connStr string) error {
 	if err := c.putToken(ctx, id, rc.token.Value); err != nil {
 		return err
 	}
-	done, err := rawMethodLinks(ctx, c.s, id)
+	done, err := rawMethodLinks(ctx, c.s, id, false)
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,11 @@ func (r *runner) pairPlan() [][2]rowSpec {
 				plan = append(plan, [2]rowSpec{{ImplGoSDK, t}, {base, t}})
 			}
 		}
+		// The handoff floor against the raw one: what a conforming client
+		// pays at least (the bound of the p50 target).
+		if h, raw := handoffImpl(t), rawImpl(t); h != "" && ok(h+"/"+t) && ok(raw+"/"+t) {
+			plan = append(plan, [2]rowSpec{{h, t}, {raw, t}})
+		}
 	}
 	return plan
 }

@@ -174,13 +174,25 @@ func (res *Result) floorTargets(t string) []Target {
 	var out []Target
 
 	name, goal := "device SDK vs raw floor: p50 ("+t+")", fmt.Sprintf("%s p50 ÷ %s p50 ≤ %s", sdkName, rawName, trimFloat(goalFloorP50))
+	hoName := handoffImpl(t) + "/" + t
+	ho := res.row(hoName)
 	switch p := res.pair(sdkName, rawName); {
 	case p != nil:
-		out = append(out, ratioTarget(name, goal, p.LatA.P50, p.LatB.P50, goalFloorP50, false,
-			fmt.Sprintf("paired, alternating calls: %.0f µs vs %.0f µs (rows: %s)", p.LatA.P50, p.LatB.P50, rowRatio(sdk, fl))))
+		tg := ratioTarget(name, goal, p.LatA.P50, p.LatB.P50, goalFloorP50, false,
+			fmt.Sprintf("paired, alternating calls: %.0f µs vs %.0f µs (rows: %s)", p.LatA.P50, p.LatB.P50, rowRatio(sdk, fl)))
+		if hp := res.pair(hoName, rawName); hp != nil && hp.LatB.P50 > 0 {
+			tg.Bound = round(hp.LatA.P50/hp.LatB.P50, 3)
+			tg.BoundDetail = fmt.Sprintf("%s, paired with %s: %.0f vs %.0f µs", handoffWhat(hoName), rawName, hp.LatA.P50, hp.LatB.P50)
+		}
+		out = append(out, tg)
 	case sdk != nil && fl != nil && sdk.Latency != nil && fl.Latency != nil && fl.Latency.P50 > 0:
-		out = append(out, ratioTarget(name, goal, sdk.Latency.P50, fl.Latency.P50, goalFloorP50, false,
-			fmt.Sprintf("rows one after the other: %.0f µs vs %.0f µs", sdk.Latency.P50, fl.Latency.P50)))
+		tg := ratioTarget(name, goal, sdk.Latency.P50, fl.Latency.P50, goalFloorP50, false,
+			fmt.Sprintf("rows one after the other: %.0f µs vs %.0f µs", sdk.Latency.P50, fl.Latency.P50))
+		if ho != nil && ho.Latency != nil {
+			tg.Bound = round(ho.Latency.P50/fl.Latency.P50, 3)
+			tg.BoundDetail = fmt.Sprintf("%s, rows one after the other: %.0f vs %.0f µs", handoffWhat(hoName), ho.Latency.P50, fl.Latency.P50)
+		}
+		out = append(out, tg)
 	default:
 		out = append(out, naTarget(name, goal, "needs the "+sdkName+" and "+rawName+" rows (--floor)"))
 	}
@@ -188,8 +200,13 @@ func (res *Result) floorTargets(t string) []Target {
 	name, goal = "device SDK vs raw floor: CPU per call ("+t+")", fmt.Sprintf("%s device CPU/call ÷ %s ≤ %s", sdkName, rawName, trimFloat(goalFloorCPU))
 	switch a, b := res.deviceCPU(sdk), res.deviceCPU(fl); {
 	case a > 0 && b > 0:
-		out = append(out, ratioTarget(name, goal, a, b, goalFloorCPU, false,
-			fmt.Sprintf("%.0f vs %.0f µs of the device process per call, %d calls in flight", a, b, sdk.Throughput.Concurrency)))
+		tg := ratioTarget(name, goal, a, b, goalFloorCPU, false,
+			fmt.Sprintf("%.0f vs %.0f µs of the device process per call, %d calls in flight", a, b, sdk.Throughput.Concurrency))
+		if h := res.deviceCPU(ho); h > 0 {
+			tg.Bound = round(h/b, 3)
+			tg.BoundDetail = fmt.Sprintf("%s: %.0f µs of device CPU per call, ÷ %.0f", handoffWhat(hoName), h, b)
+		}
+		out = append(out, tg)
 	case sdk == nil || fl == nil:
 		out = append(out, naTarget(name, goal, "needs the "+sdkName+" and "+rawName+" rows (--floor)"))
 	case res.Settings.InProcess:
@@ -207,6 +224,11 @@ func (res *Result) floorTargets(t string) []Target {
 		out = append(out, naTarget(name, goal, "needs "+sdkName+" and "+rawName+" scale series of a common size in child processes (--scale, not --inproc)"))
 	}
 	return out
+}
+
+// handoffWhat names the handoff floor row name for a bound's detail.
+func handoffWhat(name string) string {
+	return "the " + name + " responder (the raw one, answering off the library's delivery goroutine as a client that never goes deaf must)"
 }
 
 // nodeDeviceTargets compares this SDK's device client over t with the
@@ -348,7 +370,7 @@ func comparisons(res *Result) []Comparison {
 			out = append(out, Comparison{Name: name, Value: round(a/b, 3), Detail: detail})
 		}
 	}
-	for _, base := range []string{ImplPahoRaw, ImplAMQPRaw, ImplNodeSDK} {
+	for _, base := range []string{ImplPahoRaw, ImplAMQPRaw, ImplPahoHandoff, ImplAMQPHandoff, ImplNodeSDK} {
 		for _, t := range []string{"mqtt", "mqtt-ws", "amqp", "amqp-ws"} {
 			ours, other := res.row("go-sdk/"+t), res.row(base+"/"+t)
 			if ours == nil || other == nil {
