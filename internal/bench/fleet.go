@@ -54,11 +54,10 @@ const (
 	ImplPahoRaw = "paho-raw" // a minimal responder written directly on paho: the floor
 	ImplAMQPRaw = "amqp-raw" // a minimal responder written directly on go-amqp: the AMQP floor
 	// The raw responders with the one thing every conforming device client
-	// must add: each answer leaves the library's delivery goroutine (so a
-	// slow handler cannot make the client deaf), and on paho its PUBLISH is
-	// handed over on a goroutine of its own whose wait watches the
-	// connection (paho's Publish can block for its write timeout after a
-	// loss). No handler table, no validation, no bookkeeping.
+	// must add: each answer leaves the library's delivery goroutine, on a
+	// goroutine of its own, so that a slow handler cannot make the client
+	// deaf. Nothing else: no handler table, no validation, no bookkeeping,
+	// and the same PUBLISH or Send as the raw responder.
 	ImplPahoHandoff = "paho-handoff"
 	ImplAMQPHandoff = "amqp-handoff"
 	ImplNodeSDK     = "node-sdk" // the official azure-iot-device (conformance/bench_device.js)
@@ -387,13 +386,11 @@ func dialRawPaho(ctx context.Context, connStr string, ws, handoff bool, tlsConf 
 		broker = "wss://" + net.JoinHostPort(host, port) + "/$iothub/websocket"
 	}
 	id := cs.Identity()
-	lost := make(chan struct{})
 	o := paho.NewClientOptions().AddBroker(broker).SetClientID(id.String()).
 		SetUsername(id.HostName + "/" + id.String() + "/?api-version=2021-04-12").SetPassword(tok.Value).
 		SetTLSConfig(conf).SetProtocolVersion(4).SetCleanSession(false).
 		SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(120 * time.Second).
-		SetConnectTimeout(30 * time.Second).
-		SetConnectionLostHandler(func(paho.Client, error) { close(lost) })
+		SetConnectTimeout(30 * time.Second)
 	c := paho.NewClient(o)
 	if err := waitToken(ctx, c.Connect()); err != nil {
 		c.Disconnect(0)
@@ -408,25 +405,8 @@ func dialRawPaho(ctx context.Context, connStr string, ws, handoff bool, tlsConf 
 		c.Publish("$iothub/methods/res/200/?$rid="+topic[i+6:], 0, false, m.Payload())
 	}
 	if handoff {
-		answer = func(c paho.Client, m paho.Message) {
-			go func() {
-				topic := m.Topic()
-				i := strings.Index(topic, "?$rid=")
-				if i < 0 {
-					return
-				}
-				ch := make(chan paho.Token, 1)
-				go func() { ch <- c.Publish("$iothub/methods/res/200/?$rid="+topic[i+6:], 0, false, m.Payload()) }()
-				select {
-				case t := <-ch:
-					select {
-					case <-t.Done():
-					case <-lost:
-					}
-				case <-lost:
-				}
-			}()
-		}
+		raw := answer
+		answer = func(c paho.Client, m paho.Message) { go raw(c, m) }
 	}
 	st := c.Subscribe("$iothub/methods/POST/#", 0, answer)
 	if err := waitToken(ctx, st); err != nil {
