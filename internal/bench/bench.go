@@ -656,7 +656,8 @@ func (r *runner) runRow(rs rowSpec) Row {
 	w = runGoPhase(r.ctx, inv, ids, r.cfg.Concurrency, r.cfg.Warmup, r.cfg.Duration, f)
 	row.Throughput = throughput(w, len(ids), r.cfg.Concurrency)
 	r.logf("%s: p50 %.0f µs, %.0f calls/s", row.Name, row.Latency.P50, row.Throughput.CallsPerSec)
-	if rs.impl == rawImpl(rs.transport) && !r.cfg.NoFloors {
+	// Only the transports with an end-to-end target need the phase.
+	if rs.impl == rawImpl(rs.transport) && !r.cfg.NoFloors && slices.Contains(targetTransports, rs.transport) {
 		row.FloorEndToEnd = r.floorEndToEnd(row.Name, ids, f)
 	}
 	if rs.impl == ImplGoSDK && rs.transport == "mqtt" {

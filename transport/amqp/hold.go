@@ -60,6 +60,18 @@ type owed struct {
 // holdTimeout bounds how long an attach waits for the reply it is held for.
 var holdTimeout = 10 * time.Second
 
+// stop stops the timers of the attaches held: the connection has ended,
+// and nothing is left to close.
+func (h *attachHold) stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, o := range h.replying {
+		if o.timer != nil {
+			o.timer.Stop()
+		}
+	}
+}
+
 // hubDetached records the hub's detach of link name. It runs on go-amqp's
 // reader goroutine before go-amqp sees the frame, and so before go-amqp
 // frees the handle.

@@ -120,6 +120,24 @@ func TestHeldAttachWithoutReply(t *testing.T) {
 	}
 }
 
+// TestHeldAttachTimerStopsWithConnection: once go-amqp's reads fail (the
+// connection is ending), a held attach's timer is stopped; it would only
+// close a connection that is gone.
+func TestHeldAttachTimerStopsWithConnection(t *testing.T) {
+	c := &closeWire{closed: make(chan struct{})}
+	w := newFrameWatch(c, 0, nil, nil)
+	send(t, w, attachFrame(0, "a", 2))
+	fromHub(t, w, &c.wire, attachFrame(0, "a", 2), detachFrame(0, 2, "amqp:link:detach-forced", ""))
+	send(t, w, attachFrame(0, "b", 2))
+	require.Len(t, w.hold.replying, 1, "an attach held")
+	_, err := w.Read(make([]byte, 16)) // nothing more from the hub: the read fails
+	require.Error(t, err)
+	for _, o := range w.hold.replying {
+		require.NotNil(t, o.timer, "the held attach's timer")
+		assert.False(t, o.timer.Stop(), "the timer was stopped when the read failed")
+	}
+}
+
 // closeWire is a wire that records its Close.
 type closeWire struct {
 	wire

@@ -110,8 +110,9 @@ func (w *frameWatch) afterConnEnd(fail func(error)) (opened func(*amqp.Conn)) {
 	return func(ac *amqp.Conn) { ch <- ac }
 }
 
-// ended calls readEnded once.
+// ended stops the held attaches' timers and calls readEnded once.
 func (w *frameWatch) ended() {
+	w.hold.stop()
 	if f := w.readEnded; f != nil {
 		w.readEnded = nil
 		f()
