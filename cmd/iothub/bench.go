@@ -102,8 +102,8 @@ must (the handoff floors, paho-handoff and amqp-handoff), and with --node
 the official Node device SDK and the official Node service client. The
 invoker floors measure this SDK's service client, a bare azcore pipeline
 and a bare net/http client against an HTTPS server that answers at once;
-the raw responders' rows run their throughput phase again with the bare
-azcore invoker (the end-to-end floor, through the same hub). Each
+the raw responders' rows over mqtt and amqp run their throughput phase
+again with the bare azcore invoker (the end-to-end floor, through the same hub). Each
 device fleet (and, for the service-client comparison, each invoker) runs
 in a child process; latency ratios come from paired runs, calls
 alternating between one device of each kind. The twin rows time a
