@@ -39,10 +39,11 @@ func BenchmarkMethodRoundTrip(b *testing.B) {
 	payload := []byte(`{"data":"` + strings.Repeat("x", 89) + `"}`) // 100 bytes, as iothub bench
 	for _, bc := range []struct {
 		name string
-		tr   transport.Transport // nil: paho-raw
+		tr   transport.Transport // nil: paho-raw or paho-handoff
 	}{
 		{"sdk/mqtt", mqtt.New(nil)},
 		{"paho-raw/mqtt", nil},
+		{"paho-handoff/mqtt", nil},
 		{"sdk/mqtt-ws", mqtt.New(&mqtt.Options{WebSocket: true})},
 		{"sdk/amqp", amqp.New(nil)},
 		{"sdk/amqp-ws", amqp.New(&amqp.Options{WebSocket: true})},
@@ -57,7 +58,7 @@ func BenchmarkMethodRoundTrip(b *testing.B) {
 				cs := auth.ConnectionString{HostName: h.Engine.HostName(), DeviceID: id,
 					SharedAccessKey: *d.Authentication.SymmetricKey.PrimaryKey, GatewayHostName: addr}.Reveal()
 				if bc.tr == nil {
-					rawEchoDevice(b, cs, tlsConf)
+					rawEchoDevice(b, cs, tlsConf, strings.HasPrefix(bc.name, "paho-handoff"))
 				} else {
 					sdkEchoDevice(b, cs, tlsConf, bc.tr)
 				}
@@ -106,8 +107,10 @@ func sdkEchoDevice(b *testing.B, cs string, tlsConf *tls.Config, tr transport.Tr
 }
 
 // rawEchoDevice is the floor: paho, one SUBSCRIBE, and a PUBLISH of the
-// request payload from paho's callback.
-func rawEchoDevice(b *testing.B, connStr string, tlsConf *tls.Config) {
+// request payload from paho's callback. With handoff, the PUBLISH is made
+// on a goroutine of its own, the least a client that runs handlers off
+// paho's goroutine pays ("paho-handoff", as in iothub bench).
+func rawEchoDevice(b *testing.B, connStr string, tlsConf *tls.Config, handoff bool) {
 	b.Helper()
 	cs, err := auth.ParseDeviceConnectionString(connStr)
 	require.NoError(b, err)
@@ -125,12 +128,17 @@ func rawEchoDevice(b *testing.B, connStr string, tlsConf *tls.Config) {
 	require.True(b, t.WaitTimeout(30*time.Second), "paho connect: no CONNACK")
 	require.NoError(b, t.Error(), "paho connect")
 	b.Cleanup(func() { c.Disconnect(50) })
-	t = c.Subscribe("$iothub/methods/POST/#", 0, func(c paho.Client, m paho.Message) {
+	answer := func(c paho.Client, m paho.Message) {
 		topic := m.Topic()
 		if i := strings.Index(topic, "?$rid="); i >= 0 {
 			c.Publish("$iothub/methods/res/200/?$rid="+topic[i+6:], 0, false, m.Payload())
 		}
-	})
+	}
+	if handoff {
+		raw := answer
+		answer = func(c paho.Client, m paho.Message) { go raw(c, m) }
+	}
+	t = c.Subscribe("$iothub/methods/POST/#", 0, answer)
 	require.True(b, t.WaitTimeout(30*time.Second), "paho subscribe: no SUBACK")
 	require.NoError(b, t.Error(), "paho subscribe")
 }

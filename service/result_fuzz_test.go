@@ -21,6 +21,8 @@ func FuzzDecodeResult(f *testing.F) {
 		`{"status":200,"payload":[1,2,{"b":null}]}`, `{"Status":200,"Payload":true}`, ``, `null`, `[]`,
 		`{"status":200,"payload":{"a":1}}trailing`, `{"status":1e400}`, "\xef\xbb\xbf{\"status\":200}",
 		`{"status":200,"status":201,"payload":"canary-secret"}`,
+		`{"status":-0,"payload": {"a":[1,"}"]} }`, `{"status":007,"payload":1}`, `{"status":200,"payload":1,"status":500}`,
+		`{"status":200,"payload":{"a":1},"payload":2}`, `{"status":1234567890,"payload":1}`, `{"status":200,"payload":"\u0041"}` + "\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -38,5 +40,16 @@ func FuzzDecodeResult(f *testing.F) {
 		}
 		require.NotNil(t, res)
 		require.True(t, json.Valid(res.Payload), "result %+v: payload is not one JSON value", res)
+		// The quick path agrees with json.Unmarshal wherever it applies.
+		if q, ok := quickResult(body); ok {
+			var wire struct {
+				Status  *int            `json:"status"`
+				Payload json.RawMessage `json:"payload"`
+			}
+			require.NoError(t, json.Unmarshal(body, &wire), "quickResult took %q", body)
+			require.NotNil(t, wire.Status, "quickResult took %q", body)
+			require.Equal(t, *wire.Status, q.Status, "status of %q", body)
+			require.Equal(t, string(wire.Payload), string(q.Payload), "payload of %q", body)
+		}
 	})
 }

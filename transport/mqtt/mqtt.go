@@ -432,18 +432,27 @@ func (c *conn) subscribeQoS(ctx context.Context, filter string, qos byte) error 
 // Publish itself blocks, up to the 30 s write timeout, when the connection
 // is lost between its status check and the hand-over to its writer, so it
 // runs on a goroutine of its own, which ends by that timeout at the latest.
+// That goroutine also waits for the token, and wakes the caller only once
+// the packet is written: waking it between the hand-over and the write
+// would make paho's writer wait for the caller's turn on the processor.
 func (c *conn) publish(ctx context.Context, topic string, qos byte, payload []byte) error {
 	if len(topic) > maxTopicLength {
 		return fmt.Errorf("a topic of %d bytes does not fit in an MQTT packet", len(topic))
 	}
-	ch := make(chan paho.Token, 1)
-	go func() { ch <- c.client.Publish(topic, qos, false, payload) }()
+	ch := make(chan error, 1)
+	go func() { ch <- c.wait(ctx, c.client.Publish(topic, qos, false, payload)) }()
 	select {
-	case tok := <-ch:
-		return c.wait(ctx, tok)
+	case err := <-ch:
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-c.done:
+		// The goroutine's wait sees it too; an answer it already has wins.
+		select {
+		case err := <-ch:
+			return err
+		default:
+		}
 		return c.endedErr()
 	}
 }
