@@ -535,8 +535,14 @@ func (c *conn) UnsubscribeMethods(ctx context.Context) error {
 }
 
 func (c *conn) RespondMethod(ctx context.Context, requestID string, resp *transport.MethodResponse) error {
-	topic := "$iothub/methods/res/" + strconv.Itoa(resp.Status) + "/?$rid=" + requestID
-	if err := c.publish(ctx, topic, 0, []byte(resp.Payload)); err != nil {
+	var topic strings.Builder // one allocation: the topic
+	var num [20]byte
+	topic.Grow(len("$iothub/methods/res/") + len(num) + len("/?$rid=") + len(requestID))
+	topic.WriteString("$iothub/methods/res/")
+	topic.Write(strconv.AppendInt(num[:0], int64(resp.Status), 10))
+	topic.WriteString("/?$rid=")
+	topic.WriteString(requestID)
+	if err := c.publish(ctx, topic.String(), 0, []byte(resp.Payload)); err != nil {
 		return fmt.Errorf("iothub: mqtt: sending method response: %w", err)
 	}
 	return nil
@@ -636,7 +642,9 @@ func parseMethodTopic(topic string) (name, rid string, ok bool) {
 	if name == "" || strings.Contains(name, "/") {
 		return "", "", false
 	}
-	for _, kv := range strings.Split(query, "&") {
+	for query != "" {
+		var kv string
+		kv, query, _ = strings.Cut(query, "&")
 		if v, isRID := strings.CutPrefix(kv, "$rid="); isRID && v != "" {
 			return name, v, true
 		}
