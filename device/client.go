@@ -73,7 +73,8 @@ type Client struct {
 	watching *watch  // the loop's wait, while it waits without a goroutine
 	stopDial func()  // ends the dial of a Connect in progress; nil otherwise
 
-	accepted     int           // calls taken: waiting, running or being answered
+	accepted     int           // calls taken whose handler has not returned: waiting for a slot or running
+	answering    int           // answers of accepted calls being sent
 	refusing     int           // busy answers being sent
 	callsChanged chan struct{} // closed and cleared when a call finishes, if callsWatched; made by the waiter
 	callsWatched bool          // someone waits on callsChanged
@@ -196,7 +197,8 @@ func (c *Client) Connect(ctx context.Context) error {
 // their answers have been sent, or until ctx ends, then closes the
 // connection and reports ConnectionStateClosed. It returns ctx.Err() if
 // handlers were still running; their context then ends, and their answers
-// are dropped.
+// are dropped. It does not wait for answers on a connection that has been
+// lost: they cannot be sent.
 //
 // Close may be called from a method handler: it does not wait for the
 // handler that called it. That handler's answer is still sent, and the
@@ -241,7 +243,7 @@ func (c *Client) Close(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	var cn *connection
-	if err != nil || c.accepted+c.refusing == 0 {
+	if err != nil || c.accepted == 0 { // answers left are on a connection that has ended
 		cn, c.conn = c.conn, nil
 	} else {
 		c.closeAfter = true // the handler that called Close closes it

@@ -48,6 +48,8 @@ type connection struct {
 	readyCh chan struct{} // made by a waiter while Dial runs; nil otherwise
 	isReady bool          // Dial has returned: Conn is set (nil if it failed)
 
+	answers int // answers being sent on it (waitCalls); guarded by Client.mu
+
 	subscribed  bool        // guarded by Client.subMu
 	desiredSub  bool        // guarded by Client.subMu
 	messagesSub bool        // guarded by Client.subMu

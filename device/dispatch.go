@@ -46,7 +46,7 @@ func (c *Client) dispatch(cn *connection, req *MethodRequest) {
 		c.mu.Unlock() // closing: new calls are not taken (the caller gets the hub's timeout)
 		return
 	}
-	busy := c.accepted >= c.maxRun+c.maxQueued
+	busy := c.accepted+c.answering >= c.maxRun+c.maxQueued
 	if busy && c.refusing >= c.maxQueued {
 		c.mu.Unlock()
 		c.log.Warn("method call dropped: too many calls are waiting", "method", req.Name)
@@ -54,6 +54,7 @@ func (c *Client) dispatch(cn *connection, req *MethodRequest) {
 	}
 	if busy {
 		c.refusing++
+		cn.answers++
 	} else {
 		c.accepted++
 		if c.sem == nil { // made by the first call: an idle client has none
@@ -63,7 +64,7 @@ func (c *Client) dispatch(cn *connection, req *MethodRequest) {
 	c.mu.Unlock()
 	if busy {
 		go func() {
-			defer c.callDone(true)
+			defer c.answered(cn, true)
 			c.answer(cn, req, errorResponse(503, fmt.Sprintf(
 				"the device is busy: %d calls are running or waiting; try again later", c.maxRun+c.maxQueued)), time.Now())
 		}()
@@ -78,7 +79,6 @@ func (c *Client) dispatch(cn *connection, req *MethodRequest) {
 // answer is kept in small frames: a goroutine starts on a 2 KB stack, and
 // outgrowing it copies the stack, a cost every call would pay.
 func (c *Client) serve(cn *connection, req *MethodRequest, arrived time.Time) {
-	defer c.callDone(false)
 	var resp *MethodResponse
 	select {
 	case c.sem <- struct{}{}: // a free slot: no timer needed
@@ -86,6 +86,8 @@ func (c *Client) serve(cn *connection, req *MethodRequest, arrived time.Time) {
 	default:
 		resp = c.waitSlot(req, arrived)
 	}
+	c.handled(cn)
+	defer c.answered(cn, false)
 	c.answer(cn, req, resp, arrived)
 }
 
@@ -158,57 +160,98 @@ func (c *Client) logAnswer(req *MethodRequest, resp *MethodResponse, start time.
 	c.log.Info("method", "method", req.Name, "status", resp.Status, "duration", time.Since(start))
 }
 
-// callDone ends a call. The last one to end after Close left the
-// connection to the handlers closes it.
-func (c *Client) callDone(refusal bool) {
+// handled moves a call whose handler has returned (or that never
+// reached one) from the handlers to the answers being sent on cn.
+func (c *Client) handled(cn *connection) {
+	c.mu.Lock()
+	c.accepted--
+	c.answering++
+	cn.answers++
+	c.callsChangedLocked()
+	c.mu.Unlock()
+}
+
+// answered ends a call once its answer is sent or has failed. The last one
+// to end after Close left the connection to the handlers closes it.
+func (c *Client) answered(cn *connection, refusal bool) {
 	c.mu.Lock()
 	if refusal {
 		c.refusing--
 	} else {
-		c.accepted--
+		c.answering--
 	}
+	cn.answers--
+	c.callsChangedLocked()
+	var last *connection
+	if c.closeAfter && c.accepted == 0 && !c.sendingLocked() {
+		c.closeAfter = false
+		last, c.conn = c.conn, nil
+	}
+	c.mu.Unlock()
+	if last != nil {
+		c.endHandlers()
+		last.Close()
+	}
+}
+
+// callsChangedLocked wakes the waiters of waitCalls. c.mu is held.
+func (c *Client) callsChangedLocked() {
 	if c.callsWatched { // only a waiter needs the signal: no channel per call
 		close(c.callsChanged)
 		c.callsChanged = nil // the next waiter makes the next one
 		c.callsWatched = false
-	}
-	var cn *connection
-	if c.closeAfter && c.accepted+c.refusing == 0 {
-		c.closeAfter = false
-		cn, c.conn = c.conn, nil
-	}
-	c.mu.Unlock()
-	if cn != nil {
-		c.endHandlers()
-		cn.Close()
 	}
 }
 
 // errConnectionLost ends waitCalls when the connection it watches ends.
 var errConnectionLost = errors.New("iothub: the connection was lost")
 
-// waitCalls waits until at most max calls are left (Close in a handler
-// leaves its own), ctx ends (its error), or lost is closed
-// (errConnectionLost).
+// waitCalls waits until at most max handlers are left (Close in a handler
+// leaves its own) and no answer is being sent on the client's connection,
+// ctx ends (its error), or lost is closed (errConnectionLost). Answers on a
+// connection that has ended are not waited for: they cannot reach the hub,
+// and one may be held up for the MQTT library's write timeout (30 s; paho's
+// Publish waits that long when the connection drops during the hand-over).
 func (c *Client) waitCalls(ctx context.Context, max int, lost <-chan struct{}) error {
 	for {
 		c.mu.Lock()
 		if c.callsChanged == nil {
 			c.callsChanged = make(chan struct{})
 		}
-		n, changed := c.accepted+c.refusing, c.callsChanged
+		n, changed := c.accepted, c.callsChanged
+		sending := c.sendingLocked()
+		var ends <-chan struct{} // the end of the connection answers are sent on
+		if sending {
+			ends = c.conn.Done()
+		}
 		c.callsWatched = true
 		c.mu.Unlock()
-		if n <= max {
+		if n <= max && !sending {
 			return nil
 		}
 		select {
 		case <-changed:
+		case <-ends: // nil while no answer is sent
 		case <-lost:
 			return errConnectionLost
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// sendingLocked reports whether answers are being sent on the client's
+// connection, and it has not ended. c.mu is held.
+func (c *Client) sendingLocked() bool {
+	cn := c.conn
+	if cn == nil || cn.answers == 0 {
+		return false
+	}
+	select {
+	case <-cn.Done():
+		return false
+	default:
+		return true
 	}
 }
 

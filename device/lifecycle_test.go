@@ -592,3 +592,68 @@ func TestStaleCallsNeverRun(t *testing.T) {
 		require.Equal(t, int32(1), ran.Load(), "the stale call reached its handler")
 	})
 }
+
+// stallTransport is a real transport whose connections hold an answer
+// whose payload is "stall" until released, whatever the context says: as paho's
+// Publish holds an MQTT answer for its write timeout (30 s) when the
+// connection drops during the hand-over (RELIABILITY.md, fix 2 of the fault
+// tests), which a test cannot time.
+type stallTransport struct {
+	transport.Transport
+	entered chan struct{}
+	release chan struct{}
+}
+
+type stallConn struct {
+	transport.Conn
+	st *stallTransport
+}
+
+func (s *stallTransport) Dial(ctx context.Context, cfg transport.Config) (transport.Conn, error) {
+	c, err := s.Transport.Dial(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &stallConn{Conn: c, st: s}, nil
+}
+
+func (c *stallConn) RespondMethod(ctx context.Context, rid string, resp *transport.MethodResponse) error {
+	if string(resp.Payload) == `"stall"` {
+		c.st.entered <- struct{}{}
+		<-c.st.release
+	}
+	return c.Conn.RespondMethod(ctx, rid, resp)
+}
+
+// Close does not wait for an answer on a connection that has been lost:
+// it cannot reach the hub, and may be held up for paho's write timeout.
+// It still waits for the handlers.
+func TestCloseSkipsAnswersOnLostConnection(t *testing.T) {
+	onlyTransports(t, []string{"mqtt"}, func(t *testing.T, tr transport.Transport) {
+		hub := iothubtest.NewServer(t, nil)
+		cs := hub.AddDevice(t, "dev1")
+		log := statuslog.New()
+		st := &stallTransport{Transport: tr, entered: make(chan struct{}, 1), release: make(chan struct{})}
+		var releaseOnce sync.Once
+		release := func() { releaseOnce.Do(func() { close(st.release) }) }
+		defer release()
+		c := newClient(t, hub, cs, &device.ClientOptions{Transport: st, OnConnectionStatus: log.Record}, func(c *device.Client) {
+			c.SetMethodHandler("echo", echo)
+		})
+		log.WaitFor(t, device.ConnectionStateConnected)
+		held := callAsync(hub, "dev1", "echo", `"stall"`, 60)
+		select {
+		case <-st.entered:
+		case <-time.After(time.Minute):
+			require.FailNow(t, "the answer was not sent")
+		}
+		require.True(t, hub.DropConnection("dev1"))
+		log.WaitFor(t, device.ConnectionStateConnecting)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		require.NoError(t, c.Close(ctx), "Close waited for an answer on a lost connection")
+		release()
+		r := await(t, held) // its connection is gone: the hub answered 404103
+		require.NotEqual(t, 200, r.Status, "%+v", r)
+	})
+}

@@ -102,8 +102,16 @@ func TestNoSecretsInLogs(t *testing.T) {
 	secrets["fixed service token"] = fixed
 	fixedCS := auth.ConnectionString{HostName: hostName, GatewayHostName: f.addr, SharedAccessKeyName: "iothubowner", SharedAccessSignature: fixed}.Reveal()
 	fixedSvc := f.serviceClient(t, fixedCS, policy.RetryOptions{MaxRetries: -1})
-	_, err = invokeWith(ctx, fixedSvc, "dev-mqtt", "echo", json.RawMessage(`"`+canary+`"`), 5*time.Second, 0)
-	require.NoError(t, err, "fixed service token")
+	// dev-mqtt still renews its 2 s tokens by reconnecting: a call caught
+	// by a renewal ends in 404103, as above.
+	for i := 0; ; i++ {
+		_, err = invokeWith(ctx, fixedSvc, "dev-mqtt", "echo", json.RawMessage(`"`+canary+`"`), 5*time.Second, 0)
+		if err == nil {
+			break
+		}
+		require.ErrorIs(t, err, service.ErrDeviceNotOnline, "fixed service token")
+		require.Less(t, i, 10, "fixed service token: %v", err)
+	}
 	f.stop() // the hub logs its shutdown too
 
 	logs := out.String()

@@ -435,6 +435,7 @@ func (c *conn) subscribeQoS(ctx context.Context, filter string, qos byte) error 
 // That goroutine also waits for the token, and wakes the caller only once
 // the packet is written: waking it between the hand-over and the write
 // would make paho's writer wait for the caller's turn on the processor.
+// Method answers go through publishAnswer instead.
 func (c *conn) publish(ctx context.Context, topic string, qos byte, payload []byte) error {
 	if len(topic) > maxTopicLength {
 		return fmt.Errorf("a topic of %d bytes does not fit in an MQTT packet", len(topic))
@@ -542,10 +543,29 @@ func (c *conn) RespondMethod(ctx context.Context, requestID string, resp *transp
 	topic.Write(strconv.AppendInt(num[:0], int64(resp.Status), 10))
 	topic.WriteString("/?$rid=")
 	topic.WriteString(requestID)
-	if err := c.publish(ctx, topic.String(), 0, []byte(resp.Payload)); err != nil {
+	if err := c.publishAnswer(ctx, topic.String(), []byte(resp.Payload)); err != nil {
 		return fmt.Errorf("iothub: mqtt: sending method response: %w", err)
 	}
 	return nil
+}
+
+// publishAnswer hands a method answer (QoS 0) to paho on the caller's
+// goroutine, and waits for it like wait. It spares each call publish's
+// goroutine, at a price: if the connection is lost between paho's status
+// check and the hand-over to its writer, paho's Publish holds the caller
+// until its write timeout (30 s), ctx or no ctx. Package device allows for
+// that: it never waits for an answer on a connection that has ended
+// (Client.Close returns; the answer's goroutine ends by the timeout).
+func (c *conn) publishAnswer(ctx context.Context, topic string, payload []byte) error {
+	if len(topic) > maxTopicLength {
+		return fmt.Errorf("a topic of %d bytes does not fit in an MQTT packet", len(topic))
+	}
+	select {
+	case <-c.done:
+		return c.endedErr()
+	default:
+	}
+	return c.wait(ctx, c.client.Publish(topic, 0, false, payload))
 }
 
 // maxTopicLength is the longest topic an MQTT packet can carry: 65,535
