@@ -252,10 +252,11 @@ flags:
 	if c.mux {
 		c.muxCfg.Node, c.muxCfg.NodeBin = c.Node, c.NodeBin
 		if c.Node {
-			c.muxCfg.NodeDir = c.NodeDir
-			if c.muxCfg.NodeDir == "" {
-				c.muxCfg.NodeDir = findNodeDir()
+			dir, err := nodeDir(c.NodeDir)
+			if err != nil {
+				return nil, err
 			}
+			c.muxCfg.NodeDir = dir
 		}
 		c.muxCfg.InProcess = c.InProcess
 		v := c.muxCfg
@@ -268,10 +269,11 @@ flags:
 	if c.c2d {
 		c.c2dCfg.Rounds, c.c2dCfg.InProcess, c.c2dCfg.Node, c.c2dCfg.NodeBin = c.Rounds, c.InProcess, c.Node, c.NodeBin
 		if c.Node {
-			c.c2dCfg.NodeDir = c.NodeDir
-			if c.c2dCfg.NodeDir == "" {
-				c.c2dCfg.NodeDir = findNodeDir()
+			dir, err := nodeDir(c.NodeDir)
+			if err != nil {
+				return nil, err
 			}
+			c.c2dCfg.NodeDir = dir
 		}
 		v := c.c2dCfg
 		v.InProcess = true // the device command is found later
@@ -296,8 +298,12 @@ flags:
 		}
 		return &c, nil
 	}
-	if c.Node && c.NodeDir == "" {
-		c.NodeDir = findNodeDir()
+	if c.Node {
+		dir, err := nodeDir(c.NodeDir)
+		if err != nil {
+			return nil, err
+		}
+		c.NodeDir = dir
 	}
 	v := c.Config
 	v.InProcess = true // the fleet command is found later
@@ -305,6 +311,20 @@ flags:
 		return nil, fmt.Errorf("iothub: %w", err)
 	}
 	return &c, nil
+}
+
+// nodeDir returns the Node folder for --node: given (--node-dir), or the
+// repository's conformance folder. Not finding it is an error: a run with
+// --node and no Node rows would report every Node target as missing its
+// rows, minutes later.
+func nodeDir(given string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	if dir := findNodeDir(); dir != "" {
+		return dir, nil
+	}
+	return "", errors.New("iothub: --node: no conformance folder with bench_device.js here, next to the executable or above the working directory; run from the repository or give --node-dir")
 }
 
 // findNodeDir looks for the repository's conformance folder.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -225,6 +226,20 @@ func TestBenchFlags(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	assert.Equal(t, exitOK, run([]string{"bench", "-h"}, &stdout, &stderr), "-h: exit status")
 	assert.Contains(t, stderr.String(), "-concurrency", "-h")
+}
+
+// --node without a Node folder in reach fails at once, in every mode,
+// rather than after a run whose Node rows are all skipped.
+func TestBenchNodeWithoutFolder(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, mode := range [][]string{nil, {"--c2d"}, {"--multiplex"}} {
+		_, err := parseBenchFlags(append([]string{"--node"}, mode...), io.Discard)
+		require.Error(t, err, "%v", mode)
+		assert.Contains(t, err.Error(), "--node-dir", "%v", mode)
+	}
+	c, err := parseBenchFlags([]string{"--node", "--node-dir", "/somewhere"}, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, "/somewhere", c.NodeDir)
 }
 
 // benchHelperEnv makes the test binary serve as a Go fleet or invoker

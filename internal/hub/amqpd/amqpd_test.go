@@ -398,6 +398,13 @@ func TestTokenExpiryAndRefresh(t *testing.T) {
 	roundTrip(t, f, d2, `{"refreshed":true}`)
 	r := waitInvoke(t, f.invoke("dev1", "m", nil, 5*time.Second))
 	requireCode(t, r, engine.CodeDeviceNotOnline, "invoke on the expired identity: %v, want 404103", r.err)
+	// The client ends its side of the detached links first: go-amqp may
+	// otherwise hand a new link a handle before it has answered the hub's
+	// detach of the old one, and the hub refuses such an attach with
+	// amqp:session:handle-in-use, as the AMQP spec has it (our device
+	// transport holds such attaches back: transport/amqp/hold.go).
+	_ = d1.req.Close(ctxT(t))
+	_ = d1.resp.Close(ctxT(t))
 	// A new token lets the identity attach again on the same connection.
 	code, _ = cb.putToken(t, testHost+"/devices/dev1", token(t, "dev1", key, time.Now().Add(time.Hour)))
 	require.Equal(t, int32(200), code, "put-token after expiry failed")
