@@ -437,8 +437,8 @@ func (c *conn) subscribeQoS(ctx context.Context, filter string, qos byte) error 
 // would make paho's writer wait for the caller's turn on the processor.
 // Method answers go through publishAnswer instead.
 func (c *conn) publish(ctx context.Context, topic string, qos byte, payload []byte) error {
-	if len(topic) > maxTopicLength {
-		return fmt.Errorf("a topic of %d bytes does not fit in an MQTT packet", len(topic))
+	if err := checkTopic(topic); err != nil {
+		return err
 	}
 	ch := make(chan error, 1)
 	go func() { ch <- c.wait(ctx, c.client.Publish(topic, qos, false, payload)) }()
@@ -535,7 +535,9 @@ func (c *conn) UnsubscribeMethods(ctx context.Context) error {
 	return nil
 }
 
-func (c *conn) RespondMethod(ctx context.Context, requestID string, resp *transport.MethodResponse) error {
+// RespondMethod sends the answer (publishAnswer: it does not wait for the
+// write, so it has no use for a context).
+func (c *conn) RespondMethod(_ context.Context, requestID string, resp *transport.MethodResponse) error {
 	var topic strings.Builder // one allocation: the topic
 	var num [20]byte
 	topic.Grow(len("$iothub/methods/res/") + len(num) + len("/?$rid=") + len(requestID))
@@ -564,8 +566,8 @@ func (c *conn) RespondMethod(ctx context.Context, requestID string, resp *transp
 // call's goroutine once more per call only to end it, which cost the
 // device process about a tenth of its CPU under load (BENCHMARKS.md).
 func (c *conn) publishAnswer(topic string, payload []byte) error {
-	if len(topic) > maxTopicLength {
-		return fmt.Errorf("a topic of %d bytes does not fit in an MQTT packet", len(topic))
+	if err := checkTopic(topic); err != nil {
+		return err
 	}
 	select {
 	case <-c.done:
@@ -584,6 +586,14 @@ func (c *conn) publishAnswer(topic string, payload []byte) error {
 // maxTopicLength is the longest topic an MQTT packet can carry: 65,535
 // bytes (a UTF-8 string with a 2-byte length, MQTT 3.1.1 section 1.5.3).
 const maxTopicLength = 65535
+
+// checkTopic refuses a topic paho would cut to fit its length field.
+func checkTopic(topic string) error {
+	if len(topic) > maxTopicLength {
+		return fmt.Errorf("a topic of %d bytes does not fit in an MQTT packet", len(topic))
+	}
+	return nil
+}
 
 // ErrTopicTooLong is wrapped by SendEvent's error when the message's
 // properties, URL-encoded into the topic as IoT Hub's MQTT dialect wants,
