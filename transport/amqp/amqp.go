@@ -29,8 +29,10 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/Azure/go-amqp"
@@ -166,10 +168,8 @@ func newConn(cfg transport.Config) *conn {
 		methods:  cfg.Methods,
 		desired:  cfg.Desired,
 		messages: cfg.Messages,
-		c2dLocks: map[string]c2dDelivery{},
 		modelID:  cfg.ModelID,
 		links:    map[string]linkKind{},
-		twinWait: map[string]chan twinAnswer{},
 	}
 	c.life, c.endLife = context.WithCancel(context.Background())
 	return c
@@ -226,11 +226,12 @@ type conn struct {
 	closing map[string]bool
 	// twin is the twin link pair, once the first twin operation has
 	// started attaching it; twinWait the twin requests waiting for their
-	// answer, by correlation-id (twin.go).
+	// answer, by correlation-id (twin.go), made by the first.
 	twin     *twinLinks
 	twinWait map[string]chan twinAnswer
 	// c2dR is the cloud-to-device link once attached; c2dLocks the
-	// messages delivered and not settled, by lock token (c2d.go).
+	// messages delivered and not settled, by lock token (c2d.go), made by
+	// the first delivery.
 	c2dR     *amqp.Receiver
 	c2dLocks map[string]c2dDelivery
 }
@@ -257,9 +258,23 @@ func (c *conn) release() {
 	c.session, c.methodsS, c.methodsR, c.events, c.twin, c.c2dR = nil, nil, nil, nil, nil, nil
 }
 
+// linkSeq numbers the links this process attaches.
+var linkSeq atomic.Uint64
+
+// linkName returns a new link name: prefix and a number no other link of
+// this process has. A link's name need only be unique between its two
+// containers (AMQP 1.0 section 2.6.1), and every connection has a
+// container-id of its own, so a counter is enough, on a connection of its
+// own or a pooled one. It is kept short because go-amqp and the frame
+// watch each hold every link's name for as long as the link lives: a
+// UUID would make each of those strings 64 bytes rather than 24.
+func linkName(prefix string) string {
+	return prefix + "-" + strconv.FormatUint(linkSeq.Add(1), 36)
+}
+
 // newLinkName returns a unique link name and records what the link is for.
 func (c *conn) newLinkName(prefix string, kind linkKind) string {
-	name := prefix + "-" + newUUID().String()
+	name := linkName(prefix)
 	c.mu.Lock()
 	c.links[name] = kind
 	c.mu.Unlock()

@@ -111,6 +111,9 @@ func (c *conn) receiveMessages(ctx context.Context, stop context.CancelFunc, r *
 			c.mu.Unlock()
 			return
 		}
+		if c.c2dLocks == nil {
+			c.c2dLocks = map[string]c2dDelivery{}
+		}
 		c.c2dLocks[cm.LockToken] = c2dDelivery{r: r, msg: msg}
 		c.mu.Unlock()
 		c.messages(cm)

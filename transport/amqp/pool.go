@@ -523,7 +523,7 @@ const pooledLinks = 8192
 
 // ownName returns a name for one of the connection's own ($cbs) links.
 func (c *carrier) ownName(prefix string) string {
-	name := prefix + "-" + newUUID().String()
+	name := linkName(prefix)
 	c.mu.Lock()
 	if c.owners != nil {
 		c.owners[name] = nil

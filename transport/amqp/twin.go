@@ -110,6 +110,9 @@ func (c *conn) twinRequest(ctx context.Context, what, op, resource string, body 
 		c.mu.Unlock()
 		return twinAnswer{}, c.lost(what)
 	}
+	if c.twinWait == nil {
+		c.twinWait = map[string]chan twinAnswer{}
+	}
 	c.twinWait[id] = ch
 	c.mu.Unlock()
 	forget := func() {

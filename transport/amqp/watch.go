@@ -274,12 +274,18 @@ func uninteresting(b []byte) bool {
 	return b[2] != codeAttach && b[2] != codeDetach && b[2] != codeEnd && b[2] != codeTransfer
 }
 
-// frame handles a complete frame.
+// frame handles a complete frame. The buffer an attach, a detach or an
+// end was kept in is let go afterwards: those frames are rare and up to
+// maxKept bytes long, and a connection would otherwise hold the largest
+// for as long as it lives, where transfers need maxTransferKept.
 func (s *frameScanner) frame() {
 	if s.pass || len(s.kept) == 0 {
 		return
 	}
 	r := reader{b: s.kept}
+	if cap(s.kept) > maxTransferKept {
+		s.kept = nil
+	}
 	code, ok := r.descriptor()
 	if !ok {
 		return

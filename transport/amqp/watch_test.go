@@ -126,6 +126,21 @@ func TestFrameScannerSkipsTransfers(t *testing.T) {
 	assert.Equal(t, []string{"after"}, s.detached, "frames after a skipped transfer are still read")
 }
 
+// The buffer a long attach was kept in is not held for the life of the
+// connection: after it, the scanner holds at most a transfer's share, and
+// still reads the frames that follow.
+func TestFrameScannerLetsGoOfLongFrames(t *testing.T) {
+	var s seen
+	sc := newScanner(&s)
+	long := string(make([]byte, 200)) // a 200-byte link name
+	sc.feed(attachFrame(1, long, 0))
+	assert.LessOrEqual(t, cap(sc.kept), maxTransferKept)
+	sc.feed(frame(1, 0, append(described(0x14, list8(smallUint(1))), make([]byte, 300)...)))
+	assert.LessOrEqual(t, cap(sc.kept), maxTransferKept)
+	sc.feed(detachFrame(1, 0, "", ""))
+	assert.Equal(t, []string{long}, s.detached)
+}
+
 func TestFrameScannerStopsOnGarbage(t *testing.T) {
 	var s seen
 	sc := newScanner(&s)
