@@ -180,7 +180,7 @@ func (c *Client) dialOnce(ctx context.Context, freshToken bool) (*connection, au
 		TLSConfig:   c.tlsConf,
 		ProductInfo: productInfo,
 		Logger:      c.log,
-		Methods:     func(req *transport.MethodRequest) { c.dispatch(cn, fromTransport(req)) },
+		Methods:     func(req *transport.MethodRequest) { c.dispatch(cn, req) },
 		Desired:     func(patch []byte) { c.postDesired(desiredEvent{cn: cn, body: append([]byte(nil), patch...)}) },
 		Messages:    func(m *transport.CloudMessage) { c.postMessage(cn, m) },
 		ModelID:     c.modelID,

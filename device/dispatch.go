@@ -30,9 +30,14 @@ var answerDeadline = coarseTimeout{d: answerTimeout}
 // drops as late. A variable for the tests.
 var staleAfter = 300 * time.Second
 
-// fromTransport converts a request at the transport boundary.
-func fromTransport(r *transport.MethodRequest) *MethodRequest {
-	return &MethodRequest{Name: r.Name, RequestID: r.RequestID, Payload: r.Payload}
+// call is one method call on its way through the client: the request its
+// handler is given, the connection it came on and when it arrived. One
+// allocation carries all of it to the call's goroutine.
+type call struct {
+	c       *Client
+	cn      *connection
+	req     MethodRequest
+	arrived time.Time
 }
 
 // dispatch takes a method request from a connection's read loop: it runs
@@ -40,7 +45,7 @@ func fromTransport(r *transport.MethodRequest) *MethodRequest {
 // connection the request came from. Calls beyond the handler slots and the
 // queue are answered at once with status 503; when even those answers pile
 // up, calls are dropped (the caller gets the hub's timeout).
-func (c *Client) dispatch(cn *connection, req *MethodRequest) {
+func (c *Client) dispatch(cn *connection, r *transport.MethodRequest) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock() // closing: new calls are not taken (the caller gets the hub's timeout)
@@ -49,7 +54,7 @@ func (c *Client) dispatch(cn *connection, req *MethodRequest) {
 	busy := c.accepted+c.answering >= c.maxRun+c.maxQueued
 	if busy && c.refusing >= c.maxQueued {
 		c.mu.Unlock()
-		c.log.Warn("method call dropped: too many calls are waiting", "method", req.Name)
+		c.log.Warn("method call dropped: too many calls are waiting", "method", r.Name)
 		return
 	}
 	if busy {
@@ -62,33 +67,51 @@ func (c *Client) dispatch(cn *connection, req *MethodRequest) {
 		}
 	}
 	c.mu.Unlock()
+	k := &call{c: c, cn: cn, req: MethodRequest{Name: r.Name, RequestID: r.RequestID, Payload: r.Payload}, arrived: time.Now()}
 	if busy {
-		go func() {
-			defer c.answered(cn, true)
-			c.answer(cn, req, errorResponse(503, fmt.Sprintf(
-				"the device is busy: %d calls are running or waiting; try again later", c.maxRun+c.maxQueued)), time.Now())
-		}()
+		go k.refuse()
 		return
 	}
-	go c.serve(cn, req, time.Now())
+	go k.serve()
 }
 
 // serve waits for a handler slot, runs the handler and sends the answer. A
 // call still waiting for a slot staleAfter after it arrived is refused.
-// Its goroutine is made for every call, so what it runs on the way to the
-// answer is kept in small frames: a goroutine starts on a 2 KB stack, and
-// outgrowing it copies the stack, a cost every call would pay.
-func (c *Client) serve(cn *connection, req *MethodRequest, arrived time.Time) {
-	var resp *MethodResponse
+//
+// Its goroutine is made for every call, and starts on a 2 KB stack, of
+// which about 1.1 KB can be used before the runtime copies the stack to a
+// larger one, a cost of microseconds. The handler runs in functions that
+// have returned before the answer is sent, and the frames under the
+// transport's send (serve, send, and the transport's RespondMethod) are
+// kept small: the MQTT library's Publish, with the allocations it makes,
+// needs most of the rest. With larger frames here, every answer paid for a
+// stack copy (BENCHMARKS.md).
+func (k *call) serve() {
+	resp := k.c.runCall(k)
+	k.c.handled(k.cn)
+	k.send(resp)
+	k.c.answered(k.cn, false)
+}
+
+// refuse answers a call the client has no room for with status 503.
+func (k *call) refuse() {
+	c := k.c
+	k.send(errorResponse(503, fmt.Sprintf(
+		"the device is busy: %d calls are running or waiting; try again later", c.maxRun+c.maxQueued)))
+	c.answered(k.cn, true)
+}
+
+// runCall runs the call's handler in a slot, waiting for one if need be,
+// and returns the answer.
+//
+//go:noinline
+func (c *Client) runCall(k *call) *MethodResponse {
 	select {
 	case c.sem <- struct{}{}: // a free slot: no timer needed
-		resp = c.runInSlot(req, arrived)
+		return c.runInSlot(&k.req, k.arrived)
 	default:
-		resp = c.waitSlot(req, arrived)
+		return c.waitSlot(&k.req, k.arrived)
 	}
-	c.handled(cn)
-	defer c.answered(cn, false)
-	c.answer(cn, req, resp, arrived)
 }
 
 // waitSlot waits for a handler slot and runs the handler in it, or gives
@@ -132,32 +155,28 @@ func closingResponse() *MethodResponse {
 	return errorResponse(503, "the device client is closing")
 }
 
-// answer sends resp on the request's connection.
-func (c *Client) answer(cn *connection, req *MethodRequest, resp *MethodResponse, start time.Time) {
+// send sends resp on the call's connection (serve: a small frame).
+func (k *call) send(resp *MethodResponse) {
+	cn := k.cn
 	<-cn.ready()
 	if cn.Conn == nil {
 		return
 	}
-	ctx := answerDeadline.get()
-	if err := cn.RespondMethod(ctx, req.RequestID, &transport.MethodResponse{Status: resp.Status, Payload: resp.Payload}); err != nil {
-		c.logAnswer(req, resp, start, err)
-		return
-	}
-	if c.log.Enabled(ctx, slog.LevelInfo) { // no attributes for a logger that drops them
-		c.logAnswer(req, resp, start, nil)
-	}
+	k.sent(resp, cn.RespondMethod(answerDeadline.get(), k.req.RequestID, &transport.MethodResponse{Status: resp.Status, Payload: resp.Payload}))
 }
 
-// logAnswer logs an answer sent, or not sent (err). It is apart from
-// answer to keep answer's frame small (serve).
+// sent logs an answer sent, or not sent (err). It is apart from send to
+// keep send's frame small (serve).
 //
 //go:noinline
-func (c *Client) logAnswer(req *MethodRequest, resp *MethodResponse, start time.Time, err error) {
-	if err != nil {
-		c.log.Warn("method response not sent", "method", req.Name, "error", err)
-		return
+func (k *call) sent(resp *MethodResponse, err error) {
+	c := k.c
+	switch {
+	case err != nil:
+		c.log.Warn("method response not sent", "method", k.req.Name, "error", err)
+	case c.log.Enabled(context.Background(), slog.LevelInfo): // no attributes for a logger that drops them
+		c.log.Info("method", "method", k.req.Name, "status", resp.Status, "duration", time.Since(k.arrived))
 	}
-	c.log.Info("method", "method", req.Name, "status", resp.Status, "duration", time.Since(start))
 }
 
 // handled moves a call whose handler has returned (or that never

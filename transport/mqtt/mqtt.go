@@ -535,29 +535,13 @@ func (c *conn) UnsubscribeMethods(ctx context.Context) error {
 	return nil
 }
 
-// RespondMethod sends the answer (publishAnswer: it does not wait for the
-// write, so it has no use for a context).
-func (c *conn) RespondMethod(_ context.Context, requestID string, resp *transport.MethodResponse) error {
-	var topic strings.Builder // one allocation: the topic
-	var num [20]byte
-	topic.Grow(len("$iothub/methods/res/") + len(num) + len("/?$rid=") + len(requestID))
-	topic.WriteString("$iothub/methods/res/")
-	topic.Write(strconv.AppendInt(num[:0], int64(resp.Status), 10))
-	topic.WriteString("/?$rid=")
-	topic.WriteString(requestID)
-	if err := c.publishAnswer(topic.String(), []byte(resp.Payload)); err != nil {
-		return fmt.Errorf("iothub: mqtt: sending method response: %w", err)
-	}
-	return nil
-}
-
-// publishAnswer hands a method answer (QoS 0) to paho on the caller's
-// goroutine. It spares each call publish's goroutine, at a price: if the
-// connection is lost between paho's status check and the hand-over to its
-// writer, paho's Publish holds the caller until its write timeout (30 s),
-// ctx or no ctx. Package device allows for that: it never waits for an
-// answer on a connection that has ended (Client.Close returns; the
-// answer's goroutine ends by the timeout).
+// RespondMethod hands a method answer (QoS 0) to paho on the caller's
+// goroutine. It spares each call a goroutine of its own, at a price: if
+// the connection is lost between paho's status check and the hand-over to
+// its writer, paho's Publish holds the caller until its write timeout
+// (30 s), ctx or no ctx, so it does not take one. Package device allows
+// for that: it never waits for an answer on a connection that has ended
+// (Client.Close returns; the answer's goroutine ends by the timeout).
 //
 // It returns once paho has the packet, without waiting for the write: a
 // QoS 0 packet has no acknowledgement, paho writes what it has been handed
@@ -565,22 +549,51 @@ func (c *conn) RespondMethod(_ context.Context, requestID string, resp *transpor
 // ends the connection, which the client reports. Waiting would wake the
 // call's goroutine once more per call only to end it, which cost the
 // device process about a tenth of its CPU under load (BENCHMARKS.md).
-func (c *conn) publishAnswer(topic string, payload []byte) error {
+//
+// Package device calls it on a fresh goroutine, whose stack paho's
+// Publish, with the allocations it makes, nearly fills: what is not needed
+// on the way there (building the topic, wrapping an error) is in functions
+// of their own, so that this frame stays small (device's call.serve).
+func (c *conn) RespondMethod(_ context.Context, requestID string, resp *transport.MethodResponse) error {
+	topic := answerTopic(resp.Status, requestID)
 	if err := checkTopic(topic); err != nil {
-		return err
+		return answerError(err)
 	}
 	select {
 	case <-c.done:
-		return c.endedErr()
+		return answerError(c.endedErr())
 	default:
 	}
-	tok := c.client.Publish(topic, 0, false, payload)
+	tok := c.client.Publish(topic, 0, false, []byte(resp.Payload)) // a []byte: paho refuses other types
 	select {
 	case <-tok.Done(): // refused at once (not connected), or already written
-		return tok.Error()
+		if err := tok.Error(); err != nil {
+			return answerError(err)
+		}
 	default:
-		return nil
 	}
+	return nil
+}
+
+// answerTopic is the topic of the answer to request requestID.
+//
+//go:noinline
+func answerTopic(status int, requestID string) string {
+	var topic strings.Builder // one allocation: the topic
+	var num [20]byte
+	topic.Grow(len("$iothub/methods/res/") + len(num) + len("/?$rid=") + len(requestID))
+	topic.WriteString("$iothub/methods/res/")
+	topic.Write(strconv.AppendInt(num[:0], int64(status), 10))
+	topic.WriteString("/?$rid=")
+	topic.WriteString(requestID)
+	return topic.String()
+}
+
+// answerError wraps the error of an answer not sent (RespondMethod).
+//
+//go:noinline
+func answerError(err error) error {
+	return fmt.Errorf("iothub: mqtt: sending method response: %w", err)
 }
 
 // maxTopicLength is the longest topic an MQTT packet can carry: 65,535
