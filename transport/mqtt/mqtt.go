@@ -497,9 +497,13 @@ func (c *conn) onMethod(_ paho.Client, m paho.Message) {
 	if c.methods == nil {
 		return
 	}
-	var payload []byte
-	if p := m.Payload(); len(p) > 0 {
-		payload = append([]byte(nil), p...)
+	// The payload is the handler's to keep, without a copy: paho reads
+	// every packet into a buffer of its own (packets.ReadPacket), and the
+	// PUBLISH's payload into a slice of its own (PublishPacket.Unpack),
+	// which it never reuses or writes to.
+	payload := m.Payload()
+	if len(payload) == 0 {
+		payload = nil
 	}
 	c.methods(&transport.MethodRequest{Name: name, RequestID: rid, Payload: payload})
 }
