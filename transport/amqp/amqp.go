@@ -587,8 +587,17 @@ func (c *conn) receiveMethods(ctx context.Context, stop context.CancelFunc, r *a
 			continue // not a method request IoT Hub would send
 		}
 		var payload []byte
-		for _, d := range msg.Data {
-			payload = append(payload, d...)
+		switch len(msg.Data) {
+		case 0:
+		case 1: // the usual: go-amqp decodes each data section into a slice of its own
+			payload = msg.Data[0]
+		default:
+			for _, d := range msg.Data {
+				payload = append(payload, d...)
+			}
+		}
+		if len(payload) == 0 {
+			payload = nil
 		}
 		c.mu.Lock()
 		c.rids[rid] = corr
