@@ -435,7 +435,7 @@ func (c *conn) subscribeQoS(ctx context.Context, filter string, qos byte) error 
 // That goroutine also waits for the token, and wakes the caller only once
 // the packet is written: waking it between the hand-over and the write
 // would make paho's writer wait for the caller's turn on the processor.
-// Method answers go through publishAnswer instead.
+// Method answers go to paho directly instead (RespondMethod).
 func (c *conn) publish(ctx context.Context, topic string, qos byte, payload []byte) error {
 	if err := checkTopic(topic); err != nil {
 		return err
