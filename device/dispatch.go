@@ -31,7 +31,9 @@ var staleAfter = 300 * time.Second
 
 // call is one method call on its way through the client: the request its
 // handler is given, the connection it came on and when it arrived. One
-// allocation carries all of it to the call's goroutine.
+// allocation carries all of it to the call's goroutine. The handler gets a
+// pointer into it, and may keep it: once answered, the call lets go of the
+// client and the connection.
 type call struct {
 	c       *Client
 	cn      *connection
@@ -90,6 +92,7 @@ func (k *call) serve() {
 	k.c.handled(k.cn)
 	k.send(resp)
 	k.c.answered(k.cn, false)
+	k.c, k.cn = nil, nil // a handler may keep its request (&k.req), but not the connection with it
 }
 
 // refuse answers a call the client has no room for with status 503.
@@ -98,6 +101,7 @@ func (k *call) refuse() {
 	k.send(errorResponse(503, fmt.Sprintf(
 		"the device is busy: %d calls are running or waiting; try again later", c.maxRun+c.maxQueued)))
 	c.answered(k.cn, true)
+	k.c, k.cn = nil, nil
 }
 
 // runCall runs the call's handler in a slot, waiting for one if need be,
