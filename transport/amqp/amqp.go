@@ -587,11 +587,9 @@ func (c *conn) receiveMethods(ctx context.Context, stop context.CancelFunc, r *a
 			continue // not a method request IoT Hub would send
 		}
 		var payload []byte
-		switch len(msg.Data) {
-		case 0:
-		case 1: // the usual: go-amqp decodes each data section into a slice of its own
+		if len(msg.Data) == 1 { // the usual: go-amqp decodes each data section into a slice of its own
 			payload = msg.Data[0]
-		default:
+		} else {
 			for _, d := range msg.Data {
 				payload = append(payload, d...)
 			}
