@@ -436,7 +436,8 @@ func sampleMem() Mem {
 }
 
 // dialRawAMQP connects the AMQP floor: go-amqp used directly, as IoT Hub
-// expects it (TLS, no SASL, a CBS put-token, the two method links), with
+// expects it (TLS, no SASL, a CBS put-token, the two method links,
+// pre-settled as the SDK's), with
 // one goroutine that accepts each request and sends back its payload with
 // status 200. Nothing else: no handler dispatch, no validation, no
 // reconnects, no token renewal.
@@ -502,12 +503,15 @@ func dialRawAMQP(ctx context.Context, connStr string, handoff bool, tlsConf *tls
 func rawMethodLinks(ctx context.Context, s *goamqp.Session, id auth.Identity, handoff bool) (chan struct{}, error) {
 	addr := "amqps://" + id.HostName + "/devices/" + id.DeviceID + "/methods/devicebound"
 	props := map[string]any{"com.microsoft:api-version": "2021-04-12", "com.microsoft:channel-correlation-id": "methods:" + id.DeviceID}
-	first := goamqp.ReceiverSettleModeFirst
-	out, err := s.NewSender(ctx, addr, &goamqp.SenderOptions{Name: "res-" + id.DeviceID, Properties: props, RequestedReceiverSettleMode: &first})
+	// The SDK's settle modes (the .NET SDK's): pre-settled both ways.
+	settled, first := goamqp.SenderSettleModeSettled, goamqp.ReceiverSettleModeFirst
+	out, err := s.NewSender(ctx, addr, &goamqp.SenderOptions{Name: "res-" + id.DeviceID, Properties: props,
+		SettlementMode: &settled, RequestedReceiverSettleMode: &first})
 	if err != nil {
 		return nil, err
 	}
-	in, err := s.NewReceiver(ctx, addr, &goamqp.ReceiverOptions{Name: "req-" + id.DeviceID, Properties: props, Credit: 50, SettlementMode: &first})
+	in, err := s.NewReceiver(ctx, addr, &goamqp.ReceiverOptions{Name: "req-" + id.DeviceID, Properties: props, Credit: 50,
+		SettlementMode: &first, RequestedSenderSettleMode: &settled})
 	if err != nil {
 		return nil, err
 	}

@@ -510,13 +510,18 @@ func (c *conn) SubscribeMethods(ctx context.Context) error {
 	}
 	addr := c.address("/methods/devicebound")
 	props := c.linkProperties("methods")
-	first := amqp.ReceiverSettleModeFirst
+	// The settle modes of the .NET SDK's method links: requests and answers
+	// both travel pre-settled, at most once, as over MQTT (QoS 0). A call
+	// is then one transfer each way, with no disposition frames.
+	settled, first := amqp.SenderSettleModeSettled, amqp.ReceiverSettleModeFirst
 	sname, rname := c.newLinkName("methods-sender", linkMethods), c.newLinkName("methods-receiver", linkMethods)
-	s, err := sess.NewSender(ctx, addr, &amqp.SenderOptions{Name: sname, Properties: c.senderProperties(props), RequestedReceiverSettleMode: &first})
+	s, err := sess.NewSender(ctx, addr, &amqp.SenderOptions{Name: sname, Properties: c.senderProperties(props),
+		SettlementMode: &settled, RequestedReceiverSettleMode: &first})
 	if err != nil {
 		return wrap("attaching the method response link", err)
 	}
-	r, err := sess.NewReceiver(ctx, addr, &amqp.ReceiverOptions{Name: rname, Properties: props, Credit: 50, SettlementMode: &first, MaxMessageSize: MaxMessageSize})
+	r, err := sess.NewReceiver(ctx, addr, &amqp.ReceiverOptions{Name: rname, Properties: props, Credit: 50,
+		SettlementMode: &first, RequestedSenderSettleMode: &settled, MaxMessageSize: MaxMessageSize})
 	if err != nil {
 		c.closingLinks(sname)
 		s.Close(ctx)
@@ -604,8 +609,9 @@ func (c *conn) receiveMethods(ctx context.Context, stop context.CancelFunc, r *a
 	}
 }
 
-// RespondMethod sends the answer with the request's correlation-id and
-// waits for the hub to accept it.
+// RespondMethod sends the answer with the request's correlation-id. The
+// method links are pre-settled (SubscribeMethods), so it returns once the
+// answer is written: the hub sends no disposition, as over MQTT (QoS 0).
 func (c *conn) RespondMethod(ctx context.Context, requestID string, resp *transport.MethodResponse) error {
 	c.mu.Lock()
 	corr, ok := c.rids[requestID]
