@@ -44,10 +44,11 @@ type Client struct {
 	wrap           func(MethodHandler) MethodHandler
 	notImplemented MethodHandler
 
-	// The registered handlers, wrapped.
-	hmu            sync.RWMutex
-	handlers       *methodTable // nil until the first registration
-	defaultHandler MethodHandler
+	// The registered handlers, wrapped: a set that is replaced, never
+	// changed, so that a call reads it without a lock (handler). hmu
+	// orders the replacements.
+	hmu      sync.Mutex
+	handlers atomic.Pointer[handlerSet] // nil until the first registration
 
 	// subMu orders changes of the method subscription: those of
 	// SetMethodHandler and those of each new connection. Taken before mu.
@@ -87,6 +88,11 @@ type Client struct {
 func (c *Client) handlersContext() context.Context {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.handlersContextLocked()
+}
+
+// handlersContextLocked is handlersContext with c.mu held.
+func (c *Client) handlersContextLocked() context.Context {
 	if c.handlerCtx == nil {
 		c.handlerCtx, c.cancelHandlers = context.WithCancel(context.Background())
 		if c.handlersEnd {

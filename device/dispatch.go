@@ -30,13 +30,15 @@ var answerDeadline = coarseTimeout{d: answerTimeout}
 var staleAfter = 300 * time.Second
 
 // call is one method call on its way through the client: the request its
-// handler is given, the connection it came on and when it arrived. One
-// allocation carries all of it to the call's goroutine. The handler gets a
-// pointer into it, and may keep it: once answered, the call lets go of the
-// client and the connection.
+// handler is given, the connection it came on, when it arrived and the
+// handlers' context (taken by dispatch, under the lock it holds anyway).
+// One allocation carries all of it to the call's goroutine. The handler
+// gets a pointer into it, and may keep it: once answered, the call lets go
+// of the client, the connection and the context.
 type call struct {
 	c       *Client
 	cn      *connection
+	ctx     context.Context // nil for a call refused
 	req     MethodRequest
 	arrived time.Time
 }
@@ -58,6 +60,7 @@ func (c *Client) dispatch(cn *connection, r *transport.MethodRequest) {
 		c.log.Warn("method call dropped: too many calls are waiting", "method", r.Name)
 		return
 	}
+	var ctx context.Context
 	if busy {
 		c.refusing++
 		cn.answers++
@@ -66,9 +69,10 @@ func (c *Client) dispatch(cn *connection, r *transport.MethodRequest) {
 		if c.sem == nil { // made by the first call: an idle client has none
 			c.sem = make(chan struct{}, c.maxRun)
 		}
+		ctx = c.handlersContextLocked()
 	}
 	c.mu.Unlock()
-	k := &call{c: c, cn: cn, req: MethodRequest{Name: r.Name, RequestID: r.RequestID, Payload: r.Payload}, arrived: time.Now()}
+	k := &call{c: c, cn: cn, ctx: ctx, req: MethodRequest{Name: r.Name, RequestID: r.RequestID, Payload: r.Payload}, arrived: time.Now()}
 	if busy {
 		go k.refuse()
 		return
@@ -92,7 +96,7 @@ func (k *call) serve() {
 	k.c.handled(k.cn)
 	k.send(resp)
 	k.c.answered(k.cn, false)
-	k.c, k.cn = nil, nil // a handler may keep its request (&k.req), but not the connection with it
+	k.c, k.cn, k.ctx = nil, nil, nil // a handler may keep its request (&k.req), but not the connection with it
 }
 
 // refuse answers a call the client has no room for with status 503.
@@ -110,10 +114,11 @@ func (k *call) refuse() {
 //go:noinline
 func (c *Client) runCall(k *call) *MethodResponse {
 	select {
-	case c.sem <- struct{}{}: // a free slot: no timer needed
-		return c.runInSlot(&k.req, k.arrived)
+	case c.sem <- struct{}{}: // a free slot: no timer, and nothing to check
+		defer func() { <-c.sem }()
+		return c.run(k.ctx, &k.req)
 	default:
-		return c.waitSlot(&k.req, k.arrived)
+		return c.waitSlot(k)
 	}
 }
 
@@ -121,29 +126,32 @@ func (c *Client) runCall(k *call) *MethodResponse {
 // up after staleAfter or when the client closes.
 //
 //go:noinline
-func (c *Client) waitSlot(req *MethodRequest, arrived time.Time) *MethodResponse {
-	stale := time.NewTimer(staleAfter - time.Since(arrived))
+func (c *Client) waitSlot(k *call) *MethodResponse {
+	stale := time.NewTimer(staleAfter - time.Since(k.arrived))
 	defer stale.Stop()
 	select {
 	case c.sem <- struct{}{}:
-		return c.runInSlot(req, arrived)
+		return c.runInSlot(k)
 	case <-c.life.Done():
 		return closingResponse()
 	case <-stale.C:
-		return c.staleResponse(req, arrived)
+		return c.staleResponse(&k.req, k.arrived)
 	}
 }
 
-// runInSlot runs the handler in the slot the caller took, and gives it back.
-func (c *Client) runInSlot(req *MethodRequest, arrived time.Time) *MethodResponse {
+// runInSlot runs the handler of a call that waited in the slot it got,
+// and gives the slot back; unless the client began to close or the call
+// went stale while it waited. (A call that found a free slot at once
+// cannot have: dispatch took it while the client was open, a moment ago.)
+func (c *Client) runInSlot(k *call) *MethodResponse {
 	defer func() { <-c.sem }()
 	switch {
 	case c.life.Err() != nil:
 		return closingResponse()
-	case time.Since(arrived) >= staleAfter: // the slot and the timer were both ready
-		return c.staleResponse(req, arrived)
+	case time.Since(k.arrived) >= staleAfter: // the slot and the timer were both ready
+		return c.staleResponse(&k.req, k.arrived)
 	}
-	return c.run(req)
+	return c.run(k.ctx, &k.req)
 }
 
 // staleResponse refuses a call that waited staleAfter for a handler slot.
@@ -325,7 +333,7 @@ func onStack(function string) bool {
 // and the official device SDKs do not check it either. (Checking it cost
 // about 1.5 % of the device's CPU per call; the handler's answer is still
 // checked, see checkResponse.)
-func (c *Client) run(req *MethodRequest) (resp *MethodResponse) {
+func (c *Client) run(ctx context.Context, req *MethodRequest) (resp *MethodResponse) {
 	h := c.handler(req.Name)
 	defer func() {
 		if p := recover(); p != nil {
@@ -333,7 +341,7 @@ func (c *Client) run(req *MethodRequest) (resp *MethodResponse) {
 			resp = handlerFailed()
 		}
 	}()
-	r, err := h(c.handlersContext(), req)
+	r, err := h(ctx, req)
 	if err != nil {
 		return c.errorAnswer(req, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 )
@@ -41,10 +42,9 @@ func (c *Client) SetMethodHandler(name string, h MethodHandler) error {
 		}
 	}
 	c.hmu.Lock()
-	if c.handlers == nil {
-		c.handlers = &methodTable{}
-	}
-	c.handlers.set(name, h)
+	next := c.handlers.Load().clone()
+	next.table.set(name, h)
+	c.handlers.Store(next)
 	c.hmu.Unlock()
 	return c.syncMethods()
 }
@@ -64,7 +64,9 @@ func (c *Client) SetDefaultMethodHandler(h MethodHandler) error {
 		}
 	}
 	c.hmu.Lock()
-	c.defaultHandler = h
+	next := c.handlers.Load().clone()
+	next.def = h
+	c.handlers.Store(next)
 	c.hmu.Unlock()
 	return c.syncMethods()
 }
@@ -86,23 +88,40 @@ func (c *Client) wrapHandler(h MethodHandler) (MethodHandler, error) {
 
 // wantMethods reports whether the registry asks for a method subscription.
 func (c *Client) wantMethods() bool {
-	c.hmu.RLock()
-	defer c.hmu.RUnlock()
-	return c.handlers.len() > 0 || c.defaultHandler != nil
+	hs := c.handlers.Load()
+	return hs != nil && (hs.table.len() > 0 || hs.def != nil)
 }
 
 // handler returns the (wrapped) handler for name: its own, the default
-// one, or the built-in answer 501.
+// one, or the built-in answer 501. It takes no lock: every call asks, from
+// its own goroutine, and a lock's write would move the lock's memory
+// between CPUs on each call (BENCHMARKS.md).
 func (c *Client) handler(name string) MethodHandler {
-	c.hmu.RLock()
-	defer c.hmu.RUnlock()
-	if h := c.handlers.get(name); h != nil {
-		return h
-	}
-	if c.defaultHandler != nil {
-		return c.defaultHandler
+	if hs := c.handlers.Load(); hs != nil {
+		if h := hs.table.get(name); h != nil {
+			return h
+		}
+		if hs.def != nil {
+			return hs.def
+		}
 	}
 	return c.notImplemented
+}
+
+// handlerSet is the registered handlers: by name, and the default one.
+// A set is never changed once stored in Client.handlers; a registration
+// stores a changed copy (clone).
+type handlerSet struct {
+	table methodTable
+	def   MethodHandler
+}
+
+// clone returns a copy of s that can be changed; s may be nil.
+func (s *handlerSet) clone() *handlerSet {
+	if s == nil {
+		return &handlerSet{}
+	}
+	return &handlerSet{table: s.table.clone(), def: s.def}
 }
 
 // syncMethods makes the live connection's method subscription match the
@@ -158,7 +177,7 @@ const maxFewHandlers = 8
 // they are few, as on most devices (a scan of a few names costs no more
 // than a map lookup, and far less memory per client), a map beyond
 // maxFewHandlers. The zero value and nil are empty; only set needs a
-// table. Guarded by Client.hmu.
+// table. A table in a stored handlerSet is only read.
 type methodTable struct {
 	few  []namedHandler
 	many map[string]MethodHandler
@@ -193,6 +212,11 @@ func (t *methodTable) get(name string) MethodHandler {
 		}
 	}
 	return nil
+}
+
+// clone returns a copy of t that set can change without changing t.
+func (t *methodTable) clone() methodTable {
+	return methodTable{few: slices.Clone(t.few), many: maps.Clone(t.many)}
 }
 
 // set registers h for name, replacing any handler it had; nil removes it.
