@@ -102,6 +102,24 @@ func checkResult(t *testing.T, res *bench.Result, inproc bool) {
 			assert.NotNil(t, p.LatB, "pairs: %+v", res.Pairs)
 		}
 	}
+	// The paired loads: device CPU per call of the SDK and of the handoff
+	// floor, each under one load with the raw floor. Fleets in this
+	// process have no CPU of their own, so there are none then.
+	if inproc {
+		assert.Empty(t, res.PairedLoads, "paired loads in process")
+	} else if assert.Len(t, res.PairedLoads, 2, "paired loads") {
+		for i, want := range [][2]string{{"go-sdk/mqtt", "paho-raw/mqtt"}, {"paho-handoff/mqtt", "paho-raw/mqtt"}} {
+			p := res.PairedLoads[i]
+			assert.Equal(t, want[0], p.A, "paired loads: %+v", res.PairedLoads)
+			assert.Equal(t, want[1], p.B, "paired loads: %+v", res.PairedLoads)
+			assert.Equal(t, "ok", p.Status, "paired loads: %+v", res.PairedLoads)
+			assert.Positive(t, p.CallsA, "paired loads: %+v", res.PairedLoads)
+			assert.Positive(t, p.CallsB, "paired loads: %+v", res.PairedLoads)
+			assert.Positive(t, p.CPUPerCallA, "paired loads: %+v", res.PairedLoads)
+			assert.Positive(t, p.CPUPerCallB, "paired loads: %+v", res.PairedLoads)
+			assert.InDelta(t, p.CPUPerCallA/p.CPUPerCallB, p.Ratio, 0.01, "paired loads: %+v", res.PairedLoads)
+		}
+	}
 	// The invoker floors: the three invokers against the answering server.
 	if assert.Len(t, res.Floors, 3, "floors") {
 		assert.Equal(t, "go-service", res.Floors[0].Name, "floors: %+v", res.Floors)

@@ -148,7 +148,10 @@ type Result struct {
 	Invokers []InvokerRow `json:"invokers"`
 	Floors   []FloorRow   `json:"floors"`
 	Pairs    []Pair       `json:"pairs"`
-	Scale    []ScaleRow   `json:"scale"`
+	// PairedLoads compare device CPU per call under one load (see
+	// PairedLoad): this SDK and the handoff floors against the raw floors.
+	PairedLoads []PairedLoad `json:"paired_loads"`
+	Scale       []ScaleRow   `json:"scale"`
 	// Twins are the reported-property update rows; TwinRatios compare
 	// this SDK's with the floors' and the Node SDK's; TwinPairs compare
 	// their latency with updates alternating between two devices.

@@ -70,6 +70,11 @@ type window struct {
 	// fleet process's (0 in process), invokerCPU a separate invoker
 	// process's.
 	cpu, fleetCPU, invokerCPU float64
+	// fleetCPUs is each fleet's CPU seconds when the phase had several
+	// (fleetCPU is the first's); calls counts, per device (by its index),
+	// the calls that ended well in the window.
+	fleetCPUs []float64
+	calls     []int
 }
 
 // cpuMeter snapshots CPU time at the edges of a window.
@@ -106,17 +111,19 @@ func fleetCPU(f fleet) (float64, error) {
 // a time each, for warmup + dur. Calls that end inside the measured
 // window [warmup, warmup+dur] are counted.
 func runGoPhase(ctx context.Context, inv caller, devices []string, conc int, warmup, dur time.Duration, f fleet) window {
-	return runGoPhaseHook(ctx, inv, devices, conc, warmup, dur, f, nil)
+	return runGoPhaseHook(ctx, inv, devices, conc, warmup, dur, []fleet{f}, nil)
 }
 
-// runGoPhaseHook is runGoPhase that also calls opened, if not nil, when
-// the measured window opens.
-func runGoPhaseHook(ctx context.Context, inv caller, devices []string, conc int, warmup, dur time.Duration, f fleet, opened func()) window {
+// runGoPhaseHook is runGoPhase with the CPU of every fleet in fleets
+// measured over the window (a nil one is not), and a call to opened, if
+// not nil, when the window opens.
+func runGoPhaseHook(ctx context.Context, inv caller, devices []string, conc int, warmup, dur time.Duration, fleets []fleet, opened func()) window {
 	var next atomic.Uint64
 	start := time.Now()
 	ws, we := start.Add(warmup), start.Add(warmup+dur)
 	type acc struct {
 		lat      []time.Duration
+		calls    []int // by device index
 		errs     int
 		firstErr string
 	}
@@ -125,13 +132,14 @@ func runGoPhaseHook(ctx context.Context, inv caller, devices []string, conc int,
 	for w := range conc {
 		wg.Go(func() {
 			a := &accs[w]
+			a.calls = make([]int, len(devices))
 			for {
 				t0 := time.Now()
 				if t0.After(we) || ctx.Err() != nil {
 					return
 				}
-				id := devices[next.Add(1)%uint64(len(devices))]
-				err := inv.call(ctx, id)
+				i := next.Add(1) % uint64(len(devices))
+				err := inv.call(ctx, devices[i])
 				t1 := time.Now()
 				if t1.Before(ws) || t1.After(we) {
 					continue
@@ -144,21 +152,37 @@ func runGoPhaseHook(ctx context.Context, inv caller, devices []string, conc int,
 					continue
 				}
 				a.lat = append(a.lat, t1.Sub(t0))
+				a.calls[i]++
 			}
 		})
 	}
-	m := cpuMeter{f: f}
+	meters := make([]cpuMeter, max(len(fleets), 1)) // one at least: this process's CPU
+	for i, f := range fleets {
+		meters[i].f = f
+	}
 	var w window
 	sleepUntil(ctx, ws)
 	if opened != nil {
 		opened()
 	}
-	m.start()
+	for i := range meters {
+		meters[i].start()
+	}
 	sleepUntil(ctx, we)
-	m.stop(&w)
+	w.fleetCPUs = make([]float64, len(meters))
+	for i := range meters {
+		w.fleetCPU = 0
+		meters[i].stop(&w)
+		w.fleetCPUs[i] = w.fleetCPU
+	}
+	w.fleetCPU = w.fleetCPUs[0]
 	wg.Wait()
 	w.seconds = dur.Seconds()
+	w.calls = make([]int, len(devices))
 	for _, a := range accs {
+		for i, n := range a.calls {
+			w.calls[i] += n
+		}
 		w.latencies = append(w.latencies, a.lat...)
 		w.errors += a.errs
 		if w.firstErr == "" {

@@ -53,6 +53,132 @@ func (r *runner) runPairs() {
 		}
 		r.res.Pairs = append(r.res.Pairs, r.runPair(p[0], p[1]))
 	}
+	if r.cfg.InProcess { // no device CPU of its own to measure
+		return
+	}
+	for _, p := range r.pairPlan() {
+		if r.ctx.Err() != nil {
+			return
+		}
+		if p[1].impl == rawImpl(p[1].transport) { // the CPU targets compare with the raw floors only
+			r.res.PairedLoads = append(r.res.PairedLoads, r.runPairedLoad(p[0], p[1]))
+		}
+	}
+}
+
+// PairedLoad compares the device CPU per call of two device
+// implementations measured in the same throughput phase: a fleet of each,
+// the invoker's calls spread evenly over both at once (their devices
+// interleaved, Concurrency calls in flight in all), so that both see the
+// same machine at the same time. Rows measured one after the other drift
+// with the machine: their CPU per call moves by ±0.1 of itself between
+// runs here (BENCHMARKS.md).
+type PairedLoad struct {
+	A           string  `json:"a"`
+	B           string  `json:"b"`
+	Status      string  `json:"status"`
+	Reason      string  `json:"reason,omitempty"`
+	Devices     int     `json:"devices_each"`
+	Concurrency int     `json:"concurrency"`
+	Seconds     float64 `json:"seconds"`
+	CallsA      int     `json:"calls_a"`
+	CallsB      int     `json:"calls_b"`
+	// CPUPerCallA and CPUPerCallB are µs of each fleet process's CPU per
+	// call it answered in the window; Ratio is A ÷ B.
+	CPUPerCallA float64 `json:"device_cpu_us_per_call_a"`
+	CPUPerCallB float64 `json:"device_cpu_us_per_call_b"`
+	Ratio       float64 `json:"cpu_ratio"`
+}
+
+// runPairedLoad measures a and b under one load for Rounds × Duration.
+func (r *runner) runPairedLoad(a, b rowSpec) PairedLoad {
+	pl := PairedLoad{A: a.impl + "/" + a.transport, B: b.impl + "/" + b.transport, Status: "ok",
+		Devices: r.cfg.Devices, Concurrency: r.cfg.Concurrency}
+	fail := func(err error) PairedLoad {
+		pl.Status, pl.Reason = "failed", err.Error()
+		r.logf("paired load %s vs %s: %v", pl.A, pl.B, err)
+		return pl
+	}
+	r.rowSeq++
+	fleets, creds, stop, err := r.pairFleets("l", a, b, r.cfg.Devices)
+	defer stop()
+	if err != nil {
+		return fail(err)
+	}
+	ids := make([]string, 2*r.cfg.Devices) // a's devices at even indexes, b's at odd ones
+	for i := range creds {
+		for j, c := range creds[i] {
+			ids[2*j+i] = c.id
+		}
+	}
+	inv, err := newGoInvoker(r.serviceCS, r.tlsConf, Method, r.payload, r.cfg.Concurrency)
+	if err != nil {
+		return fail(err)
+	}
+	defer inv.close()
+	dur := r.cfg.Duration * time.Duration(r.cfg.Rounds)
+	r.logf("paired load %s vs %s: %d devices each, %d in flight in all, %v", pl.A, pl.B, r.cfg.Devices, r.cfg.Concurrency, dur)
+	w := runGoPhaseHook(r.ctx, inv, ids, r.cfg.Concurrency, r.cfg.Warmup, dur, fleets[:], nil)
+	pl.Seconds = w.seconds
+	for i, n := range w.calls {
+		if i%2 == 0 {
+			pl.CallsA += n
+		} else {
+			pl.CallsB += n
+		}
+	}
+	switch {
+	case w.errors > 0:
+		return fail(fmt.Errorf("%d calls failed: %s", w.errors, w.firstErr))
+	case pl.CallsA == 0 || pl.CallsB == 0 || w.fleetCPUs[0] <= 0 || w.fleetCPUs[1] <= 0:
+		return fail(fmt.Errorf("nothing measured: %d and %d calls, %.3f and %.3f CPU seconds",
+			pl.CallsA, pl.CallsB, w.fleetCPUs[0], w.fleetCPUs[1]))
+	}
+	pl.CPUPerCallA = round(w.fleetCPUs[0]*1e6/float64(pl.CallsA), 1)
+	pl.CPUPerCallB = round(w.fleetCPUs[1]*1e6/float64(pl.CallsB), 1)
+	pl.Ratio = round(pl.CPUPerCallA/pl.CPUPerCallB, 3)
+	r.logf("paired load %s vs %s: %.1f vs %.1f µs of device CPU per call", pl.A, pl.B, pl.CPUPerCallA, pl.CPUPerCallB)
+	return pl
+}
+
+func (res *Result) pairedLoad(a, b string) *PairedLoad {
+	return find(res.PairedLoads, func(p PairedLoad) bool { return p.A == a && p.B == b && p.Status == "ok" && p.Ratio > 0 })
+}
+
+// find returns the first element of s that ok accepts, or nil.
+func find[T any](s []T, ok func(T) bool) *T {
+	if i := slices.IndexFunc(s, ok); i >= 0 {
+		return &s[i]
+	}
+	return nil
+}
+
+// pairFleets registers n devices for each of a and b, named after prefix,
+// and starts a fleet of each with every device connected. The caller
+// closes the fleets with stop, which is never nil.
+func (r *runner) pairFleets(prefix string, a, b rowSpec, n int) (fleets [2]fleet, creds [2][]deviceCred, stop func(), err error) {
+	var started []fleet
+	stop = func() {
+		for _, f := range started {
+			f.close()
+		}
+	}
+	for i, rs := range []rowSpec{a, b} {
+		creds[i], err = r.register(fmt.Sprintf("%s%d%c", prefix, r.rowSeq, 'a'+i), n)
+		if err != nil {
+			return fleets, creds, stop, err
+		}
+		f, err := r.startFleet(rs.impl, rs.transport, creds[i], 20*time.Second, "")
+		if err != nil {
+			return fleets, creds, stop, err
+		}
+		started = append(started, f)
+		if rep := f.report(); rep.Connected != n {
+			return fleets, creds, stop, fmt.Errorf("%d of %d %s devices did not connect: %s", n-rep.Connected, n, rs.impl, rep.FirstError)
+		}
+		fleets[i] = f
+	}
+	return fleets, creds, stop, nil
 }
 
 // runPair measures a and b alternately for Rounds × LatencyDuration.
@@ -64,22 +190,12 @@ func (r *runner) runPair(a, b rowSpec) Pair {
 		return p
 	}
 	r.rowSeq++
-	var ids [2]string
-	for i, rs := range []rowSpec{a, b} {
-		creds, err := r.register(fmt.Sprintf("p%d%c", r.rowSeq, 'a'+i), 1)
-		if err != nil {
-			return fail(err)
-		}
-		f, err := r.startFleet(rs.impl, rs.transport, creds, 20*time.Second, "")
-		if err != nil {
-			return fail(err)
-		}
-		defer f.close()
-		if rep := f.report(); rep.Connected != 1 {
-			return fail(fmt.Errorf("%s did not connect: %s", rs.impl, rep.FirstError))
-		}
-		ids[i] = creds[0].id
+	_, creds, stop, err := r.pairFleets("p", a, b, 1)
+	defer stop()
+	if err != nil {
+		return fail(err)
 	}
+	ids := [2]string{creds[0][0].id, creds[1][0].id}
 	inv, err := newGoInvoker(r.serviceCS, r.tlsConf, Method, r.payload, 1)
 	if err != nil {
 		return fail(err)
@@ -124,9 +240,5 @@ func (r *runner) runPair(a, b rowSpec) Pair {
 }
 
 func (res *Result) pair(a, b string) *Pair {
-	i := slices.IndexFunc(res.Pairs, func(p Pair) bool { return p.A == a && p.B == b && p.Status == "ok" && p.P50Ratio > 0 })
-	if i < 0 {
-		return nil
-	}
-	return &res.Pairs[i]
+	return find(res.Pairs, func(p Pair) bool { return p.A == a && p.B == b && p.Status == "ok" && p.P50Ratio > 0 })
 }

@@ -199,6 +199,18 @@ func (res *Result) floorTargets(t string) []Target {
 
 	name, goal = "device SDK vs raw floor: CPU per call ("+t+")", fmt.Sprintf("%s device CPU/call ÷ %s ≤ %s", sdkName, rawName, trimFloat(goalFloorCPU))
 	switch a, b := res.deviceCPU(sdk), res.deviceCPU(fl); {
+	case res.pairedLoad(sdkName, rawName) != nil:
+		pl := res.pairedLoad(sdkName, rawName)
+		detail := fmt.Sprintf("paired load, both fleets at once: %.0f vs %.0f µs of the device process per call", pl.CPUPerCallA, pl.CPUPerCallB)
+		if a > 0 && b > 0 {
+			detail += fmt.Sprintf(" (rows: %.0f ÷ %.0f µs = %s)", a, b, trimFloat(round(a/b, 3)))
+		}
+		tg := ratioTarget(name, goal, pl.CPUPerCallA, pl.CPUPerCallB, goalFloorCPU, false, detail)
+		if hl := res.pairedLoad(hoName, rawName); hl != nil {
+			tg.Bound = hl.Ratio
+			tg.BoundDetail = fmt.Sprintf("%s, paired load with %s: %.0f vs %.0f µs of device CPU per call", handoffWhat(hoName), rawName, hl.CPUPerCallA, hl.CPUPerCallB)
+		}
+		out = append(out, tg)
 	case a > 0 && b > 0:
 		tg := ratioTarget(name, goal, a, b, goalFloorCPU, false,
 			fmt.Sprintf("%.0f vs %.0f µs of the device process per call, %d calls in flight", a, b, sdk.Throughput.Concurrency))
@@ -513,6 +525,30 @@ func writePairs(w io.Writer, title, each string, pairs []Pair) {
 	}
 }
 
+// writePairedLoads writes the device CPU comparisons under one load.
+func writePairedLoads(w io.Writer, loads []PairedLoad) {
+	if len(loads) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nPaired load: a fleet of each, calls spread evenly over both at once (device CPU µs per call)\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "A\tB\tdevices each\tin flight\tA calls\tB calls\tA CPU\tB CPU\tA÷B\t")
+	for _, p := range loads {
+		if p.Status != "ok" {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\n", p.A, p.B, p.Status)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t\n", p.A, p.B, p.Devices, p.Concurrency, p.CallsA, p.CallsB,
+			p.CPUPerCallA, p.CPUPerCallB, trimFloat(p.Ratio))
+	}
+	tw.Flush()
+	for _, p := range loads {
+		if p.Status != "ok" {
+			fmt.Fprintf(w, "  %s vs %s %s: %s\n", p.A, p.B, p.Status, p.Reason)
+		}
+	}
+}
+
 func ratioText(v float64) string {
 	if v <= 0 {
 		return "n/a"
@@ -571,6 +607,7 @@ func (res *Result) writeRest(w io.Writer) {
 	}
 
 	writePairs(w, "Paired latency: one device each, calls alternating A B B A (µs)", "calls each", res.Pairs)
+	writePairedLoads(w, res.PairedLoads)
 
 	if len(res.Scale) > 0 {
 		fmt.Fprintf(w, "\nScale: devices connected at once (%d connecting at a time); memory per device\n", s.ConnectConcurrency)

@@ -620,30 +620,21 @@ func (r *runner) runTwinPair(a, b rowSpec) Pair {
 		return p
 	}
 	r.rowSeq++
-	var fleets [2]fleet
+	fleets, _, stop, err := r.pairFleets("tp", a, b, 1)
+	defer stop()
+	if err != nil {
+		return fail(err)
+	}
 	for i, rs := range []rowSpec{a, b} {
-		creds, err := r.register(fmt.Sprintf("tp%d%c", r.rowSeq, 'a'+i), 1)
-		if err != nil {
-			return fail(err)
-		}
-		f, err := r.startFleet(rs.impl, rs.transport, creds, 20*time.Second, "")
-		if err != nil {
-			return fail(err)
-		}
-		defer f.close()
-		if rep := f.report(); rep.Connected != 1 {
-			return fail(fmt.Errorf("%s did not connect: %s", rs.impl, rep.FirstError))
-		}
 		spec := r.twinSpec()
 		spec.Updates = 0
-		w, err := f.twin(r.ctx, spec)
+		w, err := fleets[i].twin(r.ctx, spec)
 		if err != nil {
 			return fail(err)
 		}
 		if w.errors > 0 {
 			return fail(fmt.Errorf("%s: %s", rs.impl, w.firstErr))
 		}
-		fleets[i] = f
 	}
 	n := r.cfg.TwinUpdates * r.cfg.Rounds
 	r.logf("twin pair %s vs %s: %d updates each, alternating", p.A, p.B, n)
