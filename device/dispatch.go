@@ -240,8 +240,8 @@ var errConnectionLost = errors.New("iothub: the connection was lost")
 // leaves its own) and no answer is being sent on the client's connection,
 // ctx ends (its error), or lost is closed (errConnectionLost). Answers on a
 // connection that has ended are not waited for: they cannot reach the hub,
-// and one may be held up for the MQTT library's write timeout (30 s; paho's
-// Publish waits that long when the connection drops during the hand-over).
+// and one may be held up for 30 s by the MQTT library (paho's Publish
+// waits that long when the connection drops during the hand-over).
 func (c *Client) waitCalls(ctx context.Context, max int, lost <-chan struct{}) error {
 	for {
 		c.mu.Lock()

@@ -42,7 +42,7 @@ import (
 // Every goroutine of the SDK, the hub and the fault proxy must be gone once
 // the tests have closed what they opened. goleak waits up to about 40 s for
 // stragglers: a paho Publish caught by a connection loss blocks for paho's
-// 30 s write timeout before it ends (see transport/mqtt's publish); a real
+// 30 s hand-over timeout before it ends (see transport/mqtt's publish); a real
 // leak lives forever and is still reported.
 //
 // The scenarios mostly wait (for keep-alives, time-outs, backoff), so unless

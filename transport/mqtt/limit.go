@@ -3,6 +3,7 @@ package mqtt
 import (
 	"fmt"
 	"net"
+	"sync/atomic"
 
 	"github.com/iothub-go/iothub/transport"
 )
@@ -69,20 +70,28 @@ func (l *packetLimit) feed(p []byte) error {
 	return nil
 }
 
-// limitConn is the hub connection as paho reads it: every byte passes
-// through a packetLimit before paho sees it.
+// limitConn is the hub connection as paho uses it: every byte read passes
+// through a packetLimit before paho sees it, and every write is watched
+// (writewatch.go).
 type limitConn struct {
 	net.Conn
 	lim packetLimit
 	err error // set once the limit failed; paho reads from one goroutine
+
+	writing atomic.Int64                    // the write mark (writewatch.go)
+	stalled atomic.Pointer[errWriteStalled] // set when the watch closed the connection
 }
 
+// newLimitConn wraps c, and watches its writes until Close.
 func newLimitConn(c net.Conn, max int) *limitConn {
-	return &limitConn{Conn: c, lim: packetLimit{max: max}}
+	lc := &limitConn{Conn: c, lim: packetLimit{max: max}}
+	watchWrites(lc)
+	return lc
 }
 
 // Read passes on the bytes read, unless they break the limit: then it
 // closes the connection and returns the error, now and on every later call.
+// Once the write watch closed the connection, a failed read says why.
 func (c *limitConn) Read(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
@@ -91,9 +100,35 @@ func (c *limitConn) Read(p []byte) (int, error) {
 	if n > 0 {
 		if lerr := c.lim.feed(p[:n]); lerr != nil {
 			c.err = lerr
-			c.Conn.Close()
+			c.Close()
 			return 0, lerr
 		}
 	}
+	if err != nil {
+		if s := c.stalled.Load(); s != nil {
+			c.err = *s
+			return n, c.err
+		}
+	}
 	return n, err
+}
+
+// Write writes p, watched: when writes are under way and none has
+// completed for writeTimeout, the watch closes the connection.
+func (c *limitConn) Write(p []byte) (int, error) {
+	c.beginWrite()
+	n, err := c.Conn.Write(p)
+	c.endWrite()
+	if err != nil {
+		if s := c.stalled.Load(); s != nil {
+			return n, *s
+		}
+	}
+	return n, err
+}
+
+// Close closes the connection and ends its watch.
+func (c *limitConn) Close() error {
+	unwatchWrites(c)
+	return c.Conn.Close()
 }

@@ -1,11 +1,14 @@
 package mqtt
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"io"
 	"log/slog"
+	"net"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,9 +27,26 @@ import (
 // wait.
 func hostileHub(t *testing.T, script []byte) (addr string, roots *tls.Config) {
 	t.Helper()
+	return scriptedHub(t, script, true)
+}
+
+// scriptedHub serves one connection: it reads the CONNECT, writes script,
+// and then reads (and drops) whatever comes if read is set, or stops
+// reading.
+func scriptedHub(t *testing.T, script []byte, read bool) (addr string, roots *tls.Config) {
+	t.Helper()
 	cert, pool := pkitest.ServerCert(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	var lc net.ListenConfig
+	if !read { // a small receive window: the device's writes soon block
+		lc.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+			return cmp.Or(err, serr)
+		}
+	}
+	tl, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	ln := tls.NewListener(tl, &tls.Config{Certificates: []tls.Certificate{cert}})
 	done := make(chan struct{})
 	stop := make(chan struct{})
 	go func() {
@@ -42,7 +62,9 @@ func hostileHub(t *testing.T, script []byte) (addr string, roots *tls.Config) {
 		if _, err := nc.Write(script); err != nil {
 			return
 		}
-		go func() { _, _ = io.Copy(io.Discard, nc) }() // ends when nc closes
+		if read {
+			go func() { _, _ = io.Copy(io.Discard, nc) }() // ends when nc closes
+		}
 		<-stop
 	}()
 	t.Cleanup(func() {

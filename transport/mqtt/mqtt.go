@@ -151,7 +151,9 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		SetKeepAlive(t.keepAlive).
 		SetPingTimeout(30 * time.Second).
 		SetConnectTimeout(connectTimeout).
-		SetWriteTimeout(30 * time.Second).
+		// No paho write timeout: the write watch bounds every write
+		// (writewatch.go), and paho's waits to hand a packet to its writer
+		// stay 30 s without it.
 		SetOrderMatters(true). // our callbacks only hand requests over
 		// Every route acknowledges its messages itself: cloud-to-device
 		// messages only when SettleMessage completes them (c2d.go).
@@ -399,8 +401,8 @@ var errSubscriptionRefused = errors.New("iothub: mqtt: the hub refused the subsc
 
 // subscribe subscribes to filter at QoS 0 and waits for the SUBACK like
 // wait; what the subscription brings goes to route. paho's Subscribe, like
-// its Publish, may block up to the write timeout when the connection is
-// going down, so it runs on a goroutine of its own.
+// its Publish, may block up to its 30 s hand-over timeout when the
+// connection is going down, so it runs on a goroutine of its own.
 func (c *conn) subscribe(ctx context.Context, filter string) error {
 	return c.subscribeQoS(ctx, filter, 0)
 }
@@ -429,7 +431,7 @@ func (c *conn) subscribeQoS(ctx context.Context, filter string, qos byte) error 
 }
 
 // publish hands a PUBLISH to paho and waits for it like wait. paho's
-// Publish itself blocks, up to the 30 s write timeout, when the connection
+// Publish itself blocks, up to its 30 s hand-over timeout, when the connection
 // is lost between its status check and the hand-over to its writer, so it
 // runs on a goroutine of its own, which ends by that timeout at the latest.
 // That goroutine also waits for the token, and wakes the caller only once
@@ -542,7 +544,7 @@ func (c *conn) UnsubscribeMethods(ctx context.Context) error {
 // RespondMethod hands a method answer (QoS 0) to paho on the caller's
 // goroutine. It spares each call a goroutine of its own, at a price: if
 // the connection is lost between paho's status check and the hand-over to
-// its writer, paho's Publish holds the caller until its write timeout
+// its writer, paho's Publish holds the caller until its hand-over timeout
 // (30 s), ctx or no ctx, so it does not take one. Package device allows
 // for that: it never waits for an answer on a connection that has ended
 // (Client.Close returns; the answer's goroutine ends by the timeout).
