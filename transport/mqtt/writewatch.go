@@ -83,6 +83,11 @@ func runWatch(stop <-chan struct{}, timeout time.Duration) {
 		case <-stop:
 			return
 		case <-t.C:
+			select {
+			case <-stop: // both were ready: a watch started since steps the clock
+				return
+			default:
+			}
 		}
 		now := watch.clock.Add(1)
 		stalled = stalled[:0]
