@@ -114,8 +114,11 @@ func (k *call) refuse() {
 //go:noinline
 func (c *Client) runCall(k *call) *MethodResponse {
 	select {
-	case c.sem <- struct{}{}: // a free slot: no timer, and nothing to check
+	case c.sem <- struct{}{}: // a free slot: no timer
 		defer func() { <-c.sem }()
+		if c.life.Err() != nil { // Close gave up waiting before this goroutine ran
+			return closingResponse()
+		}
 		return c.run(k.ctx, &k.req)
 	default:
 		return c.waitSlot(k)
@@ -141,8 +144,7 @@ func (c *Client) waitSlot(k *call) *MethodResponse {
 
 // runInSlot runs the handler of a call that waited in the slot it got,
 // and gives the slot back; unless the client began to close or the call
-// went stale while it waited. (A call that found a free slot at once
-// cannot have: dispatch took it while the client was open, a moment ago.)
+// went stale while it waited.
 func (c *Client) runInSlot(k *call) *MethodResponse {
 	defer func() { <-c.sem }()
 	switch {

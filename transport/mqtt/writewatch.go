@@ -73,35 +73,37 @@ func unwatchWrites(c *limitConn) {
 }
 
 // runWatch steps the clock every timeout/watchSteps and closes the
-// connections whose write began at least watchSteps steps ago.
-func runWatch(stop <-chan struct{}, timeout time.Duration) {
+// connections whose writes have made no progress for more than watchSteps
+// steps. It steps the clock only while it is the watch (its stop is the
+// current one), under watch.mu: a watch that was stopped and a new one
+// never both step it.
+func runWatch(stop chan struct{}, timeout time.Duration) {
 	t := time.NewTicker(timeout / watchSteps)
 	defer t.Stop()
-	var stalled []*limitConn
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
-			select {
-			case <-stop: // both were ready: a watch started since steps the clock
-				return
-			default:
-			}
+		}
+		var stalled []*limitConn
+		watch.mu.Lock()
+		if watch.stop != stop {
+			watch.mu.Unlock()
+			return
 		}
 		now := watch.clock.Add(1)
-		stalled = stalled[:0]
-		watch.mu.Lock()
 		for c := range watch.conns {
 			if c.stalledSince(now, watchSteps) {
 				stalled = append(stalled, c)
 			}
 		}
 		watch.mu.Unlock()
+		// Closing may take a while (a TLS close alert, a WebSocket close
+		// handshake): not on the watch's goroutine.
 		for _, c := range stalled {
-			c.stall(timeout)
+			go c.stall(timeout)
 		}
-		clear(stalled)
 	}
 }
 
@@ -145,10 +147,12 @@ func (c *limitConn) endWrite() {
 }
 
 // stalledSince reports whether c has writes under way that made no
-// progress since at least steps before now.
+// progress for more than steps steps before now. (The mark is the step
+// current when the progress was made, up to a step after that step began;
+// "more than" makes the bound at least steps whole steps.)
 func (c *limitConn) stalledSince(now, steps int64) bool {
 	m := c.writing.Load()
-	return m != 0 && (now-m)&markStep >= steps
+	return m != 0 && (now-m)&markStep > steps
 }
 
 // stall closes c for a write that did not complete within d; its reads
