@@ -114,12 +114,8 @@ func (k *call) refuse() {
 //go:noinline
 func (c *Client) runCall(k *call) *MethodResponse {
 	select {
-	case c.sem <- struct{}{}: // a free slot: no timer
-		defer func() { <-c.sem }()
-		if c.life.Err() != nil { // Close gave up waiting before this goroutine ran
-			return closingResponse()
-		}
-		return c.run(k.ctx, &k.req)
+	case c.sem <- struct{}{}: // a free slot: no timer needed
+		return c.runInSlot(k)
 	default:
 		return c.waitSlot(k)
 	}
@@ -142,9 +138,9 @@ func (c *Client) waitSlot(k *call) *MethodResponse {
 	}
 }
 
-// runInSlot runs the handler of a call that waited in the slot it got,
-// and gives the slot back; unless the client began to close or the call
-// went stale while it waited.
+// runInSlot runs the handler in the slot the caller took, and gives it
+// back; unless the client began to close (Close may have given up waiting
+// before the call's goroutine ran) or the call went stale while it waited.
 func (c *Client) runInSlot(k *call) *MethodResponse {
 	defer func() { <-c.sem }()
 	switch {

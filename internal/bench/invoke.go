@@ -70,11 +70,11 @@ type window struct {
 	// fleet process's (0 in process), invokerCPU a separate invoker
 	// process's.
 	cpu, fleetCPU, invokerCPU float64
-	// fleetCPUs is each fleet's CPU seconds when the phase had several
-	// (fleetCPU is the first's); calls counts, per device (by its index),
-	// the calls that ended well in the window.
-	fleetCPUs []float64
-	calls     []int
+	// fleetCPUs and fleetCalls are, for each fleet of the phase, its CPU
+	// seconds and the calls it answered well in the window (fleetCPU is
+	// the first's CPU).
+	fleetCPUs  []float64
+	fleetCalls []int
 }
 
 // cpuMeter snapshots CPU time at the edges of a window.
@@ -94,11 +94,19 @@ func (m *cpuMeter) start() {
 
 func (m *cpuMeter) stop(w *window) {
 	w.cpu = cpuSeconds() - m.self0
-	if m.f != nil && m.f.pid() != 0 && m.fleetErr == nil {
-		if c, err := fleetCPU(m.f); err == nil {
-			w.fleetCPU = c - m.fleet0
-		}
+	w.fleetCPU = m.fleetSeconds()
+}
+
+// fleetSeconds is the fleet process's CPU time since start; 0 without one.
+func (m *cpuMeter) fleetSeconds() float64 {
+	if m.f == nil || m.f.pid() == 0 || m.fleetErr != nil {
+		return 0
 	}
+	c, err := fleetCPU(m.f)
+	if err != nil {
+		return 0
+	}
+	return c - m.fleet0
 }
 
 // fleetCPU reads a fleet process's CPU time from /proc, so that the
@@ -114,16 +122,18 @@ func runGoPhase(ctx context.Context, inv caller, devices []string, conc int, war
 	return runGoPhaseHook(ctx, inv, devices, conc, warmup, dur, []fleet{f}, nil)
 }
 
-// runGoPhaseHook is runGoPhase with the CPU of every fleet in fleets
-// measured over the window (a nil one is not), and a call to opened, if
-// not nil, when the window opens.
+// runGoPhaseHook is runGoPhase over several fleets, whose devices are
+// interleaved (devices[i] belongs to fleets[i % len(fleets)]): the CPU and
+// the calls of each are counted apart. fleets has one at least; a nil
+// one's CPU is not measured.
+// It calls opened, if not nil, when the window opens.
 func runGoPhaseHook(ctx context.Context, inv caller, devices []string, conc int, warmup, dur time.Duration, fleets []fleet, opened func()) window {
 	var next atomic.Uint64
 	start := time.Now()
 	ws, we := start.Add(warmup), start.Add(warmup+dur)
 	type acc struct {
 		lat      []time.Duration
-		calls    []int // by device index
+		calls    []int // by fleet
 		errs     int
 		firstErr string
 	}
@@ -132,7 +142,7 @@ func runGoPhaseHook(ctx context.Context, inv caller, devices []string, conc int,
 	for w := range conc {
 		wg.Go(func() {
 			a := &accs[w]
-			a.calls = make([]int, len(devices))
+			a.calls = make([]int, len(fleets))
 			for {
 				t0 := time.Now()
 				if t0.After(we) || ctx.Err() != nil {
@@ -152,11 +162,11 @@ func runGoPhaseHook(ctx context.Context, inv caller, devices []string, conc int,
 					continue
 				}
 				a.lat = append(a.lat, t1.Sub(t0))
-				a.calls[i]++
+				a.calls[i%uint64(len(fleets))]++
 			}
 		})
 	}
-	meters := make([]cpuMeter, max(len(fleets), 1)) // one at least: this process's CPU
+	meters := make([]cpuMeter, len(fleets))
 	for i, f := range fleets {
 		meters[i].f = f
 	}
@@ -169,19 +179,17 @@ func runGoPhaseHook(ctx context.Context, inv caller, devices []string, conc int,
 		meters[i].start()
 	}
 	sleepUntil(ctx, we)
-	w.fleetCPUs = make([]float64, len(meters))
-	for i := range meters {
-		w.fleetCPU = 0
-		meters[i].stop(&w)
-		w.fleetCPUs[i] = w.fleetCPU
+	meters[0].stop(&w) // this process's CPU, and the first fleet's
+	w.fleetCPUs = []float64{w.fleetCPU}
+	for _, m := range meters[1:] {
+		w.fleetCPUs = append(w.fleetCPUs, m.fleetSeconds())
 	}
-	w.fleetCPU = w.fleetCPUs[0]
 	wg.Wait()
 	w.seconds = dur.Seconds()
-	w.calls = make([]int, len(devices))
+	w.fleetCalls = make([]int, len(fleets))
 	for _, a := range accs {
 		for i, n := range a.calls {
-			w.calls[i] += n
+			w.fleetCalls[i] += n
 		}
 		w.latencies = append(w.latencies, a.lat...)
 		w.errors += a.errs
@@ -246,7 +254,7 @@ func RunInvoker(in io.Reader, out io.Writer) error {
 	enc := json.NewEncoder(out)
 	var cpu0 float64
 	w := runGoPhaseHook(context.Background(), inv, spec.Devices, conc,
-		time.Duration(spec.WarmupMs)*time.Millisecond, time.Duration(spec.DurationMs)*time.Millisecond, nil,
+		time.Duration(spec.WarmupMs)*time.Millisecond, time.Duration(spec.DurationMs)*time.Millisecond, []fleet{nil},
 		func() {
 			cpu0 = cpuSeconds()
 			_ = enc.Encode(invokeMsg{Type: "window_start"})

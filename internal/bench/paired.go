@@ -105,7 +105,7 @@ func (r *runner) runPairedLoad(a, b rowSpec) PairedLoad {
 	if err != nil {
 		return fail(err)
 	}
-	ids := make([]string, 2*r.cfg.Devices) // a's devices at even indexes, b's at odd ones
+	ids := make([]string, 2*r.cfg.Devices) // interleaved, as runGoPhaseHook wants them: a's at even indexes
 	for i := range creds {
 		for j, c := range creds[i] {
 			ids[2*j+i] = c.id
@@ -120,13 +120,7 @@ func (r *runner) runPairedLoad(a, b rowSpec) PairedLoad {
 	r.logf("paired load %s vs %s: %d devices each, %d in flight in all, %v", pl.A, pl.B, r.cfg.Devices, r.cfg.Concurrency, dur)
 	w := runGoPhaseHook(r.ctx, inv, ids, r.cfg.Concurrency, r.cfg.Warmup, dur, fleets[:], nil)
 	pl.Seconds = w.seconds
-	for i, n := range w.calls {
-		if i%2 == 0 {
-			pl.CallsA += n
-		} else {
-			pl.CallsB += n
-		}
-	}
+	pl.CallsA, pl.CallsB = w.fleetCalls[0], w.fleetCalls[1]
 	switch {
 	case w.errors > 0:
 		return fail(fmt.Errorf("%d calls failed: %s", w.errors, w.firstErr))

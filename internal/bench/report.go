@@ -198,9 +198,8 @@ func (res *Result) floorTargets(t string) []Target {
 	}
 
 	name, goal = "device SDK vs raw floor: CPU per call ("+t+")", fmt.Sprintf("%s device CPU/call ÷ %s ≤ %s", sdkName, rawName, trimFloat(goalFloorCPU))
-	switch a, b := res.deviceCPU(sdk), res.deviceCPU(fl); {
-	case res.pairedLoad(sdkName, rawName) != nil:
-		pl := res.pairedLoad(sdkName, rawName)
+	switch a, b, pl := res.deviceCPU(sdk), res.deviceCPU(fl), res.pairedLoad(sdkName, rawName); {
+	case pl != nil:
 		detail := fmt.Sprintf("paired load, both fleets at once: %.0f vs %.0f µs of the device process per call", pl.CPUPerCallA, pl.CPUPerCallB)
 		if a > 0 && b > 0 {
 			detail += fmt.Sprintf(" (rows: %.0f ÷ %.0f µs = %s)", a, b, trimFloat(round(a/b, 3)))

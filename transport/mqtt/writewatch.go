@@ -7,9 +7,10 @@ import (
 	"time"
 )
 
-// writeTimeout bounds every write to the hub: a write that has not returned
-// this long after it began closes its connection, which the device client
-// then sees lost (and reconnects). Tests shorten it.
+// writeTimeout bounds every write to the hub: when writes have been under
+// way this long with none completing, the watch closes the connection,
+// which the device client then sees lost (and reconnects). Tests shorten
+// it.
 var writeTimeout = 30 * time.Second
 
 // watchSteps is how many steps of the watch's clock make writeTimeout: a

@@ -25,16 +25,18 @@ func shortWriteTimeout(t *testing.T, d time.Duration) {
 	t.Cleanup(func() { writeTimeout = old })
 }
 
-// writeUnderWay reports whether a watched connection is writing.
-func writeUnderWay() bool {
+// writeState reports whether a watched connection is writing, and
+// whether that write has been under way since the watch's clock last
+// stepped, at least (so blocked, not passing).
+func writeState() (writing, blocked bool) {
 	watch.mu.Lock()
 	defer watch.mu.Unlock()
 	for c := range watch.conns {
 		if c.writing.Load() != 0 {
-			return true
+			return true, c.stalledSince(watch.clock.Load(), 0)
 		}
 	}
-	return false
+	return false, false
 }
 
 func watchStopped() bool {
@@ -55,16 +57,26 @@ func TestWriteWatchEndsStalledConnection(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	// Events until the socket buffers are full and the writer blocks in
-	// one (the write watch shows it under way). None is acknowledged, so
-	// each send ends by its own deadline. No event follows the one that
-	// blocks: it would wait in paho's Publish for the writer, 30 s, after
-	// the connection ends.
+	// one: after each, wait until its write is done or has been under way
+	// for a step of the watch's clock. None is acknowledged, so each send
+	// ends by its own deadline. No event follows the one that blocks: it
+	// would wait in paho's Publish for the writer, 30 s, after the
+	// connection ends.
 	payload := bytes.Repeat([]byte("x"), 200<<10)
-	for sent := 0; !writeUnderWay(); sent++ {
+	for sent := 0; ; sent++ {
 		require.Less(t, sent, 100, "20 MB sent, and no write blocked")
 		sctx, scancel := context.WithTimeout(ctx, 50*time.Millisecond)
 		_ = c.SendEvent(sctx, &transport.Message{Body: payload})
 		scancel()
+		var blocked bool
+		require.Eventually(t, func() bool {
+			var writing bool
+			writing, blocked = writeState()
+			return !writing || blocked
+		}, 10*time.Second, time.Millisecond, "a write neither done nor blocked")
+		if blocked {
+			break
+		}
 	}
 	select {
 	case <-c.Done():
@@ -86,6 +98,7 @@ func TestWriteWatch(t *testing.T) {
 	t.Run("stalled", func(t *testing.T) {
 		a, b := net.Pipe() // nobody reads b: a's first write blocks
 		defer b.Close()
+		require.NoError(t, a.SetDeadline(time.Now().Add(10*time.Second))) // fail, not hang, without the watch
 		lc := newLimitConn(a, MaxPacketSize)
 		defer lc.Close()
 		_, err := lc.Write([]byte("x"))
@@ -100,8 +113,9 @@ func TestWriteWatch(t *testing.T) {
 		go func() { _, _ = io.Copy(io.Discard, b) }() // ends when a closes
 		lc := newLimitConn(a, MaxPacketSize)
 		defer lc.Close()
-		until := watch.clock.Load() + 3*watchSteps // three timeouts
+		until, deadline := watch.clock.Load()+3*watchSteps, time.Now().Add(10*time.Second) // three timeouts
 		for n := 0; watch.clock.Load() < until; n++ {
+			require.True(t, time.Now().Before(deadline), "the watch's clock stopped")
 			_, err := lc.Write([]byte("x"))
 			require.NoError(t, err, "write %d", n)
 		}
@@ -113,11 +127,13 @@ func TestWriteWatch(t *testing.T) {
 		// the connection makes progress and lives, until they stop.
 		a, b := net.Pipe()
 		defer b.Close()
+		require.NoError(t, a.SetDeadline(time.Now().Add(10*time.Second))) // fail, not hang, without the watch
 		lc := newLimitConn(a, MaxPacketSize)
 		defer lc.Close()
 		lc.beginWrite() // a write under way that never returns
-		until := watch.clock.Load() + 2*watchSteps
+		until, deadline := watch.clock.Load()+2*watchSteps, time.Now().Add(10*time.Second)
 		for watch.clock.Load() < until {
+			require.True(t, time.Now().Before(deadline), "the watch's clock stopped")
 			lc.beginWrite()
 			lc.endWrite()
 			require.Nil(t, lc.stalled.Load(), "closed while other writes completed")
