@@ -13,6 +13,7 @@ import (
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/device"
+	"github.com/iothub-go/iothub/internal/bench"
 	"github.com/iothub-go/iothub/internal/hub"
 	"github.com/iothub-go/iothub/internal/hub/engine"
 	"github.com/iothub-go/iothub/transport"
@@ -25,7 +26,9 @@ import (
 // loopback, the device client (transport, dispatch, handler, answer).
 // There is no HTTP and no service client here (iothub bench measures the
 // whole path). "paho-raw" is the floor: a responder written directly on
-// paho, answering from paho's callback. Allocations are the hub's and the
+// paho, answering from paho's callback; "amqp-raw" the same on go-amqp
+// (iothub bench's). The "-handoff" floors answer off the library's
+// delivery goroutine. Allocations are the hub's and the
 // device's together; "parallel" keeps GOMAXPROCS calls in flight over 8
 // devices.
 //
@@ -39,13 +42,15 @@ func BenchmarkMethodRoundTrip(b *testing.B) {
 	payload := []byte(`{"data":"` + strings.Repeat("x", 89) + `"}`) // 100 bytes, as iothub bench
 	for _, bc := range []struct {
 		name string
-		tr   transport.Transport // nil: paho-raw or paho-handoff
+		tr   transport.Transport // nil: a floor, named
 	}{
 		{"sdk/mqtt", mqtt.New(nil)},
 		{"paho-raw/mqtt", nil},
 		{"paho-handoff/mqtt", nil},
 		{"sdk/mqtt-ws", mqtt.New(&mqtt.Options{WebSocket: true})},
 		{"sdk/amqp", amqp.New(nil)},
+		{"amqp-raw/amqp", nil},
+		{"amqp-handoff/amqp", nil},
 		{"sdk/amqp-ws", amqp.New(&amqp.Options{WebSocket: true})},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
@@ -57,9 +62,14 @@ func BenchmarkMethodRoundTrip(b *testing.B) {
 				ids[i] = auth.Identity{DeviceID: id}
 				cs := auth.ConnectionString{HostName: h.Engine.HostName(), DeviceID: id,
 					SharedAccessKey: *d.Authentication.SymmetricKey.PrimaryKey, GatewayHostName: addr}.Reveal()
-				if bc.tr == nil {
-					rawEchoDevice(b, cs, tlsConf, strings.HasPrefix(bc.name, "paho-handoff"))
-				} else {
+				switch handoff := strings.Contains(bc.name, "-handoff/"); {
+				case strings.HasPrefix(bc.name, "amqp-"):
+					closeFn, err := bench.RawAMQPResponder(context.Background(), cs, handoff, tlsConf)
+					require.NoError(b, err, "go-amqp responder")
+					b.Cleanup(closeFn)
+				case bc.tr == nil:
+					rawEchoDevice(b, cs, tlsConf, handoff)
+				default:
 					sdkEchoDevice(b, cs, tlsConf, bc.tr)
 				}
 			}

@@ -106,7 +106,12 @@ the raw responders' rows over mqtt and amqp run their throughput phase
 again with the bare azcore invoker (the end-to-end floor, through the same hub). Each
 device fleet (and, for the service-client comparison, each invoker) runs
 in a child process; latency ratios come from paired runs, calls
-alternating between one device of each kind. The twin rows time a
+alternating between one device of each kind (this SDK, the handoff floor
+and the raw floor of a transport share one window), and the CPU ratios
+from paired loads, a fleet of each under one load. With --rounds, the
+scale fleets of the RSS target (this SDK's and the raw floor's, at their
+largest common size) are measured that many times, alternating, and the
+target takes the medians. The twin rows time a
 device's reported-property updates, one at a time, each awaiting the
 hub's answer: this SDK's UpdateReportedProperties against the raw paho
 and go-amqp floors and, with --node, the Node SDK's
@@ -187,7 +192,7 @@ flags:
 	fs.Var(intsFlag{&c.NodeScale}, "node-scale", "fleet `sizes` for the Node rows")
 	fs.Var(listFlag{&c.ScaleImpls}, "scale-rows", "limit the scale series to these `rows` or implementations (e.g. go-sdk/mqtt,paho-raw); default all measured rows")
 	fs.IntVar(&c.ConnectConcurrency, "connect-concurrency", c.ConnectConcurrency, "devices of a fleet connecting at once")
-	fs.IntVar(&c.Rounds, "rounds", c.Rounds, "repeat the latency and throughput rows this many times, interleaved, and report medians")
+	fs.IntVar(&c.Rounds, "rounds", c.Rounds, "repeat the latency and throughput rows this many times, interleaved, and report medians; also the scale fleets of the RSS target")
 	fs.BoolVar(&c.NoPairs, "no-pairs", false, "skip the paired comparisons: latency (one device of each kind, calls alternating) and load (a fleet of each, device CPU per call under one load)")
 	fs.BoolVar(&c.NoFloors, "no-floors", false, "skip the invoker floors (the invokers against an HTTPS server that answers at once) and the end-to-end floor")
 	fs.IntVar(&c.TwinUpdates, "twin-updates", c.TwinUpdates, "reported-property updates measured per twin row, one at a time")
@@ -227,6 +232,7 @@ flags:
 	fs.StringVar(&c.jsonFile, "json", "", "also write the JSON result to this `file`")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (hub and invoker) to `file`")
 	fs.StringVar(&c.DeviceCPUProfile, "device-cpuprofile", "", "Go device fleets write CPU profiles to `prefix`.<row>.pprof")
+	fs.StringVar(&c.DeviceMemProfile, "device-memprofile", "", "Go device fleets write heap profiles, after each memory sample, to `prefix`.<row>.pprof (scale fleets: <prefix>.scale-<impl>-<transport>-<devices>.pprof)")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
 	fs.BoolVar(&c.fleet, "fleet", false, "internal: serve a device fleet on stdin/stdout")
 	fs.BoolVar(&c.invoker, "invoker", false, "internal: run one invoker phase from stdin, result on stdout")

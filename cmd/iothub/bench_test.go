@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -91,16 +92,19 @@ func checkResult(t *testing.T, res *bench.Result, inproc bool) {
 		assert.Equal(t, "go-service", res.Invokers[0].Name, "invokers: %+v", res.Invokers)
 		assert.Equal(t, "ok", res.Invokers[0].Status, "invokers: %+v", res.Invokers)
 	}
-	// This SDK against the raw floor, and the handoff floor against it.
+	// This SDK against the raw floor, and the handoff floor against it,
+	// all three in one window: both pairs have the same B.
 	if assert.Len(t, res.Pairs, 2, "pairs") {
-		for i, want := range [][2]string{{"go-sdk/mqtt", "paho-raw/mqtt"}, {"paho-handoff/mqtt", "paho-raw/mqtt"}} {
+		for i, want := range [][3]string{{"go-sdk/mqtt", "paho-raw/mqtt", "paho-handoff/mqtt"}, {"paho-handoff/mqtt", "paho-raw/mqtt", "go-sdk/mqtt"}} {
 			p := res.Pairs[i]
 			assert.Equal(t, want[0], p.A, "pairs: %+v", res.Pairs)
 			assert.Equal(t, want[1], p.B, "pairs: %+v", res.Pairs)
+			assert.Equal(t, []string{want[2]}, p.With, "pairs: %+v", res.Pairs)
 			assert.Equal(t, "ok", p.Status, "pairs: %+v", res.Pairs)
 			assert.NotNil(t, p.LatA, "pairs: %+v", res.Pairs)
 			assert.NotNil(t, p.LatB, "pairs: %+v", res.Pairs)
 		}
+		assert.Equal(t, res.Pairs[0].LatB, res.Pairs[1].LatB, "one window, one raw floor: %+v", res.Pairs)
 	}
 	// The paired loads: device CPU per call of the SDK and of the handoff
 	// floor, each under one load with the raw floor. Fleets in this
@@ -108,10 +112,12 @@ func checkResult(t *testing.T, res *bench.Result, inproc bool) {
 	if inproc {
 		assert.Empty(t, res.PairedLoads, "paired loads in process")
 	} else if assert.Len(t, res.PairedLoads, 2, "paired loads") {
-		for i, want := range [][2]string{{"go-sdk/mqtt", "paho-raw/mqtt"}, {"paho-handoff/mqtt", "paho-raw/mqtt"}} {
+		for i, want := range [][3]string{{"go-sdk/mqtt", "paho-raw/mqtt", "paho-handoff/mqtt"}, {"paho-handoff/mqtt", "paho-raw/mqtt", "go-sdk/mqtt"}} {
 			p := res.PairedLoads[i]
 			assert.Equal(t, want[0], p.A, "paired loads: %+v", res.PairedLoads)
 			assert.Equal(t, want[1], p.B, "paired loads: %+v", res.PairedLoads)
+			assert.Equal(t, []string{want[2]}, p.With, "paired loads: %+v", res.PairedLoads)
+			assert.Equal(t, res.PairedLoads[0].CallsB, p.CallsB, "one load, one raw fleet: %+v", res.PairedLoads)
 			assert.Equal(t, "ok", p.Status, "paired loads: %+v", res.PairedLoads)
 			assert.Positive(t, p.CallsA, "paired loads: %+v", res.PairedLoads)
 			assert.Positive(t, p.CallsB, "paired loads: %+v", res.PairedLoads)
@@ -314,6 +320,41 @@ func TestBenchFleetProcesses(t *testing.T) {
 		// The fleet process reports its own goroutines (the hub's are not
 		// in the numbers).
 		assert.Positive(t, s.GoroutinesPerDevice, "scale %s: no fleet memory report: %+v", s.Name, s)
+	}
+}
+
+// TestBenchScaleRounds measures the fleets of the RSS target again with
+// --rounds: this SDK's and the raw floor's, in fleet processes, and their
+// rows carry the medians.
+func TestBenchScaleRounds(t *testing.T) {
+	cfg := bench.Defaults()
+	cfg.Transports = []string{"mqtt"}
+	cfg.Devices, cfg.Concurrency, cfg.ConnectConcurrency = 2, 2, 2
+	cfg.Warmup, cfg.LatencyDuration, cfg.Duration = 50*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
+	cfg.Scale, cfg.Rounds = []int{3}, 3
+	cfg.NoTwins, cfg.NoPairs, cfg.NoFloors = true, true, true
+	cfg.FleetCommand = []string{"env", benchHelperEnv + "=fleet", os.Args[0], "-test.run=^TestBenchHelperProcess$"}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := bench.Run(ctx, cfg)
+	require.NoError(t, err)
+	repeated := 0
+	for _, s := range res.Scale {
+		if s.Name != "go-sdk/mqtt" && s.Name != "paho-raw/mqtt" {
+			assert.Empty(t, s.RSSRounds, "scale %s measured once: %+v", s.Name, s)
+			continue
+		}
+		repeated++
+		if assert.Len(t, s.RSSRounds, 3, "scale %s: %+v", s.Name, s) && assert.Len(t, s.HeapRounds, 3, "scale %s: %+v", s.Name, s) {
+			rss, heap := slices.Sorted(slices.Values(s.RSSRounds)), slices.Sorted(slices.Values(s.HeapRounds))
+			assert.InDelta(t, rss[1], s.DeviceRSSPerDevice, 0.5, "scale %s: the median of its rounds: %+v", s.Name, s)
+			assert.InDelta(t, heap[1], s.DeviceHeapPerDevice, 0.5, "scale %s: the median of its rounds: %+v", s.Name, s)
+		}
+	}
+	assert.Equal(t, 2, repeated, "scale rows of the RSS target: %+v", res.Scale)
+	i := slices.IndexFunc(res.Targets, func(tg bench.Target) bool { return tg.Name == "device SDK vs raw floor: RSS per device (mqtt)" })
+	if assert.GreaterOrEqual(t, i, 0, "targets: %+v", res.Targets) {
+		assert.Contains(t, res.Targets[i].Detail, "medians of 3 rounds, alternating", "target: %+v", res.Targets[i])
 	}
 }
 

@@ -79,6 +79,10 @@ type FleetSpec struct {
 	// CPUProfile, if set, is where a Go fleet process writes its CPU
 	// profile (from connected to closed).
 	CPUProfile string `json:"cpu_profile,omitempty"`
+	// MemProfile, if set, is where a Go fleet process writes a heap
+	// profile each time it samples its memory: once connected, and on
+	// "stats".
+	MemProfile string `json:"mem_profile,omitempty"`
 	// ServerCertPEM and ServerKeyPEM are the answering server's
 	// certificate chain and key (ImplAnswer only).
 	ServerCertPEM string `json:"server_cert_pem,omitempty"`
@@ -305,6 +309,9 @@ func startGoFleet(ctx context.Context, spec FleetSpec) (*goFleet, fleetMsg) {
 	msg.ConnectP99Ms = ms(percentile(durs, 0.99))
 	after := sampleMem()
 	msg.After = &after
+	if spec.MemProfile != "" {
+		writeHeapProfile(spec.MemProfile)
+	}
 	return f, msg
 }
 
@@ -556,4 +563,16 @@ type rawAMQP struct {
 func (c *rawAMQP) close() {
 	c.conn.Close()
 	<-c.done
+}
+
+// RawAMQPResponder connects one device of the AMQP floor (amqp-raw; with
+// handoff, amqp-handoff) with connStr, for the in-process benchmarks of
+// other packages (device's BenchmarkMethodRoundTrip). The device answers
+// every method call with its payload until closed.
+func RawAMQPResponder(ctx context.Context, connStr string, handoff bool, tlsConf *tls.Config) (closeFn func(), err error) {
+	c, err := dialRawAMQP(ctx, connStr, handoff, tlsConf)
+	if err != nil {
+		return nil, err
+	}
+	return c.close, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -11,10 +12,13 @@ import (
 // the same phase: one device of each, the invoker alternating calls
 // between them (A B B A …), so that both see the same machine. On a
 // shared machine this is steadier than comparing rows measured one after
-// the other.
+// the other. A pair may share its window with other implementations
+// (With): the calls then go round all of them and back (A C B B C A …),
+// and each is compared with the same B.
 type Pair struct {
 	A      string   `json:"a"`
 	B      string   `json:"b"`
+	With   []string `json:"with,omitempty"`
 	Status string   `json:"status"`
 	Reason string   `json:"reason,omitempty"`
 	LatA   *Latency `json:"latency_a,omitempty"`
@@ -24,46 +28,69 @@ type Pair struct {
 	P90Ratio float64 `json:"p90_ratio"`
 }
 
-// pairPlan lists the pairs the targets need, among the rows that worked.
-func (r *runner) pairPlan() [][2]rowSpec {
-	ok := func(name string) bool { return r.res.row(name) != nil }
-	var plan [][2]rowSpec
+// pairGroups lists the implementations the targets compare, among the
+// rows that worked, in groups measured in one window. The last of a group
+// is its base, with which each other member is compared. Per transport:
+// this SDK and the handoff floor with the raw floor, all three in one
+// window, so that the target and the bound the handoff floor sets on it
+// come from the same minutes; and this SDK with the Node SDK.
+func (r *runner) pairGroups() [][]rowSpec {
+	ok := func(impl, t string) bool { return impl != "" && r.res.row(impl+"/"+t) != nil }
+	var plan [][]rowSpec
 	for _, t := range r.cfg.Transports {
-		if !ok(ImplGoSDK + "/" + t) {
+		if !ok(ImplGoSDK, t) {
 			continue
 		}
-		for _, base := range []string{rawImpl(t), ImplNodeSDK} {
-			if ok(base + "/" + t) {
-				plan = append(plan, [2]rowSpec{{ImplGoSDK, t}, {base, t}})
+		if raw := rawImpl(t); ok(raw, t) {
+			g := []rowSpec{{ImplGoSDK, t}}
+			if h := handoffImpl(t); ok(h, t) {
+				g = append(g, rowSpec{h, t})
 			}
+			plan = append(plan, append(g, rowSpec{raw, t}))
 		}
-		// The handoff floor against the raw one: what a conforming client
-		// pays at least (the bound of the p50 target).
-		if h, raw := handoffImpl(t), rawImpl(t); h != "" && ok(h+"/"+t) && ok(raw+"/"+t) {
-			plan = append(plan, [2]rowSpec{{h, t}, {raw, t}})
+		if ok(ImplNodeSDK, t) {
+			plan = append(plan, []rowSpec{{ImplGoSDK, t}, {ImplNodeSDK, t}})
 		}
 	}
 	return plan
 }
 
 func (r *runner) runPairs() {
-	for _, p := range r.pairPlan() {
+	groups := r.pairGroups()
+	for _, g := range groups {
 		if r.ctx.Err() != nil {
 			return
 		}
-		r.res.Pairs = append(r.res.Pairs, r.runPair(p[0], p[1]))
+		r.res.Pairs = append(r.res.Pairs, r.runPairGroup(g)...)
 	}
 	if r.cfg.InProcess { // no device CPU of its own to measure
 		return
 	}
-	for _, p := range r.pairPlan() {
+	for _, g := range groups {
 		if r.ctx.Err() != nil {
 			return
 		}
-		if p[1].impl == rawImpl(p[1].transport) { // the CPU targets compare with the raw floors only
-			r.res.PairedLoads = append(r.res.PairedLoads, r.runPairedLoad(p[0], p[1]))
+		if b := g[len(g)-1]; b.impl == rawImpl(b.transport) { // the CPU targets compare with the raw floors only
+			r.res.PairedLoads = append(r.res.PairedLoads, r.runPairedLoad(g)...)
 		}
 	}
+}
+
+// rowNames are the row names of g.
+func rowNames(g []rowSpec) []string {
+	names := make([]string, len(g))
+	for i, rs := range g {
+		names[i] = rs.impl + "/" + rs.transport
+	}
+	return names
+}
+
+// others is names without names[i], nil when that leaves none.
+func others(names []string, i int) []string {
+	if len(names) <= 2 {
+		return nil
+	}
+	return slices.Delete(slices.Clone(names[:len(names)-1]), i, i+1)
 }
 
 // PairedLoad compares the device CPU per call of two device
@@ -74,15 +101,16 @@ func (r *runner) runPairs() {
 // with the machine: their CPU per call moves by ±0.1 of itself between
 // runs here (BENCHMARKS.md).
 type PairedLoad struct {
-	A           string  `json:"a"`
-	B           string  `json:"b"`
-	Status      string  `json:"status"`
-	Reason      string  `json:"reason,omitempty"`
-	Devices     int     `json:"devices_each"`
-	Concurrency int     `json:"concurrency"`
-	Seconds     float64 `json:"seconds"`
-	CallsA      int     `json:"calls_a"`
-	CallsB      int     `json:"calls_b"`
+	A           string   `json:"a"`
+	B           string   `json:"b"`
+	With        []string `json:"with,omitempty"`
+	Status      string   `json:"status"`
+	Reason      string   `json:"reason,omitempty"`
+	Devices     int      `json:"devices_each"`
+	Concurrency int      `json:"concurrency"`
+	Seconds     float64  `json:"seconds"`
+	CallsA      int      `json:"calls_a"`
+	CallsB      int      `json:"calls_b"`
 	// CPUPerCallA and CPUPerCallB are µs of each fleet process's CPU per
 	// call it answered in the window; Ratio is A ÷ B.
 	CPUPerCallA float64 `json:"device_cpu_us_per_call_a"`
@@ -90,25 +118,32 @@ type PairedLoad struct {
 	Ratio       float64 `json:"cpu_ratio"`
 }
 
-// runPairedLoad measures a and b under one load for Rounds × Duration.
-func (r *runner) runPairedLoad(a, b rowSpec) PairedLoad {
-	pl := PairedLoad{A: a.impl + "/" + a.transport, B: b.impl + "/" + b.transport, Status: "ok",
-		Devices: r.cfg.Devices, Concurrency: r.cfg.Concurrency}
-	fail := func(err error) PairedLoad {
-		pl.Status, pl.Reason = "failed", err.Error()
-		r.logf("paired load %s vs %s: %v", pl.A, pl.B, err)
-		return pl
+// runPairedLoad measures the members of g under one load for Rounds ×
+// Duration, and compares each with the last.
+func (r *runner) runPairedLoad(g []rowSpec) []PairedLoad {
+	names, k := rowNames(g), len(g)
+	loads := make([]PairedLoad, k-1)
+	for i := range loads {
+		loads[i] = PairedLoad{A: names[i], B: names[k-1], With: others(names, i), Status: "ok", Devices: r.cfg.Devices, Concurrency: r.cfg.Concurrency}
+	}
+	what := strings.Join(names, " vs ")
+	fail := func(err error) []PairedLoad {
+		for i := range loads {
+			loads[i].Status, loads[i].Reason = "failed", err.Error()
+		}
+		r.logf("paired load %s: %v", what, err)
+		return loads
 	}
 	r.rowSeq++
-	fleets, creds, stop, err := r.pairFleets("l", a, b, r.cfg.Devices)
+	fleets, creds, stop, err := r.groupFleets("l", g, r.cfg.Devices)
 	defer stop()
 	if err != nil {
 		return fail(err)
 	}
-	ids := make([]string, 2*r.cfg.Devices) // interleaved, as runGoPhaseHook wants them: a's at even indexes
+	ids := make([]string, k*r.cfg.Devices) // interleaved, as runGoPhaseHook wants them: fleet i's at indexes i mod k
 	for i := range creds {
 		for j, c := range creds[i] {
-			ids[2*j+i] = c.id
+			ids[k*j+i] = c.id
 		}
 	}
 	inv, err := newGoInvoker(r.serviceCS, r.tlsConf, Method, r.payload, r.cfg.Concurrency)
@@ -117,22 +152,26 @@ func (r *runner) runPairedLoad(a, b rowSpec) PairedLoad {
 	}
 	defer inv.close()
 	dur := r.cfg.Duration * time.Duration(r.cfg.Rounds)
-	r.logf("paired load %s vs %s: %d devices each, %d in flight in all, %v", pl.A, pl.B, r.cfg.Devices, r.cfg.Concurrency, dur)
-	w := runGoPhaseHook(r.ctx, inv, ids, r.cfg.Concurrency, r.cfg.Warmup, dur, fleets[:], nil)
-	pl.Seconds = w.seconds
-	pl.CallsA, pl.CallsB = w.fleetCalls[0], w.fleetCalls[1]
-	switch {
-	case w.errors > 0:
+	r.logf("paired load %s: %d devices each, %d in flight in all, %v", what, r.cfg.Devices, r.cfg.Concurrency, dur)
+	w := runGoPhaseHook(r.ctx, inv, ids, r.cfg.Concurrency, r.cfg.Warmup, dur, fleets, nil)
+	if w.errors > 0 {
 		return fail(fmt.Errorf("%d calls failed: %s", w.errors, w.firstErr))
-	case pl.CallsA == 0 || pl.CallsB == 0 || w.fleetCPUs[0] <= 0 || w.fleetCPUs[1] <= 0:
-		return fail(fmt.Errorf("nothing measured: %d and %d calls, %.3f and %.3f CPU seconds",
-			pl.CallsA, pl.CallsB, w.fleetCPUs[0], w.fleetCPUs[1]))
 	}
-	pl.CPUPerCallA = round(w.fleetCPUs[0]*1e6/float64(pl.CallsA), 1)
-	pl.CPUPerCallB = round(w.fleetCPUs[1]*1e6/float64(pl.CallsB), 1)
-	pl.Ratio = round(pl.CPUPerCallA/pl.CPUPerCallB, 3)
-	r.logf("paired load %s vs %s: %.1f vs %.1f µs of device CPU per call", pl.A, pl.B, pl.CPUPerCallA, pl.CPUPerCallB)
-	return pl
+	for i := range fleets {
+		if w.fleetCalls[i] == 0 || w.fleetCPUs[i] <= 0 {
+			return fail(fmt.Errorf("nothing measured for %s: %d calls, %.3f CPU seconds", names[i], w.fleetCalls[i], w.fleetCPUs[i]))
+		}
+	}
+	base := round(w.fleetCPUs[k-1]*1e6/float64(w.fleetCalls[k-1]), 1)
+	for i := range loads {
+		pl := &loads[i]
+		pl.Seconds = w.seconds
+		pl.CallsA, pl.CallsB = w.fleetCalls[i], w.fleetCalls[k-1]
+		pl.CPUPerCallA, pl.CPUPerCallB = round(w.fleetCPUs[i]*1e6/float64(pl.CallsA), 1), base
+		pl.Ratio = round(pl.CPUPerCallA/pl.CPUPerCallB, 3)
+		r.logf("paired load %s vs %s: %.1f vs %.1f µs of device CPU per call", pl.A, pl.B, pl.CPUPerCallA, pl.CPUPerCallB)
+	}
+	return loads
 }
 
 func (res *Result) pairedLoad(a, b string) *PairedLoad {
@@ -147,17 +186,17 @@ func find[T any](s []T, ok func(T) bool) *T {
 	return nil
 }
 
-// pairFleets registers n devices for each of a and b, named after prefix,
-// and starts a fleet of each with every device connected. The caller
-// closes the fleets with stop, which is never nil.
-func (r *runner) pairFleets(prefix string, a, b rowSpec, n int) (fleets [2]fleet, creds [2][]deviceCred, stop func(), err error) {
-	var started []fleet
+// groupFleets registers n devices for each member of g, named after
+// prefix, and starts a fleet of each with every device connected. The
+// caller closes the fleets with stop, which is never nil.
+func (r *runner) groupFleets(prefix string, g []rowSpec, n int) (fleets []fleet, creds [][]deviceCred, stop func(), err error) {
 	stop = func() {
-		for _, f := range started {
+		for _, f := range fleets {
 			f.close()
 		}
 	}
-	for i, rs := range []rowSpec{a, b} {
+	creds = make([][]deviceCred, len(g))
+	for i, rs := range g {
 		creds[i], err = r.register(fmt.Sprintf("%s%d%c", prefix, r.rowSeq, 'a'+i), n)
 		if err != nil {
 			return fleets, creds, stop, err
@@ -166,43 +205,60 @@ func (r *runner) pairFleets(prefix string, a, b rowSpec, n int) (fleets [2]fleet
 		if err != nil {
 			return fleets, creds, stop, err
 		}
-		started = append(started, f)
+		fleets = append(fleets, f)
 		if rep := f.report(); rep.Connected != n {
 			return fleets, creds, stop, fmt.Errorf("%d of %d %s devices did not connect: %s", n-rep.Connected, n, rs.impl, rep.FirstError)
 		}
-		fleets[i] = f
 	}
 	return fleets, creds, stop, nil
 }
 
-// runPair measures a and b alternately for Rounds × LatencyDuration.
-func (r *runner) runPair(a, b rowSpec) Pair {
-	p := Pair{A: a.impl + "/" + a.transport, B: b.impl + "/" + b.transport, Status: "ok"}
-	fail := func(err error) Pair {
-		p.Status, p.Reason = "failed", err.Error()
-		r.logf("pair %s vs %s: %v", p.A, p.B, err)
-		return p
+// runPairGroup measures the members of g, one device each, for Rounds ×
+// LatencyDuration, the calls going round them and back (A B B A, or
+// A C B B C A with three), and compares each with the last.
+func (r *runner) runPairGroup(g []rowSpec) []Pair {
+	names, k := rowNames(g), len(g)
+	pairs := make([]Pair, k-1)
+	for i := range pairs {
+		pairs[i] = Pair{A: names[i], B: names[k-1], With: others(names, i), Status: "ok"}
+	}
+	what := strings.Join(names, " vs ")
+	fail := func(err error) []Pair {
+		for i := range pairs {
+			pairs[i].Status, pairs[i].Reason = "failed", err.Error()
+		}
+		r.logf("pair %s: %v", what, err)
+		return pairs
 	}
 	r.rowSeq++
-	_, creds, stop, err := r.pairFleets("p", a, b, 1)
+	_, creds, stop, err := r.groupFleets("p", g, 1)
 	defer stop()
 	if err != nil {
 		return fail(err)
 	}
-	ids := [2]string{creds[0][0].id, creds[1][0].id}
+	ids := make([]string, k)
+	for i := range ids {
+		ids[i] = creds[i][0].id
+	}
 	inv, err := newGoInvoker(r.serviceCS, r.tlsConf, Method, r.payload, 1)
 	if err != nil {
 		return fail(err)
 	}
 	defer inv.close()
 	dur := r.cfg.LatencyDuration * time.Duration(r.cfg.Rounds)
-	r.logf("pair %s vs %s: alternating calls, %v", p.A, p.B, dur)
+	r.logf("pair %s: alternating calls, %v", what, dur)
 	start := time.Now()
 	ws, we := start.Add(r.cfg.Warmup), start.Add(r.cfg.Warmup+dur)
-	var lat [2][]time.Duration
-	var errs [2]int
-	var firstErr [2]string
-	order := []int{0, 1, 1, 0}
+	lat := make([][]time.Duration, k)
+	errs := make([]int, k)
+	firstErr := make([]string, k)
+	order := make([]int, 0, 2*k) // there and back: each member as often first as last
+	for i := range k {
+		order = append(order, i)
+	}
+	for i := range k {
+		order = append(order, k-1-i)
+	}
 	for n := 0; r.ctx.Err() == nil; n++ {
 		i := order[n%len(order)]
 		t0 := time.Now()
@@ -224,13 +280,16 @@ func (r *runner) runPair(a, b rowSpec) Pair {
 		}
 		lat[i] = append(lat[i], time.Since(t0))
 	}
-	p.LatA = summarize(lat[0], errs[0], firstErr[0])
-	p.LatB = summarize(lat[1], errs[1], firstErr[1])
-	if p.LatB.P50 > 0 && p.LatB.P90 > 0 {
-		p.P50Ratio = round(p.LatA.P50/p.LatB.P50, 3)
-		p.P90Ratio = round(p.LatA.P90/p.LatB.P90, 3)
+	base := summarize(lat[k-1], errs[k-1], firstErr[k-1])
+	for i := range pairs {
+		p := &pairs[i]
+		p.LatA, p.LatB = summarize(lat[i], errs[i], firstErr[i]), base
+		if p.LatB.P50 > 0 && p.LatB.P90 > 0 {
+			p.P50Ratio = round(p.LatA.P50/p.LatB.P50, 3)
+			p.P90Ratio = round(p.LatA.P90/p.LatB.P90, 3)
+		}
 	}
-	return p
+	return pairs
 }
 
 func (res *Result) pair(a, b string) *Pair {

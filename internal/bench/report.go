@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -182,7 +183,10 @@ func (res *Result) floorTargets(t string) []Target {
 			fmt.Sprintf("paired, alternating calls: %.0f µs vs %.0f µs (rows: %s)", p.LatA.P50, p.LatB.P50, rowRatio(sdk, fl)))
 		if hp := res.pair(hoName, rawName); hp != nil && hp.LatB.P50 > 0 {
 			tg.Bound = round(hp.LatA.P50/hp.LatB.P50, 3)
-			tg.BoundDetail = fmt.Sprintf("%s, paired with %s: %.0f vs %.0f µs", handoffWhat(hoName), rawName, hp.LatA.P50, hp.LatB.P50)
+			tg.BoundDetail = fmt.Sprintf("%s, paired with %s%s: %.0f vs %.0f µs", handoffWhat(hoName), rawName, sameWindow(hp.With, sdkName), hp.LatA.P50, hp.LatB.P50)
+			if slices.Contains(hp.With, sdkName) {
+				tg.Detail += fmt.Sprintf("; ÷ %s's %.0f µs in the same window: %s", hoName, hp.LatA.P50, trimFloat(round(p.LatA.P50/hp.LatA.P50, 3)))
+			}
 		}
 		out = append(out, tg)
 	case sdk != nil && fl != nil && sdk.Latency != nil && fl.Latency != nil && fl.Latency.P50 > 0:
@@ -200,14 +204,14 @@ func (res *Result) floorTargets(t string) []Target {
 	name, goal = "device SDK vs raw floor: CPU per call ("+t+")", fmt.Sprintf("%s device CPU/call ÷ %s ≤ %s", sdkName, rawName, trimFloat(goalFloorCPU))
 	switch a, b, pl := res.deviceCPU(sdk), res.deviceCPU(fl), res.pairedLoad(sdkName, rawName); {
 	case pl != nil:
-		detail := fmt.Sprintf("paired load, both fleets at once: %.0f vs %.0f µs of the device process per call", pl.CPUPerCallA, pl.CPUPerCallB)
+		detail := fmt.Sprintf("paired load, %s at once: %.0f vs %.0f µs of the device process per call", fleetsWord(pl.With), pl.CPUPerCallA, pl.CPUPerCallB)
 		if a > 0 && b > 0 {
 			detail += fmt.Sprintf(" (rows: %.0f ÷ %.0f µs = %s)", a, b, trimFloat(round(a/b, 3)))
 		}
 		tg := ratioTarget(name, goal, pl.CPUPerCallA, pl.CPUPerCallB, goalFloorCPU, false, detail)
 		if hl := res.pairedLoad(hoName, rawName); hl != nil {
 			tg.Bound = hl.Ratio
-			tg.BoundDetail = fmt.Sprintf("%s, paired load with %s: %.0f vs %.0f µs of device CPU per call", handoffWhat(hoName), rawName, hl.CPUPerCallA, hl.CPUPerCallB)
+			tg.BoundDetail = fmt.Sprintf("%s, paired load with %s%s: %.0f vs %.0f µs of device CPU per call", handoffWhat(hoName), rawName, sameWindow(hl.With, sdkName), hl.CPUPerCallA, hl.CPUPerCallB)
 		}
 		out = append(out, tg)
 	case a > 0 && b > 0:
@@ -229,12 +233,49 @@ func (res *Result) floorTargets(t string) []Target {
 	name, goal = "device SDK vs raw floor: RSS per device ("+t+")", fmt.Sprintf("%s RSS/device ÷ %s ≤ %s", sdkName, rawName, trimFloat(goalFloorRSS))
 	if a, b := res.commonScale(sdkName, rawName); a != nil && !a.InProcess && !b.InProcess && b.DeviceRSSPerDevice > 0 {
 		out = append(out, ratioTarget(name, goal, a.DeviceRSSPerDevice, b.DeviceRSSPerDevice, goalFloorRSS, false,
-			fmt.Sprintf("at %d devices: %.1f KB vs %.1f KB RSS per device (Go heap + stacks %.1f vs %.1f KB)", a.Devices,
-				a.DeviceRSSPerDevice/1024, b.DeviceRSSPerDevice/1024, a.DeviceHeapPerDevice/1024, b.DeviceHeapPerDevice/1024)))
+			fmt.Sprintf("at %d devices: %.1f KB vs %.1f KB RSS per device (Go heap + stacks %.1f vs %.1f KB)%s", a.Devices,
+				a.DeviceRSSPerDevice/1024, b.DeviceRSSPerDevice/1024, a.DeviceHeapPerDevice/1024, b.DeviceHeapPerDevice/1024, scaleRounds(a, b))))
 	} else {
 		out = append(out, naTarget(name, goal, "needs "+sdkName+" and "+rawName+" scale series of a common size in child processes (--scale, not --inproc)"))
 	}
 	return out
+}
+
+// fleetsWord names the fleets of a paired load: "both fleets", or "the
+// three fleets" with one more (With).
+func fleetsWord(with []string) string {
+	switch len(with) {
+	case 0:
+		return "both fleets"
+	case 1:
+		return "the three fleets"
+	}
+	return fmt.Sprintf("the %d fleets", len(with)+2)
+}
+
+// scaleRounds describes the rounds behind two scale rows' medians, ""
+// when they were measured once.
+func scaleRounds(a, b *ScaleRow) string {
+	if len(a.RSSRounds) < 2 || len(b.RSSRounds) < 2 {
+		return ""
+	}
+	kb := func(v []float64) string {
+		s := make([]string, len(v))
+		for i, x := range v {
+			s[i] = fmt.Sprintf("%.1f", x/1024)
+		}
+		return strings.Join(s, ", ")
+	}
+	return fmt.Sprintf("; medians of %d rounds, alternating: RSS %s and %s KB", len(a.RSSRounds), kb(a.RSSRounds), kb(b.RSSRounds))
+}
+
+// sameWindow says that a floor's pair or paired load shared its window
+// with the row named name, "" if it did not.
+func sameWindow(with []string, name string) string {
+	if slices.Contains(with, name) {
+		return " in the same window as " + name
+	}
+	return ""
 }
 
 // handoffWhat names the handoff floor row name for a bound's detail.
@@ -507,14 +548,14 @@ func writePairs(w io.Writer, title, each string, pairs []Pair) {
 	}
 	fmt.Fprintf(w, "\n%s\n", title)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "A\tB\tA p50\tB p50\tA p90\tB p90\tA p99\tB p99\t"+each+"\tp50 A÷B\tp90 A÷B\t")
+	fmt.Fprintln(tw, "A\tB\tA p50\tB p50\tA p90\tB p90\tA p99\tB p99\t"+each+"\tp50 A÷B\tp90 A÷B\t"+withHeader(slices.IndexFunc(pairs, func(p Pair) bool { return len(p.With) > 0 }) >= 0))
 	for _, p := range pairs {
 		if p.Status != "ok" {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\t\t\n", p.A, p.B, p.Status)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\t\t%s\n", p.A, p.B, p.Status, withCell(p.With))
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%s\t%s\t\n", p.A, p.B, p.LatA.P50, p.LatB.P50, p.LatA.P90, p.LatB.P90,
-			p.LatA.P99, p.LatB.P99, min(p.LatA.Calls, p.LatB.Calls), trimFloat(p.P50Ratio), trimFloat(p.P90Ratio))
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%s\t%s\t%s\n", p.A, p.B, p.LatA.P50, p.LatB.P50, p.LatA.P90, p.LatB.P90,
+			p.LatA.P99, p.LatB.P99, min(p.LatA.Calls, p.LatB.Calls), trimFloat(p.P50Ratio), trimFloat(p.P90Ratio), withCell(p.With))
 	}
 	tw.Flush()
 	for _, p := range pairs {
@@ -524,21 +565,38 @@ func writePairs(w io.Writer, title, each string, pairs []Pair) {
 	}
 }
 
+// withHeader is the heading of the column that names the implementations
+// measured in the same window as a pair (With), if any pair has some.
+func withHeader(some bool) string {
+	if !some {
+		return ""
+	}
+	return "in the same window\t"
+}
+
+// withCell is a With column's cell.
+func withCell(with []string) string {
+	if len(with) == 0 {
+		return ""
+	}
+	return strings.Join(with, ", ") + "\t"
+}
+
 // writePairedLoads writes the device CPU comparisons under one load.
 func writePairedLoads(w io.Writer, loads []PairedLoad) {
 	if len(loads) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\nPaired load: a fleet of each, calls spread evenly over both at once (device CPU µs per call)\n")
+	fmt.Fprintf(w, "\nPaired load: a fleet of each, calls spread evenly over all of them at once (device CPU µs per call)\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "A\tB\tdevices each\tin flight\tA calls\tB calls\tA CPU\tB CPU\tA÷B\t")
+	fmt.Fprintln(tw, "A\tB\tdevices each\tin flight\tA calls\tB calls\tA CPU\tB CPU\tA÷B\t"+withHeader(slices.IndexFunc(loads, func(p PairedLoad) bool { return len(p.With) > 0 }) >= 0))
 	for _, p := range loads {
 		if p.Status != "ok" {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\n", p.A, p.B, p.Status)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t%s\n", p.A, p.B, p.Status, withCell(p.With))
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t\n", p.A, p.B, p.Devices, p.Concurrency, p.CallsA, p.CallsB,
-			p.CPUPerCallA, p.CPUPerCallB, trimFloat(p.Ratio))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t%s\n", p.A, p.B, p.Devices, p.Concurrency, p.CallsA, p.CallsB,
+			p.CPUPerCallA, p.CPUPerCallB, trimFloat(p.Ratio), withCell(p.With))
 	}
 	tw.Flush()
 	for _, p := range loads {
@@ -605,7 +663,7 @@ func (res *Result) writeRest(w io.Writer) {
 		}
 	}
 
-	writePairs(w, "Paired latency: one device each, calls alternating A B B A (µs)", "calls each", res.Pairs)
+	writePairs(w, "Paired latency: one device each, calls alternating A B B A, or A C B B C A with a third in the window (µs)", "calls each", res.Pairs)
 	writePairedLoads(w, res.PairedLoads)
 
 	if len(res.Scale) > 0 {

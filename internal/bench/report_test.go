@@ -50,8 +50,8 @@ func madeUpRun() *Result {
 			benchRow("node-sdk/amqp", 900, 2000, 250),
 		},
 		Pairs: []Pair{
-			{A: "go-sdk/mqtt", B: "paho-raw/mqtt", Status: "ok", LatA: &Latency{P50: 420}, LatB: &Latency{P50: 400}, P50Ratio: 1.05},
-			{A: "paho-handoff/mqtt", B: "paho-raw/mqtt", Status: "ok", LatA: &Latency{P50: 410}, LatB: &Latency{P50: 400}, P50Ratio: 1.025},
+			{A: "go-sdk/mqtt", B: "paho-raw/mqtt", With: []string{"paho-handoff/mqtt"}, Status: "ok", LatA: &Latency{P50: 420}, LatB: &Latency{P50: 400}, P50Ratio: 1.05},
+			{A: "paho-handoff/mqtt", B: "paho-raw/mqtt", With: []string{"go-sdk/mqtt"}, Status: "ok", LatA: &Latency{P50: 410}, LatB: &Latency{P50: 400}, P50Ratio: 1.025},
 		},
 		Invokers: []InvokerRow{
 			invokerRow("go-service", 60),
@@ -140,6 +140,11 @@ func TestTargets(t *testing.T) {
 	// What the CPUs would allow with no hub: 2 CPUs / (120+50+80 µs).
 	assert.Contains(t, e2e, "with no hub: at most 8000 calls/s", "end-to-end detail")
 	assert.Contains(t, got["device SDK vs Node: connects/s (mqtt)"].Detail, "paho-raw responder: 2500 connects/s", "connects/s detail")
+	// The MQTT pairs shared one window: the target compares the SDK with
+	// the handoff floor directly, 420/410 µs.
+	p50 := got["device SDK vs raw floor: p50 (mqtt)"]
+	assert.Contains(t, p50.Detail, "÷ paho-handoff/mqtt's 410 µs in the same window: 1.024", "p50 detail")
+	assert.Contains(t, p50.BoundDetail, "paired with paho-raw/mqtt in the same window as go-sdk/mqtt", "p50 bound detail")
 
 	var buf bytes.Buffer
 	res.Targets = targets(res)
@@ -147,7 +152,8 @@ func TestTargets(t *testing.T) {
 	out := buf.String()
 	for _, want := range []string{"Invoker floor", "net-http", "Targets",
 		`floor of "device SDK vs Node: CPU per call (amqp)": 0.64 at best: the amqp-raw responder alone spends 160 µs`,
-		`floor of "service client vs Node: CPU per call": 0.6 at best: a bare net/http client`} {
+		`floor of "service client vs Node: CPU per call": 0.6 at best: a bare net/http client`,
+		"in the same window", "paho-handoff/mqtt"} {
 		assert.Contains(t, out, want, "table")
 	}
 }

@@ -620,7 +620,7 @@ func (r *runner) runTwinPair(a, b rowSpec) Pair {
 		return p
 	}
 	r.rowSeq++
-	fleets, _, stop, err := r.pairFleets("tp", a, b, 1)
+	fleets, _, stop, err := r.groupFleets("tp", []rowSpec{a, b}, 1)
 	defer stop()
 	if err != nil {
 		return fail(err)
