@@ -158,6 +158,23 @@ func TestTargets(t *testing.T) {
 	}
 }
 
+// TestServiceTargetAzcoreBound checks that the service client's target is
+// bounded by the floor of azcore, the library it is built on, when the run
+// measured one, and by a bare net/http client's otherwise.
+func TestServiceTargetAzcoreBound(t *testing.T) {
+	res := madeUpRun()
+	const name = "service client vs Node: CPU per call"
+	tg := targetsByName(res)[name]
+	assert.Equal(t, 0.6, tg.Bound, "net/http: 90/150 µs")
+	assert.Contains(t, tg.BoundDetail, "a bare net/http client posting the same request spends 90 µs", "bound detail")
+	res.Floors = append(res.Floors, FloorRow{Name: FloorAzcore, Status: "ok", Latency: &Latency{P50: 220}, LoadLatency: &Latency{}, InvokerCPUPerCall: 105, ServerCPUPerCall: 50})
+	tg = targetsByName(res)[name]
+	assert.Equal(t, 0.7, tg.Bound, "azcore: 105/150 µs")
+	assert.Equal(t, "met", tg.Status, "the value, 60/150, is below the bound: %+v", tg)
+	assert.Contains(t, tg.BoundDetail, "a bare azcore pipeline, which this SDK's service client is built on, posting the same request spends 105 µs", "bound detail")
+	assert.Contains(t, tg.BoundDetail, "(a bare net/http client there: 90 µs; this SDK's service client: 120 µs)", "bound detail")
+}
+
 // TestTargetsList checks the targets' order and that the retired ones
 // (absolute figures, ratios of p50 and calls/s to Node) are gone.
 func TestTargetsList(t *testing.T) {
