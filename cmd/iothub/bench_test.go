@@ -334,6 +334,7 @@ func TestBenchScaleRounds(t *testing.T) {
 	cfg.Scale, cfg.Rounds = []int{3}, 3
 	cfg.NoTwins, cfg.NoPairs, cfg.NoFloors = true, true, true
 	cfg.FleetCommand = []string{"env", benchHelperEnv + "=fleet", os.Args[0], "-test.run=^TestBenchHelperProcess$"}
+	cfg.DeviceMemProfile = filepath.Join(t.TempDir(), "mem")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	res, err := bench.Run(ctx, cfg)
@@ -352,6 +353,17 @@ func TestBenchScaleRounds(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 2, repeated, "scale rows of the RSS target: %+v", res.Scale)
+	// --device-memprofile: each scale fleet wrote its heap profile once
+	// connected, and a text copy that ends with the runtime's MemStats.
+	for _, row := range []string{"go-sdk-mqtt", "paho-raw-mqtt"} {
+		prefix := cfg.DeviceMemProfile + ".scale-" + row + "-3.pprof"
+		if fi, err := os.Stat(prefix); assert.NoError(t, err, "heap profile") {
+			assert.Positive(t, fi.Size(), "heap profile %s", prefix)
+		}
+		if text, err := os.ReadFile(prefix + ".txt"); assert.NoError(t, err, "heap profile as text") {
+			assert.Contains(t, string(text), "# HeapInuse = ", "heap profile as text %s", prefix)
+		}
+	}
 	i := slices.IndexFunc(res.Targets, func(tg bench.Target) bool { return tg.Name == "device SDK vs raw floor: RSS per device (mqtt)" })
 	if assert.GreaterOrEqual(t, i, 0, "targets: %+v", res.Targets) {
 		assert.Contains(t, res.Targets[i].Detail, "medians of 3 rounds, alternating", "target: %+v", res.Targets[i])
