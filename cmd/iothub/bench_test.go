@@ -103,8 +103,16 @@ func checkResult(t *testing.T, res *bench.Result, inproc bool) {
 			assert.Equal(t, "ok", p.Status, "pairs: %+v", res.Pairs)
 			assert.NotNil(t, p.LatA, "pairs: %+v", res.Pairs)
 			assert.NotNil(t, p.LatB, "pairs: %+v", res.Pairs)
+			// A round each, with device processes of its own; the ratio is
+			// the rounds'.
+			if assert.Len(t, p.Rounds, res.Settings.Rounds, "pairs: %+v", res.Pairs) && assert.Positive(t, p.Rounds[0].P50B, "pairs: %+v", res.Pairs) {
+				assert.InDelta(t, p.Rounds[0].P50A/p.Rounds[0].P50B, p.P50Ratio, 0.001, "pairs: %+v", res.Pairs)
+			}
 		}
 		assert.Equal(t, res.Pairs[0].LatB, res.Pairs[1].LatB, "one window, one raw floor: %+v", res.Pairs)
+		if len(res.Pairs[0].Rounds) > 0 && len(res.Pairs[1].Rounds) > 0 {
+			assert.Equal(t, res.Pairs[0].Rounds[0].P50B, res.Pairs[1].Rounds[0].P50B, "one window, one raw floor: %+v", res.Pairs)
+		}
 	}
 	// The paired loads: device CPU per call of the SDK and of the handoff
 	// floor, each under one load with the raw floor. Fleets in this

@@ -79,7 +79,8 @@ type Config struct {
 	ConnectConcurrency int
 	// Rounds repeats the latency and throughput rows (interleaved) and
 	// reports the median of each number, which steadies a shared machine.
-	// The paired latency comparisons last Rounds × LatencyDuration.
+	// The paired latency comparisons run Rounds rounds of
+	// LatencyDuration, each with device processes of its own.
 	Rounds int
 	// NoPairs skips the paired latency comparisons (see Pair), of method
 	// calls and of twin updates.

@@ -23,9 +23,12 @@ type Pair struct {
 	Reason string   `json:"reason,omitempty"`
 	LatA   *Latency `json:"latency_a,omitempty"`
 	LatB   *Latency `json:"latency_b,omitempty"`
-	// P50Ratio and P90Ratio are A ÷ B.
-	P50Ratio float64 `json:"p50_ratio"`
-	P90Ratio float64 `json:"p90_ratio"`
+	// Rounds are the rounds, each with its own device processes; LatA
+	// and LatB pool their calls. P50Ratio and P90Ratio are A ÷ B, the
+	// medians of the rounds'.
+	Rounds   []PairRound `json:"rounds,omitempty"`
+	P50Ratio float64     `json:"p50_ratio"`
+	P90Ratio float64     `json:"p90_ratio"`
 }
 
 // pairGroups lists the implementations the targets compare, among the
@@ -213,9 +216,13 @@ func (r *runner) groupFleets(prefix string, g []rowSpec, n int) (fleets []fleet,
 	return fleets, creds, stop, nil
 }
 
-// runPairGroup measures the members of g, one device each, for Rounds ×
-// LatencyDuration, the calls going round them and back (A B B A, or
-// A C B B C A with three), and compares each with the last.
+// runPairGroup measures the members of g, one device each, in Rounds
+// rounds of LatencyDuration, the calls going round them and back (A B B A,
+// or A C B B C A with three), and compares each with the last. Every round
+// has device processes of its own: one process runs a few per cent faster
+// or slower than the next of the same code (BENCHMARKS.md), so a ratio
+// from one pair of processes says as much about them as about the code.
+// The ratios are the medians of the rounds'.
 func (r *runner) runPairGroup(g []rowSpec) []Pair {
 	names, k := rowNames(g), len(g)
 	pairs := make([]Pair, k-1)
@@ -230,28 +237,61 @@ func (r *runner) runPairGroup(g []rowSpec) []Pair {
 		r.logf("pair %s: %v", what, err)
 		return pairs
 	}
-	r.rowSeq++
-	_, creds, stop, err := r.groupFleets("p", g, 1)
-	defer stop()
-	if err != nil {
-		return fail(err)
-	}
-	ids := make([]string, k)
-	for i := range ids {
-		ids[i] = creds[i][0].id
-	}
 	inv, err := newGoInvoker(r.serviceCS, r.tlsConf, Method, r.payload, 1)
 	if err != nil {
 		return fail(err)
 	}
 	defer inv.close()
-	dur := r.cfg.LatencyDuration * time.Duration(r.cfg.Rounds)
-	r.logf("pair %s: alternating calls, %v", what, dur)
-	start := time.Now()
-	ws, we := start.Add(r.cfg.Warmup), start.Add(r.cfg.Warmup+dur)
+	r.logf("pair %s: alternating calls, %d rounds of %v, each with its own device processes", what, r.cfg.Rounds, r.cfg.LatencyDuration)
 	lat := make([][]time.Duration, k)
 	errs := make([]int, k)
 	firstErr := make([]string, k)
+	for range r.cfg.Rounds {
+		if r.ctx.Err() != nil {
+			return fail(r.ctx.Err())
+		}
+		rl, err := r.pairRound(g, inv, errs, firstErr)
+		if err != nil {
+			return fail(err)
+		}
+		b := summarize(rl[k-1], 0, "")
+		for i := range pairs {
+			a := summarize(rl[i], 0, "")
+			pairs[i].Rounds = append(pairs[i].Rounds, PairRound{P50A: a.P50, P50B: b.P50, P90A: a.P90, P90B: b.P90})
+		}
+		for i := range lat {
+			lat[i] = append(lat[i], rl[i]...)
+		}
+	}
+	base := summarize(lat[k-1], errs[k-1], firstErr[k-1])
+	for i := range pairs {
+		p := &pairs[i]
+		p.LatA, p.LatB = summarize(lat[i], errs[i], firstErr[i]), base
+		p.P50Ratio = round(medianRatio(p.Rounds, func(pr PairRound) (float64, float64) { return pr.P50A, pr.P50B }), 3)
+		p.P90Ratio = round(medianRatio(p.Rounds, func(pr PairRound) (float64, float64) { return pr.P90A, pr.P90B }), 3)
+	}
+	return pairs
+}
+
+// pairRound starts a fresh device process with one device for each member
+// of g and measures the calls to them for LatencyDuration, after Warmup,
+// going round them and back. It returns each member's latencies, and adds
+// failed calls to errs and firstErr.
+func (r *runner) pairRound(g []rowSpec, inv *goInvoker, errs []int, firstErr []string) ([][]time.Duration, error) {
+	k := len(g)
+	r.rowSeq++
+	_, creds, stop, err := r.groupFleets("p", g, 1)
+	defer stop()
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, k)
+	for i := range ids {
+		ids[i] = creds[i][0].id
+	}
+	start := time.Now()
+	ws, we := start.Add(r.cfg.Warmup), start.Add(r.cfg.Warmup+r.cfg.LatencyDuration)
+	lat := make([][]time.Duration, k)
 	order := make([]int, 0, 2*k) // there and back: each member as often first as last
 	for i := range k {
 		order = append(order, i)
@@ -280,16 +320,28 @@ func (r *runner) runPairGroup(g []rowSpec) []Pair {
 		}
 		lat[i] = append(lat[i], time.Since(t0))
 	}
-	base := summarize(lat[k-1], errs[k-1], firstErr[k-1])
-	for i := range pairs {
-		p := &pairs[i]
-		p.LatA, p.LatB = summarize(lat[i], errs[i], firstErr[i]), base
-		if p.LatB.P50 > 0 && p.LatB.P90 > 0 {
-			p.P50Ratio = round(p.LatA.P50/p.LatB.P50, 3)
-			p.P90Ratio = round(p.LatA.P90/p.LatB.P90, 3)
+	return lat, nil
+}
+
+// PairRound is one round of a Pair, with device processes of its own:
+// the p50 and p90 of A and of B, in µs.
+type PairRound struct {
+	P50A float64 `json:"p50_a"`
+	P50B float64 `json:"p50_b"`
+	P90A float64 `json:"p90_a"`
+	P90B float64 `json:"p90_b"`
+}
+
+// medianRatio is the median over rounds of a ÷ b, as f gives them, among
+// the rounds where b > 0; 0 when there are none.
+func medianRatio[T any](rounds []T, f func(T) (a, b float64)) float64 {
+	var v []float64
+	for _, x := range rounds {
+		if a, b := f(x); b > 0 {
+			v = append(v, a/b)
 		}
 	}
-	return pairs
+	return median(v)
 }
 
 func (res *Result) pair(a, b string) *Pair {

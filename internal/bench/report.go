@@ -121,7 +121,13 @@ const (
 // ratioTarget is a target valued a ÷ b (rounded as printed), met when
 // the value is at most limit or, with atLeast, at least limit.
 func ratioTarget(name, goal string, a, b, limit float64, atLeast bool, detail string) Target {
-	v := round(a/b, 3)
+	return valueTarget(name, goal, a/b, limit, atLeast, detail)
+}
+
+// valueTarget is a target whose value v, a ratio, must stay within limit
+// (at least limit if atLeast).
+func valueTarget(name, goal string, v, limit float64, atLeast bool, detail string) Target {
+	v = round(v, 3)
 	ok := v <= limit
 	if atLeast {
 		ok = v >= limit
@@ -179,13 +185,18 @@ func (res *Result) floorTargets(t string) []Target {
 	ho := res.row(hoName)
 	switch p := res.pair(sdkName, rawName); {
 	case p != nil:
-		tg := ratioTarget(name, goal, p.LatA.P50, p.LatB.P50, goalFloorP50, false,
-			fmt.Sprintf("paired, alternating calls: %.0f µs vs %.0f µs (rows: %s)", p.LatA.P50, p.LatB.P50, rowRatio(sdk, fl)))
-		if hp := res.pair(hoName, rawName); hp != nil && hp.LatB.P50 > 0 {
-			tg.Bound = round(hp.LatA.P50/hp.LatB.P50, 3)
-			tg.BoundDetail = fmt.Sprintf("%s, paired with %s%s: %.0f vs %.0f µs", handoffWhat(hoName), rawName, sameWindow(hp.With, sdkName), hp.LatA.P50, hp.LatB.P50)
-			if slices.Contains(hp.With, sdkName) {
-				tg.Detail += fmt.Sprintf("; ÷ %s's %.0f µs in the same window: %s", hoName, hp.LatA.P50, trimFloat(round(p.LatA.P50/hp.LatA.P50, 3)))
+		tg := valueTarget(name, goal, p.P50Ratio, goalFloorP50, false,
+			fmt.Sprintf("paired, alternating calls, %s: %.0f µs vs %.0f µs over all rounds (rows: %s)", roundsText(p.Rounds), p.LatA.P50, p.LatB.P50, rowRatio(sdk, fl)))
+		if hp := res.pair(hoName, rawName); hp != nil {
+			tg.Bound = hp.P50Ratio
+			tg.BoundDetail = fmt.Sprintf("%s, paired with %s%s, %s: %.0f vs %.0f µs over all rounds", handoffWhat(hoName), rawName, sameWindow(hp.With, sdkName), roundsText(hp.Rounds), hp.LatA.P50, hp.LatB.P50)
+			if slices.Contains(hp.With, sdkName) && len(hp.Rounds) == len(p.Rounds) {
+				sdkHo := make([][2]float64, len(p.Rounds))
+				for i := range p.Rounds {
+					sdkHo[i] = [2]float64{p.Rounds[i].P50A, hp.Rounds[i].P50A}
+				}
+				v := medianRatio(sdkHo, func(x [2]float64) (float64, float64) { return x[0], x[1] })
+				tg.Detail += fmt.Sprintf("; ÷ %s in the same rounds: %s (median)", hoName, trimFloat(round(v, 3)))
 			}
 		}
 		out = append(out, tg)
@@ -276,6 +287,19 @@ func sameWindow(with []string, name string) string {
 		return " in the same window as " + name
 	}
 	return ""
+}
+
+// roundsText says how many rounds a pair's ratio is the median of, and
+// lists each round's p50 ratio.
+func roundsText(rounds []PairRound) string {
+	rs := make([]string, len(rounds))
+	for i, pr := range rounds {
+		rs[i] = "n/a"
+		if pr.P50B > 0 {
+			rs[i] = trimFloat(round(pr.P50A/pr.P50B, 3))
+		}
+	}
+	return fmt.Sprintf("median of %d rounds with device processes of their own (%s)", len(rounds), strings.Join(rs, ", "))
 }
 
 // handoffWhat names the handoff floor row name for a bound's detail.
@@ -558,6 +582,9 @@ func writePairs(w io.Writer, title, each string, pairs []Pair) {
 		return
 	}
 	fmt.Fprintf(w, "\n%s\n", title)
+	if n := len(pairs[0].Rounds); n > 1 {
+		fmt.Fprintf(w, "(%d rounds, each with device processes of its own: the p50s and p90s are of all their calls, the ratios the medians of the rounds')\n", n)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "A\tB\tA p50\tB p50\tA p90\tB p90\tA p99\tB p99\t"+each+"\tp50 A÷B\tp90 A÷B\t"+withHeader(slices.IndexFunc(pairs, func(p Pair) bool { return len(p.With) > 0 }) >= 0))
 	for _, p := range pairs {

@@ -50,8 +50,12 @@ func madeUpRun() *Result {
 			benchRow("node-sdk/amqp", 900, 2000, 250),
 		},
 		Pairs: []Pair{
-			{A: "go-sdk/mqtt", B: "paho-raw/mqtt", With: []string{"paho-handoff/mqtt"}, Status: "ok", LatA: &Latency{P50: 420}, LatB: &Latency{P50: 400}, P50Ratio: 1.05},
-			{A: "paho-handoff/mqtt", B: "paho-raw/mqtt", With: []string{"go-sdk/mqtt"}, Status: "ok", LatA: &Latency{P50: 410}, LatB: &Latency{P50: 400}, P50Ratio: 1.025},
+			// The targets take the medians of the rounds' ratios, not the
+			// ratio of the pooled p50s (430 ÷ 400).
+			{A: "go-sdk/mqtt", B: "paho-raw/mqtt", With: []string{"paho-handoff/mqtt"}, Status: "ok", LatA: &Latency{P50: 430}, LatB: &Latency{P50: 400}, P50Ratio: 1.05,
+				Rounds: []PairRound{{P50A: 420, P50B: 400}, {P50A: 440, P50B: 400}, {P50A: 400, P50B: 400}}},
+			{A: "paho-handoff/mqtt", B: "paho-raw/mqtt", With: []string{"go-sdk/mqtt"}, Status: "ok", LatA: &Latency{P50: 410}, LatB: &Latency{P50: 400}, P50Ratio: 1.025,
+				Rounds: []PairRound{{P50A: 410, P50B: 400}, {P50A: 400, P50B: 400}, {P50A: 420, P50B: 400}}},
 		},
 		Invokers: []InvokerRow{
 			invokerRow("go-service", 60),
@@ -140,10 +144,12 @@ func TestTargets(t *testing.T) {
 	// What the CPUs would allow with no hub: 2 CPUs / (120+50+80 µs).
 	assert.Contains(t, e2e, "with no hub: at most 8000 calls/s", "end-to-end detail")
 	assert.Contains(t, got["device SDK vs Node: connects/s (mqtt)"].Detail, "paho-raw responder: 2500 connects/s", "connects/s detail")
-	// The MQTT pairs shared one window: the target compares the SDK with
-	// the handoff floor directly, 420/410 µs.
+	// The MQTT pairs shared their rounds: the target compares the SDK with
+	// the handoff floor directly, round by round: 420/410, 440/400 and
+	// 400/420 µs, whose median is 1.024.
 	p50 := got["device SDK vs raw floor: p50 (mqtt)"]
-	assert.Contains(t, p50.Detail, "÷ paho-handoff/mqtt's 410 µs in the same window: 1.024", "p50 detail")
+	assert.Contains(t, p50.Detail, "median of 3 rounds with device processes of their own (1.05, 1.1, 1)", "p50 detail")
+	assert.Contains(t, p50.Detail, "÷ paho-handoff/mqtt in the same rounds: 1.024 (median)", "p50 detail")
 	assert.Contains(t, p50.BoundDetail, "paired with paho-raw/mqtt in the same window as go-sdk/mqtt", "p50 bound detail")
 
 	var buf bytes.Buffer
@@ -337,4 +343,13 @@ func TestMedianRowFloorEndToEnd(t *testing.T) {
 	assert.Equal(t, 5500.0, got.FloorEndToEnd.CallsPerSec)
 	rounds[1].FloorEndToEnd = nil
 	assert.Nil(t, medianRow(rounds).FloorEndToEnd, "a round without the phase")
+}
+
+// TestMedianRatio checks the median of the rounds' ratios, which skips
+// rounds with nothing to divide by.
+func TestMedianRatio(t *testing.T) {
+	f := func(pr PairRound) (float64, float64) { return pr.P50A, pr.P50B }
+	assert.Equal(t, 1.1, medianRatio([]PairRound{{P50A: 120, P50B: 100}, {P50A: 110, P50B: 100}, {P50A: 90, P50B: 100}}, f))
+	assert.Equal(t, 1.15, medianRatio([]PairRound{{P50A: 120, P50B: 100}, {P50A: 110, P50B: 100}, {P50A: 90, P50B: 0}}, f))
+	assert.Zero(t, medianRatio([]PairRound{{P50A: 90}}, f))
 }
