@@ -134,6 +134,25 @@ func checkResult(t *testing.T, res *bench.Result, inproc bool) {
 			assert.InDelta(t, p.CPUPerCallA/p.CPUPerCallB, p.Ratio, 0.01, "paired loads: %+v", res.PairedLoads)
 		}
 	}
+	// The end-to-end pair: this SDK at both ends and the floors, taking
+	// turns in one window; the target takes its ratio.
+	if inproc {
+		assert.Empty(t, res.E2EPairs, "end-to-end pairs in process")
+	} else if assert.Len(t, res.E2EPairs, 1, "end-to-end pairs") {
+		p := res.E2EPairs[0]
+		assert.Equal(t, "go-sdk/mqtt", p.A, "end-to-end pair: %+v", p)
+		assert.Equal(t, "paho-raw/mqtt", p.B, "end-to-end pair: %+v", p)
+		assert.Equal(t, "ok", p.Status, "end-to-end pair: %+v", p)
+		assert.Positive(t, p.Slices, "end-to-end pair: %+v", p)
+		assert.Positive(t, p.CallsA, "end-to-end pair: %+v", p)
+		assert.Positive(t, p.CallsB, "end-to-end pair: %+v", p)
+		assert.InDelta(t, p.CallsPerSecA/p.CallsPerSecB, p.Ratio, 0.01, "end-to-end pair: %+v", p)
+		i := slices.IndexFunc(res.Targets, func(tg bench.Target) bool { return tg.Name == "end-to-end calls/s vs floor bound (mqtt)" })
+		if assert.GreaterOrEqual(t, i, 0, "targets: %+v", res.Targets) {
+			assert.Equal(t, p.Ratio, res.Targets[i].Value, "target: %+v", res.Targets[i])
+			assert.Contains(t, res.Targets[i].Detail, "taking turns", "target: %+v", res.Targets[i])
+		}
+	}
 	// The invoker floors: the three invokers against the answering server.
 	if assert.Len(t, res.Floors, 3, "floors") {
 		assert.Equal(t, "go-service", res.Floors[0].Name, "floors: %+v", res.Floors)

@@ -157,7 +157,10 @@ type Result struct {
 	// PairedLoads compare device CPU per call under one load (see
 	// PairedLoad): this SDK and the handoff floors against the raw floors.
 	PairedLoads []PairedLoad `json:"paired_loads"`
-	Scale       []ScaleRow   `json:"scale"`
+	// E2EPairs compare this SDK's end-to-end calls/s with the floors' in
+	// one window (see E2EPair).
+	E2EPairs []E2EPair  `json:"e2e_pairs"`
+	Scale    []ScaleRow `json:"scale"`
 	// Twins are the reported-property update rows; TwinRatios compare
 	// this SDK's with the floors' and the Node SDK's; TwinPairs compare
 	// their latency with updates alternating between two devices.
@@ -589,8 +592,16 @@ func (r *runner) connStrings(impl, tr string, creds []deviceCred) []string {
 
 func (r *runner) nodeScript(name string) string { return filepath.Join(r.cfg.NodeDir, name) }
 
+// profiles names the profiles a fleet in a child process writes, when
+// the run asks for them (--device-cpuprofile, --device-memprofile): none
+// without a tag; a heap profile; and a CPU profile only if cpu.
+type profiles struct {
+	tag string
+	cpu bool
+}
+
 // startFleet starts a fleet for impl over tr with the given devices.
-func (r *runner) startFleet(impl, tr string, creds []deviceCred, connectTimeout time.Duration, profileTag string) (fleet, error) {
+func (r *runner) startFleet(impl, tr string, creds []deviceCred, connectTimeout time.Duration, prof profiles) (fleet, error) {
 	spec := FleetSpec{
 		Impl: impl, Transport: tr, CAPEM: r.caPEM, ConnStrings: r.connStrings(impl, tr, creds), Method: Method,
 		ConnectConcurrency: r.cfg.ConnectConcurrency, ConnectTimeoutMs: int(connectTimeout / time.Millisecond),
@@ -609,11 +620,11 @@ func (r *runner) startFleet(impl, tr string, creds []deviceCred, connectTimeout 
 	case r.cfg.InProcess:
 		return startLocalFleet(r.ctx, spec)
 	default:
-		if r.cfg.DeviceCPUProfile != "" && profileTag != "" && !strings.HasPrefix(profileTag, scaleTag) {
-			spec.CPUProfile = r.cfg.DeviceCPUProfile + "." + profileTag + ".pprof"
+		if r.cfg.DeviceCPUProfile != "" && prof.tag != "" && prof.cpu {
+			spec.CPUProfile = r.cfg.DeviceCPUProfile + "." + prof.tag + ".pprof"
 		}
-		if r.cfg.DeviceMemProfile != "" && profileTag != "" {
-			spec.MemProfile = r.cfg.DeviceMemProfile + "." + profileTag + ".pprof"
+		if r.cfg.DeviceMemProfile != "" && prof.tag != "" {
+			spec.MemProfile = r.cfg.DeviceMemProfile + "." + prof.tag + ".pprof"
 		}
 		return startProcFleet(r.ctx, r.cfg.FleetCommand, nil, spec, wait)
 	}
@@ -646,7 +657,7 @@ func (r *runner) runRow(rs rowSpec) Row {
 		ids[i] = c.id
 	}
 	r.logf("%s: connecting %d devices", row.Name, len(creds))
-	f, err := r.startFleet(rs.impl, rs.transport, creds, 20*time.Second, strings.ReplaceAll(row.Name, "/", "-"))
+	f, err := r.startFleet(rs.impl, rs.transport, creds, 20*time.Second, profiles{strings.ReplaceAll(row.Name, "/", "-"), true})
 	if err != nil {
 		return fail(err)
 	}
@@ -864,17 +875,14 @@ func (r *runner) repeatScale() {
 	}
 }
 
-// scaleTag begins the profile tag of a scale fleet: such a fleet writes a
-// heap profile (--device-memprofile) but no CPU profile, so that profiling
-// the calls does not slow the connects.
-const scaleTag = "scale-"
-
 func (r *runner) scaleOne(impl, tr string, n int) ScaleRow {
 	sr := ScaleRow{Name: impl + "/" + tr, Impl: impl, Transport: tr, Devices: n, InProcess: r.cfg.InProcess && impl != ImplNodeSDK}
 	r.settle()
 	hubBefore := sampleMem()
 	r.logf("scale: %s: connecting %d devices", sr.Name, n)
-	f, err := r.startFleet(impl, tr, r.scaleIDs[:n], 2*time.Minute, fmt.Sprintf("%s%s-%s-%d", scaleTag, impl, tr, n))
+	// A heap profile but no CPU profile: profiling does not slow the
+	// connects.
+	f, err := r.startFleet(impl, tr, r.scaleIDs[:n], 2*time.Minute, profiles{tag: fmt.Sprintf("scale-%s-%s-%d", impl, tr, n)})
 	if err != nil {
 		sr.Failed, sr.FirstError = n, err.Error()
 		return sr

@@ -231,7 +231,7 @@ func RunJobs(ctx context.Context, cfg JobsConfig) (*JobsResult, error) {
 	res.SeedSeconds = round(time.Since(t0).Seconds(), 2)
 
 	r.logf("jobs: connecting %d devices (%s/%s)", len(creds), ImplGoSDK, cfg.Transport)
-	f, err := r.startFleet(ImplGoSDK, cfg.Transport, creds, 2*time.Minute, "jobs")
+	f, err := r.startFleet(ImplGoSDK, cfg.Transport, creds, 2*time.Minute, profiles{"jobs", true})
 	if err != nil {
 		return nil, err
 	}

@@ -77,6 +77,17 @@ func (r *runner) runPairs() {
 			r.res.PairedLoads = append(r.res.PairedLoads, r.runPairedLoad(g)...)
 		}
 	}
+	if r.cfg.NoFloors { // no azcore invoker for the floor side
+		return
+	}
+	for _, g := range groups {
+		if r.ctx.Err() != nil {
+			return
+		}
+		if b := g[len(g)-1]; b.impl == rawImpl(b.transport) && slices.Contains(targetTransports, b.transport) {
+			r.res.E2EPairs = append(r.res.E2EPairs, r.runE2EPair(b.transport))
+		}
+	}
 }
 
 // rowNames are the row names of g.
@@ -204,7 +215,7 @@ func (r *runner) groupFleets(prefix string, g []rowSpec, n int) (fleets []fleet,
 		if err != nil {
 			return fleets, creds, stop, err
 		}
-		f, err := r.startFleet(rs.impl, rs.transport, creds[i], 20*time.Second, "")
+		f, err := r.startFleet(rs.impl, rs.transport, creds[i], 20*time.Second, profiles{})
 		if err != nil {
 			return fleets, creds, stop, err
 		}
@@ -346,4 +357,106 @@ func medianRatio[T any](rounds []T, f func(T) (a, b float64)) float64 {
 
 func (res *Result) pair(a, b string) *Pair {
 	return find(res.Pairs, func(p Pair) bool { return p.A == a && p.B == b && p.Status == "ok" && p.P50Ratio > 0 })
+}
+
+// E2EPair compares the end-to-end calls/s of this SDK with the floors' in
+// one window: this SDK's fleet answering its service client's calls (A),
+// and the raw responder's fleet answering a bare azcore pipeline's (B),
+// the two taking turns in short slices (A B B A …), each slice with the
+// machine to itself. Rows measured one after the other drift with the
+// machine: their calls/s moved by a third between rounds of one run here
+// (BENCHMARKS.md), far more than the target's margin.
+type E2EPair struct {
+	A      string `json:"a"`
+	B      string `json:"b"`
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+	// Slices is how many slices each side had, of SliceSeconds each
+	// (after a warm-up of their own); Concurrency calls are in flight in
+	// each.
+	Slices       int     `json:"slices_each"`
+	SliceSeconds float64 `json:"slice_seconds"`
+	Devices      int     `json:"devices_each"`
+	Concurrency  int     `json:"concurrency"`
+	CallsA       int     `json:"calls_a"`
+	CallsB       int     `json:"calls_b"`
+	CallsPerSecA float64 `json:"calls_per_sec_a"`
+	CallsPerSecB float64 `json:"calls_per_sec_b"`
+	// Ratio is A ÷ B.
+	Ratio float64 `json:"ratio"`
+}
+
+// e2eSlice is the length of one slice of an E2EPair, and e2eSliceWarmup
+// the calls before it that are not counted (the in-flight calls ramping
+// up from none).
+const (
+	e2eSlice       = time.Second
+	e2eSliceWarmup = 200 * time.Millisecond
+)
+
+// runE2EPair measures an E2EPair over t, for Rounds × Duration each.
+func (r *runner) runE2EPair(t string) E2EPair {
+	g := []rowSpec{{ImplGoSDK, t}, {rawImpl(t), t}}
+	names := rowNames(g)
+	slice := min(e2eSlice, r.cfg.Duration)
+	n := max(1, int((r.cfg.Duration*time.Duration(r.cfg.Rounds)+slice-1)/slice))
+	p := E2EPair{A: names[0], B: names[1], Status: "ok", Slices: n, SliceSeconds: slice.Seconds(), Devices: r.cfg.Devices, Concurrency: r.cfg.Concurrency}
+	fail := func(err error) E2EPair {
+		p.Status, p.Reason = "failed", err.Error()
+		r.logf("end-to-end pair %s vs %s: %v", p.A, p.B, err)
+		return p
+	}
+	r.rowSeq++
+	fleets, creds, stop, err := r.groupFleets("e", g, r.cfg.Devices)
+	defer stop()
+	if err != nil {
+		return fail(err)
+	}
+	sdkInv, err := newGoInvoker(r.serviceCS, r.tlsConf, Method, r.payload, r.cfg.Concurrency)
+	if err != nil {
+		return fail(err)
+	}
+	defer sdkInv.close()
+	floorInv, closeFloor, err := r.newInvoker(FloorAzcore, r.serviceCS)
+	if err != nil {
+		return fail(err)
+	}
+	defer closeFloor()
+	invs := []caller{sdkInv, floorInv}
+	ids := make([][]string, 2)
+	for i := range ids {
+		for _, c := range creds[i] {
+			ids[i] = append(ids[i], c.id)
+		}
+	}
+	r.logf("end-to-end pair %s vs %s (the %s invoker): %d slices of %v each, taking turns, %d in flight", p.A, p.B, FloorAzcore, n, slice, r.cfg.Concurrency)
+	for i := range invs { // both warm, before the first slice
+		runGoPhase(r.ctx, invs[i], ids[i], r.cfg.Concurrency, 0, r.cfg.Warmup, fleets[i])
+	}
+	calls, secs := make([]int, 2), make([]float64, 2)
+	order := []int{0, 1, 1, 0}
+	for j := range 2 * n {
+		if r.ctx.Err() != nil {
+			return fail(r.ctx.Err())
+		}
+		i := order[j%len(order)]
+		w := runGoPhase(r.ctx, invs[i], ids[i], r.cfg.Concurrency, min(e2eSliceWarmup, r.cfg.Warmup), slice, fleets[i])
+		if w.errors > 0 {
+			return fail(fmt.Errorf("%s: %d calls failed: %s", names[i], w.errors, w.firstErr))
+		}
+		calls[i] += len(w.latencies)
+		secs[i] += w.seconds
+	}
+	if calls[0] == 0 || calls[1] == 0 {
+		return fail(fmt.Errorf("nothing measured: %d and %d calls", calls[0], calls[1]))
+	}
+	p.CallsA, p.CallsB = calls[0], calls[1]
+	p.CallsPerSecA, p.CallsPerSecB = round(float64(calls[0])/secs[0], 1), round(float64(calls[1])/secs[1], 1)
+	p.Ratio = round(p.CallsPerSecA/p.CallsPerSecB, 3)
+	r.logf("end-to-end pair %s vs %s: %.0f vs %.0f calls/s", p.A, p.B, p.CallsPerSecA, p.CallsPerSecB)
+	return p
+}
+
+func (res *Result) e2ePair(a, b string) *E2EPair {
+	return find(res.E2EPairs, func(p E2EPair) bool { return p.A == a && p.B == b && p.Status == "ok" && p.Ratio > 0 })
 }

@@ -440,6 +440,11 @@ func (res *Result) endToEndTarget(t string) Target {
 		return naTarget(name, goal, "needs the end-to-end floor phase of the "+rawName+" row (not --no-floors)")
 	}
 	tp, ft := sdk.Throughput, fl.FloorEndToEnd
+	if ep := res.e2ePair(sdkName, rawName); ep != nil {
+		d := fmt.Sprintf("in one window, the two taking turns in %d slices of %s s each: %.0f of %.0f calls/s, the floors through the same hub (the %s device answering a bare %s pipeline's calls); %d devices each, %d in flight (rows one after the other: %.0f of %.0f calls/s)",
+			ep.Slices, trimFloat(ep.SliceSeconds), ep.CallsPerSecA, ep.CallsPerSecB, fl.Impl, FloorAzcore, ep.Devices, ep.Concurrency, tp.CallsPerSec, ft.CallsPerSec)
+		return valueTarget(name, goal, ep.Ratio, goalFloorBoundTPS, true, d)
+	}
 	d := fmt.Sprintf("%.0f of %.0f calls/s, the floors through the same hub (the %s device answering a bare %s pipeline's calls; CPU per call: hub and invoker %.0f, device %.0f µs, vs %.0f and %.0f here); %d devices, %d in flight, %d errors",
 		tp.CallsPerSec, ft.CallsPerSec, fl.Impl, FloorAzcore, ft.HubCPUPerCall, ft.DeviceCPUPerCall, tp.HubCPUPerCall, tp.DeviceCPUPerCall, tp.Devices, tp.Concurrency, tp.Errors)
 	if b, bd := res.throughputBound(fl.Throughput.DeviceCPUPerCall, "the "+fl.Impl+" device"); b > 0 {
@@ -644,6 +649,30 @@ func writePairedLoads(w io.Writer, loads []PairedLoad) {
 	}
 }
 
+// writeE2EPairs writes the end-to-end calls/s compared in one window.
+func writeE2EPairs(w io.Writer, pairs []E2EPair) {
+	if len(pairs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nEnd-to-end pairs: this SDK at both ends, and the floors (the raw device, a bare %s invoker), taking turns in one window (calls/s)\n", FloorAzcore)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "A\tB\tdevices each\tin flight\tslices each\tA calls\tB calls\tA calls/s\tB calls/s\tA÷B\t")
+	for _, p := range pairs {
+		if p.Status != "ok" {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\t\n", p.A, p.B, p.Status)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d × %ss\t%d\t%d\t%.0f\t%.0f\t%s\t\n", p.A, p.B, p.Devices, p.Concurrency, p.Slices, trimFloat(p.SliceSeconds),
+			p.CallsA, p.CallsB, p.CallsPerSecA, p.CallsPerSecB, trimFloat(p.Ratio))
+	}
+	tw.Flush()
+	for _, p := range pairs {
+		if p.Status != "ok" {
+			fmt.Fprintf(w, "  %s vs %s %s: %s\n", p.A, p.B, p.Status, p.Reason)
+		}
+	}
+}
+
 func ratioText(v float64) string {
 	if v <= 0 {
 		return "n/a"
@@ -703,6 +732,7 @@ func (res *Result) writeRest(w io.Writer) {
 
 	writePairs(w, "Paired latency: one device each, calls alternating A B B A, or A C B B C A with a third in the window (µs)", "calls each", res.Pairs)
 	writePairedLoads(w, res.PairedLoads)
+	writeE2EPairs(w, res.E2EPairs)
 
 	if len(res.Scale) > 0 {
 		fmt.Fprintf(w, "\nScale: devices connected at once (%d connecting at a time); memory per device\n", s.ConnectConcurrency)

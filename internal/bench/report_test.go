@@ -353,3 +353,26 @@ func TestMedianRatio(t *testing.T) {
 	assert.Equal(t, 1.15, medianRatio([]PairRound{{P50A: 120, P50B: 100}, {P50A: 110, P50B: 100}, {P50A: 90, P50B: 0}}, f))
 	assert.Zero(t, medianRatio([]PairRound{{P50A: 90}}, f))
 }
+
+// TestEndToEndTargetPaired checks that the end-to-end target takes the
+// pair measured in one window over the rows measured one after the other.
+func TestEndToEndTargetPaired(t *testing.T) {
+	res := madeUpRun()
+	rows := targetsByName(res)["end-to-end calls/s vs floor bound (mqtt)"]
+	require.Equal(t, 0.909, rows.Value, "from the rows: 5000 of 5500 calls/s")
+	res.E2EPairs = []E2EPair{
+		{A: "go-sdk/mqtt", B: "paho-raw/mqtt", Status: "failed", Reason: "boom"},
+		{A: "go-sdk/mqtt", B: "paho-raw/mqtt", Status: "ok", Slices: 30, SliceSeconds: 1, Devices: 100, Concurrency: 64,
+			CallsA: 132000, CallsB: 150000, CallsPerSecA: 4400, CallsPerSecB: 5000, Ratio: 0.88},
+	}
+	tg := targetsByName(res)["end-to-end calls/s vs floor bound (mqtt)"]
+	assert.Equal(t, 0.88, tg.Value, "from the pair: %+v", tg)
+	assert.Equal(t, "missed", tg.Status, "%+v", tg)
+	assert.Contains(t, tg.Detail, "taking turns in 30 slices of 1 s each: 4400 of 5000 calls/s", "detail")
+	assert.Contains(t, tg.Detail, "(rows one after the other: 5000 of 5500 calls/s)", "detail")
+	var buf bytes.Buffer
+	res.Targets = targets(res)
+	res.WriteTable(&buf)
+	assert.Contains(t, buf.String(), "End-to-end pairs", "table")
+	assert.Contains(t, buf.String(), "go-sdk/mqtt vs paho-raw/mqtt failed: boom", "table")
+}

@@ -478,7 +478,7 @@ func (r *runner) runTwinRow(rs rowSpec) TwinRow {
 	if err != nil {
 		return fail(err)
 	}
-	f, err := r.startFleet(rs.impl, rs.transport, creds, 20*time.Second, "twin-"+strings.ReplaceAll(row.Name, "/", "-"))
+	f, err := r.startFleet(rs.impl, rs.transport, creds, 20*time.Second, profiles{"twin-" + strings.ReplaceAll(row.Name, "/", "-"), true})
 	if err != nil {
 		return fail(err)
 	}
