@@ -364,8 +364,8 @@ func (res *Result) pair(a, b string) *Pair {
 // and the raw responder's fleet answering a bare azcore pipeline's (B),
 // the two taking turns in short slices (A B B A …), each slice with the
 // machine to itself. Rows measured one after the other drift with the
-// machine: their calls/s moved by a third between rounds of one run here
-// (BENCHMARKS.md), far more than the target's margin.
+// machine: their calls/s moved by up to a third between the rounds of one
+// run here (BENCHMARKS.md), far more than the target's margin.
 type E2EPair struct {
 	A      string `json:"a"`
 	B      string `json:"b"`
