@@ -344,11 +344,12 @@ type PairRound struct {
 }
 
 // medianRatio is the median over rounds of a ÷ b, as f gives them, among
-// the rounds where b > 0; 0 when there are none.
+// the rounds that measured both (a round whose calls all failed has a p50
+// of 0); 0 when there are none.
 func medianRatio[T any](rounds []T, f func(T) (a, b float64)) float64 {
 	var v []float64
 	for _, x := range rounds {
-		if a, b := f(x); b > 0 {
+		if a, b := f(x); a > 0 && b > 0 {
 			v = append(v, a/b)
 		}
 	}

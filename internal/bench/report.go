@@ -295,7 +295,7 @@ func roundsText(rounds []PairRound) string {
 	rs := make([]string, len(rounds))
 	for i, pr := range rounds {
 		rs[i] = "n/a"
-		if pr.P50B > 0 {
+		if pr.P50A > 0 && pr.P50B > 0 {
 			rs[i] = trimFloat(round(pr.P50A/pr.P50B, 3))
 		}
 	}

@@ -346,11 +346,12 @@ func TestMedianRowFloorEndToEnd(t *testing.T) {
 }
 
 // TestMedianRatio checks the median of the rounds' ratios, which skips
-// rounds with nothing to divide by.
+// the rounds that did not measure both sides.
 func TestMedianRatio(t *testing.T) {
 	f := func(pr PairRound) (float64, float64) { return pr.P50A, pr.P50B }
 	assert.Equal(t, 1.1, medianRatio([]PairRound{{P50A: 120, P50B: 100}, {P50A: 110, P50B: 100}, {P50A: 90, P50B: 100}}, f))
 	assert.Equal(t, 1.15, medianRatio([]PairRound{{P50A: 120, P50B: 100}, {P50A: 110, P50B: 100}, {P50A: 90, P50B: 0}}, f))
+	assert.Equal(t, 1.15, medianRatio([]PairRound{{P50A: 120, P50B: 100}, {P50A: 110, P50B: 100}, {P50A: 0, P50B: 100}}, f), "a round with no calls of A")
 	assert.Zero(t, medianRatio([]PairRound{{P50A: 90}}, f))
 }
 
