@@ -278,8 +278,8 @@ func (r *runner) runPairGroup(g []rowSpec) []Pair {
 	for i := range pairs {
 		p := &pairs[i]
 		p.LatA, p.LatB = summarize(lat[i], errs[i], firstErr[i]), base
-		p.P50Ratio = round(medianRatio(p.Rounds, func(pr PairRound) (float64, float64) { return pr.P50A, pr.P50B }), 3)
-		p.P90Ratio = round(medianRatio(p.Rounds, func(pr PairRound) (float64, float64) { return pr.P90A, pr.P90B }), 3)
+		p.P50Ratio = round(medianRatio(p.Rounds, PairRound.p50), 3)
+		p.P90Ratio = round(medianRatio(p.Rounds, PairRound.p90), 3)
 	}
 	return pairs
 }
@@ -342,6 +342,10 @@ type PairRound struct {
 	P90A float64 `json:"p90_a"`
 	P90B float64 `json:"p90_b"`
 }
+
+// p50 and p90 are a round's A and B, for medianRatio.
+func (pr PairRound) p50() (a, b float64) { return pr.P50A, pr.P50B }
+func (pr PairRound) p90() (a, b float64) { return pr.P90A, pr.P90B }
 
 // medianRatio is the median over rounds of a ÷ b, as f gives them, among
 // the rounds that measured both (a round whose calls all failed has a p50

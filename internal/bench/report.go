@@ -191,11 +191,11 @@ func (res *Result) floorTargets(t string) []Target {
 			tg.Bound = hp.P50Ratio
 			tg.BoundDetail = fmt.Sprintf("%s, paired with %s%s, %s: %.0f vs %.0f µs over all rounds", handoffWhat(hoName), rawName, sameWindow(hp.With, sdkName), roundsText(hp.Rounds), hp.LatA.P50, hp.LatB.P50)
 			if slices.Contains(hp.With, sdkName) && len(hp.Rounds) == len(p.Rounds) {
-				sdkHo := make([][2]float64, len(p.Rounds))
+				sdkHo := make([]PairRound, len(p.Rounds)) // A: this SDK, B: the handoff floor
 				for i := range p.Rounds {
-					sdkHo[i] = [2]float64{p.Rounds[i].P50A, hp.Rounds[i].P50A}
+					sdkHo[i] = PairRound{P50A: p.Rounds[i].P50A, P50B: hp.Rounds[i].P50A}
 				}
-				v := medianRatio(sdkHo, func(x [2]float64) (float64, float64) { return x[0], x[1] })
+				v := medianRatio(sdkHo, PairRound.p50)
 				tg.Detail += fmt.Sprintf("; ÷ %s in the same rounds: %s (median)", hoName, trimFloat(round(v, 3)))
 			}
 		}
@@ -293,10 +293,10 @@ func sameWindow(with []string, name string) string {
 // lists each round's p50 ratio.
 func roundsText(rounds []PairRound) string {
 	rs := make([]string, len(rounds))
-	for i, pr := range rounds {
+	for i := range rounds {
 		rs[i] = "n/a"
-		if pr.P50A > 0 && pr.P50B > 0 {
-			rs[i] = trimFloat(round(pr.P50A/pr.P50B, 3))
+		if v := medianRatio(rounds[i:i+1], PairRound.p50); v > 0 {
+			rs[i] = trimFloat(round(v, 3))
 		}
 	}
 	return fmt.Sprintf("median of %d rounds with device processes of their own (%s)", len(rounds), strings.Join(rs, ", "))
@@ -436,14 +436,19 @@ func (res *Result) endToEndTarget(t string) Target {
 		return naTarget(name, goal, "the floor bound needs the devices in child processes (not --inproc)")
 	case fl == nil:
 		return naTarget(name, goal, "needs the "+rawName+" row (--floor), whose devices answer the floor bound's calls")
-	case fl.FloorEndToEnd == nil || fl.FloorEndToEnd.CallsPerSec <= 0:
-		return naTarget(name, goal, "needs the end-to-end floor phase of the "+rawName+" row (not --no-floors)")
 	}
 	tp, ft := sdk.Throughput, fl.FloorEndToEnd
+	hasFT := ft != nil && ft.CallsPerSec > 0
 	if ep := res.e2ePair(sdkName, rawName); ep != nil {
-		d := fmt.Sprintf("in one window, the two taking turns in %d slices of %s s each: %.0f of %.0f calls/s, the floors through the same hub (the %s device answering a bare %s pipeline's calls); %d devices each, %d in flight (rows one after the other: %.0f of %.0f calls/s)",
-			ep.Slices, trimFloat(ep.SliceSeconds), ep.CallsPerSecA, ep.CallsPerSecB, fl.Impl, FloorAzcore, ep.Devices, ep.Concurrency, tp.CallsPerSec, ft.CallsPerSec)
+		d := fmt.Sprintf("in one window, the two taking turns in %d slices of %s s each: %.0f of %.0f calls/s, the floors through the same hub (the %s device answering a bare %s pipeline's calls); %d devices each, %d in flight",
+			ep.Slices, trimFloat(ep.SliceSeconds), ep.CallsPerSecA, ep.CallsPerSecB, fl.Impl, FloorAzcore, ep.Devices, ep.Concurrency)
+		if hasFT {
+			d += fmt.Sprintf(" (rows one after the other: %.0f of %.0f calls/s)", tp.CallsPerSec, ft.CallsPerSec)
+		}
 		return valueTarget(name, goal, ep.Ratio, goalFloorBoundTPS, true, d)
+	}
+	if !hasFT {
+		return naTarget(name, goal, "needs the end-to-end floor phase of the "+rawName+" row (not --no-floors)")
 	}
 	d := fmt.Sprintf("%.0f of %.0f calls/s, the floors through the same hub (the %s device answering a bare %s pipeline's calls; CPU per call: hub and invoker %.0f, device %.0f µs, vs %.0f and %.0f here); %d devices, %d in flight, %d errors",
 		tp.CallsPerSec, ft.CallsPerSec, fl.Impl, FloorAzcore, ft.HubCPUPerCall, ft.DeviceCPUPerCall, tp.HubCPUPerCall, tp.DeviceCPUPerCall, tp.Devices, tp.Concurrency, tp.Errors)

@@ -348,7 +348,7 @@ func TestMedianRowFloorEndToEnd(t *testing.T) {
 // TestMedianRatio checks the median of the rounds' ratios, which skips
 // the rounds that did not measure both sides.
 func TestMedianRatio(t *testing.T) {
-	f := func(pr PairRound) (float64, float64) { return pr.P50A, pr.P50B }
+	f := PairRound.p50
 	assert.Equal(t, 1.1, medianRatio([]PairRound{{P50A: 120, P50B: 100}, {P50A: 110, P50B: 100}, {P50A: 90, P50B: 100}}, f))
 	assert.Equal(t, 1.15, medianRatio([]PairRound{{P50A: 120, P50B: 100}, {P50A: 110, P50B: 100}, {P50A: 90, P50B: 0}}, f))
 	assert.Equal(t, 1.15, medianRatio([]PairRound{{P50A: 120, P50B: 100}, {P50A: 110, P50B: 100}, {P50A: 0, P50B: 100}}, f), "a round with no calls of A")
@@ -376,4 +376,13 @@ func TestEndToEndTargetPaired(t *testing.T) {
 	res.WriteTable(&buf)
 	assert.Contains(t, buf.String(), "End-to-end pairs", "table")
 	assert.Contains(t, buf.String(), "go-sdk/mqtt vs paho-raw/mqtt failed: boom", "table")
+	// The pair does not need the raw row's own end-to-end floor phase.
+	for i := range res.Rows {
+		res.Rows[i].FloorEndToEnd = nil
+	}
+	tg = targetsByName(res)["end-to-end calls/s vs floor bound (mqtt)"]
+	assert.Equal(t, 0.88, tg.Value, "from the pair, no floor phase on the row: %+v", tg)
+	assert.NotContains(t, tg.Detail, "rows one after the other", "detail")
+	res.E2EPairs = nil
+	assert.Equal(t, "n/a", targetsByName(res)["end-to-end calls/s vs floor bound (mqtt)"].Status, "neither the pair nor the floor phase")
 }
