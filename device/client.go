@@ -31,8 +31,7 @@ type Client struct {
 
 	// life ends when Close is called: it ends dials, backoff waits,
 	// renewals and subscriptions in progress.
-	life    context.Context
-	endLife context.CancelFunc
+	life lifeContext
 	// handlerCtx is the handlers' context, made by the first handler
 	// (handlersContext): it ends when Close gives up waiting for them
 	// (endHandlers). Both guarded by mu.
@@ -59,9 +58,10 @@ type Client struct {
 	desiredP atomic.Pointer[desiredState]
 	// modelID is ClientOptions.ModelID.
 	modelID string
-	// messages delivers cloud-to-device messages (messages.go);
-	// pollInterval is ClientOptions.MessagePollInterval.
-	messages     messageState
+	// messages delivers cloud-to-device messages (messages.go); nil until
+	// needed (messageState). pollInterval is
+	// ClientOptions.MessagePollInterval.
+	messages     atomic.Pointer[messageState]
 	pollInterval time.Duration
 
 	mu       sync.Mutex
@@ -71,7 +71,7 @@ type Client struct {
 	running  bool          // Connect succeeded or is dialing, and the client has not given up
 	closed   bool
 	loop     *keeper // the connection loop of the last successful Connect
-	watching *watch  // the loop's wait, while it waits without a goroutine
+	watching *keeper // the loop, while it waits without a goroutine
 	stopDial func()  // ends the dial of a Connect in progress; nil otherwise
 
 	accepted     int           // calls taken whose handler has not returned: waiting for a slot or running
@@ -232,7 +232,7 @@ func (c *Client) Close(ctx context.Context) error {
 	c.closed = true
 	loop, stopDial := c.loop, c.stopDial
 	c.mu.Unlock()
-	c.endLife()
+	c.life.end()
 	if stopDial != nil {
 		stopDial() // ends a Connect in progress
 	}

@@ -237,10 +237,10 @@ func (c *Client) establish(ctx context.Context, cn *connection) error {
 // connection's events without a goroutine of its own: a fleet of idle
 // clients costs no stack per client beyond the transport's.
 type doneNotifier interface {
-	// AfterDone arranges for f to run on a goroutine of its own once the
-	// connection has ended, at once if it has. stop undoes that if f has
-	// not started, like the stop of context.AfterFunc.
-	AfterDone(f func()) (stop func() bool)
+	// OnDone sets the function to run on a goroutine of its own once the
+	// connection has ended, at once if it has; nil removes it. A
+	// connection holds one: a later call replaces the earlier function.
+	OnDone(f func())
 }
 
 // keeper is the state of the connection loop, which keeps the client
@@ -252,38 +252,66 @@ type keeper struct {
 	streak  int
 	overdue int            // renewals in a row whose new token was already due
 	done    sync.WaitGroup // done when the loop has returned
+
+	// The loop's wait without a goroutine (await). The first of its
+	// wake-ups (the connection's end, the renewal timer, Close) claims it
+	// and runs the loop's next step. One function and one timer serve
+	// every wait of the loop: they are part of the per-device cost of a
+	// fleet (BENCHMARKS.md).
+	wmu     sync.Mutex
+	waiting bool        // a wait is armed and not claimed yet
+	renewAt time.Time   // when the armed wait's renewal is due; zero if it has none
+	timer   *time.Timer // the renewal timer, made by the first wait that renews
+	wake    func()      // every wait's wake-up (Client.wake), made by the first
 }
 
-// watch is one wait of the loop without a goroutine: the first of its
-// wake-ups (the connection's end, the renewal timer, Close) claims it and
-// runs the loop's next step.
-type watch struct {
-	k        *keeper
-	mu       sync.Mutex
-	fired    bool
-	stopConn func() bool
-	timer    *time.Timer
+// wake is a wake-up of the loop's wait: the connection ended, the renewal
+// timer fired, or Close was called. A wake-up left over from an earlier
+// wait (a timer that fired as another wake-up claimed the wait, the end
+// of a connection the loop has replaced) finds none of those true of the
+// wait now armed, and does nothing.
+func (c *Client) wake(k *keeper) {
+	k.wmu.Lock()
+	if !k.waiting {
+		k.wmu.Unlock()
+		return
+	}
+	var ended bool
+	select {
+	case <-k.cn.Done():
+		ended = true
+	default:
+	}
+	closing := c.life.Err() != nil
+	due := !k.renewAt.IsZero() && !time.Now().Before(k.renewAt)
+	k.wmu.Unlock()
+	if !ended && !closing && !due {
+		return
+	}
+	if c.claim(k) {
+		c.step(k, due && !ended && !closing)
+	}
 }
 
-// claim reports whether the caller is the first wake-up of w, and then
-// disarms the others.
-func (c *Client) claim(w *watch) bool {
-	w.mu.Lock()
-	if w.fired {
-		w.mu.Unlock()
+// claim reports whether the caller is the first wake-up of the loop's
+// armed wait, and then disarms the others.
+func (c *Client) claim(k *keeper) bool {
+	k.wmu.Lock()
+	if !k.waiting {
+		k.wmu.Unlock()
 		return false
 	}
-	w.fired = true
-	stopConn, timer := w.stopConn, w.timer
-	w.mu.Unlock()
-	if stopConn != nil {
-		stopConn()
+	k.waiting = false
+	k.wmu.Unlock()
+	// The claimer alone runs from here to the next wait.
+	if n, ok := k.cn.Conn.(doneNotifier); ok {
+		n.OnDone(nil)
 	}
-	if timer != nil {
-		timer.Stop()
+	if k.timer != nil {
+		k.timer.Stop()
 	}
 	c.mu.Lock()
-	if c.watching == w {
+	if c.watching == k {
 		c.watching = nil
 	}
 	c.mu.Unlock()
@@ -311,7 +339,7 @@ func (c *Client) renewDelay(k *keeper) (time.Duration, bool) {
 
 // await waits for the loop's next event: Close, the end of the
 // connection, or the token's renewal time. With a connection that calls
-// back when it ends, nothing waits: the event's callback runs the next
+// back when it ends, nothing waits: the event's wake-up runs the next
 // step. Otherwise a goroutine waits.
 func (c *Client) await(k *keeper) {
 	d, renews := c.renewDelay(k)
@@ -320,27 +348,28 @@ func (c *Client) await(k *keeper) {
 		go c.waitStep(k, d, renews)
 		return
 	}
-	w := &watch{k: k}
-	w.mu.Lock()
-	w.stopConn = n.AfterDone(func() {
-		if c.claim(w) {
-			c.step(k, false)
-		}
-	})
-	if renews {
-		w.timer = time.AfterFunc(d, func() {
-			if c.claim(w) {
-				c.step(k, true)
-			}
-		})
+	if k.wake == nil {
+		k.wake = func() { c.wake(k) }
 	}
-	w.mu.Unlock()
-	// Close ends life, then wakes the watch it finds here; a watch put
-	// here after that sees life ended.
+	k.wmu.Lock()
+	k.waiting = true
+	k.renewAt = time.Time{}
+	if renews {
+		k.renewAt = time.Now().Add(d)
+		if k.timer == nil {
+			k.timer = time.AfterFunc(d, k.wake)
+		} else {
+			k.timer.Reset(d)
+		}
+	}
+	k.wmu.Unlock()
+	n.OnDone(k.wake)
+	// Close ends life, then wakes the wait it finds here; a wait put here
+	// after that sees life ended.
 	c.mu.Lock()
-	c.watching = w
+	c.watching = k
 	c.mu.Unlock()
-	if c.life.Err() != nil && c.claim(w) {
+	if c.life.Err() != nil && c.claim(k) {
 		go c.step(k, false)
 	}
 }
@@ -349,10 +378,10 @@ func (c *Client) await(k *keeper) {
 // without a goroutine. Close calls it after ending life.
 func (c *Client) wakeForClose() {
 	c.mu.Lock()
-	w := c.watching
+	k := c.watching
 	c.mu.Unlock()
-	if w != nil && c.claim(w) {
-		go c.step(w.k, false)
+	if k != nil && c.claim(k) {
+		go c.step(k, false)
 	}
 }
 
@@ -423,7 +452,7 @@ func (c *Client) handle(k *keeper, renewing bool) bool {
 			k.streak = 0
 		}
 	}
-	next, nextTok, err := c.dialWithRetry(c.life, &k.streak)
+	next, nextTok, err := c.dialWithRetry(&c.life, &k.streak)
 	if err != nil {
 		if c.life.Err() != nil {
 			return false
@@ -472,7 +501,7 @@ func (c *Client) renewInPlace(cn *connection, tok *auth.Token) bool {
 	if !ok {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(c.life, renewTimeout)
+	ctx, cancel := context.WithTimeout(&c.life, renewTimeout)
 	defer cancel()
 	next, err := c.tokens.Token(ctx)
 	if err == nil {
@@ -497,7 +526,7 @@ const (
 // waitForRenewal waits until no handler is running, the connection ends,
 // Close is called, or the token is a second from its expiry.
 func (c *Client) waitForRenewal(cn *connection, tok auth.Token) renewalWait {
-	ctx, cancel := context.WithDeadline(c.life, tok.ExpiresOn.Add(-time.Second))
+	ctx, cancel := context.WithDeadline(&c.life, tok.ExpiresOn.Add(-time.Second))
 	defer cancel()
 	err := c.waitCalls(ctx, 0, cn.Done())
 	switch {

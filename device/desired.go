@@ -159,7 +159,7 @@ func (c *Client) syncDesired() error {
 		d.mu.Unlock()
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(c.life, subscribeTimeout)
+	ctx, cancel := context.WithTimeout(&c.life, subscribeTimeout)
 	defer cancel()
 	err := c.subscribeDesired(ctx, cn, true)
 	if err == nil {
@@ -271,7 +271,7 @@ func (c *Client) handleDesired(ev desiredEvent, h DesiredPropertiesHandler) {
 // client reconnects and resyncs on the next one.
 func (c *Client) resync(cn *connection, h DesiredPropertiesHandler, full bool) {
 	d := c.desired()
-	ctx, cancel := context.WithTimeout(c.life, twinTimeout)
+	ctx, cancel := context.WithTimeout(&c.life, twinTimeout)
 	defer cancel()
 	b, err := cn.GetTwin(ctx)
 	var desired section

@@ -100,7 +100,9 @@ const defaultPollInterval = 10 * time.Second
 // hold up delivery.
 const maxSettling = 16
 
-// messageState is the client's cloud-to-device delivery.
+// messageState is the client's cloud-to-device delivery, made by the first
+// use that needs it (Client.messageState): a client that never handles
+// messages does not carry it.
 type messageState struct {
 	mu      sync.Mutex
 	handler MessageHandler
@@ -136,7 +138,7 @@ type messageState struct {
 // unsettled and delivered again later. h may call any method of the
 // client, Close included.
 func (c *Client) SetMessageHandler(h MessageHandler) error {
-	m := &c.messages
+	m := c.messageState()
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -161,11 +163,25 @@ func (c *Client) SetMessageHandler(h MessageHandler) error {
 	return c.syncMessages()
 }
 
+// messageState returns the client's cloud-to-device state, making it on
+// first use.
+func (c *Client) messageState() *messageState {
+	if m := c.messages.Load(); m != nil {
+		return m
+	}
+	c.messages.CompareAndSwap(nil, new(messageState))
+	return c.messages.Load()
+}
+
 // wantMessages reports whether a message handler is registered.
 func (c *Client) wantMessages() bool {
-	c.messages.mu.Lock()
-	defer c.messages.mu.Unlock()
-	return c.messages.handler != nil
+	m := c.messages.Load()
+	if m == nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.handler != nil
 }
 
 // subscribeMessages subscribes cn to cloud-to-device messages if a
@@ -202,7 +218,7 @@ func (c *Client) syncMessages() error {
 	if cn == nil {
 		return nil // the next connection subscribes
 	}
-	ctx, cancel := context.WithTimeout(c.life, subscribeTimeout)
+	ctx, cancel := context.WithTimeout(&c.life, subscribeTimeout)
 	defer cancel()
 	err := c.subscribeMessages(ctx, cn)
 	if err == nil {
@@ -222,7 +238,10 @@ func (c *Client) syncMessages() error {
 
 // postMessage takes a message from a connection's read loop.
 func (c *Client) postMessage(cn *connection, tm *transport.CloudMessage) {
-	m := &c.messages
+	m := c.messages.Load()
+	if m == nil {
+		return // no handler: unsettled, the hub delivers it again
+	}
 	m.mu.Lock()
 	if m.handler == nil || m.closed || m.done == nil || len(m.queue) >= maxQueuedMessages {
 		m.mu.Unlock()
@@ -234,8 +253,12 @@ func (c *Client) postMessage(cn *connection, tm *transport.CloudMessage) {
 }
 
 func (c *Client) wakeMessages() {
+	m := c.messages.Load()
+	if m == nil {
+		return
+	}
 	select {
-	case c.messages.wake <- struct{}{}:
+	case m.wake <- struct{}{}:
 	default:
 	}
 }
@@ -252,7 +275,7 @@ func fromCloudMessage(cn *connection, tm *transport.CloudMessage) *CloudMessage 
 
 // messageLoop delivers queued messages, and polls over HTTPS, until Close.
 func (c *Client) messageLoop() {
-	m := &c.messages
+	m := c.messages.Load() // made by SetMessageHandler, which starts the loop
 	defer close(m.done)
 	poll := time.NewTimer(c.pollInterval)
 	defer poll.Stop()
@@ -300,7 +323,7 @@ func (c *Client) pollOnce() bool {
 	if cn == nil || !cn.polled.Load() {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(c.life, settleTimeout)
+	ctx, cancel := context.WithTimeout(&c.life, settleTimeout)
 	defer cancel()
 	tm, err := cn.ReceiveMessage(ctx)
 	if errors.Is(err, transport.ErrUnsupported) {
@@ -319,9 +342,10 @@ func (c *Client) pollOnce() bool {
 		return false
 	}
 	msg := fromCloudMessage(cn, tm)
-	c.messages.mu.Lock()
-	h := c.messages.handler
-	c.messages.mu.Unlock()
+	m := c.messages.Load() // the loop that polls made it
+	m.mu.Lock()
+	h := m.handler
+	m.mu.Unlock()
 	if h == nil {
 		return false // unsettled: the lock expires and the hub delivers it again
 	}
@@ -336,7 +360,7 @@ func (c *Client) handleMessage(msg *CloudMessage, h MessageHandler) {
 		return // MQTT after a panic: leave it unsettled
 	}
 	settle := func() {
-		ctx, cancel := context.WithTimeout(c.life, settleTimeout)
+		ctx, cancel := context.WithTimeout(&c.life, settleTimeout)
 		defer cancel()
 		if err := c.settle(ctx, msg, d); err != nil && c.life.Err() == nil {
 			c.log.Warn("cloud-to-device message not settled", "disposition", d, "messageId", msg.MessageID, "error", err)
@@ -346,7 +370,7 @@ func (c *Client) handleMessage(msg *CloudMessage, h MessageHandler) {
 		settle() // HTTPS: settle before asking for the next message
 		return
 	}
-	m := &c.messages
+	m := c.messages.Load() // the message came through the handler it holds
 	select {
 	case m.settleSlots <- struct{}{}:
 	case <-c.life.Done():
@@ -383,16 +407,20 @@ const messageFrame = "github.com/iothub-go/iothub/device.(*Client).runMessage"
 // inMessageHandler reports whether the calling goroutine runs the message
 // handler.
 func (c *Client) inMessageHandler() bool {
-	c.messages.mu.Lock()
-	started := c.messages.done != nil
-	c.messages.mu.Unlock()
+	m := c.messages.Load()
+	if m == nil {
+		return false
+	}
+	m.mu.Lock()
+	started := m.done != nil
+	m.mu.Unlock()
 	return started && onStack(messageFrame)
 }
 
 // stopMessages ends the delivery goroutine: it waits for it unless called
 // from the handler, or until ctx ends.
 func (c *Client) stopMessages(ctx context.Context, fromHandler bool) error {
-	m := &c.messages
+	m := c.messageState() // marked closed even if never used, for a later SetMessageHandler
 	m.mu.Lock()
 	m.closed = true
 	m.queue = nil

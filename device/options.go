@@ -1,7 +1,6 @@
 package device
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -266,7 +265,6 @@ func newClient(id auth.Identity, addr string, tokens auth.TokenProvider, o Clien
 	if o.OnConnectionStatus != nil {
 		status = &statusQueue{fn: o.OnConnectionStatus}
 	}
-	life, endLife := context.WithCancel(context.Background())
 	c := &Client{
 		id:           id,
 		addr:         addr,
@@ -279,14 +277,11 @@ func newClient(id auth.Identity, addr string, tokens auth.TokenProvider, o Clien
 		maxQueued:    queuedPerHandler * o.MaxConcurrentHandlers,
 		status:       status,
 		wrap:         o.WrapHandler,
-		life:         life,
-		endLife:      endLife,
 		modelID:      o.ModelID,
 		pollInterval: o.MessagePollInterval,
 	}
 	var err error
 	if c.notImplemented, err = c.wrapHandler(notImplemented); err != nil {
-		endLife()
 		return nil, err
 	}
 	return c, nil

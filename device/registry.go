@@ -139,7 +139,7 @@ func (c *Client) syncMethods() error {
 	if closed || cn == nil || cn.subscribed == want {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(c.life, subscribeTimeout)
+	ctx, cancel := context.WithTimeout(&c.life, subscribeTimeout)
 	defer cancel()
 	var err error
 	if want {

@@ -213,6 +213,7 @@ type conn struct {
 	mu       sync.Mutex
 	err      error
 	ended    bool
+	stopDone func() bool  // undoes the OnDone function's registration
 	methodsS *amqp.Sender // device → hub method responses
 	methodsR *amqp.Receiver
 	stopRecv context.CancelFunc // ends the method receive loop
@@ -371,11 +372,22 @@ func (c *conn) fail(err error) {
 
 func (c *conn) Done() <-chan struct{} { return c.done }
 
-// AfterDone arranges for f to run on a goroutine of its own once the
-// connection has ended (Err is set by then), at once if it has; stop
-// undoes that if f has not started. The device client waits for the end
-// of an idle connection this way, without a goroutine per device.
-func (c *conn) AfterDone(f func()) (stop func() bool) { return context.AfterFunc(c.life, f) }
+// OnDone sets the function to run on a goroutine of its own once the
+// connection has ended (Err is set by then), at once if it has; nil
+// removes it. The connection holds one: a later call replaces the earlier
+// function. The device client waits for the end of an idle connection this
+// way, without a goroutine per device.
+func (c *conn) OnDone(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopDone != nil {
+		c.stopDone()
+		c.stopDone = nil
+	}
+	if f != nil {
+		c.stopDone = context.AfterFunc(c.life, f)
+	}
+}
 
 func (c *conn) Err() error {
 	c.mu.Lock()

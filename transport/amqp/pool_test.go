@@ -392,7 +392,7 @@ func TestPoolDetachStorm(t *testing.T) {
 // An idle pooled device costs three goroutines, as go-amqp alone in the
 // same layout does: go-amqp's two method links and the loop receiving
 // method requests. The device client waits for the connection's end by
-// callback (AfterDone), not on a goroutine of its own.
+// callback (OnDone), not on a goroutine of its own.
 func TestPoolGoroutinesPerDevice(t *testing.T) {
 	hub, pool, _ := oneConnFleet(t, 10, "g")
 	// Goroutines still running for the first fleet (status deliveries)

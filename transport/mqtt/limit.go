@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"sync/atomic"
 
@@ -29,11 +30,13 @@ var errPacketTooLarge = fmt.Errorf("%w: mqtt packet", transport.ErrHubMessageToo
 // the bytes fed to it, whatever the read boundaries, and fails as soon as a
 // packet's remaining length exceeds max, or its length field is malformed.
 type packetLimit struct {
-	max    int
-	inLen  bool // reading the remaining-length bytes
-	nlen   int  // remaining-length bytes read so far
-	length int  // remaining length decoded so far
-	body   int  // body bytes still to pass
+	// int32 is enough (a remaining length is at most 268,435,455) and keeps
+	// limitConn, a field of every connection, small.
+	max    int32
+	length int32 // remaining length decoded so far
+	body   int32 // body bytes still to pass
+	nlen   uint8 // remaining-length bytes read so far
+	inLen  bool  // reading the remaining-length bytes
 }
 
 // feed checks p, the next bytes of the stream.
@@ -41,8 +44,8 @@ func (l *packetLimit) feed(p []byte) error {
 	for i := 0; i < len(p); {
 		switch {
 		case l.body > 0:
-			n := min(l.body, len(p)-i)
-			l.body -= n
+			n := min(int(l.body), len(p)-i)
+			l.body -= int32(n)
 			i += n
 		case !l.inLen: // the packet type byte
 			l.inLen, l.nlen, l.length = true, 0, 0
@@ -50,7 +53,7 @@ func (l *packetLimit) feed(p []byte) error {
 		default:
 			b := p[i]
 			i++
-			l.length |= int(b&0x7f) << (7 * l.nlen)
+			l.length |= int32(b&0x7f) << (7 * l.nlen)
 			l.nlen++
 			// The value only grows with more bytes: refuse as early as
 			// possible.
@@ -84,9 +87,16 @@ type limitConn struct {
 
 // newLimitConn wraps c, and watches its writes until Close.
 func newLimitConn(c net.Conn, max int) *limitConn {
-	lc := &limitConn{Conn: c, lim: packetLimit{max: max}}
-	watchWrites(lc)
+	lc := new(limitConn)
+	lc.init(c, max)
 	return lc
+}
+
+// init makes lc, not yet in use, wrap c, and watches its writes until
+// Close.
+func (lc *limitConn) init(c net.Conn, max int) {
+	lc.Conn, lc.lim = c, packetLimit{max: int32(min(max, math.MaxInt32))}
+	watchWrites(lc)
 }
 
 // Read passes on the bytes read, unless they break the limit: then it

@@ -161,7 +161,7 @@ func FuzzPacketLimit(f *testing.F) {
 	f.Add([]byte{0x30, 0x81, 0x01, 0x00}, uint8(1), uint16(128))
 	f.Add([]byte{0x30, 0x81, 0x01, 0x00}, uint8(1), uint16(129))
 	f.Fuzz(func(t *testing.T, b []byte, chunk uint8, limit uint16) {
-		l := packetLimit{max: int(limit)}
+		l := packetLimit{max: int32(limit)}
 		n := max(int(chunk), 1)
 		var got error
 		for i := 0; i < len(b) && got == nil; i += n {

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -135,11 +134,10 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 	if dl, ok := ctx.Deadline(); ok {
 		connectTimeout = max(time.Until(dl), time.Millisecond)
 	}
-	op := &opener{ws: t.ws, hostport: hp, tls: tlsConf, ctx: ctx}
+	op := &opener{ws: t.ws, hostport: hp, tls: tlsConf, ctx: ctx, lc: &c.lc}
 	// paho keeps its open function for the life of the client: it reaches
-	// op through opRef, cleared once connected.
-	var opRef atomic.Pointer[opener]
-	opRef.Store(op)
+	// op through c.opener, cleared once connected.
+	c.opener.Store(op)
 	o := paho.NewClientOptions().
 		AddBroker(broker).
 		SetClientID(cfg.Identity.String()).
@@ -158,12 +156,7 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		// Every route acknowledges its messages itself: cloud-to-device
 		// messages only when SettleMessage completes them (c2d.go).
 		SetAutoAckDisabled(true).
-		SetCustomOpenConnectionFn(func(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
-			if op := opRef.Load(); op != nil {
-				return op.open(u, o)
-			}
-			return nil, errors.New("iothub: mqtt: the connection cannot be reopened")
-		}).
+		SetCustomOpenConnectionFn(c.open).
 		// Every PUBLISH goes to route, from the start: a persistent
 		// session may hold subscriptions of an earlier connection.
 		SetDefaultPublishHandler(c.route).
@@ -194,7 +187,7 @@ func (t *Transport) Dial(ctx context.Context, cfg transport.Config) (transport.C
 		}
 		return nil, classify(err)
 	}
-	opRef.Store(nil) // the connection does not hold on to ctx, its timer and its parents
+	c.opener.Store(nil) // the connection does not hold on to ctx, its timer and its parents
 	if ct, ok := tok.(*paho.ConnectToken); ok {
 		c.sessionPresent = ct.SessionPresent()
 	}
@@ -211,9 +204,22 @@ type opener struct {
 	tls      *tls.Config
 	ctx      context.Context
 
+	// lc is where the socket's limitConn goes: a field of the connection,
+	// so that it costs no allocation of its own; open uses it once.
+	lc *limitConn
+
 	mu      sync.Mutex
 	nc      net.Conn // the socket opened
 	aborted bool     // what open opens from now on is closed at once
+}
+
+// open opens the socket for paho, through the connection's opener until
+// Dial has connected.
+func (c *conn) open(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	if op := c.opener.Load(); op != nil {
+		return op.open(u, o)
+	}
+	return nil, errors.New("iothub: mqtt: the connection cannot be reopened")
 }
 
 func (o *opener) open(*url.URL, paho.ClientOptions) (net.Conn, error) {
@@ -238,6 +244,11 @@ func (o *opener) open(*url.URL, paho.ClientOptions) (net.Conn, error) {
 		return nil, errors.New("iothub: mqtt: the connection attempt was abandoned")
 	}
 	o.nc = nc
+	if lc := o.lc; lc != nil {
+		o.lc = nil
+		lc.init(nc, MaxPacketSize)
+		return lc, nil
+	}
 	return newLimitConn(nc, MaxPacketSize), nil
 }
 
@@ -279,6 +290,13 @@ type conn struct {
 	// sessionPresent: the hub resumed a persistent session, which may hold
 	// a method subscription of an earlier connection.
 	sessionPresent bool
+	// opener opens the socket until Dial has connected; nil after.
+	opener atomic.Pointer[opener]
+	// lc is the socket as paho uses it. Held here rather than allocated
+	// on its own: an object of its size lands among the many short-lived
+	// ones a connection attempt makes, and would keep their memory in use
+	// (BENCHMARKS.md, "Where the MQTT RSS difference is").
+	lc limitConn
 
 	mu         sync.Mutex
 	err        error
@@ -292,49 +310,37 @@ type conn struct {
 	// unacked are the cloud-to-device messages delivered on this
 	// connection and not yet completed, by lock token (c2d.go).
 	unacked map[string]paho.Message
-	// afterDone are the functions to run once the connection has ended
-	// (AfterDone).
-	afterDone []*afterDone
+	// onDone is the function to run once the connection has ended
+	// (OnDone); nil if none.
+	onDone func()
 }
 
-// afterDone is a function registered with AfterDone.
-type afterDone struct{ f func() }
-
-// AfterDone arranges for f to run on a goroutine of its own once the
-// connection has ended (lost or closed), at once if it has; stop undoes
-// that and reports whether it did, like context.AfterFunc's. Package
-// device uses it to wait for an idle connection without a goroutine.
-func (c *conn) AfterDone(f func()) (stop func() bool) {
+// OnDone sets the function to run on a goroutine of its own once the
+// connection has ended (lost or closed), at once if it has; nil removes
+// it. The connection holds one: a later call replaces the earlier
+// function. Package device uses it to wait for an idle connection without
+// a goroutine.
+func (c *conn) OnDone(f func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		go f()
-		return func() bool { return false }
-	}
-	a := &afterDone{f: f}
-	c.afterDone = append(c.afterDone, a)
-	return func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for i, b := range c.afterDone {
-			if b == a {
-				c.afterDone = slices.Delete(c.afterDone, i, i+1)
-				return true
-			}
+		if f != nil {
+			go f()
 		}
-		return false
+		return
 	}
+	c.onDone = f
 }
 
-// endLocked marks the connection ended and runs the AfterDone functions.
+// endLocked marks the connection ended and runs the OnDone function.
 // c.mu is held.
 func (c *conn) endLocked() {
 	c.closed = true
 	close(c.done)
-	for _, a := range c.afterDone {
-		go a.f()
+	if f := c.onDone; f != nil {
+		c.onDone = nil
+		go f()
 	}
-	c.afterDone = nil
 }
 
 func (c *conn) lost(err error) {
