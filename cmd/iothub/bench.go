@@ -232,7 +232,7 @@ flags:
 	fs.StringVar(&c.jsonFile, "json", "", "also write the JSON result to this `file`")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (hub and invoker) to `file`")
 	fs.StringVar(&c.DeviceCPUProfile, "device-cpuprofile", "", "Go device fleets write CPU profiles to `prefix`.<row>.pprof")
-	fs.StringVar(&c.DeviceMemProfile, "device-memprofile", "", "Go device fleets write heap profiles, after each memory sample, to `prefix`.<row>.pprof (scale fleets: <prefix>.scale-<impl>-<transport>-<devices>.pprof)")
+	fs.StringVar(&c.DeviceMemProfile, "device-memprofile", "", "Go device fleets write heap profiles, after each memory sample, to `prefix`.<row>.pprof (scale fleets: <prefix>.scale-<impl>-<transport>-<devices>.pprof), with a text copy (.pprof.txt) and the pages each object size holds per device (.pprof.classes.txt)")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
 	fs.BoolVar(&c.fleet, "fleet", false, "internal: serve a device fleet on stdin/stdout")
 	fs.BoolVar(&c.invoker, "invoker", false, "internal: run one invoker phase from stdin, result on stdout")

@@ -390,6 +390,9 @@ func TestBenchScaleRounds(t *testing.T) {
 		if text, err := os.ReadFile(prefix + ".txt"); assert.NoError(t, err, "heap profile as text") {
 			assert.Contains(t, string(text), "# HeapInuse = ", "heap profile as text %s", prefix)
 		}
+		if text, err := os.ReadFile(prefix + ".classes.txt"); assert.NoError(t, err, "heap size classes") {
+			assert.Regexp(t, `(?m)^ +all +[0-9.]+ +[0-9.]+ +[0-9.]+ *$`, string(text), "heap size classes %s", prefix)
+		}
 	}
 	i := slices.IndexFunc(res.Targets, func(tg bench.Target) bool { return tg.Name == "device SDK vs raw floor: RSS per device (mqtt)" })
 	if assert.GreaterOrEqual(t, i, 0, "targets: %+v", res.Targets) {

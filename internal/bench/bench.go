@@ -112,7 +112,9 @@ type Config struct {
 	// DeviceMemProfile, if set, makes every Go fleet process write a heap
 	// profile to DeviceMemProfile + "." + row + ".pprof" each time its
 	// memory is sampled (after forced collections), so the file holds the
-	// last sample: for a scale fleet, all its devices connected.
+	// last sample: for a scale fleet, all its devices connected. Next to
+	// it, a text copy (".txt") and the pages each object size holds
+	// (".classes.txt", from a heap dump).
 	DeviceMemProfile string
 	// HubAddrs are the hub's listen addresses. Default "127.0.0.1:0", plus
 	// "127.0.0.1:443" when Node is set.

@@ -310,7 +310,7 @@ func startGoFleet(ctx context.Context, spec FleetSpec) (*goFleet, fleetMsg) {
 	after := sampleMem()
 	msg.After = &after
 	if spec.MemProfile != "" {
-		writeHeapProfile(spec.MemProfile)
+		writeHeapProfile(spec.MemProfile, msg.Connected)
 	}
 	return f, msg
 }

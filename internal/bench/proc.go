@@ -66,7 +66,7 @@ func RunFleet(in io.Reader, out io.Writer) error {
 		if cmd == "stats" {
 			m := sampleMem()
 			if spec.MemProfile != "" {
-				writeHeapProfile(spec.MemProfile)
+				writeHeapProfile(spec.MemProfile, msg.Connected)
 			}
 			if err := enc.Encode(fleetMsg{Type: "stats", CPUSeconds: cpuSeconds(), Mem: &m}); err != nil {
 				break
@@ -107,9 +107,11 @@ func RunFleet(in io.Reader, out io.Writer) error {
 
 // writeHeapProfile writes this process's heap profile to file, and to
 // file + ".txt" as text, which ends with the runtime's MemStats (the
-// space free inside spans in use, HeapInuse − HeapAlloc, among them). A
-// profile is a diagnostic: failing to write one does not fail the fleet.
-func writeHeapProfile(file string) {
+// space free inside spans in use, HeapInuse − HeapAlloc, among them), and
+// the pages each object size holds, per device of the fleet's devices, to
+// file + ".classes.txt" (writeHeapClasses). A profile is a diagnostic:
+// failing to write one does not fail the fleet.
+func writeHeapProfile(file string, devices int) {
 	for debug, name := range []string{file, file + ".txt"} {
 		f, err := os.Create(name)
 		if err != nil {
@@ -118,6 +120,7 @@ func writeHeapProfile(file string) {
 		_ = pprof.Lookup("heap").WriteTo(f, debug)
 		f.Close()
 	}
+	writeHeapClasses(file+".classes.txt", devices)
 }
 
 // fleet is the parent's handle on a population of devices.
