@@ -302,13 +302,14 @@ func (c *Client) claim(k *keeper) bool {
 		return false
 	}
 	k.waiting = false
+	timer := k.timer // under wmu: an await of the next wait may be making it
 	k.wmu.Unlock()
-	// The claimer alone runs from here to the next wait.
+	// The claimer alone runs from here to the loop's next wait.
 	if n, ok := k.cn.Conn.(doneNotifier); ok {
 		n.OnDone(nil)
 	}
-	if k.timer != nil {
-		k.timer.Stop()
+	if timer != nil {
+		timer.Stop()
 	}
 	c.mu.Lock()
 	if c.watching == k {
