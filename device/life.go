@@ -11,7 +11,7 @@ import (
 // context.Canceled, when Close calls end. It is a field of the Client rather
 // than a context.WithCancel of its own, which would cost every client of a
 // fleet two more objects (BENCHMARKS.md, "Where the MQTT RSS difference
-// is"). Contexts derived from it learn of its end through its AfterFunc,
+// was"). Contexts derived from it learn of its end through its AfterFunc,
 // as package context arranges for a parent with that method, without a
 // goroutine.
 type lifeContext struct {

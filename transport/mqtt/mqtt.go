@@ -295,7 +295,7 @@ type conn struct {
 	// lc is the socket as paho uses it. Held here rather than allocated
 	// on its own: an object of its size lands among the many short-lived
 	// ones a connection attempt makes, and would keep their memory in use
-	// (BENCHMARKS.md, "Where the MQTT RSS difference is").
+	// (BENCHMARKS.md, "Where the MQTT RSS difference was").
 	lc limitConn
 
 	mu         sync.Mutex
