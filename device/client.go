@@ -163,9 +163,9 @@ func (c *Client) Connect(ctx context.Context) error {
 		return ErrAlreadyConnected
 	}
 	c.running = true
-	// Close ends the dial through stopDial rather than through life (an
-	// AfterFunc on life would leave each client's life with a done
-	// channel and a children map for good).
+	// Close ends the dial through stopDial rather than through life (a
+	// context derived from life would leave each client's life with a done
+	// channel for good).
 	c.stopDial = cancel
 	c.setStateLocked(ConnectionStateConnecting, nil)
 	c.mu.Unlock()

@@ -258,7 +258,7 @@ type keeper struct {
 	// and runs the loop's next step. One function and one timer serve
 	// every wait of the loop: they are part of the per-device cost of a
 	// fleet (BENCHMARKS.md).
-	wmu     sync.Mutex
+	wmu     sync.Mutex  // taken after Client.mu, never before
 	waiting bool        // a wait is armed and not claimed yet
 	renewAt time.Time   // when the armed wait's renewal is due; zero if it has none
 	timer   *time.Timer // the renewal timer, made by the first wait that renews
@@ -269,7 +269,9 @@ type keeper struct {
 // timer fired, or Close was called. A wake-up left over from an earlier
 // wait (a timer that fired as another wake-up claimed the wait, the end
 // of a connection the loop has replaced) finds none of those true of the
-// wait now armed, and does nothing.
+// wait now armed, and does nothing. The check and the claim are one step
+// under the wait's lock: a wake-up that found its event true of one wait
+// must not claim the next.
 func (c *Client) wake(k *keeper) {
 	k.wmu.Lock()
 	if !k.waiting {
@@ -284,13 +286,14 @@ func (c *Client) wake(k *keeper) {
 	}
 	closing := c.life.Err() != nil
 	due := !k.renewAt.IsZero() && !time.Now().Before(k.renewAt)
-	k.wmu.Unlock()
 	if !ended && !closing && !due {
+		k.wmu.Unlock()
 		return
 	}
-	if c.claim(k) {
-		c.step(k, due && !ended && !closing)
-	}
+	timer := c.claimLocked(k)
+	k.wmu.Unlock()
+	c.disarm(k, timer)
+	c.step(k, due && !ended && !closing)
 }
 
 // claim reports whether the caller is the first wake-up of the loop's
@@ -301,10 +304,23 @@ func (c *Client) claim(k *keeper) bool {
 		k.wmu.Unlock()
 		return false
 	}
-	k.waiting = false
-	timer := k.timer // under wmu: an await of the next wait may be making it
+	timer := c.claimLocked(k)
 	k.wmu.Unlock()
-	// The claimer alone runs from here to the loop's next wait.
+	c.disarm(k, timer)
+	return true
+}
+
+// claimLocked claims the armed wait, with k.wmu held, and returns its
+// timer to stop (read under the lock: an await of the next wait may be
+// making it).
+func (c *Client) claimLocked(k *keeper) *time.Timer {
+	k.waiting = false
+	return k.timer
+}
+
+// disarm undoes a claimed wait's other wake-ups. The claimer alone runs
+// from its claim to the loop's next wait.
+func (c *Client) disarm(k *keeper, timer *time.Timer) {
 	if n, ok := k.cn.Conn.(doneNotifier); ok {
 		n.OnDone(nil)
 	}
@@ -316,7 +332,6 @@ func (c *Client) claim(k *keeper) bool {
 		c.watching = nil
 	}
 	c.mu.Unlock()
-	return true
 }
 
 // renewDelay returns how long until the token is due for renewal; false if
@@ -366,9 +381,15 @@ func (c *Client) await(k *keeper) {
 	k.wmu.Unlock()
 	n.OnDone(k.wake)
 	// Close ends life, then wakes the wait it finds here; a wait put here
-	// after that sees life ended.
+	// after that sees life ended. Only a wait still armed is put here: one
+	// already claimed (the connection had ended) may belong to a loop that
+	// has moved on, or given up and been replaced.
 	c.mu.Lock()
-	c.watching = k
+	k.wmu.Lock()
+	if k.waiting {
+		c.watching = k
+	}
+	k.wmu.Unlock()
 	c.mu.Unlock()
 	if c.life.Err() != nil && c.claim(k) {
 		go c.step(k, false)
