@@ -83,6 +83,17 @@ type Client struct {
 	handlersEnd  bool          // endHandlers was called: handlerCtx is born ended
 }
 
+// loadOrMake returns *p, making it on first use: state a client may never
+// need (desired properties, cloud-to-device messages) costs a pointer
+// until then.
+func loadOrMake[T any](p *atomic.Pointer[T]) *T {
+	if v := p.Load(); v != nil {
+		return v
+	}
+	p.CompareAndSwap(nil, new(T))
+	return p.Load()
+}
+
 // handlersContext returns the handlers' context, making it on first use:
 // a client whose handlers never run has none.
 func (c *Client) handlersContext() context.Context {

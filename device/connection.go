@@ -269,58 +269,40 @@ type keeper struct {
 // timer fired, or Close was called. A wake-up left over from an earlier
 // wait (a timer that fired as another wake-up claimed the wait, the end
 // of a connection the loop has replaced) finds none of those true of the
-// wait now armed, and does nothing. The check and the claim are one step
-// under the wait's lock: a wake-up that found its event true of one wait
-// must not claim the next.
+// wait now armed, and does nothing.
 func (c *Client) wake(k *keeper) {
-	k.wmu.Lock()
-	if !k.waiting {
-		k.wmu.Unlock()
-		return
+	var renewing bool
+	happened := func() bool {
+		var ended bool
+		select {
+		case <-k.cn.Done():
+			ended = true
+		default:
+		}
+		closing := c.life.Err() != nil
+		due := !k.renewAt.IsZero() && !time.Now().Before(k.renewAt)
+		renewing = due && !ended && !closing
+		return ended || closing || due
 	}
-	var ended bool
-	select {
-	case <-k.cn.Done():
-		ended = true
-	default:
+	if c.claim(k, happened) {
+		c.step(k, renewing)
 	}
-	closing := c.life.Err() != nil
-	due := !k.renewAt.IsZero() && !time.Now().Before(k.renewAt)
-	if !ended && !closing && !due {
-		k.wmu.Unlock()
-		return
-	}
-	timer := c.claimLocked(k)
-	k.wmu.Unlock()
-	c.disarm(k, timer)
-	c.step(k, due && !ended && !closing)
 }
 
 // claim reports whether the caller is the first wake-up of the loop's
-// armed wait, and then disarms the others.
-func (c *Client) claim(k *keeper) bool {
+// armed wait, and then disarms the others. happened, if not nil, is
+// checked under the wait's lock, in the same step as the claim: a wake-up
+// whose event was true of one wait must not claim the next.
+func (c *Client) claim(k *keeper, happened func() bool) bool {
 	k.wmu.Lock()
-	if !k.waiting {
+	if !k.waiting || (happened != nil && !happened()) {
 		k.wmu.Unlock()
 		return false
 	}
-	timer := c.claimLocked(k)
-	k.wmu.Unlock()
-	c.disarm(k, timer)
-	return true
-}
-
-// claimLocked claims the armed wait, with k.wmu held, and returns its
-// timer to stop (read under the lock: an await of the next wait may be
-// making it).
-func (c *Client) claimLocked(k *keeper) *time.Timer {
 	k.waiting = false
-	return k.timer
-}
-
-// disarm undoes a claimed wait's other wake-ups. The claimer alone runs
-// from its claim to the loop's next wait.
-func (c *Client) disarm(k *keeper, timer *time.Timer) {
+	timer := k.timer // under wmu: an await of the next wait may be making it
+	k.wmu.Unlock()
+	// The claimer alone runs from here to the loop's next wait.
 	if n, ok := k.cn.Conn.(doneNotifier); ok {
 		n.OnDone(nil)
 	}
@@ -332,6 +314,7 @@ func (c *Client) disarm(k *keeper, timer *time.Timer) {
 		c.watching = nil
 	}
 	c.mu.Unlock()
+	return true
 }
 
 // renewDelay returns how long until the token is due for renewal; false if
@@ -391,7 +374,7 @@ func (c *Client) await(k *keeper) {
 	}
 	k.wmu.Unlock()
 	c.mu.Unlock()
-	if c.life.Err() != nil && c.claim(k) {
+	if c.life.Err() != nil && c.claim(k, nil) {
 		go c.step(k, false)
 	}
 }
@@ -402,7 +385,7 @@ func (c *Client) wakeForClose() {
 	c.mu.Lock()
 	k := c.watching
 	c.mu.Unlock()
-	if k != nil && c.claim(k) {
+	if k != nil && c.claim(k, nil) {
 		go c.step(k, false)
 	}
 }

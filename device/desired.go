@@ -55,13 +55,7 @@ type desiredState struct {
 // desired returns the client's desired-property delivery, making it on
 // first use: a client that never registers a handler has none (Client
 // stays small).
-func (c *Client) desired() *desiredState {
-	if d := c.desiredP.Load(); d != nil {
-		return d
-	}
-	c.desiredP.CompareAndSwap(nil, &desiredState{})
-	return c.desiredP.Load()
-}
+func (c *Client) desired() *desiredState { return loadOrMake(&c.desiredP) }
 
 // SetDesiredPropertiesHandler registers h to receive the twin's
 // desired-property changes; nil removes it. Over HTTPS it returns an error

@@ -165,13 +165,7 @@ func (c *Client) SetMessageHandler(h MessageHandler) error {
 
 // messageState returns the client's cloud-to-device state, making it on
 // first use.
-func (c *Client) messageState() *messageState {
-	if m := c.messages.Load(); m != nil {
-		return m
-	}
-	c.messages.CompareAndSwap(nil, new(messageState))
-	return c.messages.Load()
-}
+func (c *Client) messageState() *messageState { return loadOrMake(&c.messages) }
 
 // wantMessages reports whether a message handler is registered.
 func (c *Client) wantMessages() bool {

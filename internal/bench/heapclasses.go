@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"text/tabwriter"
@@ -61,7 +62,8 @@ func (d heapDumpReader) skip(n uint64) error {
 	return nil
 }
 
-// fields reads n varints; strings are read with str.
+// fields reads a record's fields, one per kind: 'n' a varint, 's' a
+// string (a varint length and that many bytes, skipped).
 func (d heapDumpReader) fields(kinds ...byte) error {
 	for _, k := range kinds {
 		v, err := d.uvarint()
@@ -162,6 +164,9 @@ func writeHeapClasses(file string, perDevice int) {
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
+	// A dump lists every object not yet found dead: collect first, or what
+	// the profiles just written left behind would count as live.
+	runtime.GC()
 	debug.WriteHeapDump(tmp.Fd())
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return
