@@ -31,12 +31,12 @@ import (
 
 // hubProc is a running `iothub hub`.
 type hubProc struct {
-	bin        string // the iothub binary
-	caFile     string
-	serviceCS  string
-	deviceCS   map[string]string
-	cmd        *exec.Cmd
-	stderrDump *bytes.Buffer
+	bin       string // the iothub binary
+	caFile    string
+	serviceCS string
+	deviceCS  map[string]string
+	cmd       *exec.Cmd
+	stderr    *lockedWriter // the hub's log; read it with log
 	// lines receives the hub's stdout lines after the connection strings
 	// (e.g. EVENT lines with --print-events); lines nobody takes are
 	// dropped once 1024 are buffered.
@@ -58,14 +58,14 @@ func startHubWith(t *testing.T, extraArgs []string, devices ...string) *hubProc 
 	build := exec.Command("go", "build", "-o", bin, "../cmd/iothub")
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "go build ./cmd/iothub:\n%s", out)
-	h := &hubProc{bin: bin, caFile: filepath.Join(dir, "ca.pem"), deviceCS: map[string]string{}, stderrDump: &bytes.Buffer{},
+	h := &hubProc{bin: bin, caFile: filepath.Join(dir, "ca.pem"), deviceCS: map[string]string{}, stderr: &lockedWriter{w: &bytes.Buffer{}},
 		lines: make(chan string, 1024)}
 	args := append([]string{"hub", "--ca-file", h.caFile}, extraArgs...)
 	for _, d := range devices {
 		args = append(args, "--device", d)
 	}
 	h.cmd = exec.Command(bin, args...)
-	h.cmd.Stderr = &lockedWriter{w: h.stderrDump}
+	h.cmd.Stderr = h.stderr
 	stdout, err := h.cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, h.cmd.Start())
@@ -81,7 +81,7 @@ func startHubWith(t *testing.T, extraArgs []string, devices ...string) *hubProc 
 			assert.Fail(t, "iothub hub did not exit within 10 s of SIGINT")
 		}
 		if t.Failed() {
-			t.Logf("hub log:\n%s", h.stderrDump.String())
+			t.Logf("hub log:\n%s", h.log())
 		}
 	})
 	sc := bufio.NewScanner(stdout)
@@ -106,8 +106,8 @@ func startHubWith(t *testing.T, extraArgs []string, devices ...string) *hubProc 
 		}
 		_, _ = io.Copy(io.Discard, stdout) // a line too long for the scanner
 	}()
-	require.NotEmpty(t, h.serviceCS, "the hub printed no service connection string; log:\n%s", h.stderrDump.String())
-	require.Len(t, h.deviceCS, len(devices), "device connection strings the hub printed; log:\n%s", h.stderrDump.String())
+	require.NotEmpty(t, h.serviceCS, "the hub printed no service connection string; log:\n%s", h.log())
+	require.Len(t, h.deviceCS, len(devices), "device connection strings the hub printed; log:\n%s", h.log())
 	require.True(t, strings.HasPrefix(h.serviceCS, "HostName=localhost;"), "service connection string %q does not start with HostName=localhost;", h.serviceCS)
 	return h
 }
@@ -121,6 +121,15 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// log returns what the hub has written to stderr so far. The hub's stderr
+// and stdout are copied by different goroutines, so a line the hub wrote
+// before its connection strings may still be on its way: wait for it.
+func (h *hubProc) log() string {
+	h.stderr.mu.Lock()
+	defer h.stderr.mu.Unlock()
+	return h.stderr.w.(*bytes.Buffer).String()
 }
 
 // devicePeer runs device.js and waits for READY. It returns a function

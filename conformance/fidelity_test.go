@@ -165,7 +165,9 @@ func TestFidelityDeviceCA(t *testing.T) {
 
 	t.Run("trusted CA", func(t *testing.T) {
 		h := startHubWith(t, []string{"--device-ca", caFile})
-		assert.Contains(t, h.stderrDump.String(), `trusting device CA "CN=conformance fleet CA`, "the hub did not print the trusted CA's subject")
+		const trusting = `trusting device CA "CN=conformance fleet CA`
+		assert.Eventually(t, func() bool { return strings.Contains(h.log(), trusting) }, 10*time.Second, 10*time.Millisecond,
+			"the hub did not print the trusted CA's subject")
 		register(t, h)
 		h.deviceCS["dev-ca"] = deviceCS
 		for _, tr := range []string{"mqtt", "amqp"} {
