@@ -278,12 +278,17 @@ func TestFidelityStatusCodes(t *testing.T) {
 	t.Run("AMQP takeover", func(t *testing.T) {
 		out := devicePeer(t, h, "dev-amqp", "amqp", "DEBUG=rhea:frames")
 		goDevice(t, h, "dev-amqp", "amqp")
+		// The Node SDK logs only the condition; rhea's frame log shows the
+		// detach it received, with IoT Hub's JSON error description. The
+		// frame log is on the peer's stderr and DISCONNECTED on its stdout,
+		// copied by different goroutines: wait for all of it.
+		seen := func(s string) bool {
+			return strings.Contains(s, "DISCONNECTED") && strings.Contains(s, "409002") && strings.Contains(s, "amqp:link:stolen")
+		}
 		deadline := time.Now().Add(30 * time.Second)
-		for !strings.Contains(out(), "DISCONNECTED") && time.Now().Before(deadline) {
+		for !seen(out()) && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
-		// The Node SDK logs only the condition; rhea's frame log shows the
-		// detach it received, with IoT Hub's JSON error description.
 		s := out()
 		require.Contains(t, s, "409002", "the replaced Node device's report: want amqp:link:stolen with 409002 LinkCreationConflict")
 		require.Contains(t, s, "amqp:link:stolen", "the replaced Node device's report: want amqp:link:stolen with 409002 LinkCreationConflict")
