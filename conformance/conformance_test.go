@@ -27,6 +27,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/iothub-go/iothub/internal/testutil/syncbuf"
 )
 
 // hubProc is a running `iothub hub`.
@@ -36,7 +38,7 @@ type hubProc struct {
 	serviceCS string
 	deviceCS  map[string]string
 	cmd       *exec.Cmd
-	stderr    *lockedWriter // the hub's log; read it with log
+	stderr    *syncbuf.Buffer // the hub's log
 	// lines receives the hub's stdout lines after the connection strings
 	// (e.g. EVENT lines with --print-events); lines nobody takes are
 	// dropped once 1024 are buffered.
@@ -58,7 +60,7 @@ func startHubWith(t *testing.T, extraArgs []string, devices ...string) *hubProc 
 	build := exec.Command("go", "build", "-o", bin, "../cmd/iothub")
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "go build ./cmd/iothub:\n%s", out)
-	h := &hubProc{bin: bin, caFile: filepath.Join(dir, "ca.pem"), deviceCS: map[string]string{}, stderr: &lockedWriter{w: &bytes.Buffer{}},
+	h := &hubProc{bin: bin, caFile: filepath.Join(dir, "ca.pem"), deviceCS: map[string]string{}, stderr: &syncbuf.Buffer{},
 		lines: make(chan string, 1024)}
 	args := append([]string{"hub", "--ca-file", h.caFile}, extraArgs...)
 	for _, d := range devices {
@@ -81,7 +83,7 @@ func startHubWith(t *testing.T, extraArgs []string, devices ...string) *hubProc 
 			assert.Fail(t, "iothub hub did not exit within 10 s of SIGINT")
 		}
 		if t.Failed() {
-			t.Logf("hub log:\n%s", h.log())
+			t.Logf("hub log:\n%s", h.stderr.String())
 		}
 	})
 	sc := bufio.NewScanner(stdout)
@@ -106,8 +108,8 @@ func startHubWith(t *testing.T, extraArgs []string, devices ...string) *hubProc 
 		}
 		_, _ = io.Copy(io.Discard, stdout) // a line too long for the scanner
 	}()
-	require.NotEmpty(t, h.serviceCS, "the hub printed no service connection string; log:\n%s", h.log())
-	require.Len(t, h.deviceCS, len(devices), "device connection strings the hub printed; log:\n%s", h.log())
+	require.NotEmpty(t, h.serviceCS, "the hub printed no service connection string; log:\n%s", h.stderr.String())
+	require.Len(t, h.deviceCS, len(devices), "device connection strings the hub printed; log:\n%s", h.stderr.String())
 	require.True(t, strings.HasPrefix(h.serviceCS, "HostName=localhost;"), "service connection string %q does not start with HostName=localhost;", h.serviceCS)
 	return h
 }
@@ -123,15 +125,6 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// log returns what the hub has written to stderr so far. The hub's stderr
-// and stdout are copied by different goroutines, so a line the hub wrote
-// before its connection strings may still be on its way: wait for it.
-func (h *hubProc) log() string {
-	h.stderr.mu.Lock()
-	defer h.stderr.mu.Unlock()
-	return h.stderr.w.(*bytes.Buffer).String()
-}
-
 // devicePeer runs device.js and waits for READY. It returns a function
 // that reads the peer's output so far (stdout, then stderr).
 func devicePeer(t *testing.T, h *hubProc, deviceID, transport string, env ...string) func() string {
@@ -144,15 +137,11 @@ func devicePeer(t *testing.T, h *hubProc, deviceID, transport string, env ...str
 	cmd.WaitDelay = 5 * time.Second
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	var log, stderr bytes.Buffer
+	var log bytes.Buffer
 	var logMu sync.Mutex
-	errW := &lockedWriter{w: &stderr}
-	cmd.Stderr = errW
-	errText := func() string {
-		errW.mu.Lock()
-		defer errW.mu.Unlock()
-		return stderr.String()
-	}
+	stderr := &syncbuf.Buffer{}
+	cmd.Stderr = stderr
+	errText := stderr.String
 	require.NoError(t, cmd.Start())
 	ready, exited := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -202,9 +191,8 @@ func goDevice(t *testing.T, h *hubProc, deviceID, transport string) {
 	cmd := exec.Command(h.bin, "device", "--connection-string", h.deviceCS[deviceID], "--transport", transport, "--ca-file", h.caFile)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	var stderr bytes.Buffer
-	stderrW := &lockedWriter{w: &stderr}
-	cmd.Stderr = stderrW
+	stderr := &syncbuf.Buffer{}
+	cmd.Stderr = stderr
 	require.NoError(t, cmd.Start())
 	connected := make(chan struct{})
 	go func() {
@@ -234,8 +222,6 @@ func goDevice(t *testing.T, h *hubProc, deviceID, transport string) {
 	select {
 	case <-connected:
 	case <-time.After(30 * time.Second):
-		stderrW.mu.Lock()
-		defer stderrW.mu.Unlock()
 		require.FailNow(t, "iothub device never connected", "log:\n%s", stderr.String())
 	}
 }

@@ -165,8 +165,11 @@ func TestFidelityDeviceCA(t *testing.T) {
 
 	t.Run("trusted CA", func(t *testing.T) {
 		h := startHubWith(t, []string{"--device-ca", caFile})
+		// The hub's stderr and stdout are copied by different goroutines:
+		// a line it wrote before its connection strings may still be on
+		// its way.
 		const trusting = `trusting device CA "CN=conformance fleet CA`
-		assert.Eventually(t, func() bool { return strings.Contains(h.log(), trusting) }, 10*time.Second, 10*time.Millisecond,
+		assert.Eventually(t, func() bool { return strings.Contains(h.stderr.String(), trusting) }, 10*time.Second, 10*time.Millisecond,
 			"the hub did not print the trusted CA's subject")
 		register(t, h)
 		h.deviceCS["dev-ca"] = deviceCS
