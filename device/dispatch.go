@@ -40,7 +40,8 @@ type call struct {
 	cn      *connection
 	ctx     context.Context // nil for a call refused
 	req     MethodRequest
-	arrived time.Time
+	arrived monoTime
+	answer  transport.MethodResponse // what send gives the transport: no allocation of its own
 }
 
 // dispatch takes a method request from a connection's read loop: it runs
@@ -72,7 +73,7 @@ func (c *Client) dispatch(cn *connection, r *transport.MethodRequest) {
 		ctx = c.handlersContextLocked()
 	}
 	c.mu.Unlock()
-	k := &call{c: c, cn: cn, ctx: ctx, req: MethodRequest{Name: r.Name, RequestID: r.RequestID, Payload: r.Payload}, arrived: time.Now()}
+	k := &call{c: c, cn: cn, ctx: ctx, req: MethodRequest{Name: r.Name, RequestID: r.RequestID, Payload: r.Payload}, arrived: monoNow()}
 	if busy {
 		go k.refuse()
 		return
@@ -96,7 +97,7 @@ func (k *call) serve() {
 	k.c.handled(k.cn)
 	k.send(resp)
 	k.c.answered(k.cn, false)
-	k.c, k.cn, k.ctx = nil, nil, nil // a handler may keep its request (&k.req), but not the connection with it
+	k.c, k.cn, k.ctx, k.answer = nil, nil, nil, transport.MethodResponse{} // a handler may keep its request (&k.req), but not the connection with it
 }
 
 // refuse answers a call the client has no room for with status 503.
@@ -114,8 +115,8 @@ func (k *call) refuse() {
 //go:noinline
 func (c *Client) runCall(k *call) *MethodResponse {
 	select {
-	case c.sem <- struct{}{}: // a free slot: no timer needed
-		return c.runInSlot(k)
+	case c.sem <- struct{}{}: // a free slot: no timer needed, and the call cannot be stale
+		return c.runInSlot(k, false)
 	default:
 		return c.waitSlot(k)
 	}
@@ -126,11 +127,11 @@ func (c *Client) runCall(k *call) *MethodResponse {
 //
 //go:noinline
 func (c *Client) waitSlot(k *call) *MethodResponse {
-	stale := time.NewTimer(staleAfter - time.Since(k.arrived))
+	stale := time.NewTimer(staleAfter - k.arrived.since())
 	defer stale.Stop()
 	select {
 	case c.sem <- struct{}{}:
-		return c.runInSlot(k)
+		return c.runInSlot(k, true)
 	case <-c.life.Done():
 		return closingResponse()
 	case <-stale.C:
@@ -140,21 +141,22 @@ func (c *Client) waitSlot(k *call) *MethodResponse {
 
 // runInSlot runs the handler in the slot the caller took, and gives it
 // back; unless the client began to close (Close may have given up waiting
-// before the call's goroutine ran) or the call went stale while it waited.
-func (c *Client) runInSlot(k *call) *MethodResponse {
+// before the call's goroutine ran) or the call went stale while it waited
+// for the slot (waited).
+func (c *Client) runInSlot(k *call, waited bool) *MethodResponse {
 	defer func() { <-c.sem }()
 	switch {
 	case c.life.Err() != nil:
 		return closingResponse()
-	case time.Since(k.arrived) >= staleAfter: // the slot and the timer were both ready
+	case waited && k.arrived.since() >= staleAfter: // the slot and the timer were both ready
 		return c.staleResponse(&k.req, k.arrived)
 	}
 	return c.run(k.ctx, &k.req)
 }
 
 // staleResponse refuses a call that waited staleAfter for a handler slot.
-func (c *Client) staleResponse(req *MethodRequest, arrived time.Time) *MethodResponse {
-	waited := time.Since(arrived).Round(time.Millisecond)
+func (c *Client) staleResponse(req *MethodRequest, arrived monoTime) *MethodResponse {
+	waited := arrived.since().Round(time.Millisecond)
 	c.log.Warn("method call not run: it waited too long for a handler", "method", req.Name, "waited", waited)
 	return errorResponse(504, fmt.Sprintf(
 		"the call waited %v for a handler on the device, longer than the hub waits for an answer; it was not run", waited))
@@ -171,7 +173,8 @@ func (k *call) send(resp *MethodResponse) {
 	if cn.Conn == nil {
 		return
 	}
-	k.sent(resp, cn.RespondMethod(answerDeadline.get(), k.req.RequestID, &transport.MethodResponse{Status: resp.Status, Payload: resp.Payload}))
+	k.answer = transport.MethodResponse{Status: resp.Status, Payload: resp.Payload}
+	k.sent(resp, cn.RespondMethod(answerDeadline.get(), k.req.RequestID, &k.answer))
 }
 
 // sent logs an answer sent, or not sent (err). It is apart from send to
@@ -184,7 +187,7 @@ func (k *call) sent(resp *MethodResponse, err error) {
 	case err != nil:
 		c.log.Warn("method response not sent", "method", k.req.Name, "error", err)
 	case c.log.Enabled(context.Background(), slog.LevelInfo): // no attributes for a logger that drops them
-		c.log.Info("method", "method", k.req.Name, "status", resp.Status, "duration", time.Since(k.arrived))
+		c.log.Info("method", "method", k.req.Name, "status", resp.Status, "duration", k.arrived.since())
 	}
 }
 

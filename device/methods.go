@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+
+	"github.com/iothub-go/iothub/internal/jsonvalid"
 )
 
 // MaxPayloadSize is the largest method payload IoT Hub carries, in each
@@ -126,7 +128,7 @@ func checkResponse(resp *MethodResponse) *MethodResponse {
 	if len(resp.Payload) > MaxPayloadSize {
 		return errorResponse(500, fmt.Sprintf("the handler's response payload is %d bytes; the limit is 128 KB", len(resp.Payload)))
 	}
-	if len(resp.Payload) > 0 && !json.Valid(resp.Payload) {
+	if len(resp.Payload) > 0 && !jsonvalid.Valid(resp.Payload) {
 		return errorResponse(500, "the handler's response payload is not valid JSON")
 	}
 	return resp

@@ -14,6 +14,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+
+	"github.com/iothub-go/iothub/internal/jsonvalid"
 )
 
 // MaxPayloadSize is the largest method payload IoT Hub accepts: 128 KB of
@@ -217,7 +219,7 @@ func quickResult(b []byte) (*MethodResult, bool) {
 		return nil, false
 	}
 	p := bytes.Trim(rest[:len(rest)-1], jsonSpace)
-	if len(p) == 0 || !json.Valid(p) { // one value, or the members went on
+	if len(p) == 0 || !jsonvalid.Valid(p) { // one value, or the members went on
 		return nil, false
 	}
 	return &MethodResult{Status: status, Payload: p[:len(p):len(p)]}, true
@@ -300,7 +302,7 @@ func encodePayload(v any) ([]byte, error) {
 		if len(p) == 0 {
 			return []byte("null"), nil
 		}
-		if !json.Valid(p) {
+		if !jsonvalid.Valid(p) {
 			return nil, argErr("Payload is a json.RawMessage that is not valid JSON")
 		}
 		out = p

@@ -633,15 +633,40 @@ func (c *conn) RespondMethod(ctx context.Context, requestID string, resp *transp
 	if !ok || s == nil {
 		return fmt.Errorf("iothub: amqp: no pending method request %q", requestID)
 	}
-	msg := &amqp.Message{
-		Properties:            &amqp.MessageProperties{CorrelationID: corr},
-		ApplicationProperties: map[string]any{"IoThub-status": int32(resp.Status)},
-		Data:                  [][]byte{resp.Payload},
-	}
-	if err := s.Send(ctx, msg, nil); err != nil {
+	a := &answer{props: amqp.MessageProperties{CorrelationID: corr}, data: [1][]byte{resp.Payload}}
+	a.msg = amqp.Message{Properties: &a.props, ApplicationProperties: statusProperties(resp.Status), Data: a.data[:]}
+	if err := s.Send(ctx, &a.msg, nil); err != nil {
 		return wrap("sending method response", err)
 	}
 	return nil
+}
+
+// answer is a method response message and what it points to, in one
+// allocation rather than three.
+type answer struct {
+	msg   amqp.Message
+	props amqp.MessageProperties
+	data  [1][]byte
+}
+
+// statusApps holds the application properties of method responses, one
+// map per status from 0 to 999, made by the first response with it and
+// shared by all later ones: go-amqp only reads a message's maps, and
+// Send has encoded the message when it returns.
+var statusApps [1000]atomic.Pointer[map[string]any]
+
+// statusProperties returns the application properties of a method
+// response with status: {"IoThub-status": status}.
+func statusProperties(status int) map[string]any {
+	if status < 0 || status >= len(statusApps) {
+		return map[string]any{"IoThub-status": int32(status)}
+	}
+	if m := statusApps[status].Load(); m != nil {
+		return *m
+	}
+	m := map[string]any{"IoThub-status": int32(status)}
+	statusApps[status].Store(&m)
+	return m
 }
 
 // SendEvent sends msg on the telemetry link and waits for the hub to

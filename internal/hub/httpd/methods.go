@@ -11,6 +11,7 @@ import (
 
 	"github.com/iothub-go/iothub/auth"
 	"github.com/iothub-go/iothub/internal/hub/engine"
+	"github.com/iothub-go/iothub/internal/jsonvalid"
 )
 
 // Method timeout rules (seconds). The response-timeout message is the one
@@ -194,7 +195,7 @@ func methodResponseBody(res engine.MethodResult) ([]byte, *engine.Error) {
 	}
 	if len(p) == 0 {
 		p = []byte("null")
-	} else if !json.Valid(p) {
+	} else if !jsonvalid.Valid(p) {
 		// The device broke the protocol, not the caller: 502 Bad Gateway
 		// with InvalidResponseWhileProxying, the name IoT Hub gives this
 		// failure (azure-iot-sdk-c PR #6; the name follows
