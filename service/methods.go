@@ -132,8 +132,14 @@ func (c *Client) sendRetry(ctx context.Context, path string, body []byte, timeou
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	callCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	callCtx := ctx
+	if d, ok := ctx.Deadline(); !ok || time.Until(d) > timeout {
+		// A deadline of the call's own; without one, the caller's ends
+		// first anyway.
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	req, err := c.newRequest(policy.WithRetryOptions(withBodyLimit(callCtx, maxResultBody), retry), http.MethodPost, path, "")
 	if err != nil {
 		return nil, err
