@@ -4,7 +4,8 @@
 //
 //   SERVICE_CS           service connection string, HostName=localhost (port 443 is fixed)
 //   NODE_EXTRA_CA_CERTS  the hub's CA (the service client has no public `ca` option)
-//   stdin: one JSON line {devices: [...], method, payload, concurrency, warmup_ms, duration_ms}
+//   stdin: one JSON line {devices: [...], method, payload, concurrency, warmup_ms, duration_ms,
+//          start_at_unix_ms (optional: when the warm-up starts, so that two invokers share a window)}
 //
 // `concurrency` loops each make one call at a time, to devices round-robin, for
 // warmup_ms + duration_ms. Calls that end inside the measured window count.
@@ -34,6 +35,9 @@ async function main(spec) {
     });
   });
 
+  if (spec.start_at_unix_ms) {
+    await new Promise((r) => setTimeout(r, Math.max(0, spec.start_at_unix_ms - Date.now())));
+  }
   const now = () => Number(process.hrtime.bigint()) / 1e3; // µs
   const start = now();
   const ws = start + spec.warmup_ms * 1e3;

@@ -154,8 +154,11 @@ type Result struct {
 	Settings Settings     `json:"settings"`
 	Rows     []Row        `json:"rows"`
 	Invokers []InvokerRow `json:"invokers"`
-	Floors   []FloorRow   `json:"floors"`
-	Pairs    []Pair       `json:"pairs"`
+	// InvokerPairs compare the service clients' CPU per call invoking
+	// at once (see InvokerPair), one per round.
+	InvokerPairs []InvokerPair `json:"invoker_pairs"`
+	Floors       []FloorRow    `json:"floors"`
+	Pairs        []Pair        `json:"pairs"`
 	// PairedLoads compare device CPU per call under one load (see
 	// PairedLoad): this SDK and the handoff floors against the raw floors.
 	PairedLoads []PairedLoad `json:"paired_loads"`
@@ -744,10 +747,10 @@ func (r *runner) runInvokers(row Row, ids []string, f fleet) {
 	goRow := InvokerRow{Name: "go-service", Device: row.Name, Status: "ok"}
 	if len(r.cfg.InvokerCommand) == 0 {
 		goRow.Latency, goRow.Throughput = row.Latency, row.Throughput
-		r.res.Invokers = append(r.res.Invokers, goRow)
 	} else {
-		r.res.Invokers = append(r.res.Invokers, r.invokerRow(goRow, r.cfg.InvokerCommand, nil, ids, f))
+		goRow = r.invokerRow(goRow, r.cfg.InvokerCommand, nil, ids, f)
 	}
+	r.res.Invokers = append(r.res.Invokers, goRow)
 	if !r.cfg.Node {
 		return
 	}
@@ -762,7 +765,13 @@ func (r *runner) runInvokers(row Row, ids []string, f fleet) {
 		"NODE_EXTRA_CA_CERTS=" + r.caFile,
 		"SERVICE_CS=" + auth.ConnectionString{HostName: r.h.Engine.HostName(), SharedAccessKeyName: owner.Name, SharedAccessKey: owner.PrimaryKey}.Reveal(),
 	}
-	r.res.Invokers = append(r.res.Invokers, r.invokerRow(ir, []string{r.cfg.NodeBin, r.nodeScript("bench_invoke.js")}, env, ids, f))
+	nodeArgv := []string{r.cfg.NodeBin, r.nodeScript("bench_invoke.js")}
+	ir = r.invokerRow(ir, nodeArgv, env, ids, f)
+	r.res.Invokers = append(r.res.Invokers, ir)
+	// The pair needs ours in a process of its own too.
+	if ir.Status == "ok" && goRow.Status == "ok" && len(r.cfg.InvokerCommand) > 0 && !r.cfg.NoPairs {
+		r.res.InvokerPairs = append(r.res.InvokerPairs, r.invokerPair(goRow.Name, ir.Name, row.Name, r.cfg.InvokerCommand, nil, nodeArgv, env, ids))
+	}
 }
 
 // invokerRow measures one invoker process: one call at a time on the first

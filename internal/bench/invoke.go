@@ -226,6 +226,10 @@ type InvokeSpec struct {
 	// SERVICE_CS and NODE_EXTRA_CA_CERTS.
 	ServiceCS string `json:"service_cs,omitempty"`
 	CAPEM     string `json:"ca_pem,omitempty"`
+	// StartAtUnixMs, if set, is when the warm-up starts (Unix
+	// milliseconds): two invokers given the same one measure the same
+	// window (InvokerPair).
+	StartAtUnixMs int64 `json:"start_at_unix_ms,omitempty"`
 }
 
 // RunInvoker serves one phase as an invoker process with this SDK's
@@ -251,6 +255,9 @@ func RunInvoker(in io.Reader, out io.Writer) error {
 		return err
 	}
 	defer inv.close()
+	if spec.StartAtUnixMs > 0 {
+		sleepUntil(context.Background(), time.UnixMilli(spec.StartAtUnixMs))
+	}
 	enc := json.NewEncoder(out)
 	var cpu0 float64
 	w := runGoPhaseHook(context.Background(), inv, spec.Devices, conc,

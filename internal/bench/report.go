@@ -381,9 +381,11 @@ func (res *Result) nodeDeviceTargets(t string) []Target {
 }
 
 // serviceTarget compares the CPU per call of this SDK's service client
-// with the official Node one's, each measured in its own invoker process
-// (InvokerRow) on the same go-sdk/mqtt fleet. Its Bound is a bare
-// net/http client's, from the invoker floor.
+// with the official Node one's, each in an invoker process of its own on
+// the same go-sdk/mqtt fleet: from the paired invoker loads (both at
+// once, InvokerPair) when the run has them, else from the invoker rows
+// measured one after the other. Its Bound is a bare azcore pipeline's (or
+// net/http client's) from the invoker floor, ÷ Node's.
 func (res *Result) serviceTarget() Target {
 	name, goal := "service client vs Node: CPU per call", fmt.Sprintf("go-service invoker CPU/call ÷ node-service ≤ %s", trimFloat(goalServiceCPU))
 	g, n := res.invoker("go-service"), res.invoker("node-service")
@@ -394,34 +396,36 @@ func (res *Result) serviceTarget() Target {
 		return ir.Throughput.InvokerCPUPerCall
 	}
 	a, b := cpu(g), cpu(n)
+	rowsText := ""
+	if a > 0 && b > 0 {
+		rowsText = fmt.Sprintf("%.0f vs %.0f µs of the invoker's own process per call, %d calls in flight", a, b, g.Throughput.Concurrency)
+	}
+	if ps := res.invokerPairs("go-service", "node-service"); len(ps) > 0 {
+		ratios := make([]string, len(ps))
+		vs := make([]float64, len(ps))
+		var cpuA, cpuB float64
+		var callsA, callsB int
+		for i, p := range ps {
+			vs[i], ratios[i] = p.Ratio, trimFloat(p.Ratio)
+			cpuA += p.CPUPerCallA * float64(p.CallsA)
+			cpuB += p.CPUPerCallB * float64(p.CallsB)
+			callsA += p.CallsA
+			callsB += p.CallsB
+		}
+		pa, pb := cpuA/float64(callsA), cpuB/float64(callsB)
+		detail := fmt.Sprintf("paired load, both invokers at once on the %s fleet, %d calls in flight each, median of %d rounds (%s): %.0f vs %.0f µs of the invoker's own process per call over all rounds",
+			ps[0].Device, ps[0].Concurrency, len(ps), strings.Join(ratios, ", "), pa, pb)
+		if rowsText != "" {
+			detail += fmt.Sprintf(" (one after the other: %s = %s)", rowsText, trimFloat(round(a/b, 3)))
+		}
+		tg := valueTarget(name, goal, median(vs), goalServiceCPU, false, detail)
+		res.serviceBound(&tg, pb)
+		return tg
+	}
 	switch {
 	case a > 0 && b > 0:
-		tg := ratioTarget(name, goal, a, b, goalServiceCPU, false,
-			fmt.Sprintf("%.0f vs %.0f µs of the invoker's own process per call, %d calls in flight", a, b, g.Throughput.Concurrency))
-		// The bound is the floor of the library this SDK's service client
-		// is built on, azcore (a decision of the project's), when the run
-		// measured it; else a bare net/http client's, below any of them.
-		nh, az, gs := res.floor(FloorNetHTTP), res.floor(FloorAzcore), res.floor(FloorGoService)
-		switch {
-		case az != nil && az.InvokerCPUPerCall > 0:
-			tg.Bound = round(az.InvokerCPUPerCall/b, 3)
-			tg.BoundDetail = fmt.Sprintf("a bare azcore pipeline, which this SDK's service client is built on, posting the same request spends %.0f µs of its process's CPU per call against an HTTPS server that answers at once, ÷ %.0f", az.InvokerCPUPerCall, b)
-			if nh != nil {
-				tg.BoundDetail += fmt.Sprintf(" (a bare net/http client there: %.0f µs", nh.InvokerCPUPerCall)
-				if gs != nil {
-					tg.BoundDetail += fmt.Sprintf("; this SDK's service client: %.0f µs", gs.InvokerCPUPerCall)
-				}
-				tg.BoundDetail += ")"
-			} else if gs != nil {
-				tg.BoundDetail += fmt.Sprintf(" (this SDK's service client there: %.0f µs)", gs.InvokerCPUPerCall)
-			}
-		case nh != nil && nh.InvokerCPUPerCall > 0:
-			tg.Bound = round(nh.InvokerCPUPerCall/b, 3)
-			tg.BoundDetail = fmt.Sprintf("a bare net/http client posting the same request spends %.0f µs of its process's CPU per call against an HTTPS server that answers at once, ÷ %.0f", nh.InvokerCPUPerCall, b)
-			if gs != nil {
-				tg.BoundDetail += fmt.Sprintf(" (this SDK's service client there: %.0f µs)", gs.InvokerCPUPerCall)
-			}
-		}
+		tg := ratioTarget(name, goal, a, b, goalServiceCPU, false, rowsText)
+		res.serviceBound(&tg, b)
 		return tg
 	case g == nil || n == nil:
 		return naTarget(name, goal, "needs the go-service and node-service invoker rows (--node, with 127.0.0.1:443 free)")
@@ -429,6 +433,34 @@ func (res *Result) serviceTarget() Target {
 		return naTarget(name, goal, "the go-service invoker ran in the hub's process (--inproc), so its CPU per call is not its own")
 	default:
 		return naTarget(name, goal, "no invoker CPU measured (an invoker in the hub's process, or a throughput phase too short)")
+	}
+}
+
+// serviceBound sets the bound of the service client target, whose Node
+// invoker spent node µs per call: the floor of the library this SDK's
+// service client is built on, azcore (a decision of the project's), when
+// the run measured it; else a bare net/http client's, below any of them.
+func (res *Result) serviceBound(tg *Target, node float64) {
+	nh, az, gs := res.floor(FloorNetHTTP), res.floor(FloorAzcore), res.floor(FloorGoService)
+	switch {
+	case az != nil && az.InvokerCPUPerCall > 0:
+		tg.Bound = round(az.InvokerCPUPerCall/node, 3)
+		tg.BoundDetail = fmt.Sprintf("a bare azcore pipeline, which this SDK's service client is built on, posting the same request spends %.0f µs of its process's CPU per call against an HTTPS server that answers at once, ÷ %.0f", az.InvokerCPUPerCall, node)
+		if nh != nil {
+			tg.BoundDetail += fmt.Sprintf(" (a bare net/http client there: %.0f µs", nh.InvokerCPUPerCall)
+			if gs != nil {
+				tg.BoundDetail += fmt.Sprintf("; this SDK's service client: %.0f µs", gs.InvokerCPUPerCall)
+			}
+			tg.BoundDetail += ")"
+		} else if gs != nil {
+			tg.BoundDetail += fmt.Sprintf(" (this SDK's service client there: %.0f µs)", gs.InvokerCPUPerCall)
+		}
+	case nh != nil && nh.InvokerCPUPerCall > 0:
+		tg.Bound = round(nh.InvokerCPUPerCall/node, 3)
+		tg.BoundDetail = fmt.Sprintf("a bare net/http client posting the same request spends %.0f µs of its process's CPU per call against an HTTPS server that answers at once, ÷ %.0f", nh.InvokerCPUPerCall, node)
+		if gs != nil {
+			tg.BoundDetail += fmt.Sprintf(" (this SDK's service client there: %.0f µs)", gs.InvokerCPUPerCall)
+		}
 	}
 }
 
@@ -666,6 +698,31 @@ func writePairedLoads(w io.Writer, loads []PairedLoad) {
 	}
 }
 
+// writeInvokerPairs writes the service clients' CPU compared under one
+// load.
+func writeInvokerPairs(w io.Writer, pairs []InvokerPair) {
+	if len(pairs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nPaired invokers: both service clients at once on the same fleet, half the calls in flight each (invoker CPU µs per call)\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "A\tB\tfleet\tin flight each\tA calls\tB calls\tA CPU\tB CPU\tA÷B\t")
+	for _, p := range pairs {
+		if p.Status != "ok" {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\t\t\t\t\n", p.A, p.B, p.Device, p.Status)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t\n", p.A, p.B, p.Device, p.Concurrency, p.CallsA, p.CallsB,
+			p.CPUPerCallA, p.CPUPerCallB, trimFloat(p.Ratio))
+	}
+	tw.Flush()
+	for _, p := range pairs {
+		if p.Status != "ok" {
+			fmt.Fprintf(w, "  %s vs %s %s: %s\n", p.A, p.B, p.Status, p.Reason)
+		}
+	}
+}
+
 // writeE2EPairs writes the end-to-end calls/s compared in one window.
 func writeE2EPairs(w io.Writer, pairs []E2EPair) {
 	if len(pairs) == 0 {
@@ -726,6 +783,8 @@ func (res *Result) writeRest(w io.Writer) {
 			}
 		}
 	}
+
+	writeInvokerPairs(w, res.InvokerPairs)
 
 	if len(res.Floors) > 0 {
 		fmt.Fprintf(w, "\nInvoker floor: the same invoker against an HTTPS server that answers at once (no hub, no device)\n")

@@ -193,6 +193,32 @@ func TestServiceTargetAzcoreBound(t *testing.T) {
 	assert.Contains(t, tg.BoundDetail, "(a bare net/http client there: 90 µs; this SDK's service client: 120 µs)", "bound detail")
 }
 
+// TestServiceTargetInvokerPairs checks that the service client's target
+// comes from the paired invoker loads when the run has them: the median of
+// the rounds' ratios, the rows one after the other in the detail only, and
+// the bound against Node's CPU in the pairs. A failed round is left out.
+func TestServiceTargetInvokerPairs(t *testing.T) {
+	res := madeUpRun() // rows: 60 vs 150 µs, 0.4
+	pair := func(a, b float64, callsA, callsB int) InvokerPair {
+		return InvokerPair{A: "go-service", B: "node-service", Device: "go-sdk/mqtt", Status: "ok", Concurrency: 32,
+			CallsA: callsA, CallsB: callsB, CPUPerCallA: a, CPUPerCallB: b, Ratio: round(a/b, 3)}
+	}
+	res.InvokerPairs = []InvokerPair{pair(70, 100, 1000, 500), pair(66, 120, 1000, 500), pair(90, 100, 1000, 500),
+		{A: "go-service", B: "node-service", Status: "failed", Reason: "made up"}}
+	const name = "service client vs Node: CPU per call"
+	tg := targetsByName(res)[name]
+	assert.Equal(t, 0.7, tg.Value, "median of 0.7, 0.55, 0.9: %+v", tg)
+	assert.Equal(t, "missed", tg.Status, "%+v", tg)
+	assert.Contains(t, tg.Detail, "median of 3 rounds (0.7, 0.55, 0.9): 75 vs 107 µs", "pooled over the rounds")
+	assert.Contains(t, tg.Detail, "one after the other: 60 vs 150 µs of the invoker's own process per call, 64 calls in flight = 0.4", "rows")
+	assert.Equal(t, round(90.0/(320.0/3), 3), tg.Bound, "net/http 90 µs ÷ Node's pooled 106.7 µs")
+
+	res.InvokerPairs = res.InvokerPairs[3:] // only the failed one: back to the rows
+	tg = targetsByName(res)[name]
+	assert.Equal(t, 0.4, tg.Value, "%+v", tg)
+	assert.Equal(t, 0.6, tg.Bound, "net/http: 90/150 µs")
+}
+
 // TestTargetsList checks the targets' order and that the retired ones
 // (absolute figures, ratios of p50 and calls/s to Node) are gone.
 func TestTargetsList(t *testing.T) {
