@@ -134,8 +134,7 @@ func (c *Client) sendRetry(ctx context.Context, path string, body []byte, timeou
 	}
 	callCtx := ctx
 	if d, ok := ctx.Deadline(); !ok || time.Until(d) > timeout {
-		// A deadline of the call's own; without one, the caller's ends
-		// first anyway.
+		// The call's own deadline, unless the caller's ends first.
 		var cancel context.CancelFunc
 		callCtx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()

@@ -263,7 +263,9 @@ type Conn interface {
 	// answers calls with 404103, device not online. It is a no-op on a
 	// connection that is not subscribed.
 	UnsubscribeMethods(ctx context.Context) error
-	// RespondMethod sends the answer to request requestID.
+	// RespondMethod sends the answer to request requestID. resp is the
+	// caller's again once RespondMethod returns: keep nothing of it but
+	// its Payload.
 	RespondMethod(ctx context.Context, requestID string, resp *MethodResponse) error
 	// SendEvent sends one device-to-cloud message and returns once the hub
 	// has accepted it (MQTT PUBACK, AMQP accepted disposition, HTTP 204).

@@ -193,7 +193,7 @@ flags:
 	fs.Var(listFlag{&c.ScaleImpls}, "scale-rows", "limit the scale series to these `rows` or implementations (e.g. go-sdk/mqtt,paho-raw); default all measured rows")
 	fs.IntVar(&c.ConnectConcurrency, "connect-concurrency", c.ConnectConcurrency, "devices of a fleet connecting at once")
 	fs.IntVar(&c.Rounds, "rounds", c.Rounds, "repeat the latency and throughput rows this many times, interleaved, and report medians; also the scale fleets of the RSS target")
-	fs.BoolVar(&c.NoPairs, "no-pairs", false, "skip the paired comparisons: latency (one device of each kind, calls alternating) and load (a fleet of each, device CPU per call under one load)")
+	fs.BoolVar(&c.NoPairs, "no-pairs", false, "skip the paired comparisons: latency (one device of each kind, calls alternating), load (a fleet of each, device CPU per call under one load) and the service clients invoking at once (with --node)")
 	fs.BoolVar(&c.NoFloors, "no-floors", false, "skip the invoker floors (the invokers against an HTTPS server that answers at once) and the end-to-end floor")
 	fs.IntVar(&c.TwinUpdates, "twin-updates", c.TwinUpdates, "reported-property updates measured per twin row, one at a time")
 	fs.IntVar(&c.TwinWarmup, "twin-warmup", c.TwinWarmup, "reported-property updates before the measured ones (negative: none)")

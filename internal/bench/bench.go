@@ -82,8 +82,10 @@ type Config struct {
 	// The paired latency comparisons run Rounds rounds of
 	// LatencyDuration, each with device processes of its own.
 	Rounds int
-	// NoPairs skips the paired latency comparisons (see Pair), of method
-	// calls and of twin updates.
+	// NoPairs skips the paired comparisons: latency (see Pair), of method
+	// calls and of twin updates; device CPU under one load (PairedLoad);
+	// and the service clients under one load (InvokerPair), so that the
+	// service client target reads the invoker rows.
 	NoPairs bool
 	// NoFloors skips the invoker floor (see FloorRow).
 	NoFloors bool

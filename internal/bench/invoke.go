@@ -75,6 +75,9 @@ type window struct {
 	// the first's CPU).
 	fleetCPUs  []float64
 	fleetCalls []int
+	// opened is when an invoker process said its window opened, as this
+	// process saw the line arrive (runInvokerPhase).
+	opened time.Time
 }
 
 // cpuMeter snapshots CPU time at the edges of a window.
@@ -324,6 +327,7 @@ func runInvokerPhase(ctx context.Context, argv []string, env []string, spec Invo
 		}
 		switch msg.Type {
 		case "window_start":
+			w.opened = time.Now()
 			m.start()
 		case "result":
 			m.stop(&w)

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -8,11 +9,10 @@ import (
 
 // InvokerPair compares the CPU per call of two service clients, each in a
 // process of its own, invoking the same device fleet at the same time:
-// half the calls in flight each, their measured windows opening and
-// closing together. Invoker rows measured one after the other do not see
-// the same machine: the faster client drives the hub and the devices
-// harder, and on two CPUs its own CPU per call then grows with the load
-// it makes (BENCHMARKS.md). One InvokerPair per round.
+// half the calls in flight each, told to start at the same instant; a
+// round whose windows opened more than invokerPairSkew apart fails.
+// Invoker rows measured one after the other do not see the same machine
+// (BENCHMARKS.md). One InvokerPair per round.
 type InvokerPair struct {
 	A      string `json:"a"`
 	B      string `json:"b"`
@@ -35,6 +35,11 @@ type InvokerPair struct {
 // processes are launched: time for Node to load its modules.
 const invokerPairLead = 5 * time.Second
 
+// invokerPairSkew is how far apart the two windows may open (as this
+// process sees their window_start lines arrive) for the round to count:
+// a process that was not ready at the common start begins late.
+const invokerPairSkew = 250 * time.Millisecond
+
 // invokerPair runs invoker processes a and b (argv and environment each)
 // on the devices ids at once, Concurrency ÷ 2 calls in flight each, with
 // the same warm-up and window.
@@ -47,8 +52,18 @@ func (r *runner) invokerPair(nameA, nameB, device string, argvA, envA, argvB, en
 	var wa, wb window
 	var ea, eb error
 	var wg sync.WaitGroup
-	wg.Go(func() { wa, ea = runInvokerPhase(r.ctx, argvA, envA, spec, nil) })
-	wg.Go(func() { wb, eb = runInvokerPhase(r.ctx, argvB, envB, spec, nil) })
+	ctx, cancel := context.WithCancel(r.ctx) // one failing ends the other
+	defer cancel()
+	wg.Go(func() {
+		if wa, ea = runInvokerPhase(ctx, argvA, envA, spec, nil); ea != nil {
+			cancel()
+		}
+	})
+	wg.Go(func() {
+		if wb, eb = runInvokerPhase(ctx, argvB, envB, spec, nil); eb != nil {
+			cancel()
+		}
+	})
 	wg.Wait()
 	fail := func(format string, args ...any) InvokerPair {
 		p.Status, p.Reason = "failed", fmt.Sprintf(format, args...)
@@ -66,6 +81,8 @@ func (r *runner) invokerPair(nameA, nameB, device string, argvA, envA, argvB, en
 		return fail("%s: %d calls failed: %s", nameB, wb.errors, wb.firstErr)
 	case len(wa.latencies) == 0 || wa.invokerCPU <= 0 || len(wb.latencies) == 0 || wb.invokerCPU <= 0:
 		return fail("nothing measured: %d and %d calls, %.3f and %.3f CPU seconds", len(wa.latencies), len(wb.latencies), wa.invokerCPU, wb.invokerCPU)
+	case wa.opened.Sub(wb.opened).Abs() > invokerPairSkew:
+		return fail("the windows did not open together: %s's %v after %s's", nameA, wa.opened.Sub(wb.opened).Round(time.Millisecond), nameB)
 	}
 	p.Seconds = wa.seconds
 	p.CallsA, p.CallsB = len(wa.latencies), len(wb.latencies)

@@ -400,7 +400,16 @@ func (res *Result) serviceTarget() Target {
 	if a > 0 && b > 0 {
 		rowsText = fmt.Sprintf("%.0f vs %.0f µs of the invoker's own process per call, %d calls in flight", a, b, g.Throughput.Concurrency)
 	}
-	if ps := res.invokerPairs("go-service", "node-service"); len(ps) > 0 {
+	ps := res.invokerPairs("go-service", "node-service")
+	if len(ps) == 0 && rowsText != "" {
+		for _, p := range res.InvokerPairs {
+			if p.Status != "ok" { // say why the rows are used
+				rowsText += fmt.Sprintf(" (the paired invokers %s: %s)", p.Status, p.Reason)
+				break
+			}
+		}
+	}
+	if len(ps) > 0 {
 		ratios := make([]string, len(ps))
 		vs := make([]float64, len(ps))
 		var cpuA, cpuB float64
@@ -420,6 +429,9 @@ func (res *Result) serviceTarget() Target {
 		}
 		tg := valueTarget(name, goal, median(vs), goalServiceCPU, false, detail)
 		res.serviceBound(&tg, pb)
+		if tg.BoundDetail != "" {
+			tg.BoundDetail += "; Node's CPU per call from the paired invokers, the floor's measured alone"
+		}
 		return tg
 	}
 	switch {

@@ -212,11 +212,13 @@ func TestServiceTargetInvokerPairs(t *testing.T) {
 	assert.Contains(t, tg.Detail, "median of 3 rounds (0.7, 0.55, 0.9): 75 vs 107 µs", "pooled over the rounds")
 	assert.Contains(t, tg.Detail, "one after the other: 60 vs 150 µs of the invoker's own process per call, 64 calls in flight = 0.4", "rows")
 	assert.Equal(t, round(90.0/(320.0/3), 3), tg.Bound, "net/http 90 µs ÷ Node's pooled 106.7 µs")
+	assert.Contains(t, tg.BoundDetail, "Node's CPU per call from the paired invokers", "the bound says where its parts come from")
 
 	res.InvokerPairs = res.InvokerPairs[3:] // only the failed one: back to the rows
 	tg = targetsByName(res)[name]
 	assert.Equal(t, 0.4, tg.Value, "%+v", tg)
 	assert.Equal(t, 0.6, tg.Bound, "net/http: 90/150 µs")
+	assert.Contains(t, tg.Detail, "(the paired invokers failed: made up)", "why the rows are used")
 }
 
 // TestTargetsList checks the targets' order and that the retired ones

@@ -651,8 +651,8 @@ type answer struct {
 
 // statusApps holds the application properties of method responses, one
 // map per status from 0 to 999, made by the first response with it and
-// shared by all later ones: go-amqp only reads a message's maps, and
-// Send has encoded the message when it returns.
+// shared by all later ones, at once too: nothing writes these maps, and
+// go-amqp only reads them (Message.Marshal).
 var statusApps [1000]atomic.Pointer[map[string]any]
 
 // statusProperties returns the application properties of a method
