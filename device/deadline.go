@@ -44,8 +44,8 @@ func (t *coarseTimeout) get() context.Context {
 }
 
 // monoTime is a reading of the monotonic clock: the time since clockBase.
-// Taking one costs one clock read, half of what time.Now costs (a
-// wall-clock read as well), which the method call path takes several times.
+// Taking one reads one clock; time.Now reads the wall clock as well. The
+// method call path reads the clock twice per call.
 type monoTime time.Duration
 
 // clockBase is the origin of monoTime.

@@ -36,8 +36,8 @@ func (b *bodyRecorder) Do(req *http.Request) (*http.Response, error) {
 
 // TestMethodBodyInMemory checks that a method call hands net/http its body
 // as io.NopCloser(*bytes.Reader), a body net/http knows to be in memory and
-// writes with the headers in one write, with SAS (where the auth policy
-// does it) and with Entra ID (memBodyPolicy).
+// writes with the headers in one write (memBodyPolicy), with SAS and with
+// Entra ID.
 func TestMethodBodyInMemory(t *testing.T) {
 	hub := iothubtest.NewServer(t, nil)
 	echoDevice(t, hub, hub.AddDevice(t, "dev1"), nil, 200)

@@ -265,7 +265,7 @@ func newClient(hostName, gateway, endpoint, cred string, authPolicy policy.Polic
 		AllowedHeaders:         []string{"iothub-errorcode"},
 		AllowedQueryParameters: []string{"api-version", "jobType", "jobStatus"},
 		APIVersion:             runtime.APIVersionOptions{Name: "api-version", Location: runtime.APIVersionLocationQueryParam},
-		PerRetry:               perRetry(authPolicy),
+		PerRetry:               []policy.Policy{authPolicy, memBodyPolicy{}},
 		Tracing:                runtime.TracingOptions{Namespace: tracingNamespace},
 	}, &o.ClientOptions)
 	if err != nil {
@@ -278,15 +278,6 @@ func newClient(hostName, gateway, endpoint, cred string, authPolicy policy.Polic
 	c.invokeRetry = c.writeRetry
 	c.invokeRetry.TryTimeout = 0
 	return c, nil
-}
-
-// perRetry returns the policies that run on every try: authPolicy, and
-// memBodyPolicy unless authPolicy (a *sasPolicy) does its work itself.
-func perRetry(authPolicy policy.Policy) []policy.Policy {
-	if _, ok := authPolicy.(*sasPolicy); ok {
-		return []policy.Policy{authPolicy}
-	}
-	return []policy.Policy{authPolicy, memBodyPolicy{}}
 }
 
 // HostName returns the hub's host name (the identity the client's tokens
@@ -326,7 +317,6 @@ func (p *sasPolicy) Do(req *policy.Request) (*http.Response, error) {
 		return nil, &nonRetriableError{err}
 	}
 	req.Raw().Header.Set("Authorization", tok.Value)
-	inMemory(req) // memBodyPolicy's work, without a policy of its own
 	return req.Next()
 }
 
@@ -344,16 +334,10 @@ func (memBody) Close() error { return nil }
 type memBodyPolicy struct{}
 
 func (memBodyPolicy) Do(req *policy.Request) (*http.Response, error) {
-	inMemory(req)
-	return req.Next()
-}
-
-// inMemory hands net/http req's body as io.NopCloser(*bytes.Reader) if it
-// is a memBody (memBodyPolicy).
-func inMemory(req *policy.Request) {
 	if b, ok := req.Body().(memBody); ok && req.Raw().Body != nil {
 		req.Raw().Body = io.NopCloser(b.Reader)
 	}
+	return req.Next()
 }
 
 // nonRetriableError stops azcore's retry policy (it looks for a

@@ -132,13 +132,8 @@ func (c *Client) sendRetry(ctx context.Context, path string, body []byte, timeou
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	callCtx := ctx
-	if d, ok := ctx.Deadline(); !ok || time.Until(d) > timeout {
-		// The call's own deadline, unless the caller's ends first.
-		var cancel context.CancelFunc
-		callCtx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
+	callCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	req, err := c.newRequest(policy.WithRetryOptions(withBodyLimit(callCtx, maxResultBody), retry), http.MethodPost, path, "")
 	if err != nil {
 		return nil, err
