@@ -772,7 +772,12 @@ func (r *runner) runInvokers(row Row, ids []string, f fleet) {
 	r.res.Invokers = append(r.res.Invokers, ir)
 	// The pair needs ours in a process of its own too.
 	if ir.Status == "ok" && goRow.Status == "ok" && len(r.cfg.InvokerCommand) > 0 && !r.cfg.NoPairs {
-		r.res.InvokerPairs = append(r.res.InvokerPairs, r.invokerPair(goRow.Name, ir.Name, row.Name, r.cfg.InvokerCommand, nil, nodeArgv, env, ids))
+		var floor *invokerProc // the floor of a client built on azcore, in the same window
+		if !r.cfg.NoFloors {
+			floor = &invokerProc{name: FloorAzcore, argv: r.cfg.InvokerCommand, invoker: FloorAzcore}
+		}
+		r.res.InvokerPairs = append(r.res.InvokerPairs, r.invokerPair(row.Name,
+			invokerProc{name: goRow.Name, argv: r.cfg.InvokerCommand}, invokerProc{name: ir.Name, argv: nodeArgv, env: env}, floor, ids))
 	}
 }
 

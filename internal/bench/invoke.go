@@ -233,10 +233,15 @@ type InvokeSpec struct {
 	// milliseconds): two invokers given the same one measure the same
 	// window (InvokerPair).
 	StartAtUnixMs int64 `json:"start_at_unix_ms,omitempty"`
+	// Invoker is what the Go invoker process calls with: "" this SDK's
+	// service client, FloorAzcore a bare azcore pipeline posting the same
+	// request (the floor, azcoreInvoker). The Node one ignores it.
+	Invoker string `json:"invoker,omitempty"`
 }
 
 // RunInvoker serves one phase as an invoker process with this SDK's
-// service client: the body of "iothub bench --invoker". It prints
+// service client, or the floor the spec names: the body of "iothub bench
+// --invoker". It prints
 // {"type":"window_start"} when the measured window opens and then the
 // result, as conformance/bench_invoke.js does.
 func RunInvoker(in io.Reader, out io.Writer) error {
@@ -253,11 +258,28 @@ func RunInvoker(in io.Reader, out io.Writer) error {
 		return err
 	}
 	conc := max(spec.Concurrency, 1)
-	inv, err := newGoInvoker(spec.ServiceCS, tlsConf, spec.Method, spec.Payload, conc)
-	if err != nil {
-		return err
+	var inv caller
+	switch spec.Invoker {
+	case "":
+		g, err := newGoInvoker(spec.ServiceCS, tlsConf, spec.Method, spec.Payload, conc)
+		if err != nil {
+			return err
+		}
+		defer g.close()
+		inv = g
+	case FloorAzcore:
+		if spec.Method != Method {
+			return fmt.Errorf("bench: the %s invoker calls %q only, not %q", FloorAzcore, Method, spec.Method)
+		}
+		a, err := newAzcoreInvoker(spec.ServiceCS, tlsConf, spec.Payload, conc)
+		if err != nil {
+			return err
+		}
+		defer a.close()
+		inv = a
+	default:
+		return fmt.Errorf("bench: invoke spec: unknown invoker %q", spec.Invoker)
 	}
-	defer inv.close()
 	if spec.StartAtUnixMs > 0 {
 		sleepUntil(context.Background(), time.UnixMilli(spec.StartAtUnixMs))
 	}

@@ -8,11 +8,13 @@ import (
 )
 
 // InvokerPair compares the CPU per call of two service clients, each in a
-// process of its own, invoking the same device fleet at the same time:
-// half the calls in flight each, told to start at the same instant; a
-// round whose windows opened more than invokerPairSkew apart fails.
-// Invoker rows measured one after the other do not see the same machine
-// (BENCHMARKS.md). One InvokerPair per round.
+// process of its own, invoking the same device fleet at the same time,
+// told to start at the same instant; a round whose windows opened more
+// than invokerPairSkew apart fails. With a Floor, a third process invokes
+// the same fleet in the same window with a bare azcore pipeline, the floor
+// of a client built on azcore, and the calls in flight are shared three
+// ways. Invoker rows measured one after the other do not see the same
+// machine (BENCHMARKS.md). One InvokerPair per round.
 type InvokerPair struct {
 	A      string `json:"a"`
 	B      string `json:"b"`
@@ -29,67 +31,102 @@ type InvokerPair struct {
 	CPUPerCallA float64 `json:"invoker_cpu_us_per_call_a"`
 	CPUPerCallB float64 `json:"invoker_cpu_us_per_call_b"`
 	Ratio       float64 `json:"cpu_ratio"`
+	// Floor names the third invoker ("" without one), with its calls, its
+	// CPU per call and FloorRatio, Floor ÷ B.
+	Floor           string  `json:"floor,omitempty"`
+	CallsFloor      int     `json:"calls_floor,omitempty"`
+	CPUPerCallFloor float64 `json:"invoker_cpu_us_per_call_floor,omitempty"`
+	FloorRatio      float64 `json:"floor_cpu_ratio,omitempty"`
 }
 
-// invokerPairLead is how long before their common start both invoker
+// invokerPairLead is how long before their common start the invoker
 // processes are launched: time for Node to load its modules.
 const invokerPairLead = 5 * time.Second
 
-// invokerPairSkew is how far apart the two windows may open (as this
-// process sees their window_start lines arrive) for the round to count:
-// a process that was not ready at the common start begins late.
+// invokerPairSkew is how far apart the windows may open (as this process
+// sees their window_start lines arrive) for the round to count: a process
+// that was not ready at the common start begins late.
 const invokerPairSkew = 250 * time.Millisecond
 
-// invokerPair runs invoker processes a and b (argv and environment each)
-// on the devices ids at once, Concurrency ÷ 2 calls in flight each, with
-// the same warm-up and window.
-func (r *runner) invokerPair(nameA, nameB, device string, argvA, envA, argvB, envB []string, ids []string) InvokerPair {
-	p := InvokerPair{A: nameA, B: nameB, Device: device, Status: "ok", Concurrency: max(r.cfg.Concurrency/2, 1)}
+// invokerProc is one invoker process of an InvokerPair.
+type invokerProc struct {
+	name      string
+	argv, env []string
+	invoker   string // InvokeSpec.Invoker
+}
+
+// invokerPair runs the invoker processes a, b and, if floor is not nil,
+// floor on the devices ids at once, sharing Concurrency calls in flight,
+// with the same warm-up and window.
+func (r *runner) invokerPair(device string, a, b invokerProc, floor *invokerProc, ids []string) InvokerPair {
+	procs := []invokerProc{a, b}
+	if floor != nil {
+		procs = append(procs, *floor)
+	}
+	p := InvokerPair{A: a.name, B: b.name, Device: device, Status: "ok", Concurrency: max(r.cfg.Concurrency/len(procs), 1)}
 	spec := InvokeSpec{Devices: ids, Method: Method, Payload: r.payload, Concurrency: p.Concurrency,
 		WarmupMs: r.cfg.Warmup.Milliseconds(), DurationMs: r.cfg.Duration.Milliseconds(),
 		ServiceCS: r.serviceCS, CAPEM: r.caPEM, StartAtUnixMs: time.Now().Add(invokerPairLead).UnixMilli()}
-	r.logf("paired invokers %s vs %s on %s: %d in flight each, %v", nameA, nameB, device, p.Concurrency, r.cfg.Duration)
-	var wa, wb window
-	var ea, eb error
+	what := a.name + " vs " + b.name
+	if floor != nil {
+		what += " (and the floor " + floor.name + ")"
+	}
+	r.logf("paired invokers %s on %s: %d in flight each, %v", what, device, p.Concurrency, r.cfg.Duration)
+	ws := make([]window, len(procs))
+	errs := make([]error, len(procs))
 	var wg sync.WaitGroup
-	ctx, cancel := context.WithCancel(r.ctx) // one failing ends the other
+	ctx, cancel := context.WithCancel(r.ctx) // one failing ends the others
 	defer cancel()
-	wg.Go(func() {
-		if wa, ea = runInvokerPhase(ctx, argvA, envA, spec, nil); ea != nil {
-			cancel()
-		}
-	})
-	wg.Go(func() {
-		if wb, eb = runInvokerPhase(ctx, argvB, envB, spec, nil); eb != nil {
-			cancel()
-		}
-	})
+	for i, pr := range procs {
+		s := spec
+		s.Invoker = pr.invoker
+		wg.Go(func() {
+			if ws[i], errs[i] = runInvokerPhase(ctx, pr.argv, pr.env, s, nil); errs[i] != nil {
+				cancel()
+			}
+		})
+	}
 	wg.Wait()
 	fail := func(format string, args ...any) InvokerPair {
 		p.Status, p.Reason = "failed", fmt.Sprintf(format, args...)
-		r.logf("paired invokers %s vs %s: %s", nameA, nameB, p.Reason)
+		r.logf("paired invokers %s: %s", what, p.Reason)
 		return p
 	}
-	switch {
-	case ea != nil:
-		return fail("%s: %v", nameA, ea)
-	case eb != nil:
-		return fail("%s: %v", nameB, eb)
-	case wa.errors > 0:
-		return fail("%s: %d calls failed: %s", nameA, wa.errors, wa.firstErr)
-	case wb.errors > 0:
-		return fail("%s: %d calls failed: %s", nameB, wb.errors, wb.firstErr)
-	case len(wa.latencies) == 0 || wa.invokerCPU <= 0 || len(wb.latencies) == 0 || wb.invokerCPU <= 0:
-		return fail("nothing measured: %d and %d calls, %.3f and %.3f CPU seconds", len(wa.latencies), len(wb.latencies), wa.invokerCPU, wb.invokerCPU)
-	case wa.opened.Sub(wb.opened).Abs() > invokerPairSkew:
-		return fail("the windows did not open together: %s's %v after %s's", nameA, wa.opened.Sub(wb.opened).Round(time.Millisecond), nameB)
+	first, last := ws[0].opened, ws[0].opened
+	for i, pr := range procs {
+		w := ws[i]
+		switch {
+		case errs[i] != nil:
+			return fail("%s: %v", pr.name, errs[i])
+		case w.errors > 0:
+			return fail("%s: %d calls failed: %s", pr.name, w.errors, w.firstErr)
+		case len(w.latencies) == 0 || w.invokerCPU <= 0:
+			return fail("nothing measured: %s made %d calls in %.3f CPU seconds", pr.name, len(w.latencies), w.invokerCPU)
+		}
+		if w.opened.Before(first) {
+			first = w.opened
+		}
+		if w.opened.After(last) {
+			last = w.opened
+		}
 	}
-	p.Seconds = wa.seconds
-	p.CallsA, p.CallsB = len(wa.latencies), len(wb.latencies)
-	p.CPUPerCallA = round(wa.invokerCPU*1e6/float64(p.CallsA), 1)
-	p.CPUPerCallB = round(wb.invokerCPU*1e6/float64(p.CallsB), 1)
+	if last.Sub(first) > invokerPairSkew {
+		return fail("the windows did not open together: the last %v after the first", last.Sub(first).Round(time.Millisecond))
+	}
+	perCall := func(w window) (int, float64) {
+		return len(w.latencies), round(w.invokerCPU*1e6/float64(len(w.latencies)), 1)
+	}
+	p.Seconds = ws[0].seconds
+	p.CallsA, p.CPUPerCallA = perCall(ws[0])
+	p.CallsB, p.CPUPerCallB = perCall(ws[1])
 	p.Ratio = round(p.CPUPerCallA/p.CPUPerCallB, 3)
-	r.logf("paired invokers %s vs %s: %.1f vs %.1f µs of invoker CPU per call (%d and %d calls)", nameA, nameB, p.CPUPerCallA, p.CPUPerCallB, p.CallsA, p.CallsB)
+	r.logf("paired invokers %s vs %s: %.1f vs %.1f µs of invoker CPU per call (%d and %d calls)", a.name, b.name, p.CPUPerCallA, p.CPUPerCallB, p.CallsA, p.CallsB)
+	if floor != nil {
+		p.Floor = floor.name
+		p.CallsFloor, p.CPUPerCallFloor = perCall(ws[2])
+		p.FloorRatio = round(p.CPUPerCallFloor/p.CPUPerCallB, 3)
+		r.logf("paired invokers: the floor %s: %.1f µs of invoker CPU per call (%d calls), ÷ %s %s", floor.name, p.CPUPerCallFloor, p.CallsFloor, b.name, trimFloat(p.FloorRatio))
+	}
 	return p
 }
 

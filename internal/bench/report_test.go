@@ -214,7 +214,26 @@ func TestServiceTargetInvokerPairs(t *testing.T) {
 	assert.Equal(t, round(90.0/(320.0/3), 3), tg.Bound, "net/http 90 µs ÷ Node's pooled 106.7 µs")
 	assert.Contains(t, tg.BoundDetail, "Node's CPU per call from the paired invokers", "the bound says where its parts come from")
 
-	res.InvokerPairs = res.InvokerPairs[3:] // only the failed one: back to the rows
+	// With the azcore floor in the same windows, the bound is the median
+	// of the floor's own ratios to Node, not the floor measured alone.
+	withFloor := func(p InvokerPair, f float64, calls int) InvokerPair {
+		p.Floor, p.CPUPerCallFloor, p.CallsFloor, p.FloorRatio = FloorAzcore, f, calls, round(f/p.CPUPerCallB, 3)
+		return p
+	}
+	floored := slices.Clone(res.InvokerPairs)
+	res.InvokerPairs = []InvokerPair{withFloor(pair(70, 100, 1000, 500), 60, 1000), withFloor(pair(66, 120, 1000, 500), 48, 1000),
+		withFloor(pair(90, 100, 1000, 500), 65, 1000), floored[3]}
+	tg = targetsByName(res)[name]
+	assert.Equal(t, 0.7, tg.Value, "the value is unchanged: %+v", tg)
+	assert.Equal(t, 0.6, tg.Bound, "median of 0.6, 0.4, 0.65: %+v", tg)
+	assert.Contains(t, tg.BoundDetail, "a bare azcore pipeline, which this SDK's service client is built on, posting the same request as a third invoker process on the same fleet in the same window, median of 3 rounds (0.6, 0.4, 0.65): 58 µs of its process's CPU per call ÷ node-service's 107, over all rounds", "bound detail")
+	assert.Contains(t, tg.Detail, "both invokers and the azcore floor at once", "detail")
+	// A round without the floor: the bound falls back to the floor measured alone.
+	res.InvokerPairs = append(res.InvokerPairs[:2:2], pair(90, 100, 1000, 500))
+	tg = targetsByName(res)[name]
+	assert.Equal(t, round(90.0/(320.0/3), 3), tg.Bound, "net/http 90 µs ÷ Node's pooled 106.7 µs")
+
+	res.InvokerPairs = floored[3:] // only the failed one: back to the rows
 	tg = targetsByName(res)[name]
 	assert.Equal(t, 0.4, tg.Value, "%+v", tg)
 	assert.Equal(t, 0.6, tg.Bound, "net/http: 90/150 µs")
