@@ -88,16 +88,27 @@ func (c *Client) dispatch(cn *connection, r *transport.MethodRequest) {
 // which about 1.1 KB can be used before the runtime copies the stack to a
 // larger one, a cost of microseconds. The handler runs in functions that
 // have returned before the answer is sent, and the frames under the
-// transport's send (serve, send, and the transport's RespondMethod) are
-// kept small: the MQTT library's Publish, with the allocations it makes,
-// needs most of the rest. With larger frames here, every answer paid for a
-// stack copy (BENCHMARKS.md).
+// transport's send (serve's and the transport's RespondMethod's) are kept
+// small: the MQTT library's Publish, with the allocations it makes, needs
+// most of the rest. With larger frames here, every answer paid for a
+// stack copy, and with one more frame the answers whose allocations in
+// Publish took the allocator's slow path did (BENCHMARKS.md).
 func (k *call) serve() {
-	resp := k.c.runCall(k)
-	k.c.handled(k.cn)
-	k.send(resp)
+	if k.handle() {
+		k.sent(k.cn.RespondMethod(answerDeadline.get(), k.req.RequestID, &k.answer))
+	}
 	k.c.answered(k.cn, false)
 	k.c, k.cn, k.ctx, k.answer = nil, nil, nil, transport.MethodResponse{} // a handler may keep its request (&k.req), but not the connection with it
+}
+
+// handle runs the call's handler and holds its answer in k.answer; it
+// reports whether the call's connection is there to send it on.
+//
+//go:noinline
+func (k *call) handle() bool {
+	resp := k.c.runCall(k)
+	k.c.handled(k.cn)
+	return k.ready(resp)
 }
 
 // refuse answers a call the client has no room for with status 503.
@@ -166,28 +177,32 @@ func closingResponse() *MethodResponse {
 	return errorResponse(503, "the device client is closing")
 }
 
-// send sends resp on the call's connection (serve: a small frame).
+// send sends resp on the call's connection (refuse).
 func (k *call) send(resp *MethodResponse) {
-	cn := k.cn
-	<-cn.ready()
-	if cn.Conn == nil {
-		return
+	if k.ready(resp) {
+		k.sent(k.cn.RespondMethod(answerDeadline.get(), k.req.RequestID, &k.answer))
 	}
-	k.answer = transport.MethodResponse{Status: resp.Status, Payload: resp.Payload}
-	k.sent(resp, cn.RespondMethod(answerDeadline.get(), k.req.RequestID, &k.answer))
 }
 
-// sent logs an answer sent, or not sent (err). It is apart from send to
-// keep send's frame small (serve).
+// ready holds resp in k.answer and waits until the call's connection's
+// Dial has returned; it reports whether it connected.
+func (k *call) ready(resp *MethodResponse) bool {
+	k.answer = transport.MethodResponse{Status: resp.Status, Payload: resp.Payload}
+	<-k.cn.ready()
+	return k.cn.Conn != nil
+}
+
+// sent logs an answer sent, or not sent (err). It is apart from serve to
+// keep serve's frame small.
 //
 //go:noinline
-func (k *call) sent(resp *MethodResponse, err error) {
+func (k *call) sent(err error) {
 	c := k.c
 	switch {
 	case err != nil:
 		c.log.Warn("method response not sent", "method", k.req.Name, "error", err)
 	case c.log.Enabled(context.Background(), slog.LevelInfo): // no attributes for a logger that drops them
-		c.log.Info("method", "method", k.req.Name, "status", resp.Status, "duration", k.arrived.since())
+		c.log.Info("method", "method", k.req.Name, "status", k.answer.Status, "duration", k.arrived.since())
 	}
 }
 
