@@ -41,7 +41,7 @@ type call struct {
 	ctx     context.Context // nil for a call refused
 	req     MethodRequest
 	arrived monoTime
-	answer  transport.MethodResponse // what send gives the transport: no allocation of its own
+	answer  transport.MethodResponse // what serve or send gives the transport (set by ready): no allocation of its own
 }
 
 // dispatch takes a method request from a connection's read loop: it runs

@@ -230,7 +230,7 @@ type InvokeSpec struct {
 	ServiceCS string `json:"service_cs,omitempty"`
 	CAPEM     string `json:"ca_pem,omitempty"`
 	// StartAtUnixMs, if set, is when the warm-up starts (Unix
-	// milliseconds): two invokers given the same one measure the same
+	// milliseconds): invokers given the same one measure the same
 	// window (InvokerPair).
 	StartAtUnixMs int64 `json:"start_at_unix_ms,omitempty"`
 	// Invoker is what the Go invoker process calls with: "" this SDK's

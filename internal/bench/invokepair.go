@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,7 +37,7 @@ type InvokerPair struct {
 	Floor           string  `json:"floor,omitempty"`
 	CallsFloor      int     `json:"calls_floor,omitempty"`
 	CPUPerCallFloor float64 `json:"invoker_cpu_us_per_call_floor,omitempty"`
-	FloorRatio      float64 `json:"floor_cpu_ratio,omitempty"`
+	FloorRatio      float64 `json:"cpu_ratio_floor,omitempty"`
 }
 
 // invokerPairLead is how long before their common start the invoker
@@ -64,6 +65,9 @@ func (r *runner) invokerPair(device string, a, b invokerProc, floor *invokerProc
 		procs = append(procs, *floor)
 	}
 	p := InvokerPair{A: a.name, B: b.name, Device: device, Status: "ok", Concurrency: max(r.cfg.Concurrency/len(procs), 1)}
+	if floor != nil {
+		p.Floor = floor.name
+	}
 	spec := InvokeSpec{Devices: ids, Method: Method, Payload: r.payload, Concurrency: p.Concurrency,
 		WarmupMs: r.cfg.Warmup.Milliseconds(), DurationMs: r.cfg.Duration.Milliseconds(),
 		ServiceCS: r.serviceCS, CAPEM: r.caPEM, StartAtUnixMs: time.Now().Add(invokerPairLead).UnixMilli()}
@@ -75,6 +79,7 @@ func (r *runner) invokerPair(device string, a, b invokerProc, floor *invokerProc
 	ws := make([]window, len(procs))
 	errs := make([]error, len(procs))
 	var wg sync.WaitGroup
+	var firstFailed atomic.Int32             // 1 + the index of the process that failed first, which ended the others
 	ctx, cancel := context.WithCancel(r.ctx) // one failing ends the others
 	defer cancel()
 	for i, pr := range procs {
@@ -82,6 +87,7 @@ func (r *runner) invokerPair(device string, a, b invokerProc, floor *invokerProc
 		s.Invoker = pr.invoker
 		wg.Go(func() {
 			if ws[i], errs[i] = runInvokerPhase(ctx, pr.argv, pr.env, s, nil); errs[i] != nil {
+				firstFailed.CompareAndSwap(0, int32(i+1))
 				cancel()
 			}
 		})
@@ -92,26 +98,27 @@ func (r *runner) invokerPair(device string, a, b invokerProc, floor *invokerProc
 		r.logf("paired invokers %s: %s", what, p.Reason)
 		return p
 	}
-	first, last := ws[0].opened, ws[0].opened
+	if i := firstFailed.Load(); i > 0 { // the others' errors came from being ended
+		return fail("%s: %v", procs[i-1].name, errs[i-1])
+	}
+	first, last := 0, 0 // the processes whose windows opened first and last
 	for i, pr := range procs {
 		w := ws[i]
 		switch {
-		case errs[i] != nil:
-			return fail("%s: %v", pr.name, errs[i])
 		case w.errors > 0:
 			return fail("%s: %d calls failed: %s", pr.name, w.errors, w.firstErr)
 		case len(w.latencies) == 0 || w.invokerCPU <= 0:
 			return fail("nothing measured: %s made %d calls in %.3f CPU seconds", pr.name, len(w.latencies), w.invokerCPU)
 		}
-		if w.opened.Before(first) {
-			first = w.opened
+		if w.opened.Before(ws[first].opened) {
+			first = i
 		}
-		if w.opened.After(last) {
-			last = w.opened
+		if w.opened.After(ws[last].opened) {
+			last = i
 		}
 	}
-	if last.Sub(first) > invokerPairSkew {
-		return fail("the windows did not open together: the last %v after the first", last.Sub(first).Round(time.Millisecond))
+	if d := ws[last].opened.Sub(ws[first].opened); d > invokerPairSkew {
+		return fail("the windows did not open together: %s's %v after %s's", procs[last].name, d.Round(time.Millisecond), procs[first].name)
 	}
 	perCall := func(w window) (int, float64) {
 		return len(w.latencies), round(w.invokerCPU*1e6/float64(len(w.latencies)), 1)
@@ -122,7 +129,6 @@ func (r *runner) invokerPair(device string, a, b invokerProc, floor *invokerProc
 	p.Ratio = round(p.CPUPerCallA/p.CPUPerCallB, 3)
 	r.logf("paired invokers %s vs %s: %.1f vs %.1f µs of invoker CPU per call (%d and %d calls)", a.name, b.name, p.CPUPerCallA, p.CPUPerCallB, p.CallsA, p.CallsB)
 	if floor != nil {
-		p.Floor = floor.name
 		p.CallsFloor, p.CPUPerCallFloor = perCall(ws[2])
 		p.FloorRatio = round(p.CPUPerCallFloor/p.CPUPerCallB, 3)
 		r.logf("paired invokers: the floor %s: %.1f µs of invoker CPU per call (%d calls), ÷ %s %s", floor.name, p.CPUPerCallFloor, p.CallsFloor, b.name, trimFloat(p.FloorRatio))

@@ -424,7 +424,7 @@ func (res *Result) serviceTarget() Target {
 		}
 		pa, pb := cpuA/float64(callsA), cpuB/float64(callsB)
 		both := "both invokers"
-		if ps[0].Floor != "" {
+		if !slices.ContainsFunc(ps, func(p InvokerPair) bool { return p.Floor == "" }) {
 			both = "both invokers and the " + ps[0].Floor + " floor"
 		}
 		detail := fmt.Sprintf("paired load, %s at once on the %s fleet, %d calls in flight each, median of %d rounds (%s): %.0f vs %.0f µs of the invoker's own process per call over all rounds",
@@ -466,7 +466,7 @@ func pairedServiceBound(tg *Target, ps []InvokerPair) bool {
 	var cpuF, cpuB float64
 	var callsF, callsB int
 	for i, p := range ps {
-		if p.Floor == "" || p.FloorRatio <= 0 {
+		if p.Floor == "" || p.FloorRatio <= 0 || p.CallsFloor <= 0 || p.CallsB <= 0 {
 			return false
 		}
 		vs[i], ratios[i] = p.FloorRatio, trimFloat(p.FloorRatio)

@@ -567,19 +567,19 @@ func (c *conn) UnsubscribeMethods(ctx context.Context) error {
 // on the way there (building the topic, wrapping an error) is in functions
 // of their own, so that this frame stays small (device's call.serve).
 func (c *conn) RespondMethod(_ context.Context, requestID string, resp *transport.MethodResponse) error {
-	topic, err := c.answerTopic(resp.Status, requestID)
+	topic, err := c.checkedAnswerTopic(resp.Status, requestID)
 	if err != nil {
 		return err
 	}
 	return handedOver(c.client.Publish(topic, 0, false, []byte(resp.Payload))) // a []byte: paho refuses other types
 }
 
-// answerTopic returns the topic of the answer to request requestID, or
-// RespondMethod's error: the topic does not fit in a packet, or the
+// checkedAnswerTopic returns the topic of the answer to request
+// requestID, or RespondMethod's error: the topic does not fit in a packet, or the
 // connection has ended.
 //
 //go:noinline
-func (c *conn) answerTopic(status int, requestID string) (string, error) {
+func (c *conn) checkedAnswerTopic(status int, requestID string) (string, error) {
 	topic := answerTopic(status, requestID)
 	if err := checkTopic(topic); err != nil {
 		return "", answerError(err)
